@@ -1,0 +1,54 @@
+"""Backends run kdq's training entry point somewhere and report on it through its run folder.
+
+Every backend has the same five verbs. ``handle`` is a small JSON-able dict the backend gets back
+on every later call (the worker stores it); ``run_id`` is fixed before launch so that a retried
+launch finds the run it already started instead of starting a second one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from kdq.spec import ExperimentSpec
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    state: str  # "running" | "succeeded" | "failed"
+    progress: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+class TransientError(RuntimeError):
+    """Trouble that can pass (network, a busy service): the step waits and tries again."""
+
+
+class PermanentError(RuntimeError):
+    """Trouble that will not pass by waiting (no credentials, a broken run): the stage fails with this text."""
+
+
+class Backend(Protocol):
+    name: str
+
+    def launch(self, run_id: str, spec: ExperimentSpec) -> dict[str, Any]: ...
+
+    def poll(self, handle: dict[str, Any]) -> RunStatus: ...
+
+    def fetch(self, handle: dict[str, Any], dest: Path) -> None:
+        """Copy ``runfolder.ARTIFACTS`` of the finished run into ``dest``."""
+
+    def cancel(self, handle: dict[str, Any]) -> None: ...
+
+
+def get_backend(kind: str, settings) -> Backend:
+    if kind == "local":
+        from kdq.backends.local import LocalBackend
+
+        return LocalBackend(settings)
+    if kind == "modal":
+        from kdq.backends.modal import ModalBackend
+
+        return ModalBackend(settings)
+    raise ValueError(f"unknown backend {kind!r}")

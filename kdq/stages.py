@@ -1,0 +1,83 @@
+"""The stage machine: which stage follows which. Pure: no I/O, no clock.
+
+    queued → launching → training → fetching → validating → ready → submitting → evaluating → done
+    any live stage → failed | cancelled;  ready → skipped | done;  failed | cancelled | skipped → queued (retry)
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Stage(StrEnum):
+    QUEUED = "queued"
+    LAUNCHING = "launching"
+    TRAINING = "training"
+    FETCHING = "fetching"
+    VALIDATING = "validating"
+    READY = "ready"
+    SUBMITTING = "submitting"
+    EVALUATING = "evaluating"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+
+PIPELINE: tuple[Stage, ...] = (
+    Stage.QUEUED,
+    Stage.LAUNCHING,
+    Stage.TRAINING,
+    Stage.FETCHING,
+    Stage.VALIDATING,
+    Stage.READY,
+    Stage.SUBMITTING,
+    Stage.EVALUATING,
+    Stage.DONE,
+)
+TERMINAL = frozenset({Stage.DONE, Stage.FAILED, Stage.CANCELLED, Stage.SKIPPED})
+LIVE = frozenset(set(Stage) - TERMINAL)
+RETRYABLE = frozenset({Stage.FAILED, Stage.CANCELLED, Stage.SKIPPED})
+# Stages in which something runs elsewhere (a training run, a submission) that cancel must stop.
+REMOTE = frozenset({Stage.LAUNCHING, Stage.TRAINING})
+# Once submitted, a model is on the server: cancelling cannot take it back.
+SUBMITTED = frozenset({Stage.SUBMITTING, Stage.EVALUATING})
+
+
+def next_stage(stage: Stage) -> Stage:
+    """The stage after ``stage`` on the happy path."""
+    i = PIPELINE.index(stage)
+    if i + 1 >= len(PIPELINE):
+        raise ValueError(f"{stage} has no next stage")
+    return PIPELINE[i + 1]
+
+
+def can_move(src: Stage, dst: Stage) -> bool:
+    """Whether ``src → dst`` is a legal transition."""
+    if src in TERMINAL:
+        return dst is Stage.QUEUED and src in RETRYABLE
+    if dst in (Stage.FAILED, Stage.CANCELLED):
+        return True
+    if src is Stage.READY and dst in (Stage.SKIPPED, Stage.DONE):
+        return True
+    if src is Stage.SUBMITTING and dst is Stage.READY:  # a submission put back (rate limit, server down)
+        return True
+    return dst is next_stage(src)
+
+
+def after_ready(policy: str) -> Stage | None:
+    """Where a validated experiment goes under its submission policy; ``None``: the scheduler decides."""
+    if policy == "never":
+        return Stage.DONE
+    return None
+
+
+class IllegalTransition(ValueError):
+    def __init__(self, src: Stage, dst: Stage):
+        super().__init__(f"cannot move an experiment from {src} to {dst}")
+        self.src, self.dst = src, dst
+
+
+def check_move(src: Stage, dst: Stage) -> None:
+    if not can_move(src, dst):
+        raise IllegalTransition(src, dst)
