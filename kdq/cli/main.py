@@ -1,0 +1,14 @@
+"""The ``kdq`` command: a thin typer layer over the library. Each sub-app lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="kdq",
+    help="Knowledge-distillation experiment queue: enqueue specs, train, verify, submit, record scores.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+# Sub-apps and commands are registered below, one line each.

@@ -1,0 +1,75 @@
+"""The training entry point every backend runs: ``python -m kdq.train RUN_DIR --data DIR --cache DIR``.
+
+It reads ``RUN_DIR/spec.json``, holds an exclusive lock on ``RUN_DIR/train.lock`` while it runs
+(so a second launch of the same run exits at once and a watcher can tell it is alive), and ends
+with ``done.json`` or ``error.json``. The training itself is ``kdq.train.loop.run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from kdq import runfolder
+from kdq.spec import ExperimentSpec
+
+LOCK = "train.lock"
+EXIT_ALREADY_RUNNING = 3
+
+
+def is_running(run_dir: Path) -> bool:
+    """Whether a training process holds this run folder's lock right now."""
+    try:
+        with open(run_dir / LOCK, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return False
+    except BlockingIOError:
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kdq.train")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--data", type=Path, required=True, help="dataset folder")
+    parser.add_argument("--cache", type=Path, required=True, help="shared cache folder")
+    args = parser.parse_args(argv)
+    run_dir: Path = args.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    lock = open(run_dir / LOCK, "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"{run_dir} is already being trained by another process", file=sys.stderr)
+        return EXIT_ALREADY_RUNNING
+    if runfolder.outcome(run_dir) == "done":
+        return 0
+    (run_dir / runfolder.ERROR).unlink(missing_ok=True)
+    try:
+        from kdq.train.loop import run
+
+        spec = ExperimentSpec.model_validate_json((run_dir / runfolder.SPEC).read_text())
+        started = time.time()
+        summary = run(spec, run_dir, data_dir=args.data, cache_dir=args.cache) or {}
+        runfolder.write_json(run_dir / runfolder.DONE, {**summary, "seconds": time.time() - started})
+        return 0
+    except BaseException as exc:  # noqa: BLE001 — every failure must leave error.json behind
+        runfolder.write_json(
+            run_dir / runfolder.ERROR,
+            {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()},
+        )
+        traceback.print_exc()
+        return 130 if isinstance(exc, KeyboardInterrupt) else 1
+    finally:
+        lock.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
