@@ -12,3 +12,4 @@ app = typer.Typer(
 )
 
 # Sub-apps and commands are registered below, one line each.
+from kdq.cli import data as _data; app.add_typer(_data.app, name="data")

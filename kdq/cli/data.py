@@ -1,0 +1,45 @@
+"""``kdq data ...``: datasets. ``kdq data synth OUT`` writes a synthetic stand-in for the course dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="Datasets", no_args_is_help=True)
+console = Console()
+
+
+@app.command()
+def synth(
+    out: Path = typer.Argument(..., help="Folder to write (gets train_dataset/train_dataset/<class>/)."),
+    per_class: int = typer.Option(30, "--per-class", min=2, help="Mean images per class (real imbalance kept)."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
+    balanced: bool = typer.Option(False, "--balanced", help="Exactly --per-class images in every class."),
+    min_size: int = typer.Option(48, "--min-size", min=8, help="Smallest image side in pixels."),
+    max_size: int = typer.Option(128, "--max-size", min=8, help="Largest image side in pixels."),
+    duplicates: int = typer.Option(0, "--duplicates", min=0, help="Exact duplicates to plant."),
+    near_duplicates: int = typer.Option(0, "--near-duplicates", min=0, help="Resized/recompressed copies."),
+    cross_class: int = typer.Option(0, "--cross-class", min=0, help="Same picture under two classes."),
+    corrupt: int = typer.Option(0, "--corrupt", min=0, help="Truncated or non-image files."),
+    overlays: float = typer.Option(0.0, "--overlays", min=0.0, max=1.0, help="Fraction with text/axes/frame."),
+) -> None:
+    """Write a synthetic 10-class skin dataset (class names, layout and quirks of the real one)."""
+    from kdq.synth import MANIFEST
+    from kdq.synth import synth as make
+
+    if min_size > max_size:
+        raise typer.BadParameter(f"--min-size {min_size} is larger than --max-size {max_size}")
+    man = make(
+        out, per_class, seed, size_range=(min_size, max_size), balanced=balanced,
+        exact_duplicates=duplicates, near_duplicates=near_duplicates, cross_class=cross_class,
+        corrupt=corrupt, overlays=overlays,
+    )
+    planted = {
+        "exact duplicates": len(man.exact_duplicates), "near duplicates": len(man.near_duplicates),
+        "cross-class": len(man.cross_class), "corrupt": len(man.corrupt), "overlays": len(man.overlays),
+    }
+    console.print(f"{len(man.images)} images in {len(man.classes)} classes under {out}")
+    console.print(", ".join(f"{k}: {v}" for k, v in planted.items()))
+    console.print(f"manifest: {Path(out) / MANIFEST}")
