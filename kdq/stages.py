@@ -2,6 +2,7 @@
 
     queued → launching → training → fetching → validating → ready → submitting → evaluating → done
     any live stage → failed | cancelled;  ready → skipped | done;  failed | cancelled | skipped → queued (retry)
+    submitting → ready (put back);  done | skipped → ready (`kdq submit ID`)
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def next_stage(stage: Stage) -> Stage:
 def can_move(src: Stage, dst: Stage) -> bool:
     """Whether ``src → dst`` is a legal transition."""
     if src in TERMINAL:
+        if dst is Stage.READY:  # `kdq submit ID` of a validated model
+            return src in (Stage.DONE, Stage.SKIPPED)
         return dst is Stage.QUEUED and src in RETRYABLE
     if dst in (Stage.FAILED, Stage.CANCELLED):
         return True

@@ -13,3 +13,7 @@ app = typer.Typer(
 
 # Sub-apps and commands are registered below, one line each.
 from kdq.cli import data as _data; app.add_typer(_data.app, name="data")
+from kdq.cli import queue as _queue  # noqa: E402
+
+for _name in ("enqueue", "status", "show", "cancel", "retry", "results", "submit", "worker"):
+    app.command(_name)(getattr(_queue, _name))

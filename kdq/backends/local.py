@@ -1,0 +1,100 @@
+"""The local backend: ``python -m kdq.train`` in a detached subprocess on this machine.
+
+The run folder is ``$KDQ_HOME/runs/<run_id>``. The training process holds ``train.lock`` while it
+lives, so "running" is a question the folder answers, even after the worker restarts; it runs in
+its own session, so a worker killed with SIGKILL does not take the training down with it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from kdq import runfolder
+from kdq.backends import PermanentError, RunStatus
+from kdq.spec import ExperimentSpec
+from kdq.train.__main__ import is_running
+
+STARTUP_TIMEOUT_S = 60
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, settings):
+        self.settings = settings
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.settings.runs_dir / run_id
+
+    def data_dir(self, spec: ExperimentSpec) -> Path:
+        return self.settings.datasets_dir / spec.data.dataset
+
+    def launch(self, run_id: str, spec: ExperimentSpec) -> dict[str, Any]:
+        run_dir = self.run_dir(run_id)
+        handle = {"run_id": run_id, "run_dir": str(run_dir)}
+        if is_running(run_dir) or runfolder.outcome(run_dir):
+            pid = (runfolder.read_json(run_dir / "launch.json") or {}).get("pid")
+            return {**handle, "pid": pid, "started_at": time.time()}  # launched before: never twice
+        data = self.data_dir(spec)
+        if not data.is_dir():
+            raise PermanentError(
+                f"dataset {spec.data.dataset!r} not found at {data}: put the course's train_dataset there "
+                f"(unzipped), or generate one with `kdq data synth {data}`"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        runfolder.write_json(run_dir / runfolder.SPEC, spec.model_dump(mode="json"))
+        cmd = [sys.executable, "-m", "kdq.train", str(run_dir), "--data", str(data), "--cache", str(self.settings.cache_dir)]
+        with open(run_dir / runfolder.LOG, "ab") as log:
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        started = time.time()
+        runfolder.write_json(run_dir / "launch.json", {"pid": proc.pid, "started_at": started, "cmd": cmd})
+        # Wait until the child holds its lock (or has already ended), so a poll never mistakes a
+        # process that is still starting for one that died.
+        while not is_running(run_dir) and proc.poll() is None and time.time() - started < STARTUP_TIMEOUT_S:
+            time.sleep(0.05)
+        return {**handle, "pid": proc.pid, "started_at": started}
+
+    def poll(self, handle: dict[str, Any]) -> RunStatus:
+        run_dir = Path(handle["run_dir"])
+        progress = runfolder.read_json(run_dir / runfolder.PROGRESS) or {}
+        outcome = runfolder.outcome(run_dir)
+        if outcome == "done":
+            return RunStatus("succeeded", progress)
+        if outcome == "error":
+            tail = runfolder.log_tail(run_dir)
+            return RunStatus("failed", progress, f"{runfolder.error_message(run_dir)}\n{tail}".strip())
+        if is_running(run_dir):
+            spec = ExperimentSpec.model_validate_json((run_dir / runfolder.SPEC).read_text())
+            if time.time() - handle.get("started_at", time.time()) > spec.backend.timeout_min * 60:
+                self.cancel(handle)
+                return RunStatus("failed", progress, f"training ran past backend.timeout_min = {spec.backend.timeout_min}")
+            return RunStatus("running", progress)
+        tail = runfolder.log_tail(run_dir)
+        return RunStatus("failed", progress, f"the training process ended without a result. Last lines of its log:\n{tail}")
+
+    def fetch(self, handle: dict[str, Any], dest: Path) -> None:
+        run_dir = Path(handle["run_dir"])
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in runfolder.ARTIFACTS:
+            src = run_dir / name
+            if not src.exists():
+                raise PermanentError(f"the run finished but {src} is missing")
+            shutil.copy2(src, dest / name)
+
+    def cancel(self, handle: dict[str, Any]) -> None:
+        run_dir = Path(handle["run_dir"])
+        pid = handle.get("pid")
+        if pid and is_running(run_dir):
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass

@@ -1,0 +1,85 @@
+"""Logging through structlog: console lines for people, JSON lines for files and pipes.
+
+Every event passes ``redact``: any known secret (course token, Hugging Face token) is replaced by
+``***`` wherever it appears, in any field, before anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+_secrets: set[str] = set()
+MASK = "***"
+
+
+def add_secret(*values: str | None) -> None:
+    """Register values that must never be written anywhere."""
+    _secrets.update(v for v in values if v and len(v) >= 4)
+
+
+def redact(text: str) -> str:
+    for secret in sorted(_secrets, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_scrub(v) for v in value)
+    if isinstance(value, BaseException):
+        return redact(f"{type(value).__name__}: {value}")
+    return value
+
+
+def _redact_processor(_logger, _name, event_dict: dict) -> dict:
+    return {k: _scrub(v) for k, v in event_dict.items()}
+
+
+class _RedactingFilter(logging.Filter):
+    """For stdlib loggers (huey, httpx): scrub the formatted message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _secrets:
+            record.msg = redact(record.getMessage())
+            record.args = ()
+        return True
+
+
+def configure(json: bool | None = None, level: int = logging.INFO, settings=None) -> None:
+    if settings is not None:
+        add_secret(*settings.secrets())
+    if json is None:
+        json = not sys.stderr.isatty()
+    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            _redact_processor,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_RedactingFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def get_logger(name: str | None = None):
+    return structlog.get_logger(name)

@@ -1,0 +1,175 @@
+"""One step of one experiment: read its state, do one action, write the new state.
+
+``advance(ctx, exp_id)`` is what the worker's Huey task calls. It returns how many seconds until the
+experiment wants looking at again (``0``: at once), or ``None`` when the worker has nothing more to
+do for it (a terminal stage, or a stage the submission scheduler owns). Each step can run twice
+without harm: launches are idempotent by run id, moves are compare-and-set, and no database write is
+held across a backend call.
+
+    queued      → pick the run id                                 → launching
+    launching   → backend.launch(run_id)                          → training
+    training    → backend.poll: running (look again) | failed | succeeded → fetching
+    fetching    → backend.fetch into $KDQ_HOME/artifacts/<id>     → validating
+    validating  → verify model.pt like the grader, read metrics   → ready (→ done if policy is never)
+    ready, submitting, evaluating: the submission scheduler (kdq.course.scheduler)
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from kdq import runfolder
+from kdq.backends import Backend, PermanentError, TransientError, get_backend
+from kdq.log import get_logger, redact
+from kdq.settings import Settings
+from kdq.stages import SUBMITTED, TERMINAL, Stage, after_ready
+from kdq.store import Experiment, Store
+
+log = get_logger("kdq.steps")
+TRANSIENT_BACKOFF_S = (5, 15, 30, 60, 120, 300)
+
+
+@dataclass
+class Context:
+    settings: Settings
+    store: Store
+    backends: dict[str, Backend] = field(default_factory=dict)
+    backend_factory: Callable[[str, Settings], Backend] = get_backend
+
+    def backend(self, kind: str) -> Backend:
+        if kind not in self.backends:
+            self.backends[kind] = self.backend_factory(kind, self.settings)
+        return self.backends[kind]
+
+
+def run_id_for(instance: str, exp: Experiment) -> str:
+    """Fixed before launch: the same experiment and attempt always get the same run id."""
+    return f"{instance}-e{exp.id}-a{exp.attempt}"
+
+
+def step_queued(ctx: Context, exp: Experiment) -> float:
+    ctx.store.move(exp.id, Stage.QUEUED, Stage.LAUNCHING, run_id=run_id_for(ctx.store.instance, exp))
+    return 0
+
+
+def step_launching(ctx: Context, exp: Experiment) -> float:
+    handle = ctx.backend(exp.backend).launch(exp.run_id, exp.spec)
+    ctx.store.move(exp.id, Stage.LAUNCHING, Stage.TRAINING, f"launched run {exp.run_id}", handle=handle)
+    return ctx.settings.poll_interval_s
+
+
+def step_training(ctx: Context, exp: Experiment) -> float:
+    status = ctx.backend(exp.backend).poll(exp.handle)
+    if status.state == "running":
+        if status.progress and status.progress != exp.progress:
+            ctx.store.update(exp.id, progress=status.progress)
+        return ctx.settings.poll_interval_s
+    if status.state == "failed":
+        raise PermanentError(status.error or "training failed")
+    ctx.store.move(exp.id, Stage.TRAINING, Stage.FETCHING, "training finished", progress=status.progress)
+    return 0
+
+
+def step_fetching(ctx: Context, exp: Experiment) -> float:
+    dest = ctx.settings.artifacts_dir / str(exp.id)
+    ctx.backend(exp.backend).fetch(exp.handle, dest)
+    ctx.store.move(exp.id, Stage.FETCHING, Stage.VALIDATING, f"artifacts in {dest}", artifacts=str(dest))
+    return 0
+
+
+def step_validating(ctx: Context, exp: Experiment) -> float | None:
+    from kdq.verify import VerifyError, verify_file
+
+    dest = Path(exp.artifacts)
+    try:
+        report = verify_file(dest / runfolder.MODEL)
+    except VerifyError as exc:
+        raise PermanentError(f"model.pt fails the grader's checks: {exc}") from None
+    metrics = runfolder.read_json(dest / runfolder.METRICS)
+    if not metrics or "val_f1" not in metrics:
+        raise PermanentError(f"{dest / runfolder.METRICS} is missing or has no val_f1")
+    metrics = {**metrics, "verify": report}
+    ctx.store.move(
+        exp.id, Stage.VALIDATING, Stage.READY, f"verified: val macro-F1 {metrics['val_f1']:.4f}",
+        metrics=metrics, val_f1=metrics["val_f1"], teacher_f1=metrics.get("teacher_probe_f1"),
+    )
+    if after_ready(exp.spec.submit.policy) is Stage.DONE:
+        ctx.store.move(exp.id, Stage.READY, Stage.DONE, "submit.policy = never: not submitted")
+    return None
+
+
+STEPS: dict[Stage, Callable[[Context, Experiment], float | None]] = {
+    Stage.QUEUED: step_queued,
+    Stage.LAUNCHING: step_launching,
+    Stage.TRAINING: step_training,
+    Stage.FETCHING: step_fetching,
+    Stage.VALIDATING: step_validating,
+}
+
+
+def _cancel(ctx: Context, exp: Experiment) -> None:
+    if exp.handle:
+        ctx.backend(exp.backend).cancel(exp.handle)
+    ctx.store.move(exp.id, exp.stage, Stage.CANCELLED, "cancelled by the user")
+
+
+def transient_delay(failures: int) -> float:
+    return TRANSIENT_BACKOFF_S[min(failures, len(TRANSIENT_BACKOFF_S) - 1)]
+
+
+def advance(ctx: Context, exp_id: int) -> float | None:
+    """Run one step of experiment ``exp_id``; see the module docstring."""
+    exp = ctx.store.get(exp_id)
+    if exp.stage in TERMINAL:
+        return None
+    if exp.cancel_requested and exp.stage not in SUBMITTED:
+        _cancel(ctx, exp)
+        return None
+    step = STEPS.get(exp.stage)
+    if step is None:
+        return None
+    try:
+        delay = step(ctx, exp)
+    except TransientError as exc:
+        failures = sum(1 for e in ctx.store.events(exp.id)[-20:] if e["kind"] == "transient")
+        delay = transient_delay(failures)
+        message = redact(str(exc))
+        ctx.store.event(exp.id, "transient", f"{exp.stage}: {message} (trying again in {delay:.0f} s)")
+        log.warning("transient trouble", exp=exp.id, stage=str(exp.stage), error=message, retry_in=delay)
+    except PermanentError as exc:
+        _fail(ctx, exp, redact(str(exc)))
+        return None
+    except Exception as exc:  # a bug or a surprise: fail loudly, lose nothing (`kdq retry` brings it back)
+        log.error("step crashed", exp=exp.id, stage=str(exp.stage), error=redact(repr(exc)))
+        _fail(ctx, exp, redact(f"{exp.stage} step crashed: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"))
+        return None
+    if delay is not None:
+        ctx.store.update(exp.id, next_check_at=time.time() + delay)
+    return delay
+
+
+def _fail(ctx: Context, exp: Experiment, message: str) -> None:
+    if ctx.store.move(exp.id, exp.stage, Stage.FAILED, message.splitlines()[0][:500], error=message):
+        log.warning("experiment failed", exp=exp.id, stage=str(exp.stage), error=message.splitlines()[0])
+
+
+def run_until_wait(ctx: Context, exp_id: int, max_steps: int = 20) -> float | None:
+    """Advance through every step that needs no waiting; return the first real delay (or ``None``)."""
+    for _ in range(max_steps):
+        delay = advance(ctx, exp_id)
+        if delay != 0:
+            return delay
+    return 0
+
+
+def due_for_redrive(store: Store, now: float, grace_s: float) -> list[int]:
+    """Live experiments the worker owns whose next look is overdue: their queue task was lost."""
+    owned = set(STEPS)
+    return [
+        e.id for e in store.live()
+        if e.stage in owned and (e.next_check_at is None or e.next_check_at < now - grace_s)
+    ]

@@ -1,0 +1,432 @@
+"""The store: one SQLite file (``$KDQ_HOME/kdq.db``) that is the truth about every experiment.
+
+Tables: ``experiments`` (spec, stage, backend handle, run id, metrics, artifacts, errors),
+``events`` (append-only timeline per experiment), ``submissions``, ``leaderboard`` (snapshots)
+and ``meta`` (schema version, instance id, worker heartbeat, server reachability).
+
+Two processes write (the CLI and the worker), so every connection runs in WAL mode with a long busy
+timeout, and every read-then-write happens inside ``BEGIN IMMEDIATE`` (a short transaction that takes
+the write lock up front, so it waits its turn instead of failing with ``database is locked``).
+Stage changes are compare-and-set: they only happen from the stage the caller saw.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import sqlite_utils
+
+from kdq.spec import ExperimentSpec
+from kdq.stages import LIVE, RETRYABLE, Stage, check_move
+
+BUSY_TIMEOUT_S = 60
+
+
+# ---------------------------------------------------------------- schema and migrations
+
+
+def _m1_initial(db: sqlite_utils.Database) -> None:
+    db["experiments"].create(
+        {
+            "id": int,
+            "name": str,
+            "spec": str,
+            "spec_hash": str,
+            "source": str,
+            "priority": int,
+            "stage": str,
+            "backend": str,
+            "attempt": int,
+            "run_id": str,
+            "handle": str,
+            "progress": str,
+            "metrics": str,
+            "val_f1": float,
+            "teacher_f1": float,
+            "artifacts": str,
+            "error": str,
+            "cancel_requested": int,
+            "submit_requested": int,
+            "server_attempt": int,
+            "server_score": float,
+            "server_rank": int,
+            "created_at": float,
+            "updated_at": float,
+            "next_check_at": float,
+        },
+        pk="id",
+        not_null={"name", "spec", "spec_hash", "stage", "backend"},
+        defaults={"priority": 0, "attempt": 1, "cancel_requested": 0, "submit_requested": 0},
+    )
+    db["experiments"].create_index(["stage"])
+    db["experiments"].create_index(["spec_hash"])
+    db["events"].create(
+        {"id": int, "exp_id": int, "ts": float, "kind": str, "stage": str, "message": str, "data": str},
+        pk="id",
+        foreign_keys=[("exp_id", "experiments", "id")],
+    )
+    db["events"].create_index(["exp_id", "ts"])
+    db["submissions"].create(
+        {
+            "id": int,
+            "exp_id": int,
+            "state": str,
+            "attempt": int,
+            "server_status": str,
+            "score": float,
+            "model_size": float,
+            "rank": int,
+            "leaderboard_score": float,
+            "message": str,
+            "created_at": float,
+            "posted_at": float,
+            "updated_at": float,
+        },
+        pk="id",
+        foreign_keys=[("exp_id", "experiments", "id")],
+    )
+    db["submissions"].create_index(["exp_id"])
+    db["leaderboard"].create(
+        {"id": int, "ts": float, "rows": str, "own_rank": int, "own_score": float}, pk="id"
+    )
+    db["meta"].create({"key": str, "value": str}, pk="key")
+
+
+# Append only: a migration, once released, is never edited. The schema version is its index + 1.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# ---------------------------------------------------------------- rows
+
+
+@dataclass(frozen=True)
+class Experiment:
+    id: int
+    name: str
+    stage: Stage
+    backend: str
+    attempt: int
+    spec_hash: str
+    spec_json: str
+    source: str | None
+    priority: int
+    run_id: str | None
+    handle: dict | None
+    progress: dict | None
+    metrics: dict | None
+    val_f1: float | None
+    teacher_f1: float | None
+    artifacts: str | None
+    error: str | None
+    cancel_requested: bool
+    submit_requested: bool
+    server_attempt: int | None
+    server_score: float | None
+    server_rank: int | None
+    created_at: float
+    updated_at: float
+    next_check_at: float | None
+
+    @property
+    def spec(self) -> ExperimentSpec:
+        return ExperimentSpec.model_validate_json(self.spec_json)
+
+    @classmethod
+    def from_row(cls, row: dict) -> "Experiment":
+        loads = lambda v: json.loads(v) if v else None  # noqa: E731
+        return cls(
+            id=row["id"],
+            name=row["name"],
+            stage=Stage(row["stage"]),
+            backend=row["backend"],
+            attempt=row["attempt"],
+            spec_hash=row["spec_hash"],
+            spec_json=row["spec"],
+            source=row["source"],
+            priority=row["priority"] or 0,
+            run_id=row["run_id"],
+            handle=loads(row["handle"]),
+            progress=loads(row["progress"]),
+            metrics=loads(row["metrics"]),
+            val_f1=row["val_f1"],
+            teacher_f1=row["teacher_f1"],
+            artifacts=row["artifacts"],
+            error=row["error"],
+            cancel_requested=bool(row["cancel_requested"]),
+            submit_requested=bool(row["submit_requested"]),
+            server_attempt=row["server_attempt"],
+            server_score=row["server_score"],
+            server_rank=row["server_rank"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            next_check_at=row["next_check_at"],
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able view for ``--json`` output."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "stage": str(self.stage),
+            "backend": self.backend,
+            "attempt": self.attempt,
+            "run_id": self.run_id,
+            "val_f1": self.val_f1,
+            "teacher_f1": self.teacher_f1,
+            "server_score": self.server_score,
+            "server_rank": self.server_rank,
+            "server_attempt": self.server_attempt,
+            "progress": self.progress,
+            "error": self.error,
+            "artifacts": self.artifacts,
+            "spec_hash": self.spec_hash,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+class DuplicateSpec(ValueError):
+    def __init__(self, dupes: list[tuple[str, int]]):
+        self.dupes = dupes
+        lines = [f"{name}: the same spec is already experiment {eid} (use --force to queue it again)" for name, eid in dupes]
+        super().__init__("\n".join(lines))
+
+
+class NotFound(KeyError):
+    pass
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, default=str)
+
+
+# ---------------------------------------------------------------- the store
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        self.path = path
+        self.db = sqlite_utils.Database(conn)
+        self._migrate()
+
+    @classmethod
+    def open(cls, settings) -> "Store":
+        return cls(settings.db_path)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite_utils.Database]:
+        """A write transaction that holds the write lock from its first statement."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.rollback()
+            raise
+        else:
+            self.db.conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        if self.schema_version() == SCHEMA_VERSION:
+            return
+        with self.transaction() as db:
+            version = self.schema_version()
+            for migration in MIGRATIONS[version:]:
+                migration(db)
+            db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+            if not self.get_meta("instance"):
+                db["meta"].upsert({"key": "instance", "value": uuid.uuid4().hex[:8]}, pk="key")
+        if self.schema_version() > SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path} was written by a newer kdq (schema {self.schema_version()})")
+
+    def schema_version(self) -> int:
+        if "meta" not in self.db.table_names():
+            return 0
+        return int(self.get_meta("schema_version") or 0)
+
+    # ------------------------------------------------------------ meta
+
+    def get_meta(self, key: str) -> str | None:
+        rows = list(self.db.query("select value from meta where key = ?", [key]))
+        return rows[0]["value"] if rows else None
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.db["meta"].upsert({"key": key, "value": value if isinstance(value, str) else json.dumps(value)}, pk="key")
+
+    def get_meta_json(self, key: str) -> Any:
+        value = self.get_meta(key)
+        return json.loads(value) if value else None
+
+    @property
+    def instance(self) -> str:
+        return self.get_meta("instance") or "kdq"
+
+    # ------------------------------------------------------------ experiments
+
+    def add(
+        self, items: list[tuple[str | None, ExperimentSpec]], *, priority: int = 0, force: bool = False
+    ) -> list[int]:
+        """Queue specs as new experiments, all or none. Raises ``DuplicateSpec`` unless ``force``."""
+        now = time.time()
+        with self.transaction() as db:
+            if not force:
+                dupes = []
+                for _, spec in items:
+                    rows = list(db.query(
+                        "select id from experiments where spec_hash = ? and stage not in ('cancelled') limit 1",
+                        [spec.content_hash()],
+                    ))
+                    if rows:
+                        dupes.append((spec.name, rows[0]["id"]))
+                hashes = [s.content_hash() for _, s in items]
+                dupes += [(s.name, -1) for i, (_, s) in enumerate(items) if s.content_hash() in hashes[:i]]
+                if dupes:
+                    raise DuplicateSpec(dupes)
+            ids = []
+            for source, spec in items:
+                table = db["experiments"].insert(
+                    {
+                        "name": spec.name,
+                        "spec": spec.model_dump_json(),
+                        "spec_hash": spec.content_hash(),
+                        "source": source,
+                        "priority": priority,
+                        "stage": str(Stage.QUEUED),
+                        "backend": spec.backend.kind,
+                        "attempt": 1,
+                        "created_at": now,
+                        "updated_at": now,
+                        "next_check_at": now,
+                    }
+                )
+                ids.append(table.last_pk)
+                db["events"].insert(
+                    {"exp_id": table.last_pk, "ts": now, "kind": "enqueued", "stage": "queued",
+                     "message": f"queued from {source}" if source else "queued"}
+                )
+        return ids
+
+    def get(self, exp_id: int) -> Experiment:
+        rows = list(self.db.query("select * from experiments where id = ?", [exp_id]))
+        if not rows:
+            raise NotFound(f"no experiment {exp_id}")
+        return Experiment.from_row(rows[0])
+
+    def list(self, stages: set[Stage] | None = None, order: str = "id") -> list[Experiment]:
+        where, params = "", []
+        if stages:
+            where = f"where stage in ({','.join('?' * len(stages))})"
+            params = [str(s) for s in stages]
+        return [
+            Experiment.from_row(r)
+            for r in self.db.query(f"select * from experiments {where} order by {order}", params)
+        ]
+
+    def live(self) -> list[Experiment]:
+        return self.list(set(LIVE))
+
+    def count_by_stage(self) -> dict[str, int]:
+        return {r["stage"]: r["n"] for r in self.db.query("select stage, count(*) n from experiments group by stage")}
+
+    def move(self, exp_id: int, src: Stage, dst: Stage, message: str = "", **fields: Any) -> bool:
+        """Move ``src → dst`` (and set ``fields``) only if the experiment is still in ``src``."""
+        check_move(src, dst)
+        now = time.time()
+        with self.transaction() as db:
+            cur = db.execute(
+                "update experiments set stage = ?, updated_at = ? where id = ? and stage = ?",
+                [str(dst), now, exp_id, str(src)],
+            )
+            if cur.rowcount != 1:
+                return False
+            if fields:
+                self._set(db, exp_id, fields)
+            db["events"].insert(
+                {"exp_id": exp_id, "ts": now, "kind": "stage", "stage": str(dst),
+                 "message": message or f"{src} → {dst}"}
+            )
+        return True
+
+    def update(self, exp_id: int, **fields: Any) -> None:
+        """Set fields without changing the stage."""
+        with self.transaction() as db:
+            self._set(db, exp_id, {**fields, "updated_at": time.time()})
+
+    @staticmethod
+    def _set(db: sqlite_utils.Database, exp_id: int, fields: dict[str, Any]) -> None:
+        encoded = {
+            k: _dumps(v) if k in ("handle", "progress", "metrics") else v for k, v in fields.items()
+        }
+        db["experiments"].update(exp_id, encoded)
+
+    def event(self, exp_id: int, kind: str, message: str, **data: Any) -> None:
+        self.db["events"].insert(
+            {"exp_id": exp_id, "ts": time.time(), "kind": kind, "stage": None,
+             "message": message, "data": _dumps(data) if data else None}
+        )
+
+    def events(self, exp_id: int) -> list[dict]:
+        return list(self.db.query("select * from events where exp_id = ? order by id", [exp_id]))
+
+    # ------------------------------------------------------------ user requests
+
+    def request_cancel(self, exp_id: int) -> Experiment:
+        """Flag for the worker; stages with nothing running elsewhere are cancelled at once."""
+        exp = self.get(exp_id)
+        if exp.stage in (Stage.QUEUED, Stage.READY, Stage.FETCHING, Stage.VALIDATING):
+            if self.move(exp_id, exp.stage, Stage.CANCELLED, "cancelled by the user"):
+                return self.get(exp_id)
+        if exp.stage in LIVE:
+            self.update(exp_id, cancel_requested=1)
+            self.event(exp_id, "cancel", "cancel requested")
+        return self.get(exp_id)
+
+    def retry(self, exp_id: int) -> Experiment:
+        """Queue a failed, cancelled or skipped experiment again as a new attempt (a new run id)."""
+        exp = self.get(exp_id)
+        if exp.stage not in RETRYABLE:
+            raise ValueError(f"experiment {exp_id} is {exp.stage}; only {', '.join(sorted(RETRYABLE))} can be retried")
+        moved = self.move(
+            exp_id, exp.stage, Stage.QUEUED, f"retry (attempt {exp.attempt + 1})",
+            attempt=exp.attempt + 1, run_id=None, handle=None, progress=None, error=None,
+            cancel_requested=0, next_check_at=time.time(),
+        )
+        if not moved:
+            raise ValueError(f"experiment {exp_id} changed while retrying; look again")
+        return self.get(exp_id)
+
+    def request_submit(self, exp_id: int) -> Experiment:
+        """``kdq submit ID``: submit this validated model next, whatever its policy (not whatever the rate limit)."""
+        exp = self.get(exp_id)
+        if exp.stage not in (Stage.READY, Stage.DONE, Stage.SKIPPED) or not exp.artifacts:
+            raise ValueError(
+                f"experiment {exp_id} is {exp.stage}; only a validated model (ready, done or skipped) can be submitted"
+            )
+        if exp.stage is not Stage.READY and not self.move(exp_id, exp.stage, Stage.READY, "submission requested"):
+            raise ValueError(f"experiment {exp_id} changed while requesting a submission; look again")
+        self.update(exp_id, submit_requested=1, next_check_at=time.time())
+        self.event(exp_id, "submit", "submission requested by the user")
+        return self.get(exp_id)
