@@ -250,17 +250,18 @@ class Store:
             self.db.conn.execute("COMMIT")
 
     def _migrate(self) -> None:
-        if self.schema_version() == SCHEMA_VERSION:
+        found = self.schema_version()
+        if found > SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path} was written by a newer kdq (schema {found}); upgrade kdq")
+        if found == SCHEMA_VERSION:
             return
         with self.transaction() as db:
-            version = self.schema_version()
+            version = self.schema_version()  # another process may have migrated meanwhile
             for migration in MIGRATIONS[version:]:
                 migration(db)
             db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
             if not self.get_meta("instance"):
                 db["meta"].upsert({"key": "instance", "value": uuid.uuid4().hex[:8]}, pk="key")
-        if self.schema_version() > SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path} was written by a newer kdq (schema {self.schema_version()})")
 
     def schema_version(self) -> int:
         if "meta" not in self.db.table_names():

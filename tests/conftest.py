@@ -1,0 +1,66 @@
+"""Shared fixtures. Every test gets its own KDQ_HOME; nothing touches the repository's .kdq."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Before anything imports jobs.tasks (which opens the queue at import): a session-wide home.
+os.environ.setdefault("KDQ_HOME", tempfile.mkdtemp(prefix="kdq-session-"))
+for _var in ("KDQ_TOKEN", "KDQ_TEAM", "KDQ_SERVER_URL", "HF_TOKEN", "KDQ_HF_TOKEN"):
+    os.environ.pop(_var, None)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh KDQ_HOME for this test."""
+    h = tmp_path / "home"
+    monkeypatch.setenv("KDQ_HOME", str(h))
+    monkeypatch.chdir(tmp_path)  # no stray .env from the working directory
+    return h
+
+
+@pytest.fixture
+def settings(home: Path):
+    from kdq.settings import Settings
+
+    return Settings()
+
+
+@pytest.fixture
+def store(settings):
+    from kdq.store import Store
+
+    with Store.open(settings) as s:
+        yield s
+
+
+TINY_SPEC = """
+name = "tiny"
+[student]
+library = "kdq"
+name = "tiny_cnn"
+[teacher]
+kind = "none"
+[distill]
+loss = "ce"
+[train]
+epochs = 2
+batch_size = 32
+image_size = 32
+[data]
+dataset = "synth"
+decode_size = 40
+[submit]
+policy = "never"
+"""
+
+
+@pytest.fixture
+def tiny_spec_file(tmp_path: Path) -> Path:
+    p = tmp_path / "tiny.toml"
+    p.write_text(TINY_SPEC)
+    return p

@@ -1,0 +1,138 @@
+import multiprocessing as mp
+import sqlite3
+
+import pytest
+
+from kdq.spec import ExperimentSpec
+from kdq.stages import Stage
+from kdq.store import SCHEMA_VERSION, DuplicateSpec, NotFound, Store
+
+
+def spec(name="x", **train):
+    return ExperimentSpec(name=name, train=train)
+
+
+def test_new_store_is_migrated_in_wal_mode(store):
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.db.execute("pragma journal_mode").fetchone()[0] == "wal"
+    assert set(store.db.table_names()) >= {"experiments", "events", "submissions", "leaderboard", "meta"}
+    assert len(store.instance) == 8
+
+
+def test_reopening_keeps_instance_and_data(settings):
+    with Store.open(settings) as a:
+        ids = a.add([("f.toml", spec())])
+        instance = a.instance
+    with Store.open(settings) as b:
+        assert b.instance == instance
+        assert b.get(ids[0]).name == "x"
+
+
+def test_add_is_all_or_nothing_and_refuses_duplicates(store):
+    [first] = store.add([("a.toml", spec("a", lr=0.1))])
+    with pytest.raises(DuplicateSpec, match=f"already experiment {first}"):
+        store.add([("b.toml", spec("b", lr=0.2)), ("c.toml", spec("c", lr=0.1))])
+    assert [e.name for e in store.list()] == ["a"]  # b was not half-queued
+    ids = store.add([("c.toml", spec("c", lr=0.1))], force=True)
+    assert store.get(ids[0]).stage is Stage.QUEUED
+
+
+def test_duplicates_within_one_batch_are_refused(store):
+    with pytest.raises(DuplicateSpec):
+        store.add([("a.toml", spec("a")), ("b.toml", spec("b"))])
+    assert store.list() == []
+
+
+def test_move_is_compare_and_set_and_logs_an_event(store):
+    [i] = store.add([(None, spec())])
+    assert store.move(i, Stage.QUEUED, Stage.LAUNCHING, run_id="r1")
+    assert not store.move(i, Stage.QUEUED, Stage.LAUNCHING)  # somebody else moved it already
+    exp = store.get(i)
+    assert exp.stage is Stage.LAUNCHING and exp.run_id == "r1"
+    assert [e["kind"] for e in store.events(i)] == ["enqueued", "stage"]
+
+
+def test_illegal_move_raises(store):
+    [i] = store.add([(None, spec())])
+    with pytest.raises(ValueError, match="cannot move"):
+        store.move(i, Stage.QUEUED, Stage.DONE)
+
+
+def test_json_fields_round_trip(store):
+    [i] = store.add([(None, spec())])
+    store.update(i, handle={"pid": 1}, progress={"epoch": 2}, metrics={"val_f1": 0.5})
+    exp = store.get(i)
+    assert exp.handle == {"pid": 1} and exp.progress == {"epoch": 2} and exp.metrics == {"val_f1": 0.5}
+
+
+def test_cancel_of_queued_is_immediate_and_of_training_is_a_request(store):
+    a, b = store.add([(None, spec("a", lr=0.1)), (None, spec("b", lr=0.2))])
+    assert store.request_cancel(a).stage is Stage.CANCELLED
+    store.move(b, Stage.QUEUED, Stage.LAUNCHING)
+    store.move(b, Stage.LAUNCHING, Stage.TRAINING)
+    exp = store.request_cancel(b)
+    assert exp.stage is Stage.TRAINING and exp.cancel_requested
+
+
+def test_retry_makes_a_new_attempt_and_refuses_live_experiments(store):
+    [i] = store.add([(None, spec())])
+    with pytest.raises(ValueError, match="only"):
+        store.retry(i)
+    store.move(i, Stage.QUEUED, Stage.FAILED, error="boom", run_id="r")
+    exp = store.retry(i)
+    assert (exp.stage, exp.attempt, exp.error, exp.run_id) == (Stage.QUEUED, 2, None, None)
+
+
+def test_submit_request_needs_a_validated_model(store):
+    [i] = store.add([(None, spec())])
+    with pytest.raises(ValueError, match="only a validated model"):
+        store.request_submit(i)
+    for src, dst in [("queued", "launching"), ("launching", "training"), ("training", "fetching"),
+                     ("fetching", "validating"), ("validating", "ready"), ("ready", "done")]:
+        store.move(i, Stage(src), Stage(dst), artifacts="/a")
+    exp = store.request_submit(i)
+    assert exp.stage is Stage.READY and exp.submit_requested
+
+
+def test_get_unknown_raises(store):
+    with pytest.raises(NotFound):
+        store.get(42)
+
+
+def test_newer_schema_is_refused(settings):
+    with Store.open(settings) as s:
+        s.set_meta("schema_version", str(SCHEMA_VERSION + 1))
+    with pytest.raises(RuntimeError, match="newer kdq"):
+        Store.open(settings)
+
+
+def _hammer(db_path: str, worker: int, n: int) -> None:
+    store = Store(db_path)
+    for k in range(n):
+        [i] = store.add([(None, ExperimentSpec(name=f"w{worker}-{k}", train={"seed": worker * 10_000 + k}))])
+        store.move(i, Stage.QUEUED, Stage.LAUNCHING)
+        store.update(i, progress={"k": k})
+        store.event(i, "note", "hammer")
+    store.close()
+
+
+def test_concurrent_writers_never_see_database_locked(settings):
+    Store.open(settings).close()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_hammer, args=(str(settings.db_path), w, 60)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    with Store.open(settings) as store:
+        exps = store.list()
+        assert len(exps) == 240
+        assert all(e.stage is Stage.LAUNCHING and e.progress is not None for e in exps)
+        assert store.db.execute("select count(*) from events").fetchone()[0] == 240 * 3
+
+
+def test_database_is_a_plain_sqlite_file(settings, store):
+    store.add([(None, spec())])
+    conn = sqlite3.connect(settings.db_path)
+    assert conn.execute("select count(*) from experiments").fetchone()[0] == 1
