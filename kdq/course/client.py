@@ -1,0 +1,336 @@
+"""The course-server client: ``ping``, ``submit``, ``status``, ``leaderboard``.
+
+Every call returns a typed result or raises one of ``kdq.course.errors``; nothing else escapes
+(no httpx exception, no JSON error, no KeyError). Reads retry through tenacity (with backoff, and after
+a 429 for as long as the server asks when that is short); a submit is retried only when the
+connection was never made, because a second POST of a request that reached the server could
+double-submit and burn the 15-minute window.
+
+The token travels as a form field and inside the status URL's path. It is registered with
+``kdq.log`` for redaction, masked in every message this module builds, never part of ``repr``, and
+the ``httpx`` loggers (which print request URLs) pass through a redacting filter.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import SecretStr
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from kdq.course.errors import CourseError, RateLimited, Rejected, ServerError, Unreachable, UnexpectedResponse
+from kdq.course.leaderboard import parse_leaderboard
+from kdq.course.models import Attempt, Leaderboard, Ping, SubmitReceipt
+from kdq.log import MASK, add_secret, get_logger, redact
+
+T = TypeVar("T")
+log = get_logger("kdq.course")
+
+VPN_HINT = "The course server answers only on the university network: is this machine on the UVA VPN?"
+ALLOWED_SUFFIXES = (".pt", ".pth")
+WAIT_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(seconds?|secs?|s\b|minutes?|mins?|m\b|hours?|hrs?|h\b)", re.IGNORECASE)
+UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class _RedactFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return True
+
+
+for _name in ("httpx", "httpcore"):
+    if not any(isinstance(f, _RedactFilter) for f in logging.getLogger(_name).filters):
+        logging.getLogger(_name).addFilter(_RedactFilter())
+
+
+def parse_wait_s(text: str, retry_after: str | None = None) -> float | None:
+    """Seconds to wait from ``"Rate limit: wait 12 minutes"`` / ``"wait 9 seconds"`` or a Retry-After header."""
+    match = WAIT_RE.search(text or "")
+    if match:
+        return float(match.group(1)) * UNIT_S[match.group(2)[0].lower()]
+    try:
+        return float(retry_after) if retry_after is not None else None
+    except ValueError:
+        return None
+
+
+def _snippet(text: str, limit: int = 200) -> str:
+    """The start of a body, tags and runs of space removed, for an error message."""
+    title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+    flat = " ".join(re.sub(r"<[^>]+>", " ", text).split())
+    if title and title.group(1).strip():
+        flat = f"page titled {' '.join(title.group(1).split())!r}: {flat}"
+    return redact(flat[:limit] + ("..." if len(flat) > limit else ""))
+
+
+def _read_json(text: str) -> tuple[Any, str | None]:
+    """``(body, None)`` or ``(None, what is wrong with it)``."""
+    stripped = text.strip()
+    if not stripped:
+        return None, "an empty body"
+    if stripped.startswith("<"):
+        return None, f"an HTML page instead of JSON ({_snippet(text)})"
+    import json
+
+    try:
+        return json.loads(stripped), None
+    except json.JSONDecodeError as exc:
+        kind = "truncated JSON" if stripped[0] in "[{" else "a body that is not JSON"
+        return None, f"{kind} ({exc.msg} at character {exc.pos}: {_snippet(text, 80)!r})"
+
+
+class CourseClient:
+    def __init__(
+        self,
+        base_url: str,
+        token: SecretStr | str | None = None,
+        team: str | None = None,
+        *,
+        submit_path: str = "/submit",
+        status_path: str = "/submission-status/{token}",
+        leaderboard_path: str = "/leaderboard3",
+        ping_path: str = "/",
+        connect_timeout_s: float = 5.0,
+        request_timeout_s: float = 60.0,
+        submit_interval_s: float = 900.0,
+        status_interval_s: float = 15.0,
+        read_attempts: int = 3,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 15.0,
+        rate_limit_wait_max_s: float = 20.0,
+        max_upload_mb: float = 23.0,
+    ) -> None:
+        secret = token.get_secret_value() if isinstance(token, SecretStr) else token
+        self._token = secret or None
+        add_secret(self._token)
+        self.base_url = base_url.rstrip("/")
+        self.team = team
+        self.paths = {"submit": submit_path, "status": status_path, "leaderboard": leaderboard_path, "ping": ping_path}
+        self.connect_timeout_s = connect_timeout_s
+        self.request_timeout_s = request_timeout_s
+        self.submit_interval_s = submit_interval_s
+        self.status_interval_s = status_interval_s
+        self.read_attempts = max(1, read_attempts)
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.rate_limit_wait_max_s = rate_limit_wait_max_s
+        self.max_upload_mb = max_upload_mb
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(request_timeout_s, connect=connect_timeout_s),
+            follow_redirects=True,
+            headers={"User-Agent": "kdq course client"},
+        )
+
+    @classmethod
+    def from_settings(cls, settings, **overrides: Any) -> "CourseClient":
+        kwargs: dict[str, Any] = dict(
+            token=settings.token,
+            team=settings.team,
+            submit_path=settings.submit_path,
+            status_path=settings.status_path,
+            leaderboard_path=settings.leaderboard_path,
+            connect_timeout_s=settings.connect_timeout_s,
+            request_timeout_s=settings.request_timeout_s,
+            submit_interval_s=settings.submit_interval_s,
+            status_interval_s=settings.status_interval_s,
+        )
+        kwargs.update(overrides)
+        return cls(settings.server_url, **kwargs)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def __enter__(self) -> "CourseClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __repr__(self) -> str:
+        token = MASK if self._token else None
+        return f"CourseClient(base_url={self.base_url!r}, team={self.team!r}, token={token!r})"
+
+    def _redact(self, text: str) -> str:
+        text = redact(text)
+        return text.replace(self._token, MASK) if self._token else text
+
+    def url(self, name: str, *, secret: bool = False) -> str:
+        """The URL of an endpoint; the token is shown as ``***`` unless ``secret`` (only for sending)."""
+        path = self.paths[name]
+        if "{token}" in path:
+            token = quote(self._require_token(), safe="") if secret else MASK
+            path = path.replace("{token}", token)
+        return self.base_url + (path if path.startswith("/") else "/" + path)
+
+    def _require_token(self) -> str:
+        if not self._token:
+            raise Rejected("no course token: set KDQ_TOKEN (32 hex characters, from the course's registration page)")
+        return self._token
+
+    def _send(self, method: str, name: str, *, timeout: httpx.Timeout | None = None, **kwargs: Any) -> httpx.Response:
+        url, shown = self.url(name, secret=True), self.url(name)
+        started = time.monotonic()
+        try:
+            response = self._http.request(method, url, timeout=timeout or self._http.timeout, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise Unreachable(
+                f"cannot connect to {shown} ({type(exc).__name__}: {self._redact(str(exc)) or 'no detail'}). {VPN_HINT}",
+                maybe_sent=False,
+            ) from None
+        except httpx.TimeoutException as exc:
+            raise Unreachable(
+                f"{method} {shown}: no answer in time ({type(exc).__name__}; read timeout "
+                f"{self.request_timeout_s:g}s, KDQ_REQUEST_TIMEOUT_S)",
+                maybe_sent=True,
+            ) from None
+        except httpx.HTTPError as exc:
+            raise Unreachable(
+                f"{method} {shown}: the connection broke ({type(exc).__name__}: {self._redact(str(exc)) or 'no detail'})",
+                maybe_sent=True,
+            ) from None
+        log.debug("course.http", method=method, url=shown, status=response.status_code,
+                  elapsed_s=round(time.monotonic() - started, 3))
+        return response
+
+    def _decode(self, response: httpx.Response, what: str, *, fallback_wait_s: float) -> Any:
+        """The JSON body of a 2xx answer; any other answer raised as the matching ``CourseError``."""
+        code = response.status_code
+        text = response.text
+        body, problem = _read_json(text)
+        said = ""
+        if isinstance(body, dict):
+            said = str(body.get("error") or body.get("message") or body.get("detail") or "")
+        said = self._redact(said or (_snippet(text) if problem else str(body)))
+        if code == 429:
+            wait_s = parse_wait_s(said, response.headers.get("retry-after"))
+            raise RateLimited(f"{what}: rate limited: {said}", wait_s if wait_s is not None else fallback_wait_s)
+        if 200 <= code < 300:
+            if problem:
+                raise UnexpectedResponse(f"{what}: HTTP {code} with {problem}", status_code=code, maybe_sent=True)
+            return body
+        if code >= 500:
+            raise ServerError(f"{what}: server error HTTP {code}: {said or problem}", status_code=code, maybe_sent=True)
+        if code == 404:
+            raise UnexpectedResponse(
+                f"{what}: HTTP 404 at {self.url(what)}: the path may have moved; the homework page links to the "
+                "current ones (settings KDQ_SUBMIT_PATH, KDQ_STATUS_PATH, KDQ_LEADERBOARD_PATH, KDQ_SERVER_URL)",
+                status_code=code, maybe_sent=False,
+            )
+        if 400 <= code < 500 and isinstance(body, dict) and said:
+            raise Rejected(said, status_code=code)
+        raise UnexpectedResponse(f"{what}: HTTP {code} with {problem or 'body ' + said}", status_code=code,
+                                 maybe_sent=code >= 300 and not 400 <= code < 500)
+
+    def _retrying(self, attempts: int, retryable: Callable[[BaseException], bool]) -> Retrying:
+        backoff = wait_exponential(multiplier=self.backoff_s, max=self.max_backoff_s)
+
+        def wait(state) -> float:
+            exc = state.outcome.exception()
+            if isinstance(exc, RateLimited):
+                return exc.wait_s
+            return backoff(state)
+
+        def before_sleep(state) -> None:
+            exc = state.outcome.exception()
+            log.warning("course.retry", attempt=state.attempt_number, error=f"{type(exc).__name__}: {exc}",
+                        wait_s=round(state.upcoming_sleep, 2))
+
+        return Retrying(stop=stop_after_attempt(attempts), wait=wait, retry=retry_if_exception(retryable),
+                        reraise=True, before_sleep=before_sleep)
+
+    def _read_retryable(self, exc: BaseException) -> bool:
+        if isinstance(exc, RateLimited):
+            return exc.wait_s <= self.rate_limit_wait_max_s
+        if isinstance(exc, UnexpectedResponse):
+            return exc.status_code != 404
+        return isinstance(exc, (Unreachable, ServerError))
+
+    # ------------------------------------------------------------------ the four calls
+
+    def ping(self) -> Ping:
+        """Is the server there at all? Any HTTP answer counts; one try with short timeouts, never raises."""
+        url = self.url("ping")
+        short = httpx.Timeout(self.connect_timeout_s * 2, connect=self.connect_timeout_s)
+        started = time.monotonic()
+        try:
+            response = self._send("GET", "ping", timeout=short)
+        except Unreachable as exc:
+            return Ping(reachable=False, url=url, detail=exc.message)
+        return Ping(reachable=True, url=url, status_code=response.status_code,
+                    elapsed_s=round(time.monotonic() - started, 3), detail=f"HTTP {response.status_code}")
+
+    def status(self) -> list[Attempt]:
+        """Every attempt of our team, oldest first."""
+        self._require_token()
+
+        def call() -> list[Attempt]:
+            response = self._send("GET", "status")
+            body = self._decode(response, "status", fallback_wait_s=self.status_interval_s)
+            if isinstance(body, dict):  # tolerate {"submissions": [...]} and the like
+                body = next((v for v in body.values() if isinstance(v, list)), body)
+            if not isinstance(body, list):
+                raise UnexpectedResponse(f"status: expected a JSON list of attempts, got {_snippet(str(body))!r}",
+                                         status_code=response.status_code)
+            attempts = [Attempt.from_raw(item, i + 1) for i, item in enumerate(body) if isinstance(item, dict)]
+            if len(attempts) < len(body):
+                log.warning("course.status.skipped", count=len(body) - len(attempts), reason="not a JSON object")
+            return sorted(attempts, key=lambda a: a.attempt)
+
+        return self._retrying(self.read_attempts, self._read_retryable)(call)
+
+    def leaderboard(self) -> Leaderboard:
+        def call() -> Leaderboard:
+            response = self._send("GET", "leaderboard")
+            if response.status_code == 200 and response.text.strip():
+                return parse_leaderboard(response.text)
+            self._decode(response, "leaderboard", fallback_wait_s=self.status_interval_s)
+            raise UnexpectedResponse(f"leaderboard: HTTP {response.status_code} with an empty page",
+                                     status_code=response.status_code)
+
+        return self._retrying(self.read_attempts, self._read_retryable)(call)
+
+    def check_upload(self, path: str | Path) -> Path:
+        """The pre-checks the server would make, done here so a doomed upload is never sent."""
+        path = Path(path)
+        if not path.is_file():
+            raise Rejected(f"{path}: no such file")
+        if not path.name.endswith(ALLOWED_SUFFIXES):
+            raise Rejected(f"{path}: the server accepts only files ending in .pt or .pth; rename it")
+        size_mb = path.stat().st_size / 1024 / 1024
+        if size_mb > self.max_upload_mb:
+            raise Rejected(f"{path}: {size_mb:.2f} MB is over the {self.max_upload_mb} MB limit; export a smaller model")
+        return path
+
+    def submit(self, path: str | Path) -> SubmitReceipt:
+        """Upload a model once. Retried only if the connection was never made (``maybe_sent`` False)."""
+        token = self._require_token()
+        path = self.check_upload(path)
+
+        def call() -> SubmitReceipt:
+            with path.open("rb") as fh:
+                response = self._send("POST", "submit", data={"token": token},
+                                      files={"file": (path.name, fh, "application/octet-stream")})
+            body = self._decode(response, "submit", fallback_wait_s=self.submit_interval_s)
+            if not isinstance(body, dict):
+                raise UnexpectedResponse(f"submit: HTTP {response.status_code} with JSON that is not an object: "
+                                         f"{_snippet(str(body))!r}", status_code=response.status_code)
+            receipt = SubmitReceipt.from_raw(body)
+            log.info("course.submitted", file=path.name, attempt=receipt.attempt, message=self._redact(receipt.message))
+            return receipt
+
+        never_sent = lambda exc: isinstance(exc, Unreachable) and not exc.maybe_sent  # noqa: E731
+        return self._retrying(2, never_sent)(call)
+
+
+__all__ = ["CourseClient", "CourseError", "parse_wait_s"]
