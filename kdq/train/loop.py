@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kdq import runfolder
@@ -168,7 +169,7 @@ def run(spec: ExperimentSpec, run_dir: Path, data_dir: Path, cache_dir: Path,
                     parts = {"loss": losses.ce(logits, y, weight, dist.label_smoothing)}
                     parts["ce"] = parts["loss"]
                 if proj is not None:
-                    e = losses.embed(proj(feats["f"].float()), targets.embeddings[idx, v].to(device).float(),
+                    e = losses.embed(proj(feats["f"].float()), F.normalize(targets.embeddings[idx, v].to(device).float(), dim=1),
                                      dist.embed_loss)
                     parts["embed"] = e
                     parts["loss"] = parts["loss"] + dist.embed_weight * e
