@@ -18,9 +18,13 @@ from kdq.log import get_logger
 from kdq.settings import get_settings
 from kdq.store import Store
 
+def make_huey(settings) -> SqliteHuey:
+    settings.root.mkdir(parents=True, exist_ok=True)
+    return SqliteHuey("kdq", filename=str(settings.queue_path), timeout=30, results=False)
+
+
 settings = get_settings()
-settings.root.mkdir(parents=True, exist_ok=True)
-huey = SqliteHuey("kdq", filename=str(settings.queue_path), timeout=30, results=False)
+huey = make_huey(settings)
 log = get_logger("kdq.worker")
 REDRIVE_GRACE_S = 30.0
 
@@ -59,7 +63,13 @@ def reconcile() -> None:
         log.info("re-drove experiments whose task was lost", ids=ids)
 
 
-def nudge(ids: list[int]) -> None:
-    """Called by the CLI after it changes experiments: look at them now."""
+def nudge(ids: list[int], to=None) -> None:
+    """Called by the CLI after it changes experiments: look at them now.
+
+    ``to``: the settings whose queue to use (the CLI's, which may differ from this module's in tests).
+    """
+    task = advance
+    if to is not None and to.queue_path != settings.queue_path:
+        task = make_huey(to).task()(advance.func)  # same task name, that queue
     for exp_id in ids:
-        advance(exp_id)
+        task(exp_id)

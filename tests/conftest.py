@@ -64,3 +64,22 @@ def tiny_spec_file(tmp_path: Path) -> Path:
     p = tmp_path / "tiny.toml"
     p.write_text(TINY_SPEC)
     return p
+
+
+@pytest.fixture(scope="session")
+def synth_dataset(tmp_path_factory) -> Path:
+    """A small generated dataset, made once per session (read-only by convention)."""
+    from kdq.synth import synth
+
+    root = tmp_path_factory.mktemp("synth") / "synth"
+    synth(root, per_class=16, seed=0)
+    return root
+
+
+@pytest.fixture
+def dataset(settings, synth_dataset) -> Path:
+    """The session dataset, visible as ``data.dataset = "synth"`` in this test's KDQ_HOME."""
+    settings.datasets_dir.mkdir(parents=True, exist_ok=True)
+    link = settings.datasets_dir / "synth"
+    link.symlink_to(synth_dataset, target_is_directory=True)
+    return link

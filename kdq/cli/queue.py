@@ -39,7 +39,7 @@ def open_store() -> Store:
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(Text("error: ", style="red") + Text(kdqlog.redact(message)), highlight=False)
+    err.print(Text("error: ", style="red") + Text(kdqlog.redact(message)), highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -53,7 +53,7 @@ def get_or_exit(store: Store, exp_id: int) -> Experiment:
 def _nudge(ids: list[int]) -> None:
     from jobs import tasks
 
-    tasks.nudge(ids)
+    tasks.nudge(ids, to=get_settings())
 
 
 def _fmt_f1(value: float | None) -> str:
@@ -95,7 +95,7 @@ def enqueue(
     except SpecError as exc:
         for line in exc.problems:
             err.print(Text("error: ", style="red") + Text(line), highlight=False, soft_wrap=True)
-        err.print("nothing was queued", highlight=False)
+        err.print("nothing was queued", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     if dry_run:
         rows = [{"source": str(p), "name": s.name, "hash": s.content_hash(), "backend": s.backend.kind} for p, s in specs]

@@ -1,0 +1,94 @@
+"""The experiment commands, in-process through typer's CliRunner."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from kdq.cli.main import app
+from kdq.stages import Stage
+from kdq.store import Store
+
+runner = CliRunner()
+
+
+def kdq(*args):
+    return runner.invoke(app, list(map(str, args)), catch_exceptions=False)
+
+
+@pytest.fixture
+def specs(tmp_path):
+    (tmp_path / "sweep.toml").write_text('[submit]\npolicy = "never"\n[sweep]\n"train.lr" = [0.001, 0.003, 0.01]\n')
+    (tmp_path / "one.toml").write_text('[train]\nepochs = 3\n')
+    (tmp_path / "bad.toml").write_text('[train]\nepochs = 0\n')
+    return tmp_path
+
+
+def test_enqueue_sweep_queues_three(settings, specs):
+    r = kdq("enqueue", specs / "sweep.toml", "--json")
+    assert r.exit_code == 0, r.output
+    assert [x["name"] for x in json.loads(r.stdout)] == [f"sweep[lr={v}]" for v in ("0.001", "0.003", "0.01")]
+    with Store.open(settings) as store:
+        assert [e.stage for e in store.list()] == [Stage.QUEUED] * 3
+
+
+def test_batch_with_one_invalid_spec_queues_nothing(settings, specs):
+    r = kdq("enqueue", specs / "sweep.toml", specs / "bad.toml", specs / "one.toml")
+    assert r.exit_code == 1
+    assert f"{specs / 'bad.toml'}: train.epochs = 0: Input should be greater than or equal to 1" in r.stderr
+    assert "nothing was queued" in r.stderr
+    with Store.open(settings) as store:
+        assert store.list() == []
+
+
+def test_globs_set_dry_run_and_force(settings, specs):
+    r = kdq("enqueue", str(specs / "s*.toml"), "--set", "train.epochs=7", "--dry-run", "--json")
+    assert r.exit_code == 0 and len(json.loads(r.stdout)) == 3
+    with Store.open(settings) as store:
+        assert store.list() == []
+    assert kdq("enqueue", specs / "one.toml", "--set", "train.epochs=7").exit_code == 0
+    again = kdq("enqueue", specs / "one.toml", "--set", "train.epochs=7")
+    assert again.exit_code == 1 and "already experiment 1" in again.stderr and "--force" in again.stderr
+    assert kdq("enqueue", specs / "one.toml", "--set", "train.epochs=7", "--force").exit_code == 0
+    with Store.open(settings) as store:
+        assert [e.spec.train.epochs for e in store.list()] == [7, 7]
+
+
+def test_no_matching_glob_is_an_error(settings, specs):
+    r = kdq("enqueue", str(specs / "nothing*.toml"))
+    assert r.exit_code == 1 and "no file matches" in r.stderr
+
+
+def test_status_show_cancel_retry(settings, specs):
+    kdq("enqueue", specs / "one.toml")
+    status = json.loads(kdq("status", "--json").stdout)
+    assert status["worker_alive"] is False and status["counts"] == {"queued": 1}
+    table = kdq("status").stdout
+    assert "not running" in table and "one" in table
+    shown = json.loads(kdq("show", 1, "--json").stdout)
+    assert shown["spec"]["train"]["epochs"] == 3 and shown["timeline"][0]["kind"] == "enqueued"
+    assert "timeline" in kdq("show", 1).stdout
+    assert kdq("cancel", 1).stdout.strip() == "1: cancelled"
+    assert kdq("retry", 1).stdout.strip() == "1: queued again (attempt 2)"
+    r = kdq("retry", 1)
+    assert r.exit_code == 1 and "only cancelled, failed, skipped can be retried" in r.stderr
+    r = kdq("show", 99)
+    assert r.exit_code == 1 and "no experiment 99" in r.stderr
+
+
+def test_results_json_csv_and_sort(settings, specs):
+    kdq("enqueue", specs / "sweep.toml")
+    with Store.open(settings) as store:
+        for i, f1 in [(1, 0.5), (2, 0.7), (3, None)]:
+            store.update(i, val_f1=f1, metrics={"val_acc": 0.6, "model_mb": 1.5})
+    rows = json.loads(kdq("results", "--json").stdout)
+    assert [r["id"] for r in rows] == [2, 1]
+    csv = kdq("results", "--csv").stdout.splitlines()
+    assert csv[0].startswith("id,name,stage,val_f1") and len(csv) == 3
+    assert kdq("results", "--sort", "bogus").exit_code == 1
+
+
+def test_submit_refuses_an_unvalidated_experiment(settings, specs):
+    kdq("enqueue", specs / "one.toml")
+    r = kdq("submit", 1)
+    assert r.exit_code == 1 and "only a validated model" in r.stderr

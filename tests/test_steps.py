@@ -1,0 +1,166 @@
+"""The worker's steps, driven directly (no queue) with the real local backend and real training."""
+
+import time
+
+import pytest
+
+from conftest import TINY_SPEC
+from kdq import runfolder, steps
+from kdq.backends import PermanentError, RunStatus, TransientError
+from kdq.spec import expand
+from kdq.stages import Stage
+
+import tomllib
+
+
+def tiny(**overrides):
+    raw = tomllib.loads(TINY_SPEC)
+    for key, value in overrides.items():
+        section, field = key.split("__")
+        raw.setdefault(section, {})[field] = value
+    return expand(raw, "tiny.toml")[0]
+
+
+def drive(ctx, exp_id, timeout=120):
+    """Advance until the worker has nothing more to do, sleeping through the waits."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        delay = steps.advance(ctx, exp_id)
+        if delay is None:
+            return ctx.store.get(exp_id)
+        time.sleep(min(delay, 0.2))
+    raise AssertionError(f"experiment {exp_id} still {ctx.store.get(exp_id).stage} after {timeout} s")
+
+
+@pytest.fixture
+def ctx(settings, store):
+    settings.poll_interval_s = 0.2
+    return steps.Context(settings=settings, store=store)
+
+
+def test_run_id_is_fixed_by_instance_experiment_and_attempt(ctx):
+    [i] = ctx.store.add([(None, tiny())])
+    assert steps.run_id_for("abcd1234", ctx.store.get(i)) == f"abcd1234-e{i}-a1"
+
+
+def test_tiny_experiment_goes_from_queued_to_done_with_a_verified_model(ctx, dataset):
+    [i] = ctx.store.add([(None, tiny())])
+    exp = drive(ctx, i)
+    assert exp.stage is Stage.DONE, exp.error
+    assert 0 <= exp.val_f1 <= 1 and exp.metrics["verify"]["output_shape"][-1] == 10
+    assert (ctx.settings.artifacts_dir / str(i) / runfolder.MODEL).exists()
+    kinds = [e["stage"] for e in ctx.store.events(i) if e["kind"] == "stage"]
+    assert kinds == ["launching", "training", "fetching", "validating", "ready", "done"]
+
+
+def test_policy_other_than_never_stops_at_ready_for_the_scheduler(ctx, dataset):
+    [i] = ctx.store.add([(None, tiny(submit__policy="if_better"))])
+    assert drive(ctx, i).stage is Stage.READY
+    assert steps.advance(ctx, i) is None
+
+
+def test_missing_dataset_fails_with_the_fix(ctx):
+    [i] = ctx.store.add([(None, tiny(data__dataset="nowhere"))])
+    exp = drive(ctx, i)
+    assert exp.stage is Stage.FAILED
+    assert "dataset 'nowhere' not found" in exp.error and "kdq data synth" in exp.error
+
+
+def test_crashing_training_fails_with_its_log_tail(ctx, dataset):
+    [i] = ctx.store.add([(None, tiny(student__name="no_such_net"))])
+    exp = drive(ctx, i)
+    assert exp.stage is Stage.FAILED
+    assert "no_such_net" in exp.error
+
+
+def test_cancel_stops_a_running_training(ctx, dataset):
+    [i] = ctx.store.add([(None, tiny(train__epochs=200))])
+    steps.advance(ctx, i)  # queued → launching
+    steps.advance(ctx, i)  # launching → training
+    exp = ctx.store.get(i)
+    assert exp.stage is Stage.TRAINING
+    ctx.store.request_cancel(i)
+    assert steps.advance(ctx, i) is None
+    assert ctx.store.get(i).stage is Stage.CANCELLED
+    from kdq.train.__main__ import is_running
+    from pathlib import Path
+
+    run_dir = Path(exp.handle["run_dir"])
+    deadline = time.time() + 20
+    while is_running(run_dir) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not is_running(run_dir)
+
+
+def test_relaunch_after_lost_state_does_not_start_a_second_run(ctx, dataset):
+    [i] = ctx.store.add([(None, tiny(train__epochs=200))])
+    steps.advance(ctx, i)
+    steps.advance(ctx, i)
+    first = ctx.store.get(i).handle
+    # a worker that crashed after launching but before recording it would launch again:
+    again = ctx.backend("local").launch(ctx.store.get(i).run_id, ctx.store.get(i).spec)
+    assert again["pid"] == first["pid"]
+    ctx.backend("local").cancel(first)
+
+
+class FlakyBackend:
+    name = "local"
+
+    def __init__(self, outcomes):
+        self.outcomes = list(outcomes)
+        self.calls = 0
+
+    def launch(self, run_id, spec):
+        self.calls += 1
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return {"run_id": run_id}
+
+    def poll(self, handle):
+        return RunStatus("running", {"epoch": 1, "epochs": 5})
+
+    def cancel(self, handle):
+        pass
+
+
+def test_transient_trouble_waits_and_retries_then_permanent_trouble_fails(settings, store):
+    backend = FlakyBackend([TransientError("network down"), TransientError("still down"), {"ok": 1}])
+    ctx = steps.Context(settings=settings, store=store, backend_factory=lambda kind, s: backend)
+    [i] = store.add([(None, tiny())])
+    steps.advance(ctx, i)
+    assert steps.advance(ctx, i) == steps.TRANSIENT_BACKOFF_S[0]
+    assert steps.advance(ctx, i) == steps.TRANSIENT_BACKOFF_S[1]
+    assert store.get(i).stage is Stage.LAUNCHING
+    steps.advance(ctx, i)
+    exp = store.get(i)
+    assert exp.stage is Stage.TRAINING and backend.calls == 3
+    steps.advance(ctx, i)
+    assert store.get(i).progress == {"epoch": 1, "epochs": 5}
+
+    backend2 = FlakyBackend([PermanentError("no credentials: run `modal token new`")])
+    ctx2 = steps.Context(settings=settings, store=store, backend_factory=lambda kind, s: backend2)
+    [j] = store.add([(None, tiny(train__seed=1))])
+    steps.advance(ctx2, j)
+    assert steps.advance(ctx2, j) is None
+    assert store.get(j).stage is Stage.FAILED and "modal token new" in store.get(j).error
+
+
+def test_a_step_that_crashes_fails_the_experiment_and_keeps_it(settings, store):
+    backend = FlakyBackend([ZeroDivisionError("bug")])
+    ctx = steps.Context(settings=settings, store=store, backend_factory=lambda kind, s: backend)
+    [i] = store.add([(None, tiny())])
+    steps.advance(ctx, i)
+    assert steps.advance(ctx, i) is None
+    exp = store.get(i)
+    assert exp.stage is Stage.FAILED and "ZeroDivisionError" in exp.error
+    assert store.retry(i).stage is Stage.QUEUED
+
+
+def test_due_for_redrive_finds_only_overdue_worker_stages(store):
+    a, b, c = store.add([(None, tiny(train__seed=s)) for s in (1, 2, 3)])
+    now = time.time()
+    store.update(a, next_check_at=now - 100)
+    store.update(b, next_check_at=now + 100)
+    store.move(c, Stage.QUEUED, Stage.CANCELLED)
+    assert steps.due_for_redrive(store, now, grace_s=30) == [a]
