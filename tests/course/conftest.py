@@ -35,6 +35,12 @@ def token() -> str:
     return make_token()
 
 
+@pytest.fixture
+def layout() -> tuple[list[str], list[int]]:
+    """The class folders and their image counts in ``dataset_dir``."""
+    return CLASSES, COUNTS
+
+
 @pytest.fixture(scope="session")
 def dataset_dir(tmp_path_factory) -> Path:
     """``train_dataset/train_dataset/<class>/*.png`` plus a ``__MACOSX`` folder of junk."""
