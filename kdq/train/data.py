@@ -26,8 +26,8 @@ from PIL import Image
 
 EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".jfif", ".webp", ".gif"})
 HASH_SIDE = 16  # average hash of 16x16 = 256 bits
-NEAR_BITS = 12  # hashes this close (of 256 bits) are the same picture, resized or recompressed
-NEAR_COLOUR = 8.0  # ... when their 16x16 colour thumbnails also differ by at most this (0..255)
+NEAR_COLOUR = 8.0  # 16x16 colour thumbnails this close (mean |diff|, 0..255): the same picture, resized
+NEAR_BITS = 32  # ... and average hashes at most this far apart (of 256 bits)
 CACHE_VERSION = 2
 
 
@@ -170,13 +170,14 @@ def load(data_dir: Path, cache_dir: Path | None, decode_size: int, limit_per_cla
 # ---------------------------------------------------------------- split (pure)
 
 
-def groups(digests: list[str], hashes: torch.Tensor, thumbs: torch.Tensor | None = None,
+def groups(digests: list[str], hashes: torch.Tensor, thumbs: torch.Tensor,
            near_bits: int = NEAR_BITS, near_colour: float = NEAR_COLOUR) -> np.ndarray:
-    """Group id per image: identical bytes, or near pictures, share a group.
+    """Group id per image: identical bytes, or near pictures (resized, recompressed), share a group.
 
-    Near: average hashes within ``near_bits`` and (when ``thumbs`` are given) colour thumbnails
-    within ``near_colour`` mean absolute difference (0..255), so two plain pictures with the same
-    light/dark layout but other colours stay apart.
+    Near: 16x16 colour thumbnails within ``near_colour`` mean absolute difference (0..255) and
+    average hashes within ``near_bits`` of 256. The thumbnails separate planted near-duplicates
+    (at most ~6) from distinct synthetic pictures (at least ~11) even at 24 px; the hash guards
+    against two different photos that merely share a colour layout.
     """
     n = len(digests)
     parent = list(range(n))
@@ -187,22 +188,18 @@ def groups(digests: list[str], hashes: torch.Tensor, thumbs: torch.Tensor | None
             i = parent[i]
         return i
 
-    def union(i: int, j: int) -> None:
-        parent[find(i)] = find(j)
-
     first: dict[str, int] = {}
     for i, d in enumerate(digests):
-        union(i, first.setdefault(d, i))
-    h = hashes.float()
-    for start in range(0, n, 1024):  # Hamming distance = bits differing, in blocks
-        block = h[start:start + 1024]
-        dist = block @ (1 - h).T + (1 - block) @ h.T
-        for a, b in (dist <= near_bits).nonzero().tolist():
-            a += start
-            if a < b and (thumbs is None or (thumbs[a].float() - thumbs[b].float()).abs().mean() <= near_colour):
-                union(a, b)
-    roots = [find(i) for i in range(n)]
-    _, gid = np.unique(roots, return_inverse=True)
+        parent[find(i)] = find(first.setdefault(d, i))
+    h, t = hashes.float(), thumbs.float().flatten(1)
+    for start in range(0, n, 1024):  # all pairs, a block of rows at a time
+        hb, tb = h[start:start + 1024], t[start:start + 1024]
+        bits = hb @ (1 - h).T + (1 - hb) @ h.T
+        colour = torch.cdist(tb, t, p=1) / t.shape[1]
+        for a, b in ((bits <= near_bits) & (colour <= near_colour)).nonzero().tolist():
+            if start + a < b:
+                parent[find(start + a)] = find(b)
+    _, gid = np.unique([find(i) for i in range(n)], return_inverse=True)
     return gid
 
 

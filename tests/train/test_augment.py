@@ -1,0 +1,55 @@
+import torch
+from PIL import Image
+
+from kdq.train import augment
+
+
+def test_the_same_parameters_render_the_same_view():
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    p1, p2 = augment.sample(6, g1), augment.sample(6, g2)
+    assert torch.equal(p1, p2)
+    imgs = torch.randint(0, 256, (6, 3, 40, 40), dtype=torch.uint8)
+    a, b = augment.render(imgs, p1, 24), augment.render(imgs, p2, 24)
+    assert a.shape == (6, 3, 24, 24) and torch.equal(a, b)
+    # a view is a property of its image and its parameters alone: replay one row out of the batch
+    assert torch.allclose(augment.render(imgs[3:4], p1[3:4], 24), a[3:4], atol=1e-6)
+    # another resolution of the same view (what the teacher sees) is the same picture, resized
+    ramp = torch.linspace(0, 255, 40)
+    smooth = torch.stack([ramp[None, :].expand(40, 40), ramp[:, None].expand(40, 40), 255 - ramp[None, :].expand(40, 40)])
+    smooth = smooth.to(torch.uint8)[None]
+    small, big = augment.render(smooth, p1[3:4], 24), augment.render(smooth, p1[3:4], 48)
+    assert (torch.nn.functional.avg_pool2d(big, 2) - small).abs().mean() < 0.05
+
+
+def test_views_differ_and_stay_in_the_normalized_range():
+    imgs = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    p = augment.sample(4, torch.Generator().manual_seed(0))
+    x = augment.render(imgs, p, 32)
+    plain = augment.render(imgs, augment.identity(4), 32)
+    assert not torch.allclose(x, plain)
+    lo = min((0 - m) / s for m, s in zip(augment.IMAGENET_MEAN, augment.IMAGENET_STD))
+    hi = max((1 - m) / s for m, s in zip(augment.IMAGENET_MEAN, augment.IMAGENET_STD))
+    assert x.min() >= lo - 1e-5 and x.max() <= hi + 1e-5
+
+
+def test_identity_is_the_graders_preprocessing():
+    pic = torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8)
+    pil = Image.fromarray(pic.permute(1, 2, 0).numpy()).resize((32, 32), Image.BILINEAR)
+    ref = torch.from_numpy(__import__("numpy").asarray(pil).copy()).permute(2, 0, 1).float() / 255
+    mean = torch.tensor(augment.IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(augment.IMAGENET_STD).view(3, 1, 1)
+    ref = (ref - mean) / std
+    got = augment.render(pic[None], augment.identity(1), 32)[0]
+    assert (got - ref).abs().mean() < 0.05  # PIL and torch antialiased bilinear differ by rounding
+    same = augment.render(pic[None], augment.identity(1), 40)[0]
+    assert torch.allclose(same, (pic.float() / 255 - mean) / std, atol=1e-6)
+
+
+def test_flip_parameter_mirrors_the_picture():
+    imgs = torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8)
+    p = augment.identity(1)
+    p[0, 5] = -1.0
+    p[0, 0] = 0.999999  # take the affine path
+    flipped = augment.render(imgs, p, 16)
+    plain = augment.render(imgs, augment.identity(1), 16)
+    assert torch.allclose(flipped, torch.flip(plain, dims=[3]), atol=1e-3)
