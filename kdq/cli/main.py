@@ -17,3 +17,5 @@ from kdq.cli import queue as _queue  # noqa: E402
 
 for _name in ("enqueue", "status", "show", "cancel", "retry", "results", "submit", "worker"):
     app.command(_name)(getattr(_queue, _name))
+from kdq.cli import server as _server; app.add_typer(_server.app, name="server")  # noqa: E402
+app.command("fake-server")(_server.fake_server)

@@ -142,7 +142,13 @@ class FakeServer:
         self.faults.clear()
 
     def serve_forever(self) -> None:
-        """Run until Ctrl-C (the CLI)."""
+        """Run until Ctrl-C or SIGTERM (the CLI; call from the main thread)."""
+        import signal
+
+        def _interrupt(signum, frame):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, _interrupt)
         self.start()
         try:
             while True:
