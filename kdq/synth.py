@@ -221,5 +221,6 @@ def synth(
         ds = Path(*LAYOUT, CLASS_NAMES[0], ".DS_Store")
         (out / ds).write_bytes(b"\x00\x00\x00\x01Bud1" + plant.bytes(40))
         man.junk.append(str(ds))
-    (out / MANIFEST).write_text(json.dumps(man.to_dict(), indent=1))
+    saved = {k: v for k, v in man.to_dict().items() if k != "root"}  # paths are relative to its folder
+    (out / MANIFEST).write_text(json.dumps(saved, indent=1))
     return man
