@@ -1,0 +1,44 @@
+"""Every shipped spec validates, and its student is under the size limit."""
+
+from pathlib import Path
+
+import pytest
+
+from kdq.spec import load_file
+
+CONFIGS = sorted(Path(__file__).parents[1].joinpath("configs").rglob("*.toml"))
+
+
+def test_there_are_competition_and_demo_configs():
+    names = {p.relative_to(p.parents[1]).as_posix() if p.parent.name == "demo" else p.name for p in CONFIGS}
+    assert {"baseline.toml", "hinton-shufflenet.toml", "sweep-temperature-alpha.toml"} <= names
+    assert any(p.parent.name == "demo" for p in CONFIGS)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_validates_and_says_what_it_tests(path):
+    specs = load_file(path)
+    assert specs
+    assert path.read_text().startswith("#"), "each config opens with a comment saying what it tests"
+    for spec in specs:
+        if path.parent.name == "demo":
+            assert spec.backend.kind == "local" and spec.train.epochs <= 5
+        else:
+            assert spec.backend.kind == "modal" and spec.data.dataset == "hw3"
+
+
+def test_sweep_over_temperature_and_alpha_expands_to_nine():
+    [path] = [p for p in CONFIGS if p.name == "sweep-temperature-alpha.toml"]
+    specs = load_file(path)
+    assert {(s.distill.temperature, s.distill.alpha) for s in specs} == {
+        (t, a) for t in (2.0, 4.0, 8.0) for a in (0.1, 0.3, 0.5)
+    }
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if p.parent.name != "demo"], ids=lambda p: p.name)
+def test_competition_students_fit_the_size_limit(path):
+    from kdq.train.students import build, check_size
+
+    for spec in load_file(path):
+        model = build(spec.student.model_copy(update={"pretrained": False}), num_classes=10)
+        assert check_size(model, spec.student.name) < 23.0
