@@ -1,0 +1,89 @@
+"""The spec reference (docs/spec-reference.md), generated from the pydantic models.
+
+    python -m kdq.specdoc > docs/spec-reference.md       (a test keeps the file in sync)
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from kdq.spec import MAX_SWEEP, ExperimentSpec
+
+HEADER = f"""# Spec reference
+
+Generated from the pydantic models in `kdq/spec.py` by `python -m kdq.specdoc`; a test fails when
+this file and the models disagree. Unknown keys are errors, and every error names the file, the
+field, the value and what is allowed.
+
+A spec file is TOML. Every section is optional; `name` defaults to the file name. A `[sweep]` table
+maps dotted keys to lists and expands into their cartesian product (at most {MAX_SWEEP} experiments):
+
+```toml
+name = "hinton"
+[distill]
+loss = "hinton"
+[sweep]
+"distill.temperature" = [2.0, 4.0, 8.0]
+"distill.alpha" = [0.1, 0.3]
+```
+
+On the command line, `kdq enqueue FILE --set distill.temperature=8` overrides any field (values are
+read as TOML: `4`, `0.3`, `true`, `"text"`; a bare word is a string).
+"""
+
+
+def _type(annotation) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return " \\| ".join(f"`{json.dumps(a)}`" for a in typing.get_args(annotation))
+    args = typing.get_args(annotation)
+    if args:
+        return " or ".join(_type(a) for a in args)
+    return {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "none"}.get(
+        annotation, getattr(annotation, "__name__", str(annotation))
+    )
+
+
+def _limits(field) -> str:
+    out = []
+    for meta in field.metadata:
+        for attr, sym in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"), ("min_length", "min length"),
+                          ("max_length", "max length"), ("pattern", "matches")):
+            value = getattr(meta, attr, None)
+            if value is not None:
+                out.append(f"{sym} `{value}`")
+    return ", ".join(out)
+
+
+def _default(field) -> str:
+    if field.default is PydanticUndefined:
+        return "required"
+    if isinstance(field.default, BaseModel):
+        return ""
+    return f"`{json.dumps(field.default)}`"
+
+
+def section(name: str, model: type[BaseModel]) -> str:
+    lines = [f"## `[{name}]`", "", "| key | type | default | limits | meaning |", "|---|---|---|---|---|"]
+    for key, field in model.model_fields.items():
+        lines.append(f"| `{key}` | {_type(field.annotation)} | {_default(field)} | {_limits(field)} | {field.description or ''} |")
+    return "\n".join(lines)
+
+
+def render() -> str:
+    top = {k: f for k, f in ExperimentSpec.model_fields.items() if not (isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel))}
+    parts = [HEADER, "## Top level", "", "| key | type | default | limits | meaning |", "|---|---|---|---|---|"]
+    for key, field in top.items():
+        parts.append(f"| `{key}` | {_type(field.annotation)} | {_default(field)} | {_limits(field)} | {field.description or 'Experiment name (default: the file name; a sweep adds its values).'} |")
+    parts.append("")
+    for key, field in ExperimentSpec.model_fields.items():
+        if key not in top:
+            parts.extend([section(key, field.annotation), ""])
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    print(render(), end="")
