@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     modal_app: str = "kdq"
     modal_volume: str = "kdq"
     modal_secret: str = "kdq-hf"
+    modal_torch: str = Field("2.14.1", description="torch version in the Modal image (it writes model.pt).")
 
     # Worker
     poll_interval_s: float = Field(5.0, gt=0, description="How often a running step looks again.")

@@ -43,3 +43,35 @@ def synth(
     console.print(f"{len(man.images)} images in {len(man.classes)} classes under {out}")
     console.print(", ".join(f"{k}: {v}" for k, v in planted.items()))
     console.print(f"manifest: {Path(out) / MANIFEST}")
+
+
+@app.command()
+def upload(
+    path: Path = typer.Argument(..., exists=True, file_okay=False, help="Dataset folder (the unzipped course dataset)."),
+    name: str = typer.Option("hw3", "--name", help="Name specs use as data.dataset."),
+) -> None:
+    """Upload a dataset to the Modal Volume once (skipped when the same fingerprint is already there)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from kdq.backends.modal import guarded, upload_dataset
+    from kdq.backends.modal_gateway import ModalGateway
+    from kdq.settings import get_settings
+    from kdq.spec import DataSpec
+
+    try:
+        DataSpec(dataset=name)
+    except ValueError:
+        raise typer.BadParameter(f"--name {name!r}: use letters, digits, '.', '_' or '-'") from None
+    settings = get_settings()
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(f"upload {name}", total=None)
+        try:
+            with guarded(live_run=False):
+                mark = upload_dataset(ModalGateway(settings), path, name,
+                                      lambda done, total: bar.update(task, completed=done, total=total))
+        except Exception as exc:  # noqa: BLE001 — TransientError / PermanentError say what to do
+            console.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+    verb = "uploaded" if mark["uploaded"] else "already on the Volume (same fingerprint), skipped"
+    console.print(f"{name}: {mark['files']} files, fingerprint {mark['fingerprint']}: {verb}")

@@ -19,3 +19,5 @@ for _name in ("enqueue", "status", "show", "cancel", "retry", "results", "submit
     app.command(_name)(getattr(_queue, _name))
 from kdq.cli import server as _server; app.add_typer(_server.app, name="server")  # noqa: E402
 app.command("fake-server")(_server.fake_server)
+from kdq.cli import modal as _modal; app.add_typer(_modal.app, name="modal")  # noqa: E402
+from kdq.cli import doctor as _doctor; app.command("doctor")(_doctor.doctor)  # noqa: E402
