@@ -1,0 +1,68 @@
+import pytest
+import torch
+from torch import nn
+
+from kdq.verify import VerifyError, check, verify_file
+
+
+class Net(nn.Module):
+    def __init__(self, out: int = 10, width: int = 4):
+        super().__init__()
+        self.conv = nn.Conv2d(3, width, 3, stride=4)
+        self.bn = nn.BatchNorm2d(width)
+        self.fc = nn.Linear(width, out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.bn(self.conv(x)).mean((2, 3)))
+
+
+class Big(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(6_500_000))  # 24.8 MiB in fp32
+        self.fc = nn.Linear(3, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.mean((2, 3))) + self.w[:1]
+
+
+class Nan(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3)).repeat(1, 4)[:, :10] * float("nan")
+
+
+def save(model: nn.Module, path, eval: bool = True) -> str:
+    torch.jit.save(torch.jit.script(model.eval() if eval else model.train()), str(path))
+    return str(path)
+
+
+def test_a_good_model_passes_in_a_fresh_process(tmp_path):
+    report = verify_file(save(Net(), tmp_path / "m.pt"))
+    assert report["output_shape"] == [4, 10] and report["dtypes"] == ["float32"]
+    assert 0 < report["size_mb"] < 1
+
+
+def test_a_broken_model_fails_in_a_fresh_process_with_the_reason(tmp_path):
+    with pytest.raises(VerifyError, match=r"output shape \[4, 5\].*expected \[4, 10\]"):
+        verify_file(save(Net(out=5), tmp_path / "m.pt"))
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda p: save(Net(out=7), p), r"output shape \[4, 7\]"),
+    (lambda p: save(Big(), p), r"over the 23.0 MiB limit"),
+    (lambda p: (torch.save(Net().state_dict(), p), str(p))[1], r"not a loadable TorchScript"),
+    (lambda p: (p.write_bytes(b"not a model at all"), str(p))[1], r"not a loadable TorchScript"),
+    (lambda p: save(Net().half(), p), r"float16.*float32"),
+    (lambda p: save(Nan(), p), r"NaN"),
+    (lambda p: save(Net(), p, eval=False), r"eval mode"),
+    (lambda p: save(nn.Sequential(Net(), nn.Dropout(0.5)), p, eval=False), r"eval mode"),
+])
+def test_each_failure_names_its_reason(tmp_path, make, reason):
+    path = make(tmp_path / "m.pt")
+    with pytest.raises(VerifyError, match=reason):
+        check(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(VerifyError, match="no such file"):
+        check(tmp_path / "absent.pt")
