@@ -31,10 +31,25 @@ class Exported(nn.Module):
         return y
 
 
+def drop_loose_tensors(model: nn.Module) -> list[str]:
+    """Delete tensors kept as plain attributes (neither parameter nor buffer), e.g. the ``id_tensor``
+    that RepVGG/MobileOne reparameterization caches: TorchScript would save them into the file."""
+    dropped = []
+    for name, mod in model.named_modules():
+        for attr, value in list(vars(mod).items()):
+            if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
+                delattr(mod, attr)
+                dropped.append(f"{name}.{attr}")
+    return dropped
+
+
 def to_torchscript(model: nn.Module, bias: torch.Tensor | None = None, tta_flip: bool = False,
                    image_size: int = 224) -> torch.jit.ScriptModule:
     """Script the model (trace when scripting fails) and check it against the eager model."""
     model = reparameterize(copy.deepcopy(model).float().cpu().eval())
+    for t in list(model.parameters()) + list(model.buffers()):
+        t.data = t.data.clone()  # own storage: a view would save its whole (larger) base storage
+    drop_loose_tensors(model)
     wrapped = Exported(model, bias, tta_flip).eval()
     example = torch.randn(2, 3, image_size, image_size)
     try:

@@ -1,0 +1,49 @@
+import pytest
+import torch
+
+from kdq.spec import StudentSpec
+from kdq.train import export, students
+from kdq.verify import check
+
+
+def test_tiny_cnn_builds_and_exports(tmp_path):
+    model = students.build(StudentSpec(library="kdq", name="tiny_cnn"), 10)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    mb = export.save(model, tmp_path / "m.pt", bias=torch.arange(10.0), tta_flip=True)
+    assert mb < 1
+    report = check(tmp_path / "m.pt")
+    assert report["output_shape"] == [4, 10]
+    # bias and flip averaging are inside the file
+    loaded = torch.jit.load(str(tmp_path / "m.pt"))
+    x = torch.randn(1, 3, 224, 224)
+    model.eval()
+    with torch.no_grad():
+        want = 0.5 * (model(x) + model(torch.flip(x, dims=[3]))) + torch.arange(10.0)
+        assert torch.allclose(loaded(x), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("library, name", [("kdq", "resnet9000"), ("torchvision", "not_a_net"), ("timm", "nope_net")])
+def test_unknown_names_say_how_to_list_valid_ones(library, name):
+    with pytest.raises(students.StudentError, match=f"{name}.*(choose one of|list them with)"):
+        students.build(StudentSpec(library=library, name=name), 10)
+
+
+def test_torchvision_student_gets_a_fresh_head_offline():
+    model = students.build(StudentSpec(library="torchvision", name="shufflenet_v2_x0_5", drop_rate=0.1), 10)
+    assert students.classifier(model).out_features == 10
+    assert students.check_size(model, "shufflenet_v2_x0_5") < 23
+
+
+def test_timm_student_scripts_and_reparameterizes(tmp_path):
+    model = students.build(StudentSpec(library="timm", name="mobileone_s0"), 10)
+    deployed = students.check_size(model, "mobileone_s0")
+    assert deployed < students.size_mb(model)  # the training-time branches are fused for export
+    mb = export.save(model, tmp_path / "m.pt")
+    assert abs(mb - deployed) < 0.5 and check(tmp_path / "m.pt")["output_shape"] == [4, 10]
+
+
+def test_too_large_students_fail_before_training():
+    model = students.build(StudentSpec(library="torchvision", name="resnet50"), 10)
+    with pytest.raises(students.StudentError, match=r"resnet50.*M parameters.*MiB.*over the 23.0 MiB limit"):
+        students.check_size(model, "resnet50")
+
