@@ -1,0 +1,113 @@
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from kdq import runfolder
+from kdq.spec import ExperimentSpec
+from kdq.train import loop
+from kdq.verify import verify_file
+
+
+def spec(**over) -> ExperimentSpec:
+    raw = {
+        "name": "tiny",
+        "student": {"library": "kdq", "name": "tiny_cnn"},
+        "teacher": {"model": "tiny", "views": 2},
+        "distill": {"loss": "hinton", "temperature": 2.0, "alpha": 0.5},
+        "train": {"epochs": 3, "batch_size": 32, "image_size": 32, "lr": 3e-3, "device": "cpu"},
+        "data": {"decode_size": 32},
+    }
+    for key, value in over.items():
+        section, field = key.split("__")
+        raw[section][field] = value
+    return ExperimentSpec.model_validate(raw)
+
+
+def rows(run_dir):
+    with open(run_dir / runfolder.HISTORY) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_full_run_through_the_entry_point_writes_every_file(clean_dataset, tmp_path):
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    run_dir.mkdir()
+    s = spec(distill__embed_weight=0.5, train__tune_bias=True, train__tta_flip=True, train__ema_decay=0.9)
+    (run_dir / runfolder.SPEC).write_text(s.model_dump_json())
+    proc = subprocess.run([sys.executable, "-m", "kdq.train", str(run_dir), "--data", str(clean_dataset),
+                           "--cache", str(cache)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in (runfolder.PROGRESS, runfolder.CHECKPOINT, runfolder.METRICS, runfolder.MODEL,
+                 runfolder.HISTORY, runfolder.DONE):
+        assert (run_dir / name).exists(), name
+    m = json.loads((run_dir / runfolder.METRICS).read_text())
+    for key in ("val_f1", "val_acc", "per_class_f1", "confusion", "model_mb", "torch_version", "best_epoch",
+                "teacher_probe_f1"):
+        assert m[key] is not None, key
+    assert list(m["per_class_f1"]) == m["classes"] == sorted(m["classes"])
+    assert len(m["confusion"]) == 10 and 0 <= m["val_f1"] <= 1 and 0 <= m["teacher_probe_f1"] <= 1
+    assert m["val_f1"] >= m["val_f1_before_bias"]
+    h = rows(run_dir)
+    assert [int(r["epoch"]) for r in h] == [0, 1, 2]
+    assert all(float(r["kd"]) > 0 and float(r["embed"]) > 0 and float(r["ce"]) > 0 for r in h)
+    progress = json.loads((run_dir / runfolder.PROGRESS).read_text())
+    assert progress["phase"] == "done" and progress["epoch"] == 3 and progress["epochs"] == 3
+    report = verify_file(run_dir / runfolder.MODEL)
+    assert report["output_shape"] == [4, 10]
+    assert list((cache / "teacher").iterdir()) and list((cache / "decoded").iterdir())
+
+
+def test_resume_after_an_interruption_continues_where_it_stopped(clean_dataset, tmp_path):
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    s = spec(teacher__kind="none", distill__loss="ce", train__epochs=4)
+
+    def stop(epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt("preempted")
+
+    with pytest.raises(KeyboardInterrupt):
+        loop.run(s, run_dir, clean_dataset, cache, on_epoch=stop)
+    assert [int(r["epoch"]) for r in rows(run_dir)] == [0, 1]
+    assert not (run_dir / runfolder.MODEL).exists()
+    before = torch.load(run_dir / runfolder.CHECKPOINT, weights_only=False)["state"]["history"]
+
+    seen = []
+    summary = loop.run(s, run_dir, clean_dataset, cache, on_epoch=seen.append)
+    assert seen == [2, 3]  # only the missing epochs ran
+    h = rows(run_dir)
+    assert [int(r["epoch"]) for r in h] == [0, 1, 2, 3]
+    assert h[0]["loss"] == str(before[0]["loss"])
+    assert (run_dir / runfolder.MODEL).exists() and summary["best_epoch"] in range(4)
+    # and a run that is complete does no more epochs
+    seen.clear()
+    loop.run(s, run_dir, clean_dataset, cache, on_epoch=seen.append)
+    assert seen == []
+
+
+def test_resumed_run_matches_an_uninterrupted_one(clean_dataset, tmp_path):
+    s = spec(teacher__kind="none", distill__loss="ce", train__epochs=3)
+    loop.run(s, tmp_path / "a", clean_dataset, tmp_path / "cache")
+
+    def stop(epoch):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        loop.run(s, tmp_path / "b", clean_dataset, tmp_path / "cache", on_epoch=stop)
+    loop.run(s, tmp_path / "b", clean_dataset, tmp_path / "cache")
+    a, b = rows(tmp_path / "a"), rows(tmp_path / "b")
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]
+    assert [r["val_f1"] for r in a] == [r["val_f1"] for r in b]
+
+
+def test_dkd_with_early_stopping(clean_dataset, tmp_path):
+    s = spec(distill__loss="dkd", train__epochs=6, train__patience=1, train__lr=1e-6, train__warmup_epochs=0)
+    loop.run(s, tmp_path / "run", clean_dataset, tmp_path / "cache")
+    h = rows(tmp_path / "run")
+    assert len(h) < 6  # no gain with a tiny learning rate: stopped early
+    m = json.loads((tmp_path / "run" / runfolder.METRICS).read_text())
+    assert m["epochs_run"] == len(h) and float(h[0]["kd"]) > 0
