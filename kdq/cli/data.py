@@ -75,3 +75,32 @@ def upload(
             raise typer.Exit(1) from None
     verb = "uploaded" if mark["uploaded"] else "already on the Volume (same fingerprint), skipped"
     console.print(f"{name}: {mark['files']} files, fingerprint {mark['fingerprint']}: {verb}")
+
+
+@app.command()
+def inspect(
+    path: Path = typer.Argument(..., help="Dataset folder (<class>/<image> or train_dataset/train_dataset/<class>/)."),
+    out: Path = typer.Option(None, "--out", help="Report folder (default: $KDQ_HOME/reports/inspect-<folder name>)."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Processes reading images (0: one per CPU core)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON instead of the summary."),
+) -> None:
+    """Look at a dataset: class balance, sizes, formats, broken files, duplicates, overlays; writes an HTML report."""
+    from kdq.cli.report import inspect_summary
+    from kdq.datainspect import inspect_dataset, write_report
+    from kdq.settings import get_settings
+    from kdq.train.data import DataError
+
+    try:
+        findings, infos = inspect_dataset(path, workers or None)
+    except DataError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    out = out or get_settings().root / "reports" / f"inspect-{Path(path).resolve().name}"
+    page = write_report(findings, infos, out)
+    if as_json:
+        import json
+
+        print(json.dumps({**findings.to_dict(), "report": str(page)}, indent=1))
+        return
+    console.print(inspect_summary(findings))
+    console.print(f"report: {page}", highlight=False)

@@ -13,6 +13,7 @@ app = typer.Typer(
 
 # Sub-apps and commands are registered below, one line each.
 from kdq.cli import data as _data; app.add_typer(_data.app, name="data")
+from kdq.cli import report as _report; app.command("report")(_report.report); app.command("compare")(_report.compare)  # noqa: E402, E702
 from kdq.cli import queue as _queue  # noqa: E402
 
 for _name in ("enqueue", "status", "show", "cancel", "retry", "results", "submit", "worker"):

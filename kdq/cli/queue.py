@@ -290,16 +290,33 @@ def _result_row(e: Experiment) -> dict:
 
 
 def results(
-    sort: Annotated[str, typer.Option(help=f"Column to sort by, descending: {', '.join(RESULT_COLUMNS)}")] = "val_f1",
+    sort: Annotated[str, typer.Option(help=f"Column to sort by (descending unless --asc): {', '.join(RESULT_COLUMNS)}")] = "val_f1",
+    asc: Annotated[bool, typer.Option("--asc", help="Sort ascending (rows without a value stay last).")] = False,
+    stage: Annotated[list[str], typer.Option("--stage", help="Only this stage (repeat for several).")] = [],  # noqa: B006
+    name: Annotated[Optional[str], typer.Option("--name", help="Name glob (hinton-*) or substring.")] = None,
+    backend: Annotated[Optional[str], typer.Option("--backend", help="Only this backend (local, modal).")] = None,
+    min_f1: Annotated[Optional[float], typer.Option("--min-f1", help="Only val macro-F1 at least this.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="At most this many rows.")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Also write a PNG of local val F1 against the server score.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     as_csv: Annotated[bool, typer.Option("--csv")] = False,
 ) -> None:
-    """Every experiment with a result, best first."""
+    """Every experiment with a result, best first (filter, sort, limit; --plot: can local validation be trusted?)."""
+    from kdq.compare import select, trust_points
+
     if sort not in RESULT_COLUMNS:
         raise fail(f"--sort {sort}: unknown column; choose one of {', '.join(RESULT_COLUMNS)}")
+    if unknown := [s for s in stage if s not in {str(x) for x in Stage}]:
+        raise fail(f"--stage {unknown[0]}: unknown stage; choose from {', '.join(str(x) for x in Stage)}")
     with open_store() as store:
-        rows = [_result_row(e) for e in store.list() if e.val_f1 is not None]
-    rows.sort(key=lambda r: (r[sort] is not None, r[sort] if r[sort] is not None else 0), reverse=True)
+        rows = [_result_row(e) for e in store.list() if e.val_f1 is not None and backend in (None, e.backend)]
+    rows = select(rows, stage=stage, name=name, min_f1=min_f1, sort=sort, descending=not asc, limit=limit)
+    if plot:
+        from kdq import plots
+
+        points = trust_points(rows)
+        plots.local_vs_server(points, plot)
+        err.print(f"{plot}: {len(points)} experiments with a server score", highlight=False)
     if as_json:
         print(json.dumps(rows, indent=2))
     elif as_csv:

@@ -1,0 +1,125 @@
+"""Comparing experiments: filter and sort result rows, diff specs, lay metrics side by side.
+
+    rows = select(rows, stage=["done"], name="hinton*", min_f1=0.5, sort="val_f1", descending=True, limit=10)
+    diff = spec_diff([exp.spec_json ...])          # only the fields that differ
+    table = side_by_side(exps)                     # metric -> one value per experiment
+    write_compare_report(exps, all_rows, out_dir)  # index.html + charts
+
+Pure except the last function.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from kdq import plots
+from kdq.report import flatten, render, write_page
+
+# ---------------------------------------------------------------- results: filter and sort
+
+
+def _matches(name: str, pattern: str) -> bool:
+    """A glob when the pattern has wildcards, else a case-insensitive substring."""
+    if any(c in pattern for c in "*?["):
+        return fnmatch.fnmatchcase(name.lower(), pattern.lower())
+    return pattern.lower() in name.lower()
+
+
+def select(rows: Iterable[dict], *, stage: Iterable[str] = (), name: str | None = None, backend: str | None = None,
+           min_f1: float | None = None, sort: str | None = None, descending: bool = True,
+           limit: int | None = None) -> list[dict]:
+    """Filter result rows (dicts with id, name, stage, backend, val_f1, ...), sort them, keep the first ``limit``.
+
+    Rows without a value in the sort column go last in either direction.
+    """
+    stages = set(stage)
+    out = [r for r in rows
+           if (not stages or r.get("stage") in stages)
+           and (name is None or _matches(str(r.get("name", "")), name))
+           and (backend is None or r.get("backend") == backend)
+           and (min_f1 is None or (r.get("val_f1") is not None and r["val_f1"] >= min_f1))]
+    if sort:
+        present = [r for r in out if r.get(sort) is not None]
+        missing = [r for r in out if r.get(sort) is None]
+        present.sort(key=lambda r: (r[sort], r.get("id", 0)), reverse=descending)
+        out = present + missing
+    return out[:limit] if limit else out
+
+
+def trust_points(rows: Iterable[dict]) -> list[tuple[str, float, float]]:
+    """(label, local val macro-F1, server score) for every submitted experiment with both numbers."""
+    return [(f"{r['id']}: {r['name']}", r["val_f1"], r["server_score"]) for r in rows
+            if r.get("val_f1") is not None and r.get("server_score") is not None]
+
+
+# ---------------------------------------------------------------- specs and metrics side by side
+
+
+def spec_diff(spec_jsons: list[str]) -> dict[str, list[Any]]:
+    """Dotted field -> one value per spec, for the fields that are not the same in every spec."""
+    flat = [flatten(json.loads(s)) for s in spec_jsons]
+    keys = sorted(set().union(*flat)) if flat else []
+    return {k: [f.get(k) for f in flat] for k in keys if len({json.dumps(f.get(k)) for f in flat}) > 1}
+
+
+METRICS = ("val_f1", "val_acc", "teacher_probe_f1", "model_mb", "params", "best_epoch", "epochs_run", "seconds")
+
+
+def side_by_side(exps: list) -> dict[str, list[Any]]:
+    """Metric -> one value per experiment: the scalars, the server's result, then F1 per class."""
+    ms = [e.metrics or {} for e in exps]
+    table: dict[str, list[Any]] = {"stage": [str(e.stage) for e in exps]}
+    for k in METRICS:
+        vals = [m.get(k) for m in ms]
+        if any(v is not None for v in vals):
+            table[k] = vals
+    table["server_score"] = [e.server_score for e in exps]
+    table["server_rank"] = [e.server_rank for e in exps]
+    classes: list[str] = []
+    for m in ms:
+        classes += [c for c in (m.get("per_class_f1") or {}) if c not in classes]
+    for c in classes:
+        table[f"F1 {c}"] = [(m.get("per_class_f1") or {}).get(c) for m in ms]
+    return table
+
+
+# ---------------------------------------------------------------- the HTML page
+
+PAGE = """{% extends "base.html" %}{% block body %}
+<h2>Spec differences</h2>
+{% if diff %}<table><tr><th>field</th>{% for e in exps %}<th>{{ e.id }}: {{ e.name }}</th>{% endfor %}</tr>
+{% for k, vals in diff.items() %}<tr><th>{{ k }}</th>{% for v in vals %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}
+</table>{% else %}<p>The specs are identical (apart from nothing at all: the same experiment run twice?).</p>{% endif %}
+<h2>Metrics</h2>
+<img src="metrics.png" alt="metrics side by side">
+<table><tr><th>metric</th>{% for e in exps %}<th>{{ e.id }}: {{ e.name }}</th>{% endfor %}</tr>
+{% for k, vals in table.items() %}<tr><th>{{ k }}</th>{% for v in vals %}<td class="num">{{ v|num }}</td>{% endfor %}</tr>{% endfor %}
+</table>
+{% if per_class %}<h2>Per-class F1</h2><img src="per_class_f1.png" alt="per-class F1">{% endif %}
+<h2>Can local validation be trusted?</h2>
+<p>Every submitted experiment ({{ points|length }} with a server score): local validation macro-F1 against the
+course server's score. Points on a rising line mean the local split ranks models like the server does.</p>
+<img src="local_vs_server.png" alt="local validation against server score">
+{% endblock %}"""
+
+
+def write_compare_report(exps: list, all_rows: list[dict], out_dir: Path) -> Path:
+    """``out_dir/index.html`` with the spec diff, the metrics, a per-class chart and the trust chart."""
+    out_dir = Path(out_dir)
+    names = [f"{e.id}: {e.name}" for e in exps]
+    table = side_by_side(exps)
+    bars = {k: table[k] for k in ("val_f1", "val_acc", "teacher_probe_f1") if k in table}
+    bars["server_score / 10"] = [None if v is None else v / 10 for v in table["server_score"]]
+    plots.metric_bars(names, bars, out_dir / "metrics.png")
+    per_class = {n: (e.metrics or {}).get("per_class_f1") for n, e in zip(names, exps)}
+    per_class = {n: v for n, v in per_class.items() if v}
+    if per_class:
+        plots.per_class_f1(per_class, out_dir / "per_class_f1.png")
+    points = trust_points(all_rows)
+    plots.local_vs_server(points, out_dir / "local_vs_server.png")
+    html = render(PAGE, title="Comparison of " + ", ".join(str(e.id) for e in exps), exps=exps,
+                  diff=spec_diff([e.spec_json for e in exps]), table=table, per_class=bool(per_class), points=points)
+    return write_page(out_dir, html)
