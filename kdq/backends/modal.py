@@ -198,7 +198,7 @@ class ModalBackend:
 
     def launch(self, run_id: str, spec: ExperimentSpec) -> dict[str, Any]:
         run = remote.run_path(run_id)
-        with guarded(live_run=True):  # a record found means a call may live: never fail it away
+        with guarded(live_run=False):
             record = self._json(f"{run}/{remote.LAUNCH}") or {}
             owner = self._json(f"{run}/{remote.OWNER}") or {}
         call_id = record.get("call_id") or owner.get("call_id")
@@ -207,7 +207,7 @@ class ModalBackend:
                 with guarded(live_run=True):
                     self._put_json(f"{run}/{remote.LAUNCH}", {**record, "call_id": call_id, "adopted": True})
             return self._handle(run_id, call_id, record.get("gpu", spec.backend.gpu))
-        with guarded(live_run=bool(record)):
+        with guarded(live_run=bool(record)):  # a record means a call may live: never fail it away
             self.prepare(spec)
             token = uuid.uuid4().hex
             self.gateway.upload([
