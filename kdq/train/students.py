@@ -139,15 +139,18 @@ def check_size(model: nn.Module, name: str, max_mb: float = MAX_MB) -> float:
     import copy
 
     model = reparameterize(copy.deepcopy(model).cpu().eval())
-    mb = size_mb(model)
-    if mb > max_mb * 0.98:  # leave room for the TorchScript code and container
-        params = sum(p.numel() for p in model.parameters())
-        raise StudentError(
-            f"student {name!r} has {params / 1e6:.1f}M parameters = {mb:.1f} MiB in fp32, over the "
-            f"{max_mb} MiB limit of the course server; choose a smaller model (e.g. torchvision "
-            f"shufflenet_v2_x1_0, mobilenet_v3_large; timm mobilenetv4_conv_small, efficientnet_b0)"
-        )
-    return mb
+    if size_mb(model) > max_mb * 0.98:  # leave room for the TorchScript code and container
+        _too_large(model, name, max_mb)
+    return size_mb(model)
+
+
+def _too_large(model: nn.Module, name: str, max_mb: float) -> None:
+    params = sum(p.numel() for p in model.parameters())
+    raise StudentError(
+        f"student {name!r} has {params / 1e6:.1f}M parameters = {size_mb(model):.1f} MiB in fp32, over the "
+        f"{max_mb} MiB limit of the course server; choose a smaller model (e.g. torchvision "
+        f"shufflenet_v2_x1_0, mobilenet_v3_large; timm mobilenetv4_conv_small, efficientnet_b0)"
+    )
 
 
 def reparameterize(model: nn.Module) -> nn.Module:
@@ -157,3 +160,14 @@ def reparameterize(model: nn.Module) -> nn.Module:
     except ImportError:  # pragma: no cover — timm is a dependency
         return model
     return reparameterize_model(model)
+
+
+def preflight(spec: StudentSpec, num_classes: int = 10, max_mb: float = MAX_MB) -> float:
+    """Check a student spec without training (at enqueue time): the name exists and the exported
+    fp32 size is under the limit. Returns the size in MiB or raises ``StudentError``."""
+    spec = spec.model_copy(update={"pretrained": False})
+    with torch.device("meta"):  # no memory, no weights: just the shapes, to turn away giants at once
+        model = build(spec, num_classes)
+    if size_mb(model) > 8 * max_mb:  # not even reparameterization (at most ~4x smaller) brings it under
+        _too_large(model, spec.name, max_mb)
+    return check_size(build(spec, num_classes), spec.name, max_mb)
