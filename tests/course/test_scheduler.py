@@ -1,0 +1,202 @@
+"""The submission scheduler end to end against the stand-in server, with short windows."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+
+from kdq import runfolder
+from kdq.course import CourseClient
+from kdq.course.fake_server import FakeServer
+from kdq.course.scheduler import INTENT, Scheduler
+from kdq.spec import ExperimentSpec
+from kdq.stages import Stage
+
+PATH = [Stage.LAUNCHING, Stage.TRAINING, Stage.FETCHING, Stage.VALIDATING, Stage.READY]
+
+
+def make_ready(store, tmp_path, model, val_f1, policy="if_better", name=None):
+    """An experiment in ``ready`` with a verified model, as the worker leaves it."""
+    [i] = store.add([(None, ExperimentSpec(name=name or f"e{val_f1}", submit={"policy": policy}))], force=True)
+    folder = tmp_path / "artifacts" / str(i)
+    folder.mkdir(parents=True)
+    shutil.copy(model, folder / runfolder.MODEL)
+    stage = Stage.QUEUED
+    for nxt in PATH:
+        fields = {"artifacts": str(folder), "val_f1": val_f1, "metrics": {"val_f1": val_f1}} if nxt is Stage.READY else {}
+        assert store.move(i, stage, nxt, **fields)
+        stage = nxt
+    return i
+
+
+@pytest.fixture
+def srv(dataset_dir, token):
+    with FakeServer(teams={"Team Rocket": token}, data_dir=dataset_dir, submit_interval_s=1.0,
+                    status_interval_s=0.2) as s:
+        yield s
+
+
+@pytest.fixture
+def sched(srv, store, settings, token):
+    settings.submit_interval_s, settings.status_interval_s = 1.0, 0.2
+    with CourseClient(srv.url, token, "Team Rocket", backoff_s=0.01, max_backoff_s=0.05, connect_timeout_s=1,
+                      request_timeout_s=5, rate_limit_wait_max_s=0, read_attempts=2) as client:
+        yield Scheduler(store, client, settings, retry_s=0.2, max_retry_s=1.0, idle_s=0.3)
+
+
+def drive(sched, done, timeout=60.0, during=None):
+    """Tick until ``done()``, sleeping as the scheduler asks (capped), calling ``during(tick_no)``."""
+    deadline = time.monotonic() + timeout
+    n = 0
+    while time.monotonic() < deadline:
+        delay = sched.tick()
+        n += 1
+        if during:
+            during(n)
+        if done():
+            return n
+        time.sleep(min(delay if delay is not None else 0.2, 0.3))
+    raise AssertionError(f"not done after {timeout} s: {[(e.id, str(e.stage)) for e in sched.store.list()]}")
+
+
+def stages(store, ids):
+    return [store.get(i).stage for i in ids]
+
+
+def test_five_ready_models_go_one_per_window_best_first(sched, store, srv, tmp_path, models):
+    f1s = [0.5, 0.9, 0.7, 0.6, 0.8]
+    ids = [make_ready(store, tmp_path, models["perfect"], f, "always") for f in f1s]
+    drive(sched, lambda: all(s is Stage.DONE for s in stages(store, ids)))
+    subs = srv.course.submissions
+    assert len(subs) == 5  # never a duplicate
+    by_attempt = {store.get(i).server_attempt: store.get(i).val_f1 for i in ids}
+    assert [by_attempt[a] for a in range(1, 6)] == sorted(f1s, reverse=True)
+    gaps = [(b.submitted_at - a.submitted_at).total_seconds() for a, b in zip(subs, subs[1:])]
+    assert min(gaps) >= 1.0
+    for i in ids:
+        exp = store.get(i)
+        assert exp.server_score == pytest.approx(10 - 0.01 * subs[0].size_mb, abs=1e-3)
+        assert exp.server_rank == 1
+    rows = list(store.db.query("select state, attempt, score, rank from submissions order by attempt"))
+    assert [r["state"] for r in rows] == ["successful"] * 5 and [r["attempt"] for r in rows] == [1, 2, 3, 4, 5]
+
+
+def test_if_better_submits_only_what_beats_the_live_submission(sched, store, srv, tmp_path, models):
+    ids = [make_ready(store, tmp_path, models["perfect"], f) for f in (0.5, 0.9, 0.7)]
+    drive(sched, lambda: all(s in (Stage.DONE, Stage.SKIPPED) for s in stages(store, ids)))
+    assert stages(store, ids) == [Stage.SKIPPED, Stage.DONE, Stage.SKIPPED]
+    assert len(srv.course.submissions) == 1
+    assert "not above 0.9000" in store.events(ids[0])[-1]["message"]
+    later = make_ready(store, tmp_path, models["perfect"], 0.95)  # a better one later still goes
+    drive(sched, lambda: store.get(later).stage is Stage.DONE)
+    assert len(srv.course.submissions) == 2
+
+
+def test_server_down_then_up_nothing_fails_and_submissions_resume(sched, store, srv, tmp_path, models):
+    ids = [make_ready(store, tmp_path, models["perfect"], f, "always") for f in (0.9, 0.8, 0.7)]
+
+    def outage(n):
+        if store.get(ids[0]).stage is Stage.DONE and n < 1000 and not getattr(outage, "done", False):
+            outage.done = True
+            srv.go_down(2.0)
+
+    drive(sched, lambda: all(s is Stage.DONE for s in stages(store, ids)), during=outage)
+    assert outage.done and len(srv.course.submissions) == 3
+    server = store.get_meta_json("course.server")
+    assert server["reachable"] is True
+    assert all(e["kind"] != "stage" or e["stage"] != "failed" for i in ids for e in store.events(i))
+
+
+def test_a_lost_answer_is_reconciled_never_resent(sched, store, srv, tmp_path, models):
+    ids = [make_ready(store, tmp_path, models["perfect"], f, "always") for f in (0.9, 0.8)]
+    srv.inject("error", status=502, route="submit", when="after")  # recorded, but the answer is lost
+    srv.inject("garbage", body="truncated", route="submit", when="after")
+    drive(sched, lambda: all(s is Stage.DONE for s in stages(store, ids)))
+    assert len(srv.course.submissions) == 2
+    assert sorted(store.get(i).server_attempt for i in ids) == [1, 2]
+    assert any("went through" in e["message"] for e in store.events(ids[0]))
+
+
+def test_crash_after_the_post_is_adopted_and_crash_before_it_is_resent_once(sched, store, srv, tmp_path, models):
+    [i] = [make_ready(store, tmp_path, models["perfect"], 0.9, "always")]
+    real_submit = sched.client.submit
+
+    def crash_after(path):
+        real_submit(path)
+        raise SystemExit("worker killed")
+
+    sched.client.submit = crash_after
+    with pytest.raises(SystemExit):
+        sched.tick()
+    assert store.get(i).stage is Stage.SUBMITTING and store.get_meta_json(INTENT)["exp_id"] == i
+    sched.client.submit = real_submit
+    drive(sched, lambda: store.get(i).stage is Stage.DONE)
+    assert len(srv.course.submissions) == 1 and store.get(i).server_attempt == 1
+
+    [j] = [make_ready(store, tmp_path, models["perfect"], 0.8, "always")]
+
+    def crash_before(path):
+        raise SystemExit("worker killed before sending")
+
+    sched.client.submit = crash_before
+    for _ in range(100):  # until the window opens and the doomed POST is attempted
+        try:
+            time.sleep(min(sched.tick() or 0.2, 0.3))
+        except SystemExit:
+            break
+    assert store.get(j).stage is Stage.SUBMITTING
+    sched.client.submit = real_submit
+    drive(sched, lambda: store.get(j).stage is Stage.DONE)
+    assert len(srv.course.submissions) == 2 and store.get(j).server_attempt == 2
+
+
+def test_a_429_reschedules_to_the_time_the_server_named(sched, store, srv, tmp_path, models):
+    i = make_ready(store, tmp_path, models["perfect"], 0.9, "always")
+    srv.inject("rate_limit", wait_s=1, unit="seconds", route="submit")
+    delay = sched.tick()  # the window is free, the POST meets the 429: back to ready until the named time
+    assert store.get(i).stage is Stage.READY and 1.0 <= delay <= 3.0
+    assert "rate limited" in store.events(i)[-1]["message"]
+    assert store.get_meta_json("course.blocked_until") is not None
+    drive(sched, lambda: store.get(i).stage is Stage.DONE)
+    assert len(srv.course.submissions) == 1
+
+
+def test_a_failed_grading_keeps_the_server_text(sched, store, srv, tmp_path, models):
+    i = make_ready(store, tmp_path, models["broken"], 0.9, "always")
+    drive(sched, lambda: store.get(i).stage is Stage.FAILED)
+    assert store.get(i).error.endswith(": broken file")
+
+
+def test_submissions_made_outside_kdq_count_for_the_window(sched, store, srv, tmp_path, models, token):
+    with CourseClient(srv.url, token) as other:
+        other.submit(models["const0"])
+    i = make_ready(store, tmp_path, models["perfect"], 0.9, "always")
+    delay = sched.tick()
+    assert store.get(i).stage is Stage.READY and delay is not None and delay > 0.5
+    drive(sched, lambda: store.get(i).stage is Stage.DONE)
+    assert store.get(i).server_attempt == 2
+
+
+def test_a_pending_attempt_overtaken_by_a_newer_one_is_superseded(dataset_dir, store, settings, token, tmp_path,
+                                                                 models):
+    settings.submit_interval_s, settings.status_interval_s = 0.0, 0.1
+    with FakeServer(teams={"Team Rocket": token}, data_dir=dataset_dir, submit_interval_s=0, status_interval_s=0,
+                    eval_delay_s=1.0) as srv, CourseClient(srv.url, token, "Team Rocket") as client:
+        sched = Scheduler(store, client, settings, retry_s=0.2, idle_s=0.2)
+        i = make_ready(store, tmp_path, models["perfect"], 0.9, "always")
+        drive(sched, lambda: store.get(i).stage is Stage.EVALUATING)
+        client.submit(models["const0"])  # someone submits by hand meanwhile
+        drive(sched, lambda: store.get(i).stage is Stage.DONE)
+        assert "superseded by attempt #2" in store.events(i)[-1]["message"]
+        [row] = store.db.query("select state from submissions where exp_id = ?", [i])
+        assert row["state"] == "superseded"
+
+
+def test_manual_waits_for_kdq_submit(sched, store, srv, tmp_path, models):
+    i = make_ready(store, tmp_path, models["perfect"], 0.9, "manual")
+    assert sched.tick() is None and store.get(i).stage is Stage.READY
+    store.request_submit(i)
+    drive(sched, lambda: store.get(i).stage is Stage.DONE)
+    assert store.get(i).submit_requested is False
