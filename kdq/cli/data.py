@@ -93,7 +93,9 @@ def inspect(
     try:
         findings, infos = inspect_dataset(path, workers or None)
     except DataError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        from rich.text import Text
+
+        console.print(Text("error: ", style="red") + Text(str(exc)), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     out = out or get_settings().root / "reports" / f"inspect-{Path(path).resolve().name}"
     page = write_report(findings, infos, out)

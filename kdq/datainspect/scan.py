@@ -50,7 +50,7 @@ class ImageInfo:
 def _classify_error(exc: Exception) -> str:
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, UnidentifiedImageError):
-        return f"unreadable: not an image Pillow knows ({exc})"
+        return "unreadable: not an image format Pillow can identify (wrong content or extension)"
     if "truncated" in str(exc).lower() or isinstance(exc, (EOFError, SyntaxError)):
         return f"truncated: {text}"
     return f"unreadable: {text}"
