@@ -200,3 +200,20 @@ def test_manual_waits_for_kdq_submit(sched, store, srv, tmp_path, models):
     store.request_submit(i)
     drive(sched, lambda: store.get(i).stage is Stage.DONE)
     assert store.get(i).submit_requested is False
+
+
+def test_status_header_lines_tell_the_story(sched, store, srv, tmp_path, models, settings):
+    from kdq.course.status import header_lines
+
+    assert header_lines(store, interval_s=1.0) == ["course server: not contacted yet"]
+    i = make_ready(store, tmp_path, models["perfect"], 0.9, "always")
+    drive(sched, lambda: store.get(i).stage is Stage.DONE)
+    lines = header_lines(store, interval_s=900.0)
+    assert "reachable" in lines[0]
+    assert f"attempt #1 = {i} e0.9 (successful, score" in lines[1] and "rank 1" in lines[1]
+    assert "next window: in 15m" in lines[1]
+    srv.go_down()
+    make_ready(store, tmp_path, models["perfect"], 0.8, "always")
+    time.sleep(0.25)  # past the status throttle
+    assert sched.tick() is not None  # idle no more: it looks, finds nobody, and says when to look again
+    assert "[red]unreachable[/red]" in header_lines(store, interval_s=900.0)[0]
