@@ -36,6 +36,7 @@ class Env:
     dataset: str = "hw3"
     gateway: Any = None
     course_client: Callable[[], Any] | None = None
+    hf_endpoint: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -72,7 +73,7 @@ def check_hf(env: Env) -> Check:
     if not token:
         return Check("huggingface", False, "no Hugging Face token", f"{hf.LOGIN}, then accept {hf.repo_page(hf.TEACHER)}")
     try:
-        hf.check_access(token, hf.TEACHER)
+        hf.check_access(token, hf.TEACHER, endpoint=env.hf_endpoint)
     except PermanentError as exc:
         return Check("huggingface", False, str(exc).split(":")[0], str(exc))
     except Exception as exc:  # noqa: BLE001 — TransientError: the network

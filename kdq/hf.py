@@ -44,13 +44,13 @@ def repo_page(repo: str) -> str:
     return f"https://huggingface.co/{repo}"
 
 
-def check_access(token: str, repo: str = TEACHER) -> None:
-    """Whether ``token`` can read ``repo``; every failure says what to do."""
+def check_access(token: str, repo: str = TEACHER, *, endpoint: str | None = None) -> None:
+    """Whether ``token`` can read ``repo``; every failure says what to do. ``endpoint``: another Hub (tests)."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
     try:
-        HfApi().auth_check(repo, token=token)
+        HfApi(endpoint=endpoint).auth_check(repo, token=token)
     except GatedRepoError:
         raise PermanentError(
             f"your Hugging Face account has not accepted the terms of {repo}: open {repo_page(repo)}, "
@@ -88,14 +88,14 @@ def sync_secret(settings, gateway, token: str) -> bool:
     return True
 
 
-def ensure_access(settings, repo: str = TEACHER, *, gateway=None) -> str:
+def ensure_access(settings, repo: str = TEACHER, *, gateway=None, endpoint: str | None = None) -> str:
     """Find the token, check it reads ``repo``, sync the Modal secret (when a gateway is given)."""
     token = find_token(settings)
     if not token:
         raise PermanentError(
             f"no Hugging Face token found: {LOGIN}, accept the terms at {repo_page(repo)}, then `kdq retry`"
         )
-    check_access(token, repo)
+    check_access(token, repo, endpoint=endpoint)
     if gateway is not None:
         sync_secret(settings, gateway, token)
     return token

@@ -1,0 +1,128 @@
+"""Hugging Face access: finding the token, checking it against a local stand-in of the Hub's
+auth-check endpoint (the real huggingface_hub client parses its answers), syncing the Modal secret."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from kdq import hf
+from kdq.backends import PermanentError, TransientError
+from kdq.log import redact
+
+GOOD = "hf_" + "good" * 8  # built here: never a real token
+GATED = "hf_" + "gate" * 8
+INVALID = "hf_" + "nope" * 8
+BUSY = "hf_" + "busy" * 8
+
+
+class Hub(BaseHTTPRequestHandler):
+    """Answers like huggingface.co's /api/models/<repo>/auth-check for the four tokens above."""
+
+    def do_GET(self):  # noqa: N802
+        token = self.headers.get("authorization", "").removeprefix("Bearer ")
+        if not self.path.endswith("/auth-check"):
+            status, code = 404, "RepoNotFound"
+        elif token == GOOD:
+            status, code = 200, None
+        elif token == GATED:
+            status, code = 403, "GatedRepo"
+        elif token == BUSY:
+            status, code = 503, None
+        else:
+            status, code = 401, "RepoNotFound"
+        body = json.dumps({"error": code or "ok"}).encode()
+        self.send_response(status)
+        if code:
+            self.send_header("X-Error-Code", code)
+            self.send_header("X-Error-Message", f"{code} for {self.path}")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def hub():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_a_token_that_can_read_passes(hub):
+    hf.check_access(GOOD, hf.TEACHER, endpoint=hub)
+
+
+def test_terms_not_accepted_names_the_page_to_visit(hub):
+    with pytest.raises(PermanentError) as info:
+        hf.check_access(GATED, hf.TEACHER, endpoint=hub)
+    assert "https://huggingface.co/google/medsiglip-448" in str(info.value) and "terms" in str(info.value)
+    assert GATED not in str(info.value)
+
+
+def test_an_invalid_token_says_how_to_log_in(hub):
+    with pytest.raises(PermanentError, match="hf auth login") as info:
+        hf.check_access(INVALID, hf.TEACHER, endpoint=hub)
+    assert INVALID not in str(info.value)
+
+
+def test_a_busy_hub_or_no_network_is_transient(hub):
+    with pytest.raises(TransientError):
+        hf.check_access(BUSY, hf.TEACHER, endpoint=hub)
+    with pytest.raises(TransientError, match="could not reach"):
+        hf.check_access(GOOD, hf.TEACHER, endpoint="http://127.0.0.1:9")  # nothing listens on port 9
+
+
+def test_the_token_comes_from_hf_token_or_the_saved_login(settings, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: GOOD)
+    assert hf.find_token(settings) == GOOD  # what `hf auth login` saved
+    assert redact(f"token={GOOD}") == "token=***"  # registered for redaction at once
+    monkeypatch.setenv("HF_TOKEN", GATED)
+    from kdq.settings import Settings
+
+    assert hf.find_token(Settings()) == GATED  # HF_TOKEN wins
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(PermanentError, match="no Hugging Face token found.*hf auth login"):
+        hf.ensure_access(Settings())
+
+
+class SecretStore:
+    def __init__(self):
+        self.puts: list[tuple[str, dict]] = []
+
+    def put_secret(self, name, values):
+        self.puts.append((name, values))
+
+
+def test_the_modal_secret_is_written_once_per_token_and_the_token_is_not_stored(settings):
+    gw = SecretStore()
+    assert hf.sync_secret(settings, gw, GOOD) is True
+    assert hf.sync_secret(settings, gw, GOOD) is False  # unchanged: no call to Modal
+    assert hf.sync_secret(settings, gw, GATED) is True  # a new token replaces it
+    assert gw.puts == [("kdq-hf", {"HF_TOKEN": GOOD}), ("kdq-hf", {"HF_TOKEN": GATED})]
+    db = settings.db_path.read_bytes() + (settings.db_path.with_suffix(".db-wal").read_bytes()
+                                          if settings.db_path.with_suffix(".db-wal").exists() else b"")
+    assert GOOD.encode() not in db and GATED.encode() not in db
+
+
+def test_ensure_access_checks_before_it_syncs(home, hub, monkeypatch):
+    from kdq.settings import Settings
+
+    gw = SecretStore()
+    monkeypatch.setenv("HF_TOKEN", GATED)
+    with pytest.raises(PermanentError, match="terms"):
+        hf.ensure_access(Settings(), gateway=gw, endpoint=hub)
+    assert gw.puts == []  # a token that cannot read the teacher is not shipped
+    monkeypatch.setenv("HF_TOKEN", GOOD)
+    assert hf.ensure_access(Settings(), gateway=gw, endpoint=hub) == GOOD
+    assert gw.puts == [("kdq-hf", {"HF_TOKEN": GOOD})]
