@@ -41,3 +41,15 @@ def test_folder_without_classes_names_the_layout(tmp_path):
     (tmp_path / "c").mkdir()
     with pytest.raises(FileNotFoundError, match="train_dataset/train_dataset"):
         find_class_root(tmp_path)
+
+
+def test_grades_the_synthetic_course_dataset_with_its_quirks(tmp_path, models):
+    from kdq.synth import CLASS_NAMES, synth
+
+    man = synth(tmp_path / "synth", per_class=2, seed=0, corrupt=2, size_range=(32, 48))
+    data = load_dataset(tmp_path / "synth")
+    assert data.classes[:3] == ["1. Eczema", "10. Warts Molluscum and other Viral Infections", "2. Melanoma"]
+    assert sorted(data.classes) == data.classes and set(data.classes) == set(CLASS_NAMES)
+    assert man.corrupt  # unreadable files are skipped, not fatal
+    with pytest.raises(ValueError, match=r"got \[\d+, 3\]"):  # a 3-class model on a 10-class set
+        evaluate(models["const0"], data)
