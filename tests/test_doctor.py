@@ -1,0 +1,180 @@
+"""``kdq doctor``: each check against local stand-ins, the runner's timeouts, the formatting, the CLI."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from modal import exception as me
+from typer.testing import CliRunner
+
+from kdq import doctor
+from kdq.backends import modal_remote as remote
+from kdq.backends.modal import DEPLOY_META, code_fingerprint, upload_dataset
+from kdq.doctor import Check, Env
+
+
+class Volume:
+    """Just enough of the gateway for the doctor: ``check`` and ``read_file`` over a dict."""
+
+    def __init__(self, error: Exception | None = None):
+        self.error = error
+        self.files: dict[str, bytes] = {}
+
+    def check(self):
+        if self.error:
+            raise self.error
+
+    def read_file(self, path):
+        self.check()
+        return self.files.get(path)
+
+    def upload(self, items):
+        for local, path in items:
+            self.files[path] = local if isinstance(local, bytes) else local.read_bytes()
+
+
+class Ok(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server_url():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def course(url):
+    from kdq.course.client import CourseClient
+
+    return lambda: CourseClient(url, connect_timeout_s=1.0)
+
+
+# ---------------------------------------------------------------- single checks
+
+
+def test_modal_without_credentials_says_what_to_run(settings):
+    env = Env(settings, gateway=Volume(me.AuthError("Token missing")))
+    check = doctor.check_modal(env)
+    assert not check.ok and "modal token new" in check.fix
+    down = doctor.check_modal(Env(settings, gateway=Volume(me.ConnectionError("no route"))))
+    assert not down.ok and "unreachable" in down.detail
+
+
+def test_modal_with_the_real_sdk_and_no_credentials(settings, monkeypatch):
+    import modal.config
+
+    if modal.config.config.get("token_id"):
+        pytest.skip("this machine has Modal credentials")
+    check = doctor.check_modal(Env(settings))  # the real ModalGateway: AuthError at once, no network
+    assert not check.ok and "modal token new" in check.fix
+
+
+def test_dataset_on_the_volume_matching_the_local_copy(settings, tmp_path):
+    from kdq.synth import synth
+
+    local = settings.datasets_dir / "hw3"
+    synth(local, per_class=2, seed=0, size_range=(16, 20), balanced=True)
+    vol = Volume()
+    assert not doctor.check_dataset(Env(settings, gateway=vol)).ok  # not uploaded yet
+    assert "kdq data upload" in doctor.check_dataset(Env(settings, gateway=vol)).fix
+    upload_dataset(vol, local, "hw3")
+    check = doctor.check_dataset(Env(settings, gateway=vol))
+    assert check.ok and "matches" in check.detail
+    (local / "extra.jpg").write_bytes(b"x")
+    assert not doctor.check_dataset(Env(settings, gateway=vol)).ok  # the local copy changed
+
+
+def test_app_deployed_and_current(settings, store):
+    env = Env(settings, gateway=Volume())
+    assert "kdq modal deploy" in doctor.check_deployed(env).fix
+    store.set_meta(DEPLOY_META, {"fingerprint": "0" * 16, "app": "kdq", "at": time.time()})
+    assert "changed" in doctor.check_deployed(env).detail
+    store.set_meta(DEPLOY_META, {"fingerprint": code_fingerprint(settings), "app": "kdq", "at": time.time()})
+    assert doctor.check_deployed(env).ok
+
+
+def test_worker_alive_or_not(settings, store):
+    env = Env(settings, gateway=Volume())
+    assert "kdq worker" in doctor.check_worker(env).fix
+    store.set_meta("worker", {"pid": 1, "host": "h", "started_at": 0, "ts": time.time()})
+    assert doctor.check_worker(env).ok
+    store.set_meta("worker", {"pid": 1, "host": "h", "started_at": 0, "ts": time.time() - 3600})
+    assert not doctor.check_worker(env).ok
+
+
+def test_course_server_reachable_or_vpn_hint(settings, server_url):
+    assert doctor.check_course(Env(settings, gateway=Volume(), course_client=course(server_url))).ok
+    down = doctor.check_course(Env(settings, gateway=Volume(), course_client=course("http://127.0.0.1:9")))
+    assert not down.ok and "VPN" in down.fix
+
+
+def test_disk(settings):
+    assert doctor.check_disk(Env(settings, gateway=Volume())).name == "disk"
+
+
+# ---------------------------------------------------------------- running and formatting
+
+
+def test_checks_run_concurrently_and_a_hanging_one_times_out(settings):
+    release = threading.Event()
+    checks = {
+        "fast": lambda env: Check("fast", True, "fine"),
+        "hangs": lambda env: release.wait(60) and Check("hangs", True, "late"),
+        "crashes": lambda env: 1 / 0,
+    }
+    results = doctor.run_checks(Env(settings, gateway=Volume()), checks, timeout_s=0.5)
+    release.set()
+    assert [c.name for c in results] == ["fast", "hangs", "crashes"]
+    assert results[0].ok and "no answer within" in results[1].detail
+    assert "ZeroDivisionError" in results[2].detail and not results[2].ok
+
+
+def test_formatting_is_one_line_per_check_with_the_fix_under_failures():
+    checks = [Check("modal", False, "no valid Modal credentials", "run `modal token new`"), Check("disk", True, "9 GB")]
+    lines = doctor.format_lines(checks)
+    assert lines[0].startswith("FAIL modal") and "→ run `modal token new`" in lines[0]
+    assert lines[1].startswith("ok   disk") and "→" not in lines[1]
+    assert doctor.to_json(checks) == {"ok": False, "checks": [
+        {"name": "modal", "ok": False, "detail": "no valid Modal credentials", "fix": "run `modal token new`"},
+        {"name": "disk", "ok": True, "detail": "9 GB", "fix": None}]}
+
+
+def test_secrets_never_reach_the_output(settings):
+    from kdq.log import add_secret
+
+    secret = "s3cr3t-" + "ab" * 8
+    add_secret(secret)
+    checks = {"leaky": lambda env: Check("leaky", False, f"token {secret} refused", f"replace {secret}")}
+    [check] = doctor.run_checks(Env(settings, gateway=Volume()), checks)
+    assert secret not in check.detail + check.fix
+
+
+def test_the_cli_prints_json_and_fails_when_anything_fails(home, monkeypatch):
+    import modal.config
+
+    from kdq.cli.main import app
+
+    if modal.config.config.get("token_id"):
+        pytest.skip("this machine has Modal credentials")
+    monkeypatch.setenv("KDQ_SERVER_URL", "http://127.0.0.1:9")
+    result = CliRunner().invoke(app, ["doctor", "--json", "--timeout", "5"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    by_name = {c["name"]: c for c in report["checks"]}
+    assert set(by_name) == set(doctor.CHECKS)
+    assert "modal token new" in by_name["modal"]["fix"]
+    assert "VPN" in by_name["course server"]["fix"]
+    assert by_name["disk"]["ok"] is True
