@@ -103,6 +103,8 @@ def ensure_deployed(settings, gateway: Gateway, *, force: bool = False) -> bool:
     if not force and seen.get("fingerprint") == fingerprint and seen.get("app") == settings.modal_app:
         return False
     log.info("deploying the Modal app", app=settings.modal_app, fingerprint=fingerprint)
+    # The app names the secret; it must exist even before any Hugging Face token does.
+    gateway.put_secret(settings.modal_secret, {"KDQ_SECRET": settings.modal_secret}, overwrite=False)
     gateway.deploy()
     with Store.open(settings) as store:
         store.set_meta(DEPLOY_META, {"fingerprint": fingerprint, "app": settings.modal_app, "at": time.time()})
@@ -263,6 +265,8 @@ class ModalBackend:
         if error:
             return RunStatus("failed", progress, f"{error.get('error') or 'training failed'}\n{tail}".strip())
         result = state.result or {}
+        if state.state == "finished" and result.get("outcome") == "done":
+            raise TransientError(f"the call reports {run} done but done.json is not visible on the Volume yet")
         if state.state == "finished" and result.get("error"):
             return RunStatus("failed", progress, str(result["error"]))
         if state.state == "expired":

@@ -59,7 +59,8 @@ class Gateway(Protocol):
 
     def deploy(self) -> None: ...
 
-    def put_secret(self, name: str, values: dict[str, str]) -> None: ...
+    def put_secret(self, name: str, values: dict[str, str], *, overwrite: bool = True) -> None:
+        """Create the secret, or merge ``values`` into it (``overwrite=False``: leave an existing one alone)."""
 
     def check(self) -> None:
         """One cheap authenticated call: raises what the SDK raises without credentials or network."""
@@ -158,14 +159,15 @@ class ModalGateway:
 
         app.deploy(name=self.settings.modal_app)
 
-    def put_secret(self, name: str, values: dict[str, str]) -> None:
+    def put_secret(self, name: str, values: dict[str, str], *, overwrite: bool = True) -> None:
         import modal
         from modal.exception import AlreadyExistsError
 
         try:
             modal.Secret.objects.create(name, values)
         except AlreadyExistsError:
-            modal.Secret.from_name(name).update(values)
+            if overwrite:
+                modal.Secret.from_name(name).update(values)
 
     def check(self) -> None:
         self.volume.hydrate()

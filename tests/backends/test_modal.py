@@ -175,9 +175,10 @@ class FakeModal:
         self._gate()
         self.deploys += 1
 
-    def put_secret(self, name: str, values: dict[str, str]) -> None:
+    def put_secret(self, name: str, values: dict[str, str], *, overwrite: bool = True) -> None:
         self._gate()
-        self.secrets[name] = values
+        if overwrite or name not in self.secrets:
+            self.secrets[name] = {**self.secrets.get(name, {}), **values}
 
     def check(self) -> None:
         self._gate()
@@ -249,6 +250,7 @@ def test_queued_to_ready_through_network_loss(settings, store, fake, dataset_dir
     fake.offline = False
     exp = drive(ctx, exp_id, {Stage.TRAINING})
     assert fake.deploys == 1 and store.get_meta_json(DEPLOY_META)["fingerprint"]
+    assert "kdq-hf" in fake.secrets  # the app names the secret: it exists before any token does
     [call] = fake.calls.values()
     assert (call.gpu, call.timeout_s, call.run_id) == ("A100-80GB", 30 * 60, exp.run_id)
     assert exp.handle["call_id"] == call.id
@@ -437,3 +439,20 @@ def test_cancel_stops_the_training_process(backend, fake):
     backend.cancel(handle)
     status = poll_until_done(backend, handle)
     assert status.state == "failed" and fake.calls[handle["call_id"]].cancelled
+
+
+def test_a_teacher_run_needs_hugging_face_access_before_it_spawns(backend, fake, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    spec = tiny_spec(teacher={"kind": "siglip", "model": "google/medsiglip-448"}, distill={"loss": "hinton"})
+    with pytest.raises(PermanentError, match="no Hugging Face token found.*hf auth login"):
+        backend.launch("t-1", spec)
+    assert not fake.calls and fake.secrets["kdq-hf"] == {"KDQ_SECRET": "kdq-hf"}
+
+
+def test_done_reported_but_not_yet_visible_waits(backend, fake):
+    fake.calls["fc-7"] = Call("fc-7", "v-1", "synth", "H100", 60, state="finished",
+                              result={"outcome": "done", "run_id": "v-1"})
+    with pytest.raises(TransientError, match="not visible"):
+        backend.poll({"run_id": "v-1", "call_id": "fc-7"})
