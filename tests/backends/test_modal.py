@@ -338,7 +338,6 @@ def test_preempted_run_resumes_from_its_checkpoint(backend, fake, tmp_path):
     assert sorted(p.name for p in (tmp_path / "art").iterdir()) == sorted(runfolder.ARTIFACTS)
 
 
-@pytest.mark.slow
 def test_a_failing_run_fails_with_its_error(settings, store, fake):
     [exp_id] = store.add([(None, tiny_spec(student={"name": "no_such_net"}))])
     ctx = steps.Context(settings, store, backend_factory=lambda kind, s: ModalBackend(s, gateway=fake))
@@ -456,3 +455,15 @@ def test_done_reported_but_not_yet_visible_waits(backend, fake):
                               result={"outcome": "done", "run_id": "v-1"})
     with pytest.raises(TransientError, match="not visible"):
         backend.poll({"run_id": "v-1", "call_id": "fc-7"})
+
+
+def test_upload_command_without_credentials_says_what_to_run(home, dataset_dir):
+    import modal.config
+    from typer.testing import CliRunner
+
+    from kdq.cli.main import app
+
+    if modal.config.config.get("token_id"):
+        pytest.skip("this machine has Modal credentials")
+    result = CliRunner().invoke(app, ["data", "upload", str(dataset_dir), "--name", "synth"])
+    assert result.exit_code == 1 and "modal token new" in result.output
