@@ -338,11 +338,15 @@ def test_preempted_run_resumes_from_its_checkpoint(backend, fake, tmp_path):
     assert sorted(p.name for p in (tmp_path / "art").iterdir()) == sorted(runfolder.ARTIFACTS)
 
 
-def test_a_failing_run_fails_with_its_error(settings, store, fake):
-    [exp_id] = store.add([(None, tiny_spec(student={"name": "no_such_net"}))])
+def test_a_failing_run_fails_with_its_error(settings, store, fake, tmp_path):
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "README.txt").write_text("no images here")
+    upload_dataset(fake, junk, "junk")
+    [exp_id] = store.add([(None, tiny_spec(data={"dataset": "junk"}))])
     ctx = steps.Context(settings, store, backend_factory=lambda kind, s: ModalBackend(s, gateway=fake))
     exp = drive(ctx, exp_id, {Stage.FAILED, Stage.DONE})
-    assert exp.stage is Stage.FAILED and "no_such_net" in exp.error
+    assert exp.stage is Stage.FAILED and "DataError" in exp.error and "junk" in exp.error, exp.error
     assert len(fake.calls) == 1 and next(iter(fake.calls.values())).attempts == 1  # a verdict is not retried
 
 
