@@ -151,6 +151,7 @@ def test_no_token_is_a_clear_error(server):
 
 def test_token_never_appears_in_logs_errors_or_reprs(server, token, models, caplog, capsys):
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpx")  # kdq.log.configure (run by CLI tests) quiets it
     seen: list[str] = []
     with CourseClient(server.url, token, "Team Rocket", backoff_s=0.01, request_timeout_s=0.3,
                       status_path="/submission-status/{token}") as c:
