@@ -22,3 +22,4 @@ from kdq.cli import server as _server; app.add_typer(_server.app, name="server")
 app.command("fake-server")(_server.fake_server)
 from kdq.cli import modal as _modal; app.add_typer(_modal.app, name="modal")  # noqa: E402
 from kdq.cli import doctor as _doctor; app.command("doctor")(_doctor.doctor)  # noqa: E402
+from kdq.cli import demo as _demo; app.command("demo")(_demo.demo)  # noqa: E402

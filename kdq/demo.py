@@ -1,0 +1,172 @@
+"""``kdq demo``: the whole journey on this machine, with nothing but Python.
+
+Generated data, the local backend, a stand-in of the course server on a loopback port and a real
+``kdq worker`` process; the demo specs are queued, the live status table runs until every
+experiment has finished, then the leaderboard and the artifacts are shown. Ctrl-C stops the
+worker, the server and every training process it started; running it again starts afresh (the
+dataset and the caches are kept, so the second run is faster).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from kdq.spec import load_files
+from kdq.stages import LIVE
+from kdq.store import Store
+
+DEMO_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "demo"
+TEAM = "kdq-demo"
+STATE = ("kdq.db", "kdq.db-wal", "kdq.db-shm", "queue.db", "queue.db-wal", "queue.db-shm", "runs", "artifacts")
+
+
+@dataclass
+class DemoOptions:
+    home: Path
+    configs: list[Path]
+    per_class: int = 30
+    test_per_class: int = 12
+    submit_interval_s: float = 8.0
+    status_interval_s: float = 1.0
+    timeout_s: float = 600.0
+    watch: bool = True
+
+
+def prepare(home: Path, per_class: int, test_per_class: int) -> tuple[Path, Path]:
+    """Fresh state, kept data: the training set under datasets/demo and a hidden test set."""
+    from kdq.synth import synth
+
+    for name in STATE:
+        path = home / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    train, test = home / "datasets" / "demo", home / "server" / "test_dataset"
+    for root, n, seed in ((train, per_class, 0), (test, test_per_class, 1)):
+        if not (root / "synth_manifest.json").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            synth(root, per_class=n, seed=seed, overlays=0.1)
+    return train, test
+
+
+def worker_env(home: Path, server_url: str, token: str, opts: DemoOptions) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith("KDQ_")}
+    return {
+        **keep,
+        "KDQ_HOME": str(home),
+        "KDQ_SERVER_URL": server_url,
+        "KDQ_TOKEN": token,
+        "KDQ_TEAM": TEAM,
+        "KDQ_SUBMIT_INTERVAL_S": str(opts.submit_interval_s),
+        "KDQ_STATUS_INTERVAL_S": str(opts.status_interval_s),
+        "KDQ_POLL_INTERVAL_S": "1",
+        "KDQ_HEARTBEAT_S": "1",
+        "KDQ_WORKER_THREADS": "2",
+    }
+
+
+def stop_training(store: Store) -> None:
+    """End every training process the demo's experiments started (they run in their own sessions)."""
+    from kdq.backends.local import LocalBackend
+
+    for exp in store.list(set(LIVE)):
+        if exp.handle and exp.backend == "local":
+            LocalBackend(None).cancel(exp.handle)
+
+
+def run(opts: DemoOptions, console: Console) -> int:
+    """Run the demo; the exit code is 0 when every experiment finished and none failed."""
+    from kdq.cli.queue import _status_view
+    from kdq.course.fake_server import FakeServer
+
+    home = opts.home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    specs = load_files(opts.configs)  # invalid configs stop the demo before anything starts
+    console.print(f"[bold]kdq demo[/bold] in {home}")
+    train, test = prepare(home, opts.per_class, opts.test_per_class)
+    console.print(f"data: {train} (training), {test} (the stand-in server's hidden test set)")
+
+    token = secrets.token_hex(16)  # made at run time, never stored in the repository
+    server = FakeServer(teams={TEAM: token}, data_dir=test, submit_interval_s=opts.submit_interval_s,
+                        status_interval_s=opts.status_interval_s)
+    server.start()
+    env = worker_env(home, server.url, token, opts)
+    os.environ.update({k: env[k] for k in env if k.startswith("KDQ_")})  # this process reads the same settings
+    log = open(home / "worker.log", "ab")
+    worker = subprocess.Popen([sys.executable, "-c", "from kdq.cli.main import app; app()", "worker", "--log-json"],
+                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    console.print(f"course-server stand-in: {server.url} · worker pid {worker.pid} (log: {home / 'worker.log'})")
+    store = Store(home / "kdq.db")
+    code = 1
+    try:
+        from jobs.tasks import nudge
+        from kdq.settings import Settings
+
+        ids = store.add([(str(p), s) for p, s in specs], force=True)
+        nudge(ids, to=Settings())
+        console.print(f"queued {len(ids)} experiments from {', '.join(sorted({p.name for p, _ in specs}))}")
+        code = _follow(store, worker, opts, console, _status_view)
+        _finish(home, console)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: stopping the worker, the training runs and the server[/yellow]")
+        code = 130
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        stop_training(store)
+        store.close()
+        server.stop()
+        log.close()
+    return code
+
+
+def _follow(store: Store, worker: subprocess.Popen, opts: DemoOptions, console: Console, view) -> int:
+    from rich.live import Live
+
+    deadline = time.time() + opts.timeout_s
+    def finished() -> bool:
+        return all(e.stage not in LIVE for e in store.list())
+
+    if opts.watch and console.is_terminal:
+        with Live(view(store, True), console=console, refresh_per_second=2) as live:
+            while not finished() and time.time() < deadline and worker.poll() is None:
+                time.sleep(1)
+                live.update(view(store, True))
+    else:
+        while not finished() and time.time() < deadline and worker.poll() is None:
+            time.sleep(1)
+        console.print(view(store, True))
+    if worker.poll() is not None:
+        console.print(f"[red]the worker exited with code {worker.returncode}; see worker.log[/red]")
+        return 1
+    if not finished():
+        console.print(f"[red]not finished after {opts.timeout_s:.0f} s[/red]")
+        return 1
+    failed = [e for e in store.list() if str(e.stage) == "failed"]
+    for e in failed:
+        console.print(f"[red]{e.id} {e.name} failed:[/red] {e.error}", markup=True, highlight=False)
+    return 1 if failed else 0
+
+
+def _finish(home: Path, console: Console) -> None:
+    from kdq.cli.server import leaderboard
+
+    console.print("[bold]leaderboard[/bold] (the stand-in's, after the grader scored the submissions)")
+    leaderboard(as_json=False, top=20)
+    console.print(f"models and metrics: {home / 'artifacts'}/<id>/ (model.pt, metrics.json, history.csv)")
+    console.print(f"look around: KDQ_HOME={home} kdq status --all · kdq results · kdq show <id>")
