@@ -62,6 +62,19 @@ def course(url):
     return lambda: CourseClient(url, connect_timeout_s=1.0)
 
 
+@pytest.fixture
+def restore_logging():
+    """The CLI configures logging onto CliRunner's stderr, which closes after the call: put it back."""
+    import logging
+
+    import structlog
+
+    saved, handlers = structlog.get_config(), logging.getLogger().handlers[:]
+    yield
+    structlog.configure(**saved)
+    logging.getLogger().handlers[:] = handlers
+
+
 # ---------------------------------------------------------------- single checks
 
 
@@ -162,7 +175,7 @@ def test_secrets_never_reach_the_output(settings):
     assert secret not in check.detail + check.fix
 
 
-def test_the_cli_prints_json_and_fails_when_anything_fails(home, monkeypatch):
+def test_the_cli_prints_json_and_fails_when_anything_fails(home, monkeypatch, restore_logging):
     import modal.config
 
     from kdq.cli.main import app

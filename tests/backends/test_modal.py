@@ -231,6 +231,19 @@ def drive(ctx: steps.Context, exp_id: int, until: set[Stage], timeout: float = 1
     return wait_for(step, timeout, every=0.1)
 
 
+@pytest.fixture
+def restore_logging():
+    """The CLI configures logging onto CliRunner's stderr, which closes after the call: put it back."""
+    import logging
+
+    import structlog
+
+    saved, handlers = structlog.get_config(), logging.getLogger().handlers[:]
+    yield
+    structlog.configure(**saved)
+    logging.getLogger().handlers[:] = handlers
+
+
 # ---------------------------------------------------------------- through the worker's steps
 
 
@@ -461,7 +474,7 @@ def test_done_reported_but_not_yet_visible_waits(backend, fake):
         backend.poll({"run_id": "v-1", "call_id": "fc-7"})
 
 
-def test_upload_command_without_credentials_says_what_to_run(home, dataset_dir):
+def test_upload_command_without_credentials_says_what_to_run(home, dataset_dir, restore_logging):
     import modal.config
     from typer.testing import CliRunner
 
