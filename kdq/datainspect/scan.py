@@ -73,7 +73,7 @@ def scan_file(root: str, rel: str, label: int) -> ImageInfo:
     rgb.thumbnail((WORK_SIDE, WORK_SIDE), Image.BILINEAR)
     info.phash = str(imagehash.phash(rgb))
     info.colour = rgb.resize((COLOUR_SIDE, COLOUR_SIDE), Image.BILINEAR).tobytes()
-    info.signals = overlay.signals(rgb)
+    info.signals = overlay.signals(rgb, original_side=max(info.width, info.height))
     info.overlays = overlay.flags(info.signals)
     small = rgb.copy()
     small.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.BILINEAR)
