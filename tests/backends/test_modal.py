@@ -484,3 +484,47 @@ def test_upload_command_without_credentials_says_what_to_run(home, dataset_dir, 
         pytest.skip("this machine has Modal credentials")
     result = CliRunner().invoke(app, ["data", "upload", str(dataset_dir), "--name", "synth"])
     assert result.exit_code == 1 and "modal token new" in result.output
+
+
+# ---------------------------------------------------------------- the real gateway, offline
+
+
+def test_the_real_gateway_without_credentials_raises_what_the_backend_maps(settings):
+    import modal.config
+
+    from kdq.backends.modal_gateway import ModalGateway
+
+    if modal.config.config.get("token_id"):
+        pytest.skip("this machine has Modal credentials")
+    backend = ModalBackend(settings, gateway=ModalGateway(settings))
+    with pytest.raises(PermanentError, match="modal token new"):
+        backend.launch("r-1", tiny_spec())
+    with pytest.raises(TransientError, match="modal token new"):  # a run may live: wait, do not fail it
+        backend.poll({"run_id": "r-1", "call_id": "fc-1"})
+
+
+@pytest.mark.parametrize("raised, state, needle", [
+    (TimeoutError(), "running", None),  # the built-in: no output yet
+    (me.OutputExpiredError(), "expired", None),
+    (me.FunctionTimeoutError("Function timed out"), "failed", "timeout_min"),
+    (ValueError("bad input"), "failed", "ValueError: bad input"),  # raised by the remote function
+])
+def test_the_real_gateway_reads_a_call_like_the_sdk_reports_it(settings, monkeypatch, raised, state, needle):
+    """``FunctionCall.from_id(...).get(timeout=0)`` cannot run offline; its documented outcomes can."""
+    import modal
+
+    from kdq.backends.modal_gateway import ModalGateway
+
+    class Handle:
+        error: Exception = raised
+
+        def get(self, timeout=None):
+            assert timeout == 0
+            raise self.error
+
+    monkeypatch.setattr(modal.FunctionCall, "from_id", staticmethod(lambda call_id: Handle()))
+    got = ModalGateway(settings).call_state("fc-1")
+    assert got.state == state and (needle is None or needle in got.error)
+    Handle.error = me.ConnectionError("down")
+    with pytest.raises(me.ConnectionError):  # transport trouble is not a verdict: it reaches the backend
+        ModalGateway(settings).call_state("fc-1")
