@@ -83,8 +83,10 @@ def guarded(*, live_run: bool) -> Iterator[None]:
 
 
 def code_fingerprint(settings, root: Path = PACKAGE_ROOT) -> str:
-    """Hash of everything the container runs: kdq's sources, jobs/modal_app.py, the image's torch."""
-    h = hashlib.sha256(f"torch={settings.modal_torch}\n".encode())
+    """Hash of everything the deployed app is made of: kdq's sources, jobs/modal_app.py and the settings
+    it reads (torch in the image, the Volume and secret names)."""
+    named = f"torch={settings.modal_torch} volume={settings.modal_volume} secret={settings.modal_secret}\n"
+    h = hashlib.sha256(named.encode())
     files = sorted((root / "kdq").rglob("*.py")) + [root / "jobs" / "modal_app.py"]
     for path in files:
         if "__pycache__" in path.parts:
