@@ -528,3 +528,35 @@ def test_the_real_gateway_reads_a_call_like_the_sdk_reports_it(settings, monkeyp
     Handle.error = me.ConnectionError("down")
     with pytest.raises(me.ConnectionError):  # transport trouble is not a verdict: it reaches the backend
         ModalGateway(settings).call_state("fc-1")
+
+
+# ---------------------------------------------------------------- deploy when the code changed
+
+
+def test_the_fingerprint_follows_the_code_that_runs_remotely(settings, tmp_path):
+    from kdq.backends.modal import code_fingerprint
+
+    (tmp_path / "kdq" / "train").mkdir(parents=True)
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "kdq" / "train" / "loop.py").write_text("EPOCHS = 1\n")
+    (tmp_path / "jobs" / "modal_app.py").write_text("GPU = 'H100'\n")
+    first = code_fingerprint(settings, tmp_path)
+    (tmp_path / "kdq" / "train" / "__pycache__").mkdir()
+    (tmp_path / "kdq" / "train" / "__pycache__" / "loop.cpython-311.pyc").write_bytes(b"\0")
+    (tmp_path / "README.md").write_text("docs do not run remotely")
+    assert code_fingerprint(settings, tmp_path) == first
+    (tmp_path / "kdq" / "train" / "loop.py").write_text("EPOCHS = 2\n")
+    assert code_fingerprint(settings, tmp_path) != first
+    torch_changed = settings.model_copy(update={"modal_torch": "2.13.0"})
+    assert code_fingerprint(torch_changed, tmp_path) != code_fingerprint(settings, tmp_path)
+
+
+def test_deploys_only_when_the_recorded_fingerprint_differs(settings, store, fake):
+    from kdq.backends.modal import ensure_deployed
+
+    assert ensure_deployed(settings, fake) is True
+    assert ensure_deployed(settings, fake) is False
+    store.set_meta(DEPLOY_META, {**store.get_meta_json(DEPLOY_META), "fingerprint": "older-code"})
+    assert ensure_deployed(settings, fake) is True
+    assert ensure_deployed(settings, fake, force=True) is True
+    assert fake.deploys == 3
