@@ -171,7 +171,7 @@ def write_experiment_report(exp, out_dir: Path, submissions: list[dict], setting
     out_dir = Path(out_dir)
     d = experiment_data(exp, submissions, settings)
     m = d["metrics"]
-    figures: dict[str, str] = {}
+    figures: dict[str, str | None] = {"curves": None, "confusion": None, "per_class": None}
     if d["history"]:
         plots.training_curves(d["history"], out_dir / "curves.png")
         figures["curves"] = "curves.png"
