@@ -67,7 +67,8 @@ image = (
 volume = modal.Volume.from_name(settings.modal_volume, create_if_missing=True)
 hf_secret = modal.Secret.from_name(settings.modal_secret)  # kept in sync by kdq (kdq/hf.py)
 
-app = modal.App(settings.modal_app, image=image)
+# The image carries kdq and jobs (add_local_python_source): no second, automatic copy of this module.
+app = modal.App(settings.modal_app, image=image, include_source=False)
 
 
 @app.function(

@@ -82,6 +82,8 @@ def test_the_image_pins_torch_from_the_settings_and_carries_kdq(app_module):
     assert "ENV HF_HOME=/vol/cache/huggingface" in commands
     added = synchronizer._translate_in(app_module.image)._added_python_source_set
     assert {"kdq", "jobs"} <= set(added)
+    mounts = synchronizer._translate_in(app_module.train)._spec_.mounts
+    assert "jobs" not in repr(mounts)  # the app's own source is in the image, not mounted a second time
 
 
 def test_names_come_from_the_settings(app_module):
