@@ -12,7 +12,6 @@ from modal import exception as me
 from typer.testing import CliRunner
 
 from kdq import doctor
-from kdq.backends import modal_remote as remote
 from kdq.backends.modal import DEPLOY_META, code_fingerprint, upload_dataset
 from kdq.doctor import Check, Env
 
