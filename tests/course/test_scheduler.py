@@ -217,3 +217,31 @@ def test_status_header_lines_tell_the_story(sched, store, srv, tmp_path, models,
     time.sleep(0.25)  # past the status throttle
     assert sched.tick() is not None  # idle no more: it looks, finds nobody, and says when to look again
     assert "[red]unreachable[/red]" in header_lines(store, interval_s=900.0)[0]
+
+
+def test_an_outside_upload_during_a_lost_answer_is_not_taken_for_ours(sched, store, srv, tmp_path, models, token):
+    i = make_ready(store, tmp_path, models["perfect"], 0.9, "always")
+
+    theirs = tmp_path / "theirs.pt"
+    theirs.write_bytes(b"\0" * 300_000)  # another model: another size
+
+    def lost(path):  # our upload never arrives, but someone else's does meanwhile
+        with CourseClient(srv.url, token) as other:
+            other.submit(theirs)
+        raise SystemExit("worker killed")
+
+    real_submit, sched.client.submit = sched.client.submit, lost
+    with pytest.raises(SystemExit):
+        sched.tick()
+    sched.client.submit = real_submit
+    drive(sched, lambda: store.get(i).stage is Stage.DONE)
+    assert store.get(i).server_attempt == 2 and len(srv.course.submissions) == 2
+
+
+def test_default_waits_follow_the_window(store, settings):
+    settings.submit_interval_s, settings.status_interval_s = 900.0, 15.0
+    real = Scheduler(store, None, settings)
+    assert (real.retry_s, real.max_retry_s, real.idle_s, real.eval_timeout_s) == (60.0, 900.0, 60.0, 3600.0)
+    settings.submit_interval_s, settings.status_interval_s = 4.0, 0.5
+    demo = Scheduler(store, None, settings)
+    assert (demo.retry_s, demo.max_retry_s, demo.idle_s) == (1.0, 4.0, 1.0)
