@@ -53,8 +53,8 @@ def classify(exc: BaseException, *, live_run: bool) -> Exception | None:
     name = type(exc).__name__
     if isinstance(exc, me.AuthError):
         if live_run:
-            return TransientError(f"Modal refused the credentials ({exc}): {LOGIN}; the run goes on meanwhile")
-        return PermanentError(f"Modal has no valid credentials ({exc}): {LOGIN}, then `kdq retry` this experiment")
+            return TransientError(f"Modal refused the credentials: {LOGIN}; the run goes on meanwhile. (Modal: {exc})")
+        return PermanentError(f"Modal has no valid credentials: {LOGIN}, then `kdq retry` this experiment. (Modal: {exc})")
     transient = (me.ConnectionError, me.TimeoutError, me.ServiceError, me.InternalError,
                  me.ResourceExhaustedError, builtins.ConnectionError, builtins.TimeoutError)
     if isinstance(exc, transient):
