@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MAX_SWEEP = 256  # a sweep larger than this is almost certainly a typo
+KDQ_STUDENTS = ("tiny_cnn",)  # the models of student.library = "kdq" (kdq.train.students.KDQ_MODELS)
 
 
 class Section(BaseModel):
@@ -39,6 +40,14 @@ class StudentSpec(Section):
     name: str = Field("shufflenet_v2_x1_0", description="Model name in that library.")
     pretrained: bool = Field(False, description="Start from ImageNet weights (when they can be fetched).")
     drop_rate: float = Field(0.0, ge=0, lt=1, description="Dropout before the classifier.")
+
+    @model_validator(mode="after")
+    def _known_kdq_model(self) -> "StudentSpec":
+        # timm/torchvision names and sizes need those libraries: kdq.train.students.preflight checks them
+        if self.library == "kdq" and self.name not in KDQ_STUDENTS:
+            raise ValueError(f"student.name = {self.name!r} is not a kdq model; choose one of: "
+                             f"{', '.join(KDQ_STUDENTS)} (or set student.library = 'timm' / 'torchvision')")
+        return self
 
 
 class TeacherSpec(Section):

@@ -25,7 +25,8 @@ from kdq.spec import ExperimentSpec
 from kdq.train import augment, data, export, losses, students
 from kdq.train.bias import tune_bias
 
-HISTORY_FIELDS = ["epoch", "lr", "loss", "ce", "kd", "embed", "train_acc", "val_f1", "val_acc", "best_f1", "seconds"]
+PARTS = ("loss", "ce", "kd", "tckd", "nckd", "embed")  # loss components, each its own history column
+HISTORY_FIELDS = ["epoch", "lr", *PARTS, "train_acc", "val_f1", "val_acc", "best_f1", "seconds"]
 
 
 def log(msg: str) -> None:
@@ -61,6 +62,18 @@ def schedule(step: int, total: int, warmup: int) -> float:
         return (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def logit_loss(dist, logits: torch.Tensor, t_logits: torch.Tensor | None, y: torch.Tensor,
+               weight: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """The spec's logit loss and its parts (``loss`` is what is minimised)."""
+    if dist.loss == "hinton":
+        return losses.hinton(logits, t_logits, y, dist.temperature, dist.alpha, weight, dist.label_smoothing)
+    if dist.loss == "dkd":
+        return losses.dkd(logits, t_logits, y, dist.temperature, dist.dkd_alpha, dist.dkd_beta, weight,
+                          dist.label_smoothing)
+    c = losses.ce(logits, y, weight, dist.label_smoothing)
+    return {"loss": c, "ce": c}
 
 
 def write_history(run_dir: Path, rows: list[dict]) -> None:
@@ -147,7 +160,7 @@ def run(spec: ExperimentSpec, run_dir: Path, data_dir: Path, cache_dir: Path,
             proj.train()
         gen = torch.Generator().manual_seed(tr.seed * 100_003 + epoch)  # replayable epoch: order, views
         order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
-        sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "embed": 0.0, "correct": 0.0}
+        sums = dict.fromkeys((*PARTS, "correct"), 0.0)
         for b in range(steps):
             idx = torch.as_tensor(order[b * tr.batch_size:(b + 1) * tr.batch_size])
             y = labels[idx].to(device)
@@ -160,19 +173,11 @@ def run(spec: ExperimentSpec, run_dir: Path, data_dir: Path, cache_dir: Path,
             x = x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
             with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
                 logits = model(x).float()
-                if dist.loss == "hinton":
-                    parts = losses.hinton(logits, t_logits, y, dist.temperature, dist.alpha, weight, dist.label_smoothing)
-                elif dist.loss == "dkd":
-                    parts = losses.dkd(logits, t_logits, y, dist.temperature, dist.dkd_alpha, dist.dkd_beta,
-                                       weight, dist.label_smoothing)
-                else:
-                    parts = {"loss": losses.ce(logits, y, weight, dist.label_smoothing)}
-                    parts["ce"] = parts["loss"]
-                if proj is not None:
-                    e = losses.embed(proj(feats["f"].float()), F.normalize(targets.embeddings[idx, v].to(device).float(), dim=1),
-                                     dist.embed_loss)
-                    parts["embed"] = e
-                    parts["loss"] = parts["loss"] + dist.embed_weight * e
+                parts = logit_loss(dist, logits, t_logits, y, weight)
+                if proj is not None:  # embedding distillation through the projection head
+                    e_t = F.normalize(targets.embeddings[idx, v].to(device).float(), dim=1)
+                    parts["embed"] = losses.embed(proj(feats["f"].float()), e_t, dist.embed_loss)
+                    parts["loss"] = parts["loss"] + dist.embed_weight * parts["embed"]
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
@@ -180,9 +185,9 @@ def run(spec: ExperimentSpec, run_dir: Path, data_dir: Path, cache_dir: Path,
             sched.step()
             if ema:
                 ema.update_parameters(model)
-            for k in ("loss", "ce", "kd", "embed"):
-                sums[k] += float(parts[k]) * len(idx) if k in parts else 0.0
-            sums["correct"] += float((logits.argmax(1) == y).sum())
+            for k in parts:  # summed on the device: no synchronisation per step
+                sums[k] = sums[k] + parts[k].detach() * len(idx)
+            sums["correct"] = sums["correct"] + (logits.argmax(1) == y).sum()
 
         eval_model = ema.module if ema else model
         val_logits = predict(eval_model, images[torch.as_tensor(val_idx).to(device)], tr.image_size, device,
@@ -195,8 +200,8 @@ def run(spec: ExperimentSpec, run_dir: Path, data_dir: Path, cache_dir: Path,
         else:
             state["bad_epochs"] += 1
         n = len(train_idx)
-        row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], **{k: round(sums[k] / n, 6) for k in
-               ("loss", "ce", "kd", "embed")}, "train_acc": round(sums["correct"] / n, 6),
+        row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], **{k: round(float(sums[k]) / n, 6) for k in PARTS},
+               "train_acc": round(float(sums["correct"]) / n, 6),
                "val_f1": round(val_f1, 6), "val_acc": round(val_acc, 6), "best_f1": round(state["best_f1"], 6),
                "seconds": round(time.time() - t0, 3)}
         state["history"].append(row)

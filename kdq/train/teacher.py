@@ -111,17 +111,30 @@ def load(name: str, device: torch.device) -> Teacher:
 # ---------------------------------------------------------------- the embedding cache
 
 
-def cache_key(teacher: Teacher, fingerprint: str, decode_size: int, views: int) -> str:
-    body = json.dumps({"v": CACHE_VERSION, "teacher": teacher.name, "data": fingerprint, "decode": decode_size,
-                       "size": teacher.image_size, "mean": teacher.mean, "std": teacher.std, "views": views,
-                       "augment": augment.FIELDS}, sort_keys=True)
-    return hashlib.sha256(body.encode()).hexdigest()[:20]
-
-
 def view_params(n: int, views: int, fingerprint: str) -> torch.Tensor:
     """The V views of every image: fixed per dataset, so any cache entry can be rendered again."""
     gen = torch.Generator().manual_seed(int(fingerprint[:8], 16))
     return augment.sample(n * views, gen).view(n, views, -1)
+
+
+def cache_path(cache_dir: Path, name: str, fingerprint: str, decode_size: int, views: int,
+               preprocessing: tuple[int, tuple, tuple]) -> Path:
+    size, mean, std = preprocessing
+    body = json.dumps({"v": CACHE_VERSION, "teacher": name, "data": fingerprint, "decode": decode_size, "size": size,
+                       "mean": list(mean), "std": list(std), "views": views, "augment": augment.FIELDS}, sort_keys=True)
+    key = hashlib.sha256(body.encode()).hexdigest()[:20]
+    return Path(cache_dir) / "teacher" / f"{name.replace('/', '--')}-{key}.pt"
+
+
+def preprocessing(name: str) -> tuple[int, tuple, tuple]:
+    """(input size, mean, std) of a teacher, without loading its weights."""
+    if name in RANDOM:
+        return RANDOM[name][0]["image_size"], (0.5,) * 3, (0.5,) * 3
+    from transformers import AutoImageProcessor
+
+    proc = AutoImageProcessor.from_pretrained(name)
+    size = proc.size.get("height") or proc.size.get("shortest_edge")
+    return int(size), tuple(proc.image_mean), tuple(proc.image_std)
 
 
 def embeddings(teacher: Teacher, images: torch.Tensor, fingerprint: str, views: int, cache_dir: Path | None,
@@ -129,8 +142,8 @@ def embeddings(teacher: Teacher, images: torch.Tensor, fingerprint: str, views: 
     """``{"params": [N,V,9], "views": [N,V,D], "plain": [N,D]}``, from the cache or computed once."""
     path = None
     if cache_dir:
-        key = cache_key(teacher, fingerprint, images.shape[-1], views)
-        path = Path(cache_dir) / "teacher" / f"{teacher.name.replace('/', '--')}-{key}.pt"
+        path = cache_path(cache_dir, teacher.name, fingerprint, images.shape[-1], views,
+                          (teacher.image_size, teacher.mean, teacher.std))
         if path.exists():
             return torch.load(path, weights_only=True)
     n = len(images)
@@ -184,9 +197,12 @@ def oof_logits(x: torch.Tensor, y: torch.Tensor, num_classes: int, folds: int = 
     from sklearn.model_selection import StratifiedKFold
 
     n, v, d = x.shape
-    k = int(min(folds, np.bincount(y.numpy()).min()))
+    counts = np.bincount(y.numpy())
+    k = int(min(folds, counts.min()))
     if k < 2:
-        raise ValueError(f"a class has fewer than 2 training images; cannot make out-of-fold teacher logits")
+        raise ValueError(f"class {int(counts.argmin())} has {int(counts.min())} training image(s); out-of-fold "
+                         "teacher logits need 2 or more per class: add images, lower data.val_fraction or use "
+                         "teacher.head = 'zeroshot'")
     out = torch.zeros(n, v, num_classes)
     for fit_idx, held in StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(n), y.numpy()):
         probe = fit_probe(x[fit_idx].reshape(-1, d), y[fit_idx].repeat_interleave(v), num_classes, weight=weight)
@@ -217,8 +233,13 @@ class Targets:
 
 def prepare(spec: TeacherSpec, ds, train_idx, val_idx, cache_dir: Path | None, device: torch.device,
             seed: int = 0) -> Targets:
-    teacher = load(spec.model, device)
-    cached = embeddings(teacher, ds.images, ds.fingerprint, spec.views, cache_dir)
+    path = cache_path(cache_dir, spec.model, ds.fingerprint, ds.images.shape[-1], spec.views,
+                      preprocessing(spec.model)) if cache_dir else None
+    teacher = None  # loaded only when needed: the cache is missing, or text prompts must be embedded
+    if path is None or not path.exists() or spec.head == "zeroshot":
+        teacher = load(spec.model, device)
+    cached = torch.load(path, weights_only=True) if path and path.exists() else \
+        embeddings(teacher, ds.images, ds.fingerprint, spec.views, cache_dir)
     nc, y = len(ds.classes), ds.labels
     train_idx, val_idx = torch.as_tensor(train_idx), torch.as_tensor(val_idx)
     n, v = cached["views"].shape[:2]

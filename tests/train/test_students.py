@@ -22,7 +22,17 @@ def test_tiny_cnn_builds_and_exports(tmp_path):
         assert torch.allclose(loaded(x), want, atol=1e-5)
 
 
-@pytest.mark.parametrize("library, name", [("kdq", "resnet9000"), ("torchvision", "not_a_net"), ("timm", "nope_net")])
+def test_spec_knows_the_kdq_models():
+    from pydantic import ValidationError
+
+    from kdq.spec import KDQ_STUDENTS
+
+    assert tuple(sorted(students.KDQ_MODELS)) == tuple(sorted(KDQ_STUDENTS))
+    with pytest.raises(ValidationError, match="'resnet9000' is not a kdq model; choose one of: tiny_cnn"):
+        StudentSpec(library="kdq", name="resnet9000")
+
+
+@pytest.mark.parametrize("library, name", [("torchvision", "not_a_net"), ("timm", "nope_net")])
 def test_unknown_names_say_how_to_list_valid_ones(library, name):
     with pytest.raises(students.StudentError, match=f"{name}.*(choose one of|list them with)"):
         students.build(StudentSpec(library=library, name=name), 10)
@@ -56,3 +66,19 @@ def test_preflight_checks_names_and_sizes_without_training():
         students.preflight(StudentSpec(library="torchvision", name="resnet50"))
     with pytest.raises(students.StudentError, match="not a timm model"):
         students.preflight(StudentSpec(library="timm", name="mobilenet_v99"))
+
+
+def test_pretrained_weights_that_cannot_be_fetched_fall_back_with_a_warning(monkeypatch):
+    import timm
+
+    real = timm.create_model
+
+    def offline(name, pretrained=False, **kw):
+        if pretrained:
+            raise ConnectionError("hub unreachable")
+        return real(name, pretrained=False, **kw)
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.warns(UserWarning, match="pretrained weights unavailable.*from scratch"):
+        model = students.build(StudentSpec(library="timm", name="mobilenetv4_conv_small", pretrained=True), 10)
+    assert students.classifier(model).out_features == 10

@@ -62,6 +62,16 @@ def test_prepare_gives_targets_for_every_image(clean_dataset, tmp_path):
         assert 0 <= t.val_f1 <= 1 and t.logits[tr].abs().sum() > 0
 
 
+def test_prepare_does_not_load_the_teacher_when_its_cache_exists(clean_dataset, tmp_path, monkeypatch):
+    d = data.load(clean_dataset, tmp_path, decode_size=32)
+    tr, va = data.split(d.labels, data.groups(d.digests, d.hashes, d.thumbs), 0.2, 0)
+    spec = TeacherSpec(model="tiny", views=2)
+    first = teacher.prepare(spec, d, tr, va, tmp_path, torch.device("cpu"))
+    monkeypatch.setattr(teacher, "load", lambda *a: (_ for _ in ()).throw(AssertionError("teacher loaded")))
+    second = teacher.prepare(spec, d, tr, va, tmp_path, torch.device("cpu"))
+    assert torch.equal(first.embeddings, second.embeddings) and torch.allclose(first.logits, second.logits)
+
+
 def test_unknown_stand_in_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown stand-in.*tiny"):
         teacher.load("random-huge", torch.device("cpu"))

@@ -1,0 +1,163 @@
+"""Seconds per epoch: kdq's training loop vs a loop written like the course starter, on CPU.
+
+    .venv/bin/python benchmarks/bench_epoch.py [--per-class 8 --epochs 3 --threads 2]
+
+Both train the same student (torchvision shufflenet_v2_x1_0, 224 px, Hinton KD) on the same
+generated data (realistic 300-700 px pictures) against the same stand-in teacher: a randomly
+initialised SigLIP vision tower of ViT-B/16 size at 224 (hidden 768, 12 layers, 12 heads).
+
+    starter: PIL decode + resize every epoch (torchvision ImageFolder-style Dataset, CPU DataLoader),
+             teacher forward on every batch, random linear head on the teacher (as the starter does)
+    kdq:     kdq.train.loop.run: pictures decoded once, teacher embeddings of V views cached once,
+             out-of-fold probe logits, on-device augmentation; only the student runs per batch
+
+Prints both epoch times side by side, their ratio, the one-off cost of kdq's caches and after how
+many epochs that cost is paid back. A benchmark, not a test: numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from kdq.spec import ExperimentSpec
+from kdq.synth import synth
+from kdq.train import data, students, teacher
+from kdq.train.augment import IMAGENET_MEAN, IMAGENET_STD
+from kdq.train.loop import run
+
+STUDENT = {"library": "torchvision", "name": "shufflenet_v2_x1_0"}
+TEACHER = "random-b16-224"
+
+
+# ---------------------------------------------------------------- the starter's way
+
+
+class Folder(torch.utils.data.Dataset):
+    """Like torchvision's ImageFolder: open, decode and resize the file every time it is asked for."""
+
+    def __init__(self, root: Path, files: list[Path], labels: list[int], transform):
+        self.root, self.files, self.labels, self.transform = root, files, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        with Image.open(self.root / self.files[i]) as im:
+            return self.transform(im.convert("RGB")), self.labels[i]
+
+
+def starter_epochs(data_dir: Path, epochs: int, workers: int, batch: int) -> list[float]:
+    import torchvision.transforms as T
+
+    ds = data.discover(data_dir)
+    split = int(0.85 * len(ds.files))
+    order = torch.randperm(len(ds.files), generator=torch.Generator().manual_seed(0)).tolist()
+    tr, va = order[:split], order[split:]
+    norm = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    train_tf = T.Compose([T.Resize((224, 224)), T.RandomHorizontalFlip(), T.ToTensor(), norm])
+    val_tf = T.Compose([T.Resize((224, 224)), T.ToTensor(), norm])
+    pick = lambda idx, tf: Folder(ds.root, [ds.files[i] for i in idx], [ds.labels[i] for i in idx], tf)  # noqa: E731
+    train_dl = torch.utils.data.DataLoader(pick(tr, train_tf), batch_size=batch, shuffle=True, num_workers=workers)
+    val_dl = torch.utils.data.DataLoader(pick(va, val_tf), batch_size=batch, num_workers=workers)
+
+    vision = teacher.load(TEACHER, torch.device("cpu")).model.vision_model.eval()
+    head = nn.Linear(768, 10)  # the starter's randomly initialised "classifier" on the teacher
+    student = students.build(students.StudentSpec(**STUDENT), 10)
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
+    T_, alpha = 4.0, 0.3
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        student.train()
+        for x, y in train_dl:
+            with torch.no_grad():
+                t_logits = head(vision(pixel_values=x).pooler_output)
+            s_logits = student(x)
+            kd = F.kl_div(F.log_softmax(s_logits / T_, 1), F.softmax(t_logits / T_, 1), reduction="batchmean")
+            loss = alpha * F.cross_entropy(s_logits, y) + (1 - alpha) * T_ * T_ * kd
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        student.eval()
+        with torch.no_grad():
+            for x, y in val_dl:
+                student(x).argmax(1)
+        times.append(time.perf_counter() - t0)
+        print(f"  starter epoch {len(times)}: {times[-1]:.1f} s", flush=True)
+    return times
+
+
+# ---------------------------------------------------------------- kdq's way
+
+
+def kdq_epochs(data_dir: Path, epochs: int, views: int, batch: int, work: Path) -> tuple[list[float], float, float]:
+    cache = work / "cache"
+    t0 = time.perf_counter()
+    ds = data.load(data_dir, cache, decode_size=256)
+    decode_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    t = teacher.load(TEACHER, torch.device("cpu"))
+    teacher.embeddings(t, ds.images, ds.fingerprint, views, cache)
+    teacher_s = time.perf_counter() - t0
+    spec = ExperimentSpec.model_validate({
+        "name": "bench", "student": STUDENT, "teacher": {"model": TEACHER, "views": views},
+        "distill": {"loss": "hinton", "temperature": 4.0, "alpha": 0.3},
+        "train": {"epochs": epochs, "batch_size": batch, "image_size": 224, "device": "cpu", "patience": None},
+        "data": {"decode_size": 256},
+    })
+    run(spec, work / "run", data_dir, cache)  # caches are warm: epochs are pure student work
+    with open(work / "run" / "history.csv") as f:
+        times = [float(r["seconds"]) for r in csv.DictReader(f)]
+    return times, decode_s, teacher_s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--per-class", type=int, default=8, help="mean images per class (real imbalance kept)")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--views", type=int, default=2, help="teacher views per image in kdq's cache")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the starter loop")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="kdq-bench-") as tmp:
+        work = Path(tmp)
+        man = synth(work / "data", per_class=args.per_class, seed=0, size_range=(300, 700))
+        n = len(man.images)
+        print(f"{n} images (300-700 px), student {STUDENT['name']} at 224, teacher {TEACHER}, "
+              f"{args.threads} threads", flush=True)
+        print("kdq loop:", flush=True)
+        kdq, decode_s, teacher_s = kdq_epochs(work / "data", args.epochs, args.views, args.batch, work)
+        print("starter loop:", flush=True)
+        start = starter_epochs(work / "data", args.epochs, args.workers, args.batch)
+    # the first epoch of either loop carries warm-up (allocations, worker start): use the rest
+    s_ep = statistics.median(start[1:] or start)
+    k_ep = statistics.median(kdq[1:] or kdq)
+    one_off = decode_s + teacher_s
+    payoff = one_off / (s_ep - k_ep) if s_ep > k_ep else float("inf")
+    print()
+    print(f"{'':28}{'starter':>12}{'kdq':>12}")
+    print(f"{'seconds per epoch':28}{s_ep:12.2f}{k_ep:12.2f}")
+    print(f"{'images per second':28}{n / s_ep:12.1f}{n / k_ep:12.1f}")
+    print(f"speed-up per epoch: {s_ep / k_ep:.1f}x")
+    print(f"one-off kdq cost: decode {decode_s:.1f} s + teacher cache ({args.views} views + plain) {teacher_s:.1f} s"
+          f" = {one_off:.1f} s; paid back after {payoff:.1f} epochs")
+    print(json.dumps({"images": n, "starter_epoch_s": s_ep, "kdq_epoch_s": k_ep, "speedup": s_ep / k_ep,
+                      "decode_s": decode_s, "teacher_cache_s": teacher_s, "payoff_epochs": payoff,
+                      "starter_epochs_s": start, "kdq_epochs_s": kdq}))
+
+
+if __name__ == "__main__":
+    main()
