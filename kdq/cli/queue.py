@@ -158,17 +158,31 @@ def experiments_table(exps: list[Experiment], title: str | None = None) -> Table
     return table
 
 
-def _status_experiments(store: Store, show_all: bool) -> list[Experiment]:
+QUEUED_SHOWN = 10
+RECENT_SHOWN = 10
+
+
+def _status_experiments(store: Store, show_all: bool) -> tuple[list[Experiment], int]:
+    """What the status table shows, and how many queued experiments it leaves out.
+
+    At a glance: everything in flight, the next few queued and the last few finished; ``--all``: every one.
+    """
     exps = store.list(order="id")
     if show_all:
-        return exps
-    live = [e for e in exps if e.stage in LIVE]
-    recent = [e for e in exps if e.stage not in LIVE][-10:]
-    return sorted(live + recent, key=lambda e: e.id)
+        return exps, 0
+    queued = sorted((e for e in exps if e.stage is Stage.QUEUED), key=lambda e: (-e.priority, e.id))
+    active = [e for e in exps if e.stage in LIVE and e.stage is not Stage.QUEUED]
+    recent = [e for e in exps if e.stage not in LIVE][-RECENT_SHOWN:]
+    shown = sorted(active + queued[:QUEUED_SHOWN] + recent, key=lambda e: e.id)
+    return shown, max(0, len(queued) - QUEUED_SHOWN)
 
 
 def _status_view(store: Store, show_all: bool) -> Group:
-    return Group(*status_header(store), experiments_table(_status_experiments(store, show_all)))
+    exps, hidden = _status_experiments(store, show_all)
+    parts = [*status_header(store), experiments_table(exps)]
+    if hidden:
+        parts.append(f"… and {hidden} more queued (kdq status --all)")
+    return Group(*parts)
 
 
 def status(
@@ -182,7 +196,7 @@ def status(
             from jobs.worker import heartbeat_age
 
             age = heartbeat_age(store)
-            exps = _status_experiments(store, show_all)
+            exps = store.list() if show_all else _status_experiments(store, False)[0]
             print(json.dumps({"worker_alive": age is not None and age < 30, "worker_heartbeat_age_s": age,
                               "counts": store.count_by_stage(), "experiments": [e.summary() for e in exps]},
                              indent=2, default=str))
