@@ -81,8 +81,9 @@ def _box_max(mask: np.ndarray, bh: int, bw: int) -> float:
 
 
 def _text_density(rgb_img: Image.Image) -> float:
-    rgb = np.asarray(rgb_img, np.int16)
-    white = ((rgb.sum(2) // 3 - (rgb.max(2) - rgb.min(2)) + 256) // 2).astype(np.uint8)  # (grey - chroma) / 2
+    r, g, b = (np.asarray(ch, np.int16) for ch in rgb_img.split())
+    chroma = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)
+    white = (((r + g + b) // 3 - chroma + 256) // 2).astype(np.uint8)  # (grey - chroma) / 2
     white_img = Image.fromarray(white)
     white = white.astype(np.int16)
     # A quick look against the 5x5 mean first: the median (slow) only where strokes may be.
