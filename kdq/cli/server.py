@@ -174,7 +174,7 @@ def fake_server(
     console.print(f"stand-in course server on {srv.url} (Ctrl-C stops it); teams: {', '.join(teams)}", highlight=False)
     if generated:  # a token we just made up for the stand-in, not a secret: the user needs it
         console.print(f"export KDQ_SERVER_URL={srv.url} KDQ_TEAM=demo KDQ_TOKEN={teams['demo']}", highlight=False,
-                      markup=False)
+                      markup=False, soft_wrap=True)
     if start_down_s > 0:
         srv.go_down(start_down_s)
     srv.serve_forever()
