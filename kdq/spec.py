@@ -161,6 +161,13 @@ def _allowed(model: type[BaseModel], loc: tuple) -> str:
     return ", ".join(model.model_fields)
 
 
+def _section_model(loc: tuple) -> type[BaseModel]:
+    model: type[BaseModel] = ExperimentSpec
+    for part in loc:
+        model = model.model_fields[str(part)].annotation
+    return model
+
+
 def _describe(source: str, err: dict, raw: dict) -> str:
     loc = tuple(p for p in err["loc"])
     field = ".".join(str(p) for p in loc) or "(spec)"
@@ -173,8 +180,11 @@ def _describe(source: str, err: dict, raw: dict) -> str:
         return f"{source}: {field}: missing. Add `{loc[-1]} = ...`"
     value = err.get("input")
     shown = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
-    if not loc:  # model-level validator
+    if err["type"] == "value_error":  # a validator of ours: its message names the fields already
         return f"{source}: {msg.removeprefix('Value error, ')}"
+    if err["type"] == "model_type":
+        allowed = ", ".join(_section_model(loc).model_fields)
+        return f"{source}: {field} = {shown}: must be a table, e.g. [{field}] with keys {allowed}"
     return f"{source}: {field} = {shown}: {msg}"
 
 
