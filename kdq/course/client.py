@@ -13,11 +13,12 @@ the ``httpx`` loggers (which print request URLs) pass through a redacting filter
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 from urllib.parse import quote
 
 import httpx
@@ -29,7 +30,6 @@ from kdq.course.leaderboard import parse_leaderboard
 from kdq.course.models import Attempt, Leaderboard, Ping, SubmitReceipt
 from kdq.log import MASK, add_secret, get_logger, redact
 
-T = TypeVar("T")
 log = get_logger("kdq.course")
 
 VPN_HINT = "The course server answers only on the university network: is this machine on the UVA VPN?"
@@ -79,8 +79,6 @@ def _read_json(text: str) -> tuple[Any, str | None]:
         return None, "an empty body"
     if stripped.startswith("<"):
         return None, f"an HTML page instead of JSON ({_snippet(text)})"
-    import json
-
     try:
         return json.loads(stripped), None
     except json.JSONDecodeError as exc:

@@ -108,11 +108,7 @@ def parse_leaderboard(html: str) -> Leaderboard:
             texts = [text for _, text in row]
             if len(texts) <= cols["team"] or not texts[cols["team"]]:
                 continue
-
-            def cell(name: str) -> str | None:
-                i = cols.get(name)
-                return texts[i] if i is not None and i < len(texts) else None
-
+            cell = _cells(texts, cols)
             out.append(
                 LeaderboardRow(
                     rank=as_int(_first_number(cell("rank"))) if "rank" in cols else len(out) + 1,
@@ -126,6 +122,16 @@ def parse_leaderboard(html: str) -> Leaderboard:
         return Leaderboard(columns=headers, rows=out)
     snippet = " ".join(html.split())[:120]
     raise UnexpectedResponse(f"leaderboard page has no table with a team column (page starts: {snippet!r})")
+
+
+def _cells(texts: list[str], cols: dict[str, int]):
+    """``cell(name)``: the text of that column in this row, or ``None``."""
+
+    def cell(name: str) -> str | None:
+        i = cols.get(name)
+        return texts[i] if i is not None and i < len(texts) else None
+
+    return cell
 
 
 def _first_number(text: str | None) -> str | None:
