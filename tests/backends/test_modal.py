@@ -293,7 +293,6 @@ def test_relaunch_after_a_worker_crash_never_trains_twice(settings, store, fake)
     # The first call starts soon and claims the run; the record of its id is lost (upload fails after
     # spawn); the relaunch spawns again before the claim is visible; its container starts later.
     fake.start_delays = [0.3, 1.5]
-    fake.fail_uploads = 0
     orig_spawn = fake.spawn
 
     def spawn_then_crash(*a, **kw):
