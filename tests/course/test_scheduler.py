@@ -245,3 +245,34 @@ def test_default_waits_follow_the_window(store, settings):
     settings.submit_interval_s, settings.status_interval_s = 4.0, 0.5
     demo = Scheduler(store, None, settings)
     assert (demo.retry_s, demo.max_retry_s, demo.idle_s) == (1.0, 4.0, 1.0)
+
+
+def test_worker_killed_mid_upload_is_reconciled_by_the_next_one(srv, store, settings, tmp_path, models, token):
+    """A real process is SIGKILLed while its POST hangs after the server recorded it; the next one adopts it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    i = make_ready(store, tmp_path, models["perfect"], 0.9, "always")
+    srv.inject("stall", seconds=30, route="submit", when="after")
+    env = {**os.environ, "KDQ_HOME": str(settings.root), "KDQ_SERVER_URL": srv.url, "KDQ_TOKEN": token,
+           "KDQ_TEAM": "Team Rocket", "KDQ_SUBMIT_INTERVAL_S": "1", "KDQ_STATUS_INTERVAL_S": "0.2"}
+    child = subprocess.Popen([sys.executable, "-c", "from kdq.settings import Settings\n"
+                              "from kdq.course.scheduler import run_tick\nrun_tick(Settings())"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not srv.course.submissions and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.05)
+        assert srv.course.submissions, "the child never uploaded"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert store.get(i).stage is Stage.SUBMITTING
+    srv.clear_faults()
+    settings.submit_interval_s, settings.status_interval_s = 1.0, 0.2
+    with CourseClient(srv.url, token, "Team Rocket") as client:
+        sched = Scheduler(store, client, settings, retry_s=0.2, idle_s=0.3)
+        drive(sched, lambda: store.get(i).stage is Stage.DONE)
+    assert len(srv.course.submissions) == 1 and store.get(i).server_attempt == 1
