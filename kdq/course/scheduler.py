@@ -37,8 +37,9 @@ from kdq.store import Experiment, Store
 
 log = get_logger("kdq.course.scheduler")
 
-INTENT, LAST_SUBMIT, BLOCKED_UNTIL, SERVER, STATUS = (
-    "course.intent", "course.last_submit_at", "course.blocked_until", "course.server", "course.status")
+INTENT, LAST_SUBMIT, BLOCKED_UNTIL, SERVER, STATUS, BOARD_AT = (
+    "course.intent", "course.last_submit_at", "course.blocked_until", "course.server", "course.status",
+    "course.leaderboard_at")
 
 
 class _Wait(Exception):
@@ -65,6 +66,7 @@ class Scheduler:
         self.max_retry_s = max_retry_s if max_retry_s is not None else max(self.retry_s, min(900.0, self.interval_s))
         self.eval_timeout_s = eval_timeout_s if eval_timeout_s is not None else max(600.0, 4 * self.interval_s)
         self.idle_s = idle_s if idle_s is not None else max(self.status_interval_s, min(60.0, pace))
+        self.leaderboard_every_s = min(1800.0, max(60.0, 2 * self.interval_s))
 
     # ---------------------------------------------------------------- the tick
 
@@ -82,10 +84,26 @@ class Scheduler:
         blocking = [d for d, exp in delays if self.clock() - (self._posted_at(exp.id) or 0) < self.eval_timeout_s]
         if blocking:
             return min(blocking)
+        self._refresh_rank()
         ready = self.store.list({Stage.READY})
         if not ready:
             return min((d for d, _ in delays), default=None)
         return self._next(ready)
+
+    def _refresh_rank(self) -> None:
+        """Ranks move as other teams submit: now and then re-read our row for the live submission."""
+        if self.clock() - (self.store.get_meta_json(BOARD_AT) or 0) < self.leaderboard_every_s:
+            return
+        live = list(self.store.db.query(
+            "select id, exp_id, rank from submissions where state = 'successful' order by attempt desc limit 1"))
+        if not live:
+            return
+        self.store.set_meta(BOARD_AT, self.clock())
+        row = self._leaderboard_row()
+        if row is not None and row.rank != live[0]["rank"]:
+            self._update_sub(live[0]["id"], rank=row.rank, leaderboard_score=row.score)
+            self.store.update(live[0]["exp_id"], server_rank=row.rank)
+            self.store.event(live[0]["exp_id"], "leaderboard", f"rank {live[0]['rank']} → {row.rank}")
 
     # ---------------------------------------------------------------- server calls
 
@@ -212,6 +230,7 @@ class Scheduler:
             log.warning("course.leaderboard_unavailable", error=str(exc))
             return None
         ours = board.find(self.client.team)
+        self.store.set_meta(BOARD_AT, self.clock())
         self.store.db["leaderboard"].insert({
             "ts": self.clock(), "rows": json.dumps([r.model_dump(mode="json") for r in board.rows]),
             "own_rank": ours.rank if ours else None, "own_score": ours.score if ours else None})

@@ -276,3 +276,19 @@ def test_worker_killed_mid_upload_is_reconciled_by_the_next_one(srv, store, sett
         sched = Scheduler(store, client, settings, retry_s=0.2, idle_s=0.3)
         drive(sched, lambda: store.get(i).stage is Stage.DONE)
     assert len(srv.course.submissions) == 1 and store.get(i).server_attempt == 1
+
+
+def test_rank_is_refreshed_when_other_teams_overtake(sched, store, srv, tmp_path, models):
+    i = make_ready(store, tmp_path, models["const0"], 0.9, "always")
+    drive(sched, lambda: store.get(i).stage is Stage.DONE)
+    assert store.get(i).server_rank == 1
+    rival = "5" * 32
+    srv.course.add_team("Rivals", rival)
+    with CourseClient(srv.url, rival) as other:
+        other.submit(models["perfect"])
+    srv.course.wait_graded()
+    assert sched.tick() is None and store.get(i).server_rank == 1  # not yet: once per leaderboard_every_s
+    sched.leaderboard_every_s = 0
+    sched.tick()
+    assert store.get(i).server_rank == 2
+    assert store.events(i)[-1]["message"] == "rank 1 → 2"
