@@ -74,7 +74,7 @@ class Scheduler:
         try:
             return self._tick()
         except _Wait as wait:
-            log.info("course.wait", seconds=round(wait.seconds, 1), why=redact(str(wait)))
+            log.debug("course.wait", seconds=round(wait.seconds, 1), why=redact(str(wait)))
             return wait.seconds
 
     def _tick(self) -> float | None:
@@ -311,9 +311,10 @@ class Scheduler:
             if exc.status_code in (401, 403) or "KDQ_TOKEN" in str(exc):  # our settings, not the model
                 self._server(True, f"submit refused: {exc}; fix KDQ_TOKEN and restart the worker")
                 return self._put_back(exp, sub_id, "refused", str(exc), self.max_retry_s)
+            who = "the course server refused the upload" if exc.status_code else "not uploaded"
             self._update_sub(sub_id, state="rejected", server_status=exc.reason)
-            self.store.move(exp.id, Stage.SUBMITTING, Stage.FAILED, f"refused: {exc.reason}"[:500],
-                            error=f"the course server refused the upload: {exc.reason}")
+            self.store.move(exp.id, Stage.SUBMITTING, Stage.FAILED, f"{who}: {exc.reason}"[:500],
+                            error=f"{who}: {exc.reason}")
             self.store.set_meta(INTENT, "")
             return 0.0
         # The upload may have gone through: keep the intent, the next tick reads the status list.

@@ -292,3 +292,18 @@ def test_rank_is_refreshed_when_other_teams_overtake(sched, store, srv, tmp_path
     sched.tick()
     assert store.get(i).server_rank == 2
     assert store.events(i)[-1]["message"] == "rank 1 → 2"
+
+
+def test_a_refused_upload_fails_with_the_servers_words(make_server, store, settings, tmp_path, models, token):
+    srv = make_server(max_size_mb=0.0001)
+    settings.submit_interval_s, settings.status_interval_s = 0.0, 0.0
+    with CourseClient(srv.url, token, "Team Rocket", max_upload_mb=100) as client:
+        sched = Scheduler(store, client, settings, retry_s=0.2)
+        i = make_ready(store, tmp_path, models["perfect"], 0.9, "always")
+        drive(sched, lambda: store.get(i).stage is Stage.FAILED)
+        assert store.get(i).error == "the course server refused the upload: File too large (>0.0 MB)"
+        j = make_ready(store, tmp_path, models["perfect"], 0.8, "always")
+        (tmp_path / "artifacts" / str(j) / runfolder.MODEL).unlink()
+        drive(sched, lambda: store.get(j).stage is Stage.FAILED)
+        assert store.get(j).error.startswith("not uploaded: ") and "no such file" in store.get(j).error
+    assert srv.course.submissions == []
