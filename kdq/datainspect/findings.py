@@ -1,8 +1,9 @@
 """From per-image facts to the dataset's findings. Pure: no files are read here.
 
-Duplicate groups reuse the trainer's own grouping (``kdq.train.data.groups``: identical bytes, or
-hashes within a few bits *and* colour thumbnails within a few grey levels), fed with ImageHash's
-perceptual hash, so what the report calls one picture is what the split keeps on one side.
+Duplicates: identical bytes (SHA-1), or near pictures: ImageHash perceptual hashes within a few
+bits *and* 16x16 colour thumbnails within a few grey levels (the same two-key test the trainer's
+split uses, ``kdq.train.data.groups``, with ImageHash's pHash for the hash). Class discovery and
+class weights are the trainer's own functions.
 """
 
 from __future__ import annotations
@@ -13,13 +14,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import PurePath
 
 import numpy as np
-import torch
-
 from kdq.datainspect.scan import ImageInfo, colour_thumbs, phash_bits
 from kdq.train import data
 
 NEAR_BITS = 6  # of 64 phash bits; a resized + recompressed copy measured 0-4, distinct pictures 4+ with other colours
-NEAR_COLOUR = data.NEAR_COLOUR
+NEAR_COLOUR = 6.0  # grey levels; planted near-duplicates measured under 2, distinct pictures with close hashes over 9
 
 
 @dataclass
@@ -79,15 +78,43 @@ def _spread(values: list[float]) -> dict[str, float]:
     return {"min": round(min(values), 3), "median": round(statistics.median(values), 3), "max": round(max(values), 3)}
 
 
+def near_pairs(bits: np.ndarray, colour: np.ndarray, near_bits: int = NEAR_BITS,
+               near_colour: float = NEAR_COLOUR, block: int = 2048) -> list[tuple[int, int]]:
+    """Pairs ``i < j`` whose hashes differ in at most ``near_bits`` bits and whose colour thumbnails
+    differ by at most ``near_colour`` (mean absolute, 0..255). Hamming distances for all pairs are one
+    matrix product per block; colours are compared only for the few pairs the hashes let through."""
+    h = bits.astype(np.float32)
+    flat = colour.reshape(len(colour), -1).astype(np.float32)
+    out = []
+    for start in range(0, len(h), block):
+        hb = h[start:start + block]
+        dist = hb @ (1 - h).T + (1 - hb) @ h.T
+        for a, j in zip(*np.nonzero(dist <= near_bits)):
+            i = start + int(a)
+            if i < j and np.abs(flat[i] - flat[j]).mean() <= near_colour:
+                out.append((i, int(j)))
+    return out
+
+
 def duplicate_groups(ok: list[ImageInfo], classes: list[str]) -> list[dict]:
-    """Groups of two or more files that hold the same picture, largest and cross-class first."""
+    """Groups of two or more files that hold the same picture, cross-class and largest first."""
     if len(ok) < 2:
         return []
-    gid = data.groups([i.sha1 for i in ok], torch.from_numpy(phash_bits(ok)), torch.from_numpy(colour_thumbs(ok)),
-                      near_bits=NEAR_BITS, near_colour=NEAR_COLOUR)
+    parent = list(range(len(ok)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    pairs = [(i, first.setdefault(info.sha1, i)) for i, info in enumerate(ok)]
+    for i, j in pairs + near_pairs(phash_bits(ok), colour_thumbs(ok)):
+        parent[find(i)] = find(j)
     members: dict[int, list[ImageInfo]] = {}
-    for info, g in zip(ok, gid):
-        members.setdefault(int(g), []).append(info)
+    for i, info in enumerate(ok):
+        members.setdefault(find(i), []).append(info)
     out = []
     for group in members.values():
         if len(group) < 2:

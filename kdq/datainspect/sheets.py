@@ -33,5 +33,5 @@ def contact_sheet(tiles: list[tuple[bytes, str]], path: Path, cols: int = 8) -> 
         draw.text((x + 2, y + THUMB_SIDE + 3), text, fill="black", font=font)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path, "PNG", optimize=True)
+    sheet.save(path, "PNG", compress_level=3)
     return path
