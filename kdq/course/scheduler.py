@@ -37,9 +37,9 @@ from kdq.store import Experiment, Store
 
 log = get_logger("kdq.course.scheduler")
 
-INTENT, LAST_SUBMIT, BLOCKED_UNTIL, SERVER, STATUS, BOARD_AT = (
+INTENT, LAST_SUBMIT, BLOCKED_UNTIL, SERVER, STATUS, BOARD_AT, NEXT_TICK = (
     "course.intent", "course.last_submit_at", "course.blocked_until", "course.server", "course.status",
-    "course.leaderboard_at")
+    "course.leaderboard_at", "course.next_tick_at")
 
 
 class _Wait(Exception):
@@ -371,15 +371,28 @@ def _same_size(size_mb: float | None, size_bytes: int | None) -> bool:
     return any(abs(size_mb - size_bytes / unit) <= max(0.01, 0.02 * size_mb) for unit in (1024 * 1024, 1e6))
 
 
-def run_tick(settings, store: Store | None = None, client: CourseClient | None = None, **options: Any) -> float | None:
-    """One tick with the store and client the settings name (the worker's entry point)."""
+def run_tick(settings, store: Store | None = None, client: CourseClient | None = None, *, force: bool = False,
+             clock=time.time, **options: Any) -> float | None:
+    """One tick with the store and client the settings name (the worker's entry point).
+
+    Self-deduplicating: each tick writes when it wants the next one; a call that comes earlier than
+    that (a second chain of rescheduled tasks, a periodic nudge) returns ``None`` at once and so ends
+    its chain, while the chain that is due carries on. ``force`` ticks anyway.
+    """
     own_store, own_client = store is None, client is None
     store = store or Store.open(settings)
-    client = client or CourseClient.from_settings(settings, rate_limit_wait_max_s=0, read_attempts=2, backoff_s=0.5)
     try:
-        return Scheduler(store, client, settings, **options).tick()
+        due = store.get_meta_json(NEXT_TICK)
+        now = clock()
+        if not force and due is not None and now < due - 0.05:
+            return None
+        client = client or CourseClient.from_settings(settings, rate_limit_wait_max_s=0, read_attempts=2,
+                                                      backoff_s=0.5)
+        delay = Scheduler(store, client, settings, clock=clock, **options).tick()
+        store.set_meta(NEXT_TICK, None if delay is None else now + delay)
+        return delay
     finally:
-        if own_client:
+        if own_client and client is not None:
             client.close()
         if own_store:
             store.close()

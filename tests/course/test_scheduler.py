@@ -307,3 +307,22 @@ def test_a_refused_upload_fails_with_the_servers_words(make_server, store, setti
         drive(sched, lambda: store.get(j).stage is Stage.FAILED)
         assert store.get(j).error.startswith("not uploaded: ") and "no such file" in store.get(j).error
     assert srv.course.submissions == []
+
+
+def test_run_tick_ends_redundant_chains(store, settings, srv, tmp_path, models, token):
+    from kdq.course.scheduler import NEXT_TICK, run_tick
+
+    settings.submit_interval_s, settings.status_interval_s = 900.0, 0.0
+    settings.token, settings.team = token, "Team Rocket"
+    settings.server_url = srv.url
+    with CourseClient(srv.url, token) as other:
+        other.submit(models["const0"])  # the window is closed for 15 minutes
+    make_ready(store, tmp_path, models["perfect"], 0.9, "always")
+    now = time.time()
+    first = run_tick(settings, store, clock=lambda: now)
+    assert first is not None and first > 800  # waiting for the window
+    assert store.get_meta_json(NEXT_TICK) == pytest.approx(now + first)
+    assert run_tick(settings, store, clock=lambda: now + 60) is None  # a second chain: ends here
+    assert run_tick(settings, store, clock=lambda: now + 60, force=True) is not None  # a nudge still ticks
+    assert run_tick(settings, store, clock=lambda: now + first) is not None  # the chain that is due goes on
+    assert len(srv.course.submissions) == 1
