@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 DPI = 110
 
@@ -27,7 +28,9 @@ def _save(fig, path: Path) -> Path:
 
 
 def _short(name: str, n: int = 28) -> str:
-    return name if len(name) <= n else name[: n - 1] + "…"
+    """Shortened, with ``$`` escaped so matplotlib never reads a user's name as mathtext."""
+    name = name if len(name) <= n else name[: n - 1] + "…"
+    return name.replace("$", r"\$")
 
 
 # ---------------------------------------------------------------- the dataset
@@ -89,6 +92,8 @@ def training_curves(history: list[dict], path: Path) -> Path:
             b.plot(epochs, vals, marker="o", ms=3, label=label, ls="--" if name == "train_acc" else "-")
     b.set_xlabel("epoch")
     b.set_ylim(0, 1)
+    for axis in (a, b):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     b.set_title("validation")
     b.legend()
     return _save(fig, path)
@@ -142,11 +147,13 @@ def local_vs_server(points: list[tuple[str, float, float]], path: Path) -> Path:
         ax.scatter(x, y, s=30)
         for name, xi, yi in points:
             ax.annotate(_short(name, 20), (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        if len(points) >= 2 and np.ptp(x) > 0:
+        if len(points) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
             slope, icept = np.polyfit(x, y, 1)
             xs = np.linspace(x.min(), x.max(), 2)
-            r = np.corrcoef(x, y)[0, 1] if np.ptp(y) > 0 else float("nan")
-            ax.plot(xs, slope * xs + icept, "--", color="grey", label=f"fit: r = {r:.2f}")
+            r = np.corrcoef(x, y)[0, 1]
+            rank = np.corrcoef(np.argsort(np.argsort(x)), np.argsort(np.argsort(y)))[0, 1]
+            ax.plot(xs, slope * xs + icept, "--", color="grey",
+                    label=f"fit (n = {len(points)}): r = {r:.2f}, rank r = {rank:.2f}")
             ax.legend()
     else:
         ax.text(0.5, 0.5, "no experiment has a server score yet", ha="center", va="center", transform=ax.transAxes)
