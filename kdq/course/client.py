@@ -34,6 +34,7 @@ log = get_logger("kdq.course")
 
 VPN_HINT = "The course server answers only on the university network: is this machine on the UVA VPN?"
 ALLOWED_SUFFIXES = (".pt", ".pth")
+OTHER_PORT = {8000: 9000, 9000: 8000}  # COURSE_SERVER.md: the homework pages say 8000, the user's notes 9000
 WAIT_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(seconds?|secs?|s\b|minutes?|mins?|m\b|hours?|hrs?|h\b)", re.IGNORECASE)
 UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -264,9 +265,22 @@ class CourseClient:
         try:
             response = self._send("GET", "ping", timeout=short)
         except Unreachable as exc:
-            return Ping(reachable=False, url=url, detail=exc.message)
+            return Ping(reachable=False, url=url, detail=exc.message + self._other_port_hint(short))
         return Ping(reachable=True, url=url, status_code=response.status_code,
                     elapsed_s=round(time.monotonic() - started, 3), detail=f"HTTP {response.status_code}")
+
+    def _other_port_hint(self, timeout: httpx.Timeout) -> str:
+        """The course pages name port 8000, older notes 9000: if the other one answers, say so."""
+        parsed = httpx.URL(self.base_url)
+        other = OTHER_PORT.get(parsed.port or 0)
+        if other is None:
+            return ""
+        alternative = str(parsed.copy_with(port=other)).rstrip("/")
+        try:
+            self._http.get(alternative + self.paths["ping"], timeout=timeout)
+        except httpx.HTTPError:
+            return ""
+        return f" The server does answer on port {other}: set KDQ_SERVER_URL={alternative}"
 
     def status(self) -> list[Attempt]:
         """Every attempt of our team, oldest first."""

@@ -180,3 +180,20 @@ def test_token_never_appears_in_logs_errors_or_reprs(server, token, models, capl
     assert "/submission-status/***" in text
     assert "HTTP Request" in caplog.text  # the httpx line was there, redacted
     assert token not in text
+
+
+def test_ping_suggests_the_other_documented_port(dataset_dir, token):
+    """The pages say port 8000, the notes 9000: when one is silent and the other answers, ping says so."""
+    import socket
+
+    from kdq.course.fake_server import FakeServer
+
+    for port in (8000, 9000):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                pytest.skip(f"port {port} is taken on this machine")
+    with FakeServer(teams={"t": token}, port=8000) as srv:
+        with CourseClient("http://127.0.0.1:9000", token, connect_timeout_s=1) as c:
+            ping = c.ping()
+    assert not ping.reachable
+    assert ping.detail.endswith(f"The server does answer on port 8000: set KDQ_SERVER_URL={srv.url}")
