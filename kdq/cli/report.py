@@ -95,6 +95,8 @@ def inspect_summary(f) -> Group:
              f"({s['redundant_images']} redundant images)"),
         Text(f"label conflicts (same picture in two classes): {s['cross_class_groups']}",
              style="red" if s["cross_class_groups"] else ""),
+        *(Text("  conflict: " + " | ".join(m["file"] for m in g["members"]), style="red")
+          for g in [g for g in f.duplicate_groups if g["cross_class"]][:5]),
         Text(f"likely overlays (text, lines, borders): {s['overlays']}"),
         Text(f"read {f.files} files in {f.seconds:.1f} s ({f.images_per_s or 0:.0f} images/s)", style="dim"),
     ]
