@@ -130,3 +130,33 @@ def test_cli_report(runs, store, settings, tmp_path):
     assert out["name"] == "slow-lr" and Path(out["report"]) == settings.root / "reports" / str(eid) / "index.html"
     result = CliRunner().invoke(app, ["report", "999"])
     assert result.exit_code == 1 and "no experiment 999" in result.output
+
+
+@pytest.mark.slow
+def test_report_and_compare_on_experiments_finished_by_the_local_backend(settings, store, dataset, tmp_path):
+    """The whole path: the worker's steps with the real local backend (a training subprocess each)."""
+    from kdq import steps
+
+    settings.poll_interval_s = 0.2
+    ctx = steps.Context(settings=settings, store=store)
+    specs = [tiny_spec("local-a", 1e-3), tiny_spec("local-b", 3e-3)]
+    specs = [s.model_copy(update={"data": s.data.model_copy(update={"dataset": "synth"}),
+                                  "submit": s.submit.model_copy(update={"policy": "never"})}) for s in specs]
+    ids = store.add([("test", s) for s in specs])
+    deadline = time.time() + 240
+    while any(store.get(i).stage is not Stage.DONE for i in ids):
+        assert time.time() < deadline, [(i, store.get(i).stage, store.get(i).error) for i in ids]
+        for i in ids:
+            assert store.get(i).stage is not Stage.FAILED, store.get(i).error
+            steps.advance(ctx, i)
+        time.sleep(0.2)
+    result = CliRunner().invoke(app, ["report", str(ids[0])])
+    assert result.exit_code == 0, result.output
+    rep = settings.root / "reports" / str(ids[0])
+    for name in ("curves.png", "confusion.png", "per_class_f1.png"):
+        assert valid_png(rep / name)
+    result = CliRunner().invoke(app, ["compare", *map(str, ids), "--html", str(tmp_path / "cmp")])
+    assert result.exit_code == 0, result.output
+    assert "train.lr" in result.output
+    for name in ("metrics.png", "per_class_f1.png", "local_vs_server.png"):
+        assert valid_png(tmp_path / "cmp" / name)
