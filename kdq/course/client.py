@@ -26,7 +26,7 @@ from pydantic import SecretStr
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from kdq.course.errors import CourseError, RateLimited, Rejected, ServerError, Unreachable, UnexpectedResponse
-from kdq.course.leaderboard import parse_leaderboard
+from kdq.course.leaderboard import find_leaderboard_link, parse_leaderboard
 from kdq.course.models import Attempt, Leaderboard, Ping, SubmitReceipt
 from kdq.log import MASK, add_secret, get_logger, redact
 
@@ -34,6 +34,7 @@ log = get_logger("kdq.course")
 
 VPN_HINT = "The course server answers only on the university network: is this machine on the UVA VPN?"
 ALLOWED_SUFFIXES = (".pt", ".pth")
+DISCOVERY_PAGES = ("/", "/homework/3", "/instructions-hw3")  # pages that link to the leaderboard
 OTHER_PORT = {8000: 9000, 9000: 8000}  # COURSE_SERVER.md: the homework pages say 8000, the user's notes 9000
 WAIT_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(seconds?|secs?|s\b|minutes?|mins?|m\b|hours?|hrs?|h\b)", re.IGNORECASE)
 UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -310,7 +311,29 @@ class CourseClient:
             raise UnexpectedResponse(f"leaderboard: HTTP {response.status_code} with an empty page",
                                      status_code=response.status_code)
 
+        try:
+            return self._retrying(self.read_attempts, self._read_retryable)(call)
+        except UnexpectedResponse as exc:
+            if exc.status_code != 404 or not self._rediscover_leaderboard():
+                raise
         return self._retrying(self.read_attempts, self._read_retryable)(call)
+
+    def _rediscover_leaderboard(self) -> bool:
+        """The leaderboard path moved (404): follow the course pages' links to it, as a person would."""
+        for page in DISCOVERY_PAGES:
+            try:
+                response = self._http.get(self.base_url + page, timeout=self._http.timeout)
+            except httpx.HTTPError:
+                continue
+            if response.status_code != 200:
+                continue
+            found = find_leaderboard_link(response.text, self.base_url)
+            if found and found != self.paths["leaderboard"]:
+                log.warning("course.leaderboard_moved", old=self.paths["leaderboard"], new=found, found_on=page,
+                            fix=f"set KDQ_LEADERBOARD_PATH={found}")
+                self.paths["leaderboard"] = found
+                return True
+        return False
 
     def check_upload(self, path: str | Path) -> Path:
         """The pre-checks the server would make, done here so a doomed upload is never sent."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from html.parser import HTMLParser
+from urllib.parse import urljoin, urlsplit
 
 from kdq.course.errors import UnexpectedResponse
 from kdq.course.models import Leaderboard, LeaderboardRow, as_int, as_number
@@ -140,3 +141,37 @@ def _first_number(text: str | None) -> str | None:
         return None
     match = re.search(r"-?\d+(?:\.\d+)?", text)
     return match.group(0) if match else text
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[tuple[str, str]] = []
+        self._href: str | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        if tag == "a":
+            self._href, self._text = dict(attrs).get("href"), []
+
+    def handle_data(self, data: str) -> None:
+        if self._href is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._href is not None:
+            self.links.append((self._href, " ".join("".join(self._text).split())))
+            self._href = None
+
+
+def find_leaderboard_link(html: str, base_url: str) -> str | None:
+    """The path of the page's leaderboard link on the same server; Homework 3's preferred over others."""
+    parser = _Links()
+    parser.feed(html)
+    host = urlsplit(base_url).netloc
+    found = []
+    for href, text in parser.links:
+        url = urlsplit(urljoin(base_url + "/", href))
+        if url.netloc == host and "leaderboard" in (url.path + " " + text).lower():
+            found.append((("3" not in url.path + text), url.path + (f"?{url.query}" if url.query else "")))
+    return min(found)[1] if found else None

@@ -137,10 +137,27 @@ def test_doomed_uploads_are_refused_before_sending(server, client, models, tmp_p
     assert server.course.submissions == []
 
 
-def test_moved_path_is_reported_with_the_setting_to_change(server, token):
+def test_a_moved_leaderboard_is_found_through_the_course_pages(server, token, caplog, capsys):
     with CourseClient(server.url, token, leaderboard_path="/leaderboard-hw2", backoff_s=0.01) as c:
-        with pytest.raises(UnexpectedResponse, match="KDQ_LEADERBOARD_PATH"):
-            c.leaderboard()
+        assert c.leaderboard().columns[:2] == ["Rank", "Team"]
+        assert c.paths["leaderboard"] == "/leaderboard3"
+    out = capsys.readouterr()
+    assert "KDQ_LEADERBOARD_PATH=/leaderboard3" in out.out + out.err + caplog.text
+
+
+def test_moved_path_is_reported_with_the_setting_to_change(server, token):
+    with CourseClient(server.url, token, status_path="/status/{token}", backoff_s=0.01) as c:
+        with pytest.raises(UnexpectedResponse, match="KDQ_STATUS_PATH"):
+            c.status()
+
+
+def test_leaderboard_links_are_read_like_a_person_would():
+    from kdq.course.leaderboard import find_leaderboard_link
+
+    page = """<a href="/leaderboard-hw2">Leaderboard (HW2)</a> <a href="http://elsewhere.org/leaderboard3">x</a>
+              <a href="leaderboard3">Leaderboard</a> <a href="/download/train-dataset">Dataset</a>"""
+    assert find_leaderboard_link(page, "http://hadi.cs.virginia.edu:8000") == "/leaderboard3"
+    assert find_leaderboard_link("<a href='/x'>home</a>", "http://h:1") is None
 
 
 def test_no_token_is_a_clear_error(server):
