@@ -16,6 +16,7 @@ from huey.exceptions import RetryTask, TaskLockedException
 from kdq import steps
 from kdq.log import get_logger
 from kdq.settings import get_settings
+from kdq.stages import Stage
 from kdq.store import Store
 
 def make_huey(settings) -> SqliteHuey:
@@ -44,8 +45,28 @@ def advance(exp_id: int) -> None:
                 ctx.store.close()
     except TaskLockedException:
         return  # another task is on this experiment right now; it reschedules itself
+    if delay is None:
+        submissions()  # it may have become ready: the scheduler decides
+    else:
+        raise RetryTask(delay=delay)
+
+
+@huey.task()
+def submissions() -> None:
+    """The submission scheduler, one tick at a time, one tick at once (kdq.course.scheduler)."""
+    from kdq.course.scheduler import run_tick
+
+    try:
+        with huey.lock_task("submissions"):
+            delay = run_tick(settings)
+    except TaskLockedException:
+        return
     if delay is not None:
         raise RetryTask(delay=delay)
+
+
+def scheduler_has_work(store: Store) -> bool:
+    return bool(store.list({Stage.READY, Stage.SUBMITTING, Stage.EVALUATING}))
 
 
 def redrive(grace_s: float) -> list[int]:
@@ -61,15 +82,21 @@ def reconcile() -> None:
     ids = redrive(REDRIVE_GRACE_S)
     if ids:
         log.info("re-drove experiments whose task was lost", ids=ids)
+    with Store.open(settings) as store:
+        if scheduler_has_work(store):
+            submissions()  # a lost scheduler task costs a minute at most; an extra tick is harmless
 
 
-def nudge(ids: list[int], to=None) -> None:
-    """Called by the CLI after it changes experiments: look at them now.
+def nudge(ids: list[int], to=None, scheduler: bool = False) -> None:
+    """Called by the CLI after it changes experiments: look at them (and the scheduler) now.
 
     ``to``: the settings whose queue to use (the CLI's, which may differ from this module's in tests).
     """
-    task = advance
+    tasks = (advance, submissions)
     if to is not None and to.queue_path != settings.queue_path:
-        task = make_huey(to).task()(advance.func)  # same task name, that queue
+        other = make_huey(to)
+        tasks = tuple(other.task()(t.func) for t in tasks)  # same task names, that queue
     for exp_id in ids:
-        task(exp_id)
+        tasks[0](exp_id)
+    if scheduler:
+        tasks[1]()

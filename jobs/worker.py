@@ -40,6 +40,7 @@ def run() -> None:
     beat = threading.Thread(target=_heartbeat, args=(settings, stop, time.time()), daemon=True, name="heartbeat")
     beat.start()
     ids = tasks.redrive(grace_s=-1e9)  # at start, look at every live experiment once
+    tasks.submissions()  # and let the scheduler look at the server
     log.info("worker started", home=str(settings.root), live=len(ids), threads=settings.worker_threads)
     consumer = tasks.huey.create_consumer(
         workers=settings.worker_threads, worker_type="thread", periodic=True,

@@ -50,10 +50,10 @@ def get_or_exit(store: Store, exp_id: int) -> Experiment:
         raise fail(f"no experiment {exp_id}; `kdq status --all` lists them") from None
 
 
-def _nudge(ids: list[int]) -> None:
+def _nudge(ids: list[int], scheduler: bool = False) -> None:
     from jobs import tasks
 
-    tasks.nudge(ids, to=get_settings())
+    tasks.nudge(ids, to=get_settings(), scheduler=scheduler)
 
 
 def _fmt_f1(value: float | None) -> str:
@@ -287,6 +287,7 @@ def submit(exp_id: int) -> None:
             store.request_submit(exp_id)
         except ValueError as exc:
             raise fail(str(exc)) from None
+    _nudge([], scheduler=True)
     console.print(f"{exp_id}: will be submitted at the next free slot")
 
 
