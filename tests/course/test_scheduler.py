@@ -104,12 +104,16 @@ def test_server_down_then_up_nothing_fails_and_submissions_resume(sched, store, 
 
     drive(sched, lambda: all(s is Stage.DONE for s in stages(store, ids)), during=outage)
     assert outage.done and len(srv.course.submissions) == 3
+    assert srv.course.submissions[0].team == "Team Rocket"
+    dump = "\n".join(store.db.conn.iterdump())
+    assert "submission-status/***" in dump or "/submission-status/" not in dump
+    assert sched.client._token not in dump
     server = store.get_meta_json("course.server")
     assert server["reachable"] is True
     assert all(e["kind"] != "stage" or e["stage"] != "failed" for i in ids for e in store.events(i))
 
 
-def test_a_lost_answer_is_reconciled_never_resent(sched, store, srv, tmp_path, models):
+def test_a_lost_answer_is_reconciled_never_resent(sched, store, srv, tmp_path, models, token):
     ids = [make_ready(store, tmp_path, models["perfect"], f, "always") for f in (0.9, 0.8)]
     srv.inject("error", status=502, route="submit", when="after")  # recorded, but the answer is lost
     srv.inject("garbage", body="truncated", route="submit", when="after")
@@ -117,6 +121,7 @@ def test_a_lost_answer_is_reconciled_never_resent(sched, store, srv, tmp_path, m
     assert len(srv.course.submissions) == 2
     assert sorted(store.get(i).server_attempt for i in ids) == [1, 2]
     assert any("went through" in e["message"] for e in store.events(ids[0]))
+    assert token not in "\n".join(store.db.conn.iterdump())  # nothing stored carries the token
 
 
 def test_crash_after_the_post_is_adopted_and_crash_before_it_is_resent_once(sched, store, srv, tmp_path, models):
