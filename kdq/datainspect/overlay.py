@@ -16,15 +16,16 @@ Three signals, each measured on the picture shrunk to at most ``ANALYSIS_SIDE`` 
 * **text**: printed text and watermarks are thin strokes that are *lighter and greyer* than what is
   around them: white ink is achromatic, skin and lesions are coloured. Per pixel, whiteness is
   ``grey − chroma`` (chroma: largest minus smallest of R, G, B); a stroke pixel's whiteness exceeds
-  the 5×5 median around it by more than ``STROKE``. Lesion texture that is merely lighter keeps its colour and scores low. A
-  text line is a ``TEXT_BOX`` window (rows × columns) whose share of stroke pixels exceeds
-  ``TEXT_DENSITY``; noise alone stays near 1 %. (For speed, the median is only computed when a
-  quick look against the 5×5 mean finds a share of at least ``TEXT_QUICK``.) Dark ink is left out: dark lesion rims look the
-  same to so simple a test (a dark ruler or axis is still caught as a line).
+  the 5×5 median around it by more than ``STROKE``. Lesion texture that is merely lighter keeps
+  its colour and scores low. A text line is a ``TEXT_BOX`` window (rows × columns) whose share of
+  stroke pixels exceeds ``TEXT_DENSITY``; noise alone stays near 1 %. (For speed, the median is
+  only computed when a quick look against the 5×5 mean finds a share of at least ``TEXT_QUICK``.)
+  Dark ink is left out: dark lesion rims look the same to so simple a test (a dark ruler or axis
+  is still caught as a line).
 
 The thresholds were set on the synthetic dataset (``kdq data synth --overlays``, pictures of 48 to
 128 pixels): every planted axis, frame and text label is found; faint watermarks (35 % opacity) on
-small noisy pictures sit at the noise floor and about one in five is missed. Overlays smaller than
+small noisy pictures sit at the noise floor and about one in four is missed. Overlays smaller than
 about 1 % of the picture's side (a 10-pixel label on a 1000-pixel photo) vanish when the picture
 is shrunk and are not seen. A flag is a prompt to look, not a verdict.
 """
@@ -127,4 +128,10 @@ def flags(sig: dict[str, float]) -> list[str]:
     return out
 
 
-EXPLANATION = __doc__.split("\n\n", 1)[1]
+def explanation() -> str:
+    """The heuristic as the module docstring tells it, with the thresholds' values filled in."""
+    text = __doc__.split("\n\n", 1)[1]
+    for name in ("ANALYSIS_SIDE", "LINE_CONTRAST_MIN", "LINE_CONTRAST", "LINE_FRACTION", "BORDER_STD",
+                 "BORDER_CHROMA", "STROKE", "TEXT_DENSITY", "TEXT_QUICK"):
+        text = text.replace(f"``{name}``", f"{globals()[name]:g}")
+    return text.replace("``TEXT_BOX``", "{} × {}".format(*TEXT_BOX)).replace("``", "")
