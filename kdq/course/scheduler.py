@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +249,10 @@ class Scheduler:
         live = live_submission(attempts, ours)
         if live is not None and live.exp_id is None:
             live = live_submission(attempts, ours, outside_f1=self._outside_f1())
+        if live is not None and live.state == "pending":
+            sent = next((a.submitted_at for a in attempts if a.attempt == live.attempt and a.submitted_at), None)
+            if sent is not None and self.clock() - sent.timestamp() > self.eval_timeout_s:
+                live = replace(live, state="successful")  # never graded: judge candidates against it anyway
         server_last = max((a.submitted_at.timestamp() for a in attempts if a.submitted_at), default=None)
         ours_last = self.store.get_meta_json(LAST_SUBMIT)
         last = max((t for t in (server_last, ours_last) if t is not None), default=None)

@@ -331,3 +331,18 @@ def test_run_tick_ends_redundant_chains(store, settings, srv, tmp_path, models, 
     assert run_tick(settings, store, clock=lambda: now + 60, force=True) is not None  # a nudge still ticks
     assert run_tick(settings, store, clock=lambda: now + first) is not None  # the chain that is due goes on
     assert len(srv.course.submissions) == 1
+
+
+def test_a_live_submission_never_graded_stops_blocking_if_better(dataset_dir, store, settings, token, tmp_path,
+                                                                   models):
+    settings.submit_interval_s, settings.status_interval_s = 0.0, 0.0
+    with FakeServer(teams={"Team Rocket": token}, data_dir=dataset_dir, submit_interval_s=0, status_interval_s=0,
+                    eval_delay_s=3600) as srv, CourseClient(srv.url, token, "Team Rocket") as client:
+        sched = Scheduler(store, client, settings, retry_s=0.2, idle_s=0.2, eval_timeout_s=1.0)
+        first = make_ready(store, tmp_path, models["perfect"], 0.9)
+        drive(sched, lambda: store.get(first).stage is Stage.EVALUATING)
+        worse = make_ready(store, tmp_path, models["perfect"], 0.8)
+        assert sched.tick() is not None and store.get(worse).stage is Stage.READY  # the live one may yet fail
+        time.sleep(1.2)  # the grader never answers
+        drive(sched, lambda: store.get(worse).stage is Stage.SKIPPED)
+        assert len(srv.course.submissions) == 1
