@@ -55,8 +55,8 @@ PAGE = """{% extends "base.html" %}{% block body %}
 
 <h2>Duplicates</h2>
 <p>Exact: the same bytes (SHA-1). Near: perceptual hashes (ImageHash pHash, 64 bits) within {{ near_bits }} bits and
-16×16 colour thumbnails within {{ near_colour }} grey levels, the grouping the trainer uses to keep copies on one
-side of the split. <b>A group spanning classes is a label conflict</b>: the same picture carries two labels.</p>
+16×16 colour thumbnails within {{ near_colour }} grey levels (mean absolute difference), the same two-key test
+the trainer's split uses to keep copies on one side (it hashes with its own 256-bit average hash). <b>A group spanning classes is a label conflict</b>: the same picture carries two labels.</p>
 {% if f.duplicate_groups %}<table><tr><th>#</th><th>kind</th><th>classes</th><th>files</th></tr>
 {% for g in f.duplicate_groups %}<tr><td class="num">{{ loop.index }}</td><td>{{ g.kind }}</td>
 <td class="{{ 'warn' if g.cross_class }}">{{ g.members|map(attribute='class')|unique|join(' / ') }}</td>
