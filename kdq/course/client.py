@@ -229,6 +229,8 @@ class CourseClient:
             )
         if 400 <= code < 500 and isinstance(body, dict) and said:
             raise Rejected(said, status_code=code)
+        if code == 413:  # a proxy's limit, in its own words (often an HTML page)
+            raise Rejected(f"File too large for the server's proxy (HTTP 413): {said}", status_code=code)
         raise UnexpectedResponse(f"{what}: HTTP {code} with {problem or 'body ' + said}", status_code=code,
                                  maybe_sent=code >= 300 and not 400 <= code < 500)
 

@@ -214,3 +214,10 @@ def test_ping_suggests_the_other_documented_port(dataset_dir, token):
             ping = c.ping()
     assert not ping.reachable
     assert ping.detail.endswith(f"The server does answer on port 8000: set KDQ_SERVER_URL={srv.url}")
+
+
+def test_a_proxy_413_page_is_a_rejection(server, client, models):
+    server.inject("garbage", body="html", status=413, route="submit")
+    with pytest.raises(Rejected, match="HTTP 413") as err:
+        client.submit(models["perfect"])
+    assert not err.value.maybe_sent and server.course.submissions == []
