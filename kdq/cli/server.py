@@ -145,7 +145,12 @@ def fake_server(
     fault: Annotated[list[str], typer.Option(help="KIND[:COUNT][,key=value...], e.g. error:3,status=502 (repeatable).")] = [],  # noqa: B006
     start_down_s: Annotated[float, typer.Option(help="Refuse connections for this long after starting.")] = 0.0,
 ) -> None:
-    """Run the stand-in course server: same routes, shapes, limits and grading, plus faults on demand."""
+    """Run the stand-in course server: same routes, shapes, limits and grading, plus faults on demand.
+
+    At runtime: POST /_fake/faults with a fault as JSON ({"kind": "error", "count": 2, "status": 502}),
+    DELETE /_fake/faults, POST /_fake/down {"seconds": 30} (connections refused, then back on the same
+    port), POST /_fake/reset-limits, GET /_fake/state.
+    """
     from kdq.course.fake_server import FakeServer, parse_fault
 
     settings = get_settings()
