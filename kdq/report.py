@@ -106,7 +106,7 @@ def read_history(folder: Path | None) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def experiment_data(exp, submissions: list[dict], settings=None) -> dict:
+def experiment_data(exp, submissions: list[dict], settings=None, events: list[dict] | None = None) -> dict:
     """Everything the page shows, as plain data (also what ``kdq report --json`` prints)."""
     folder = artifacts_dir(exp, settings)
     metrics = (runfolder.read_json(folder / runfolder.METRICS) if folder else None) or exp.metrics or {}
@@ -128,6 +128,8 @@ def experiment_data(exp, submissions: list[dict], settings=None) -> dict:
         "teacher_per_class_f1": teacher_pc, "timings": timings,
         "server": {"score": exp.server_score, "rank": exp.server_rank, "attempt": exp.server_attempt},
         "submissions": submissions,
+        "timeline": [{"time": fmt_time(e["ts"]), "event": e["kind"], "message": e["message"] or ""}
+                     for e in events or []],
     }
 
 
@@ -154,6 +156,9 @@ training, or its artifacts were not fetched.</p>{% endif %}
 {% for s in d.submissions %}<tr>{% for c in sub_cols %}<td>{{ s[c]|num }}</td>{% endfor %}</tr>{% endfor %}</table>{% endif %}{% endif %}
 <h2>Timings</h2>
 <table>{% for k, v in d.timings.items() %}<tr><th>{{ k }}</th><td class="num">{{ v|num }}</td></tr>{% endfor %}</table>
+{% if d.timeline %}<h2>Timeline</h2>
+<table><tr><th>time</th><th>event</th><th>message</th></tr>
+{% for e in d.timeline %}<tr><td>{{ e.time }}</td><td>{{ e.event }}</td><td>{{ e.message }}</td></tr>{% endfor %}</table>{% endif %}
 <h2>Spec</h2>
 <table>{% for k, v in d.spec.items() %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table>
 {% endblock %}"""
@@ -166,10 +171,11 @@ def submissions_for(store, exp_id: int) -> list[dict]:
     return [{**r, "created": fmt_time(r.get("created_at")), "posted": fmt_time(r.get("posted_at"))} for r in rows]
 
 
-def write_experiment_report(exp, out_dir: Path, submissions: list[dict], settings=None) -> Path:
+def write_experiment_report(exp, out_dir: Path, submissions: list[dict], settings=None,
+                            events: list[dict] | None = None) -> Path:
     """Write ``out_dir/index.html`` and its figures; returns the page's path."""
     out_dir = Path(out_dir)
-    d = experiment_data(exp, submissions, settings)
+    d = experiment_data(exp, submissions, settings, events)
     m = d["metrics"]
     figures: dict[str, str | None] = {"curves": None, "confusion": None, "per_class": None}
     if d["history"]:

@@ -124,9 +124,11 @@ def test_cli_report(runs, store, settings, tmp_path):
     result = CliRunner().invoke(app, ["report", str(eid), "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "r" / "index.html").exists() and valid_png(tmp_path / "r" / "curves.png")
+    assert "Timeline" in (tmp_path / "r" / "index.html").read_text()  # the store's events
     result = CliRunner().invoke(app, ["report", str(eid), "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
+    assert [e["event"] for e in out["timeline"]][:2] == ["enqueued", "stage"]
     assert out["name"] == "slow-lr" and Path(out["report"]) == settings.root / "reports" / str(eid) / "index.html"
     result = CliRunner().invoke(app, ["report", "999"])
     assert result.exit_code == 1 and "no experiment 999" in result.output

@@ -33,10 +33,10 @@ def report(
     settings = get_settings()
     with open_store() as store:
         exp = get_or_exit(store, exp_id)
-        subs = submissions_for(store, exp_id)
-    page = write_experiment_report(exp, out or settings.root / "reports" / str(exp_id), subs, settings)
+        subs, events = submissions_for(store, exp_id), store.events(exp_id)
+    page = write_experiment_report(exp, out or settings.root / "reports" / str(exp_id), subs, settings, events)
     if as_json:
-        print(json.dumps({**experiment_data(exp, subs, settings), "report": str(page)}, indent=2, default=str))
+        print(json.dumps({**experiment_data(exp, subs, settings, events), "report": str(page)}, indent=2, default=str))
     else:
         console.print(f"report: {page}", highlight=False)
 
