@@ -147,10 +147,8 @@ def fake_server(
 ) -> None:
     """Run the stand-in course server: same routes, shapes, limits and grading, plus faults on demand.
 
-    At runtime: POST /_fake/faults with a fault as JSON ({"kind": "error", "count": 2, "status": 502}),
-    DELETE /_fake/faults, POST /_fake/down {"seconds": 30} (connections refused, then back on the same
-    port), POST /_fake/reset-limits, GET /_fake/state.
-    """
+    At runtime: POST /_fake/faults with a fault as JSON ({"kind": "error", "count": 2, "status": 502}), DELETE /_fake/faults, POST /_fake/down {"seconds": 30} (connections refused, then back on the same port), POST /_fake/reset-limits, GET /_fake/state.
+    """  # noqa: E501 (one paragraph in --help)
     from kdq.course.fake_server import FakeServer, parse_fault
 
     settings = get_settings()
