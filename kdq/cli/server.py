@@ -72,13 +72,27 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if not attempts:
         console.print("no submissions yet")
         return
-    table = Table("attempt", "status", "size MB", "submitted (UTC)", "score")
+    ours = _our_attempts()
+    table = Table("attempt", "status", "size MB", "submitted (UTC)", "score", "experiment")
     style = {"successful": "green", "pending": "yellow", "failed": "red"}
     for a in attempts:
         when = a.submitted_at.strftime("%Y-%m-%d %H:%M:%S") if a.submitted_at else (a.submitted_at_text or "")
         table.add_row(str(a.attempt), Text(a.status, style=style[a.state]), _num(a.size_mb, "{:.2f}"), when,
-                      _num(a.score))
+                      _num(a.score), Text(ours.get(a.attempt, "")))
     console.print(table)
+
+
+def _our_attempts() -> dict[int, str]:
+    """Attempt number → "ID name" for the attempts kdq made (empty when there is no database yet)."""
+    settings = get_settings()
+    if not settings.db_path.exists():
+        return {}
+    from kdq.store import Store
+
+    with Store.open(settings) as store:
+        rows = store.db.query("select s.attempt, e.id, e.name from submissions s join experiments e "
+                              "on e.id = s.exp_id where s.attempt is not null")
+        return {r["attempt"]: f"{r['id']} {r['name']}" for r in rows}
 
 
 @app.command()

@@ -49,11 +49,15 @@ def test_ping_submit_status_leaderboard_json(env, token, models):
     assert token not in out
 
 
-def test_tables_and_errors(env, token, models):
+def test_tables_and_errors(env, token, models, store):
     run("server", "submit", str(models["broken"]))
     env.course.wait_graded()
+    from kdq.spec import ExperimentSpec
+
+    [i] = store.add([(None, ExperimentSpec(name="mine"))])
+    store.db["submissions"].insert({"exp_id": i, "state": "failed", "attempt": 1})
     result, out = run("server", "status")
-    assert result.exit_code == 0 and "broken file" in out
+    assert result.exit_code == 0 and "broken file" in out and f"{i} mine" in out
     result, out = run("server", "leaderboard")
     assert "not on the leaderboard yet" in out
     env.inject("rate_limit", wait_s=300, route="submit")
