@@ -101,15 +101,17 @@ def starter_epochs(data_dir: Path, epochs: int, workers: int, batch: int) -> lis
 # ---------------------------------------------------------------- kdq's way
 
 
-def kdq_epochs(data_dir: Path, epochs: int, views: int, batch: int, work: Path) -> tuple[list[float], float, float]:
+def kdq_epochs(data_dir: Path, epochs: int, views: int, batch: int, work: Path) -> tuple[list[float], dict]:
     cache = work / "cache"
     t0 = time.perf_counter()
     ds = data.load(data_dir, cache, decode_size=256)
     decode_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     t = teacher.load(TEACHER, torch.device("cpu"))
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
     teacher.embeddings(t, ds.images, ds.fingerprint, views, cache)
-    teacher_s = time.perf_counter() - t0
+    embed_s = time.perf_counter() - t0
     spec = ExperimentSpec.model_validate({
         "name": "bench", "student": STUDENT, "teacher": {"model": TEACHER, "views": views},
         "distill": {"loss": "hinton", "temperature": 4.0, "alpha": 0.3},
@@ -119,13 +121,13 @@ def kdq_epochs(data_dir: Path, epochs: int, views: int, batch: int, work: Path) 
     run(spec, work / "run", data_dir, cache)  # caches are warm: epochs are pure student work
     with open(work / "run" / "history.csv") as f:
         times = [float(r["seconds"]) for r in csv.DictReader(f)]
-    return times, decode_s, teacher_s
+    return times, {"decode_s": decode_s, "teacher_load_s": load_s, "teacher_embed_s": embed_s}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-class", type=int, default=8, help="mean images per class (real imbalance kept)")
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=3, help="starter epochs (kdq runs twice as many: they are cheap)")
     ap.add_argument("--views", type=int, default=2, help="teacher views per image in kdq's cache")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the starter loop")
@@ -139,25 +141,26 @@ def main() -> None:
         print(f"{n} images (300-700 px), student {STUDENT['name']} at 224, teacher {TEACHER}, "
               f"{args.threads} threads", flush=True)
         print("kdq loop:", flush=True)
-        kdq, decode_s, teacher_s = kdq_epochs(work / "data", args.epochs, args.views, args.batch, work)
+        kdq, once = kdq_epochs(work / "data", 2 * args.epochs, args.views, args.batch, work)
         print("starter loop:", flush=True)
         start = starter_epochs(work / "data", args.epochs, args.workers, args.batch)
-    # the first epoch of either loop carries warm-up (allocations, worker start): use the rest
-    s_ep = statistics.median(start[1:] or start)
-    k_ep = statistics.median(kdq[1:] or kdq)
-    one_off = decode_s + teacher_s
-    payoff = one_off / (s_ep - k_ep) if s_ep > k_ep else float("inf")
+    # The first epoch of either loop carries warm-up (allocations, worker start): use the rest. On a
+    # shared machine other processes stretch some epochs: the fastest epoch is the least disturbed.
+    s_med, k_med = statistics.median(start[1:]), statistics.median(kdq[1:])
+    s_min, k_min = min(start[1:]), min(kdq[1:])
+    one_off = sum(once.values())
+    payoff = one_off / (s_med - k_med) if s_med > k_med else float("inf")
     print()
-    print(f"{'':28}{'starter':>12}{'kdq':>12}")
-    print(f"{'seconds per epoch':28}{s_ep:12.2f}{k_ep:12.2f}")
-    print(f"{'images per second':28}{n / s_ep:12.1f}{n / k_ep:12.1f}")
-    print(f"speed-up per epoch: {s_ep / k_ep:.1f}x")
-    print(f"one-off kdq cost: decode {decode_s:.1f} s + teacher cache ({args.views} views + plain) {teacher_s:.1f} s"
-          f" = {one_off:.1f} s; paid back after {payoff:.1f} epochs")
-    print(json.dumps({"images": n, "starter_epoch_s": s_ep, "kdq_epoch_s": k_ep, "speedup": s_ep / k_ep,
-                      "decode_s": decode_s, "teacher_cache_s": teacher_s, "payoff_epochs": payoff,
-                      "starter_epochs_s": start, "kdq_epochs_s": kdq}))
-
+    print(f"{'seconds per epoch':34}{'starter':>10}{'kdq':>10}{'ratio':>8}")
+    print(f"{'  median (epochs after the first)':34}{s_med:10.2f}{k_med:10.2f}{s_med / k_med:7.1f}x")
+    print(f"{'  fastest':34}{s_min:10.2f}{k_min:10.2f}{s_min / k_min:7.1f}x")
+    print(f"{'images per second (median)':34}{n / s_med:10.1f}{n / k_med:10.1f}")
+    print(f"one-off kdq cost: decode {once['decode_s']:.1f} s + teacher load {once['teacher_load_s']:.1f} s + "
+          f"teacher embeddings ({args.views} views + plain) {once['teacher_embed_s']:.1f} s = {one_off:.1f} s; "
+          f"paid back after {payoff:.1f} epochs (median times), and shared by every later experiment")
+    print(json.dumps({"images": n, "threads": args.threads, "starter_epochs_s": [round(x, 2) for x in start],
+                      "kdq_epochs_s": kdq, "speedup_median": s_med / k_med, "speedup_fastest": s_min / k_min,
+                      **once, "payoff_epochs": payoff}))
 
 if __name__ == "__main__":
     main()

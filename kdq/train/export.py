@@ -7,6 +7,7 @@ the exported module, so the file alone reproduces the validated predictions.
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 
 import torch
@@ -50,11 +51,16 @@ def to_torchscript(model: nn.Module, bias: torch.Tensor | None = None, tta_flip:
     for t in list(model.parameters()) + list(model.buffers()):
         t.data = t.data.clone()  # own storage: a view would save its whole (larger) base storage
     drop_loose_tensors(model)
+    for m in model.modules():  # training-time hooks (feature capture) are not part of the model
+        m._forward_hooks.clear()
+        m._forward_pre_hooks.clear()
     wrapped = Exported(model, bias, tta_flip).eval()
     example = torch.randn(2, 3, image_size, image_size)
     try:
         scripted = torch.jit.script(wrapped)
-    except Exception:  # noqa: BLE001 — some architectures only trace
+    except Exception as exc:  # noqa: BLE001 — some architectures only trace
+        warnings.warn(f"torch.jit.script failed ({type(exc).__name__}: {str(exc).strip()[:200]}); tracing instead",
+                      stacklevel=2)
         with torch.no_grad():
             scripted = torch.jit.trace(wrapped, example)
     with torch.no_grad():

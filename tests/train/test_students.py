@@ -82,3 +82,15 @@ def test_pretrained_weights_that_cannot_be_fetched_fall_back_with_a_warning(monk
     with pytest.warns(UserWarning, match="pretrained weights unavailable.*from scratch"):
         model = students.build(StudentSpec(library="timm", name="mobilenetv4_conv_small", pretrained=True), 10)
     assert students.classifier(model).out_features == 10
+
+
+def test_export_scripts_a_model_that_still_has_training_hooks(tmp_path):
+    import warnings
+
+    model = students.build(StudentSpec(library="kdq", name="tiny_cnn"), 10)
+    seen = {}
+    students.classifier(model).register_forward_hook(lambda m, i, o: seen.__setitem__("f", i[0]))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*tracing instead")
+        export.save(model, tmp_path / "m.pt")
+    assert torch.jit.load(str(tmp_path / "m.pt"))(torch.randn(1, 3, 224, 224)).shape == (1, 10)
