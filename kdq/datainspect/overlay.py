@@ -24,8 +24,9 @@ Three signals, each measured on the picture shrunk to at most ``ANALYSIS_SIDE`` 
   is still caught as a line).
 
 The thresholds were set on the synthetic dataset (``kdq data synth --overlays``, pictures of 48 to
-128 pixels): every planted axis, frame and text label is found; faint watermarks (35 % opacity) on
-small noisy pictures sit at the noise floor and about one in four is missed. Overlays smaller than
+128 pixels). On 10,000 of them it found every planted axis and frame, 97 % of the text labels and
+58 % of the faint (35 % opacity) watermarks, which sit at the noise floor of small noisy pictures;
+0.4 % of the clean pictures were flagged. Overlays smaller than
 about 1 % of the picture's side (a 10-pixel label on a 1000-pixel photo) vanish when the picture
 is shrunk and are not seen. A flag is a prompt to look, not a verdict.
 """
