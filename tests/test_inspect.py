@@ -115,7 +115,9 @@ def test_process_pool_gives_the_same_answers(planted):
     root, _, _, infos = planted
     ds = data.discover(root)
     items = [(str(p), y) for p, y in zip(ds.files, ds.labels)][:40]
-    pooled = scan_files(ds.root, items, workers=2, chunk=8)
+    seen: list[int] = []
+    pooled = scan_files(ds.root, items, workers=2, chunk=8, progress=seen.append)
+    assert seen == [8] * 5  # progress after every chunk
     assert [(i.file, i.sha1, i.phash, i.overlays, i.problem) for i in pooled] == \
         [(i.file, i.sha1, i.phash, i.overlays, i.problem) for i in infos[:40]]
 

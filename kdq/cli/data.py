@@ -90,8 +90,13 @@ def inspect(
     from kdq.settings import get_settings
     from kdq.train.data import DataError
 
+    from rich.progress import Progress
+
     try:
-        findings, infos = inspect_dataset(path, workers or None)
+        with Progress(console=console, transient=True, disable=as_json) as bar:
+            task = bar.add_task("reading images", total=None)
+            findings, infos = inspect_dataset(path, workers or None,
+                                              progress=lambda done, total: bar.update(task, completed=done, total=total))
     except DataError as exc:
         from rich.text import Text
 

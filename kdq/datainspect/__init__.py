@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 from kdq.datainspect.findings import Findings, summarize
 from kdq.datainspect.render import write_report
@@ -20,11 +21,23 @@ from kdq.datainspect.scan import ImageInfo, scan_files
 from kdq.train.data import discover
 
 
-def inspect_dataset(path: Path, workers: int | None = None) -> tuple[Findings, list[ImageInfo]]:
-    """Find the class folders like the trainer does, read every image once, summarize."""
+def inspect_dataset(path: Path, workers: int | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> tuple[Findings, list[ImageInfo]]:
+    """Find the class folders like the trainer does, read every image once, summarize.
+
+    ``progress(done, total)`` is called as files are read.
+    """
     started = time.perf_counter()
     ds = discover(Path(path))
-    infos = scan_files(ds.root, [(str(f), y) for f, y in zip(ds.files, ds.labels)], workers)
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(done, len(ds.files))
+
+    infos = scan_files(ds.root, [(str(f), y) for f, y in zip(ds.files, ds.labels)], workers, progress=step)
     return summarize(str(ds.root), ds.classes, infos, time.perf_counter() - started), infos
 
 

@@ -13,6 +13,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import imagehash
 import numpy as np
@@ -88,14 +89,25 @@ def _scan_chunk(args: tuple[str, list[tuple[str, int]]]) -> list[ImageInfo]:
     return [scan_file(root, rel, label) for rel, label in items]
 
 
-def scan_files(root: Path, items: list[tuple[str, int]], workers: int | None = None, chunk: int = 64) -> list[ImageInfo]:
-    """``scan_file`` over ``(relative path, label)`` pairs, in order; ``workers=1`` stays in-process."""
+def scan_files(root: Path, items: list[tuple[str, int]], workers: int | None = None, chunk: int = 64,
+               progress: Callable[[int], None] | None = None) -> list[ImageInfo]:
+    """``scan_file`` over ``(relative path, label)`` pairs, in order; ``workers=1`` stays in-process.
+
+    ``progress(n)`` is called after every ``n`` files read.
+    """
     workers = workers or os.cpu_count() or 1
-    if workers == 1 or len(items) <= chunk:
-        return [scan_file(str(root), rel, label) for rel, label in items]
     chunks = [(str(root), items[i:i + chunk]) for i in range(0, len(items), chunk)]
-    with ProcessPoolExecutor(workers) as pool:
-        return [info for part in pool.map(_scan_chunk, chunks) for info in part]
+    out: list[ImageInfo] = []
+    pool = ProcessPoolExecutor(workers) if workers > 1 and len(chunks) > 1 else None
+    try:
+        for part in pool.map(_scan_chunk, chunks) if pool else map(_scan_chunk, chunks):
+            out += part
+            if progress:
+                progress(len(part))
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+    return out
 
 
 def phash_bits(infos: list[ImageInfo]) -> np.ndarray:
