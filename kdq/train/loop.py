@@ -114,6 +114,7 @@ def run(spec: ExperimentSpec, run_dir: Path, data_dir: Path, cache_dir: Path,
         log(f"teacher {spec.teacher.model} ({spec.teacher.head}): val macro-F1 {targets.val_f1:.4f}")
 
     # ---- student (+ projection head for embedding distillation, dropped at export)
+    torch.manual_seed(tr.seed)  # the student's initial weights depend on the seed alone
     model = students.build(spec.student, nc)
     students.check_size(model, spec.student.name)
     model = model.to(device).to(memory_format=torch.channels_last) if device.type == "cuda" else model.to(device)

@@ -55,7 +55,6 @@ class Teacher:
     image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    tokenizer: object | None  # None for random stand-ins
     device: torch.device
     dtype: torch.dtype
 
@@ -68,8 +67,11 @@ class Teacher:
 
     @torch.no_grad()
     def embed_text(self, prompts: list[str]) -> torch.Tensor:
-        if self.tokenizer is not None:
-            tok = self.tokenizer(prompts, padding="max_length", truncation=True, return_tensors="pt")
+        if self.name not in RANDOM:  # the tokenizer is only needed here, so it is loaded only here
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(self.name)
+            tok = tokenizer(prompts, padding="max_length", truncation=True, return_tensors="pt")
             ids = tok["input_ids"].to(self.device)
         else:  # random stand-in: a deterministic byte-level "tokenizer" into its small vocabulary
             length = self.model.config.text_config.max_position_embeddings
@@ -80,32 +82,36 @@ class Teacher:
         return (out if isinstance(out, torch.Tensor) else out.pooler_output).float()
 
 
+def _unavailable(name: str, exc: OSError) -> RuntimeError:
+    return RuntimeError(
+        f"teacher.model = {name!r} could not be loaded ({str(exc).splitlines()[0][:200]}). It is gated: accept "
+        "its terms on huggingface.co and log in with `hf auth login` (or set HF_TOKEN); offline, use "
+        "teacher.model = 'tiny'")
+
+
 def load(name: str, device: torch.device) -> Teacher:
     from transformers import SiglipConfig, SiglipModel
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if name in RANDOM:
         vision, text = RANDOM[name]
-        torch.manual_seed(0)  # the same random teacher every time, so its cache stays valid
         cfg = SiglipConfig(vision_config=vision, text_config=text)
         cfg._attn_implementation = "sdpa"
-        model = SiglipModel(cfg).to(device=device, dtype=dtype).eval()
-        return Teacher(model, name, vision["image_size"], (0.5,) * 3, (0.5,) * 3, None, device, dtype)
+        with torch.random.fork_rng(devices=[]):  # the same random teacher every time (its cache stays
+            torch.manual_seed(0)                 # valid), without touching the caller's random stream
+            model = SiglipModel(cfg)
+        model = model.to(device=device, dtype=dtype).eval()
+        return Teacher(model, name, vision["image_size"], (0.5,) * 3, (0.5,) * 3, device, dtype)
     if name.startswith("random-") or name == "tiny":
         raise ValueError(f"teacher.model = {name!r}: unknown stand-in; choose one of {', '.join(RANDOM)}")
-    from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
     try:  # huggingface_hub finds the token (HF_TOKEN or `hf auth login`) by itself
         model = AutoModel.from_pretrained(name, dtype=dtype, attn_implementation="sdpa").to(device).eval()
-        proc = AutoImageProcessor.from_pretrained(name)
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        size, mean, std = preprocessing(name)
     except OSError as exc:
-        raise RuntimeError(
-            f"teacher.model = {name!r} could not be loaded ({str(exc).splitlines()[0][:200]}). It is gated: accept "
-            "its terms on huggingface.co and log in with `hf auth login` (or set HF_TOKEN); offline, use "
-            "teacher.model = 'tiny'") from None
-    size = proc.size.get("height") or proc.size.get("shortest_edge")
-    return Teacher(model, name, int(size), tuple(proc.image_mean), tuple(proc.image_std), tokenizer, device, dtype)
+        raise _unavailable(name, exc) from None
+    return Teacher(model, name, size, mean, std, device, dtype)
 
 
 # ---------------------------------------------------------------- the embedding cache
@@ -127,12 +133,15 @@ def cache_path(cache_dir: Path, name: str, fingerprint: str, decode_size: int, v
 
 
 def preprocessing(name: str) -> tuple[int, tuple, tuple]:
-    """(input size, mean, std) of a teacher, without loading its weights."""
+    """(input size, mean, std) of a teacher (its own image processor's), without loading its weights."""
     if name in RANDOM:
         return RANDOM[name][0]["image_size"], (0.5,) * 3, (0.5,) * 3
     from transformers import AutoImageProcessor
 
-    proc = AutoImageProcessor.from_pretrained(name)
+    try:
+        proc = AutoImageProcessor.from_pretrained(name)
+    except OSError as exc:
+        raise _unavailable(name, exc) from None
     size = proc.size.get("height") or proc.size.get("shortest_edge")
     return int(size), tuple(proc.image_mean), tuple(proc.image_std)
 

@@ -75,3 +75,18 @@ def test_prepare_does_not_load_the_teacher_when_its_cache_exists(clean_dataset, 
 def test_unknown_stand_in_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown stand-in.*tiny"):
         teacher.load("random-huge", torch.device("cpu"))
+
+
+def test_a_hugging_face_checkpoint_loads_with_its_own_preprocessing(tmp_path):
+    """The real loading path (AutoModel + the checkpoint's image processor), from a local folder."""
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
+
+    vision, text = teacher.RANDOM["tiny"]
+    SiglipModel(SiglipConfig(vision_config={**vision, "image_size": 48}, text_config=text)).save_pretrained(tmp_path)
+    SiglipImageProcessor(size={"height": 48, "width": 48}, image_mean=[0.4] * 3, image_std=[0.3] * 3).save_pretrained(tmp_path)
+    t = teacher.load(str(tmp_path), torch.device("cpu"))
+    assert (t.image_size, t.mean, t.std) == (48, (0.4,) * 3, (0.3,) * 3)
+    imgs = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8)
+    assert t.embed(imgs, torch.zeros(2, 9) + teacher.augment.identity(2)).shape == (2, 32)
+    with pytest.raises(RuntimeError, match="could not be loaded.*hf auth login.*'tiny'"):
+        teacher.load(str(tmp_path / "missing"), torch.device("cpu"))
