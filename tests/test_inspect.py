@@ -171,3 +171,12 @@ def test_cli_names_a_missing_folder(tmp_path, home):
     result = CliRunner().invoke(app, ["data", "inspect", str(tmp_path / "nope")])
     assert result.exit_code == 1
     assert "does not exist" in result.output
+
+
+def test_a_dataset_of_only_broken_files_still_gets_a_report(tmp_path):
+    for cls in ("a", "b"):
+        (tmp_path / "ds" / cls).mkdir(parents=True)
+        (tmp_path / "ds" / cls / "x.jpg").write_bytes(bytes(range(100)))
+    f, infos = inspect_dataset(tmp_path / "ds", workers=1)
+    assert f.images == 0 and len(f.problems) == 2 and f.duplicate_groups == []
+    assert write_report(f, infos, tmp_path / "rep").exists()

@@ -74,7 +74,7 @@ _EXT_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".jfif": "JPEG", ".png": "PNG", 
 
 def _spread(values: list[float]) -> dict[str, float]:
     if not values:
-        return {}
+        return {"min": None, "median": None, "max": None}
     return {"min": round(min(values), 3), "median": round(statistics.median(values), 3), "max": round(max(values), 3)}
 
 

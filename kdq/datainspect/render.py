@@ -39,7 +39,7 @@ PAGE = """{% extends "base.html" %}{% block body %}
 <h2>Image sizes, formats, colour modes</h2>
 <img src="sizes.png" alt="image sizes">
 <table><tr><th></th><th>min</th><th>median</th><th>max</th></tr>
-{% for k, v in f.size_summary.items() %}<tr><th>{{ k }}</th><td class="num">{{ v.min }}</td><td class="num">{{ v.median }}</td><td class="num">{{ v.max }}</td></tr>{% endfor %}
+{% for k, v in f.size_summary.items() %}<tr><th>{{ k }}</th><td class="num">{{ v.min|num(2) }}</td><td class="num">{{ v.median|num(2) }}</td><td class="num">{{ v.max|num(2) }}</td></tr>{% endfor %}
 </table>
 <table><tr><th>format</th><th>images</th></tr>{% for k, v in f.formats.items() %}<tr><td>{{ k }}</td><td class="num">{{ v }}</td></tr>{% endfor %}</table>
 <table><tr><th>colour mode</th><th>images</th></tr>{% for k, v in f.modes.items() %}<tr><td>{{ k }}</td><td class="num">{{ v }}</td></tr>{% endfor %}</table>
