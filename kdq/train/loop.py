@@ -125,10 +125,12 @@ def run(spec: ExperimentSpec, run_dir: Path, data_dir: Path, cache_dir: Path,
     if dist.embed_weight > 0 and targets is not None:
         proj = nn.Linear(head.in_features, targets.embeddings.shape[-1]).to(device)
     params = list(model.parameters()) + (list(proj.parameters()) if proj else [])
+    groups = [{"params": [p for p in params if p.ndim > 1]},  # no weight decay on norms and biases
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
     if tr.optimizer == "adamw":
-        opt = torch.optim.AdamW(params, lr=tr.lr, weight_decay=tr.weight_decay)
+        opt = torch.optim.AdamW(groups, lr=tr.lr, weight_decay=tr.weight_decay)
     else:
-        opt = torch.optim.SGD(params, lr=tr.lr, momentum=0.9, weight_decay=tr.weight_decay, nesterov=True)
+        opt = torch.optim.SGD(groups, lr=tr.lr, momentum=0.9, weight_decay=tr.weight_decay, nesterov=True)
     steps = max(1, math.ceil(len(train_idx) / tr.batch_size))
     total, warmup = tr.epochs * steps, round(tr.warmup_epochs * steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule(s, total, warmup))

@@ -76,7 +76,13 @@ def test_resume_after_an_interruption_continues_where_it_stopped(clean_dataset, 
     before = torch.load(run_dir / runfolder.CHECKPOINT, weights_only=False)["state"]["history"]
 
     seen = []
-    summary = loop.run(s, run_dir, clean_dataset, cache, on_epoch=seen.append)
+
+    def watch(epoch):
+        seen.append(epoch)
+        progress = json.loads((run_dir / runfolder.PROGRESS).read_text())
+        assert progress["epoch"] == epoch + 1 and progress["phase"] == "training" and progress["epochs"] == 4
+
+    summary = loop.run(s, run_dir, clean_dataset, cache, on_epoch=watch)
     assert seen == [2, 3]  # only the missing epochs ran
     h = rows(run_dir)
     assert [int(r["epoch"]) for r in h] == [0, 1, 2, 3]
@@ -105,9 +111,11 @@ def test_resumed_run_matches_an_uninterrupted_one(clean_dataset, tmp_path):
 
 
 def test_dkd_with_early_stopping(clean_dataset, tmp_path):
-    s = spec(distill__loss="dkd", train__epochs=6, train__patience=1, train__lr=1e-6, train__warmup_epochs=0)
+    s = spec(distill__loss="dkd", train__epochs=6, train__patience=1, train__lr=1e-6, train__warmup_epochs=0,
+             train__optimizer="sgd", distill__label_smoothing=0.1, distill__class_weighted=False)
     loop.run(s, tmp_path / "run", clean_dataset, tmp_path / "cache")
     h = rows(tmp_path / "run")
     assert len(h) < 6  # no gain with a tiny learning rate: stopped early
     m = json.loads((tmp_path / "run" / runfolder.METRICS).read_text())
     assert m["epochs_run"] == len(h) and float(h[0]["kd"]) > 0
+    assert float(h[0]["kd"]) == pytest.approx(float(h[0]["tckd"]) + 8.0 * float(h[0]["nckd"]), rel=1e-3)
