@@ -41,6 +41,7 @@ log = get_logger("kdq.course.scheduler")
 INTENT, LAST_SUBMIT, BLOCKED_UNTIL, SERVER, STATUS, BOARD_AT, NEXT_TICK = (
     "course.intent", "course.last_submit_at", "course.blocked_until", "course.server", "course.status",
     "course.leaderboard_at", "course.next_tick_at")
+ERROR = "course.error"  # the last tick that crashed, until one succeeds
 
 
 class _Wait(Exception):
@@ -393,7 +394,16 @@ def run_tick(settings, store: Store | None = None, client: CourseClient | None =
             return None
         client = client or CourseClient.from_settings(settings, rate_limit_wait_max_s=0, read_attempts=2,
                                                       backoff_s=0.5)
-        delay = Scheduler(store, client, settings, clock=clock, **options).tick()
+        scheduler = Scheduler(store, client, settings, clock=clock, **options)
+        try:
+            delay = scheduler.tick()
+        except Exception as exc:  # a bug or a surprise: say so in `kdq status`, look again later
+            log.exception("course.scheduler_crashed", error=redact(repr(exc)))
+            store.set_meta(ERROR, {"ts": clock(), "error": redact(f"{type(exc).__name__}: {exc}")[:500]})
+            delay = scheduler.retry_s
+        else:
+            if store.get_meta(ERROR):
+                store.set_meta(ERROR, "")
         store.set_meta(NEXT_TICK, None if delay is None else now + delay)
         return delay
     finally:

@@ -11,7 +11,7 @@ import time
 from rich.markup import escape
 
 from kdq.course.policy import next_slot
-from kdq.course.scheduler import BLOCKED_UNTIL, LAST_SUBMIT, SERVER, STATUS
+from kdq.course.scheduler import BLOCKED_UNTIL, ERROR, LAST_SUBMIT, SERVER, STATUS
 from kdq.store import Store
 
 
@@ -26,9 +26,12 @@ def header_lines(store: Store, now: float | None = None, interval_s: float | Non
         from kdq.settings import get_settings
 
         interval_s = get_settings().submit_interval_s
+    crashed = store.get_meta_json(ERROR)
+    trouble = [f"[red]submission scheduler crashed[/red] {_ago(now - crashed['ts'])} ago: "
+               f"{escape(crashed['error'][:200])} (retrying; see the worker log)"] if crashed else []
     server = store.get_meta_json(SERVER)
     if not server:
-        return ["course server: not contacted yet"]
+        return ["course server: not contacted yet", *trouble]
     when = _ago(now - server["ts"])
     if server["reachable"]:
         line = f"course server: [green]reachable[/green] ({when} ago)"
@@ -37,7 +40,7 @@ def header_lines(store: Store, now: float | None = None, interval_s: float | Non
     else:
         line = (f"course server: [red]unreachable[/red] ({when} ago, {server.get('failures', 1)} tries): "
                 f"{escape(server.get('detail', '')[:160])}")
-    lines = [line]
+    lines = [line, *trouble]
     rows = list(store.db.query(
         "select s.exp_id, s.attempt, s.state, s.score, s.rank, e.name from submissions s "
         "join experiments e on e.id = s.exp_id where s.attempt is not null order by s.attempt desc limit 1"))

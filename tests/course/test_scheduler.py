@@ -346,3 +346,25 @@ def test_a_live_submission_never_graded_stops_blocking_if_better(dataset_dir, st
         time.sleep(1.2)  # the grader never answers
         drive(sched, lambda: store.get(worse).stage is Stage.SKIPPED)
         assert len(srv.course.submissions) == 1
+
+
+def test_a_crashing_tick_is_reported_and_retried(store, settings, srv, tmp_path, models, token, monkeypatch):
+    from kdq.course import scheduler as scheduler_module
+    from kdq.course.status import header_lines
+
+    settings.submit_interval_s, settings.status_interval_s = 1.0, 0.0
+    settings.token, settings.team, settings.server_url = token, "Team Rocket", srv.url
+    i = make_ready(store, tmp_path, models["perfect"], 0.9, "always")
+
+    def boom(self, ready):
+        raise ZeroDivisionError(f"bug near {token}")
+
+    monkeypatch.setattr(scheduler_module.Scheduler, "_next", boom)
+    delay = scheduler_module.run_tick(settings, store)
+    assert delay == 1.0 and store.get(i).stage is Stage.READY
+    [line] = [x for x in header_lines(store, interval_s=1.0) if "crashed" in x]
+    assert "ZeroDivisionError: bug near ***" in line and token not in line
+    monkeypatch.undo()
+    time.sleep(1.1)
+    assert scheduler_module.run_tick(settings, store) is not None
+    assert not any("crashed" in x for x in header_lines(store, interval_s=1.0))
