@@ -110,7 +110,8 @@ def run(spec: ExperimentSpec, run_dir: Path, data_dir: Path, cache_dir: Path,
         from kdq.train import teacher
 
         runfolder.write_progress(run_dir, epoch=0, epochs=tr.epochs, val_f1=None, best_f1=None, phase="teacher")
-        targets = teacher.prepare(spec.teacher, ds, train_idx, val_idx, cache_dir, device, seed=ds_spec.split_seed)
+        targets = teacher.prepare(spec.teacher, ds, train_idx, val_idx, cache_dir, device, seed=ds_spec.split_seed,
+                                  decode=lambda size: data.load(data_dir, None, size, ds_spec.limit_per_class))
         log(f"teacher {spec.teacher.model} ({spec.teacher.head}): val macro-F1 {targets.val_f1:.4f}")
 
     # ---- student (+ projection head for embedding distillation, dropped at export)

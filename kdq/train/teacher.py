@@ -22,6 +22,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -241,14 +242,26 @@ class Targets:
 
 
 def prepare(spec: TeacherSpec, ds, train_idx, val_idx, cache_dir: Path | None, device: torch.device,
-            seed: int = 0) -> Targets:
-    path = cache_path(cache_dir, spec.model, ds.fingerprint, ds.images.shape[-1], spec.views,
-                      preprocessing(spec.model)) if cache_dir else None
+            seed: int = 0, decode: Callable[[int], object] | None = None) -> Targets:
+    """Targets for every image of ``ds``. ``decode(size)`` gives the same dataset decoded at another
+    size: when the teacher's input is larger than ``ds``'s pictures, its views are rendered from a
+    decode at its own size (once, on a cache miss), so it never sees upsampled pictures."""
+    prep = preprocessing(spec.model)
+    size = max(prep[0], ds.images.shape[-1]) if decode else ds.images.shape[-1]
+    path = cache_path(cache_dir, spec.model, ds.fingerprint, size, spec.views, prep) if cache_dir else None
     teacher = None  # loaded only when needed: the cache is missing, or text prompts must be embedded
     if path is None or not path.exists() or spec.head == "zeroshot":
         teacher = load(spec.model, device)
-    cached = torch.load(path, weights_only=True) if path and path.exists() else \
-        embeddings(teacher, ds.images, ds.fingerprint, spec.views, cache_dir)
+    if path and path.exists():
+        cached = torch.load(path, weights_only=True)
+    else:
+        images = ds.images
+        if size != images.shape[-1]:
+            big = decode(size)
+            if big.files != ds.files:
+                raise RuntimeError(f"decoding at {size} px gave another file list than at {images.shape[-1]} px")
+            images = big.images
+        cached = embeddings(teacher, images, ds.fingerprint, spec.views, cache_dir)
     nc, y = len(ds.classes), ds.labels
     train_idx, val_idx = torch.as_tensor(train_idx), torch.as_tensor(val_idx)
     n, v = cached["views"].shape[:2]

@@ -90,3 +90,19 @@ def test_a_hugging_face_checkpoint_loads_with_its_own_preprocessing(tmp_path):
     assert t.embed(imgs, torch.zeros(2, 9) + teacher.augment.identity(2)).shape == (2, 32)
     with pytest.raises(RuntimeError, match="could not be loaded.*hf auth login.*'tiny'"):
         teacher.load(str(tmp_path / "missing"), torch.device("cpu"))
+
+
+def test_a_larger_teacher_sees_pictures_decoded_at_its_own_size(clean_dataset, tmp_path, monkeypatch):
+    small = data.load(clean_dataset, None, decode_size=16)  # below the tiny teacher's 32 px
+    tr, va = data.split(small.labels, data.groups(small.digests, small.hashes, small.thumbs), 0.2, 0)
+    asked = []
+
+    def decode(size):
+        asked.append(size)
+        return data.load(clean_dataset, None, size)
+
+    seen = []
+    real = teacher.Teacher.embed
+    monkeypatch.setattr(teacher.Teacher, "embed", lambda self, imgs, p: seen.append(imgs.shape[-1]) or real(self, imgs, p))
+    teacher.prepare(TeacherSpec(model="tiny", views=1), small, tr, va, tmp_path, torch.device("cpu"), decode=decode)
+    assert asked == [32] and set(seen) == {32}
