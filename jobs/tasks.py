@@ -28,6 +28,11 @@ settings = get_settings()
 huey = make_huey(settings)
 log = get_logger("kdq.worker")
 REDRIVE_GRACE_S = 30.0
+SUBMISSIONS_LOCK = "submissions"
+
+
+def lock_name(exp_id: int) -> str:
+    return f"exp-{exp_id}"
 
 
 def context() -> steps.Context:
@@ -37,7 +42,7 @@ def context() -> steps.Context:
 @huey.task()
 def advance(exp_id: int) -> None:
     try:
-        with huey.lock_task(f"exp-{exp_id}"):
+        with huey.lock_task(lock_name(exp_id)):
             ctx = context()
             try:
                 delay = steps.run_until_wait(ctx, exp_id)
@@ -57,7 +62,7 @@ def submissions() -> None:
     from kdq.course.scheduler import run_tick
 
     try:
-        with huey.lock_task("submissions"):
+        with huey.lock_task(SUBMISSIONS_LOCK):
             delay = run_tick(settings)
     except TaskLockedException:
         return

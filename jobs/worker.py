@@ -33,7 +33,10 @@ def run() -> None:
     from jobs import tasks
 
     settings = tasks.settings
-    flushed = tasks.huey.flush_locks()
+    with Store.open(settings) as store:
+        names = [tasks.lock_name(e.id) for e in store.list()]
+    # A worker killed inside a task leaves its lock behind; lock names are per experiment, so name them all.
+    flushed = tasks.huey.flush_locks(*names, tasks.SUBMISSIONS_LOCK)
     if flushed:
         log.info("cleared locks left by a previous worker", locks=sorted(flushed))
     stop = threading.Event()

@@ -64,7 +64,14 @@ def test_sweep_reaches_done_through_a_sigkilled_worker(settings, dataset, sweep,
             running = [e for e in store.list() if e.stage is Stage.TRAINING]
             assert running
         worker = start_worker(settings, log)
-        wait_for(lambda: all(s is Stage.DONE for s in stages(settings)), 240, "every experiment done")
+        try:
+            wait_for(lambda: all(s is Stage.DONE for s in stages(settings)), 240, "every experiment done")
+        except AssertionError:
+            with Store.open(settings) as store:
+                for e in store.list():
+                    print(e.id, e.stage, e.error, [ev["message"] for ev in store.events(e.id)])
+            print(log.read_text()[-3000:])
+            raise
     finally:
         worker.kill()
         worker.wait(10)
