@@ -216,10 +216,11 @@ class Scheduler:
                             error=f"the course server graded attempt #{mine.attempt}: {mine.status}")
             return None
         row = self._leaderboard_row()
+        score = mine.score if mine.score is not None else (row.score if row else None)  # a status without score
         self.store.move(exp.id, Stage.EVALUATING, Stage.DONE,
-                        f"graded: attempt #{mine.attempt} score {mine.score}"
+                        f"graded: attempt #{mine.attempt} score {score}"
                         + (f", rank {row.rank}" if row and row.rank is not None else ""),
-                        server_score=mine.score, server_rank=row.rank if row else None)
+                        server_score=score, server_rank=row.rank if row else None)
         if row is not None:
             self._update_sub(sub_id, rank=row.rank, leaderboard_score=row.score)
         return None

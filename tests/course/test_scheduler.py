@@ -368,3 +368,13 @@ def test_a_crashing_tick_is_reported_and_retried(store, settings, srv, tmp_path,
     time.sleep(1.1)
     assert scheduler_module.run_tick(settings, store) is not None
     assert not any("crashed" in x for x in header_lines(store, interval_s=1.0))
+
+
+def test_score_comes_from_the_leaderboard_when_the_status_has_none(sched, store, srv, tmp_path, models, monkeypatch):
+    from kdq.course.fake_server.course import Submission
+
+    original = Submission.as_status
+    monkeypatch.setattr(Submission, "as_status", lambda self: {k: v for k, v in original(self).items() if k != "score"})
+    i = make_ready(store, tmp_path, models["perfect"], 0.9, "always")
+    drive(sched, lambda: store.get(i).stage is Stage.DONE)
+    assert store.get(i).server_score == pytest.approx(srv.course.submissions[0].score, abs=1e-4)
