@@ -1,5 +1,5 @@
 """A real ``kdq worker`` process submits ready models to the stand-in: best first, one per window,
-and (once stale Huey locks are cleared at start) through a SIGKILL in the middle of an upload."""
+and through a SIGKILL in the middle of an upload."""
 
 from __future__ import annotations
 
@@ -77,10 +77,6 @@ def test_worker_submits_ready_models_best_first(settings, srv, models, token, tm
     check_results(settings, srv, ids, token, log)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "jobs/worker.py calls huey.flush_locks() with no names; Huey only knows the locks created in the current "
-    "process, so the 'submissions' lock a SIGKILLed worker held is never cleared and the scheduler task stays "
-    "locked out. Fix: flush_locks('submissions', *(f'exp-{i}' for i in live ids)) at worker start."))
 def test_worker_killed_mid_upload_resumes_without_a_second_post(settings, srv, models, token, tmp_path):
     with Store.open(settings) as store:
         ids = [make_ready(store, tmp_path, models["perfect"], f, "always") for f in (0.7, 0.9, 0.8)]
