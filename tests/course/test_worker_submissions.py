@@ -16,7 +16,7 @@ from kdq.course.fake_server import FakeServer
 from kdq.stages import Stage
 from kdq.store import Store
 
-from test_scheduler import make_ready  # tests/course is on sys.path under pytest
+from .test_scheduler import make_ready
 
 pytestmark = pytest.mark.slow
 KDQ = [sys.executable, "-c", "from kdq.cli.main import app; app()"]
