@@ -21,6 +21,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from kdq.settings import Settings
 from kdq.spec import load_files
 from kdq.stages import LIVE
 from kdq.store import Store
@@ -76,13 +77,11 @@ def worker_env(home: Path, server_url: str, token: str, opts: DemoOptions) -> di
     }
 
 
-def stop_training(store: Store) -> None:
-    """End every training process the demo's experiments started (they run in their own sessions)."""
+def stop_training(settings) -> int:
+    """End every training process the demo started (they run in their own sessions, found by run folder)."""
     from kdq.backends.local import LocalBackend
 
-    for exp in store.list(set(LIVE)):
-        if exp.handle and exp.backend == "local":
-            LocalBackend(None).cancel(exp.handle)
+    return LocalBackend(settings).stop_all()
 
 
 def run(opts: DemoOptions, console: Console) -> int:
@@ -111,7 +110,6 @@ def run(opts: DemoOptions, console: Console) -> int:
     code = 1
     try:
         from jobs.tasks import nudge
-        from kdq.settings import Settings
 
         ids = store.add([(str(p), s) for p, s in specs], force=True)
         nudge(ids, to=Settings())
@@ -128,7 +126,9 @@ def run(opts: DemoOptions, console: Console) -> int:
                 worker.wait(30)
             except subprocess.TimeoutExpired:
                 worker.kill()
-        stop_training(store)
+        stopped = stop_training(Settings())
+        if stopped:
+            console.print(f"stopped {stopped} training run(s)")
         store.close()
         server.stop()
         log.close()

@@ -90,11 +90,33 @@ class LocalBackend:
                 raise PermanentError(f"the run finished but {src} is missing")
             shutil.copy2(src, dest / name)
 
-    def cancel(self, handle: dict[str, Any]) -> None:
+    def cancel(self, handle: dict[str, Any], sig: int = signal.SIGTERM) -> None:
         run_dir = Path(handle["run_dir"])
         pid = handle.get("pid")
         if pid and is_running(run_dir):
             try:
-                os.killpg(pid, signal.SIGTERM)
+                os.killpg(pid, sig)
             except ProcessLookupError:
                 pass
+
+    def running(self) -> list[dict[str, Any]]:
+        """Handles of every run of this home whose training process is alive (found by their run folders)."""
+        if not self.settings.runs_dir.is_dir():
+            return []
+        return [
+            {"run_dir": str(d), "pid": (runfolder.read_json(d / "launch.json") or {}).get("pid")}
+            for d in sorted(self.settings.runs_dir.iterdir())
+            if is_running(d)
+        ]
+
+    def stop_all(self, grace_s: float = 15.0) -> int:
+        """End every live training run of this home: SIGTERM, then SIGKILL after ``grace_s``. Returns how many."""
+        handles = self.running()
+        for handle in handles:
+            self.cancel(handle)
+        deadline = time.time() + grace_s
+        while time.time() < deadline and any(is_running(Path(h["run_dir"])) for h in handles):
+            time.sleep(0.1)
+        for handle in handles:
+            self.cancel(handle, signal.SIGKILL)
+        return len(handles)
