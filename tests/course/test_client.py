@@ -92,6 +92,8 @@ def test_submit_is_never_resent_once_it_may_have_arrived(server, token, models, 
             c.submit(models["perfect"])
     assert err.value.maybe_sent
     assert len(server.course.submissions) == 1  # it went through exactly once
+    if fault["kind"] == "error":  # (a stalled answer is logged only once sent)
+        assert server.course.count("submit") == 1  # and was POSTed exactly once
 
 
 def test_refused_connection_is_unreachable_and_never_sent(server, client, models):
@@ -101,6 +103,7 @@ def test_refused_connection_is_unreachable_and_never_sent(server, client, models
     with pytest.raises(Unreachable) as err:
         client.submit(models["perfect"])
     assert not err.value.maybe_sent
+    assert server.course.count("submit") == 0
     server.come_up()
     assert client.ping().reachable
     assert client.submit(models["perfect"]).attempt == 1

@@ -79,6 +79,11 @@ def build_app(course: FakeCourse, faults: FaultQueue, on_down: Callable[[float],
 
     def guarded(route: str, handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
+            response = await answer(request)
+            course.log_request(route, request.method, response.status_code)
+            return response
+
+        async def answer(request: Request) -> Response:
             fault = faults.take(route, "before")
             if fault is not None:
                 if fault.kind != "stall":

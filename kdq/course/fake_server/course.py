@@ -78,6 +78,7 @@ class FakeCourse:
     eval_threads: int = 1
     clock: Callable[[], float] = time.time
     submissions: list[Submission] = field(default_factory=list)
+    requests: list[dict] = field(default_factory=list)  # every request to a course route, for assertions
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
@@ -103,6 +104,16 @@ class FakeCourse:
     def _unit(self) -> str:
         # The real server speaks minutes; with a test interval under a minute that would lie.
         return "minutes" if self.submit_interval_s >= 60 else "seconds"
+
+    def log_request(self, route: str, method: str, code: int) -> None:
+        """Record a request as answered (a stalled answer is recorded once it is sent)."""
+        with self._lock:
+            self.requests.append({"route": route, "method": method, "code": code, "at": self.clock()})
+
+    def count(self, route: str) -> int:
+        """How many requests reached ``route`` (answered)."""
+        with self._lock:
+            return sum(1 for r in self.requests if r["route"] == route)
 
     # ---------------------------------------------------------------- the three endpoints
 
