@@ -90,33 +90,46 @@ class LocalBackend:
                 raise PermanentError(f"the run finished but {src} is missing")
             shutil.copy2(src, dest / name)
 
-    def cancel(self, handle: dict[str, Any], sig: int = signal.SIGTERM) -> None:
+    def cancel(self, handle: dict[str, Any]) -> None:
         run_dir = Path(handle["run_dir"])
         pid = handle.get("pid")
         if pid and is_running(run_dir):
             try:
-                os.killpg(pid, sig)
+                os.killpg(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
 
     def running(self) -> list[dict[str, Any]]:
-        """Handles of every run of this home whose training process is alive (found by their run folders)."""
+        """Handles of every run of this home whose training process is alive or still starting."""
         if not self.settings.runs_dir.is_dir():
             return []
-        return [
-            {"run_dir": str(d), "pid": (runfolder.read_json(d / "launch.json") or {}).get("pid")}
-            for d in sorted(self.settings.runs_dir.iterdir())
-            if is_running(d)
-        ]
+        handles = []
+        for run_dir in sorted(self.settings.runs_dir.iterdir()):
+            pid = (runfolder.read_json(run_dir / "launch.json") or {}).get("pid")
+            if is_running(run_dir) or (pid and not runfolder.outcome(run_dir) and _alive(pid)):
+                handles.append({"run_dir": str(run_dir), "pid": pid})
+        return handles
 
     def stop_all(self, grace_s: float = 15.0) -> int:
         """End every live training run of this home: SIGTERM, then SIGKILL after ``grace_s``. Returns how many."""
-        handles = self.running()
-        for handle in handles:
-            self.cancel(handle)
-        deadline = time.time() + grace_s
-        while time.time() < deadline and any(is_running(Path(h["run_dir"])) for h in handles):
-            time.sleep(0.1)
-        for handle in handles:
-            self.cancel(handle, signal.SIGKILL)
+        handles = [h for h in self.running() if h["pid"]]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for handle in handles:
+                try:
+                    os.killpg(handle["pid"], sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.time() + grace_s
+            while time.time() < deadline and any(_alive(h["pid"]) for h in handles):
+                time.sleep(0.1)
         return len(handles)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
