@@ -44,3 +44,17 @@ def test_enqueue_with_a_bad_spec_queues_nothing(settings, path, tmp_path):
     assert "nothing was queued" in r.stderr
     with Store.open(settings) as store:
         assert store.list() == []
+
+
+STUDENTS = sorted((Path(__file__).parent / "bad_inputs" / "students").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", STUDENTS, ids=lambda p: p.stem)
+def test_unknown_or_oversized_students_are_refused_at_enqueue(settings, path, tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text("[train]\nepochs = 2\n")
+    r = CliRunner().invoke(app, ["enqueue", str(good), str(path)])
+    assert r.exit_code == 1
+    assert f"{path}: {expected(path)}" in " ".join(r.stderr.split())
+    with Store.open(settings) as store:
+        assert store.list() == []

@@ -75,6 +75,30 @@ def _epoch(exp: Experiment) -> str:
 # ---------------------------------------------------------------- enqueue
 
 
+def check_students(specs: list) -> None:
+    """timm/torchvision students must exist and fit the size limit: checked now, not after a GPU hour."""
+    from kdq.spec import SpecError
+
+    verdicts: dict[tuple[str, str], str | None] = {}
+    problems = []
+    for path, spec in specs:
+        key = (spec.student.library, spec.student.name)
+        if spec.student.library == "kdq":
+            continue  # the spec itself knows kdq's students
+        if key not in verdicts:
+            from kdq.train.students import StudentError, preflight
+
+            try:
+                preflight(spec.student)
+                verdicts[key] = None
+            except StudentError as exc:
+                verdicts[key] = str(exc)
+        if verdicts[key]:
+            problems.append(f"{path}: {verdicts[key]}")
+    if problems:
+        raise SpecError(sorted(set(problems), key=problems.index))
+
+
 def enqueue(
     files: Annotated[list[str], typer.Argument(help="Spec files (TOML); globs are expanded.")],
     set_: Annotated[list[str], typer.Option("--set", help="Override a field: --set distill.temperature=4")] = [],  # noqa: B006
@@ -92,6 +116,7 @@ def enqueue(
         paths.extend(matches)
     try:
         specs = load_files(paths, parse_overrides(set_))
+        check_students(specs)
     except SpecError as exc:
         for line in exc.problems:
             err.print(Text("error: ", style="red") + Text(line), highlight=False, soft_wrap=True)
