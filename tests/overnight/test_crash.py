@@ -1,0 +1,98 @@
+"""The worker dies inside each stage in turn and is started again: nothing is lost, nothing is done twice.
+
+SIGKILL (a crash, an OOM kill, a laptop lid) is tried inside every stage on its own. SIGTERM (`kill`,
+systemd) and SIGINT (Ctrl-C) are sent once inside every stage of one experiment's life, the worker
+restarted after each: each must end the worker cleanly (exit 0, heartbeat marked stopped).
+
+How each stage is caught: ``launching``, ``fetching`` and ``validating`` take milliseconds, so the
+worker runs through ``worker_entry.py``, which pauses inside the step right after its side effect
+(the training process started, the files copied, the model verified) and before the stage change is
+written; ``training`` lasts seconds on its own; ``submitting`` is held open by the stand-in stalling
+its answer after it has recorded the upload; ``evaluating`` by the stand-in grading slowly.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+from kdq.stages import Stage
+
+pytestmark = pytest.mark.slow
+STAGES = ["launching", "training", "fetching", "validating", "submitting", "evaluating"]
+PAUSE_S = 4.0
+PAUSES = {"launching": PAUSE_S, "fetching": PAUSE_S, "validating": PAUSE_S}
+EVAL_DELAY_S = 5.0
+ORDER = [str(s) for s in (Stage.QUEUED, *map(Stage, STAGES), Stage.READY, Stage.DONE)]
+
+
+def harness(overnight, stage: str | None = None):
+    """A stand-in that holds ``submitting`` / ``evaluating`` open (all of them when ``stage`` is None)."""
+    h = overnight(eval_delay_s=EVAL_DELAY_S if stage in (None, "evaluating") else 0.0)
+    if stage in (None, "submitting"):
+        h.server.inject("stall", seconds=12, route="submit", when="after")  # the upload lands, its answer hangs
+    return h
+
+
+def inside(h, exp_id: int, stage: str) -> bool:
+    """Whether the worker is inside ``stage`` of ``exp_id`` now (a pause mark, the server's view, the store)."""
+    if stage in PAUSES:
+        return (h.marks / stage).exists()
+    if stage == "submitting":
+        return bool(h.server.course.submissions) and h.get(exp_id).stage is Stage.SUBMITTING
+    return h.get(exp_id).stage is Stage(stage)
+
+
+def passed(h, exp_id: int, stage: str) -> bool:
+    current = str(h.get(exp_id).stage)
+    return current in ORDER and ORDER.index(current) > ORDER.index(stage)
+
+
+def check_one_training_run(h, exp_id: int) -> None:
+    exp = h.get(exp_id)
+    runs = list(h.settings.runs_dir.iterdir())
+    assert [r.name for r in runs] == [exp.run_id], "a second run folder was made"
+    launch = json.loads((runs[0] / "launch.json").read_text())
+    assert launch["pid"] == exp.handle["pid"], "a second training process was started"
+    assert "already being trained" not in (runs[0] / "log.txt").read_text()
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_sigkill_inside_each_stage(overnight, stage):
+    h = harness(overnight, stage)
+    [exp_id] = h.enqueue(1, epochs=3 if stage == "training" else 2)
+    h.start_worker(pauses=PAUSES)
+    h.wait(lambda: inside(h, exp_id, stage), 180, f"the worker inside {stage}", every=0.02)
+    assert h.signal(signal.SIGKILL) == -signal.SIGKILL
+    assert h.get(exp_id).stage is Stage(stage), "the stage changed although the worker died inside it"
+    h.start_worker()
+    h.wait_finished(180)
+    h.check_delivered([exp_id])
+    check_one_training_run(h, exp_id)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_clean_stop_inside_every_stage_in_turn(overnight, sig):
+    h = harness(overnight)
+    [exp_id] = h.enqueue(1, epochs=3)
+    stopped_in = []
+    for stage in STAGES:
+        h.start_worker(pauses=PAUSES)
+        h.wait_worker_up()
+        h.wait(lambda: inside(h, exp_id, stage) or passed(h, exp_id, stage), 180, f"the worker inside {stage}",
+               every=0.02)
+        if inside(h, exp_id, stage):
+            stopped_in.append(stage)
+        assert h.signal(sig) == 0, f"unclean exit on {sig.name} inside {stage}\n{h.report()}"
+        beat = h.store.get_meta_json("worker")
+        assert beat["pid"] == h.worker.pid and beat.get("stopped_at"), "the heartbeat does not say it stopped"
+        assert h.cli("status", "--json").stdout and not json.loads(h.cli("status", "--json").stdout)["worker_alive"]
+    # A graceful stop lets the step in hand finish, and a step may run on into the next stage:
+    # the stages that were reached and stopped in must still be most of them.
+    assert {"launching", "training", "submitting", "evaluating"} <= set(stopped_in), stopped_in
+    h.start_worker()
+    h.wait_finished(180)
+    h.check_delivered([exp_id])
+    check_one_training_run(h, exp_id)
