@@ -53,6 +53,21 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
+def _stderr_logger(*_args) -> structlog.PrintLogger:
+    """Whatever ``sys.stderr`` is at the moment of writing (tests and CliRunner swap it)."""
+    return structlog.PrintLogger(file=sys.stderr)
+
+
+class _StderrHandler(logging.StreamHandler):
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def configure(json: bool | None = None, level: int = logging.INFO, settings=None) -> None:
     if settings is not None:
         add_secret(*settings.secrets())
@@ -69,10 +84,10 @@ def configure(json: bool | None = None, level: int = logging.INFO, settings=None
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.addFilter(_RedactingFilter())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
