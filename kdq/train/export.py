@@ -47,7 +47,7 @@ def drop_loose_tensors(model: nn.Module) -> list[str]:
 def to_torchscript(model: nn.Module, bias: torch.Tensor | None = None, tta_flip: bool = False,
                    image_size: int = 224) -> torch.jit.ScriptModule:
     """Script the model (trace when scripting fails) and check it against the eager model."""
-    model = reparameterize(copy.deepcopy(model).float().cpu().eval())
+    model = reparameterize(copy.deepcopy(model).float().cpu().to(memory_format=torch.contiguous_format).eval())
     for t in list(model.parameters()) + list(model.buffers()):
         t.data = t.data.clone()  # own storage: a view would save its whole (larger) base storage
     drop_loose_tensors(model)

@@ -185,7 +185,8 @@ def features(e: torch.Tensor) -> torch.Tensor:
 def fit_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float = 1e-3,
               weight: torch.Tensor | None = None, iters: int = 100) -> torch.nn.Linear:
     """Multinomial logistic regression (full-batch L-BFGS, L2 on the weights): the linear probe."""
-    x, y = x.float(), y.long()
+    x, y = x.float(), y.long().to(x.device)
+    weight = weight.to(x.device) if weight is not None else None
     lin = torch.nn.Linear(x.shape[1], num_classes).to(x.device)
     torch.nn.init.zeros_(lin.weight)
     torch.nn.init.zeros_(lin.bias)
@@ -207,6 +208,7 @@ def oof_logits(x: torch.Tensor, y: torch.Tensor, num_classes: int, folds: int = 
     from sklearn.model_selection import StratifiedKFold
 
     n, v, d = x.shape
+    y = y.cpu()
     counts = np.bincount(y.numpy())
     k = int(min(folds, counts.min()))
     if k < 2:
@@ -216,7 +218,7 @@ def oof_logits(x: torch.Tensor, y: torch.Tensor, num_classes: int, folds: int = 
     out = torch.zeros(n, v, num_classes)
     for fit_idx, held in StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(n), y.numpy()):
         probe = fit_probe(x[fit_idx].reshape(-1, d), y[fit_idx].repeat_interleave(v), num_classes, weight=weight)
-        out[held] = probe(x[held].reshape(-1, d)).view(len(held), v, -1)
+        out[held] = probe(x[held].reshape(-1, d)).view(len(held), v, -1).cpu()
     return out
 
 
@@ -270,13 +272,13 @@ def prepare(spec: TeacherSpec, ds, train_idx, val_idx, cache_dir: Path | None, d
         logits = zero_shot_logits(teacher, ds.classes, cached["views"].reshape(n * v, -1)).view(n, v, nc)
         val_pred = zero_shot_logits(teacher, ds.classes, cached["plain"][val_idx])
     else:
-        x = features(cached["views"])
+        x = features(cached["views"].to(device))  # the probe is fitted where the student trains
         counts = torch.bincount(y[train_idx], minlength=nc).float()
         weight = counts.sum() / (nc * counts.clamp(min=1))
         logits[train_idx] = oof_logits(x[train_idx], y[train_idx], nc, seed=seed, weight=weight)
         probe = fit_probe(x[train_idx].reshape(-1, x.shape[-1]), y[train_idx].repeat_interleave(v), nc, weight=weight)
-        logits[val_idx] = probe(x[val_idx].reshape(-1, x.shape[-1])).view(len(val_idx), v, nc)
-        val_pred = probe(features(cached["plain"][val_idx]))
+        logits[val_idx] = probe(x[val_idx].reshape(-1, x.shape[-1])).view(len(val_idx), v, nc).cpu()
+        val_pred = probe(features(cached["plain"][val_idx].to(device))).cpu()
     val_f1 = macro_f1(val_pred.argmax(1), y[val_idx], nc)[0] if len(val_idx) else float("nan")
     del teacher
     if device.type == "cuda":
