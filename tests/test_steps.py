@@ -66,11 +66,15 @@ def test_missing_dataset_fails_with_the_fix(ctx):
     assert "dataset 'nowhere' not found" in exp.error and "kdq data synth" in exp.error
 
 
-def test_crashing_training_fails_with_its_log_tail(ctx, dataset):
-    [i] = ctx.store.add([(None, tiny(student__name="no_such_net"))])
+def test_crashing_training_fails_with_its_log_tail(ctx):
+    empty = ctx.settings.datasets_dir / "empty" / "1. Eczema"
+    empty.mkdir(parents=True)
+    (empty / "notes.txt").write_text("no images here")
+    [i] = ctx.store.add([(None, tiny(data__dataset="empty"))])
     exp = drive(ctx, i)
     assert exp.stage is Stage.FAILED
-    assert "no_such_net" in exp.error
+    assert "found no class folders with images" in exp.error
+    assert "Traceback" in exp.error  # the log tail came along
 
 
 def test_cancel_stops_a_running_training(ctx, dataset):
