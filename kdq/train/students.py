@@ -77,7 +77,7 @@ def build(spec: StudentSpec, num_classes: int) -> nn.Module:
     if spec.library == "timm":
         import timm
 
-        if spec.name not in timm.list_models():
+        if spec.name.split(".")[0] not in timm.list_models():  # "name.pretrained_tag" is fine too
             raise _unknown(spec)
         kw = dict(num_classes=num_classes, drop_rate=spec.drop_rate, scriptable=True)
         if spec.pretrained:

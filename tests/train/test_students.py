@@ -52,6 +52,11 @@ def test_timm_student_scripts_and_reparameterizes(tmp_path):
     assert abs(mb - deployed) < 0.5 and check(tmp_path / "m.pt")["output_shape"] == [4, 10]
 
 
+def test_timm_names_may_carry_a_pretrained_tag():
+    model = students.build(StudentSpec(library="timm", name="mobilenetv4_conv_small.e2400_r224_in1k"), 10)
+    assert students.classifier(model).out_features == 10
+
+
 def test_too_large_students_fail_before_training():
     model = students.build(StudentSpec(library="torchvision", name="resnet50"), 10)
     with pytest.raises(students.StudentError, match=r"resnet50.*M parameters.*MiB.*over the 23.0 MiB limit"):
