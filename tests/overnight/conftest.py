@@ -48,6 +48,7 @@ epochs = {epochs}
 batch_size = 32
 image_size = 32
 seed = {seed}
+{train_extra}
 [data]
 dataset = "{dataset}"
 decode_size = 40
@@ -74,8 +75,8 @@ def hf_token() -> str:
 
 
 def spec_text(name: str = "tiny", *, policy: str = "always", epochs: int = 2, seed: int = 0,
-              dataset: str = "synth") -> str:
-    return SPEC.format(name=name, policy=policy, epochs=epochs, seed=seed, dataset=dataset)
+              dataset: str = "synth", train_extra: str = "") -> str:
+    return SPEC.format(name=name, policy=policy, epochs=epochs, seed=seed, dataset=dataset, train_extra=train_extra)
 
 
 @pytest.fixture(scope="session")

@@ -18,21 +18,21 @@ import signal
 
 import pytest
 
-from kdq.stages import Stage
+from kdq.stages import PIPELINE, Stage
 
 pytestmark = pytest.mark.slow
 STAGES = ["launching", "training", "fetching", "validating", "submitting", "evaluating"]
 PAUSE_S = 4.0
 PAUSES = {"launching": PAUSE_S, "fetching": PAUSE_S, "validating": PAUSE_S}
 EVAL_DELAY_S = 5.0
-ORDER = [str(s) for s in (Stage.QUEUED, *map(Stage, STAGES), Stage.READY, Stage.DONE)]
+ORDER = [str(s) for s in PIPELINE]
 
 
-def harness(overnight, stage: str | None = None):
-    """A stand-in that holds ``submitting`` / ``evaluating`` open (all of them when ``stage`` is None)."""
-    h = overnight(eval_delay_s=EVAL_DELAY_S if stage in (None, "evaluating") else 0.0)
+def harness(overnight, stage: str | None = None, eval_delay_s: float = EVAL_DELAY_S, stall_s: float = 12.0):
+    """A stand-in that holds ``submitting`` / ``evaluating`` open (both when ``stage`` is None)."""
+    h = overnight(eval_delay_s=eval_delay_s if stage in (None, "evaluating") else 0.0)
     if stage in (None, "submitting"):
-        h.server.inject("stall", seconds=12, route="submit", when="after")  # the upload lands, its answer hangs
+        h.server.inject("stall", seconds=stall_s, route="submit", when="after")  # the upload lands, its answer hangs
     return h
 
 
@@ -75,24 +75,28 @@ def test_sigkill_inside_each_stage(overnight, stage):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_clean_stop_inside_every_stage_in_turn(overnight, sig):
-    h = harness(overnight)
-    [exp_id] = h.enqueue(1, epochs=3)
+    # Each stage must outlast a graceful stop of the one before and a restart: a long training
+    # (epochs of 50 ms), a slow grader, a short stall (a graceful stop waits for the answer).
+    h = harness(overnight, eval_delay_s=12.0, stall_s=4.0)
+    [exp_id] = h.enqueue(1, epochs=150, train_extra="patience = 1000")
     stopped_in = []
+    h.start_worker(pauses=PAUSES)
+    h.wait_worker_up()
     for stage in STAGES:
-        h.start_worker(pauses=PAUSES)
-        h.wait_worker_up()
         h.wait(lambda: inside(h, exp_id, stage) or passed(h, exp_id, stage), 180, f"the worker inside {stage}",
                every=0.02)
-        if inside(h, exp_id, stage):
-            stopped_in.append(stage)
+        if not inside(h, exp_id, stage):
+            continue  # a graceful stop finished the step in hand and ran on past this stage
+        stopped_in.append(stage)
         assert h.signal(sig) == 0, f"unclean exit on {sig.name} inside {stage}\n{h.report()}"
         beat = h.store.get_meta_json("worker")
         assert beat["pid"] == h.worker.pid and beat.get("stopped_at"), "the heartbeat does not say it stopped"
-        assert h.cli("status", "--json").stdout and not json.loads(h.cli("status", "--json").stdout)["worker_alive"]
+        assert json.loads(h.cli("status", "--json").stdout)["worker_alive"] is False
+        h.start_worker(pauses=PAUSES)
+        h.wait_worker_up()
     # A graceful stop lets the step in hand finish, and a step may run on into the next stage:
     # the stages that were reached and stopped in must still be most of them.
     assert {"launching", "training", "submitting", "evaluating"} <= set(stopped_in), stopped_in
-    h.start_worker()
     h.wait_finished(180)
     h.check_delivered([exp_id])
     check_one_training_run(h, exp_id)
