@@ -249,7 +249,8 @@ def run(spec: ExperimentSpec, run_dir: Path, data_dir: Path, cache_dir: Path,
         "skipped_files": ds.skipped, "dataset_fingerprint": ds.fingerprint,
         "val_f1_before_bias": state["best_f1"], "val_f1_bias_in_sample": in_sample if tr.tune_bias else None,
         "bias": bias.tolist() if bias is not None else None,
-        "teacher_probe_f1": targets.val_f1 if targets is not None else None,
+        "teacher_probe_f1": targets.val_f1 if targets is not None else None,  # the head's F1: the ceiling
+        "teacher": f"{spec.teacher.model} ({spec.teacher.head}, {spec.teacher.views} views)" if targets else None,
         "seconds": round(time.time() - started, 2),
     }
     runfolder.write_json(run_dir / runfolder.METRICS, metrics)
