@@ -1,8 +1,10 @@
-"""The ``kdq`` command: a thin typer layer over the library. Each sub-app lives in its own module."""
+"""The ``kdq`` command: a thin typer layer over the library. Each group of commands lives in its own module."""
 
 from __future__ import annotations
 
 import typer
+
+from kdq.cli import data, demo, doctor, modal, queue, report, server
 
 app = typer.Typer(
     name="kdq",
@@ -11,15 +13,17 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-# Sub-apps and commands are registered below, one line each.
-from kdq.cli import data as _data; app.add_typer(_data.app, name="data")
-from kdq.cli import report as _report; app.command("report")(_report.report); app.command("compare")(_report.compare)  # noqa: E402, E702
-from kdq.cli import queue as _queue  # noqa: E402
+# The journey of an experiment, in order.
+app.command("demo")(demo.demo)
+for _name in ("enqueue", "status", "show", "results", "cancel", "retry", "submit", "worker"):
+    app.command(_name)(getattr(queue, _name))
+app.command("leaderboard")(server.leaderboard)
+app.command("report")(report.report)
+app.command("compare")(report.compare)
+app.command("doctor")(doctor.doctor)
 
-for _name in ("enqueue", "status", "show", "cancel", "retry", "results", "submit", "worker"):
-    app.command(_name)(getattr(_queue, _name))
-from kdq.cli import server as _server; app.add_typer(_server.app, name="server")  # noqa: E402
-app.command("fake-server")(_server.fake_server)
-from kdq.cli import modal as _modal; app.add_typer(_modal.app, name="modal")  # noqa: E402
-from kdq.cli import doctor as _doctor; app.command("doctor")(_doctor.doctor)  # noqa: E402
-from kdq.cli import demo as _demo; app.command("demo")(_demo.demo)  # noqa: E402
+# Groups and tools.
+app.add_typer(data.app, name="data")
+app.add_typer(server.app, name="server")
+app.add_typer(modal.app, name="modal")
+app.command("fake-server")(server.fake_server)
