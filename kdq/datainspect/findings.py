@@ -2,7 +2,7 @@
 
 Duplicates: identical bytes (SHA-1), or near pictures: ImageHash perceptual hashes within a few
 bits *and* 16x16 colour thumbnails within a few grey levels (the same two-key test the trainer's
-split uses, ``kdq.train.data.groups``, with ImageHash's pHash for the hash). Class discovery and
+split uses, ``kdq.dedup``, with ImageHash's pHash for the hash). Class discovery and
 class weights are the trainer's own functions.
 """
 
@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import PurePath
 
 import numpy as np
+
+from kdq import dedup
 from kdq.datainspect.scan import ImageInfo, colour_thumbs, phash_bits
 from kdq.train import data
 
@@ -78,43 +80,14 @@ def _spread(values: list[float]) -> dict[str, float]:
     return {"min": round(min(values), 3), "median": round(statistics.median(values), 3), "max": round(max(values), 3)}
 
 
-def near_pairs(bits: np.ndarray, colour: np.ndarray, near_bits: int = NEAR_BITS,
-               near_colour: float = NEAR_COLOUR, block: int = 2048) -> list[tuple[int, int]]:
-    """Pairs ``i < j`` whose hashes differ in at most ``near_bits`` bits and whose colour thumbnails
-    differ by at most ``near_colour`` (mean absolute, 0..255). Hamming distances for all pairs are one
-    matrix product per block; colours are compared only for the few pairs the hashes let through."""
-    h = bits.astype(np.float32)
-    flat = colour.reshape(len(colour), -1).astype(np.float32)
-    out = []
-    for start in range(0, len(h), block):
-        hb = h[start:start + block]
-        dist = hb @ (1 - h).T + (1 - hb) @ h.T
-        for a, j in zip(*np.nonzero(dist <= near_bits)):
-            i = start + int(a)
-            if i < j and np.abs(flat[i] - flat[j]).mean() <= near_colour:
-                out.append((i, int(j)))
-    return out
-
-
 def duplicate_groups(ok: list[ImageInfo], classes: list[str]) -> list[dict]:
     """Groups of two or more files that hold the same picture, cross-class and largest first."""
     if len(ok) < 2:
         return []
-    parent = list(range(len(ok)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first: dict[str, int] = {}
-    pairs = [(i, first.setdefault(info.sha1, i)) for i, info in enumerate(ok)]
-    for i, j in pairs + near_pairs(phash_bits(ok), colour_thumbs(ok)):
-        parent[find(i)] = find(j)
+    gid = dedup.duplicate_groups([i.sha1 for i in ok], phash_bits(ok), colour_thumbs(ok), NEAR_BITS, NEAR_COLOUR)
     members: dict[int, list[ImageInfo]] = {}
-    for i, info in enumerate(ok):
-        members.setdefault(find(i), []).append(info)
+    for g, info in zip(gid, ok):
+        members.setdefault(int(g), []).append(info)
     out = []
     for group in members.values():
         if len(group) < 2:

@@ -179,28 +179,9 @@ def groups(digests: list[str], hashes: torch.Tensor, thumbs: torch.Tensor,
     (at most ~6) from distinct synthetic pictures (at least ~11) even at 24 px; the hash guards
     against two different photos that merely share a colour layout.
     """
-    n = len(digests)
-    parent = list(range(n))
+    from kdq.dedup import duplicate_groups
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first: dict[str, int] = {}
-    for i, d in enumerate(digests):
-        parent[find(i)] = find(first.setdefault(d, i))
-    h, t = hashes.float(), thumbs.float().flatten(1)
-    for start in range(0, n, 1024):  # all pairs, a block of rows at a time
-        hb, tb = h[start:start + 1024], t[start:start + 1024]
-        bits = hb @ (1 - h).T + (1 - hb) @ h.T
-        colour = torch.cdist(tb, t, p=1) / t.shape[1]
-        for a, b in ((bits <= near_bits) & (colour <= near_colour)).nonzero().tolist():
-            if start + a < b:
-                parent[find(start + a)] = find(b)
-    _, gid = np.unique([find(i) for i in range(n)], return_inverse=True)
-    return gid
+    return duplicate_groups(digests, hashes.numpy(), thumbs.numpy(), near_bits, near_colour)
 
 
 def split(labels, group_ids, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
