@@ -24,6 +24,14 @@ class VerifyError(Exception):
     pass
 
 
+def _reason(exc: BaseException) -> str:
+    """The line that says what went wrong: TorchScript puts the model's own error last, after its traceback."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return (lines[-1] if "TorchScript" in lines[0] else lines[0])[:300]
+
+
 def check(path: Path, max_mb: float = MAX_MB, num_classes: int = 10, image_size: int = 224) -> dict:
     """Run the checks in this process (the child side of ``verify_file``). Raises ``VerifyError``."""
     import torch
@@ -56,7 +64,7 @@ def check(path: Path, max_mb: float = MAX_MB, num_classes: int = 10, image_size:
             again = model(x)
     except Exception as exc:  # noqa: BLE001
         raise VerifyError(f"{path}: forward on a [4,3,{image_size},{image_size}] float32 batch failed: "
-                          f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}") from None
+                          f"{type(exc).__name__}: {_reason(exc)}") from None
     if not isinstance(y, torch.Tensor):
         raise VerifyError(f"{path}: forward returned {type(y).__name__}, not a tensor of logits")
     if tuple(y.shape) != (4, num_classes):
