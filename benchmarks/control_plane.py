@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/control_plane.py --idle 60  # idle worker measured over 60 s
 
 1. `kdq status` (a new process, imports included) with 1,000 experiments in the store;
-2. `kdq enqueue` of 200 spec files in one call;
+2. `kdq enqueue` of 200 spec files in one call (first with a new student, then a known one);
 3. CPU used by an idle `kdq worker` over a window (fraction of one core).
 Targets (issue 8): status < 0.5 s, enqueue of 200 < 5 s, idle worker < 2% of one core.
 """
@@ -65,8 +65,9 @@ def bench_enqueue(env: dict, tmp: Path) -> dict:
     specs.mkdir()
     for i in range(200):
         (specs / f"s{i:03d}.toml").write_text(f'[train]\nseed = {i}\n[teacher]\nkind = "none"\n[distill]\nloss = "ce"\n')
-    seconds = run_kdq(env, "enqueue", str(specs / "*.toml"))
-    return {"enqueue_200_s": seconds, "target_s": 5.0}
+    cold = run_kdq(env, "enqueue", str(specs / "*.toml"))  # checks the student: imports torch once
+    warm = run_kdq(env, "enqueue", str(specs / "*.toml"), "--force")  # the student's verdict is remembered
+    return {"enqueue_200_s": cold, "enqueue_200_warm_s": warm, "target_s": 5.0}
 
 
 def bench_idle_worker(env: dict, seconds: float) -> dict:
@@ -106,7 +107,8 @@ def main() -> None:
     s, e, i = results["status"], results["enqueue"], results["idle"]
     print(f"kdq status, 1,000 experiments:      {s['status_s']:.3f} s (json {s['status_json_s']:.3f} s; "
           f"bare CLI start-up {s['cli_startup_s']:.3f} s)   target < 0.5 s")
-    print(f"kdq enqueue, 200 spec files:        {e['enqueue_200_s']:.3f} s   target < 5 s")
+    print(f"kdq enqueue, 200 spec files:        {e['enqueue_200_s']:.3f} s first time, "
+          f"{e['enqueue_200_warm_s']:.3f} s with the student known   target < 5 s")
     print(f"idle worker over {i['window_s']:.0f} s:            {100 * i['idle_worker_core_fraction']:.2f}% of one core   target < 2%")
     print(json.dumps(results, indent=2))
 

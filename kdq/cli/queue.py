@@ -76,25 +76,40 @@ def _epoch(exp: Experiment) -> str:
 
 
 def check_students(specs: list) -> None:
-    """timm/torchvision students must exist and fit the size limit: checked now, not after a GPU hour."""
+    """timm/torchvision students must exist and fit the size limit: checked now, not after a GPU hour.
+
+    Verdicts are remembered per library version in ``$KDQ_HOME/cache/students.json``, so queueing
+    known students again does not even import torch.
+    """
+    from importlib.metadata import version
+
+    from kdq import runfolder
     from kdq.spec import SpecError
 
-    verdicts: dict[tuple[str, str], str | None] = {}
+    cache_file = get_settings().cache_dir / "students.json"
+    known: dict = runfolder.read_json(cache_file) or {}
+    verdicts: dict[str, str | None] = {}
     problems = []
     for path, spec in specs:
-        key = (spec.student.library, spec.student.name)
-        if spec.student.library == "kdq":
+        lib = spec.student.library
+        if lib == "kdq":
             continue  # the spec itself knows kdq's students
+        key = f"{lib}=={version(lib)}:{spec.student.name}"
         if key not in verdicts:
-            from kdq.train.students import StudentError, preflight
+            if key in known:
+                verdicts[key] = known[key]
+            else:
+                from kdq.train.students import StudentError, preflight
 
-            try:
-                preflight(spec.student)
-                verdicts[key] = None
-            except StudentError as exc:
-                verdicts[key] = str(exc)
+                try:
+                    preflight(spec.student)
+                    verdicts[key] = None
+                except StudentError as exc:
+                    verdicts[key] = str(exc)
         if verdicts[key]:
             problems.append(f"{path}: {verdicts[key]}")
+    if verdicts.keys() - known.keys():
+        runfolder.write_json(cache_file, {**known, **verdicts})
     if problems:
         raise SpecError(sorted(set(problems), key=problems.index))
 

@@ -66,7 +66,7 @@ def test_too_large_students_fail_before_training():
 
 def test_preflight_checks_names_and_sizes_without_training():
     assert students.preflight(StudentSpec(library="torchvision", name="shufflenet_v2_x1_0")) < 6
-    assert students.preflight(StudentSpec(library="timm", name="mobileone_s0")) < 5  # fused size counts
+    assert students.preflight(StudentSpec(library="timm", name="mobileone_s0")) < 23  # an upper bound: unfused
     with pytest.raises(students.StudentError, match="over the"):
         students.preflight(StudentSpec(library="torchvision", name="resnet50"))
     with pytest.raises(students.StudentError, match="not a timm model"):
