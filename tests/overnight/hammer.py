@@ -1,0 +1,48 @@
+"""One user at the keyboard, very fast: round after round of ``kdq enqueue``, ``status``, ``cancel``,
+``show``, ``retry`` against the ``KDQ_HOME`` in the environment, each command's outcome written as a
+JSON line. Run as a process beside a worker (test_concurrency.py starts two).
+
+    python tests/overnight/hammer.py SPEC ROUNDS FIRST_SEED OUT.jsonl
+
+Each round queues one new experiment (seed FIRST_SEED + round) and then works only on it, so what
+each command should have done can be checked from this file alone. Not collected by pytest.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from kdq.cli.main import app
+
+
+def main(spec: str, rounds: int, first_seed: int, out: Path) -> None:
+    runner = CliRunner()
+    with out.open("w") as f:
+
+        def run(*args, exp: int | None = None):
+            started = time.time()
+            result = runner.invoke(app, [str(a) for a in args])
+            f.write(json.dumps({"op": args[0], "args": [str(a) for a in args], "exp": exp, "exit": result.exit_code,
+                                "out": result.output, "t0": started, "t1": time.time(),
+                                "exception": repr(result.exception) if result.exit_code not in (0, 1) else None}) + "\n")
+            return result
+
+        for k in range(rounds):
+            queued = run("enqueue", spec, "--set", f"train.seed={first_seed + k}", "--json")
+            exp = json.loads(queued.output)[0]["id"]
+            run("status", "--json", exp=exp)
+            run("cancel", exp, exp=exp)
+            run("show", exp, "--json", exp=exp)
+            run("retry", exp, exp=exp)
+            run("cancel", exp, exp=exp)
+            run("retry", exp, exp=exp)
+            run("cancel", exp, exp=exp)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))
