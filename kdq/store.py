@@ -17,7 +17,7 @@ import sqlite3
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -27,6 +27,7 @@ from kdq.spec import ExperimentSpec
 from kdq.stages import LIVE, RETRYABLE, Stage, check_move
 
 BUSY_TIMEOUT_S = 60
+JSON_FIELDS = ("handle", "progress", "metrics")
 
 
 # ---------------------------------------------------------------- schema and migrations
@@ -141,34 +142,13 @@ class Experiment:
 
     @classmethod
     def from_row(cls, row: dict) -> "Experiment":
-        loads = lambda v: json.loads(v) if v else None  # noqa: E731
-        return cls(
-            id=row["id"],
-            name=row["name"],
-            stage=Stage(row["stage"]),
-            backend=row["backend"],
-            attempt=row["attempt"],
-            spec_hash=row["spec_hash"],
-            spec_json=row["spec"],
-            source=row["source"],
-            priority=row["priority"] or 0,
-            run_id=row["run_id"],
-            handle=loads(row["handle"]),
-            progress=loads(row["progress"]),
-            metrics=loads(row["metrics"]),
-            val_f1=row["val_f1"],
-            teacher_f1=row["teacher_f1"],
-            artifacts=row["artifacts"],
-            error=row["error"],
-            cancel_requested=bool(row["cancel_requested"]),
-            submit_requested=bool(row["submit_requested"]),
-            server_attempt=row["server_attempt"],
-            server_score=row["server_score"],
-            server_rank=row["server_rank"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            next_check_at=row["next_check_at"],
-        )
+        values = {f.name: row.get(f.name) for f in fields(cls) if f.name != "spec_json"}
+        for key in JSON_FIELDS:
+            values[key] = json.loads(row[key]) if row[key] else None
+        for key in ("cancel_requested", "submit_requested"):
+            values[key] = bool(row[key])
+        values.update(stage=Stage(row["stage"]), priority=row["priority"] or 0, spec_json=row["spec"])
+        return cls(**values)
 
     def summary(self) -> dict[str, Any]:
         """A JSON-able view for ``--json`` output."""
@@ -377,10 +357,8 @@ class Store:
             self._set(db, exp_id, {**fields, "updated_at": time.time()})
 
     @staticmethod
-    def _set(db: sqlite_utils.Database, exp_id: int, fields: dict[str, Any]) -> None:
-        encoded = {
-            k: _dumps(v) if k in ("handle", "progress", "metrics") else v for k, v in fields.items()
-        }
+    def _set(db: sqlite_utils.Database, exp_id: int, values: dict[str, Any]) -> None:
+        encoded = {k: _dumps(v) if k in JSON_FIELDS else v for k, v in values.items()}
         db["experiments"].update(exp_id, encoded)
 
     def event(self, exp_id: int, kind: str, message: str, **data: Any) -> None:
