@@ -16,10 +16,10 @@ demo: install
 	$(BIN)/kdq demo
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "slow or not slow"
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest
 
 clean:
 	rm -rf $(VENV) .kdq
