@@ -47,18 +47,18 @@ def test_a_thousand_commands_beside_the_worker(overnight):
     for proc, _ in procs:
         assert proc.wait(300) == 0, (h.tmp / "hammer0.log").read_text()[-3000:]
     ops = [json.loads(line) for _, out in procs for line in out.read_text().splitlines()]
-    assert len(ops) >= 1000
-    exps = {e.id: e for e in h.wait_finished(120)}
-
     # No command met a lock error or crashed; a retry is refused only while the experiment is live.
     for op in ops:
-        assert "locked" not in op["out"] and op["exception"] is None, op
-        assert op["exit"] == 0 or (op["op"] == "retry" and REFUSED.search(op["out"])), op
+        said = f"kdq {' '.join(op['args'])} exited {op['exit']}: {op['out']} {op['exception'] or ''}"
+        assert "locked" not in op["out"] and op["exception"] is None, said
+        assert op["exit"] == 0 or (op["op"] == "retry" and REFUSED.search(op["out"])), said
+    assert len(ops) >= 1000
+    exps = {e.id: e for e in h.wait_finished(120)}
     log = h.log.read_text()
     assert "locked" not in log and "Traceback" not in log, log[-3000:]
 
     # Every enqueue made exactly one experiment, with its own seed.
-    queued = [json.loads(op["out"])[0]["id"] for op in ops if op["op"] == "enqueue"]
+    queued = [json.loads(op["out"])[0]["id"] for op in ops if op["op"] == "enqueue" and op["exit"] == 0]
     assert sorted(queued) == sorted(exps) and len(set(queued)) == len(queued) == HAMMERS * ROUNDS
     assert len({e.spec.train.seed for e in exps.values()}) == len(exps)
 
