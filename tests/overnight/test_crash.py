@@ -22,9 +22,9 @@ from kdq.stages import PIPELINE, Stage
 
 pytestmark = pytest.mark.slow
 STAGES = ["launching", "training", "fetching", "validating", "submitting", "evaluating"]
-PAUSE_S = 4.0
+PAUSE_S = 3.0
 PAUSES = {"launching": PAUSE_S, "fetching": PAUSE_S, "validating": PAUSE_S}
-EVAL_DELAY_S = 5.0
+EVAL_DELAY_S = 4.0
 ORDER = [str(s) for s in PIPELINE]
 
 
