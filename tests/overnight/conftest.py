@@ -260,6 +260,9 @@ class Overnight:
             launches = [e for e in self.store.events(exp_id) if e["message"].startswith("launched run")]
             assert len(launches) <= 1, "launched twice"
         assert len({self.get(i).server_attempt for i in ids}) == len(ids)
+        log = self.log.read_text(errors="replace")
+        for bad in ("Traceback", "step crashed", "scheduler_crashed", "database is locked"):
+            assert bad not in log, f"{bad!r} in the worker log\n{log[-3000:]}"
 
     def place(self, model: Path, *, stage: Stage = Stage.READY, val_f1: float = 0.5, policy: str = "always",
               name: str | None = None) -> int:
