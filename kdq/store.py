@@ -378,9 +378,17 @@ class Store:
         if exp.stage in (Stage.QUEUED, Stage.READY, Stage.FETCHING, Stage.VALIDATING):
             if self.move(exp_id, exp.stage, Stage.CANCELLED, "cancelled by the user"):
                 return self.get(exp_id)
-        if exp.stage in LIVE:
-            self.update(exp_id, cancel_requested=1)
-            self.event(exp_id, "cancel", "cancel requested")
+        # Flag it only while it is still live: the worker may have finished or failed it since the read above.
+        live = sorted(str(s) for s in LIVE)
+        now = time.time()
+        with self.transaction() as db:
+            cur = db.execute(
+                f"update experiments set cancel_requested = 1, updated_at = ? where id = ? and stage in ({','.join('?' * len(live))})",
+                [now, exp_id, *live],
+            )
+            if cur.rowcount == 1:
+                db["events"].insert({"exp_id": exp_id, "ts": now, "kind": "cancel", "stage": None,
+                                     "message": "cancel requested", "data": None})
         return self.get(exp_id)
 
     def retry(self, exp_id: int) -> Experiment:
