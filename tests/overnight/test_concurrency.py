@@ -22,7 +22,6 @@ from kdq.stages import Stage
 
 from .conftest import HERE, spec_text
 
-pytestmark = pytest.mark.slow
 HAMMERS = 2
 ROUNDS = 63  # 8 commands a round: 2 x 63 x 8 = 1,008 commands
 REFUSED = re.compile(r"only cancelled, failed, skipped can be retried")
@@ -37,6 +36,7 @@ def hammer(h, spec, k: int):
     return proc, out
 
 
+@pytest.mark.slow
 def test_a_thousand_commands_beside_the_worker(overnight):
     h = overnight()
     spec = h.tmp / "absent.toml"
@@ -93,3 +93,28 @@ def test_a_thousand_commands_beside_the_worker(overnight):
         else:
             assert "already failed" in last["out"] and exp.stage is Stage.FAILED, (exp_id, last["out"])
         assert exp.stage in (Stage.CANCELLED, Stage.FAILED)
+
+
+@pytest.mark.parametrize("worker_gets_to", [Stage.LAUNCHING, Stage.FAILED])
+def test_a_cancel_that_loses_the_race_to_the_worker(store, monkeypatch, worker_gets_to):
+    """Between the cancel's read and its write the worker moves the experiment on: a live one is
+    flagged for the worker to stop; a finished one is left alone (no flag, no "cancel requested")."""
+    from kdq.spec import ExperimentSpec
+    from kdq.store import Store
+
+    [exp_id] = store.add([(None, ExperimentSpec(name="raced"))])
+    real_move = Store.move
+
+    def worker_first(self, i, src, dst, *args, **kwargs):
+        if dst is Stage.CANCELLED:  # the worker's own moves land first
+            real_move(self, i, Stage.QUEUED, Stage.LAUNCHING)
+            if worker_gets_to is Stage.FAILED:
+                real_move(self, i, Stage.LAUNCHING, Stage.FAILED, ABSENT, error=ABSENT)
+        return real_move(self, i, src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "move", worker_first)
+    exp = store.request_cancel(exp_id)
+    assert exp.stage is worker_gets_to
+    asked = [e for e in store.events(exp_id) if e["message"] == "cancel requested"]
+    assert exp.cancel_requested is (worker_gets_to is Stage.LAUNCHING)
+    assert len(asked) == (1 if worker_gets_to is Stage.LAUNCHING else 0)
