@@ -77,8 +77,8 @@ def test_sigkill_inside_each_stage(overnight, stage):
 def test_clean_stop_inside_every_stage_in_turn(overnight, sig):
     # Each stage must outlast a graceful stop of the one before and a restart: a long training
     # (epochs of 50 ms), a slow grader, a short stall (a graceful stop waits for the answer).
-    h = harness(overnight, eval_delay_s=12.0, stall_s=4.0)
-    [exp_id] = h.enqueue(1, epochs=150, train_extra="patience = 1000")
+    h = harness(overnight, eval_delay_s=15.0, stall_s=4.0)
+    [exp_id] = h.enqueue(1, epochs=250, train_extra="patience = 1000")
     stopped_in = []
     h.start_worker(pauses=PAUSES)
     h.wait_worker_up()

@@ -90,7 +90,7 @@ def test_every_fault_together_over_full_runs(overnight):
     assert len([f for f in h.server.faults.pending() if f["route"] == "submit" and f["when"] == "after"]) == 3
     h.start_worker()
     h.wait(lambda: h.server.course.submissions, 120, "the first submission")
-    h.server.go_down(6)
+    h.server.go_down(4)
     h.wait(lambda: (h.store.get_meta_json(SERVER) or {}).get("reachable") is False, 30, "the server seen as down")
     h.wait_finished(180)
     check_survived(h, ids, ranks=False)  # a garbage leaderboard page may cost an experiment its rank, no more
