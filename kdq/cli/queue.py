@@ -238,7 +238,8 @@ def status(
             age = heartbeat_age(store)
             exps = store.list() if show_all else _status_experiments(store, False)[0]
             print(json.dumps({"worker_alive": age is not None and age < 30, "worker_heartbeat_age_s": age,
-                              "counts": store.count_by_stage(), "experiments": [e.summary() for e in exps]},
+                              "counts": store.count_by_stage(),
+                              "course_server": store.get_meta_json("course.server"), "experiments": [e.summary() for e in exps]},
                              indent=2, default=str))
             return
         if not watch:

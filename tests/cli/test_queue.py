@@ -63,6 +63,7 @@ def test_status_show_cancel_retry(settings, specs):
     kdq("enqueue", specs / "one.toml")
     status = json.loads(kdq("status", "--json").stdout)
     assert status["worker_alive"] is False and status["counts"] == {"queued": 1}
+    assert status["course_server"] is None  # not contacted yet
     table = kdq("status").stdout
     assert "not running" in table and "one" in table
     shown = json.loads(kdq("show", 1, "--json").stdout)
