@@ -157,6 +157,9 @@ def _follow(store: Store, worker: subprocess.Popen, opts: DemoOptions, console: 
     if not finished():
         console.print(f"[red]not finished after {opts.timeout_s:.0f} s[/red]")
         return 1
+    for e in store.list():
+        if str(e.stage) == "skipped":  # if_better at work: say why, in the scheduler's words
+            console.print(f"{e.id} {e.name}: {store.events(e.id)[-1]['message']}", markup=False, highlight=False)
     failed = [e for e in store.list() if str(e.stage) == "failed"]
     for e in failed:
         console.print(f"[red]{e.id} {e.name} failed:[/red] {e.error}", markup=True, highlight=False)
