@@ -27,7 +27,8 @@ from kdq.backends import Backend, PermanentError, TransientError, get_backend
 from kdq.log import get_logger, redact
 from kdq.settings import Settings
 from kdq.stages import SUBMITTED, TERMINAL, Stage, after_ready
-from kdq.store import Experiment, Store
+from kdq.experiment import Experiment
+from kdq.store import Store
 
 log = get_logger("kdq.steps")
 TRANSIENT_BACKOFF_S = (5, 15, 30, 60, 120, 300)

@@ -17,17 +17,16 @@ import sqlite3
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import sqlite_utils
 
+from kdq.experiment import JSON_FIELDS, Experiment
 from kdq.spec import ExperimentSpec
 from kdq.stages import LIVE, RETRYABLE, Stage, check_move
 
 BUSY_TIMEOUT_S = 60
-JSON_FIELDS = ("handle", "progress", "metrics")
 
 
 # ---------------------------------------------------------------- schema and migrations
@@ -103,74 +102,6 @@ def _m1_initial(db: sqlite_utils.Database) -> None:
 # Append only: a migration, once released, is never edited. The schema version is its index + 1.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial]
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-# ---------------------------------------------------------------- rows
-
-
-@dataclass(frozen=True)
-class Experiment:
-    id: int
-    name: str
-    stage: Stage
-    backend: str
-    attempt: int
-    spec_hash: str
-    spec_json: str
-    source: str | None
-    priority: int
-    run_id: str | None
-    handle: dict | None
-    progress: dict | None
-    metrics: dict | None
-    val_f1: float | None
-    teacher_f1: float | None
-    artifacts: str | None
-    error: str | None
-    cancel_requested: bool
-    submit_requested: bool
-    server_attempt: int | None
-    server_score: float | None
-    server_rank: int | None
-    created_at: float
-    updated_at: float
-    next_check_at: float | None
-
-    @property
-    def spec(self) -> ExperimentSpec:
-        return ExperimentSpec.model_validate_json(self.spec_json)
-
-    @classmethod
-    def from_row(cls, row: dict) -> "Experiment":
-        values = {f.name: row.get(f.name) for f in fields(cls) if f.name != "spec_json"}
-        for key in JSON_FIELDS:
-            values[key] = json.loads(row[key]) if row[key] else None
-        for key in ("cancel_requested", "submit_requested"):
-            values[key] = bool(row[key])
-        values.update(stage=Stage(row["stage"]), priority=row["priority"] or 0, spec_json=row["spec"])
-        return cls(**values)
-
-    def summary(self) -> dict[str, Any]:
-        """A JSON-able view for ``--json`` output."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "stage": str(self.stage),
-            "backend": self.backend,
-            "attempt": self.attempt,
-            "run_id": self.run_id,
-            "val_f1": self.val_f1,
-            "teacher_f1": self.teacher_f1,
-            "server_score": self.server_score,
-            "server_rank": self.server_rank,
-            "server_attempt": self.server_attempt,
-            "progress": self.progress,
-            "error": self.error,
-            "artifacts": self.artifacts,
-            "spec_hash": self.spec_hash,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-        }
 
 
 class DuplicateSpec(ValueError):

@@ -19,9 +19,11 @@ from rich.text import Text
 
 from kdq import log as kdqlog
 from kdq.settings import get_settings
+from kdq.preflight import check_students
 from kdq.spec import SpecError, load_files, parse_overrides
 from kdq.stages import LIVE, Stage
-from kdq.store import DuplicateSpec, Experiment, NotFound, Store
+from kdq.experiment import Experiment
+from kdq.store import DuplicateSpec, NotFound, Store
 
 console = Console()
 err = Console(stderr=True)
@@ -75,45 +77,6 @@ def _epoch(exp: Experiment) -> str:
 # ---------------------------------------------------------------- enqueue
 
 
-def check_students(specs: list) -> None:
-    """timm/torchvision students must exist and fit the size limit: checked now, not after a GPU hour.
-
-    Verdicts are remembered per library version in ``$KDQ_HOME/cache/students.json``, so queueing
-    known students again does not even import torch.
-    """
-    from importlib.metadata import version
-
-    from kdq import runfolder
-    from kdq.spec import SpecError
-
-    cache_file = get_settings().cache_dir / "students.json"
-    known: dict = runfolder.read_json(cache_file) or {}
-    verdicts: dict[str, str | None] = {}
-    problems = []
-    for path, spec in specs:
-        lib = spec.student.library
-        if lib == "kdq":
-            continue  # the spec itself knows kdq's students
-        key = f"{lib}=={version(lib)}:{spec.student.name}"
-        if key not in verdicts:
-            if key in known:
-                verdicts[key] = known[key]
-            else:
-                from kdq.train.students import StudentError, preflight
-
-                try:
-                    preflight(spec.student)
-                    verdicts[key] = None
-                except StudentError as exc:
-                    verdicts[key] = str(exc)
-        if verdicts[key]:
-            problems.append(f"{path}: {verdicts[key]}")
-    if verdicts.keys() - known.keys():
-        runfolder.write_json(cache_file, {**known, **verdicts})
-    if problems:
-        raise SpecError(sorted(set(problems), key=problems.index))
-
-
 def enqueue(
     files: Annotated[list[str], typer.Argument(help="Spec files (TOML); globs are expanded.")],
     set_: Annotated[list[str], typer.Option("--set", help="Override a field: --set distill.temperature=4")] = [],  # noqa: B006
@@ -131,7 +94,7 @@ def enqueue(
         paths.extend(matches)
     try:
         specs = load_files(paths, parse_overrides(set_))
-        check_students(specs)
+        check_students(specs, get_settings().cache_dir)
     except SpecError as exc:
         for line in exc.problems:
             err.print(Text("error: ", style="red") + Text(line), highlight=False, soft_wrap=True)

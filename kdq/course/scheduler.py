@@ -34,7 +34,8 @@ from kdq.course.models import Attempt, LeaderboardRow
 from kdq.course.policy import Candidate, live_submission, plan
 from kdq.log import get_logger, redact
 from kdq.stages import Stage
-from kdq.store import Experiment, Store
+from kdq.experiment import Experiment
+from kdq.store import Store
 
 log = get_logger("kdq.course.scheduler")
 

@@ -27,7 +27,8 @@ from typing import Any, Callable
 import pytest
 
 from kdq.stages import TERMINAL, Stage
-from kdq.store import Experiment, Store
+from kdq.experiment import Experiment
+from kdq.store import Store
 
 HERE = Path(__file__).resolve().parent
 TEAM = "Overnight Owls"
