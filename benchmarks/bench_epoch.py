@@ -32,10 +32,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from kdq.grader import MEAN as IMAGENET_MEAN
+from kdq.grader import STD as IMAGENET_STD
 from kdq.spec import ExperimentSpec
 from kdq.synth import synth
 from kdq.train import data, students, teacher
-from kdq.train.augment import IMAGENET_MEAN, IMAGENET_STD
 from kdq.train.loop import run
 
 STUDENT = {"library": "torchvision", "name": "shufflenet_v2_x1_0"}
@@ -77,7 +78,9 @@ def starter_epochs(data_dir: Path, epochs: int, workers: int, batch: int) -> tup
     train_tf = T.Compose([T.Resize((224, 224)), T.RandomHorizontalFlip(), T.ToTensor(), norm])
     val_tf = T.Compose([T.Resize((224, 224)), T.ToTensor(), norm])
     pick = lambda idx, tf: Folder(ds.root, [ds.files[i] for i in idx], [ds.labels[i] for i in idx], tf)  # noqa: E731
-    train_dl = torch.utils.data.DataLoader(pick(tr, train_tf), batch_size=batch, shuffle=True, num_workers=workers)
+    train_dl = torch.utils.data.DataLoader(
+        pick(tr, train_tf), batch_size=batch, shuffle=True, num_workers=workers
+    )
     val_dl = torch.utils.data.DataLoader(pick(va, val_tf), batch_size=batch, num_workers=workers)
 
     vision = teacher.load(TEACHER, torch.device("cpu")).model.vision_model.eval()
@@ -111,7 +114,9 @@ def starter_epochs(data_dir: Path, epochs: int, workers: int, batch: int) -> tup
 # ---------------------------------------------------------------- kdq's way
 
 
-def kdq_epochs(data_dir: Path, epochs: int, views: int, batch: int, work: Path) -> tuple[list[float], list[float], dict]:
+def kdq_epochs(
+    data_dir: Path, epochs: int, views: int, batch: int, work: Path
+) -> tuple[list[float], list[float], dict]:
     cache = work / "cache"
     t0 = time.perf_counter()
     ds = data.load(data_dir, cache, decode_size=256)
@@ -122,12 +127,22 @@ def kdq_epochs(data_dir: Path, epochs: int, views: int, batch: int, work: Path) 
     t0 = time.perf_counter()
     teacher.embeddings(t, ds.images, ds.fingerprint, views, cache)
     embed_s = time.perf_counter() - t0
-    spec = ExperimentSpec.model_validate({
-        "name": "bench", "student": STUDENT, "teacher": {"model": TEACHER, "views": views},
-        "distill": {"loss": "hinton", "temperature": 4.0, "alpha": 0.3},
-        "train": {"epochs": epochs, "batch_size": batch, "image_size": 224, "device": "cpu", "patience": None},
-        "data": {"decode_size": 256},
-    })
+    spec = ExperimentSpec.model_validate(
+        {
+            "name": "bench",
+            "student": STUDENT,
+            "teacher": {"model": TEACHER, "views": views},
+            "distill": {"loss": "hinton", "temperature": 4.0, "alpha": 0.3},
+            "train": {
+                "epochs": epochs,
+                "batch_size": batch,
+                "image_size": 224,
+                "device": "cpu",
+                "patience": None,
+            },
+            "data": {"decode_size": 256},
+        }
+    )
     marks = []  # CPU time at the end of every epoch (the first epoch's start is not observable)
     run(spec, work / "run", data_dir, cache, on_epoch=lambda e: marks.append(cpu_seconds()))
     with open(work / "run" / "history.csv") as f:
@@ -139,7 +154,9 @@ def kdq_epochs(data_dir: Path, epochs: int, views: int, batch: int, work: Path) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-class", type=int, default=8, help="mean images per class (real imbalance kept)")
-    ap.add_argument("--epochs", type=int, default=3, help="starter epochs (kdq runs twice as many: they are cheap)")
+    ap.add_argument(
+        "--epochs", type=int, default=3, help="starter epochs (kdq runs twice as many: they are cheap)"
+    )
     ap.add_argument("--views", type=int, default=2, help="teacher views per image in kdq's cache")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the starter loop")
@@ -150,8 +167,11 @@ def main() -> None:
         work = Path(tmp)
         man = synth(work / "data", per_class=args.per_class, seed=0, size_range=(300, 700))
         n = len(man.images)
-        print(f"{n} images (300-700 px), student {STUDENT['name']} at 224, teacher {TEACHER}, "
-              f"{args.threads} threads", flush=True)
+        print(
+            f"{n} images (300-700 px), student {STUDENT['name']} at 224, teacher {TEACHER}, "
+            f"{args.threads} threads",
+            flush=True,
+        )
         print("kdq loop:", flush=True)
         kdq, kdq_cpu, once = kdq_epochs(work / "data", 2 * args.epochs, args.views, args.batch, work)
         print("starter loop:", flush=True)
@@ -169,14 +189,29 @@ def main() -> None:
     print(f"{'  fastest':34}{s_min:10.2f}{k_min:10.2f}{s_min / k_min:7.1f}x")
     print(f"{'CPU seconds per epoch (median)':34}{s_cpu:10.2f}{k_cpu:10.2f}{s_cpu / k_cpu:7.1f}x")
     print(f"{'images per second (median)':34}{n / s_med:10.1f}{n / k_med:10.1f}")
-    print(f"one-off kdq cost: decode {once['decode_s']:.1f} s + teacher load {once['teacher_load_s']:.1f} s + "
-          f"teacher embeddings ({args.views} views + plain) {once['teacher_embed_s']:.1f} s = {one_off:.1f} s; "
-          f"paid back after {payoff:.1f} epochs (median times), and shared by every later experiment")
-    print(json.dumps({"images": n, "threads": args.threads, "starter_epochs_s": [round(x, 2) for x in start],
-                      "kdq_epochs_s": kdq, "starter_cpu_s": [round(x, 2) for x in start_cpu],
-                      "kdq_cpu_s": [round(x, 2) for x in kdq_cpu], "speedup_median": s_med / k_med,
-                      "speedup_fastest": s_min / k_min, "speedup_cpu": s_cpu / k_cpu,
-                      **once, "payoff_epochs": payoff}))
+    print(
+        f"one-off kdq cost: decode {once['decode_s']:.1f} s + teacher load {once['teacher_load_s']:.1f} s + "
+        f"teacher embeddings ({args.views} views + plain) {once['teacher_embed_s']:.1f} s = {one_off:.1f} s; "
+        f"paid back after {payoff:.1f} epochs (median times), and shared by every later experiment"
+    )
+    print(
+        json.dumps(
+            {
+                "images": n,
+                "threads": args.threads,
+                "starter_epochs_s": [round(x, 2) for x in start],
+                "kdq_epochs_s": kdq,
+                "starter_cpu_s": [round(x, 2) for x in start_cpu],
+                "kdq_cpu_s": [round(x, 2) for x in kdq_cpu],
+                "speedup_median": s_med / k_med,
+                "speedup_fastest": s_min / k_min,
+                "speedup_cpu": s_cpu / k_cpu,
+                **once,
+                "payoff_epochs": payoff,
+            }
+        )
+    )
+
 
 if __name__ == "__main__":
     main()

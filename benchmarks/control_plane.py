@@ -46,8 +46,10 @@ def fill(home: Path, n: int) -> None:
         ids = store.add([(None, ExperimentSpec(name=f"exp-{i}", train={"seed": i})) for i in range(n)])
         with store.transaction() as db:
             for i, stage in zip(ids, stages):
-                db.execute("update experiments set stage = ?, val_f1 = ?, progress = ? where id = ?",
-                           [stage, rng.random(), json.dumps({"epoch": 3, "epochs": 30}), i])
+                db.execute(
+                    "update experiments set stage = ?, val_f1 = ?, progress = ? where id = ?",
+                    [stage, rng.random(), json.dumps({"epoch": 3, "epochs": 30}), i],
+                )
 
 
 def bench_status(env: dict, home: Path, repeats: int) -> dict:
@@ -56,27 +58,37 @@ def bench_status(env: dict, home: Path, repeats: int) -> dict:
     table = [run_kdq(env, "status") for _ in range(repeats)]
     as_json = [run_kdq(env, "status", "--json") for _ in range(repeats)]
     startup = [run_kdq(env, "--help") for _ in range(repeats)]
-    return {"status_s": statistics.median(table), "status_json_s": statistics.median(as_json),
-            "cli_startup_s": statistics.median(startup), "target_s": 0.5}
+    return {
+        "status_s": statistics.median(table),
+        "status_json_s": statistics.median(as_json),
+        "cli_startup_s": statistics.median(startup),
+        "target_s": 0.5,
+    }
 
 
 def bench_enqueue(env: dict, tmp: Path) -> dict:
     specs = tmp / "specs"
     specs.mkdir()
     for i in range(200):
-        (specs / f"s{i:03d}.toml").write_text(f'[train]\nseed = {i}\n[teacher]\nkind = "none"\n[distill]\nloss = "ce"\n')
+        (specs / f"s{i:03d}.toml").write_text(
+            f'[train]\nseed = {i}\n[teacher]\nkind = "none"\n[distill]\nloss = "ce"\n'
+        )
     cold = run_kdq(env, "enqueue", str(specs / "*.toml"))  # checks the student: imports torch once
     warm = run_kdq(env, "enqueue", str(specs / "*.toml"), "--force")  # the student's verdict is remembered
     return {"enqueue_200_s": cold, "enqueue_200_warm_s": warm, "target_s": 5.0}
 
 
 def bench_idle_worker(env: dict, seconds: float) -> dict:
-    proc = subprocess.Popen([*KDQ, "worker", "--log-json"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*KDQ, "worker", "--log-json"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         time.sleep(5)  # start-up (imports, first reconcile) is not idleness
+
         def cpu() -> float:
             fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
             return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
         c0, t0 = cpu(), time.perf_counter()
         time.sleep(seconds)
         used = cpu() - c0
@@ -105,11 +117,17 @@ def main() -> None:
             else:
                 results["idle"] = bench_idle_worker(env, args.idle)
     s, e, i = results["status"], results["enqueue"], results["idle"]
-    print(f"kdq status, 1,000 experiments:      {s['status_s']:.3f} s (json {s['status_json_s']:.3f} s; "
-          f"bare CLI start-up {s['cli_startup_s']:.3f} s)   target < 0.5 s")
-    print(f"kdq enqueue, 200 spec files:        {e['enqueue_200_s']:.3f} s first time, "
-          f"{e['enqueue_200_warm_s']:.3f} s with the student known   target < 5 s")
-    print(f"idle worker over {i['window_s']:.0f} s:            {100 * i['idle_worker_core_fraction']:.2f}% of one core   target < 2%")
+    print(
+        f"kdq status, 1,000 experiments:      {s['status_s']:.3f} s (json {s['status_json_s']:.3f} s; "
+        f"bare CLI start-up {s['cli_startup_s']:.3f} s)   target < 0.5 s"
+    )
+    print(
+        f"kdq enqueue, 200 spec files:        {e['enqueue_200_s']:.3f} s first time, "
+        f"{e['enqueue_200_warm_s']:.3f} s with the student known   target < 5 s"
+    )
+    print(
+        f"idle worker over {i['window_s']:.0f} s:            {100 * i['idle_worker_core_fraction']:.2f}% of one core   target < 2%"
+    )
     print(json.dumps(results, indent=2))
 
 

@@ -20,7 +20,11 @@ import torch
 from kdq.spec import StudentSpec
 from kdq.train import augment, losses, students, teacher
 
-STUDENTS = [("torchvision", "shufflenet_v2_x1_0"), ("timm", "mobilenetv4_conv_small"), ("timm", "efficientnet_b0")]
+STUDENTS = [
+    ("torchvision", "shufflenet_v2_x1_0"),
+    ("timm", "mobilenetv4_conv_small"),
+    ("timm", "efficientnet_b0"),
+]
 
 
 def sync(device: torch.device) -> None:
@@ -33,7 +37,9 @@ def student_rate(library: str, name: str, device: torch.device, batch: int, size
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    images = torch.randint(0, 256, (batch * 4, 3, size + size // 7, size + size // 7), dtype=torch.uint8, device=device)
+    images = torch.randint(
+        0, 256, (batch * 4, 3, size + size // 7, size + size // 7), dtype=torch.uint8, device=device
+    )
     labels = torch.randint(0, 10, (batch * 4,), device=device)
     t_logits = torch.randn(batch * 4, 10, device=device)
     gen = torch.Generator().manual_seed(0)
@@ -86,14 +92,27 @@ def main() -> None:
     else:
         if device.type != "cuda":
             raise SystemExit("no CUDA device: run with --smoke on a CPU")
-        batch, tbatch, steps, size, tname = args.batch, args.teacher_batch, args.steps, 224, "random-so400m-448"
+        batch, tbatch, steps, size, tname = (
+            args.batch,
+            args.teacher_batch,
+            args.steps,
+            224,
+            "random-so400m-448",
+        )
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
-    out = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-           "torch": torch.__version__, "smoke": args.smoke, "student_batch": batch, "image_size": size,
-           "students_images_per_s": {}}
+    out = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "smoke": args.smoke,
+        "student_batch": batch,
+        "image_size": size,
+        "students_images_per_s": {},
+    }
     for library, name in STUDENTS:
-        out["students_images_per_s"][f"{library}/{name}"] = round(student_rate(library, name, device, batch, size, steps), 1)
+        out["students_images_per_s"][f"{library}/{name}"] = round(
+            student_rate(library, name, device, batch, size, steps), 1
+        )
         if device.type == "cuda":
             torch.cuda.empty_cache()
     rate, dim = teacher_rate(tname, device, tbatch, steps)

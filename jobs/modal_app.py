@@ -57,11 +57,13 @@ PACKAGES = [
 image = (
     modal.Image.debian_slim(python_version=PYTHON)
     .uv_pip_install(*PACKAGES)
-    .env({
-        "HF_HOME": f"{remote.MOUNT}/{remote.CACHE}/huggingface",  # teacher weights downloaded once
-        "TORCH_HOME": f"{remote.MOUNT}/{remote.CACHE}/torch",
-        "PYTHONUNBUFFERED": "1",
-    })
+    .env(
+        {
+            "HF_HOME": f"{remote.MOUNT}/{remote.CACHE}/huggingface",  # teacher weights downloaded once
+            "TORCH_HOME": f"{remote.MOUNT}/{remote.CACHE}/torch",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     .add_local_python_source("kdq", "jobs")
 )
 volume = modal.Volume.from_name(settings.modal_volume, create_if_missing=True)
@@ -82,7 +84,10 @@ app = modal.App(settings.modal_app, image=image, include_source=False)
 def train(run_id: str, dataset: str) -> dict:
     """Train run folder ``runs/<run_id>`` on the Volume; returns a plain dict (see modal_remote)."""
     return remote.run_training(
-        Path(remote.MOUNT), run_id, dataset,
+        Path(remote.MOUNT),
+        run_id,
+        dataset,
         call_id=modal.current_function_call_id() or "unknown",
-        commit=volume.commit, reload=volume.reload,
+        commit=volume.commit,
+        reload=volume.reload,
     )

@@ -19,6 +19,7 @@ from kdq.settings import get_settings
 from kdq.stages import Stage
 from kdq.store import Store
 
+
 def make_huey(settings) -> SqliteHuey:
     settings.root.mkdir(parents=True, exist_ok=True)
     return SqliteHuey("kdq", filename=str(settings.queue_path), timeout=30, results=False)

@@ -20,13 +20,28 @@ def _heartbeat(settings, stop: threading.Event, started_at: float) -> None:
     with Store.open(settings) as store:
         while not stop.is_set():
             try:
-                store.set_meta("worker", {"pid": os.getpid(), "host": socket.gethostname(),
-                                          "started_at": started_at, "ts": time.time()})
+                store.set_meta(
+                    "worker",
+                    {
+                        "pid": os.getpid(),
+                        "host": socket.gethostname(),
+                        "started_at": started_at,
+                        "ts": time.time(),
+                    },
+                )
             except Exception as exc:  # the heartbeat must never take the worker down
                 log.warning("heartbeat failed", error=repr(exc))
             stop.wait(settings.heartbeat_s)
-        store.set_meta("worker", {"pid": os.getpid(), "host": socket.gethostname(),
-                                  "started_at": started_at, "ts": time.time(), "stopped_at": time.time()})
+        store.set_meta(
+            "worker",
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started_at": started_at,
+                "ts": time.time(),
+                "stopped_at": time.time(),
+            },
+        )
 
 
 def run() -> None:
@@ -40,14 +55,21 @@ def run() -> None:
     if flushed:
         log.info("cleared locks left by a previous worker", locks=sorted(flushed))
     stop = threading.Event()
-    beat = threading.Thread(target=_heartbeat, args=(settings, stop, time.time()), daemon=True, name="heartbeat")
+    beat = threading.Thread(
+        target=_heartbeat, args=(settings, stop, time.time()), daemon=True, name="heartbeat"
+    )
     beat.start()
     ids = tasks.redrive(grace_s=-1e9)  # at start, look at every live experiment once
     tasks.submissions()  # and let the scheduler look at the server
     log.info("worker started", home=str(settings.root), live=len(ids), threads=settings.worker_threads)
     consumer = tasks.huey.create_consumer(
-        workers=settings.worker_threads, worker_type="thread", periodic=True,
-        initial_delay=0.1, backoff=1.15, max_delay=2.0, check_worker_health=True,
+        workers=settings.worker_threads,
+        worker_type="thread",
+        periodic=True,
+        initial_delay=0.1,
+        backoff=1.15,
+        max_delay=2.0,
+        check_worker_health=True,
     )
     try:
         consumer.run()

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import fnmatch
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from kdq import plots
 from kdq.report import flatten, render, write_page
@@ -28,19 +29,30 @@ def _matches(name: str, pattern: str) -> bool:
     return pattern.lower() in name.lower()
 
 
-def select(rows: Iterable[dict], *, stage: Iterable[str] = (), name: str | None = None, backend: str | None = None,
-           min_f1: float | None = None, sort: str | None = None, descending: bool = True,
-           limit: int | None = None) -> list[dict]:
+def select(
+    rows: Iterable[dict],
+    *,
+    stage: Iterable[str] = (),
+    name: str | None = None,
+    backend: str | None = None,
+    min_f1: float | None = None,
+    sort: str | None = None,
+    descending: bool = True,
+    limit: int | None = None,
+) -> list[dict]:
     """Filter result rows (dicts with id, name, stage, backend, val_f1, ...), sort them, keep the first ``limit``.
 
     Rows without a value in the sort column go last in either direction.
     """
     stages = set(stage)
-    out = [r for r in rows
-           if (not stages or r.get("stage") in stages)
-           and (name is None or _matches(str(r.get("name", "")), name))
-           and (backend is None or r.get("backend") == backend)
-           and (min_f1 is None or (r.get("val_f1") is not None and r["val_f1"] >= min_f1))]
+    out = [
+        r
+        for r in rows
+        if (not stages or r.get("stage") in stages)
+        and (name is None or _matches(str(r.get("name", "")), name))
+        and (backend is None or r.get("backend") == backend)
+        and (min_f1 is None or (r.get("val_f1") is not None and r["val_f1"] >= min_f1))
+    ]
     if sort:
         present = [r for r in out if r.get(sort) is not None]
         missing = [r for r in out if r.get(sort) is None]
@@ -51,8 +63,11 @@ def select(rows: Iterable[dict], *, stage: Iterable[str] = (), name: str | None 
 
 def trust_points(rows: Iterable[dict]) -> list[tuple[str, float, float]]:
     """(label, local val macro-F1, server score) for every submitted experiment with both numbers."""
-    return [(f"{r['id']}: {r['name']}", r["val_f1"], r["server_score"]) for r in rows
-            if r.get("val_f1") is not None and r.get("server_score") is not None]
+    return [
+        (f"{r['id']}: {r['name']}", r["val_f1"], r["server_score"])
+        for r in rows
+        if r.get("val_f1") is not None and r.get("server_score") is not None
+    ]
 
 
 # ---------------------------------------------------------------- specs and metrics side by side
@@ -65,7 +80,16 @@ def spec_diff(spec_jsons: list[str]) -> dict[str, list[Any]]:
     return {k: [f.get(k) for f in flat] for k in keys if len({json.dumps(f.get(k)) for f in flat}) > 1}
 
 
-METRICS = ("val_f1", "val_acc", "teacher_probe_f1", "model_mb", "params", "best_epoch", "epochs_run", "seconds")
+METRICS = (
+    "val_f1",
+    "val_acc",
+    "teacher_probe_f1",
+    "model_mb",
+    "params",
+    "best_epoch",
+    "epochs_run",
+    "seconds",
+)
 
 
 def side_by_side(exps: list) -> dict[str, list[Any]]:
@@ -120,6 +144,13 @@ def write_compare_report(exps: list, all_rows: list[dict], out_dir: Path) -> Pat
         plots.per_class_f1(per_class, out_dir / "per_class_f1.png")
     points = trust_points(all_rows)
     plots.local_vs_server(points, out_dir / "local_vs_server.png")
-    html = render(PAGE, title="Comparison of " + ", ".join(str(e.id) for e in exps), exps=exps,
-                  diff=spec_diff([e.spec_json for e in exps]), table=table, per_class=bool(per_class), points=points)
+    html = render(
+        PAGE,
+        title="Comparison of " + ", ".join(str(e.id) for e in exps),
+        exps=exps,
+        diff=spec_diff([e.spec_json for e in exps]),
+        table=table,
+        per_class=bool(per_class),
+        points=points,
+    )
     return write_page(out_dir, html)

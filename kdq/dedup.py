@@ -15,14 +15,15 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 
-def near_pairs(bits: np.ndarray, colour: np.ndarray, near_bits: int, near_colour: float,
-               block: int = 2048) -> list[tuple[int, int]]:
+def near_pairs(
+    bits: np.ndarray, colour: np.ndarray, near_bits: int, near_colour: float, block: int = 2048
+) -> list[tuple[int, int]]:
     """Pairs ``i < j`` whose hashes (rows of 0/1 ``bits``) and colour thumbnails are both close."""
     h = np.asarray(bits, dtype=np.float32)
     flat = np.asarray(colour, dtype=np.float32).reshape(len(h), -1)
     out = []
     for start in range(0, len(h), block):
-        hb = h[start:start + block]
+        hb = h[start : start + block]
         dist = hb @ (1 - h).T + (1 - hb) @ h.T
         for a, j in zip(*np.nonzero(dist <= near_bits)):
             i = start + int(a)
@@ -51,8 +52,9 @@ def group_ids(n: int, pairs: list[tuple[int, int]]) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
-def duplicate_groups(digests: list[str], bits: np.ndarray, colour: np.ndarray,
-                     near_bits: int, near_colour: float) -> np.ndarray:
+def duplicate_groups(
+    digests: list[str], bits: np.ndarray, colour: np.ndarray, near_bits: int, near_colour: float
+) -> np.ndarray:
     """Group id per image: identical bytes or near copies share a group."""
     pairs = exact_pairs(digests) + near_pairs(bits, colour, near_bits, near_colour)
     return group_ids(len(digests), pairs)

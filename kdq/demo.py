@@ -28,7 +28,16 @@ from kdq.store import Store
 
 DEMO_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "demo"
 TEAM = "kdq-demo"
-STATE = ("kdq.db", "kdq.db-wal", "kdq.db-shm", "queue.db", "queue.db-wal", "queue.db-shm", "runs", "artifacts")
+STATE = (
+    "kdq.db",
+    "kdq.db-wal",
+    "kdq.db-shm",
+    "queue.db",
+    "queue.db-wal",
+    "queue.db-shm",
+    "runs",
+    "artifacts",
+)
 
 
 @dataclass
@@ -97,15 +106,28 @@ def run(opts: DemoOptions, console: Console) -> int:
     console.print(f"data: {train} (training), {test} (the stand-in server's hidden test set)")
 
     token = secrets.token_hex(16)  # made at run time, never stored in the repository
-    server = FakeServer(teams={TEAM: token}, data_dir=test, submit_interval_s=opts.submit_interval_s,
-                        status_interval_s=opts.status_interval_s)
+    server = FakeServer(
+        teams={TEAM: token},
+        data_dir=test,
+        submit_interval_s=opts.submit_interval_s,
+        status_interval_s=opts.status_interval_s,
+    )
     server.start()
     env = worker_env(home, server.url, token, opts)
-    os.environ.update({k: env[k] for k in env if k.startswith("KDQ_")})  # this process reads the same settings
+    os.environ.update(
+        {k: env[k] for k in env if k.startswith("KDQ_")}
+    )  # this process reads the same settings
     log = open(home / "worker.log", "ab")
-    worker = subprocess.Popen([sys.executable, "-c", "from kdq.cli.main import app; app()", "worker", "--log-json"],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    console.print(f"course-server stand-in: {server.url} · worker pid {worker.pid} (log: {home / 'worker.log'})")
+    worker = subprocess.Popen(
+        [sys.executable, "-c", "from kdq.cli.main import app; app()", "worker", "--log-json"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    console.print(
+        f"course-server stand-in: {server.url} · worker pid {worker.pid} (log: {home / 'worker.log'})"
+    )
     store = Store(home / "kdq.db")
     code = 1
     try:
@@ -139,6 +161,7 @@ def _follow(store: Store, worker: subprocess.Popen, opts: DemoOptions, console: 
     from rich.live import Live
 
     deadline = time.time() + opts.timeout_s
+
     def finished() -> bool:
         return all(e.stage not in LIVE for e in store.list())
 
@@ -159,7 +182,9 @@ def _follow(store: Store, worker: subprocess.Popen, opts: DemoOptions, console: 
         return 1
     for e in store.list():
         if str(e.stage) == "skipped":  # if_better at work: say why, in the scheduler's words
-            console.print(f"{e.id} {e.name}: {store.events(e.id)[-1]['message']}", markup=False, highlight=False)
+            console.print(
+                f"{e.id} {e.name}: {store.events(e.id)[-1]['message']}", markup=False, highlight=False
+            )
     failed = [e for e in store.list() if str(e.stage) == "failed"]
     for e in failed:
         console.print(f"[red]{e.id} {e.name} failed:[/red] {e.error}", markup=True, highlight=False)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from kdq.log import redact
 
@@ -60,8 +61,12 @@ def check_modal(env: Env) -> Check:
         if isinstance(mapped, PermanentError) and "credentials" in str(mapped):
             return Check("modal", False, "no valid Modal credentials", LOGIN)
         if isinstance(mapped, TransientError):
-            return Check("modal", False, f"Modal unreachable: {exc}", "check the network, then run `kdq doctor` again")
-        return Check("modal", False, f"{type(exc).__name__}: {exc}", "see the message; `modal token new` if unsure")
+            return Check(
+                "modal", False, f"Modal unreachable: {exc}", "check the network, then run `kdq doctor` again"
+            )
+        return Check(
+            "modal", False, f"{type(exc).__name__}: {exc}", "see the message; `modal token new` if unsure"
+        )
     return Check("modal", True, f"credentials work; Volume {env.settings.modal_volume!r} is there")
 
 
@@ -71,7 +76,12 @@ def check_hf(env: Env) -> Check:
 
     token = hf.find_token(env.settings)
     if not token:
-        return Check("huggingface", False, "no Hugging Face token", f"{hf.LOGIN}, then accept {hf.repo_page(hf.TEACHER)}")
+        return Check(
+            "huggingface",
+            False,
+            "no Hugging Face token",
+            f"{hf.LOGIN}, then accept {hf.repo_page(hf.TEACHER)}",
+        )
     try:
         hf.check_access(token, hf.TEACHER, endpoint=env.hf_endpoint)
     except PermanentError as exc:
@@ -108,12 +118,20 @@ def check_dataset(env: Env) -> Check:
         raw = env.gateway.read_file(f"{remote.dataset_path(name)}/{remote.DATASET_MARK}")
     except Exception as exc:  # noqa: BLE001 — Modal itself is the problem: the modal line says what to do
         where = f"found locally at {local}" if local.is_dir() else f"not at {local} either"
-        return Check("dataset", False, f"could not look at the Modal Volume ({type(exc).__name__}); {name!r} {where}",
-                     "fix the modal line first" + ("" if local.is_dir() else f", then run {upload}"))
+        return Check(
+            "dataset",
+            False,
+            f"could not look at the Modal Volume ({type(exc).__name__}); {name!r} {where}",
+            "fix the modal line first" + ("" if local.is_dir() else f", then run {upload}"),
+        )
     if raw is None:
         where = f"locally at {local}" if local.is_dir() else "nowhere"
-        return Check("dataset", False, f"{name!r} is not on the Modal Volume (found {where})",
-                     f"run {upload} with PATH the unzipped course dataset")
+        return Check(
+            "dataset",
+            False,
+            f"{name!r} is not on the Modal Volume (found {where})",
+            f"run {upload} with PATH the unzipped course dataset",
+        )
     import json
 
     mark = json.loads(raw)
@@ -123,7 +141,9 @@ def check_dataset(env: Env) -> Check:
 
         count = len(dataset_files(local))
         if count != mark.get("files"):
-            return Check("dataset", False, f"{detail}; {local} has {count} files", f"run {upload} to refresh it")
+            return Check(
+                "dataset", False, f"{detail}; {local} has {count} files", f"run {upload} to refresh it"
+            )
         detail += f"; {local} matches"
     return Check("dataset", True, detail)
 
@@ -136,12 +156,20 @@ def check_deployed(env: Env) -> Check:
         seen = store.get_meta_json(DEPLOY_META) or {}
     current = code_fingerprint(env.settings)
     if not seen:
-        return Check("modal app", False, "never deployed from this machine",
-                     "run `kdq modal deploy` (the worker also deploys before its first Modal launch)")
+        return Check(
+            "modal app",
+            False,
+            "never deployed from this machine",
+            "run `kdq modal deploy` (the worker also deploys before its first Modal launch)",
+        )
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(seen.get("at", 0)))
     if seen.get("fingerprint") != current or seen.get("app") != env.settings.modal_app:
-        return Check("modal app", False, f"deployed {when}, but the code changed since",
-                     "run `kdq modal deploy` (the worker redeploys by itself before its next launch)")
+        return Check(
+            "modal app",
+            False,
+            f"deployed {when}, but the code changed since",
+            "run `kdq modal deploy` (the worker redeploys by itself before its next launch)",
+        )
     return Check("modal app", True, f"{seen['app']!r} deployed {when}, code {current} is current")
 
 
@@ -154,8 +182,12 @@ def check_worker(env: Env) -> Check:
     if age is None:
         return Check("worker", False, "no worker is running", "start one: `kdq worker` (leave it running)")
     if age > 3 * env.settings.heartbeat_s + 5:
-        return Check("worker", False, f"last heartbeat {age:.0f} s ago: it hangs or died",
-                     "stop it and start `kdq worker` again")
+        return Check(
+            "worker",
+            False,
+            f"last heartbeat {age:.0f} s ago: it hangs or died",
+            "stop it and start `kdq worker` again",
+        )
     return Check("worker", True, f"alive (heartbeat {age:.0f} s ago)")
 
 
@@ -164,8 +196,12 @@ def check_disk(env: Env) -> Check:
     root.mkdir(parents=True, exist_ok=True)
     free_gb = shutil.disk_usage(root).free / 1e9
     if free_gb < MIN_FREE_GB:
-        return Check("disk", False, f"{free_gb:.1f} GB free under {root}",
-                     f"free at least {MIN_FREE_GB:.0f} GB (old artifacts live in {env.settings.artifacts_dir})")
+        return Check(
+            "disk",
+            False,
+            f"{free_gb:.1f} GB free under {root}",
+            f"free at least {MIN_FREE_GB:.0f} GB (old artifacts live in {env.settings.artifacts_dir})",
+        )
     return Check("disk", True, f"{free_gb:.0f} GB free under {root}")
 
 
@@ -190,22 +226,33 @@ def _guarded(name: str, fn: Callable[[Env], Check], env: Env) -> Check:
         return Check(name, False, f"the check itself failed: {type(exc).__name__}: {exc}", "see the message")
 
 
-def run_checks(env: Env, checks: dict[str, Callable[[Env], Check]] = CHECKS,
-               timeout_s: float = TIMEOUT_S) -> list[Check]:
+def run_checks(
+    env: Env, checks: dict[str, Callable[[Env], Check]] = CHECKS, timeout_s: float = TIMEOUT_S
+) -> list[Check]:
     """Every check at once; each gets ``timeout_s`` (counted from the start), results in ``checks`` order."""
     results: dict[str, Check] = {}
     threads = []
     for name, fn in checks.items():
-        t = threading.Thread(target=lambda n=name, f=fn: results.__setitem__(n, _guarded(n, f, env)),
-                             daemon=True, name=f"doctor-{name}")
+        t = threading.Thread(
+            target=lambda n=name, f=fn: results.__setitem__(n, _guarded(n, f, env)),
+            daemon=True,
+            name=f"doctor-{name}",
+        )
         t.start()
         threads.append((name, t))
     deadline = time.monotonic() + timeout_s
     out = []
     for name, t in threads:
         t.join(max(0.0, deadline - time.monotonic()))
-        out.append(results.get(name) or Check(name, False, f"no answer within {timeout_s:.0f} s",
-                                              "check the network (and the VPN for the course server)"))
+        out.append(
+            results.get(name)
+            or Check(
+                name,
+                False,
+                f"no answer within {timeout_s:.0f} s",
+                "check the network (and the VPN for the course server)",
+            )
+        )
     return [Check(c.name, c.ok, redact(c.detail), redact(c.fix) if c.fix else None) for c in out]
 
 

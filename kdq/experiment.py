@@ -45,7 +45,7 @@ class Experiment:
         return ExperimentSpec.model_validate_json(self.spec_json)
 
     @classmethod
-    def from_row(cls, row: dict) -> "Experiment":
+    def from_row(cls, row: dict) -> Experiment:
         values = {f.name: row.get(f.name) for f in fields(cls) if f.name != "spec_json"}
         for key in JSON_FIELDS:
             values[key] = json.loads(row[key]) if row[key] else None

@@ -64,12 +64,16 @@ def check_access(token: str, repo: str = TEACHER, *, endpoint: str | None = None
     except HfHubHTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", None)
         if status == 401:
-            raise PermanentError(f"Hugging Face rejected the token (401): {LOGIN} with a valid read token") from None
+            raise PermanentError(
+                f"Hugging Face rejected the token (401): {LOGIN} with a valid read token"
+            ) from None
         if status is not None and status < 500 and status != 429:
             raise PermanentError(f"Hugging Face answered {status} for {repo}: check the model id") from None
         raise TransientError(f"Hugging Face is busy or down ({status}); trying again") from None
     except Exception as exc:  # noqa: BLE001 — connection refused, DNS, timeouts: the network
-        raise TransientError(f"could not reach huggingface.co to check access to {repo} ({type(exc).__name__})") from None
+        raise TransientError(
+            f"could not reach huggingface.co to check access to {repo} ({type(exc).__name__})"
+        ) from None
 
 
 def sync_secret(settings, gateway, token: str) -> bool:

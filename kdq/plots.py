@@ -5,8 +5,8 @@ Each function takes plain data and a path, draws one figure, saves it and closes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -87,7 +87,11 @@ def training_curves(history: list[dict], path: Path) -> Path:
     a.set_xlabel("epoch")
     a.set_title("training loss (per component)")
     a.legend()
-    for name, label in (("val_f1", "val macro-F1"), ("val_acc", "val accuracy"), ("train_acc", "train accuracy")):
+    for name, label in (
+        ("val_f1", "val macro-F1"),
+        ("val_acc", "val accuracy"),
+        ("train_acc", "train accuracy"),
+    ):
         if (vals := col(name)) is not None:
             b.plot(epochs, vals, marker="o", ms=3, label=label, ls="--" if name == "train_acc" else "-")
     b.set_xlabel("epoch")
@@ -109,8 +113,15 @@ def confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Pat
     for i in range(n):
         for j in range(n):
             if m[i, j]:
-                ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if share[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    int(m[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if share[i, j] > 0.5 else "black",
+                )
     labels = [_short(c, 22) for c in classes]
     ax.set_xticks(range(n), labels, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(n), labels, fontsize=8)
@@ -127,7 +138,9 @@ def per_class_f1(series: dict[str, dict[str, float]], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(classes)), 4.2))
     x = np.arange(len(classes))
     for i, (name, vals) in enumerate(series.items()):
-        ax.bar(x + (i - (k - 1) / 2) * width, [vals.get(c) or 0 for c in classes], width, label=_short(name, 30))
+        ax.bar(
+            x + (i - (k - 1) / 2) * width, [vals.get(c) or 0 for c in classes], width, label=_short(name, 30)
+        )
     ax.set_xticks(x, [_short(c, 22) for c in classes], rotation=45, ha="right", fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("F1")
@@ -152,11 +165,18 @@ def local_vs_server(points: list[tuple[str, float, float]], path: Path) -> Path:
             xs = np.linspace(x.min(), x.max(), 2)
             r = np.corrcoef(x, y)[0, 1]
             rank = np.corrcoef(np.argsort(np.argsort(x)), np.argsort(np.argsort(y)))[0, 1]
-            ax.plot(xs, slope * xs + icept, "--", color="grey",
-                    label=f"fit (n = {len(points)}): r = {r:.2f}, rank r = {rank:.2f}")
+            ax.plot(
+                xs,
+                slope * xs + icept,
+                "--",
+                color="grey",
+                label=f"fit (n = {len(points)}): r = {r:.2f}, rank r = {rank:.2f}",
+            )
             ax.legend()
     else:
-        ax.text(0.5, 0.5, "no experiment has a server score yet", ha="center", va="center", transform=ax.transAxes)
+        ax.text(
+            0.5, 0.5, "no experiment has a server score yet", ha="center", va="center", transform=ax.transAxes
+        )
     ax.set_xlabel("local validation macro-F1")
     ax.set_ylabel("server score")
     ax.set_title("local validation vs. the server")
@@ -170,7 +190,12 @@ def metric_bars(names: list[str], metrics: dict[str, list[float | None]], path: 
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(metrics)), 4))
     x = np.arange(len(metrics))
     for i, name in enumerate(names):
-        ax.bar(x + (i - (k - 1) / 2) * width, [(v[i] or 0) for v in metrics.values()], width, label=_short(name, 30))
+        ax.bar(
+            x + (i - (k - 1) / 2) * width,
+            [(v[i] or 0) for v in metrics.values()],
+            width,
+            label=_short(name, 30),
+        )
     ax.set_xticks(x, list(metrics))
     ax.legend(fontsize=8)
     return _save(fig, path)

@@ -43,7 +43,10 @@ def render(template: str, **context: Any) -> str:
     """Render a page template (which ``{% extends "base.html" %}``); every value is HTML-escaped."""
     env = jinja2.Environment(
         loader=jinja2.DictLoader({"base.html": BASE, "page.html": template}),
-        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
     env.filters["num"] = fmt_num
     env.filters["when"] = fmt_time
@@ -114,27 +117,51 @@ def experiment_data(exp, submissions: list[dict], settings=None, events: list[di
     history = read_history(folder)
     teacher_pc = metrics.get("teacher_per_class_f1") or metrics.get("teacher_probe_per_class_f1")
     timings = {
-        "queued": fmt_time(exp.created_at), "last change": fmt_time(exp.updated_at),
+        "queued": fmt_time(exp.created_at),
+        "last change": fmt_time(exp.updated_at),
         "training (s)": metrics.get("seconds") or done.get("seconds"),
         "seconds per epoch (mean)": round(sum(float(r["seconds"]) for r in history) / len(history), 3)
-        if history and all(r.get("seconds") for r in history) else None,
-        "epochs run": metrics.get("epochs_run"), "best epoch": (metrics["best_epoch"] + 1)
-        if isinstance(metrics.get("best_epoch"), int) else None,
+        if history and all(r.get("seconds") for r in history)
+        else None,
+        "epochs run": metrics.get("epochs_run"),
+        "best epoch": (metrics["best_epoch"] + 1) if isinstance(metrics.get("best_epoch"), int) else None,
     }
     return {
-        "id": exp.id, "name": exp.name, "stage": str(exp.stage), "backend": exp.backend, "attempt": exp.attempt,
-        "run_id": exp.run_id, "error": exp.error, "folder": str(folder) if folder else None,
-        "spec": flatten(json.loads(exp.spec_json)), "metrics": metrics, "history": history,
-        "teacher_per_class_f1": teacher_pc, "timings": timings,
+        "id": exp.id,
+        "name": exp.name,
+        "stage": str(exp.stage),
+        "backend": exp.backend,
+        "attempt": exp.attempt,
+        "run_id": exp.run_id,
+        "error": exp.error,
+        "folder": str(folder) if folder else None,
+        "spec": flatten(json.loads(exp.spec_json)),
+        "metrics": metrics,
+        "history": history,
+        "teacher_per_class_f1": teacher_pc,
+        "timings": timings,
         "server": {"score": exp.server_score, "rank": exp.server_rank, "attempt": exp.server_attempt},
         "submissions": submissions,
-        "timeline": [{"time": fmt_time(e["ts"]), "event": e["kind"], "message": e["message"] or ""}
-                     for e in events or []],
+        "timeline": [
+            {"time": fmt_time(e["ts"]), "event": e["kind"], "message": e["message"] or ""}
+            for e in events or []
+        ],
     }
 
 
-SCALARS = ("val_f1", "val_acc", "teacher_probe_f1", "model_mb", "params", "n_train", "n_val", "device",
-           "torch_version", "val_f1_before_bias", "dataset_fingerprint")
+SCALARS = (
+    "val_f1",
+    "val_acc",
+    "teacher_probe_f1",
+    "model_mb",
+    "params",
+    "n_train",
+    "n_val",
+    "device",
+    "torch_version",
+    "val_f1_before_bias",
+    "dataset_fingerprint",
+)
 
 EXPERIMENT_PAGE = """{% extends "base.html" %}{% block body %}
 <p>stage <b>{{ d.stage }}</b> · backend {{ d.backend }} · attempt {{ d.attempt }} · run {{ d.run_id or "" }}</p>
@@ -163,16 +190,30 @@ training, or its artifacts were not fetched.</p>{% endif %}
 <table>{% for k, v in d.spec.items() %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table>
 {% endblock %}"""
 
-SUB_COLS = ("id", "state", "attempt", "server_status", "score", "model_size", "rank", "message", "created", "posted")
+SUB_COLS = (
+    "id",
+    "state",
+    "attempt",
+    "server_status",
+    "score",
+    "model_size",
+    "rank",
+    "message",
+    "created",
+    "posted",
+)
 
 
 def submissions_for(store, exp_id: int) -> list[dict]:
     rows = list(store.db.query("select * from submissions where exp_id = ? order by id", [exp_id]))
-    return [{**r, "created": fmt_time(r.get("created_at")), "posted": fmt_time(r.get("posted_at"))} for r in rows]
+    return [
+        {**r, "created": fmt_time(r.get("created_at")), "posted": fmt_time(r.get("posted_at"))} for r in rows
+    ]
 
 
-def write_experiment_report(exp, out_dir: Path, submissions: list[dict], settings=None,
-                            events: list[dict] | None = None) -> Path:
+def write_experiment_report(
+    exp, out_dir: Path, submissions: list[dict], settings=None, events: list[dict] | None = None
+) -> Path:
     """Write ``out_dir/index.html`` and its figures; returns the page's path."""
     out_dir = Path(out_dir)
     d = experiment_data(exp, submissions, settings, events)
@@ -191,8 +232,14 @@ def write_experiment_report(exp, out_dir: Path, submissions: list[dict], setting
         plots.per_class_f1(series, out_dir / "per_class_f1.png")
         figures["per_class"] = "per_class_f1.png"
     scalars = [(k, m[k]) for k in SCALARS if m.get(k) is not None]
-    html = render(EXPERIMENT_PAGE, title=f"Experiment {exp.id}: {exp.name}", d=d, figures=figures,
-                  scalars=scalars, sub_cols=SUB_COLS)
+    html = render(
+        EXPERIMENT_PAGE,
+        title=f"Experiment {exp.id}: {exp.name}",
+        d=d,
+        figures=figures,
+        scalars=scalars,
+        sub_cols=SUB_COLS,
+    )
     (out_dir / "report.json").parent.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(d, indent=2, default=str))
     return write_page(out_dir, html)

@@ -1,14 +1,14 @@
 """The training contract: what a run folder holds. Every backend writes one; the worker only reads them.
 
-    spec.json       the experiment spec (written by the launcher before training starts)
-    progress.json   updated every epoch: {"epoch", "epochs", "val_f1", "best_f1", "phase", "updated_at"}
-    checkpoint.pt   the latest epoch, for resuming after a preemption
-    metrics.json    final metrics of the best epoch
-    model.pt        TorchScript, fp32, CPU: the best epoch
-    history.csv     one row per epoch
-    log.txt         what the training process printed
-    done.json       written last on success
-    error.json      written on failure: {"error": ..., "traceback": ...}
+spec.json       the experiment spec (written by the launcher before training starts)
+progress.json   updated every epoch: {"epoch", "epochs", "val_f1", "best_f1", "phase", "updated_at"}
+checkpoint.pt   the latest epoch, for resuming after a preemption
+metrics.json    final metrics of the best epoch
+model.pt        TorchScript, fp32, CPU: the best epoch
+history.csv     one row per epoch
+log.txt         what the training process printed
+done.json       written last on success
+error.json      written on failure: {"error": ..., "traceback": ...}
 """
 
 from __future__ import annotations

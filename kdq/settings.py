@@ -33,9 +33,7 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(60.0, gt=0)
 
     # Hugging Face: HF_TOKEN is what huggingface_hub itself reads, so accept it as is.
-    hf_token: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("KDQ_HF_TOKEN", "HF_TOKEN")
-    )
+    hf_token: SecretStr | None = Field(None, validation_alias=AliasChoices("KDQ_HF_TOKEN", "HF_TOKEN"))
 
     # Modal
     modal_app: str = "kdq"

@@ -42,11 +42,13 @@ class StudentSpec(Section):
     drop_rate: float = Field(0.0, ge=0, lt=1, description="Dropout before the classifier.")
 
     @model_validator(mode="after")
-    def _known_kdq_model(self) -> "StudentSpec":
+    def _known_kdq_model(self) -> StudentSpec:
         # timm/torchvision names and sizes need those libraries: kdq.train.students.preflight checks them
         if self.library == "kdq" and self.name not in KDQ_STUDENTS:
-            raise ValueError(f"student.name = {self.name!r} is not a kdq model; choose one of: "
-                             f"{', '.join(KDQ_STUDENTS)} (or set student.library = 'timm' / 'torchvision')")
+            raise ValueError(
+                f"student.name = {self.name!r} is not a kdq model; choose one of: "
+                f"{', '.join(KDQ_STUDENTS)} (or set student.library = 'timm' / 'torchvision')"
+            )
         return self
 
 
@@ -124,7 +126,7 @@ class ExperimentSpec(Section):
     backend: BackendSpec = BackendSpec()
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ExperimentSpec":
+    def _consistent(self) -> ExperimentSpec:
         if self.teacher.kind == "none" and self.distill.loss != "ce":
             raise ValueError(
                 f"distill.loss = {self.distill.loss!r} needs a teacher, but teacher.kind = 'none': "
@@ -155,7 +157,11 @@ def _allowed(model: type[BaseModel], loc: tuple) -> str:
     """The keys allowed at ``loc`` (for unknown-key errors)."""
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
-        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+        if (
+            field is None
+            or not isinstance(field.annotation, type)
+            or not issubclass(field.annotation, BaseModel)
+        ):
             return ""
         model = field.annotation
     return ", ".join(model.model_fields)
@@ -234,12 +240,14 @@ def expand(raw: dict, source: str, overrides: list[tuple[str, Any]] = ()) -> lis
         raise SpecError([f"{source}: sweep: must be a table of dotted keys to lists"])
     for key, values in sweep.items():
         if not isinstance(values, list) or not values:
-            problems.append(f"{source}: sweep.{key}: must be a non-empty list, e.g. \"{key}\" = [1, 2]")
+            problems.append(f'{source}: sweep.{key}: must be a non-empty list, e.g. "{key}" = [1, 2]')
     total = 1
     for values in sweep.values():
         total *= len(values) if isinstance(values, list) else 1
     if total > MAX_SWEEP:
-        problems.append(f"{source}: sweep: {total} combinations, more than the {MAX_SWEEP} allowed; shorten a list")
+        problems.append(
+            f"{source}: sweep: {total} combinations, more than the {MAX_SWEEP} allowed; shorten a list"
+        )
     if problems:
         raise SpecError(problems)
     for key, value in overrides:
@@ -285,7 +293,9 @@ def load_file(path: str | Path, overrides: list[tuple[str, Any]] = ()) -> list[E
     return expand(raw, str(path), overrides)
 
 
-def load_files(paths: list[str | Path], overrides: list[tuple[str, Any]] = ()) -> list[tuple[Path, ExperimentSpec]]:
+def load_files(
+    paths: list[str | Path], overrides: list[tuple[str, Any]] = ()
+) -> list[tuple[Path, ExperimentSpec]]:
     """All specs of all files, or a ``SpecError`` with every problem of every file (then nothing is used)."""
     out: list[tuple[Path, ExperimentSpec]] = []
     problems: list[str] = []

@@ -1,6 +1,6 @@
 """The spec reference (docs/spec-reference.md), generated from the pydantic models.
 
-    python -m kdq.specdoc > docs/spec-reference.md       (a test keeps the file in sync)
+python -m kdq.specdoc > docs/spec-reference.md       (a test keeps the file in sync)
 """
 
 from __future__ import annotations
@@ -50,8 +50,15 @@ def _type(annotation) -> str:
 def _limits(field) -> str:
     out = []
     for meta in field.metadata:
-        for attr, sym in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"), ("min_length", "min length"),
-                          ("max_length", "max length"), ("pattern", "matches")):
+        for attr, sym in (
+            ("ge", "≥"),
+            ("gt", ">"),
+            ("le", "≤"),
+            ("lt", "<"),
+            ("min_length", "min length"),
+            ("max_length", "max length"),
+            ("pattern", "matches"),
+        ):
             value = getattr(meta, attr, None)
             if value is not None:
                 out.append(f"{sym} `{value}`")
@@ -69,15 +76,29 @@ def _default(field) -> str:
 def section(name: str, model: type[BaseModel]) -> str:
     lines = [f"## `[{name}]`", "", "| key | type | default | limits | meaning |", "|---|---|---|---|---|"]
     for key, field in model.model_fields.items():
-        lines.append(f"| `{key}` | {_type(field.annotation)} | {_default(field)} | {_limits(field)} | {field.description or ''} |")
+        lines.append(
+            f"| `{key}` | {_type(field.annotation)} | {_default(field)} | {_limits(field)} | {field.description or ''} |"
+        )
     return "\n".join(lines)
 
 
 def render() -> str:
-    top = {k: f for k, f in ExperimentSpec.model_fields.items() if not (isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel))}
-    parts = [HEADER, "## Top level", "", "| key | type | default | limits | meaning |", "|---|---|---|---|---|"]
+    top = {
+        k: f
+        for k, f in ExperimentSpec.model_fields.items()
+        if not (isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel))
+    }
+    parts = [
+        HEADER,
+        "## Top level",
+        "",
+        "| key | type | default | limits | meaning |",
+        "|---|---|---|---|---|",
+    ]
     for key, field in top.items():
-        parts.append(f"| `{key}` | {_type(field.annotation)} | {_default(field)} | {_limits(field)} | {field.description or 'Experiment name (default: the file name; a sweep adds its values).'} |")
+        parts.append(
+            f"| `{key}` | {_type(field.annotation)} | {_default(field)} | {_limits(field)} | {field.description or 'Experiment name (default: the file name; a sweep adds its values).'} |"
+        )
     parts.append("")
     for key, field in ExperimentSpec.model_fields.items():
         if key not in top:

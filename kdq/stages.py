@@ -1,8 +1,8 @@
 """The stage machine: which stage follows which. Pure: no I/O, no clock.
 
-    queued → launching → training → fetching → validating → ready → submitting → evaluating → done
-    any live stage → failed | cancelled;  ready → skipped | done;  failed | cancelled | skipped → queued (retry)
-    submitting → ready (put back);  done | skipped → ready (`kdq submit ID`)
+queued → launching → training → fetching → validating → ready → submitting → evaluating → done
+any live stage → failed | cancelled;  ready → skipped | done;  failed | cancelled | skipped → queued (retry)
+submitting → ready (put back);  done | skipped → ready (`kdq submit ID`)
 """
 
 from __future__ import annotations

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from kdq import runfolder
 from kdq.backends import Backend, PermanentError, TransientError, get_backend
+from kdq.experiment import Experiment
 from kdq.log import get_logger, redact
 from kdq.settings import Settings
 from kdq.stages import SUBMITTED, TERMINAL, Stage, after_ready
-from kdq.experiment import Experiment
 from kdq.store import Store
 
 log = get_logger("kdq.steps")
@@ -95,8 +95,13 @@ def step_validating(ctx: Context, exp: Experiment) -> float | None:
         raise PermanentError(f"{dest / runfolder.METRICS} is missing or has no val_f1")
     metrics = {**metrics, "verify": report}
     ctx.store.move(
-        exp.id, Stage.VALIDATING, Stage.READY, f"verified: val macro-F1 {metrics['val_f1']:.4f}",
-        metrics=metrics, val_f1=metrics["val_f1"], teacher_f1=metrics.get("teacher_probe_f1"),
+        exp.id,
+        Stage.VALIDATING,
+        Stage.READY,
+        f"verified: val macro-F1 {metrics['val_f1']:.4f}",
+        metrics=metrics,
+        val_f1=metrics["val_f1"],
+        teacher_f1=metrics.get("teacher_probe_f1"),
     )
     if after_ready(exp.spec.submit.policy) is Stage.DONE:
         ctx.store.move(exp.id, Stage.READY, Stage.DONE, "submit.policy = never: not submitted")
@@ -146,7 +151,11 @@ def advance(ctx: Context, exp_id: int) -> float | None:
         return None
     except Exception as exc:  # a bug or a surprise: fail loudly, lose nothing (`kdq retry` brings it back)
         log.error("step crashed", exp=exp.id, stage=str(exp.stage), error=redact(repr(exc)))
-        _fail(ctx, exp, redact(f"{exp.stage} step crashed: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"))
+        _fail(
+            ctx,
+            exp,
+            redact(f"{exp.stage} step crashed: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"),
+        )
         return None
     if delay is not None:
         ctx.store.update(exp.id, next_check_at=time.time() + delay)
@@ -171,6 +180,7 @@ def due_for_redrive(store: Store, now: float, grace_s: float) -> list[int]:
     """Live experiments the worker owns whose next look is overdue: their queue task was lost."""
     owned = set(STEPS)
     return [
-        e.id for e in store.live()
+        e.id
+        for e in store.live()
         if e.stage in owned and (e.next_check_at is None or e.next_check_at < now - grace_s)
     ]

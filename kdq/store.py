@@ -16,9 +16,10 @@ import json
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import sqlite_utils
 
@@ -107,7 +108,10 @@ SCHEMA_VERSION = len(MIGRATIONS)
 class DuplicateSpec(ValueError):
     def __init__(self, dupes: list[tuple[str, int]]):
         self.dupes = dupes
-        lines = [f"{name}: the same spec is already experiment {eid} (use --force to queue it again)" for name, eid in dupes]
+        lines = [
+            f"{name}: the same spec is already experiment {eid} (use --force to queue it again)"
+            for name, eid in dupes
+        ]
         super().__init__("\n".join(lines))
 
 
@@ -136,13 +140,13 @@ class Store:
         self._migrate()
 
     @classmethod
-    def open(cls, settings) -> "Store":
+    def open(cls, settings) -> Store:
         return cls(settings.db_path)
 
     def close(self) -> None:
         self.db.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -186,7 +190,9 @@ class Store:
         return rows[0]["value"] if rows else None
 
     def set_meta(self, key: str, value: Any) -> None:
-        self.db["meta"].upsert({"key": key, "value": value if isinstance(value, str) else json.dumps(value)}, pk="key")
+        self.db["meta"].upsert(
+            {"key": key, "value": value if isinstance(value, str) else json.dumps(value)}, pk="key"
+        )
 
     def get_meta_json(self, key: str) -> Any:
         value = self.get_meta(key)
@@ -207,10 +213,12 @@ class Store:
             if not force:
                 dupes = []
                 for _, spec in items:
-                    rows = list(db.query(
-                        "select id from experiments where spec_hash = ? and stage not in ('cancelled') limit 1",
-                        [spec.content_hash()],
-                    ))
+                    rows = list(
+                        db.query(
+                            "select id from experiments where spec_hash = ? and stage not in ('cancelled') limit 1",
+                            [spec.content_hash()],
+                        )
+                    )
                     if rows:
                         dupes.append((spec.name, rows[0]["id"]))
                 hashes = [s.content_hash() for _, s in items]
@@ -236,8 +244,13 @@ class Store:
                 )
                 ids.append(table.last_pk)
                 db["events"].insert(
-                    {"exp_id": table.last_pk, "ts": now, "kind": "enqueued", "stage": "queued",
-                     "message": f"queued from {source}" if source else "queued"}
+                    {
+                        "exp_id": table.last_pk,
+                        "ts": now,
+                        "kind": "enqueued",
+                        "stage": "queued",
+                        "message": f"queued from {source}" if source else "queued",
+                    }
                 )
         return ids
 
@@ -261,7 +274,10 @@ class Store:
         return self.list(set(LIVE))
 
     def count_by_stage(self) -> dict[str, int]:
-        return {r["stage"]: r["n"] for r in self.db.query("select stage, count(*) n from experiments group by stage")}
+        return {
+            r["stage"]: r["n"]
+            for r in self.db.query("select stage, count(*) n from experiments group by stage")
+        }
 
     def move(self, exp_id: int, src: Stage, dst: Stage, message: str = "", **fields: Any) -> bool:
         """Move ``src → dst`` (and set ``fields``) only if the experiment is still in ``src``."""
@@ -277,8 +293,13 @@ class Store:
             if fields:
                 self._set(db, exp_id, fields)
             db["events"].insert(
-                {"exp_id": exp_id, "ts": now, "kind": "stage", "stage": str(dst),
-                 "message": message or f"{src} → {dst}"}
+                {
+                    "exp_id": exp_id,
+                    "ts": now,
+                    "kind": "stage",
+                    "stage": str(dst),
+                    "message": message or f"{src} → {dst}",
+                }
             )
         return True
 
@@ -294,8 +315,14 @@ class Store:
 
     def event(self, exp_id: int, kind: str, message: str, **data: Any) -> None:
         self.db["events"].insert(
-            {"exp_id": exp_id, "ts": time.time(), "kind": kind, "stage": None,
-             "message": message, "data": _dumps(data) if data else None}
+            {
+                "exp_id": exp_id,
+                "ts": time.time(),
+                "kind": kind,
+                "stage": None,
+                "message": message,
+                "data": _dumps(data) if data else None,
+            }
         )
 
     def events(self, exp_id: int) -> list[dict]:
@@ -318,19 +345,37 @@ class Store:
                 [now, exp_id, *live],
             )
             if cur.rowcount == 1:
-                db["events"].insert({"exp_id": exp_id, "ts": now, "kind": "cancel", "stage": None,
-                                     "message": "cancel requested", "data": None})
+                db["events"].insert(
+                    {
+                        "exp_id": exp_id,
+                        "ts": now,
+                        "kind": "cancel",
+                        "stage": None,
+                        "message": "cancel requested",
+                        "data": None,
+                    }
+                )
         return self.get(exp_id)
 
     def retry(self, exp_id: int) -> Experiment:
         """Queue a failed, cancelled or skipped experiment again as a new attempt (a new run id)."""
         exp = self.get(exp_id)
         if exp.stage not in RETRYABLE:
-            raise ValueError(f"experiment {exp_id} is {exp.stage}; only {', '.join(sorted(RETRYABLE))} can be retried")
+            raise ValueError(
+                f"experiment {exp_id} is {exp.stage}; only {', '.join(sorted(RETRYABLE))} can be retried"
+            )
         moved = self.move(
-            exp_id, exp.stage, Stage.QUEUED, f"retry (attempt {exp.attempt + 1})",
-            attempt=exp.attempt + 1, run_id=None, handle=None, progress=None, error=None,
-            cancel_requested=0, next_check_at=time.time(),
+            exp_id,
+            exp.stage,
+            Stage.QUEUED,
+            f"retry (attempt {exp.attempt + 1})",
+            attempt=exp.attempt + 1,
+            run_id=None,
+            handle=None,
+            progress=None,
+            error=None,
+            cancel_requested=0,
+            next_check_at=time.time(),
         )
         if not moved:
             raise ValueError(f"experiment {exp_id} changed while retrying; look again")
@@ -343,7 +388,9 @@ class Store:
             raise ValueError(
                 f"experiment {exp_id} is {exp.stage}; only a validated model (ready, done or skipped) can be submitted"
             )
-        if exp.stage is not Stage.READY and not self.move(exp_id, exp.stage, Stage.READY, "submission requested"):
+        if exp.stage is not Stage.READY and not self.move(
+            exp_id, exp.stage, Stage.READY, "submission requested"
+        ):
             raise ValueError(f"experiment {exp_id} changed while requesting a submission; look again")
         self.update(exp_id, submit_requested=1, next_check_at=time.time())
         self.event(exp_id, "submit", "submission requested by the user")

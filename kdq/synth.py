@@ -39,8 +39,15 @@ LAYOUT = ("train_dataset", "train_dataset")
 MANIFEST = "synth_manifest.json"
 
 # (extension, PIL format, weight): mostly JPEG like the real data, a few of every other kind.
-FORMATS = [(".jpg", "JPEG", 10), (".jpeg", "JPEG", 2), (".png", "PNG", 2), (".bmp", "BMP", 1),
-           (".tif", "TIFF", 1), (".tiff", "TIFF", 1), (".jfif", "JPEG", 1)]
+FORMATS = [
+    (".jpg", "JPEG", 10),
+    (".jpeg", "JPEG", 2),
+    (".png", "PNG", 2),
+    (".bmp", "BMP", 1),
+    (".tif", "TIFF", 1),
+    (".tiff", "TIFF", 1),
+    (".jfif", "JPEG", 1),
+]
 OVERLAYS = ("text", "watermark", "axes", "frame")
 
 
@@ -57,8 +64,10 @@ class Manifest:
     junk: list[str] = field(default_factory=list)  # __MACOSX and hidden files
 
     def to_dict(self) -> dict:
-        return {k: (list(map(list, v)) if k in ("exact_duplicates", "near_duplicates", "cross_class") else v)
-                for k, v in self.__dict__.items()}
+        return {
+            k: (list(map(list, v)) if k in ("exact_duplicates", "near_duplicates", "cross_class") else v)
+            for k, v in self.__dict__.items()
+        }
 
 
 def class_counts(per_class: int, balanced: bool = False) -> dict[str, int]:
@@ -71,10 +80,20 @@ def class_counts(per_class: int, balanced: bool = False) -> dict[str, int]:
 
 # ---------------------------------------------------------------- drawing (pure)
 
-_PALETTE = np.array([  # lesion colour per class (RGB 0..1), some deliberately close to each other
-    [0.80, 0.35, 0.35], [0.25, 0.15, 0.15], [0.85, 0.45, 0.40], [0.70, 0.40, 0.55], [0.45, 0.28, 0.20],
-    [0.60, 0.50, 0.30], [0.90, 0.55, 0.55], [0.50, 0.40, 0.25], [0.80, 0.60, 0.45], [0.75, 0.70, 0.60],
-])
+_PALETTE = np.array(
+    [  # lesion colour per class (RGB 0..1), some deliberately close to each other
+        [0.80, 0.35, 0.35],
+        [0.25, 0.15, 0.15],
+        [0.85, 0.45, 0.40],
+        [0.70, 0.40, 0.55],
+        [0.45, 0.28, 0.20],
+        [0.60, 0.50, 0.30],
+        [0.90, 0.55, 0.55],
+        [0.50, 0.40, 0.25],
+        [0.80, 0.60, 0.45],
+        [0.75, 0.70, 0.60],
+    ]
+)
 _FREQ = np.array([2, 9, 3, 6, 1, 5, 12, 4, 8, 14], dtype=float)  # stripe cycles per image
 _ANGLE = np.linspace(0, np.pi, 10, endpoint=False)
 _BLOBS = np.array([3, 1, 4, 1, 1, 2, 5, 2, 3, 6])  # number of lesion blobs
@@ -96,7 +115,9 @@ def draw_image(label: int, rng: np.random.Generator, size: tuple[int, int]) -> n
 
     angle = _ANGLE[attr[2]] + rng.normal(0, 0.25)
     freq = _FREQ[attr[1]] * rng.uniform(0.8, 1.25)
-    stripes = 0.5 + 0.5 * np.sin(2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle)) + rng.uniform(0, 6.3))
+    stripes = 0.5 + 0.5 * np.sin(
+        2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle)) + rng.uniform(0, 6.3)
+    )
     colour = np.clip(_PALETTE[attr[0]] + rng.normal(0, 0.07, 3), 0, 1)
     mask = np.zeros((h, w), np.float32)
     for _ in range(int(_BLOBS[attr[3]])):
@@ -188,7 +209,9 @@ def synth(
             written.append((cls, rel, data, pic))
 
     plant = np.random.default_rng([seed, 1_000_003])
-    picks = lambda k: [written[j] for j in plant.choice(len(written), size=min(k, len(written)), replace=False)]  # noqa: E731
+    picks = lambda k: [
+        written[j] for j in plant.choice(len(written), size=min(k, len(written)), replace=False)
+    ]  # noqa: E731
     for cls, rel, data, _ in picks(exact_duplicates):
         copy = str(Path(rel).with_name(Path(rel).stem + "_copy" + Path(rel).suffix))
         (out / copy).write_bytes(data)

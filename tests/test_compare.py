@@ -7,17 +7,31 @@ import io
 import json
 
 import pytest
+from test_report import finish, runs, tiny_spec, valid_png  # noqa: F401 — `runs` is a fixture
 from typer.testing import CliRunner
 
 from kdq.cli.main import app
 from kdq.compare import select, side_by_side, spec_diff, trust_points
-from test_report import finish, runs, tiny_spec, valid_png  # noqa: F401 — `runs` is a fixture
 
 ROWS = [
     {"id": 1, "name": "hinton-t2", "stage": "done", "backend": "local", "val_f1": 0.61, "server_score": 5.5},
-    {"id": 2, "name": "hinton-t4", "stage": "ready", "backend": "modal", "val_f1": 0.72, "server_score": None},
+    {
+        "id": 2,
+        "name": "hinton-t4",
+        "stage": "ready",
+        "backend": "modal",
+        "val_f1": 0.72,
+        "server_score": None,
+    },
     {"id": 3, "name": "dkd-base", "stage": "done", "backend": "modal", "val_f1": 0.55, "server_score": 5.1},
-    {"id": 4, "name": "CE-baseline", "stage": "failed", "backend": "local", "val_f1": None, "server_score": None},
+    {
+        "id": 4,
+        "name": "CE-baseline",
+        "stage": "failed",
+        "backend": "local",
+        "val_f1": None,
+        "server_score": None,
+    },
 ]
 
 

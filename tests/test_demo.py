@@ -20,8 +20,14 @@ KDQ = [sys.executable, "-c", "from kdq.cli.main import app; app()"]
 
 def demo(home: Path, **kw) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KDQ_")}
-    return subprocess.Popen([*KDQ, "demo", "--home", str(home), "--no-watch", "--per-class", "20"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.Popen(
+        [*KDQ, "demo", "--home", str(home), "--no-watch", "--per-class", "20"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 def stages(home: Path) -> list[Stage]:

@@ -155,13 +155,25 @@ def test_checks_run_concurrently_and_a_hanging_one_times_out(settings):
 
 
 def test_formatting_is_one_line_per_check_with_the_fix_under_failures():
-    checks = [Check("modal", False, "no valid Modal credentials", "run `modal token new`"), Check("disk", True, "9 GB")]
+    checks = [
+        Check("modal", False, "no valid Modal credentials", "run `modal token new`"),
+        Check("disk", True, "9 GB"),
+    ]
     lines = doctor.format_lines(checks)
     assert lines[0].startswith("FAIL modal") and "→ run `modal token new`" in lines[0]
     assert lines[1].startswith("ok   disk") and "→" not in lines[1]
-    assert doctor.to_json(checks) == {"ok": False, "checks": [
-        {"name": "modal", "ok": False, "detail": "no valid Modal credentials", "fix": "run `modal token new`"},
-        {"name": "disk", "ok": True, "detail": "9 GB", "fix": None}]}
+    assert doctor.to_json(checks) == {
+        "ok": False,
+        "checks": [
+            {
+                "name": "modal",
+                "ok": False,
+                "detail": "no valid Modal credentials",
+                "fix": "run `modal token new`",
+            },
+            {"name": "disk", "ok": True, "detail": "9 GB", "fix": None},
+        ],
+    }
 
 
 def test_secrets_never_reach_the_output(settings):

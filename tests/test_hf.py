@@ -110,8 +110,11 @@ def test_the_modal_secret_is_written_once_per_token_and_the_token_is_not_stored(
     assert hf.sync_secret(settings, gw, GOOD) is False  # unchanged: no call to Modal
     assert hf.sync_secret(settings, gw, GATED) is True  # a new token replaces it
     assert gw.puts == [("kdq-hf", {"HF_TOKEN": GOOD}), ("kdq-hf", {"HF_TOKEN": GATED})]
-    db = settings.db_path.read_bytes() + (settings.db_path.with_suffix(".db-wal").read_bytes()
-                                          if settings.db_path.with_suffix(".db-wal").exists() else b"")
+    db = settings.db_path.read_bytes() + (
+        settings.db_path.with_suffix(".db-wal").read_bytes()
+        if settings.db_path.with_suffix(".db-wal").exists()
+        else b""
+    )
     assert GOOD.encode() not in db and GATED.encode() not in db
 
 

@@ -24,15 +24,23 @@ EXPECTED_FLAG = {"axes": "lines", "frame": "border", "text": "text"}
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     out = tmp_path_factory.mktemp("planted")
-    man = synth(out, per_class=12, seed=5, exact_duplicates=4, near_duplicates=3, cross_class=3, corrupt=4,
-                overlays=0.3)
+    man = synth(
+        out,
+        per_class=12,
+        seed=5,
+        exact_duplicates=4,
+        near_duplicates=3,
+        cross_class=3,
+        corrupt=4,
+        overlays=0.3,
+    )
     findings, infos = inspect_dataset(out, workers=1)
     return out, man, findings, infos
 
 
 def rel(path: str) -> str:
     assert path.startswith(PREFIX), path
-    return path[len(PREFIX):]
+    return path[len(PREFIX) :]
 
 
 def planted_groups(man) -> list[set[str]]:
@@ -50,7 +58,10 @@ def test_broken_files_are_listed_as_truncated_or_unreadable(planted):
     _, man, f, _ = planted
     assert {p["file"] for p in f.problems} == {rel(c) for c in man.corrupt}
     s = f.counts_summary()
-    assert (s["truncated"], s["unreadable"]) == (2, 2)  # synth writes truncated JPEGs and random bytes in turn
+    assert (s["truncated"], s["unreadable"]) == (
+        2,
+        2,
+    )  # synth writes truncated JPEGs and random bytes in turn
     assert s["files"] == s["images"] + 4
 
 
@@ -92,8 +103,12 @@ def test_planted_overlays_are_flagged(planted):
             assert EXPECTED_FLAG[kind] in flagged.get(path, []), (path, kind)
     watermarks = [p for p, k in kinds.items() if k == "watermark"]
     assert sum(p in flagged for p in watermarks) >= len(watermarks) / 2  # faint: most, not all
-    copies = {rel(b) for pairs in (man.exact_duplicates, man.near_duplicates, man.cross_class) for a, b in pairs
-              if rel(a) in kinds}
+    copies = {
+        rel(b)
+        for pairs in (man.exact_duplicates, man.near_duplicates, man.cross_class)
+        for a, b in pairs
+        if rel(a) in kinds
+    }
     clean = [rel(p) for p in man.images if rel(p) not in kinds]
     false = [p for p in clean if p in flagged]
     assert len(false) <= 0.02 * len(clean), false
@@ -118,8 +133,9 @@ def test_process_pool_gives_the_same_answers(planted):
     seen: list[int] = []
     pooled = scan_files(ds.root, items, workers=2, chunk=8, progress=seen.append)
     assert seen == [8] * 5  # progress after every chunk
-    assert [(i.file, i.sha1, i.phash, i.overlays, i.problem) for i in pooled] == \
-        [(i.file, i.sha1, i.phash, i.overlays, i.problem) for i in infos[:40]]
+    assert [(i.file, i.sha1, i.phash, i.overlays, i.problem) for i in pooled] == [
+        (i.file, i.sha1, i.phash, i.overlays, i.problem) for i in infos[:40]
+    ]
 
 
 def test_report_folder_has_a_page_and_valid_pictures(planted, tmp_path):
@@ -156,7 +172,9 @@ def test_user_text_is_escaped_in_the_page(tmp_path):
 
 def test_cli_writes_the_report_and_prints_a_summary(planted, tmp_path, home):
     root, _, _, _ = planted
-    result = CliRunner().invoke(app, ["data", "inspect", str(root), "--out", str(tmp_path / "r"), "--workers", "1"])
+    result = CliRunner().invoke(
+        app, ["data", "inspect", str(root), "--out", str(tmp_path / "r"), "--workers", "1"]
+    )
     assert result.exit_code == 0, result.output
     assert "label conflicts (same picture in two classes): 3" in result.output
     assert (tmp_path / "r" / "index.html").exists()

@@ -19,16 +19,28 @@ from kdq.stages import Stage
 from kdq.synth import synth
 from kdq.train import loop
 
-FINISHED = (Stage.QUEUED, Stage.LAUNCHING, Stage.TRAINING, Stage.FETCHING, Stage.VALIDATING, Stage.READY,
-            Stage.DONE)
+FINISHED = (
+    Stage.QUEUED,
+    Stage.LAUNCHING,
+    Stage.TRAINING,
+    Stage.FETCHING,
+    Stage.VALIDATING,
+    Stage.READY,
+    Stage.DONE,
+)
 
 
 def tiny_spec(name: str = "tiny", lr: float = 1e-3) -> ExperimentSpec:
-    return ExperimentSpec.model_validate({
-        "name": name, "student": {"library": "kdq", "name": "tiny_cnn"}, "teacher": {"kind": "none"},
-        "distill": {"loss": "ce"}, "data": {"decode_size": 40},
-        "train": {"epochs": 2, "batch_size": 32, "image_size": 32, "lr": lr, "device": "cpu"},
-    })
+    return ExperimentSpec.model_validate(
+        {
+            "name": name,
+            "student": {"library": "kdq", "name": "tiny_cnn"},
+            "teacher": {"kind": "none"},
+            "distill": {"loss": "ce"},
+            "data": {"decode_size": 40},
+            "train": {"epochs": 2, "batch_size": 32, "image_size": 32, "lr": lr, "device": "cpu"},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,16 +64,34 @@ def finish(store, spec: ExperimentSpec, run_dir: Path, server: tuple[float, int,
     for src, dst in zip(FINISHED, FINISHED[1:]):
         assert store.move(eid, src, dst)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    store.update(eid, run_id=run_dir.name, handle={"run_dir": str(run_dir)}, artifacts=str(run_dir),
-                 metrics=metrics, val_f1=metrics["val_f1"], teacher_f1=metrics.get("teacher_probe_f1"))
+    store.update(
+        eid,
+        run_id=run_dir.name,
+        handle={"run_dir": str(run_dir)},
+        artifacts=str(run_dir),
+        metrics=metrics,
+        val_f1=metrics["val_f1"],
+        teacher_f1=metrics.get("teacher_probe_f1"),
+    )
     if server:
         score, rank, attempt = server
         store.update(eid, server_score=score, server_rank=rank, server_attempt=attempt)
         now = time.time()
-        store.db["submissions"].insert({
-            "exp_id": eid, "state": "scored", "attempt": attempt, "server_status": "successful", "score": score,
-            "model_size": 0.13, "rank": rank, "message": f"Submission received. Attempt #{attempt}.",
-            "created_at": now, "posted_at": now, "updated_at": now})
+        store.db["submissions"].insert(
+            {
+                "exp_id": eid,
+                "state": "scored",
+                "attempt": attempt,
+                "server_status": "successful",
+                "score": score,
+                "model_size": 0.13,
+                "rank": rank,
+                "message": f"Submission received. Attempt #{attempt}.",
+                "created_at": now,
+                "posted_at": now,
+                "updated_at": now,
+            }
+        )
     return eid
 
 
@@ -129,7 +159,10 @@ def test_cli_report(runs, store, settings, tmp_path):
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     assert [e["event"] for e in out["timeline"]][:2] == ["enqueued", "stage"]
-    assert out["name"] == "slow-lr" and Path(out["report"]) == settings.root / "reports" / str(eid) / "index.html"
+    assert (
+        out["name"] == "slow-lr"
+        and Path(out["report"]) == settings.root / "reports" / str(eid) / "index.html"
+    )
     result = CliRunner().invoke(app, ["report", "999"])
     assert result.exit_code == 1 and "no experiment 999" in result.output
 
@@ -142,8 +175,15 @@ def test_report_and_compare_on_experiments_finished_by_the_local_backend(setting
     settings.poll_interval_s = 0.2
     ctx = steps.Context(settings=settings, store=store)
     specs = [tiny_spec("local-a", 1e-3), tiny_spec("local-b", 3e-3)]
-    specs = [s.model_copy(update={"data": s.data.model_copy(update={"dataset": "synth"}),
-                                  "submit": s.submit.model_copy(update={"policy": "never"})}) for s in specs]
+    specs = [
+        s.model_copy(
+            update={
+                "data": s.data.model_copy(update={"dataset": "synth"}),
+                "submit": s.submit.model_copy(update={"policy": "never"}),
+            }
+        )
+        for s in specs
+    ]
     ids = store.add([("test", s) for s in specs])
     deadline = time.time() + 240
     while any(store.get(i).stage is not Stage.DONE for i in ids):

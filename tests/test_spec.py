@@ -26,10 +26,14 @@ def test_name_defaults_to_file_stem(tmp_path):
 
 
 def test_sweep_expands_cartesian_product_with_readable_names(tmp_path):
-    p = write(tmp_path, "s.toml", '[sweep]\n"distill.temperature" = [2, 4]\n"distill.alpha" = [0.1, 0.5, 0.9]\n')
+    p = write(
+        tmp_path, "s.toml", '[sweep]\n"distill.temperature" = [2, 4]\n"distill.alpha" = [0.1, 0.5, 0.9]\n'
+    )
     specs = load_file(p)
     assert len(specs) == 6
-    assert {(s.distill.temperature, s.distill.alpha) for s in specs} == {(t, a) for t in (2, 4) for a in (0.1, 0.5, 0.9)}
+    assert {(s.distill.temperature, s.distill.alpha) for s in specs} == {
+        (t, a) for t in (2, 4) for a in (0.1, 0.5, 0.9)
+    }
     assert specs[0].name == "s[temperature=2,alpha=0.1]"
     assert len({s.content_hash() for s in specs}) == 6
 
@@ -59,15 +63,18 @@ def test_bad_override_syntax_is_explained():
     "text, expected",
     [
         ("[distill]\nalpha = 1.5\n", "distill.alpha = 1.5: Input should be less than or equal to 1"),
-        ("[distill]\ntemprature = 3\n", "distill.temprature: unknown key. Allowed at distill: loss, temperature"),
-        ("[distill]\nloss = \"hintn\"\n", "distill.loss = \"hintn\": Input should be 'ce', 'hinton' or 'dkd'"),
-        ("[train]\nepochs = \"ten\"\n", "train.epochs = \"ten\""),
+        (
+            "[distill]\ntemprature = 3\n",
+            "distill.temprature: unknown key. Allowed at distill: loss, temperature",
+        ),
+        ('[distill]\nloss = "hintn"\n', "distill.loss = \"hintn\": Input should be 'ce', 'hinton' or 'dkd'"),
+        ('[train]\nepochs = "ten"\n', 'train.epochs = "ten"'),
         ("[colour]\nx = 1\n", "colour: unknown key. Allowed at top level: name, student"),
-        ("[teacher]\nkind = \"none\"\n", "needs a teacher"),
-        ("[data]\ndataset = \"/home/me/data\"\n", "data.dataset = \"/home/me/data\""),
+        ('[teacher]\nkind = "none"\n', "needs a teacher"),
+        ('[data]\ndataset = "/home/me/data"\n', 'data.dataset = "/home/me/data"'),
         ("name = \n", "TOML syntax error"),
-        ("[sweep]\n\"train.lr\" = []\n", "sweep.train.lr: must be a non-empty list"),
-        ("[sweep]\n\"train.lr\" = 0.1\n", "sweep.train.lr: must be a non-empty list"),
+        ('[sweep]\n"train.lr" = []\n', "sweep.train.lr: must be a non-empty list"),
+        ('[sweep]\n"train.lr" = 0.1\n', "sweep.train.lr: must be a non-empty list"),
     ],
 )
 def test_errors_name_file_field_value_and_what_is_allowed(tmp_path, text, expected):
@@ -82,11 +89,15 @@ def test_sweep_error_names_the_sweep_point(tmp_path):
     p = write(tmp_path, "s.toml", '[sweep]\n"distill.alpha" = [0.5, 2.0]\n')
     with pytest.raises(SpecError) as info:
         load_file(p)
-    assert info.value.problems == [f"{p} (sweep alpha=2.0): distill.alpha = 2.0: Input should be less than or equal to 1"]
+    assert info.value.problems == [
+        f"{p} (sweep alpha=2.0): distill.alpha = 2.0: Input should be less than or equal to 1"
+    ]
 
 
 def test_oversized_sweep_is_refused(tmp_path):
-    p = write(tmp_path, "big.toml", '[sweep]\n"train.seed" = %s\n"train.lr" = [0.1, 0.2, 0.3]\n' % list(range(100)))
+    p = write(
+        tmp_path, "big.toml", '[sweep]\n"train.seed" = %s\n"train.lr" = [0.1, 0.2, 0.3]\n' % list(range(100))
+    )
     with pytest.raises(SpecError, match="300 combinations"):
         load_file(p)
 

@@ -7,7 +7,9 @@ DOC = Path(__file__).parents[1] / "docs" / "spec-reference.md"
 
 
 def test_spec_reference_matches_the_models():
-    assert DOC.read_text() == render(), "docs/spec-reference.md is stale: python -m kdq.specdoc > docs/spec-reference.md"
+    assert DOC.read_text() == render(), (
+        "docs/spec-reference.md is stale: python -m kdq.specdoc > docs/spec-reference.md"
+    )
 
 
 def test_every_field_is_documented():

@@ -1,6 +1,16 @@
 import pytest
 
-from kdq.stages import LIVE, PIPELINE, TERMINAL, IllegalTransition, Stage, after_ready, can_move, check_move, next_stage
+from kdq.stages import (
+    LIVE,
+    PIPELINE,
+    TERMINAL,
+    IllegalTransition,
+    Stage,
+    after_ready,
+    can_move,
+    check_move,
+    next_stage,
+)
 
 
 def test_happy_path_is_the_pipeline():

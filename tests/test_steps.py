@@ -1,16 +1,15 @@
 """The worker's steps, driven directly (no queue) with the real local backend and real training."""
 
 import time
+import tomllib
 
 import pytest
-
 from conftest import TINY_SPEC
+
 from kdq import runfolder, steps
 from kdq.backends import PermanentError, RunStatus, TransientError
 from kdq.spec import expand
 from kdq.stages import Stage
-
-import tomllib
 
 
 def tiny(**overrides):
@@ -86,8 +85,9 @@ def test_cancel_stops_a_running_training(ctx, dataset):
     ctx.store.request_cancel(i)
     assert steps.advance(ctx, i) is None
     assert ctx.store.get(i).stage is Stage.CANCELLED
-    from kdq.train.__main__ import is_running
     from pathlib import Path
+
+    from kdq.train.__main__ import is_running
 
     run_dir = Path(exp.handle["run_dir"])
     deadline = time.time() + 20

@@ -87,8 +87,14 @@ def test_submit_request_needs_a_validated_model(store):
     [i] = store.add([(None, spec())])
     with pytest.raises(ValueError, match="only a validated model"):
         store.request_submit(i)
-    for src, dst in [("queued", "launching"), ("launching", "training"), ("training", "fetching"),
-                     ("fetching", "validating"), ("validating", "ready"), ("ready", "done")]:
+    for src, dst in [
+        ("queued", "launching"),
+        ("launching", "training"),
+        ("training", "fetching"),
+        ("fetching", "validating"),
+        ("validating", "ready"),
+        ("ready", "done"),
+    ]:
         store.move(i, Stage(src), Stage(dst), artifacts="/a")
     exp = store.request_submit(i)
     assert exp.stage is Stage.READY and exp.submit_requested

@@ -9,18 +9,26 @@ from kdq.synth import CLASS_NAMES, MANIFEST, class_counts, synth
 
 
 def digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_layout_names_formats_and_imbalance(tmp_path):
     man = synth(tmp_path, per_class=30, seed=0)
     root = tmp_path / "train_dataset" / "train_dataset"
     assert sorted(p.name for p in root.iterdir()) == sorted(CLASS_NAMES)
-    assert CLASS_NAMES[0] == "1. Eczema" and CLASS_NAMES[9] == "10. Warts Molluscum and other Viral Infections"
+    assert (
+        CLASS_NAMES[0] == "1. Eczema" and CLASS_NAMES[9] == "10. Warts Molluscum and other Viral Infections"
+    )
     counts = {c: len(list((root / c).glob("img_*"))) for c in CLASS_NAMES}
     assert counts == man.classes == class_counts(30)
-    assert max(counts, key=counts.get) == "5. Melanocytic Nevi" and min(counts, key=counts.get) == "3. Atopic Dermatitis"
+    assert (
+        max(counts, key=counts.get) == "5. Melanocytic Nevi"
+        and min(counts, key=counts.get) == "3. Atopic Dermatitis"
+    )
     exts = Counter(Path(p).suffix for p in man.images)
     assert set(exts) >= {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".jfif"}
     sizes = set()
@@ -44,8 +52,16 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
 
 
 def test_planted_troubles_are_in_the_manifest_and_on_disk(tmp_path):
-    man = synth(tmp_path, per_class=10, seed=3, exact_duplicates=3, near_duplicates=2, cross_class=2,
-                corrupt=4, overlays=0.5)
+    man = synth(
+        tmp_path,
+        per_class=10,
+        seed=3,
+        exact_duplicates=3,
+        near_duplicates=2,
+        cross_class=2,
+        corrupt=4,
+        overlays=0.5,
+    )
     for orig, copy in man.exact_duplicates:
         assert (tmp_path / orig).read_bytes() == (tmp_path / copy).read_bytes()
         assert Path(orig).parent == Path(copy).parent
@@ -68,8 +84,21 @@ def test_cli_writes_the_dataset(tmp_path):
 
     from kdq.cli.main import app
 
-    res = CliRunner().invoke(app, ["data", "synth", str(tmp_path / "d"), "--per-class", "4", "--seed", "1",
-                                   "--corrupt", "1", "--balanced"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "data",
+            "synth",
+            str(tmp_path / "d"),
+            "--per-class",
+            "4",
+            "--seed",
+            "1",
+            "--corrupt",
+            "1",
+            "--balanced",
+        ],
+    )
     assert res.exit_code == 0, res.output
     root = tmp_path / "d" / "train_dataset" / "train_dataset"
     assert len(list(root.glob("*/img_*"))) == 40

@@ -47,16 +47,19 @@ def test_a_broken_model_fails_in_a_fresh_process_with_the_reason(tmp_path):
         verify_file(save(Net(out=5), tmp_path / "m.pt"))
 
 
-@pytest.mark.parametrize("make, reason", [
-    (lambda p: save(Net(out=7), p), r"output shape \[4, 7\]"),
-    (lambda p: save(Big(), p), r"over the 23.0 MiB limit"),
-    (lambda p: (torch.save(Net().state_dict(), p), str(p))[1], r"not a loadable TorchScript"),
-    (lambda p: (p.write_bytes(b"not a model at all"), str(p))[1], r"not a loadable TorchScript"),
-    (lambda p: save(Net().half(), p), r"float16.*float32"),
-    (lambda p: save(Nan(), p), r"NaN"),
-    (lambda p: save(Net(), p, eval=False), r"eval mode"),
-    (lambda p: save(nn.Sequential(Net(), nn.Dropout(0.5)), p, eval=False), r"eval mode"),
-])
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda p: save(Net(out=7), p), r"output shape \[4, 7\]"),
+        (lambda p: save(Big(), p), r"over the 23.0 MiB limit"),
+        (lambda p: (torch.save(Net().state_dict(), p), str(p))[1], r"not a loadable TorchScript"),
+        (lambda p: (p.write_bytes(b"not a model at all"), str(p))[1], r"not a loadable TorchScript"),
+        (lambda p: save(Net().half(), p), r"float16.*float32"),
+        (lambda p: save(Nan(), p), r"NaN"),
+        (lambda p: save(Net(), p, eval=False), r"eval mode"),
+        (lambda p: save(nn.Sequential(Net(), nn.Dropout(0.5)), p, eval=False), r"eval mode"),
+    ],
+)
 def test_each_failure_names_its_reason(tmp_path, make, reason):
     path = make(tmp_path / "m.pt")
     with pytest.raises(VerifyError, match=reason):

@@ -50,7 +50,16 @@ class LocalBackend:
             )
         run_dir.mkdir(parents=True, exist_ok=True)
         runfolder.write_json(run_dir / runfolder.SPEC, spec.model_dump(mode="json"))
-        cmd = [sys.executable, "-m", "kdq.train", str(run_dir), "--data", str(data), "--cache", str(self.settings.cache_dir)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "kdq.train",
+            str(run_dir),
+            "--data",
+            str(data),
+            "--cache",
+            str(self.settings.cache_dir),
+        ]
         with open(run_dir / runfolder.LOG, "ab") as log:
             proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
@@ -76,10 +85,14 @@ class LocalBackend:
             spec = ExperimentSpec.model_validate_json((run_dir / runfolder.SPEC).read_text())
             if time.time() - handle.get("started_at", time.time()) > spec.backend.timeout_min * 60:
                 self.cancel(handle)
-                return RunStatus("failed", progress, f"training ran past backend.timeout_min = {spec.backend.timeout_min}")
+                return RunStatus(
+                    "failed", progress, f"training ran past backend.timeout_min = {spec.backend.timeout_min}"
+                )
             return RunStatus("running", progress)
         tail = runfolder.log_tail(run_dir)
-        return RunStatus("failed", progress, f"the training process ended without a result. Last lines of its log:\n{tail}")
+        return RunStatus(
+            "failed", progress, f"the training process ended without a result. Last lines of its log:\n{tail}"
+        )
 
     def fetch(self, handle: dict[str, Any], dest: Path) -> None:
         run_dir = Path(handle["run_dir"])

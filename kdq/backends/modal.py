@@ -19,9 +19,10 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from kdq import runfolder
 from kdq.backends import PermanentError, RunStatus, TransientError
@@ -53,14 +54,27 @@ def classify(exc: BaseException, *, live_run: bool) -> Exception | None:
     name = type(exc).__name__
     if isinstance(exc, me.AuthError):
         if live_run:
-            return TransientError(f"Modal refused the credentials: {LOGIN}; the run goes on meanwhile. (Modal: {exc})")
-        return PermanentError(f"Modal has no valid credentials: {LOGIN}, then `kdq retry` this experiment. (Modal: {exc})")
-    transient = (me.ConnectionError, me.TimeoutError, me.ServiceError, me.InternalError,
-                 me.ResourceExhaustedError, builtins.ConnectionError, builtins.TimeoutError)
+            return TransientError(
+                f"Modal refused the credentials: {LOGIN}; the run goes on meanwhile. (Modal: {exc})"
+            )
+        return PermanentError(
+            f"Modal has no valid credentials: {LOGIN}, then `kdq retry` this experiment. (Modal: {exc})"
+        )
+    transient = (
+        me.ConnectionError,
+        me.TimeoutError,
+        me.ServiceError,
+        me.InternalError,
+        me.ResourceExhaustedError,
+        builtins.ConnectionError,
+        builtins.TimeoutError,
+    )
     if isinstance(exc, transient):
         return TransientError(f"Modal is unreachable or busy ({name}: {exc}); trying again")
     if isinstance(exc, me.PermissionDeniedError):
-        return PermanentError(f"Modal denied access ({exc}): check the workspace of your token (`modal profile current`)")
+        return PermanentError(
+            f"Modal denied access ({exc}): check the workspace of your token (`modal profile current`)"
+        )
     if isinstance(exc, me.NotFoundError):
         return PermanentError(f"Modal could not find it ({exc}): run `kdq modal deploy`, then `kdq retry`")
     if isinstance(exc, me.Error):
@@ -109,7 +123,9 @@ def ensure_deployed(settings, gateway: Gateway, *, force: bool = False) -> bool:
     gateway.put_secret(settings.modal_secret, {"KDQ_SECRET": settings.modal_secret}, overwrite=False)
     gateway.deploy()
     with Store.open(settings) as store:
-        store.set_meta(DEPLOY_META, {"fingerprint": fingerprint, "app": settings.modal_app, "at": time.time()})
+        store.set_meta(
+            DEPLOY_META, {"fingerprint": fingerprint, "app": settings.modal_app, "at": time.time()}
+        )
     return True
 
 
@@ -118,8 +134,13 @@ def ensure_deployed(settings, gateway: Gateway, *, force: bool = False) -> bool:
 
 def dataset_files(folder: Path) -> list[Path]:
     """Every file of a dataset folder, without macOS junk and hidden files, in a stable order."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and "__MACOSX" not in p.parts
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and "__MACOSX" not in p.parts
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def dataset_fingerprint(folder: Path, files: list[Path] | None = None) -> str:
@@ -130,8 +151,9 @@ def dataset_fingerprint(folder: Path, files: list[Path] | None = None) -> str:
     return h.hexdigest()[:16]
 
 
-def upload_dataset(gateway: Gateway, folder: Path, name: str,
-                   progress: Callable[[int, int], None] = lambda done, total: None) -> dict[str, Any]:
+def upload_dataset(
+    gateway: Gateway, folder: Path, name: str, progress: Callable[[int, int], None] = lambda done, total: None
+) -> dict[str, Any]:
     """Upload ``folder`` as ``datasets/<name>`` unless the same fingerprint is there. Returns the mark.
 
     The mark file is written last, so an interrupted upload is redone, never taken for complete.
@@ -139,8 +161,12 @@ def upload_dataset(gateway: Gateway, folder: Path, name: str,
     files = dataset_files(folder)
     if not files:
         raise PermanentError(f"{folder} holds no files to upload")
-    mark = {"name": name, "fingerprint": dataset_fingerprint(folder, files), "files": len(files),
-            "bytes": sum(p.stat().st_size for p in files)}
+    mark = {
+        "name": name,
+        "fingerprint": dataset_fingerprint(folder, files),
+        "files": len(files),
+        "bytes": sum(p.stat().st_size for p in files),
+    }
     base = remote.dataset_path(name)
     raw = gateway.read_file(f"{base}/{remote.DATASET_MARK}")
     there = json.loads(raw) if raw else {}
@@ -148,7 +174,7 @@ def upload_dataset(gateway: Gateway, folder: Path, name: str,
         progress(len(files), len(files))
         return {**there, "uploaded": False}
     for i in range(0, len(files), UPLOAD_BATCH):
-        chunk = files[i:i + UPLOAD_BATCH]
+        chunk = files[i : i + UPLOAD_BATCH]
         gateway.upload((p, f"{base}/{p.relative_to(folder).as_posix()}") for p in chunk)
         progress(i + len(chunk), len(files))
     mark["uploaded_at"] = time.time()
@@ -194,7 +220,11 @@ class ModalBackend:
                 )
             log.info("uploading the dataset to the Volume", dataset=name, path=str(local))
             upload_dataset(self.gateway, local, name)
-        if spec.teacher.kind == "siglip" and spec.teacher.model != "tiny" and spec.teacher.model not in self._hf_checked:
+        if (
+            spec.teacher.kind == "siglip"
+            and spec.teacher.model != "tiny"
+            and spec.teacher.model not in self._hf_checked
+        ):
             from kdq import hf
 
             hf.ensure_access(self.settings, spec.teacher.model, gateway=self.gateway)
@@ -214,15 +244,28 @@ class ModalBackend:
         with guarded(live_run=bool(record)):  # a record means a call may live: never fail it away
             self.prepare(spec)
             token = uuid.uuid4().hex
-            self.gateway.upload([
-                (spec.model_dump_json(indent=2).encode(), f"{run}/{runfolder.SPEC}"),
-                (json.dumps({"state": "spawning", "token": token, "at": time.time()}).encode(), f"{run}/{remote.LAUNCH}"),
-            ])
+            self.gateway.upload(
+                [
+                    (spec.model_dump_json(indent=2).encode(), f"{run}/{runfolder.SPEC}"),
+                    (
+                        json.dumps({"state": "spawning", "token": token, "at": time.time()}).encode(),
+                        f"{run}/{remote.LAUNCH}",
+                    ),
+                ]
+            )
             call_id = self._spawn(run_id, spec)
         # From here a call exists: whatever goes wrong must not lead to a second spawn being forgotten.
         with guarded(live_run=True):
-            self._put_json(f"{run}/{remote.LAUNCH}", {"state": "spawned", "token": token, "call_id": call_id,
-                                                       "gpu": spec.backend.gpu, "at": time.time()})
+            self._put_json(
+                f"{run}/{remote.LAUNCH}",
+                {
+                    "state": "spawned",
+                    "token": token,
+                    "call_id": call_id,
+                    "gpu": spec.backend.gpu,
+                    "at": time.time(),
+                },
+            )
         log.info("spawned a Modal training call", run_id=run_id, call_id=call_id, gpu=spec.backend.gpu)
         return self._handle(run_id, call_id, spec.backend.gpu)
 
@@ -237,8 +280,13 @@ class ModalBackend:
             return self.gateway.spawn(run_id, spec.data.dataset, **kw)
 
     def _handle(self, run_id: str, call_id: str, gpu: str) -> dict[str, Any]:
-        return {"run_id": run_id, "call_id": call_id, "gpu": gpu, "volume": self.settings.modal_volume,
-                "launched_at": time.time()}
+        return {
+            "run_id": run_id,
+            "call_id": call_id,
+            "gpu": gpu,
+            "volume": self.settings.modal_volume,
+            "launched_at": time.time(),
+        }
 
     # ------------------------------------------------------------ poll
 
@@ -268,12 +316,16 @@ class ModalBackend:
             return RunStatus("failed", progress, f"{error.get('error') or 'training failed'}\n{tail}".strip())
         result = state.result or {}
         if state.state == "finished" and result.get("outcome") == "done":
-            raise TransientError(f"the call reports {run} done but done.json is not visible on the Volume yet")
+            raise TransientError(
+                f"the call reports {run} done but done.json is not visible on the Volume yet"
+            )
         if state.state == "finished" and result.get("error"):
             return RunStatus("failed", progress, str(result["error"]))
         if state.state == "expired":
-            reason = ("Modal no longer keeps this call's result (results expire after about 7 days) and the run "
-                      "folder has neither done.json nor error.json")
+            reason = (
+                "Modal no longer keeps this call's result (results expire after about 7 days) and the run "
+                "folder has neither done.json nor error.json"
+            )
         else:
             reason = state.error or f"the call ended ({state.state}) without done.json or error.json"
         return RunStatus("failed", progress, f"{reason}. Last lines of the log:\n{tail}".strip())
@@ -292,12 +344,16 @@ class ModalBackend:
             for name in runfolder.ARTIFACTS:
                 entry = listing.get(name)
                 if entry is None:
-                    raise PermanentError(f"the run finished but {run}/{name} is not on the Volume "
-                                         f"{self.settings.modal_volume!r}")
+                    raise PermanentError(
+                        f"the run finished but {run}/{name} is not on the Volume "
+                        f"{self.settings.modal_volume!r}"
+                    )
                 size = self.gateway.download(f"{run}/{name}", dest / name)
                 if size != entry.size:
                     (dest / name).unlink(missing_ok=True)
-                    raise TransientError(f"{run}/{name}: downloaded {size} bytes, the Volume lists {entry.size}")
+                    raise TransientError(
+                        f"{run}/{name}: downloaded {size} bytes, the Volume lists {entry.size}"
+                    )
 
     def cancel(self, handle: dict[str, Any]) -> None:
         run = remote.run_path(handle["run_id"])

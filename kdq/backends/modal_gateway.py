@@ -11,9 +11,10 @@ from __future__ import annotations
 import builtins
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterable, Literal, Protocol
+from typing import IO, Any, Literal, Protocol
 
 TRAIN_FUNCTION = "train"
 
@@ -101,7 +102,9 @@ class ModalGateway:
         except OutputExpiredError:
             return CallState("expired")
         except FunctionTimeoutError as exc:
-            return CallState("failed", error=f"the training call ran past its timeout (backend.timeout_min): {exc}")
+            return CallState(
+                "failed", error=f"the training call ran past its timeout (backend.timeout_min): {exc}"
+            )
         except InternalFailure as exc:
             return CallState("failed", error=f"Modal failed the call internally: {exc}")
         except modal.exception.Error:

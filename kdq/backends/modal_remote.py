@@ -22,8 +22,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kdq import runfolder
 
@@ -51,7 +52,9 @@ class RunDied(RuntimeError):
 
 
 def _owner_is_other_and_alive(owner: dict | None, call_id: str, now: float, stale_s: float) -> bool:
-    return bool(owner and owner.get("call_id") != call_id and now - float(owner.get("heartbeat", 0)) < stale_s)
+    return bool(
+        owner and owner.get("call_id") != call_id and now - float(owner.get("heartbeat", 0)) < stale_s
+    )
 
 
 def _result(run_dir: Path, run_id: str, call_id: str, **extra: Any) -> dict[str, Any]:
@@ -88,22 +91,30 @@ def run_training(
         log(f"{run_id}: already done, not training again")
         return _result(run_dir, run_id, call_id)
     if not (run_dir / runfolder.SPEC).exists():
-        return {"run_id": run_id, "call_id": call_id, "outcome": "error",
-                "error": f"{run_path(run_id)}/{runfolder.SPEC} is not on the Volume: launch the run with kdq"}
+        return {
+            "run_id": run_id,
+            "call_id": call_id,
+            "outcome": "error",
+            "error": f"{run_path(run_id)}/{runfolder.SPEC} is not on the Volume: launch the run with kdq",
+        }
     owner = runfolder.read_json(run_dir / OWNER)
     if _owner_is_other_and_alive(owner, call_id, time.time(), stale_s):
         log(f"{run_id}: call {owner['call_id']} is training this run; this call {call_id} stands down")
         return {"run_id": run_id, "call_id": call_id, "outcome": "duplicate", "owner": owner["call_id"]}
     data_dir = root / dataset_path(dataset)
     if not (data_dir / DATASET_MARK).exists():
-        error = (f"dataset {dataset!r} is not on the Volume ({dataset_path(dataset)}): "
-                 f"run `kdq data upload PATH --name {dataset}`, then `kdq retry`")
+        error = (
+            f"dataset {dataset!r} is not on the Volume ({dataset_path(dataset)}): "
+            f"run `kdq data upload PATH --name {dataset}`, then `kdq retry`"
+        )
         runfolder.write_json(run_dir / runfolder.ERROR, {"error": error, "traceback": ""})
         commit()
         return {"run_id": run_id, "call_id": call_id, "outcome": "error", "error": error}
 
     def beat(pid: int | None, **extra: Any) -> None:
-        runfolder.write_json(run_dir / OWNER, {"call_id": call_id, "heartbeat": time.time(), "pid": pid, **extra})
+        runfolder.write_json(
+            run_dir / OWNER, {"call_id": call_id, "heartbeat": time.time(), "pid": pid, **extra}
+        )
 
     beat(None, attempt_started_at=time.time())
     commit()  # claim the run before the (long) start of training
@@ -133,6 +144,8 @@ def run_training(
     commit()  # the final commit: every file the run wrote is visible outside before we return
     result = _result(run_dir, run_id, call_id, exit_code=code)
     if result["outcome"] is None:
-        raise RunDied(f"{run_id}: the training process exited with code {code} without done.json or error.json. "
-                      f"Last lines of its log:\n{runfolder.log_tail(run_dir)}")
+        raise RunDied(
+            f"{run_id}: the training process exited with code {code} without done.json or error.json. "
+            f"Last lines of its log:\n{runfolder.log_tail(run_dir)}"
+        )
     return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import glob
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -14,16 +14,27 @@ from kdq.settings import get_settings
 
 
 def demo(
-    home: Annotated[Optional[Path], typer.Option(help="Where the demo keeps its state (default: $KDQ_HOME/demo).")] = None,
-    configs: Annotated[Optional[list[str]], typer.Option("--config", help="Spec files to run (default: configs/demo/*.toml).")] = None,
+    home: Annotated[
+        Path | None, typer.Option(help="Where the demo keeps its state (default: $KDQ_HOME/demo).")
+    ] = None,
+    configs: Annotated[
+        list[str] | None, typer.Option("--config", help="Spec files to run (default: configs/demo/*.toml).")
+    ] = None,
     per_class: Annotated[int, typer.Option(help="Generated training images per class (on average).")] = 30,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600.0,
     watch: Annotated[bool, typer.Option("--watch/--no-watch", help="Live status table.")] = True,
 ) -> None:
     """Run the whole journey locally: generated data, local training, a stand-in course server."""
-    paths = [Path(p) for pattern in (configs or [str(DEMO_CONFIGS / "*.toml")]) for p in sorted(glob.glob(pattern))]
+    paths = [
+        Path(p) for pattern in (configs or [str(DEMO_CONFIGS / "*.toml")]) for p in sorted(glob.glob(pattern))
+    ]
     if not paths:
         raise typer.BadParameter("no demo spec files found", param_hint="--config")
-    opts = DemoOptions(home=home or get_settings().root / "demo", configs=paths, per_class=per_class,
-                       timeout_s=timeout, watch=watch)
+    opts = DemoOptions(
+        home=home or get_settings().root / "demo",
+        configs=paths,
+        per_class=per_class,
+        timeout_s=timeout,
+        watch=watch,
+    )
     raise typer.Exit(run(opts, Console()))

@@ -15,7 +15,9 @@ console = Console()
 
 
 def doctor(
-    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name the specs use (data.dataset).")] = "hw3",
+    dataset: Annotated[
+        str, typer.Option("--dataset", help="Dataset name the specs use (data.dataset).")
+    ] = "hw3",
     timeout: Annotated[float, typer.Option("--timeout", min=1.0, help="Seconds each check may take.")] = 10.0,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of lines.")] = False,
 ) -> None:

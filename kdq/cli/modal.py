@@ -22,7 +22,9 @@ def _fail(exc: Exception) -> typer.Exit:
 
 
 @app.command()
-def deploy(force: Annotated[bool, typer.Option("--force", help="Deploy even if the code did not change.")] = False) -> None:
+def deploy(
+    force: Annotated[bool, typer.Option("--force", help="Deploy even if the code did not change.")] = False,
+) -> None:
     """Deploy jobs/modal_app.py (kdq's code, the image, the Volume) when the code changed since last time."""
     from kdq.backends.modal import code_fingerprint, ensure_deployed, guarded
     from kdq.backends.modal_gateway import ModalGateway
@@ -35,8 +37,11 @@ def deploy(force: Annotated[bool, typer.Option("--force", help="Deploy even if t
     except Exception as exc:  # noqa: BLE001 — TransientError / PermanentError carry what to do
         raise _fail(exc) from None
     fp = code_fingerprint(settings)
-    console.print(f"deployed app {settings.modal_app!r} (code {fp})" if done
-                  else f"app {settings.modal_app!r} is current (code {fp}); --force deploys anyway")
+    console.print(
+        f"deployed app {settings.modal_app!r} (code {fp})"
+        if done
+        else f"app {settings.modal_app!r} is current (code {fp}); --force deploys anyway"
+    )
 
 
 @app.command()
@@ -53,4 +58,6 @@ def secret() -> None:
             hf.ensure_access(settings, hf.TEACHER, gateway=ModalGateway(settings))
     except Exception as exc:  # noqa: BLE001
         raise _fail(exc) from None
-    console.print(f"the Hugging Face token reads {hf.TEACHER} and is in Modal secret {settings.modal_secret!r}")
+    console.print(
+        f"the Hugging Face token reads {hf.TEACHER} and is in Modal secret {settings.modal_secret!r}"
+    )

@@ -9,7 +9,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console, Group
@@ -18,19 +18,25 @@ from rich.table import Table
 from rich.text import Text
 
 from kdq import log as kdqlog
-from kdq.settings import get_settings
+from kdq.experiment import Experiment
 from kdq.preflight import check_students
+from kdq.settings import get_settings
 from kdq.spec import SpecError, load_files, parse_overrides
 from kdq.stages import LIVE, Stage
-from kdq.experiment import Experiment
 from kdq.store import DuplicateSpec, NotFound, Store
 
 console = Console()
 err = Console(stderr=True)
 
 STAGE_STYLE = {
-    "done": "green", "failed": "red", "cancelled": "dim", "skipped": "dim",
-    "ready": "cyan", "training": "yellow", "submitting": "magenta", "evaluating": "magenta",
+    "done": "green",
+    "failed": "red",
+    "cancelled": "dim",
+    "skipped": "dim",
+    "ready": "cyan",
+    "training": "yellow",
+    "submitting": "magenta",
+    "evaluating": "magenta",
 }
 
 
@@ -79,7 +85,9 @@ def _epoch(exp: Experiment) -> str:
 
 def enqueue(
     files: Annotated[list[str], typer.Argument(help="Spec files (TOML); globs are expanded.")],
-    set_: Annotated[list[str], typer.Option("--set", help="Override a field: --set distill.temperature=4")] = [],  # noqa: B006
+    set_: Annotated[
+        list[str], typer.Option("--set", help="Override a field: --set distill.temperature=4")
+    ] = [],  # noqa: B006
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and list, queue nothing.")] = False,
     priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
     force: Annotated[bool, typer.Option(help="Queue a spec even if the same one was queued before.")] = False,
@@ -101,12 +109,17 @@ def enqueue(
         err.print("nothing was queued", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     if dry_run:
-        rows = [{"source": str(p), "name": s.name, "hash": s.content_hash(), "backend": s.backend.kind} for p, s in specs]
+        rows = [
+            {"source": str(p), "name": s.name, "hash": s.content_hash(), "backend": s.backend.kind}
+            for p, s in specs
+        ]
         if as_json:
             print(json.dumps(rows, indent=2))
         else:
             for r in rows:
-                console.print(f"would queue {r['name']} ({r['source']}, {r['backend']})", highlight=False, markup=False)
+                console.print(
+                    f"would queue {r['name']} ({r['source']}, {r['backend']})", highlight=False, markup=False
+                )
         return
     with open_store() as store:
         try:
@@ -129,7 +142,8 @@ def status_header(store: Store) -> list[str]:
 
     age = heartbeat_age(store)
     lines = [
-        "worker: [green]alive[/green]" if age is not None and age < 30
+        "worker: [green]alive[/green]"
+        if age is not None and age < 30
         else "worker: [red]not running[/red] — start it with `kdq worker`"
     ]
     counts = store.count_by_stage()
@@ -146,16 +160,35 @@ def status_header(store: Store) -> list[str]:
 
 def experiments_table(exps: list[Experiment], title: str | None = None) -> Table:
     table = Table(title=title, title_justify="left")
-    for col in ("id", "name", "stage", "backend", "epoch", "val F1", "teacher F1", "server", "rank", "updated"):
-        table.add_column(col, justify="right" if col in ("id", "val F1", "teacher F1", "server", "rank") else "left")
+    for col in (
+        "id",
+        "name",
+        "stage",
+        "backend",
+        "epoch",
+        "val F1",
+        "teacher F1",
+        "server",
+        "rank",
+        "updated",
+    ):
+        table.add_column(
+            col, justify="right" if col in ("id", "val F1", "teacher F1", "server", "rank") else "left"
+        )
     for e in exps:
         stage = str(e.stage)
         if e.stage is Stage.FAILED and e.error:
             stage += f": {e.error.splitlines()[0][:60]}"
         table.add_row(
-            str(e.id), Text(e.name), Text(stage, style=STAGE_STYLE.get(str(e.stage), "")), e.backend, _epoch(e),
-            _fmt_f1(e.val_f1 or (e.progress or {}).get("best_f1")), _fmt_f1(e.teacher_f1),
-            "" if e.server_score is None else f"{e.server_score:.3f}", "" if e.server_rank is None else str(e.server_rank),
+            str(e.id),
+            Text(e.name),
+            Text(stage, style=STAGE_STYLE.get(str(e.stage), "")),
+            e.backend,
+            _epoch(e),
+            _fmt_f1(e.val_f1 or (e.progress or {}).get("best_f1")),
+            _fmt_f1(e.teacher_f1),
+            "" if e.server_score is None else f"{e.server_score:.3f}",
+            "" if e.server_rank is None else str(e.server_rank),
             _ago(e.updated_at),
         )
     return table
@@ -190,7 +223,9 @@ def _status_view(store: Store, show_all: bool) -> Group:
 
 def status(
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every 2 s until Ctrl-C.")] = False,
-    show_all: Annotated[bool, typer.Option("--all", "-a", help="Every experiment, not only live and recent.")] = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", "-a", help="Every experiment, not only live and recent.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Everything at a glance: worker, server, every live experiment."""
@@ -200,10 +235,19 @@ def status(
 
             age = heartbeat_age(store)
             exps = store.list() if show_all else _status_experiments(store, False)[0]
-            print(json.dumps({"worker_alive": age is not None and age < 30, "worker_heartbeat_age_s": age,
-                              "counts": store.count_by_stage(),
-                              "course_server": store.get_meta_json("course.server"), "experiments": [e.summary() for e in exps]},
-                             indent=2, default=str))
+            print(
+                json.dumps(
+                    {
+                        "worker_alive": age is not None and age < 30,
+                        "worker_heartbeat_age_s": age,
+                        "counts": store.count_by_stage(),
+                        "course_server": store.get_meta_json("course.server"),
+                        "experiments": [e.summary() for e in exps],
+                    },
+                    indent=2,
+                    default=str,
+                )
+            )
             return
         if not watch:
             console.print(_status_view(store, show_all))
@@ -225,12 +269,22 @@ def show(exp_id: int, as_json: Annotated[bool, typer.Option("--json")] = False) 
     with open_store() as store:
         exp = get_or_exit(store, exp_id)
         events = store.events(exp_id)
-    data = {**exp.summary(), "spec": json.loads(exp.spec_json), "metrics": exp.metrics, "source": exp.source,
-            "timeline": [{k: ev[k] for k in ("ts", "kind", "stage", "message")} for ev in events]}
+    data = {
+        **exp.summary(),
+        "spec": json.loads(exp.spec_json),
+        "metrics": exp.metrics,
+        "source": exp.source,
+        "timeline": [{k: ev[k] for k in ("ts", "kind", "stage", "message")} for ev in events],
+    }
     if as_json:
         print(json.dumps(data, indent=2, default=str))
         return
-    console.print(Text(f"{exp.id}: {exp.name}  {exp.stage}  ({exp.backend}, attempt {exp.attempt}, run {exp.run_id})", style="bold"))
+    console.print(
+        Text(
+            f"{exp.id}: {exp.name}  {exp.stage}  ({exp.backend}, attempt {exp.attempt}, run {exp.run_id})",
+            style="bold",
+        )
+    )
     if exp.error:
         console.print(Text(f"error: {exp.error}", style="red"))
     spec = Table(title="spec", show_header=False, title_justify="left")
@@ -251,7 +305,9 @@ def show(exp_id: int, as_json: Annotated[bool, typer.Option("--json")] = False) 
     tl.add_column("event")
     tl.add_column("message")
     for ev in events:
-        tl.add_row(datetime.fromtimestamp(ev["ts"]).strftime("%m-%d %H:%M:%S"), ev["kind"], Text(ev["message"] or ""))
+        tl.add_row(
+            datetime.fromtimestamp(ev["ts"]).strftime("%m-%d %H:%M:%S"), ev["kind"], Text(ev["message"] or "")
+        )
     console.print(tl)
     if exp.artifacts:
         console.print(f"artifacts: {exp.artifacts}", highlight=False)
@@ -298,25 +354,51 @@ def submit(exp_id: int) -> None:
 # ---------------------------------------------------------------- results
 
 
-RESULT_COLUMNS = ("id", "name", "stage", "val_f1", "val_acc", "teacher_f1", "model_mb", "server_score", "server_rank")
+RESULT_COLUMNS = (
+    "id",
+    "name",
+    "stage",
+    "val_f1",
+    "val_acc",
+    "teacher_f1",
+    "model_mb",
+    "server_score",
+    "server_rank",
+)
 
 
 def _result_row(e: Experiment) -> dict:
     m = e.metrics or {}
-    return {"id": e.id, "name": e.name, "stage": str(e.stage), "val_f1": e.val_f1, "val_acc": m.get("val_acc"),
-            "teacher_f1": e.teacher_f1, "model_mb": m.get("model_mb"), "server_score": e.server_score,
-            "server_rank": e.server_rank}
+    return {
+        "id": e.id,
+        "name": e.name,
+        "stage": str(e.stage),
+        "val_f1": e.val_f1,
+        "val_acc": m.get("val_acc"),
+        "teacher_f1": e.teacher_f1,
+        "model_mb": m.get("model_mb"),
+        "server_score": e.server_score,
+        "server_rank": e.server_rank,
+    }
 
 
 def results(
-    sort: Annotated[str, typer.Option(help=f"Column to sort by (descending unless --asc): {', '.join(RESULT_COLUMNS)}")] = "val_f1",
-    asc: Annotated[bool, typer.Option("--asc", help="Sort ascending (rows without a value stay last).")] = False,
+    sort: Annotated[
+        str, typer.Option(help=f"Column to sort by (descending unless --asc): {', '.join(RESULT_COLUMNS)}")
+    ] = "val_f1",
+    asc: Annotated[
+        bool, typer.Option("--asc", help="Sort ascending (rows without a value stay last).")
+    ] = False,
     stage: Annotated[list[str], typer.Option("--stage", help="Only this stage (repeat for several).")] = [],  # noqa: B006
-    name: Annotated[Optional[str], typer.Option("--name", help="Name glob (hinton-*) or substring.")] = None,
-    backend: Annotated[Optional[str], typer.Option("--backend", help="Only this backend (local, modal).")] = None,
-    min_f1: Annotated[Optional[float], typer.Option("--min-f1", help="Only val macro-F1 at least this.")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="At most this many rows.")] = None,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Also write a PNG of local val F1 against the server score.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Name glob (hinton-*) or substring.")] = None,
+    backend: Annotated[
+        str | None, typer.Option("--backend", help="Only this backend (local, modal).")
+    ] = None,
+    min_f1: Annotated[float | None, typer.Option("--min-f1", help="Only val macro-F1 at least this.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most this many rows.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Also write a PNG of local val F1 against the server score.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     as_csv: Annotated[bool, typer.Option("--csv")] = False,
 ) -> None:
@@ -347,7 +429,12 @@ def results(
         for col in RESULT_COLUMNS:
             table.add_column(col, justify="left" if col in ("name", "stage") else "right")
         for r in rows:
-            table.add_row(*(Text("" if r[c] is None else f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c])) for c in RESULT_COLUMNS))
+            table.add_row(
+                *(
+                    Text("" if r[c] is None else f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]))
+                    for c in RESULT_COLUMNS
+                )
+            )
         console.print(table)
 
 
@@ -355,7 +442,9 @@ def results(
 
 
 def worker(
-    log_json: Annotated[Optional[bool], typer.Option("--log-json/--log-console", help="Log format (default: JSON unless a TTY).")] = None,
+    log_json: Annotated[
+        bool | None, typer.Option("--log-json/--log-console", help="Log format (default: JSON unless a TTY).")
+    ] = None,
 ) -> None:
     """Run the worker (Huey consumer) until Ctrl-C or SIGTERM. Leave it running overnight."""
     settings = get_settings()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Group
@@ -24,7 +24,9 @@ def _fmt(v) -> str:
 
 def report(
     exp_id: int,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Folder to write (default: $KDQ_HOME/reports/<id>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder to write (default: $KDQ_HOME/reports/<id>).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the page's data as JSON too.")] = False,
 ) -> None:
     """One experiment as an HTML page: curves, confusion matrix, per-class F1, spec, timings, server result."""
@@ -34,16 +36,24 @@ def report(
     with open_store() as store:
         exp = get_or_exit(store, exp_id)
         subs, events = submissions_for(store, exp_id), store.events(exp_id)
-    page = write_experiment_report(exp, out or settings.root / "reports" / str(exp_id), subs, settings, events)
+    page = write_experiment_report(
+        exp, out or settings.root / "reports" / str(exp_id), subs, settings, events
+    )
     if as_json:
-        print(json.dumps({**experiment_data(exp, subs, settings, events), "report": str(page)}, indent=2, default=str))
+        print(
+            json.dumps(
+                {**experiment_data(exp, subs, settings, events), "report": str(page)}, indent=2, default=str
+            )
+        )
     else:
         console.print(f"report: {page}", highlight=False)
 
 
 def compare(
     ids: Annotated[list[int], typer.Argument(help="Two or more experiment ids.")],
-    html: Annotated[Optional[Path], typer.Option("--html", help="Also write an HTML page with charts into this folder.")] = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write an HTML page with charts into this folder.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Experiments side by side: the spec fields that differ, then the metrics."""
@@ -57,8 +67,19 @@ def compare(
     diff, table = spec_diff([e.spec_json for e in exps]), side_by_side(exps)
     page = write_compare_report(exps, all_rows, html) if html else None
     if as_json:
-        print(json.dumps({"ids": ids, "names": [e.name for e in exps], "spec_diff": diff, "metrics": table,
-                          "report": str(page) if page else None}, indent=2, default=str))
+        print(
+            json.dumps(
+                {
+                    "ids": ids,
+                    "names": [e.name for e in exps],
+                    "spec_diff": diff,
+                    "metrics": table,
+                    "report": str(page) if page else None,
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return
     heads = [f"{e.id}: {e.name}" for e in exps]
     for title, rows in (("spec differences", diff), ("metrics", table)):
@@ -78,25 +99,36 @@ def compare(
 def inspect_summary(f) -> Group:
     """The short terminal view of ``kdq data inspect``'s findings."""
     s = f.counts_summary()
-    classes = Table(title=f"{s['images']} images in {len(f.classes)} classes (imbalance {f.imbalance_ratio:.2f}×)",
-                    title_justify="left")
+    classes = Table(
+        title=f"{s['images']} images in {len(f.classes)} classes (imbalance {f.imbalance_ratio:.2f}×)",
+        title_justify="left",
+    )
     for col in ("class", "images", "weight"):
         classes.add_column(col, justify="left" if col == "class" else "right")
     for c in f.classes:
         classes.add_row(Text(c), str(f.counts[c]), f"{f.class_weights[c]:.3f}")
     size = f.size_summary
     lines = [
-        Text(f"sizes: width {size['width'].get('min')}–{size['width'].get('max')}, height "
-             f"{size['height'].get('min')}–{size['height'].get('max')}; formats "
-             + ", ".join(f"{k} {v}" for k, v in f.formats.items()) + "; modes "
-             + ", ".join(f"{k} {v}" for k, v in f.modes.items())),
+        Text(
+            f"sizes: width {size['width'].get('min')}–{size['width'].get('max')}, height "
+            f"{size['height'].get('min')}–{size['height'].get('max')}; formats "
+            + ", ".join(f"{k} {v}" for k, v in f.formats.items())
+            + "; modes "
+            + ", ".join(f"{k} {v}" for k, v in f.modes.items())
+        ),
         Text(f"unreadable or truncated: {s['problems']}", style="red" if s["problems"] else ""),
-        Text(f"duplicates: {s['exact_groups']} exact groups, {s['near_groups']} near groups "
-             f"({s['redundant_images']} redundant images)"),
-        Text(f"label conflicts (same picture in two classes): {s['cross_class_groups']}",
-             style="red" if s["cross_class_groups"] else ""),
-        *(Text("  conflict: " + " | ".join(m["file"] for m in g["members"]), style="red")
-          for g in [g for g in f.duplicate_groups if g["cross_class"]][:5]),
+        Text(
+            f"duplicates: {s['exact_groups']} exact groups, {s['near_groups']} near groups "
+            f"({s['redundant_images']} redundant images)"
+        ),
+        Text(
+            f"label conflicts (same picture in two classes): {s['cross_class_groups']}",
+            style="red" if s["cross_class_groups"] else "",
+        ),
+        *(
+            Text("  conflict: " + " | ".join(m["file"] for m in g["members"]), style="red")
+            for g in [g for g in f.duplicate_groups if g["cross_class"]][:5]
+        ),
         Text(f"likely overlays (text, lines, borders): {s['overlays']}"),
         Text(f"read {f.files} files in {f.seconds:.1f} s ({f.images_per_s or 0:.0f} images/s)", style="dim"),
     ]

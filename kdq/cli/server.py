@@ -5,18 +5,21 @@ from __future__ import annotations
 import json
 import secrets
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from kdq import grader
 from kdq import log as kdqlog
 from kdq.course import CourseClient, CourseError, RateLimited
 from kdq.settings import get_settings
 
-app = typer.Typer(help="Talk to the course grading server (needs the UVA network or VPN).", no_args_is_help=True)
+app = typer.Typer(
+    help="Talk to the course grading server (needs the UVA network or VPN).", no_args_is_help=True
+)
 console = Console()
 err = Console(stderr=True)
 
@@ -51,9 +54,14 @@ def ping(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if as_json:
         _print_json(result.model_dump(mode="json"))
     elif result.reachable:
-        console.print(f"[green]reachable[/green] {result.url} ({result.detail}, {result.elapsed_s:.2f} s)", highlight=False)
+        console.print(
+            f"[green]reachable[/green] {result.url} ({result.detail}, {result.elapsed_s:.2f} s)",
+            highlight=False,
+        )
     else:
-        console.print(Text("unreachable ", style="red") + Text(result.detail), highlight=False, soft_wrap=True)
+        console.print(
+            Text("unreachable ", style="red") + Text(result.detail), highlight=False, soft_wrap=True
+        )
     if not result.reachable:
         raise typer.Exit(2)
 
@@ -77,8 +85,14 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     style = {"successful": "green", "pending": "yellow", "failed": "red"}
     for a in attempts:
         when = a.submitted_at.strftime("%Y-%m-%d %H:%M:%S") if a.submitted_at else (a.submitted_at_text or "")
-        table.add_row(str(a.attempt), Text(a.status, style=style[a.state]), _num(a.size_mb, "{:.2f}"), when,
-                      _num(a.score), Text(ours.get(a.attempt, "")))
+        table.add_row(
+            str(a.attempt),
+            Text(a.status, style=style[a.state]),
+            _num(a.size_mb, "{:.2f}"),
+            when,
+            _num(a.score),
+            Text(ours.get(a.attempt, "")),
+        )
     console.print(table)
 
 
@@ -90,8 +104,10 @@ def _our_attempts() -> dict[int, str]:
     from kdq.store import Store
 
     with Store.open(settings) as store:
-        rows = store.db.query("select s.attempt, e.id, e.name from submissions s join experiments e "
-                              "on e.id = s.exp_id where s.attempt is not null")
+        rows = store.db.query(
+            "select s.attempt, e.id, e.name from submissions s join experiments e "
+            "on e.id = s.exp_id where s.attempt is not null"
+        )
         return {r["attempt"]: f"{r['id']} {r['name']}" for r in rows}
 
 
@@ -115,8 +131,14 @@ def leaderboard(
     for i, row in enumerate(board.rows):
         if i >= top and row is not ours:
             continue
-        table.add_row(_num(row.rank, "{}"), row.team, _num(row.score), _num(row.f1), _num(row.size_mb, "{:.2f}"),
-                      style="bold cyan" if row is ours else None)
+        table.add_row(
+            _num(row.rank, "{}"),
+            row.team,
+            _num(row.score),
+            _num(row.f1),
+            _num(row.size_mb, "{:.2f}"),
+            style="bold cyan" if row is ours else None,
+        )
     console.print(table)
     if team and ours is None:
         console.print(f"team {team!r} (KDQ_TEAM) is not on the leaderboard yet", highlight=False)
@@ -133,31 +155,52 @@ def submit(
             receipt = client.submit(path)
         except CourseError as exc:
             if exc.maybe_sent:
-                err.print("the upload may have reached the server: check `kdq server status` before resending",
-                          highlight=False)
+                err.print(
+                    "the upload may have reached the server: check `kdq server status` before resending",
+                    highlight=False,
+                )
             raise _fail(exc) from None
     if as_json:
         _print_json(receipt.model_dump(mode="json"))
     else:
-        console.print(f"submitted {path.name}: attempt #{receipt.attempt} ({receipt.message})", highlight=False,
-                      markup=False)
+        console.print(
+            f"submitted {path.name}: attempt #{receipt.attempt} ({receipt.message})",
+            highlight=False,
+            markup=False,
+        )
 
 
 def fake_server(
-    data_dir: Annotated[Optional[Path], typer.Option(help="Labelled image folders to grade on (class/image).")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Labelled image folders to grade on (class/image).")
+    ] = None,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="0 picks a free port.")] = 8000,
-    team: Annotated[list[str], typer.Option(help="NAME:TOKEN, repeatable. Default: one team 'demo' with a new token.")] = [],  # noqa: B006
-    teams_file: Annotated[Optional[Path], typer.Option(help='JSON {"team name": "token", ...}.')] = None,
-    submit_interval_s: Annotated[float, typer.Option(help="One submission per team per this many seconds.")] = 900.0,
-    status_interval_s: Annotated[float, typer.Option(help="One status call per team per this many seconds.")] = 15.0,
-    max_size_mb: Annotated[float, typer.Option(help="Uploads above this are refused.")] = 23.0,
-    size_check: Annotated[str, typer.Option(help="upload: refuse with 400; status: accept, then 'rejected (file too large)'.")] = "upload",
+    team: Annotated[
+        list[str], typer.Option(help="NAME:TOKEN, repeatable. Default: one team 'demo' with a new token.")
+    ] = [],  # noqa: B006
+    teams_file: Annotated[Path | None, typer.Option(help='JSON {"team name": "token", ...}.')] = None,
+    submit_interval_s: Annotated[
+        float, typer.Option(help="One submission per team per this many seconds.")
+    ] = 900.0,
+    status_interval_s: Annotated[
+        float, typer.Option(help="One status call per team per this many seconds.")
+    ] = 15.0,
+    max_size_mb: Annotated[float, typer.Option(help="Uploads above this are refused.")] = grader.MAX_MIB,
+    size_check: Annotated[
+        str, typer.Option(help="upload: refuse with 400; status: accept, then 'rejected (file too large)'.")
+    ] = "upload",
     size_factor: Annotated[float, typer.Option(help="score = 10 x macro-F1 - size_factor x MB.")] = 0.01,
     wording: Annotated[str, typer.Option(help="Submit message: alternate | short | long.")] = "alternate",
-    eval_delay_s: Annotated[float, typer.Option(help="Keep each attempt pending this long before grading.")] = 0.0,
-    fault: Annotated[list[str], typer.Option(help="KIND[:COUNT][,key=value...], e.g. error:3,status=502 (repeatable).")] = [],  # noqa: B006
-    start_down_s: Annotated[float, typer.Option(help="Refuse connections for this long after starting.")] = 0.0,
+    eval_delay_s: Annotated[
+        float, typer.Option(help="Keep each attempt pending this long before grading.")
+    ] = 0.0,
+    fault: Annotated[
+        list[str], typer.Option(help="KIND[:COUNT][,key=value...], e.g. error:3,status=502 (repeatable).")
+    ] = [],  # noqa: B006
+    start_down_s: Annotated[
+        float, typer.Option(help="Refuse connections for this long after starting.")
+    ] = 0.0,
 ) -> None:
     """Run the stand-in course server: same routes, shapes, limits and grading, plus faults on demand.
 
@@ -183,15 +226,34 @@ def fake_server(
     if size_check not in ("upload", "status") or wording not in ("alternate", "short", "long"):
         raise typer.BadParameter("--size-check is upload|status; --wording is alternate|short|long")
     if data_dir is None:
-        err.print("no --data-dir: every submission will fail grading (there are no test images)", highlight=False)
-    srv = FakeServer(teams, data_dir, host=host, port=port, faults=faults, submit_interval_s=submit_interval_s,
-                     status_interval_s=status_interval_s, max_size_mb=max_size_mb, size_check=size_check,
-                     size_factor=size_factor, wording=wording, eval_delay_s=eval_delay_s)
+        err.print(
+            "no --data-dir: every submission will fail grading (there are no test images)", highlight=False
+        )
+    srv = FakeServer(
+        teams,
+        data_dir,
+        host=host,
+        port=port,
+        faults=faults,
+        submit_interval_s=submit_interval_s,
+        status_interval_s=status_interval_s,
+        max_size_mb=max_size_mb,
+        size_check=size_check,
+        size_factor=size_factor,
+        wording=wording,
+        eval_delay_s=eval_delay_s,
+    )
     srv.start()
-    console.print(f"stand-in course server on {srv.url} (Ctrl-C stops it); teams: {', '.join(teams)}", highlight=False)
+    console.print(
+        f"stand-in course server on {srv.url} (Ctrl-C stops it); teams: {', '.join(teams)}", highlight=False
+    )
     if generated:  # a token we just made up for the stand-in, not a secret: the user needs it
-        console.print(f"export KDQ_SERVER_URL={srv.url} KDQ_TEAM=demo KDQ_TOKEN={teams['demo']}", highlight=False,
-                      markup=False, soft_wrap=True)
+        console.print(
+            f"export KDQ_SERVER_URL={srv.url} KDQ_TEAM=demo KDQ_TOKEN={teams['demo']}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
     if start_down_s > 0:
         srv.go_down(start_down_s)
     srv.serve_forever()

@@ -18,8 +18,8 @@ from kdq.course.errors import (
     RateLimited,
     Rejected,
     ServerError,
-    Unreachable,
     UnexpectedResponse,
+    Unreachable,
 )
 from kdq.course.models import Attempt, Leaderboard, LeaderboardRow, Ping, SubmitReceipt
 

@@ -17,15 +17,17 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 from pydantic import SecretStr
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from kdq.course.errors import CourseError, RateLimited, Rejected, ServerError, Unreachable, UnexpectedResponse
+from kdq import grader
+from kdq.course.errors import CourseError, RateLimited, Rejected, ServerError, UnexpectedResponse, Unreachable
 from kdq.course.leaderboard import find_leaderboard_link, parse_leaderboard
 from kdq.course.models import Attempt, Leaderboard, Ping, SubmitReceipt
 from kdq.log import MASK, add_secret, get_logger, redact
@@ -36,7 +38,9 @@ VPN_HINT = "The course server answers only on the university network: is this ma
 ALLOWED_SUFFIXES = (".pt", ".pth")
 DISCOVERY_PAGES = ("/", "/homework/3", "/instructions-hw3")  # pages that link to the leaderboard
 OTHER_PORT = {8000: 9000, 9000: 8000}  # COURSE_SERVER.md: the homework pages say 8000, the user's notes 9000
-WAIT_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(seconds?|secs?|s\b|minutes?|mins?|m\b|hours?|hrs?|h\b)", re.IGNORECASE)
+WAIT_RE = re.compile(
+    r"(\d+(?:\.\d+)?)\s*(seconds?|secs?|s\b|minutes?|mins?|m\b|hours?|hrs?|h\b)", re.IGNORECASE
+)
 UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -107,14 +111,19 @@ class CourseClient:
         backoff_s: float = 1.0,
         max_backoff_s: float = 15.0,
         rate_limit_wait_max_s: float = 20.0,
-        max_upload_mb: float = 23.0,
+        max_upload_mb: float = grader.MAX_MIB,
     ) -> None:
         secret = token.get_secret_value() if isinstance(token, SecretStr) else token
         self._token = secret or None
         add_secret(self._token)
         self.base_url = base_url.rstrip("/")
         self.team = team
-        self.paths = {"submit": submit_path, "status": status_path, "leaderboard": leaderboard_path, "ping": ping_path}
+        self.paths = {
+            "submit": submit_path,
+            "status": status_path,
+            "leaderboard": leaderboard_path,
+            "ping": ping_path,
+        }
         self.connect_timeout_s = connect_timeout_s
         self.request_timeout_s = request_timeout_s
         self.submit_interval_s = submit_interval_s
@@ -131,7 +140,7 @@ class CourseClient:
         )
 
     @classmethod
-    def from_settings(cls, settings, **overrides: Any) -> "CourseClient":
+    def from_settings(cls, settings, **overrides: Any) -> CourseClient:
         kwargs: dict[str, Any] = dict(
             token=settings.token,
             team=settings.team,
@@ -148,7 +157,7 @@ class CourseClient:
 
     # ------------------------------------------------------------------ plumbing
 
-    def __enter__(self) -> "CourseClient":
+    def __enter__(self) -> CourseClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -175,10 +184,14 @@ class CourseClient:
 
     def _require_token(self) -> str:
         if not self._token:
-            raise Rejected("no course token: set KDQ_TOKEN (32 hex characters, from the course's registration page)")
+            raise Rejected(
+                "no course token: set KDQ_TOKEN (32 hex characters, from the course's registration page)"
+            )
         return self._token
 
-    def _send(self, method: str, name: str, *, timeout: httpx.Timeout | None = None, **kwargs: Any) -> httpx.Response:
+    def _send(
+        self, method: str, name: str, *, timeout: httpx.Timeout | None = None, **kwargs: Any
+    ) -> httpx.Response:
         url, shown = self.url(name, secret=True), self.url(name)
         started = time.monotonic()
         try:
@@ -199,8 +212,13 @@ class CourseClient:
                 f"{method} {shown}: the connection broke ({type(exc).__name__}: {self._redact(str(exc)) or 'no detail'})",
                 maybe_sent=True,
             ) from None
-        log.debug("course.http", method=method, url=shown, status=response.status_code,
-                  elapsed_s=round(time.monotonic() - started, 3))
+        log.debug(
+            "course.http",
+            method=method,
+            url=shown,
+            status=response.status_code,
+            elapsed_s=round(time.monotonic() - started, 3),
+        )
         return response
 
     def _decode(self, response: httpx.Response, what: str, *, fallback_wait_s: float) -> Any:
@@ -214,25 +232,35 @@ class CourseClient:
         said = self._redact(said or (_snippet(text) if problem else str(body)))
         if code == 429:
             wait_s = parse_wait_s(said, response.headers.get("retry-after"))
-            raise RateLimited(f"{what}: rate limited: {said}", wait_s if wait_s is not None else fallback_wait_s)
+            raise RateLimited(
+                f"{what}: rate limited: {said}", wait_s if wait_s is not None else fallback_wait_s
+            )
         if 200 <= code < 300:
             if problem:
-                raise UnexpectedResponse(f"{what}: HTTP {code} with {problem}", status_code=code, maybe_sent=True)
+                raise UnexpectedResponse(
+                    f"{what}: HTTP {code} with {problem}", status_code=code, maybe_sent=True
+                )
             return body
         if code >= 500:
-            raise ServerError(f"{what}: server error HTTP {code}: {said or problem}", status_code=code, maybe_sent=True)
+            raise ServerError(
+                f"{what}: server error HTTP {code}: {said or problem}", status_code=code, maybe_sent=True
+            )
         if code == 404:
             raise UnexpectedResponse(
                 f"{what}: HTTP 404 at {self.url(what)}: the path may have moved; the homework page links to the "
                 "current ones (settings KDQ_SUBMIT_PATH, KDQ_STATUS_PATH, KDQ_LEADERBOARD_PATH, KDQ_SERVER_URL)",
-                status_code=code, maybe_sent=False,
+                status_code=code,
+                maybe_sent=False,
             )
         if 400 <= code < 500 and isinstance(body, dict) and said:
             raise Rejected(said, status_code=code)
         if code == 413:  # a proxy's limit, in its own words (often an HTML page)
             raise Rejected(f"File too large for the server's proxy (HTTP 413): {said}", status_code=code)
-        raise UnexpectedResponse(f"{what}: HTTP {code} with {problem or 'body ' + said}", status_code=code,
-                                 maybe_sent=code >= 300 and not 400 <= code < 500)
+        raise UnexpectedResponse(
+            f"{what}: HTTP {code} with {problem or 'body ' + said}",
+            status_code=code,
+            maybe_sent=code >= 300 and not 400 <= code < 500,
+        )
 
     def _retrying(self, attempts: int, retryable: Callable[[BaseException], bool]) -> Retrying:
         backoff = wait_exponential(multiplier=self.backoff_s, max=self.max_backoff_s)
@@ -245,11 +273,20 @@ class CourseClient:
 
         def before_sleep(state) -> None:
             exc = state.outcome.exception()
-            log.warning("course.retry", attempt=state.attempt_number, error=f"{type(exc).__name__}: {exc}",
-                        wait_s=round(state.upcoming_sleep, 2))
+            log.warning(
+                "course.retry",
+                attempt=state.attempt_number,
+                error=f"{type(exc).__name__}: {exc}",
+                wait_s=round(state.upcoming_sleep, 2),
+            )
 
-        return Retrying(stop=stop_after_attempt(attempts), wait=wait, retry=retry_if_exception(retryable),
-                        reraise=True, before_sleep=before_sleep)
+        return Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait,
+            retry=retry_if_exception(retryable),
+            reraise=True,
+            before_sleep=before_sleep,
+        )
 
     def _read_retryable(self, exc: BaseException) -> bool:
         if isinstance(exc, RateLimited):
@@ -269,8 +306,13 @@ class CourseClient:
             response = self._send("GET", "ping", timeout=short)
         except Unreachable as exc:
             return Ping(reachable=False, url=url, detail=exc.message + self._other_port_hint(short))
-        return Ping(reachable=True, url=url, status_code=response.status_code,
-                    elapsed_s=round(time.monotonic() - started, 3), detail=f"HTTP {response.status_code}")
+        return Ping(
+            reachable=True,
+            url=url,
+            status_code=response.status_code,
+            elapsed_s=round(time.monotonic() - started, 3),
+            detail=f"HTTP {response.status_code}",
+        )
 
     def _other_port_hint(self, timeout: httpx.Timeout) -> str:
         """The course pages name port 8000, older notes 9000: if the other one answers, say so."""
@@ -295,11 +337,17 @@ class CourseClient:
             if isinstance(body, dict):  # tolerate {"submissions": [...]} and the like
                 body = next((v for v in body.values() if isinstance(v, list)), body)
             if not isinstance(body, list):
-                raise UnexpectedResponse(f"status: expected a JSON list of attempts, got {_snippet(str(body))!r}",
-                                         status_code=response.status_code)
-            attempts = [Attempt.from_raw(item, i + 1) for i, item in enumerate(body) if isinstance(item, dict)]
+                raise UnexpectedResponse(
+                    f"status: expected a JSON list of attempts, got {_snippet(str(body))!r}",
+                    status_code=response.status_code,
+                )
+            attempts = [
+                Attempt.from_raw(item, i + 1) for i, item in enumerate(body) if isinstance(item, dict)
+            ]
             if len(attempts) < len(body):
-                log.warning("course.status.skipped", count=len(body) - len(attempts), reason="not a JSON object")
+                log.warning(
+                    "course.status.skipped", count=len(body) - len(attempts), reason="not a JSON object"
+                )
             return sorted(attempts, key=lambda a: a.attempt)
 
         return self._retrying(self.read_attempts, self._read_retryable)(call)
@@ -310,8 +358,10 @@ class CourseClient:
             if response.status_code == 200 and response.text.strip():
                 return parse_leaderboard(response.text)
             self._decode(response, "leaderboard", fallback_wait_s=self.status_interval_s)
-            raise UnexpectedResponse(f"leaderboard: HTTP {response.status_code} with an empty page",
-                                     status_code=response.status_code)
+            raise UnexpectedResponse(
+                f"leaderboard: HTTP {response.status_code} with an empty page",
+                status_code=response.status_code,
+            )
 
         try:
             return self._retrying(self.read_attempts, self._read_retryable)(call)
@@ -331,8 +381,13 @@ class CourseClient:
                 continue
             found = find_leaderboard_link(response.text, self.base_url)
             if found and found != self.paths["leaderboard"]:
-                log.warning("course.leaderboard_moved", old=self.paths["leaderboard"], new=found, found_on=page,
-                            fix=f"set KDQ_LEADERBOARD_PATH={found}")
+                log.warning(
+                    "course.leaderboard_moved",
+                    old=self.paths["leaderboard"],
+                    new=found,
+                    found_on=page,
+                    fix=f"set KDQ_LEADERBOARD_PATH={found}",
+                )
                 self.paths["leaderboard"] = found
                 return True
         return False
@@ -346,7 +401,9 @@ class CourseClient:
             raise Rejected(f"{path}: the server accepts only files ending in .pt or .pth; rename it")
         size_mb = path.stat().st_size / 1024 / 1024
         if size_mb > self.max_upload_mb:
-            raise Rejected(f"{path}: {size_mb:.2f} MB is over the {self.max_upload_mb} MB limit; export a smaller model")
+            raise Rejected(
+                f"{path}: {size_mb:.2f} MB is over the {self.max_upload_mb} MB limit; export a smaller model"
+            )
         return path
 
     def submit(self, path: str | Path) -> SubmitReceipt:
@@ -356,14 +413,26 @@ class CourseClient:
 
         def call() -> SubmitReceipt:
             with path.open("rb") as fh:
-                response = self._send("POST", "submit", data={"token": token},
-                                      files={"file": (path.name, fh, "application/octet-stream")})
+                response = self._send(
+                    "POST",
+                    "submit",
+                    data={"token": token},
+                    files={"file": (path.name, fh, "application/octet-stream")},
+                )
             body = self._decode(response, "submit", fallback_wait_s=self.submit_interval_s)
             if not isinstance(body, dict):
-                raise UnexpectedResponse(f"submit: HTTP {response.status_code} with JSON that is not an object: "
-                                         f"{_snippet(str(body))!r}", status_code=response.status_code)
+                raise UnexpectedResponse(
+                    f"submit: HTTP {response.status_code} with JSON that is not an object: "
+                    f"{_snippet(str(body))!r}",
+                    status_code=response.status_code,
+                )
             receipt = SubmitReceipt.from_raw(body)
-            log.info("course.submitted", file=path.name, attempt=receipt.attempt, message=self._redact(receipt.message))
+            log.info(
+                "course.submitted",
+                file=path.name,
+                attempt=receipt.attempt,
+                message=self._redact(receipt.message),
+            )
             return receipt
 
         never_sent = lambda exc: isinstance(exc, Unreachable) and not exc.maybe_sent  # noqa: E731

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -73,7 +73,7 @@ def parse_eastern(text: Any) -> datetime | None:
             naive = datetime.strptime(clean, fmt)
         except ValueError:
             continue
-        return naive.replace(tzinfo=EASTERN).astimezone(timezone.utc)
+        return naive.replace(tzinfo=EASTERN).astimezone(UTC)
     return None
 
 
@@ -106,7 +106,7 @@ class Attempt(Result):
         return self.state != "pending"
 
     @classmethod
-    def from_raw(cls, item: dict[str, Any], position: int) -> "Attempt":
+    def from_raw(cls, item: dict[str, Any], position: int) -> Attempt:
         """One status object; ``position`` (1-based) stands in for a missing ``attempt`` field."""
         number = as_int(item.get("attempt"))
         when = item.get("submitted_at")
@@ -131,7 +131,7 @@ class SubmitReceipt(Result):
     team: str | None = None
 
     @classmethod
-    def from_raw(cls, body: dict[str, Any]) -> "SubmitReceipt":
+    def from_raw(cls, body: dict[str, Any]) -> SubmitReceipt:
         message = str(body.get("message") or "")
         team = TEAM_RE.search(message)
         status = body.get("status")

@@ -16,8 +16,8 @@ failed (only the latest submission counts), whether kdq made it or not.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from kdq.course.models import Attempt
 
@@ -51,8 +51,9 @@ class Plan:
     reason: str = ""
 
 
-def live_submission(attempts: Iterable[Attempt], ours: dict[int, tuple[int, float | None]],
-                    outside_f1: float | None = None) -> Live | None:
+def live_submission(
+    attempts: Iterable[Attempt], ours: dict[int, tuple[int, float | None]], outside_f1: float | None = None
+) -> Live | None:
     """The latest attempt that has not failed. ``ours``: attempt number → (experiment id, val F1)."""
     alive = [a for a in attempts if a.state != "failed"]
     if not alive:
@@ -98,17 +99,32 @@ def plan(
         elif live is not None and live.state == "successful":
             f1 = "none" if c.val_f1 is None else f"{c.val_f1:.4f}"
             whose = f"experiment {live.exp_id}" if live.exp_id is not None else "made outside kdq"
-            finish.append((c.exp_id, "skipped",
-                           f"not submitted: val macro-F1 {f1} is not above {live.val_f1:.4f} of the live "
-                           f"submission (attempt #{live.attempt}, {whose}); `kdq submit {c.exp_id}` overrides"))
+            finish.append(
+                (
+                    c.exp_id,
+                    "skipped",
+                    f"not submitted: val macro-F1 {f1} is not above {live.val_f1:.4f} of the live "
+                    f"submission (attempt #{live.attempt}, {whose}); `kdq submit {c.exp_id}` overrides",
+                )
+            )
         # else: the live one is still pending and may yet fail; decide once it is graded
     if not eligible:
         why = "waiting for `kdq submit ID` (manual policy)" if waiting_on_manual else "nothing to submit"
         return Plan(finish=tuple(finish), reason=why)
-    best = min(eligible, key=lambda c: (not c.requested, -(c.val_f1 if c.val_f1 is not None else -1.0),
-                                        c.size_mb if c.size_mb is not None else 0.0, c.exp_id))
+    best = min(
+        eligible,
+        key=lambda c: (
+            not c.requested,
+            -(c.val_f1 if c.val_f1 is not None else -1.0),
+            c.size_mb if c.size_mb is not None else 0.0,
+            c.exp_id,
+        ),
+    )
     slot = next_slot(last_submit_at, interval_s, blocked_until)
     if now < slot:
-        return Plan(wait_s=slot - now, finish=tuple(finish),
-                    reason=f"experiment {best.exp_id} next; the server's window opens in {slot - now:.0f} s")
+        return Plan(
+            wait_s=slot - now,
+            finish=tuple(finish),
+            reason=f"experiment {best.exp_id} next; the server's window opens in {slot - now:.0f} s",
+        )
     return Plan(submit=best.exp_id, finish=tuple(finish), reason=f"experiment {best.exp_id}: best eligible")

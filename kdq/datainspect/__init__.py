@@ -12,8 +12,8 @@ imbalance, class weights, duplicates, problems: pure), ``sheets`` (contact sheet
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from kdq.datainspect.findings import Findings, summarize
 from kdq.datainspect.render import write_report
@@ -21,8 +21,9 @@ from kdq.datainspect.scan import ImageInfo, scan_files
 from kdq.train.data import discover
 
 
-def inspect_dataset(path: Path, workers: int | None = None,
-                    progress: Callable[[int, int], None] | None = None) -> tuple[Findings, list[ImageInfo]]:
+def inspect_dataset(
+    path: Path, workers: int | None = None, progress: Callable[[int, int], None] | None = None
+) -> tuple[Findings, list[ImageInfo]]:
     """Find the class folders like the trainer does, read every image once, summarize.
 
     ``progress(done, total)`` is called as files are read.

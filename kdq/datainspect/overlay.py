@@ -68,7 +68,9 @@ def _uniform_sides(rgb: np.ndarray) -> int:
     for strip in (rgb[:k], rgb[-k:], rgb[:, :k], rgb[:, -k:]):
         grey = strip.mean(2)
         chroma = float((strip.max(2) - strip.min(2)).mean())
-        if grey.std() < BORDER_STD and (chroma < BORDER_CHROMA or not BORDER_DARK < grey.mean() < BORDER_LIGHT):
+        if grey.std() < BORDER_STD and (
+            chroma < BORDER_CHROMA or not BORDER_DARK < grey.mean() < BORDER_LIGHT
+        ):
             count += 1
     return count
 
@@ -89,7 +91,9 @@ def _text_density(rgb_img: Image.Image) -> float:
     white_img = Image.fromarray(white)
     white = white.astype(np.int16)
     # A quick look against the 5x5 mean first: the median (slow) only where strokes may be.
-    quick = _box_max((white - np.asarray(white_img.filter(ImageFilter.BoxBlur(2)), np.int16)) * 2 > STROKE, *TEXT_BOX)
+    quick = _box_max(
+        (white - np.asarray(white_img.filter(ImageFilter.BoxBlur(2)), np.int16)) * 2 > STROKE, *TEXT_BOX
+    )
     if quick < TEXT_QUICK:
         return quick
     local = np.asarray(white_img.filter(ImageFilter.MedianFilter(5)), np.int16)
@@ -132,7 +136,16 @@ def flags(sig: dict[str, float]) -> list[str]:
 def explanation() -> str:
     """The heuristic as the module docstring tells it, with the thresholds' values filled in."""
     text = __doc__.split("\n\n", 1)[1]
-    for name in ("ANALYSIS_SIDE", "LINE_CONTRAST_MIN", "LINE_CONTRAST", "LINE_FRACTION", "BORDER_STD",
-                 "BORDER_CHROMA", "STROKE", "TEXT_DENSITY", "TEXT_QUICK"):
+    for name in (
+        "ANALYSIS_SIDE",
+        "LINE_CONTRAST_MIN",
+        "LINE_CONTRAST",
+        "LINE_FRACTION",
+        "BORDER_STD",
+        "BORDER_CHROMA",
+        "STROKE",
+        "TEXT_DENSITY",
+        "TEXT_QUICK",
+    ):
         text = text.replace(f"``{name}``", f"{globals()[name]:g}")
     return text.replace("``TEXT_BOX``", "{} × {}".format(*TEXT_BOX)).replace("``", "")

@@ -126,7 +126,16 @@ def write_report(f: Findings, infos: list[ImageInfo], out_dir: Path) -> Path:
     (out_dir / "findings.json").write_text(json.dumps(f.to_dict(), indent=1))
     from kdq.datainspect.findings import NEAR_BITS, NEAR_COLOUR
 
-    html = render(PAGE, title=f"Dataset inspection: {f.root}", f=f, s=f.counts_summary(),
-                  sheets=sheets, flagged=flagged, flagged_max=FLAGGED_SHEET, explanation=overlay.explanation(),
-                  near_bits=NEAR_BITS, near_colour=NEAR_COLOUR)
+    html = render(
+        PAGE,
+        title=f"Dataset inspection: {f.root}",
+        f=f,
+        s=f.counts_summary(),
+        sheets=sheets,
+        flagged=flagged,
+        flagged_max=FLAGGED_SHEET,
+        explanation=overlay.explanation(),
+        near_bits=NEAR_BITS,
+        near_colour=NEAR_COLOUR,
+    )
     return write_page(out_dir, html)

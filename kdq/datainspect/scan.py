@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import imagehash
 import numpy as np
@@ -89,14 +89,19 @@ def _scan_chunk(args: tuple[str, list[tuple[str, int]]]) -> list[ImageInfo]:
     return [scan_file(root, rel, label) for rel, label in items]
 
 
-def scan_files(root: Path, items: list[tuple[str, int]], workers: int | None = None, chunk: int = 64,
-               progress: Callable[[int], None] | None = None) -> list[ImageInfo]:
+def scan_files(
+    root: Path,
+    items: list[tuple[str, int]],
+    workers: int | None = None,
+    chunk: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> list[ImageInfo]:
     """``scan_file`` over ``(relative path, label)`` pairs, in order; ``workers=1`` stays in-process.
 
     ``progress(n)`` is called after every ``n`` files read.
     """
     workers = workers or os.cpu_count() or 1
-    chunks = [(str(root), items[i:i + chunk]) for i in range(0, len(items), chunk)]
+    chunks = [(str(root), items[i : i + chunk]) for i in range(0, len(items), chunk)]
     out: list[ImageInfo] = []
     pool = ProcessPoolExecutor(workers) if workers > 1 and len(chunks) > 1 else None
     try:

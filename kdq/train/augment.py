@@ -16,8 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the grader's normalization
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from kdq import grader
+
 FIELDS = ("scale", "log_ratio", "cx", "cy", "angle", "flip", "brightness", "contrast", "saturation")
 
 
@@ -29,8 +29,16 @@ def identity(n: int) -> torch.Tensor:
     return p
 
 
-def sample(n: int, generator: torch.Generator | None = None, *, scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3),
-           degrees: float = 15.0, jitter: float = 0.2, flip: bool = True) -> torch.Tensor:
+def sample(
+    n: int,
+    generator: torch.Generator | None = None,
+    *,
+    scale=(0.35, 1.0),
+    ratio=(3 / 4, 4 / 3),
+    degrees: float = 15.0,
+    jitter: float = 0.2,
+    flip: bool = True,
+) -> torch.Tensor:
     """Random view parameters (CPU, float32) from ``generator``: a random resized crop, flip, rotation, jitter."""
     u = torch.rand(n, len(FIELDS), generator=generator)
     p = torch.empty_like(u)
@@ -55,8 +63,14 @@ def _theta(p: torch.Tensor) -> torch.Tensor:
     return torch.stack([row0, row1], 1)
 
 
-def render(images: torch.Tensor, params: torch.Tensor, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-           dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def render(
+    images: torch.Tensor,
+    params: torch.Tensor,
+    size: int,
+    mean=grader.MEAN,
+    std=grader.STD,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """Views of uint8 ``images`` [B,3,H,W] as normalized float [B,3,size,size] on the images' device."""
     x = images.to(dtype=torch.float32) / 255
     params = params.to(x.device, torch.float32)
@@ -69,9 +83,9 @@ def render(images: torch.Tensor, params: torch.Tensor, size: int, mean=IMAGENET_
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         b, c, s = (params[:, i].view(-1, 1, 1, 1) for i in (6, 7, 8))
         x = x * b
-        grey = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+        grey = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
         x = (x - grey.mean((2, 3), keepdim=True)) * c + grey.mean((2, 3), keepdim=True)
-        grey = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+        grey = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
         x = grey + (x - grey) * s
         x = x.clamp(0, 1)
     m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)

@@ -7,8 +7,9 @@ import torch
 from kdq.train.losses import macro_f1
 
 
-def tune_bias(logits: torch.Tensor, y: torch.Tensor, rounds: int = 3,
-              grid: torch.Tensor | None = None) -> tuple[torch.Tensor, float, float]:
+def tune_bias(
+    logits: torch.Tensor, y: torch.Tensor, rounds: int = 3, grid: torch.Tensor | None = None
+) -> tuple[torch.Tensor, float, float]:
     """``(bias, f1_before, f1_after)``; a change is kept only when it strictly raises macro-F1."""
     logits, y = logits.float().cpu(), y.cpu()
     c = logits.shape[1]

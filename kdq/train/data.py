@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from kdq import grader
+
 EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".jfif", ".webp", ".gif"})
 HASH_SIDE = 16  # average hash of 16x16 = 256 bits
 NEAR_COLOUR = 8.0  # 16x16 colour thumbnails this close (mean |diff|, 0..255): the same picture, resized
@@ -71,8 +73,10 @@ def find_root(data_dir: Path) -> Path:
     """The folder whose sub-folders are the classes (follows single-folder nesting like the zip's)."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise DataError(f"dataset folder {data_dir} does not exist: create it with `kdq data synth {data_dir}` "
-                        "or unzip the course's train_dataset.zip there")
+        raise DataError(
+            f"dataset folder {data_dir} does not exist: create it with `kdq data synth {data_dir}` "
+            "or unzip the course's train_dataset.zip there"
+        )
     node = data_dir
     for _ in range(4):
         subdirs = [d for d in sorted(node.iterdir()) if d.is_dir() and _visible(d)]
@@ -83,18 +87,22 @@ def find_root(data_dir: Path) -> Path:
         if subdirs and has_images:
             return node
         break
-    raise DataError(f"{data_dir}: found no class folders with images (expected <class>/<image> or "
-                    f"train_dataset/train_dataset/<class>/<image>; extensions {', '.join(sorted(EXTENSIONS))})")
+    raise DataError(
+        f"{data_dir}: found no class folders with images (expected <class>/<image> or "
+        f"train_dataset/train_dataset/<class>/<image>; extensions {', '.join(sorted(EXTENSIONS))})"
+    )
 
 
 def discover(data_dir: Path, limit_per_class: int | None = None) -> Dataset:
     root = find_root(data_dir)
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and _visible(d))  # the grader's order
+    classes = grader.class_order(d.name for d in root.iterdir() if d.is_dir() and _visible(d))
     files, labels = [], []
     for y, cls in enumerate(classes):
         found = sorted(
-            p.relative_to(root) for p in (root / cls).rglob("*")
-            if p.is_file() and p.suffix.lower() in EXTENSIONS
+            p.relative_to(root)
+            for p in (root / cls).rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in EXTENSIONS
             and all(_visible(part) for part in p.relative_to(root).parts)
         )
         if not found:
@@ -128,8 +136,13 @@ def thumbnails(images: torch.Tensor, side: int = HASH_SIDE) -> torch.Tensor:
     return torch.nn.functional.adaptive_avg_pool2d(images.float(), side).round().to(torch.uint8)
 
 
-def load(data_dir: Path, cache_dir: Path | None, decode_size: int, limit_per_class: int | None = None,
-         workers: int | None = None) -> Decoded:
+def load(
+    data_dir: Path,
+    cache_dir: Path | None,
+    decode_size: int,
+    limit_per_class: int | None = None,
+    workers: int | None = None,
+) -> Decoded:
     """Decode every image once (or read the cache written the first time)."""
     ds = discover(data_dir, limit_per_class)
     fp = ds.fingerprint()
@@ -153,10 +166,15 @@ def load(data_dir: Path, cache_dir: Path | None, decode_size: int, limit_per_cla
         raise DataError(f"{ds.root}: none of the {len(ds.files)} images could be decoded")
     images = torch.from_numpy(np.stack([results[i][0] for i in keep]))
     out = Decoded(
-        classes=ds.classes, files=[str(ds.files[i]) for i in keep],
-        labels=torch.tensor([ds.labels[i] for i in keep]), images=images, hashes=average_hash(images),
+        classes=ds.classes,
+        files=[str(ds.files[i]) for i in keep],
+        labels=torch.tensor([ds.labels[i] for i in keep]),
+        images=images,
+        hashes=average_hash(images),
         thumbs=thumbnails(images),
-        digests=[results[i][1] for i in keep], fingerprint=fp, skipped=skipped,
+        digests=[results[i][1] for i in keep],
+        fingerprint=fp,
+        skipped=skipped,
     )
     if cache:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -170,8 +188,13 @@ def load(data_dir: Path, cache_dir: Path | None, decode_size: int, limit_per_cla
 # ---------------------------------------------------------------- split (pure)
 
 
-def groups(digests: list[str], hashes: torch.Tensor, thumbs: torch.Tensor,
-           near_bits: int = NEAR_BITS, near_colour: float = NEAR_COLOUR) -> np.ndarray:
+def groups(
+    digests: list[str],
+    hashes: torch.Tensor,
+    thumbs: torch.Tensor,
+    near_bits: int = NEAR_BITS,
+    near_colour: float = NEAR_COLOUR,
+) -> np.ndarray:
     """Group id per image: identical bytes, or near pictures (resized, recompressed), share a group.
 
     Near: 16x16 colour thumbnails within ``near_colour`` mean absolute difference (0..255) and

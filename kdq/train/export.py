@@ -44,10 +44,13 @@ def drop_loose_tensors(model: nn.Module) -> list[str]:
     return dropped
 
 
-def to_torchscript(model: nn.Module, bias: torch.Tensor | None = None, tta_flip: bool = False,
-                   image_size: int = 224) -> torch.jit.ScriptModule:
+def to_torchscript(
+    model: nn.Module, bias: torch.Tensor | None = None, tta_flip: bool = False, image_size: int = 224
+) -> torch.jit.ScriptModule:
     """Script the model (trace when scripting fails) and check it against the eager model."""
-    model = reparameterize(copy.deepcopy(model).float().cpu().to(memory_format=torch.contiguous_format).eval())
+    model = reparameterize(
+        copy.deepcopy(model).float().cpu().to(memory_format=torch.contiguous_format).eval()
+    )
     for t in list(model.parameters()) + list(model.buffers()):
         t.data = t.data.clone()  # own storage: a view would save its whole (larger) base storage
     drop_loose_tensors(model)
@@ -59,14 +62,18 @@ def to_torchscript(model: nn.Module, bias: torch.Tensor | None = None, tta_flip:
     try:
         scripted = torch.jit.script(wrapped)
     except Exception as exc:  # noqa: BLE001 — some architectures only trace
-        warnings.warn(f"torch.jit.script failed ({type(exc).__name__}: {str(exc).strip()[:200]}); tracing instead",
-                      stacklevel=2)
+        warnings.warn(
+            f"torch.jit.script failed ({type(exc).__name__}: {str(exc).strip()[:200]}); tracing instead",
+            stacklevel=2,
+        )
         with torch.no_grad():
             scripted = torch.jit.trace(wrapped, example)
     with torch.no_grad():
         want, got = wrapped(example), scripted(example)
     if not torch.allclose(want, got, rtol=1e-3, atol=1e-4):
-        raise RuntimeError(f"TorchScript output differs from the eager model by {(want - got).abs().max():.3g}")
+        raise RuntimeError(
+            f"TorchScript output differs from the eager model by {(want - got).abs().max():.3g}"
+        )
     return scripted
 
 

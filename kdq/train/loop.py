@@ -13,8 +13,8 @@ import csv
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -40,13 +40,16 @@ def pick_device(want: str) -> torch.device:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, size: int, device: torch.device, tta_flip: bool,
-            batch: int = 256) -> torch.Tensor:
+def predict(
+    model: nn.Module, images: torch.Tensor, size: int, device: torch.device, tta_flip: bool, batch: int = 256
+) -> torch.Tensor:
     """Logits for whole uint8 pictures, rendered exactly like the grader's input."""
     model.eval()
     out = []
     for i in range(0, len(images), batch):
-        x = augment.render(images[i:i + batch].to(device), augment.identity(min(batch, len(images) - i)), size)
+        x = augment.render(
+            images[i : i + batch].to(device), augment.identity(min(batch, len(images) - i)), size
+        )
         x = x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
             y = model(x).float()
@@ -64,14 +67,16 @@ def schedule(step: int, total: int, warmup: int) -> float:
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def logit_loss(dist, logits: torch.Tensor, t_logits: torch.Tensor | None, y: torch.Tensor,
-               weight: torch.Tensor | None) -> dict[str, torch.Tensor]:
+def logit_loss(
+    dist, logits: torch.Tensor, t_logits: torch.Tensor | None, y: torch.Tensor, weight: torch.Tensor | None
+) -> dict[str, torch.Tensor]:
     """The spec's logit loss and its parts (``loss`` is what is minimised)."""
     if dist.loss == "hinton":
         return losses.hinton(logits, t_logits, y, dist.temperature, dist.alpha, weight, dist.label_smoothing)
     if dist.loss == "dkd":
-        return losses.dkd(logits, t_logits, y, dist.temperature, dist.dkd_alpha, dist.dkd_beta, weight,
-                          dist.label_smoothing)
+        return losses.dkd(
+            logits, t_logits, y, dist.temperature, dist.dkd_alpha, dist.dkd_beta, weight, dist.label_smoothing
+        )
     c = losses.ce(logits, y, weight, dist.label_smoothing)
     return {"loss": c, "ce": c}
 
@@ -85,8 +90,13 @@ def write_history(run_dir: Path, rows: list[dict]) -> None:
     os.replace(tmp, run_dir / runfolder.HISTORY)
 
 
-def run(spec: ExperimentSpec, run_dir: Path, data_dir: Path, cache_dir: Path,
-        on_epoch: Callable[[int], None] | None = None) -> dict:
+def run(
+    spec: ExperimentSpec,
+    run_dir: Path,
+    data_dir: Path,
+    cache_dir: Path,
+    on_epoch: Callable[[int], None] | None = None,
+) -> dict:
     run_dir, started = Path(run_dir), time.time()
     tr, ds_spec, dist = spec.train, spec.data, spec.distill
     device = pick_device(tr.device)
@@ -96,29 +106,44 @@ def run(spec: ExperimentSpec, run_dir: Path, data_dir: Path, cache_dir: Path,
     # ---- data: decoded once, split by duplicate groups
     ds = data.load(data_dir, cache_dir, ds_spec.decode_size, ds_spec.limit_per_class)
     nc = len(ds.classes)
-    train_idx, val_idx = data.split(ds.labels, data.groups(ds.digests, ds.hashes, ds.thumbs),
-                                    ds_spec.val_fraction, ds_spec.split_seed)
+    train_idx, val_idx = data.split(
+        ds.labels, data.groups(ds.digests, ds.hashes, ds.thumbs), ds_spec.val_fraction, ds_spec.split_seed
+    )
     labels = ds.labels
     weight = data.class_weights(labels[train_idx], nc).to(device) if dist.class_weighted else None
     images = ds.images.to(device)
-    log(f"{len(ds.files)} images, {nc} classes, {len(train_idx)} train / {len(val_idx)} val, "
-        f"{len(ds.skipped)} skipped, device {device}")
+    log(
+        f"{len(ds.files)} images, {nc} classes, {len(train_idx)} train / {len(val_idx)} val, "
+        f"{len(ds.skipped)} skipped, device {device}"
+    )
 
     # ---- teacher: targets for every training image under V cached views
     targets = None
     if spec.teacher.kind != "none":
         from kdq.train import teacher
 
-        runfolder.write_progress(run_dir, epoch=0, epochs=tr.epochs, val_f1=None, best_f1=None, phase="teacher")
-        targets = teacher.prepare(spec.teacher, ds, train_idx, val_idx, cache_dir, device, seed=ds_spec.split_seed,
-                                  decode=lambda size: data.load(data_dir, None, size, ds_spec.limit_per_class))
+        runfolder.write_progress(
+            run_dir, epoch=0, epochs=tr.epochs, val_f1=None, best_f1=None, phase="teacher"
+        )
+        targets = teacher.prepare(
+            spec.teacher,
+            ds,
+            train_idx,
+            val_idx,
+            cache_dir,
+            device,
+            seed=ds_spec.split_seed,
+            decode=lambda size: data.load(data_dir, None, size, ds_spec.limit_per_class),
+        )
         log(f"teacher {spec.teacher.model} ({spec.teacher.head}): val macro-F1 {targets.val_f1:.4f}")
 
     # ---- student (+ projection head for embedding distillation, dropped at export)
     torch.manual_seed(tr.seed)  # the student's initial weights depend on the seed alone
     model = students.build(spec.student, nc)
     students.check_size(model, spec.student.name)
-    model = model.to(device).to(memory_format=torch.channels_last) if device.type == "cuda" else model.to(device)
+    model = (
+        model.to(device).to(memory_format=torch.channels_last) if device.type == "cuda" else model.to(device)
+    )
     feats: dict[str, torch.Tensor] = {}
     head = students.classifier(model)
     hook = head.register_forward_hook(lambda m, inp, out: feats.__setitem__("f", inp[0]))
@@ -126,8 +151,10 @@ def run(spec: ExperimentSpec, run_dir: Path, data_dir: Path, cache_dir: Path,
     if dist.embed_weight > 0 and targets is not None:
         proj = nn.Linear(head.in_features, targets.embeddings.shape[-1]).to(device)
     params = list(model.parameters()) + (list(proj.parameters()) if proj else [])
-    groups = [{"params": [p for p in params if p.ndim > 1]},  # no weight decay on norms and biases
-              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.ndim > 1]},  # no weight decay on norms and biases
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
     if tr.optimizer == "adamw":
         opt = torch.optim.AdamW(groups, lr=tr.lr, weight_decay=tr.weight_decay)
     else:
@@ -135,15 +162,29 @@ def run(spec: ExperimentSpec, run_dir: Path, data_dir: Path, cache_dir: Path,
     steps = max(1, math.ceil(len(train_idx) / tr.batch_size))
     total, warmup = tr.epochs * steps, round(tr.warmup_epochs * steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule(s, total, warmup))
-    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(
-        tr.ema_decay), use_buffers=True) if tr.ema_decay else None)
+    ema = (
+        torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(tr.ema_decay), use_buffers=True
+        )
+        if tr.ema_decay
+        else None
+    )
 
     # ---- resume
-    state = {"epoch": -1, "best_f1": -1.0, "best_epoch": -1, "best_state": None, "best_val_logits": None,
-             "bad_epochs": 0, "history": []}
+    state = {
+        "epoch": -1,
+        "best_f1": -1.0,
+        "best_epoch": -1,
+        "best_state": None,
+        "best_val_logits": None,
+        "bad_epochs": 0,
+        "history": [],
+    }
     ckpt_path = run_dir / runfolder.CHECKPOINT
     if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)  # load_state_dict moves to the device
+        ck = torch.load(
+            ckpt_path, map_location="cpu", weights_only=False
+        )  # load_state_dict moves to the device
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         sched.load_state_dict(ck["sched"])
@@ -166,7 +207,7 @@ def run(spec: ExperimentSpec, run_dir: Path, data_dir: Path, cache_dir: Path,
         order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
         sums = dict.fromkeys((*PARTS, "correct"), 0.0)
         for b in range(steps):
-            idx = torch.as_tensor(order[b * tr.batch_size:(b + 1) * tr.batch_size])
+            idx = torch.as_tensor(order[b * tr.batch_size : (b + 1) * tr.batch_size])
             y = labels[idx].to(device)
             if targets is not None:  # the view the teacher saw, and its answer for it
                 v = torch.randint(targets.views, (len(idx),), generator=gen)
@@ -194,37 +235,69 @@ def run(spec: ExperimentSpec, run_dir: Path, data_dir: Path, cache_dir: Path,
             sums["correct"] = sums["correct"] + (logits.argmax(1) == y).sum()
 
         eval_model = ema.module if ema else model
-        val_logits = predict(eval_model, images[torch.as_tensor(val_idx).to(device)], tr.image_size, device,
-                             tr.tta_flip)
+        val_logits = predict(
+            eval_model, images[torch.as_tensor(val_idx).to(device)], tr.image_size, device, tr.tta_flip
+        )
         val_f1, _, _ = losses.macro_f1(val_logits.argmax(1), labels[val_idx], nc)
         val_acc = float((val_logits.argmax(1) == labels[val_idx]).float().mean())
         if val_f1 > state["best_f1"]:
-            state.update(best_f1=val_f1, best_epoch=epoch, bad_epochs=0, best_val_logits=val_logits,
-                         best_state={k: t.detach().cpu().clone() for k, t in eval_model.state_dict().items()})
+            state.update(
+                best_f1=val_f1,
+                best_epoch=epoch,
+                bad_epochs=0,
+                best_val_logits=val_logits,
+                best_state={k: t.detach().cpu().clone() for k, t in eval_model.state_dict().items()},
+            )
         else:
             state["bad_epochs"] += 1
         n = len(train_idx)
-        row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], **{k: round(float(sums[k]) / n, 6) for k in PARTS},
-               "train_acc": round(float(sums["correct"]) / n, 6),
-               "val_f1": round(val_f1, 6), "val_acc": round(val_acc, 6), "best_f1": round(state["best_f1"], 6),
-               "seconds": round(time.time() - t0, 3)}
+        row = {
+            "epoch": epoch,
+            "lr": opt.param_groups[0]["lr"],
+            **{k: round(float(sums[k]) / n, 6) for k in PARTS},
+            "train_acc": round(float(sums["correct"]) / n, 6),
+            "val_f1": round(val_f1, 6),
+            "val_acc": round(val_acc, 6),
+            "best_f1": round(state["best_f1"], 6),
+            "seconds": round(time.time() - t0, 3),
+        }
         state["history"].append(row)
         state["epoch"] = epoch
         write_history(run_dir, state["history"])
-        ck = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-              "ema": ema.state_dict() if ema else None, "proj": proj.state_dict() if proj else None, "state": state}
+        ck = {
+            "model": model.state_dict(),
+            "opt": opt.state_dict(),
+            "sched": sched.state_dict(),
+            "ema": ema.state_dict() if ema else None,
+            "proj": proj.state_dict() if proj else None,
+            "state": state,
+        }
         torch.save(ck, run_dir / f".{runfolder.CHECKPOINT}.tmp")
         os.replace(run_dir / f".{runfolder.CHECKPOINT}.tmp", ckpt_path)
-        runfolder.write_progress(run_dir, epoch=epoch + 1, epochs=tr.epochs, val_f1=val_f1,
-                                 best_f1=state["best_f1"], phase="training")
-        log(f"epoch {epoch + 1}/{tr.epochs} loss {row['loss']:.4f} train_acc {row['train_acc']:.3f} "
-            f"val_f1 {val_f1:.4f} ({row['seconds']:.1f}s)")
+        runfolder.write_progress(
+            run_dir,
+            epoch=epoch + 1,
+            epochs=tr.epochs,
+            val_f1=val_f1,
+            best_f1=state["best_f1"],
+            phase="training",
+        )
+        log(
+            f"epoch {epoch + 1}/{tr.epochs} loss {row['loss']:.4f} train_acc {row['train_acc']:.3f} "
+            f"val_f1 {val_f1:.4f} ({row['seconds']:.1f}s)"
+        )
         if on_epoch:
             on_epoch(epoch)
 
     # ---- export the best epoch
-    runfolder.write_progress(run_dir, epoch=state["epoch"] + 1, epochs=tr.epochs, val_f1=state["history"][-1]["val_f1"],
-                             best_f1=state["best_f1"], phase="export")
+    runfolder.write_progress(
+        run_dir,
+        epoch=state["epoch"] + 1,
+        epochs=tr.epochs,
+        val_f1=state["history"][-1]["val_f1"],
+        best_f1=state["best_f1"],
+        phase="export",
+    )
     hook.remove()
     best = copy.deepcopy(ema.module if ema else model).cpu()
     best.load_state_dict(state["best_state"])
@@ -241,20 +314,38 @@ def run(spec: ExperimentSpec, run_dir: Path, data_dir: Path, cache_dir: Path,
     # model's own predictions on validation.
     val_f1 = honest if honest is not None else in_sample
     metrics = {
-        "val_f1": val_f1, "val_acc": float((final_logits.argmax(1) == y_val).float().mean()),
-        "per_class_f1": dict(zip(ds.classes, per_class)), "confusion": confusion, "classes": ds.classes,
-        "best_epoch": state["best_epoch"], "epochs_run": state["epoch"] + 1, "model_mb": round(model_mb, 4),
-        "params": sum(p.numel() for p in best.parameters()), "torch_version": torch.__version__,
-        "device": str(device), "n_train": len(train_idx), "n_val": len(val_idx),
-        "skipped_files": ds.skipped, "dataset_fingerprint": ds.fingerprint,
-        "val_f1_before_bias": state["best_f1"], "val_f1_bias_in_sample": in_sample if tr.tune_bias else None,
+        "val_f1": val_f1,
+        "val_acc": float((final_logits.argmax(1) == y_val).float().mean()),
+        "per_class_f1": dict(zip(ds.classes, per_class)),
+        "confusion": confusion,
+        "classes": ds.classes,
+        "best_epoch": state["best_epoch"],
+        "epochs_run": state["epoch"] + 1,
+        "model_mb": round(model_mb, 4),
+        "params": sum(p.numel() for p in best.parameters()),
+        "torch_version": torch.__version__,
+        "device": str(device),
+        "n_train": len(train_idx),
+        "n_val": len(val_idx),
+        "skipped_files": ds.skipped,
+        "dataset_fingerprint": ds.fingerprint,
+        "val_f1_before_bias": state["best_f1"],
+        "val_f1_bias_in_sample": in_sample if tr.tune_bias else None,
         "bias": bias.tolist() if bias is not None else None,
         "teacher_probe_f1": targets.val_f1 if targets is not None else None,  # the head's F1: the ceiling
-        "teacher": f"{spec.teacher.model} ({spec.teacher.head}, {spec.teacher.views} views)" if targets else None,
+        "teacher": f"{spec.teacher.model} ({spec.teacher.head}, {spec.teacher.views} views)"
+        if targets
+        else None,
         "seconds": round(time.time() - started, 2),
     }
     runfolder.write_json(run_dir / runfolder.METRICS, metrics)
-    runfolder.write_progress(run_dir, epoch=state["epoch"] + 1, epochs=tr.epochs, val_f1=state["history"][-1]["val_f1"],
-                             best_f1=state["best_f1"], phase="done")
+    runfolder.write_progress(
+        run_dir,
+        epoch=state["epoch"] + 1,
+        epochs=tr.epochs,
+        val_f1=state["history"][-1]["val_f1"],
+        best_f1=state["best_f1"],
+        phase="done",
+    )
     log(f"best epoch {state['best_epoch'] + 1}: val macro-F1 {val_f1:.4f}, model {model_mb:.2f} MiB")
     return {"val_f1": val_f1, "best_epoch": state["best_epoch"], "model_mb": round(model_mb, 4)}

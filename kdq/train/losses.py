@@ -21,12 +21,27 @@ def ce(logits: Tensor, y: Tensor, weight: Tensor | None = None, label_smoothing:
 
 def kl_soft(student: Tensor, teacher: Tensor, T: float) -> Tensor:
     """``T^2 * KL(softmax(teacher/T) || softmax(student/T))``, mean over the batch."""
-    return F.kl_div(F.log_softmax(student / T, 1), F.log_softmax(teacher / T, 1), reduction="batchmean",
-                    log_target=True) * T * T
+    return (
+        F.kl_div(
+            F.log_softmax(student / T, 1),
+            F.log_softmax(teacher / T, 1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        * T
+        * T
+    )
 
 
-def hinton(student: Tensor, teacher: Tensor, y: Tensor, T: float, alpha: float, weight: Tensor | None = None,
-           label_smoothing: float = 0.0) -> dict[str, Tensor]:
+def hinton(
+    student: Tensor,
+    teacher: Tensor,
+    y: Tensor,
+    T: float,
+    alpha: float,
+    weight: Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> dict[str, Tensor]:
     c = ce(student, y, weight, label_smoothing)
     kd = kl_soft(student, teacher, T)
     return {"loss": alpha * c + (1 - alpha) * kd, "ce": c, "kd": kd}
@@ -40,13 +55,28 @@ def dkd_parts(student: Tensor, teacher: Tensor, y: Tensor, T: float) -> tuple[Te
     bt = torch.stack([pt[gt], pt.masked_fill(gt, 0).sum(1)], 1)
     tckd = F.kl_div(bs.clamp_min(1e-12).log(), bt, reduction="batchmean") * T * T
     big = 1000.0
-    nckd = F.kl_div(F.log_softmax(student / T - big * gt, 1), F.softmax(teacher / T - big * gt, 1),
-                    reduction="batchmean") * T * T
+    nckd = (
+        F.kl_div(
+            F.log_softmax(student / T - big * gt, 1),
+            F.softmax(teacher / T - big * gt, 1),
+            reduction="batchmean",
+        )
+        * T
+        * T
+    )
     return tckd, nckd
 
 
-def dkd(student: Tensor, teacher: Tensor, y: Tensor, T: float, alpha: float, beta: float,
-        weight: Tensor | None = None, label_smoothing: float = 0.0) -> dict[str, Tensor]:
+def dkd(
+    student: Tensor,
+    teacher: Tensor,
+    y: Tensor,
+    T: float,
+    alpha: float,
+    beta: float,
+    weight: Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> dict[str, Tensor]:
     c = ce(student, y, weight, label_smoothing)
     tckd, nckd = dkd_parts(student, teacher, y, T)
     kd = alpha * tckd + beta * nckd
@@ -64,7 +94,9 @@ def embed(pred: Tensor, target: Tensor, kind: str = "cosine") -> Tensor:
 def macro_f1(pred: Tensor, y: Tensor, num_classes: int) -> tuple[float, list[float], list[list[int]]]:
     """(macro-F1, per-class F1, confusion matrix [true][pred]); a class absent from both counts as F1 0."""
     conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    conf.index_put_((y.long().cpu(), pred.long().cpu()), torch.ones_like(y, dtype=torch.long).cpu(), accumulate=True)
+    conf.index_put_(
+        (y.long().cpu(), pred.long().cpu()), torch.ones_like(y, dtype=torch.long).cpu(), accumulate=True
+    )
     tp = conf.diag().float()
     prec_den, rec_den = conf.sum(0).float(), conf.sum(1).float()
     f1 = torch.where(prec_den + rec_den > 0, 2 * tp / (prec_den + rec_den).clamp(min=1), torch.zeros_like(tp))

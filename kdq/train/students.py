@@ -1,7 +1,7 @@
 """Student models by name, checked against the size limit before any training.
 
     model = build(spec.student, num_classes=10)     # kdq | timm | torchvision
-    check_size(model, max_mb=23.0)                  # StudentTooLarge before the first epoch
+    check_size(model, name)                          # StudentTooLarge before the first epoch
 
 ``library="kdq"`` has ``tiny_cnn``: a few thousand parameters, trains in seconds on a CPU (tests,
 demos). timm models are created with ``scriptable=True`` so that ``torch.jit.script`` works on them;
@@ -17,9 +17,8 @@ import warnings
 import torch
 from torch import nn
 
+from kdq import grader
 from kdq.spec import StudentSpec
-
-MAX_MB = 23.0  # the course server rejected files over 23.0 MB in Homework 2; the stated limit is 25
 
 
 class StudentError(ValueError):
@@ -33,8 +32,11 @@ class TinyCNN(nn.Module):
         super().__init__()
 
         def block(cin: int, cout: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
-                                 nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            )
 
         self.features = nn.Sequential(block(3, width), block(width, 2 * width), block(2 * width, 4 * width))
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -64,7 +66,7 @@ def _unknown(spec: StudentSpec) -> StudentError:
     hint = {
         "kdq": f"choose one of: {', '.join(sorted(KDQ_MODELS))}",
         "timm": "list them with `python -c \"import timm; print(timm.list_models('*mobile*'))\"`",
-        "torchvision": "list them with `python -c \"import torchvision; print(torchvision.models.list_models())\"`",
+        "torchvision": 'list them with `python -c "import torchvision; print(torchvision.models.list_models())"`',
     }[spec.library]
     return StudentError(f"student.name = {spec.name!r} is not a {spec.library} model; {hint}")
 
@@ -84,8 +86,11 @@ def build(spec: StudentSpec, num_classes: int) -> nn.Module:
             try:
                 return timm.create_model(spec.name, pretrained=True, **kw)
             except Exception as exc:  # noqa: BLE001 — offline, gated, no weights: all mean "from scratch"
-                warnings.warn(f"timm {spec.name}: pretrained weights unavailable ({type(exc).__name__}: "
-                              f"{str(exc)[:200]}); training from scratch", stacklevel=2)
+                warnings.warn(
+                    f"timm {spec.name}: pretrained weights unavailable ({type(exc).__name__}: "
+                    f"{str(exc)[:200]}); training from scratch",
+                    stacklevel=2,
+                )
         return timm.create_model(spec.name, pretrained=False, **kw)
     import torchvision
 
@@ -96,8 +101,11 @@ def build(spec: StudentSpec, num_classes: int) -> nn.Module:
         try:
             model = torchvision.models.get_model(spec.name, weights="DEFAULT")
         except Exception as exc:  # noqa: BLE001
-            warnings.warn(f"torchvision {spec.name}: pretrained weights unavailable ({type(exc).__name__}: "
-                          f"{str(exc)[:200]}); training from scratch", stacklevel=2)
+            warnings.warn(
+                f"torchvision {spec.name}: pretrained weights unavailable ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); training from scratch",
+                stacklevel=2,
+            )
     if model is None:
         model = torchvision.models.get_model(spec.name, weights=None)
     head = classifier(model)
@@ -134,12 +142,12 @@ def size_mb(model: nn.Module) -> float:
     return n * 4 / 2**20
 
 
-def check_size(model: nn.Module, name: str, max_mb: float = MAX_MB) -> float:
+def check_size(model: nn.Module, name: str, max_mb: float = grader.MAX_MIB) -> float:
     """The exported fp32 size in MiB (after reparameterization), or ``StudentError`` when over the limit."""
     import copy
 
     model = reparameterize(copy.deepcopy(model).cpu().eval())
-    if size_mb(model) > max_mb * 0.98:  # leave room for the TorchScript code and container
+    if size_mb(model) > max_mb * grader.PARAM_HEADROOM:
         _too_large(model, name, max_mb)
     return size_mb(model)
 
@@ -162,13 +170,13 @@ def reparameterize(model: nn.Module) -> nn.Module:
     return reparameterize_model(model)
 
 
-def preflight(spec: StudentSpec, num_classes: int = 10, max_mb: float = MAX_MB) -> float:
+def preflight(spec: StudentSpec, num_classes: int = 10, max_mb: float = grader.MAX_MIB) -> float:
     """Check a student spec without training (at enqueue time): the name exists and the exported
     fp32 size is under the limit. Returns the size in MiB or raises ``StudentError``."""
     spec = spec.model_copy(update={"pretrained": False})
     with torch.device("meta"):  # no memory, no weights, no init: just the shapes
         model = build(spec, num_classes)
-    if size_mb(model) <= max_mb * 0.98:
+    if size_mb(model) <= max_mb * grader.PARAM_HEADROOM:
         return size_mb(model)  # reparameterization only ever shrinks a model
     if size_mb(model) > 8 * max_mb:  # not even reparameterization (at most ~4x smaller) brings it under
         _too_large(model, spec.name, max_mb)

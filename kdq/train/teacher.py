@@ -20,9 +20,9 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -33,18 +33,60 @@ from kdq.train import augment
 from kdq.train.losses import macro_f1
 
 RANDOM = {  # name -> (vision config, text config): randomly initialised stand-ins
-    "tiny": (dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                  image_size=32, patch_size=8),
-             dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                  vocab_size=1000, max_position_embeddings=16)),
-    "random-b16-224": (dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                            image_size=224, patch_size=16),
-                       dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
-                            vocab_size=1000, max_position_embeddings=16)),
-    "random-so400m-448": (dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
-                               image_size=448, patch_size=14),
-                          dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
-                               vocab_size=1000, max_position_embeddings=16)),
+    "tiny": (
+        dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            vocab_size=1000,
+            max_position_embeddings=16,
+        ),
+    ),
+    "random-b16-224": (
+        dict(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            image_size=224,
+            patch_size=16,
+        ),
+        dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            vocab_size=1000,
+            max_position_embeddings=16,
+        ),
+    ),
+    "random-so400m-448": (
+        dict(
+            hidden_size=1152,
+            intermediate_size=4304,
+            num_hidden_layers=27,
+            num_attention_heads=16,
+            image_size=448,
+            patch_size=14,
+        ),
+        dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            vocab_size=1000,
+            max_position_embeddings=16,
+        ),
+    ),
 }
 CACHE_VERSION = 1
 
@@ -62,7 +104,9 @@ class Teacher:
     @torch.no_grad()
     def embed(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """Image embeddings (float32 [B, D]) of views of uint8 ``images``."""
-        x = augment.render(images.to(self.device), params, self.image_size, self.mean, self.std, dtype=self.dtype)
+        x = augment.render(
+            images.to(self.device), params, self.image_size, self.mean, self.std, dtype=self.dtype
+        )
         out = self.model.get_image_features(pixel_values=x)
         return (out if isinstance(out, torch.Tensor) else out.pooler_output).float()
 
@@ -77,8 +121,14 @@ class Teacher:
         else:  # random stand-in: a deterministic byte-level "tokenizer" into its small vocabulary
             length = self.model.config.text_config.max_position_embeddings
             vocab = self.model.config.text_config.vocab_size
-            ids = torch.tensor([[(b % (vocab - 2)) + 2 for b in p.encode()[:length]] + [1] * (length - len(p.encode()[:length]))
-                                for p in prompts], device=self.device)
+            ids = torch.tensor(
+                [
+                    [(b % (vocab - 2)) + 2 for b in p.encode()[:length]]
+                    + [1] * (length - len(p.encode()[:length]))
+                    for p in prompts
+                ],
+                device=self.device,
+            )
         out = self.model.get_text_features(input_ids=ids)
         return (out if isinstance(out, torch.Tensor) else out.pooler_output).float()
 
@@ -87,7 +137,8 @@ def _unavailable(name: str, exc: OSError) -> RuntimeError:
     return RuntimeError(
         f"teacher.model = {name!r} could not be loaded ({str(exc).splitlines()[0][:200]}). It is gated: accept "
         "its terms on huggingface.co and log in with `hf auth login` (or set HF_TOKEN); offline, use "
-        "teacher.model = 'tiny'")
+        "teacher.model = 'tiny'"
+    )
 
 
 def load(name: str, device: torch.device) -> Teacher:
@@ -99,7 +150,7 @@ def load(name: str, device: torch.device) -> Teacher:
         cfg = SiglipConfig(vision_config=vision, text_config=text)
         cfg._attn_implementation = "sdpa"
         with torch.random.fork_rng(devices=[]):  # the same random teacher every time (its cache stays
-            torch.manual_seed(0)                 # valid), without touching the caller's random stream
+            torch.manual_seed(0)  # valid), without touching the caller's random stream
             model = SiglipModel(cfg)
         model = model.to(device=device, dtype=dtype).eval()
         return Teacher(model, name, vision["image_size"], (0.5,) * 3, (0.5,) * 3, device, dtype)
@@ -124,11 +175,29 @@ def view_params(n: int, views: int, fingerprint: str) -> torch.Tensor:
     return augment.sample(n * views, gen).view(n, views, -1)
 
 
-def cache_path(cache_dir: Path, name: str, fingerprint: str, decode_size: int, views: int,
-               preprocessing: tuple[int, tuple, tuple]) -> Path:
+def cache_path(
+    cache_dir: Path,
+    name: str,
+    fingerprint: str,
+    decode_size: int,
+    views: int,
+    preprocessing: tuple[int, tuple, tuple],
+) -> Path:
     size, mean, std = preprocessing
-    body = json.dumps({"v": CACHE_VERSION, "teacher": name, "data": fingerprint, "decode": decode_size, "size": size,
-                       "mean": list(mean), "std": list(std), "views": views, "augment": augment.FIELDS}, sort_keys=True)
+    body = json.dumps(
+        {
+            "v": CACHE_VERSION,
+            "teacher": name,
+            "data": fingerprint,
+            "decode": decode_size,
+            "size": size,
+            "mean": list(mean),
+            "std": list(std),
+            "views": views,
+            "augment": augment.FIELDS,
+        },
+        sort_keys=True,
+    )
     key = hashlib.sha256(body.encode()).hexdigest()[:20]
     return Path(cache_dir) / "teacher" / f"{name.replace('/', '--')}-{key}.pt"
 
@@ -147,13 +216,25 @@ def preprocessing(name: str) -> tuple[int, tuple, tuple]:
     return int(size), tuple(proc.image_mean), tuple(proc.image_std)
 
 
-def embeddings(teacher: Teacher, images: torch.Tensor, fingerprint: str, views: int, cache_dir: Path | None,
-               batch: int = 64) -> dict:
+def embeddings(
+    teacher: Teacher,
+    images: torch.Tensor,
+    fingerprint: str,
+    views: int,
+    cache_dir: Path | None,
+    batch: int = 64,
+) -> dict:
     """``{"params": [N,V,9], "views": [N,V,D], "plain": [N,D]}``, from the cache or computed once."""
     path = None
     if cache_dir:
-        path = cache_path(cache_dir, teacher.name, fingerprint, images.shape[-1], views,
-                          (teacher.image_size, teacher.mean, teacher.std))
+        path = cache_path(
+            cache_dir,
+            teacher.name,
+            fingerprint,
+            images.shape[-1],
+            views,
+            (teacher.image_size, teacher.mean, teacher.std),
+        )
         if path.exists():
             return torch.load(path, weights_only=True)
     n = len(images)
@@ -162,7 +243,9 @@ def embeddings(teacher: Teacher, images: torch.Tensor, fingerprint: str, views: 
     order = torch.arange(n).repeat_interleave(views + 1)
     out = []
     for i in range(0, len(order), batch):
-        out.append(teacher.embed(images[order[i:i + batch].to(images.device)], flat_params[i:i + batch]).cpu())
+        out.append(
+            teacher.embed(images[order[i : i + batch].to(images.device)], flat_params[i : i + batch]).cpu()
+        )
     emb = torch.cat(out).view(n, views + 1, -1)
     result = {"params": params, "views": emb[:, 1:].half(), "plain": emb[:, 0].half()}
     if path:
@@ -182,8 +265,14 @@ def features(e: torch.Tensor) -> torch.Tensor:
     return F.normalize(e.float(), dim=-1) * e.shape[-1] ** 0.5
 
 
-def fit_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float = 1e-3,
-              weight: torch.Tensor | None = None, iters: int = 100) -> torch.nn.Linear:
+def fit_probe(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    l2: float = 1e-3,
+    weight: torch.Tensor | None = None,
+    iters: int = 100,
+) -> torch.nn.Linear:
     """Multinomial logistic regression (full-batch L-BFGS, L2 on the weights): the linear probe."""
     x, y = x.float(), y.long().to(x.device)
     weight = weight.to(x.device) if weight is not None else None
@@ -202,8 +291,14 @@ def fit_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float = 1e
     return lin.requires_grad_(False)
 
 
-def oof_logits(x: torch.Tensor, y: torch.Tensor, num_classes: int, folds: int = 5, seed: int = 0,
-               weight: torch.Tensor | None = None) -> torch.Tensor:
+def oof_logits(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    folds: int = 5,
+    seed: int = 0,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Out-of-fold probe logits for ``x`` [n,V,D] (all V views of an image in the same fold): [n,V,C]."""
     from sklearn.model_selection import StratifiedKFold
 
@@ -212,12 +307,16 @@ def oof_logits(x: torch.Tensor, y: torch.Tensor, num_classes: int, folds: int = 
     counts = np.bincount(y.numpy())
     k = int(min(folds, counts.min()))
     if k < 2:
-        raise ValueError(f"class {int(counts.argmin())} has {int(counts.min())} training image(s); out-of-fold "
-                         "teacher logits need 2 or more per class: add images, lower data.val_fraction or use "
-                         "teacher.head = 'zeroshot'")
+        raise ValueError(
+            f"class {int(counts.argmin())} has {int(counts.min())} training image(s); out-of-fold "
+            "teacher logits need 2 or more per class: add images, lower data.val_fraction or use "
+            "teacher.head = 'zeroshot'"
+        )
     out = torch.zeros(n, v, num_classes)
     for fit_idx, held in StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(n), y.numpy()):
-        probe = fit_probe(x[fit_idx].reshape(-1, d), y[fit_idx].repeat_interleave(v), num_classes, weight=weight)
+        probe = fit_probe(
+            x[fit_idx].reshape(-1, d), y[fit_idx].repeat_interleave(v), num_classes, weight=weight
+        )
         out[held] = probe(x[held].reshape(-1, d)).view(len(held), v, -1).cpu()
     return out
 
@@ -225,7 +324,9 @@ def oof_logits(x: torch.Tensor, y: torch.Tensor, num_classes: int, folds: int = 
 def zero_shot_logits(teacher: Teacher, classes: list[str], emb: torch.Tensor) -> torch.Tensor:
     """SigLIP logits of every image embedding against one prompt per class."""
     names = [c.split(". ", 1)[-1] for c in classes]
-    text = F.normalize(teacher.embed_text([f"a dermatology photo of {n.lower()}" for n in names]), dim=-1).cpu()
+    text = F.normalize(
+        teacher.embed_text([f"a dermatology photo of {n.lower()}" for n in names]), dim=-1
+    ).cpu()
     scale = float(teacher.model.logit_scale.float().exp())
     bias = float(teacher.model.logit_bias.float())
     return F.normalize(emb.float(), dim=-1) @ text.T * scale + bias
@@ -243,8 +344,16 @@ class Targets:
     views: int
 
 
-def prepare(spec: TeacherSpec, ds, train_idx, val_idx, cache_dir: Path | None, device: torch.device,
-            seed: int = 0, decode: Callable[[int], object] | None = None) -> Targets:
+def prepare(
+    spec: TeacherSpec,
+    ds,
+    train_idx,
+    val_idx,
+    cache_dir: Path | None,
+    device: torch.device,
+    seed: int = 0,
+    decode: Callable[[int], object] | None = None,
+) -> Targets:
     """Targets for every image of ``ds``. ``decode(size)`` gives the same dataset decoded at another
     size: when the teacher's input is larger than ``ds``'s pictures, its views are rendered from a
     decode at its own size (once, on a cache miss), so it never sees upsampled pictures."""
@@ -261,7 +370,9 @@ def prepare(spec: TeacherSpec, ds, train_idx, val_idx, cache_dir: Path | None, d
         if size != images.shape[-1]:
             big = decode(size)
             if big.files != ds.files:
-                raise RuntimeError(f"decoding at {size} px gave another file list than at {images.shape[-1]} px")
+                raise RuntimeError(
+                    f"decoding at {size} px gave another file list than at {images.shape[-1]} px"
+                )
             images = big.images
         cached = embeddings(teacher, images, ds.fingerprint, spec.views, cache_dir)
     nc, y = len(ds.classes), ds.labels
@@ -276,7 +387,9 @@ def prepare(spec: TeacherSpec, ds, train_idx, val_idx, cache_dir: Path | None, d
         counts = torch.bincount(y[train_idx], minlength=nc).float()
         weight = counts.sum() / (nc * counts.clamp(min=1))
         logits[train_idx] = oof_logits(x[train_idx], y[train_idx], nc, seed=seed, weight=weight)
-        probe = fit_probe(x[train_idx].reshape(-1, x.shape[-1]), y[train_idx].repeat_interleave(v), nc, weight=weight)
+        probe = fit_probe(
+            x[train_idx].reshape(-1, x.shape[-1]), y[train_idx].repeat_interleave(v), nc, weight=weight
+        )
         logits[val_idx] = probe(x[val_idx].reshape(-1, x.shape[-1])).view(len(val_idx), v, nc).cpu()
         val_pred = probe(features(cached["plain"][val_idx].to(device))).cpu()
     val_f1 = macro_f1(val_pred.argmax(1), y[val_idx], nc)[0] if len(val_idx) else float("nan")

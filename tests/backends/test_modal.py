@@ -103,8 +103,13 @@ class FakeModal:
             call.attempts += 1
             try:
                 call.result = remote.run_training(
-                    self.root, call.run_id, call.dataset, call_id=call.id, commit=self._commit,
-                    heartbeat_s=0.2, log=lambda msg, c=call: self._log(c, msg),
+                    self.root,
+                    call.run_id,
+                    call.dataset,
+                    call_id=call.id,
+                    commit=self._commit,
+                    heartbeat_s=0.2,
+                    log=lambda msg, c=call: self._log(c, msg),
                 )
                 call.state = "finished"
                 break
@@ -159,7 +164,9 @@ class FakeModal:
         p = self.root / path
         if not p.is_dir():
             return None
-        return [Entry(str(c.relative_to(self.root)), c.stat().st_size, c.is_dir()) for c in sorted(p.iterdir())]
+        return [
+            Entry(str(c.relative_to(self.root)), c.stat().st_size, c.is_dir()) for c in sorted(p.iterdir())
+        ]
 
     def upload(self, items) -> None:
         self._gate()
@@ -323,7 +330,9 @@ def test_launch_again_reuses_the_recorded_call(backend, fake, settings):
     # a launch record without the call id, but a live owner on the Volume: adopt it
     (fake.root / "runs/r-2").mkdir(parents=True)
     runfolder.write_json(fake.root / "runs/r-2" / remote.LAUNCH, {"state": "spawning"})
-    runfolder.write_json(fake.root / "runs/r-2" / remote.OWNER, {"call_id": "fc-0001", "heartbeat": time.time()})
+    runfolder.write_json(
+        fake.root / "runs/r-2" / remote.OWNER, {"call_id": "fc-0001", "heartbeat": time.time()}
+    )
     assert backend.launch("r-2", spec)["call_id"] == "fc-0001" and len(fake.calls) == 1
 
 
@@ -335,7 +344,9 @@ def test_preempted_run_resumes_from_its_checkpoint(backend, fake, tmp_path):
     handle = backend.launch("pre-1", tiny_spec(train={"epochs": 8}))
     run_dir = fake.root / "runs/pre-1"
     wait_for(lambda: (run_dir / runfolder.CHECKPOINT).exists(), every=0.01)
-    owner = wait_for(lambda: (o := runfolder.read_json(run_dir / remote.OWNER)) and o.get("pid") and o, every=0.01)
+    owner = wait_for(
+        lambda: (o := runfolder.read_json(run_dir / remote.OWNER)) and o.get("pid") and o, every=0.01
+    )
     os.kill(owner["pid"], signal.SIGKILL)  # the container is preempted mid-training
     status = poll_until_done(backend, handle)
     assert status.state == "succeeded", status.error
@@ -373,11 +384,14 @@ def _finished_run(root: Path, run_id: str, outcome: str) -> None:
         runfolder.write_json(run_dir / runfolder.ERROR, {"error": "RuntimeError: CUDA out of memory"})
 
 
-@pytest.mark.parametrize("outcome, state, needle", [
-    ("done", "succeeded", None),
-    ("error", "failed", "CUDA out of memory"),
-    (None, "failed", "expire"),
-])
+@pytest.mark.parametrize(
+    "outcome, state, needle",
+    [
+        ("done", "succeeded", None),
+        ("error", "failed", "CUDA out of memory"),
+        (None, "failed", "expire"),
+    ],
+)
 def test_an_expired_result_is_recovered_from_the_volume(backend, fake, outcome, state, needle):
     _finished_run(fake.root, "old-1", outcome)
     fake.calls["fc-9"] = Call("fc-9", "old-1", "synth", "H100", 60, expired=True)
@@ -426,18 +440,25 @@ def test_upload_is_skipped_when_the_same_dataset_is_there(fake, dataset_dir):
     mark = upload_dataset(fake, dataset_dir, "synth", lambda done, total: seen.append((done, total)))
     assert mark["uploaded"] is False and seen[-1][0] == seen[-1][1] == mark["files"]
     on_volume = sorted(p.name for p in (fake.root / "datasets/synth").rglob("*") if p.is_file())
-    assert remote.DATASET_MARK in on_volume and "synth_manifest.json" in on_volume and "._img_00000.jpg" not in on_volume
+    assert (
+        remote.DATASET_MARK in on_volume
+        and "synth_manifest.json" in on_volume
+        and "._img_00000.jpg" not in on_volume
+    )
 
 
-@pytest.mark.parametrize("exc, kind, live, needle", [
-    (me.AuthError("Token missing"), PermanentError, False, "modal token new"),
-    (me.AuthError("Token missing"), TransientError, True, "modal token new"),
-    (me.ConnectionError("down"), TransientError, False, "unreachable"),
-    (me.TimeoutError("slow"), TransientError, True, "unreachable"),
-    (me.ServiceError("503"), TransientError, True, "busy"),
-    (me.InvalidError("gpu 'X1' is not valid"), PermanentError, False, "gpu 'X1'"),
-    (me.NotFoundError("App 'kdq' not found"), PermanentError, False, "kdq modal deploy"),
-])
+@pytest.mark.parametrize(
+    "exc, kind, live, needle",
+    [
+        (me.AuthError("Token missing"), PermanentError, False, "modal token new"),
+        (me.AuthError("Token missing"), TransientError, True, "modal token new"),
+        (me.ConnectionError("down"), TransientError, False, "unreachable"),
+        (me.TimeoutError("slow"), TransientError, True, "unreachable"),
+        (me.ServiceError("503"), TransientError, True, "busy"),
+        (me.InvalidError("gpu 'X1' is not valid"), PermanentError, False, "gpu 'X1'"),
+        (me.NotFoundError("App 'kdq' not found"), PermanentError, False, "kdq modal deploy"),
+    ],
+)
 def test_modal_errors_are_classified(exc, kind, live, needle):
     mapped = classify(exc, live_run=live)
     assert isinstance(mapped, kind) and needle in str(mapped)
@@ -467,8 +488,9 @@ def test_a_teacher_run_needs_hugging_face_access_before_it_spawns(backend, fake,
 
 
 def test_done_reported_but_not_yet_visible_waits(backend, fake):
-    fake.calls["fc-7"] = Call("fc-7", "v-1", "synth", "H100", 60, state="finished",
-                              result={"outcome": "done", "run_id": "v-1"})
+    fake.calls["fc-7"] = Call(
+        "fc-7", "v-1", "synth", "H100", 60, state="finished", result={"outcome": "done", "run_id": "v-1"}
+    )
     with pytest.raises(TransientError, match="not visible"):
         backend.poll({"run_id": "v-1", "call_id": "fc-7"})
 
@@ -502,12 +524,15 @@ def test_the_real_gateway_without_credentials_raises_what_the_backend_maps(setti
         backend.poll({"run_id": "r-1", "call_id": "fc-1"})
 
 
-@pytest.mark.parametrize("raised, state, needle", [
-    (TimeoutError(), "running", None),  # the built-in: no output yet
-    (me.OutputExpiredError(), "expired", None),
-    (me.FunctionTimeoutError("Function timed out"), "failed", "timeout_min"),
-    (ValueError("bad input"), "failed", "ValueError: bad input"),  # raised by the remote function
-])
+@pytest.mark.parametrize(
+    "raised, state, needle",
+    [
+        (TimeoutError(), "running", None),  # the built-in: no output yet
+        (me.OutputExpiredError(), "expired", None),
+        (me.FunctionTimeoutError("Function timed out"), "failed", "timeout_min"),
+        (ValueError("bad input"), "failed", "ValueError: bad input"),  # raised by the remote function
+    ],
+)
 def test_the_real_gateway_reads_a_call_like_the_sdk_reports_it(settings, monkeypatch, raised, state, needle):
     """``FunctionCall.from_id(...).get(timeout=0)`` cannot run offline; its documented outcomes can."""
     import modal

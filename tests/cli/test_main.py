@@ -12,9 +12,20 @@ runner = CliRunner()
 
 
 def test_every_command_has_help():
-    for args in (["--help"], ["demo", "--help"], ["enqueue", "--help"], ["status", "--help"],
-                 ["leaderboard", "--help"], ["data", "--help"], ["server", "--help"], ["modal", "--help"],
-                 ["fake-server", "--help"], ["doctor", "--help"], ["report", "--help"], ["compare", "--help"]):
+    for args in (
+        ["--help"],
+        ["demo", "--help"],
+        ["enqueue", "--help"],
+        ["status", "--help"],
+        ["leaderboard", "--help"],
+        ["data", "--help"],
+        ["server", "--help"],
+        ["modal", "--help"],
+        ["fake-server", "--help"],
+        ["doctor", "--help"],
+        ["report", "--help"],
+        ["compare", "--help"],
+    ):
         r = runner.invoke(app, args)
         assert r.exit_code == 0, (args, r.output)
 

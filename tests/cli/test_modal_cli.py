@@ -12,7 +12,9 @@ from typer.testing import CliRunner
 
 from kdq.cli.main import app
 
-pytestmark = pytest.mark.skipif(bool(modal.config.config.get("token_id")), reason="this machine has Modal credentials")
+pytestmark = pytest.mark.skipif(
+    bool(modal.config.config.get("token_id")), reason="this machine has Modal credentials"
+)
 
 
 @pytest.fixture(autouse=True)

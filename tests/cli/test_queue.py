@@ -18,9 +18,11 @@ def kdq(*args):
 
 @pytest.fixture
 def specs(tmp_path):
-    (tmp_path / "sweep.toml").write_text('[submit]\npolicy = "never"\n[sweep]\n"train.lr" = [0.001, 0.003, 0.01]\n')
-    (tmp_path / "one.toml").write_text('[train]\nepochs = 3\n')
-    (tmp_path / "bad.toml").write_text('[train]\nepochs = 0\n')
+    (tmp_path / "sweep.toml").write_text(
+        '[submit]\npolicy = "never"\n[sweep]\n"train.lr" = [0.001, 0.003, 0.01]\n'
+    )
+    (tmp_path / "one.toml").write_text("[train]\nepochs = 3\n")
+    (tmp_path / "bad.toml").write_text("[train]\nepochs = 0\n")
     return tmp_path
 
 

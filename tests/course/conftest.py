@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 
-
 def pytest_collection_modifyitems(items):
     """torch warns that TorchScript is deprecated on every save and load; the course server needs it."""
     here = str(Path(__file__).parent)
     for item in items:
         if str(item.path).startswith(here):
             item.add_marker(pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning"))
+
 
 CLASSES = ["1. red", "10. green", "2. blue"]  # sorted as strings: exactly this order
 COUNTS = [2, 3, 4]  # images per class, in the order above
@@ -81,7 +81,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             red = x[:, 0].mean(dim=(1, 2))
-            return -(red.unsqueeze(1) - self.centers.unsqueeze(0)) ** 2
+            return -((red.unsqueeze(1) - self.centers.unsqueeze(0)) ** 2)
 
     class Const(torch.nn.Module):
         def __init__(self, n: int, k: int) -> None:
@@ -105,8 +105,12 @@ def models(tmp_path_factory) -> dict[str, Path]:
 def server(dataset_dir, token):
     from kdq.course.fake_server import FakeServer
 
-    with FakeServer(teams={"Team Rocket": token, "Other": make_token("fedcba9876543210")}, data_dir=dataset_dir,
-                    submit_interval_s=0, status_interval_s=0) as srv:
+    with FakeServer(
+        teams={"Team Rocket": token, "Other": make_token("fedcba9876543210")},
+        data_dir=dataset_dir,
+        submit_interval_s=0,
+        status_interval_s=0,
+    ) as srv:
         yield srv
 
 
@@ -114,8 +118,15 @@ def server(dataset_dir, token):
 def client(server, token):
     from kdq.course import CourseClient
 
-    with CourseClient(server.url, token, "Team Rocket", backoff_s=0.01, max_backoff_s=0.05,
-                      connect_timeout_s=1, request_timeout_s=5) as c:
+    with CourseClient(
+        server.url,
+        token,
+        "Team Rocket",
+        backoff_s=0.01,
+        max_backoff_s=0.05,
+        connect_timeout_s=1,
+        request_timeout_s=5,
+    ) as c:
         yield c
 
 

@@ -75,9 +75,24 @@ def test_fake_server_command_runs_and_stops(dataset_dir, tmp_path, token):
     teams = tmp_path / "teams.json"
     teams.write_text(json.dumps({"Team Rocket": token}))
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "kdq"), "fake-server", "--port", "0", "--teams-file", str(teams),
-         "--data-dir", str(dataset_dir), "--status-interval-s", "0", "--fault", "error:1,route=status,status=502"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "KDQ_LOG_JSON": "true"},
+        [
+            str(Path(sys.executable).parent / "kdq"),
+            "fake-server",
+            "--port",
+            "0",
+            "--teams-file",
+            str(teams),
+            "--data-dir",
+            str(dataset_dir),
+            "--status-interval-s",
+            "0",
+            "--fault",
+            "error:1,route=status,status=502",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "KDQ_LOG_JSON": "true"},
     )
     try:
         url = None

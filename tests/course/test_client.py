@@ -7,7 +7,7 @@ import logging
 import httpx
 import pytest
 
-from kdq.course import CourseClient, RateLimited, Rejected, ServerError, Unreachable, UnexpectedResponse
+from kdq.course import CourseClient, RateLimited, Rejected, ServerError, UnexpectedResponse, Unreachable
 
 
 def test_happy_path_both_wordings(server, client, models):
@@ -35,7 +35,9 @@ def test_reads_retry_through_server_errors(server, client, status_code):
     assert err.value.status_code == status_code
 
 
-@pytest.mark.parametrize("body, words", [("html", "HTML page"), ("empty", "empty body"), ("truncated", "truncated JSON")])
+@pytest.mark.parametrize(
+    "body, words", [("html", "HTML page"), ("empty", "empty body"), ("truncated", "truncated JSON")]
+)
 def test_garbage_bodies_are_unexpected_responses(server, client, body, words):
     server.inject("garbage", count=3, body=body, route="status")
     with pytest.raises(UnexpectedResponse, match=words):
@@ -173,12 +175,21 @@ def test_token_never_appears_in_logs_errors_or_reprs(server, token, models, capl
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="httpx")  # kdq.log.configure (run by CLI tests) quiets it
     seen: list[str] = []
-    with CourseClient(server.url, token, "Team Rocket", backoff_s=0.01, request_timeout_s=0.3,
-                      status_path="/submission-status/{token}") as c:
+    with CourseClient(
+        server.url,
+        token,
+        "Team Rocket",
+        backoff_s=0.01,
+        request_timeout_s=0.3,
+        status_path="/submission-status/{token}",
+    ) as c:
         seen += [repr(c), c.url("status"), str(c.submit(models["perfect"]))]
         seen.append(str(c.status()))
-        for fault in (dict(kind="error", count=3), dict(kind="garbage", count=3, body="html"),
-                      dict(kind="stall", count=3, seconds=1.0)):
+        for fault in (
+            dict(kind="error", count=3),
+            dict(kind="garbage", count=3, body="html"),
+            dict(kind="stall", count=3, seconds=1.0),
+        ):
             server.inject(route="status", **fault)
             with pytest.raises(Exception) as err:
                 c.status()

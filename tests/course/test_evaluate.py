@@ -5,7 +5,6 @@ import pytest
 from kdq.course.fake_server.evaluate import BrokenModel, evaluate, find_class_root, load_dataset
 
 
-
 def test_nested_layout_found_and_junk_ignored(dataset_dir, layout):
     CLASSES, COUNTS = layout
     data = load_dataset(dataset_dir)

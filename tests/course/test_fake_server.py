@@ -11,19 +11,27 @@ from kdq.course.fake_server.course import FakeCourse
 
 def post(srv, token, path, name=None):
     with open(path, "rb") as fh:
-        return httpx.post(f"{srv.url}/submit", data={"token": token} if token else {},
-                          files={"file": (name or path.name, fh)})
+        return httpx.post(
+            f"{srv.url}/submit",
+            data={"token": token} if token else {},
+            files={"file": (name or path.name, fh)},
+        )
 
 
 def test_submit_answers_in_the_documented_shapes(make_server, token, models):
     srv = make_server()
     r = post(srv, token, models["perfect"])
     assert r.status_code == 200
-    assert r.json() == {"message": "Submission received for team 'Team Rocket'. Attempt #1.",
-                        "status": "pending", "attempt": 1}
+    assert r.json() == {
+        "message": "Submission received for team 'Team Rocket'. Attempt #1.",
+        "status": "pending",
+        "attempt": 1,
+    }
     r = post(srv, token, models["perfect"])
-    assert r.json() == {"message": "Submission received for team 'Team Rocket'. This is attempt #2, "
-                                   "status pending, evaluation pending."}
+    assert r.json() == {
+        "message": "Submission received for team 'Team Rocket'. This is attempt #2, "
+        "status pending, evaluation pending."
+    }
     assert post(srv, None, models["perfect"]).json() == {"error": "Missing token or file"}
     r = post(srv, "0" * 32, models["perfect"])
     assert (r.status_code, r.json()) == (403, {"error": "Invalid token"})
@@ -94,7 +102,9 @@ def test_leaderboard_shows_latest_successful_per_team_best_first(make_server, to
 
 def test_admin_endpoint_sets_faults_and_takes_the_server_down(make_server, token):
     srv = make_server()
-    r = httpx.post(f"{srv.url}/_fake/faults", json={"kind": "error", "count": 2, "status": 502, "route": "status"})
+    r = httpx.post(
+        f"{srv.url}/_fake/faults", json={"kind": "error", "count": 2, "status": 502, "route": "status"}
+    )
     assert r.status_code == 200
     assert httpx.get(f"{srv.url}/submission-status/{token}").status_code == 502
     assert httpx.get(f"{srv.url}/submission-status/{token}").status_code == 502

@@ -42,11 +42,18 @@ def test_header_row_of_td_cells_and_unclosed_tags():
 
 def test_find_columns():
     assert find_columns(["Rank", "Team", "Score", "F1", "Size (MB)", "Extra"]) == {
-        "rank": 0, "team": 1, "score": 2, "f1": 3, "size": 4}
+        "rank": 0,
+        "team": 1,
+        "score": 2,
+        "f1": 3,
+        "size": 4,
+    }
 
 
-@pytest.mark.parametrize("page", ["", "<html><body>Service unavailable</body></html>",
-                                  "<table><tr><th>a</th><th>b</th></tr></table>"])
+@pytest.mark.parametrize(
+    "page",
+    ["", "<html><body>Service unavailable</body></html>", "<table><tr><th>a</th><th>b</th></tr></table>"],
+)
 def test_a_page_without_a_leaderboard_is_an_unexpected_response(page):
     with pytest.raises(UnexpectedResponse, match="no table with a team column"):
         parse_leaderboard(page)

@@ -16,8 +16,13 @@ def test_best_first_when_the_window_is_free():
 
 
 def test_ties_go_to_the_smaller_model_then_the_older_experiment():
-    p = go([Candidate(1, 0.8, "always", size_mb=9), Candidate(2, 0.8, "always", size_mb=4),
-            Candidate(3, 0.8, "always", size_mb=4)])
+    p = go(
+        [
+            Candidate(1, 0.8, "always", size_mb=9),
+            Candidate(2, 0.8, "always", size_mb=4),
+            Candidate(3, 0.8, "always", size_mb=4),
+        ]
+    )
     assert p.submit == 2
 
 
@@ -59,7 +64,9 @@ def test_policies_always_never_manual_and_requested():
     assert p.submit is None and "manual" in p.reason
     p = go([Candidate(3, 0.10, "manual", requested=True), Candidate(4, 0.99, "always")], live)
     assert p.submit == 3  # a request goes first and bypasses the policy ...
-    assert go([Candidate(3, 0.1, "never", requested=True)], live, last=NOW - 1).submit is None  # ... not the window
+    assert (
+        go([Candidate(3, 0.1, "never", requested=True)], live, last=NOW - 1).submit is None
+    )  # ... not the window
 
 
 def test_nothing_ready_means_nothing_to_wait_for():
@@ -67,8 +74,11 @@ def test_nothing_ready_means_nothing_to_wait_for():
 
 
 def test_live_submission_is_the_latest_attempt_that_did_not_fail():
-    attempts = [Attempt(attempt=1, status="successful"), Attempt(attempt=2, status="pending"),
-                Attempt(attempt=3, status="broken file")]
+    attempts = [
+        Attempt(attempt=1, status="successful"),
+        Attempt(attempt=2, status="pending"),
+        Attempt(attempt=3, status="broken file"),
+    ]
     live = live_submission(attempts, {2: (5, 0.7)})
     assert live == Live(attempt=2, state="pending", exp_id=5, val_f1=0.7)
     outside = live_submission(attempts[:1], {}, outside_f1=0.66)

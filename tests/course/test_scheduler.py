@@ -19,13 +19,19 @@ PATH = [Stage.LAUNCHING, Stage.TRAINING, Stage.FETCHING, Stage.VALIDATING, Stage
 
 def make_ready(store, tmp_path, model, val_f1, policy="if_better", name=None):
     """An experiment in ``ready`` with a verified model, as the worker leaves it."""
-    [i] = store.add([(None, ExperimentSpec(name=name or f"e{val_f1}", submit={"policy": policy}))], force=True)
+    [i] = store.add(
+        [(None, ExperimentSpec(name=name or f"e{val_f1}", submit={"policy": policy}))], force=True
+    )
     folder = tmp_path / "artifacts" / str(i)
     folder.mkdir(parents=True)
     shutil.copy(model, folder / runfolder.MODEL)
     stage = Stage.QUEUED
     for nxt in PATH:
-        fields = {"artifacts": str(folder), "val_f1": val_f1, "metrics": {"val_f1": val_f1}} if nxt is Stage.READY else {}
+        fields = (
+            {"artifacts": str(folder), "val_f1": val_f1, "metrics": {"val_f1": val_f1}}
+            if nxt is Stage.READY
+            else {}
+        )
         assert store.move(i, stage, nxt, **fields)
         stage = nxt
     return i
@@ -33,16 +39,26 @@ def make_ready(store, tmp_path, model, val_f1, policy="if_better", name=None):
 
 @pytest.fixture
 def srv(dataset_dir, token):
-    with FakeServer(teams={"Team Rocket": token}, data_dir=dataset_dir, submit_interval_s=1.0,
-                    status_interval_s=0.2) as s:
+    with FakeServer(
+        teams={"Team Rocket": token}, data_dir=dataset_dir, submit_interval_s=1.0, status_interval_s=0.2
+    ) as s:
         yield s
 
 
 @pytest.fixture
 def sched(srv, store, settings, token):
     settings.submit_interval_s, settings.status_interval_s = 1.0, 0.2
-    with CourseClient(srv.url, token, "Team Rocket", backoff_s=0.01, max_backoff_s=0.05, connect_timeout_s=1,
-                      request_timeout_s=5, rate_limit_wait_max_s=0, read_attempts=2) as client:
+    with CourseClient(
+        srv.url,
+        token,
+        "Team Rocket",
+        backoff_s=0.01,
+        max_backoff_s=0.05,
+        connect_timeout_s=1,
+        request_timeout_s=5,
+        rate_limit_wait_max_s=0,
+        read_attempts=2,
+    ) as client:
         yield Scheduler(store, client, settings, retry_s=0.2, max_retry_s=1.0, idle_s=0.3)
 
 
@@ -80,7 +96,13 @@ def test_five_ready_models_go_one_per_window_best_first(sched, store, srv, tmp_p
         assert exp.server_score == pytest.approx(10 - 0.01 * subs[0].size_mb, abs=1e-3)
         assert exp.server_rank == 1
     rows = list(store.db.query("select state, attempt, score, rank from submissions order by attempt"))
-    assert [r["state"] for r in rows] == ["successful"] * 5 and [r["attempt"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["state"] for r in rows] == ["successful"] * 5 and [r["attempt"] for r in rows] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]
 
 
 def test_if_better_submits_only_what_beats_the_live_submission(sched, store, srv, tmp_path, models):
@@ -124,7 +146,9 @@ def test_a_lost_answer_is_reconciled_never_resent(sched, store, srv, tmp_path, m
     assert token not in "\n".join(store.db.conn.iterdump())  # nothing stored carries the token
 
 
-def test_crash_after_the_post_is_adopted_and_crash_before_it_is_resent_once(sched, store, srv, tmp_path, models):
+def test_crash_after_the_post_is_adopted_and_crash_before_it_is_resent_once(
+    sched, store, srv, tmp_path, models
+):
     [i] = [make_ready(store, tmp_path, models["perfect"], 0.9, "always")]
     real_submit = sched.client.submit
 
@@ -184,11 +208,20 @@ def test_submissions_made_outside_kdq_count_for_the_window(sched, store, srv, tm
     assert store.get(i).server_attempt == 2
 
 
-def test_a_pending_attempt_overtaken_by_a_newer_one_is_superseded(dataset_dir, store, settings, token, tmp_path,
-                                                                 models):
+def test_a_pending_attempt_overtaken_by_a_newer_one_is_superseded(
+    dataset_dir, store, settings, token, tmp_path, models
+):
     settings.submit_interval_s, settings.status_interval_s = 0.0, 0.1
-    with FakeServer(teams={"Team Rocket": token}, data_dir=dataset_dir, submit_interval_s=0, status_interval_s=0,
-                    eval_delay_s=1.0) as srv, CourseClient(srv.url, token, "Team Rocket") as client:
+    with (
+        FakeServer(
+            teams={"Team Rocket": token},
+            data_dir=dataset_dir,
+            submit_interval_s=0,
+            status_interval_s=0,
+            eval_delay_s=1.0,
+        ) as srv,
+        CourseClient(srv.url, token, "Team Rocket") as client,
+    ):
         sched = Scheduler(store, client, settings, retry_s=0.2, idle_s=0.2)
         i = make_ready(store, tmp_path, models["perfect"], 0.9, "always")
         drive(sched, lambda: store.get(i).stage is Stage.EVALUATING)
@@ -224,7 +257,9 @@ def test_status_header_lines_tell_the_story(sched, store, srv, tmp_path, models,
     assert "[red]unreachable[/red]" in header_lines(store, interval_s=900.0)[0]
 
 
-def test_an_outside_upload_during_a_lost_answer_is_not_taken_for_ours(sched, store, srv, tmp_path, models, token):
+def test_an_outside_upload_during_a_lost_answer_is_not_taken_for_ours(
+    sched, store, srv, tmp_path, models, token
+):
     i = make_ready(store, tmp_path, models["perfect"], 0.9, "always")
 
     theirs = tmp_path / "theirs.pt"
@@ -252,7 +287,9 @@ def test_default_waits_follow_the_window(store, settings):
     assert (demo.retry_s, demo.max_retry_s, demo.idle_s) == (1.0, 4.0, 1.0)
 
 
-def test_worker_killed_mid_upload_is_reconciled_by_the_next_one(srv, store, settings, tmp_path, models, token):
+def test_worker_killed_mid_upload_is_reconciled_by_the_next_one(
+    srv, store, settings, tmp_path, models, token
+):
     """A real process is SIGKILLed while its POST hangs after the server recorded it; the next one adopts it."""
     import os
     import signal
@@ -261,11 +298,26 @@ def test_worker_killed_mid_upload_is_reconciled_by_the_next_one(srv, store, sett
 
     i = make_ready(store, tmp_path, models["perfect"], 0.9, "always")
     srv.inject("stall", seconds=30, route="submit", when="after")
-    env = {**os.environ, "KDQ_HOME": str(settings.root), "KDQ_SERVER_URL": srv.url, "KDQ_TOKEN": token,
-           "KDQ_TEAM": "Team Rocket", "KDQ_SUBMIT_INTERVAL_S": "1", "KDQ_STATUS_INTERVAL_S": "0.2"}
-    child = subprocess.Popen([sys.executable, "-c", "from kdq.settings import Settings\n"
-                              "from kdq.course.scheduler import run_tick\nrun_tick(Settings())"],
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "KDQ_HOME": str(settings.root),
+        "KDQ_SERVER_URL": srv.url,
+        "KDQ_TOKEN": token,
+        "KDQ_TEAM": "Team Rocket",
+        "KDQ_SUBMIT_INTERVAL_S": "1",
+        "KDQ_STATUS_INTERVAL_S": "0.2",
+    }
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from kdq.settings import Settings\n"
+            "from kdq.course.scheduler import run_tick\nrun_tick(Settings())",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while not srv.course.submissions and time.monotonic() < deadline and child.poll() is None:
@@ -333,11 +385,20 @@ def test_run_tick_ends_redundant_chains(store, settings, srv, tmp_path, models, 
     assert len(srv.course.submissions) == 1
 
 
-def test_a_live_submission_never_graded_stops_blocking_if_better(dataset_dir, store, settings, token, tmp_path,
-                                                                   models):
+def test_a_live_submission_never_graded_stops_blocking_if_better(
+    dataset_dir, store, settings, token, tmp_path, models
+):
     settings.submit_interval_s, settings.status_interval_s = 0.0, 0.0
-    with FakeServer(teams={"Team Rocket": token}, data_dir=dataset_dir, submit_interval_s=0, status_interval_s=0,
-                    eval_delay_s=3600) as srv, CourseClient(srv.url, token, "Team Rocket") as client:
+    with (
+        FakeServer(
+            teams={"Team Rocket": token},
+            data_dir=dataset_dir,
+            submit_interval_s=0,
+            status_interval_s=0,
+            eval_delay_s=3600,
+        ) as srv,
+        CourseClient(srv.url, token, "Team Rocket") as client,
+    ):
         sched = Scheduler(store, client, settings, retry_s=0.2, idle_s=0.2, eval_timeout_s=1.0)
         first = make_ready(store, tmp_path, models["perfect"], 0.9)
         drive(sched, lambda: store.get(first).stage is Stage.EVALUATING)
@@ -370,11 +431,15 @@ def test_a_crashing_tick_is_reported_and_retried(store, settings, srv, tmp_path,
     assert not any("crashed" in x for x in header_lines(store, interval_s=1.0))
 
 
-def test_score_comes_from_the_leaderboard_when_the_status_has_none(sched, store, srv, tmp_path, models, monkeypatch):
+def test_score_comes_from_the_leaderboard_when_the_status_has_none(
+    sched, store, srv, tmp_path, models, monkeypatch
+):
     from kdq.course.fake_server.course import Submission
 
     original = Submission.as_status
-    monkeypatch.setattr(Submission, "as_status", lambda self: {k: v for k, v in original(self).items() if k != "score"})
+    monkeypatch.setattr(
+        Submission, "as_status", lambda self: {k: v for k, v in original(self).items() if k != "score"}
+    )
     i = make_ready(store, tmp_path, models["perfect"], 0.9, "always")
     drive(sched, lambda: store.get(i).stage is Stage.DONE)
     assert store.get(i).server_score == pytest.approx(srv.course.submissions[0].score, abs=1e-4)

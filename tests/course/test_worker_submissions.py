@@ -23,10 +23,20 @@ KDQ = [sys.executable, "-c", "from kdq.cli.main import app; app()"]
 
 
 def start_worker(settings, url: str, token: str, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "KDQ_HOME": str(settings.home), "KDQ_SERVER_URL": url, "KDQ_TOKEN": token,
-           "KDQ_TEAM": "Team Rocket", "KDQ_SUBMIT_INTERVAL_S": "1", "KDQ_STATUS_INTERVAL_S": "0.2",
-           "KDQ_POLL_INTERVAL_S": "0.5", "KDQ_HEARTBEAT_S": "1"}
-    return subprocess.Popen([*KDQ, "worker", "--log-json"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "KDQ_HOME": str(settings.home),
+        "KDQ_SERVER_URL": url,
+        "KDQ_TOKEN": token,
+        "KDQ_TEAM": "Team Rocket",
+        "KDQ_SUBMIT_INTERVAL_S": "1",
+        "KDQ_STATUS_INTERVAL_S": "0.2",
+        "KDQ_POLL_INTERVAL_S": "0.5",
+        "KDQ_HEARTBEAT_S": "1",
+    }
+    return subprocess.Popen(
+        [*KDQ, "worker", "--log-json"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
 
 
 def stop(worker: subprocess.Popen) -> None:
@@ -60,8 +70,9 @@ def check_results(settings, srv, ids, token, log) -> None:
 
 @pytest.fixture
 def srv(dataset_dir, token):
-    with FakeServer(teams={"Team Rocket": token}, data_dir=dataset_dir, submit_interval_s=1,
-                    status_interval_s=0.2) as s:
+    with FakeServer(
+        teams={"Team Rocket": token}, data_dir=dataset_dir, submit_interval_s=1, status_interval_s=0.2
+    ) as s:
         yield s
 
 

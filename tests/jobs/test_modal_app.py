@@ -45,8 +45,9 @@ def app_module(monkeypatch):
     monkeypatch.setenv("KDQ_MODAL_VOLUME", "kdq-test-vol")
     # Under pytest, tests/jobs can shadow the real `jobs` package as a namespace package; Modal looks
     # up the package's folder, so give it the real one for the length of the test.
-    spec = importlib.util.spec_from_file_location("jobs", REPO / "jobs" / "__init__.py",
-                                                  submodule_search_locations=[str(REPO / "jobs")])
+    spec = importlib.util.spec_from_file_location(
+        "jobs", REPO / "jobs" / "__init__.py", submodule_search_locations=[str(REPO / "jobs")]
+    )
     package = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(package)
     monkeypatch.setitem(sys.modules, "jobs", package)

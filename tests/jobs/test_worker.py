@@ -21,7 +21,9 @@ KDQ = [sys.executable, "-c", "from kdq.cli.main import app; app()"]
 
 def start_worker(settings, log: Path) -> subprocess.Popen:
     env = {**os.environ, "KDQ_HOME": str(settings.home), "KDQ_POLL_INTERVAL_S": "0.5", "KDQ_HEARTBEAT_S": "1"}
-    return subprocess.Popen([*KDQ, "worker", "--log-json"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [*KDQ, "worker", "--log-json"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
 
 
 def wait_for(predicate, timeout: float, what: str):

@@ -21,13 +21,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
-from kdq.stages import TERMINAL, Stage
 from kdq.experiment import Experiment
+from kdq.stages import TERMINAL, Stage
 from kdq.store import Store
 
 HERE = Path(__file__).resolve().parent
@@ -75,9 +76,18 @@ def hf_token() -> str:
     return "hf_" + "OvernightFake" + "Token" * 4
 
 
-def spec_text(name: str = "tiny", *, policy: str = "always", epochs: int = 2, seed: int = 0,
-              dataset: str = "synth", train_extra: str = "") -> str:
-    return SPEC.format(name=name, policy=policy, epochs=epochs, seed=seed, dataset=dataset, train_extra=train_extra)
+def spec_text(
+    name: str = "tiny",
+    *,
+    policy: str = "always",
+    epochs: int = 2,
+    seed: int = 0,
+    dataset: str = "synth",
+    train_extra: str = "",
+) -> str:
+    return SPEC.format(
+        name=name, policy=policy, epochs=epochs, seed=seed, dataset=dataset, train_extra=train_extra
+    )
 
 
 @pytest.fixture(scope="session")
@@ -111,13 +121,23 @@ class Overnight:
 
     def env(self, pauses: dict[str, float] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KDQ_")}
-        env.update({
-            "KDQ_HOME": str(self.home), "KDQ_SERVER_URL": self.server.url, "KDQ_TOKEN": self.token,
-            "KDQ_TEAM": TEAM, "KDQ_SUBMIT_INTERVAL_S": str(SUBMIT_INTERVAL_S),
-            "KDQ_STATUS_INTERVAL_S": str(STATUS_INTERVAL_S + 0.1), "KDQ_POLL_INTERVAL_S": "0.5",
-            "KDQ_HEARTBEAT_S": "1", "KDQ_WORKER_THREADS": "2", "KDQ_CONNECT_TIMEOUT_S": "1",
-            "KDQ_REQUEST_TIMEOUT_S": "20", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parents[1]),
-        })
+        env.update(
+            {
+                "KDQ_HOME": str(self.home),
+                "KDQ_SERVER_URL": self.server.url,
+                "KDQ_TOKEN": self.token,
+                "KDQ_TEAM": TEAM,
+                "KDQ_SUBMIT_INTERVAL_S": str(SUBMIT_INTERVAL_S),
+                "KDQ_STATUS_INTERVAL_S": str(STATUS_INTERVAL_S + 0.1),
+                "KDQ_POLL_INTERVAL_S": "0.5",
+                "KDQ_HEARTBEAT_S": "1",
+                "KDQ_WORKER_THREADS": "2",
+                "KDQ_CONNECT_TIMEOUT_S": "1",
+                "KDQ_REQUEST_TIMEOUT_S": "20",
+                "OMP_NUM_THREADS": "1",
+                "PYTHONPATH": str(HERE.parents[1]),
+            }
+        )
         env.update(self.extra_env)
         if pauses:
             env["KDQ_TEST_PAUSE"] = json.dumps(pauses)
@@ -131,15 +151,24 @@ class Overnight:
         self._log_size = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             log.write(f"--- worker start (pauses {pauses or {}})\n".encode())
-            self.worker = subprocess.Popen([sys.executable, str(HERE / "worker_entry.py")], env=self.env(pauses),
-                                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.worker = subprocess.Popen(
+                [sys.executable, str(HERE / "worker_entry.py")],
+                env=self.env(pauses),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         return self.worker
 
     def wait_worker_up(self, timeout: float = 120) -> None:
         """Until this worker's Huey consumer runs (its signal handlers are set from then on)."""
         start = self._log_size
-        self.wait(lambda: b"commands are available" in self.log.read_bytes()[start:], timeout, "the worker to start",
-                  every=0.1)
+        self.wait(
+            lambda: b"commands are available" in self.log.read_bytes()[start:],
+            timeout,
+            "the worker to start",
+            every=0.1,
+        )
         time.sleep(0.3)
 
     def signal(self, sig: int, timeout: float = 60) -> int:
@@ -168,13 +197,12 @@ class Overnight:
     # ------------------------------------------------------------ the CLI, in this process
 
     def cli(self, *args: Any, ok: bool = True):
-        from typer.testing import CliRunner
-
-        from kdq.cli.main import app
-
         import logging
 
         import structlog
+        from typer.testing import CliRunner
+
+        from kdq.cli.main import app
 
         # A command configures logging onto CliRunner's stderr, which is closed once it returns: put
         # the test process's own logging back, or the stand-in's next log line fails.
@@ -185,7 +213,9 @@ class Overnight:
             structlog.configure(**saved)
             logging.getLogger().handlers[:] = handlers
         if ok:
-            assert result.exit_code == 0, f"kdq {' '.join(map(str, args))} exited {result.exit_code}: {result.output}"
+            assert result.exit_code == 0, (
+                f"kdq {' '.join(map(str, args))} exited {result.exit_code}: {result.output}"
+            )
         return result
 
     def enqueue(self, n: int = 1, **spec: Any) -> list[int]:
@@ -212,19 +242,34 @@ class Overnight:
             value = predicate()
             if value:
                 return value
-            if self.worker is not None and self.worker.poll() is not None and self.worker.returncode not in (0, -9):
-                raise AssertionError(f"the worker died (exit {self.worker.returncode}) waiting for {what}\n{self.report()}")
+            if (
+                self.worker is not None
+                and self.worker.poll() is not None
+                and self.worker.returncode not in (0, -9)
+            ):
+                raise AssertionError(
+                    f"the worker died (exit {self.worker.returncode}) waiting for {what}\n{self.report()}"
+                )
             time.sleep(every)
         raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{self.report()}")
 
     def wait_stage(self, exp_id: int, stage: Stage, timeout: float = 120) -> None:
-        self.wait(lambda: self.get(exp_id).stage is stage, timeout, f"experiment {exp_id} in {stage}", every=0.02)
+        self.wait(
+            lambda: self.get(exp_id).stage is stage, timeout, f"experiment {exp_id} in {stage}", every=0.02
+        )
 
     def wait_mark(self, stage: str, timeout: float = 120) -> None:
-        self.wait(lambda: (self.marks / stage).exists(), timeout, f"the worker paused inside {stage}", every=0.02)
+        self.wait(
+            lambda: (self.marks / stage).exists(), timeout, f"the worker paused inside {stage}", every=0.02
+        )
 
     def wait_finished(self, timeout: float = 180) -> list[Experiment]:
-        self.wait(lambda: all(e.stage in TERMINAL for e in self.exps()), timeout, "every experiment finished", every=0.2)
+        self.wait(
+            lambda: all(e.stage in TERMINAL for e in self.exps()),
+            timeout,
+            "every experiment finished",
+            every=0.2,
+        )
         return self.exps()
 
     def report(self) -> str:
@@ -232,7 +277,9 @@ class Overnight:
         for e in self.exps():
             lines.append(f"{e.id} {e.name} {e.stage} attempt={e.attempt} error={(e.error or '')[:300]}")
             lines += [f"    {ev['kind']}: {ev['message'][:200]}" for ev in self.store.events(e.id)]
-        lines.append(f"server submissions: {[(s.attempt, s.status, s.score) for s in self.server.course.submissions]}")
+        lines.append(
+            f"server submissions: {[(s.attempt, s.status, s.score) for s in self.server.course.submissions]}"
+        )
         log = self.log.read_text(errors="replace") if self.log.exists() else ""
         return "\n".join(lines) + "\n--- worker log (tail)\n" + log[-4000:]
 
@@ -241,7 +288,9 @@ class Overnight:
     def check_delivered(self, ids: list[int], ranks: bool = True) -> None:
         """Every experiment done, submitted exactly once, its validation, score and artifacts kept."""
         subs = self.server.course.submissions
-        assert len(subs) == len(ids), f"the server received {len(subs)} submissions for {len(ids)} experiments\n{self.report()}"
+        assert len(subs) == len(ids), (
+            f"the server received {len(subs)} submissions for {len(ids)} experiments\n{self.report()}"
+        )
         by_attempt = {s.attempt: s for s in subs}
         for exp_id in ids:
             exp = self.get(exp_id)
@@ -253,10 +302,16 @@ class Overnight:
             assert model.is_file() and (Path(exp.artifacts) / "metrics.json").is_file()
             sub = by_attempt[exp.server_attempt]
             assert sub.status == "successful" and exp.server_score == pytest.approx(sub.score)
-            assert sub.size_mb == pytest.approx(model.stat().st_size / 2**20, abs=1e-3), "another file was sent"
+            assert sub.size_mb == pytest.approx(model.stat().st_size / 2**20, abs=1e-3), (
+                "another file was sent"
+            )
             assert exp.server_rank is not None or not ranks
-            rows = list(self.store.db.query(
-                "select attempt, state from submissions where exp_id = ? and attempt is not null", [exp_id]))
+            rows = list(
+                self.store.db.query(
+                    "select attempt, state from submissions where exp_id = ? and attempt is not null",
+                    [exp_id],
+                )
+            )
             assert rows == [{"attempt": exp.server_attempt, "state": "successful"}], rows
             launches = [e for e in self.store.events(exp_id) if e["message"].startswith("launched run")]
             assert len(launches) <= 1, "launched twice"
@@ -265,16 +320,28 @@ class Overnight:
         for bad in ("Traceback", "step crashed", "scheduler_crashed", "database is locked"):
             assert bad not in log, f"{bad!r} in the worker log\n{log[-3000:]}"
 
-    def place(self, model: Path, *, stage: Stage = Stage.READY, val_f1: float = 0.5, policy: str = "always",
-              name: str | None = None) -> int:
+    def place(
+        self,
+        model: Path,
+        *,
+        stage: Stage = Stage.READY,
+        val_f1: float = 0.5,
+        policy: str = "always",
+        name: str | None = None,
+    ) -> int:
         """An experiment moved along the pipeline to ``stage`` with ``model`` as its artifact (no training)."""
         import shutil
 
         from kdq.spec import ExperimentSpec
 
         self._specs += 1
-        spec = ExperimentSpec.model_validate({"name": name or f"placed{self._specs}", "submit": {"policy": policy},
-                                              "train": {"seed": 1000 + self._specs}})
+        spec = ExperimentSpec.model_validate(
+            {
+                "name": name or f"placed{self._specs}",
+                "submit": {"policy": policy},
+                "train": {"seed": 1000 + self._specs},
+            }
+        )
         [exp_id] = self.store.add([(None, spec)], force=True)
         folder = self.settings.artifacts_dir / str(exp_id)
         folder.mkdir(parents=True)
@@ -303,9 +370,15 @@ def overnight(settings, dataset, test_set, tmp_path, monkeypatch):
     made: list[Overnight] = []
     servers: list = []
 
-    def make(token: str | None = None, extra_env: dict[str, str] | None = None, **server_options) -> Overnight:
+    def make(
+        token: str | None = None, extra_env: dict[str, str] | None = None, **server_options
+    ) -> Overnight:
         token = token or course_token()
-        options = {"submit_interval_s": SUBMIT_INTERVAL_S, "status_interval_s": STATUS_INTERVAL_S, **server_options}
+        options = {
+            "submit_interval_s": SUBMIT_INTERVAL_S,
+            "status_interval_s": STATUS_INTERVAL_S,
+            **server_options,
+        }
         server = FakeServer(teams={TEAM: token}, data_dir=test_set, **options).start()
         servers.append(server)
         h = Overnight(settings, tmp_path, server, token, monkeypatch, extra_env or {})

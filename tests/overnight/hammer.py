@@ -27,10 +27,23 @@ def main(spec: str, rounds: int, first_seed: int, out: Path) -> None:
         def run(*args, exp: int | None = None):
             started = time.time()
             result = runner.invoke(app, [str(a) for a in args])
-            f.write(json.dumps({"op": args[0], "args": [str(a) for a in args], "exp": exp, "exit": result.exit_code,
-                                "out": result.output, "t0": started, "t1": time.time(),
-                                "exception": None if isinstance(result.exception, (SystemExit, type(None)))
-                                else repr(result.exception)}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "op": args[0],
+                        "args": [str(a) for a in args],
+                        "exp": exp,
+                        "exit": result.exit_code,
+                        "out": result.output,
+                        "t0": started,
+                        "t1": time.time(),
+                        "exception": None
+                        if isinstance(result.exception, (SystemExit, type(None)))
+                        else repr(result.exception),
+                    }
+                )
+                + "\n"
+            )
             return result
 
         for k in range(rounds):

@@ -59,8 +59,13 @@ def _build(kind: str, path: Path) -> Path:
     if kind == "not_torchscript":  # the usual mistake: torch.save of the weights
         torch.save(Head().state_dict(), str(path))
         return path
-    module = {"wrong_shape": lambda: Head(7), "oversized": Big, "fp16": lambda: Half().half(), "raises": Raises,
-              "nan": NaN}[kind]()
+    module = {
+        "wrong_shape": lambda: Head(7),
+        "oversized": Big,
+        "fp16": lambda: Half().half(),
+        "raises": Raises,
+        "nan": NaN,
+    }[kind]()
     torch.jit.save(torch.jit.script(module.eval()), str(path))
     return path
 
@@ -102,5 +107,7 @@ def test_worker_fails_each_bad_model_with_that_message_and_submits_none(overnigh
         shown = h.cli("show", exp_id).stdout
         assert re.search(EXPECTED[kind], " ".join(shown.split())), shown
     h.check_delivered([good])  # the one good model went; the server saw nothing else
-    assert [s.size_mb for s in h.server.course.submissions] == [pytest.approx(tiny_model.stat().st_size / 2**20, abs=1e-3)]
+    assert [s.size_mb for s in h.server.course.submissions] == [
+        pytest.approx(tiny_model.stat().st_size / 2**20, abs=1e-3)
+    ]
     assert list(h.store.db.query("select count(*) n from submissions"))[0]["n"] == 1

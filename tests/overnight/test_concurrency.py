@@ -31,8 +31,12 @@ ABSENT = "dataset 'absent' not found"
 def hammer(h, spec, k: int):
     out = h.tmp / f"hammer{k}.jsonl"
     log = (h.tmp / f"hammer{k}.log").open("wb")
-    proc = subprocess.Popen([sys.executable, str(HERE / "hammer.py"), str(spec), str(ROUNDS), str(k * 10_000), str(out)],
-                            env=h.env(), stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "hammer.py"), str(spec), str(ROUNDS), str(k * 10_000), str(out)],
+        env=h.env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     return proc, out
 
 
@@ -66,7 +70,10 @@ def test_a_thousand_commands_beside_the_worker(overnight):
     seen = defaultdict(int)
     for op in sorted(ops, key=lambda o: o["t0"]):
         if op["op"] == "status":
-            assert sum(json.loads(op["out"])["counts"].values()) >= len([q for q in queued if q <= op["exp"]]) // HAMMERS
+            assert (
+                sum(json.loads(op["out"])["counts"].values())
+                >= len([q for q in queued if q <= op["exp"]]) // HAMMERS
+            )
 
     by_exp = defaultdict(list)
     for op in ops:
@@ -75,8 +82,11 @@ def test_a_thousand_commands_beside_the_worker(overnight):
     for exp_id, history in by_exp.items():
         exp = exps[exp_id]
         # Every successful retry bumped the attempt exactly once, in order.
-        bumps = [int(re.search(r"attempt (\d+)", op["out"]).group(1)) for op in history
-                 if op["op"] == "retry" and op["exit"] == 0]
+        bumps = [
+            int(re.search(r"attempt (\d+)", op["out"]).group(1))
+            for op in history
+            if op["op"] == "retry" and op["exit"] == 0
+        ]
         assert bumps == list(range(2, 2 + len(bumps))), (exp_id, bumps)
         assert exp.attempt == 1 + len(bumps), (exp_id, exp.attempt, bumps)
         retries = [e for e in h.store.events(exp_id) if e["message"].startswith("retry (attempt")]

@@ -32,7 +32,9 @@ def harness(overnight, stage: str | None = None, eval_delay_s: float = EVAL_DELA
     """A stand-in that holds ``submitting`` / ``evaluating`` open (both when ``stage`` is None)."""
     h = overnight(eval_delay_s=eval_delay_s if stage in (None, "evaluating") else 0.0)
     if stage in (None, "submitting"):
-        h.server.inject("stall", seconds=stall_s, route="submit", when="after")  # the upload lands, its answer hangs
+        h.server.inject(
+            "stall", seconds=stall_s, route="submit", when="after"
+        )  # the upload lands, its answer hangs
     return h
 
 
@@ -83,8 +85,12 @@ def test_clean_stop_inside_every_stage_in_turn(overnight, sig):
     h.start_worker(pauses=PAUSES)
     h.wait_worker_up()
     for stage in STAGES:
-        h.wait(lambda: inside(h, exp_id, stage) or passed(h, exp_id, stage), 180, f"the worker inside {stage}",
-               every=0.02)
+        h.wait(
+            lambda: inside(h, exp_id, stage) or passed(h, exp_id, stage),
+            180,
+            f"the worker inside {stage}",
+            every=0.02,
+        )
         if not inside(h, exp_id, stage):
             continue  # a graceful stop finished the step in hand and ran on past this stage
         stopped_in.append(stage)

@@ -22,16 +22,25 @@ FAST = {"KDQ_REQUEST_TIMEOUT_S": "4"}  # a stall of 6 s is a read timeout: "mayb
 LONG_WAIT_S = 7.0  # "long": more than twice the 3 s window
 
 CASES = {
-    "5xx-burst": [dict(kind="error", count=4), dict(kind="error", count=2, status=502),
-                  dict(kind="error", route="submit", when="after", status=503)],
-    "429-long-waits": [dict(kind="rate_limit", route="submit", wait_s=LONG_WAIT_S, unit="seconds"),
-                       dict(kind="rate_limit", route="status", count=2, wait_s=2)],
-    "garbage-bodies": [dict(kind="garbage", route="status", count=2, body="html"),
-                       dict(kind="garbage", route="status", body="truncated"),
-                       dict(kind="garbage", route="submit", when="after", body="truncated"),
-                       dict(kind="garbage", route="submit", when="after", body="empty")],
-    "stalls": [dict(kind="stall", route="submit", when="after", seconds=6),
-               dict(kind="stall", route="status", seconds=6)],
+    "5xx-burst": [
+        dict(kind="error", count=4),
+        dict(kind="error", count=2, status=502),
+        dict(kind="error", route="submit", when="after", status=503),
+    ],
+    "429-long-waits": [
+        dict(kind="rate_limit", route="submit", wait_s=LONG_WAIT_S, unit="seconds"),
+        dict(kind="rate_limit", route="status", count=2, wait_s=2),
+    ],
+    "garbage-bodies": [
+        dict(kind="garbage", route="status", count=2, body="html"),
+        dict(kind="garbage", route="status", body="truncated"),
+        dict(kind="garbage", route="submit", when="after", body="truncated"),
+        dict(kind="garbage", route="submit", when="after", body="empty"),
+    ],
+    "stalls": [
+        dict(kind="stall", route="submit", when="after", seconds=6),
+        dict(kind="stall", route="status", seconds=6),
+    ],
 }
 
 
@@ -45,7 +54,9 @@ def check_survived(h, ids: list[int], ranks: bool = True) -> None:
     assert h.server.faults.pending() == [], f"faults never reached: {h.server.faults.pending()}"
     assert not h.store.get_meta(ERROR), h.store.get_meta(ERROR)
     log = h.log.read_text()
-    assert "scheduler_crashed" not in log and "step crashed" not in log and "Traceback" not in log, log[-3000:]
+    assert "scheduler_crashed" not in log and "step crashed" not in log and "Traceback" not in log, log[
+        -3000:
+    ]
     assert h.store.get_meta_json(SERVER)["reachable"] is True
 
 
@@ -70,7 +81,9 @@ def test_refused_connections_for_a_while(overnight, tiny_model):
     h.start_worker()
     h.wait(lambda: h.server.course.submissions, 60, "the first submission")
     h.server.go_down(8)
-    h.wait(lambda: (h.store.get_meta_json(SERVER) or {}).get("reachable") is False, 30, "the server seen as down")
+    h.wait(
+        lambda: (h.store.get_meta_json(SERVER) or {}).get("reachable") is False, 30, "the server seen as down"
+    )
     shown = h.cli("status").stdout
     assert "course server: unreachable" in shown and "cannot connect" in shown, shown
     assert all(e.stage is not Stage.FAILED for e in h.exps()), "an outage failed an experiment"
@@ -91,6 +104,8 @@ def test_every_fault_together_over_full_runs(overnight):
     h.start_worker()
     h.wait(lambda: h.server.course.submissions, 120, "the first submission")
     h.server.go_down(4)
-    h.wait(lambda: (h.store.get_meta_json(SERVER) or {}).get("reachable") is False, 30, "the server seen as down")
+    h.wait(
+        lambda: (h.store.get_meta_json(SERVER) or {}).get("reachable") is False, 30, "the server seen as down"
+    )
     h.wait_finished(180)
     check_survived(h, ids, ranks=False)  # a garbage leaderboard page may cost an experiment its rank, no more

@@ -22,7 +22,9 @@ TOKEN_PATHS = "submission-status/***"  # the status URL, masked
 def files_under(root: Path) -> list[Path]:
     found = []
     for folder, dirs, names in os.walk(root, followlinks=False):
-        dirs[:] = [d for d in dirs if not (Path(folder) / d).is_symlink()]  # datasets/ links to generated images
+        dirs[:] = [
+            d for d in dirs if not (Path(folder) / d).is_symlink()
+        ]  # datasets/ links to generated images
         found += [Path(folder) / n for n in names if not (Path(folder) / n).is_symlink()]
     return found
 
@@ -40,10 +42,21 @@ def test_no_token_anywhere_after_a_full_run(overnight):
     h.check_delivered([exp_id])
 
     outputs = {}
-    for args in (["status"], ["status", "--json", "--all"], ["show", exp_id], ["show", exp_id, "--json"],
-                 ["results"], ["results", "--json"], ["leaderboard"], ["report", exp_id, "--json"],
-                 ["server", "ping", "--json"], ["server", "status"], ["server", "status", "--json"],
-                 ["server", "leaderboard"], ["doctor", "--json", "--dataset", "synth", "--timeout", "3"]):
+    for args in (
+        ["status"],
+        ["status", "--json", "--all"],
+        ["show", exp_id],
+        ["show", exp_id, "--json"],
+        ["results"],
+        ["results", "--json"],
+        ["leaderboard"],
+        ["report", exp_id, "--json"],
+        ["server", "ping", "--json"],
+        ["server", "status"],
+        ["server", "status", "--json"],
+        ["server", "leaderboard"],
+        ["doctor", "--json", "--dataset", "synth", "--timeout", "3"],
+    ):
         outputs[" ".join(map(str, args))] = h.cli(*args, ok=False).output
     h.server.go_down()  # and the error paths of the commands that call the server
     for args in (["server", "status"], ["server", "status", "--json"], ["server", "ping"]):
@@ -53,7 +66,9 @@ def test_no_token_anywhere_after_a_full_run(overnight):
 
     places = {f"kdq {cmd}": out.encode() for cmd, out in outputs.items()}
     places.update({str(p): p.read_bytes() for p in files_under(h.home)})
-    places.update({str(p): p.read_bytes() for p in files_under(h.tmp) if p.suffix in (".log", ".toml", ".json")})
+    places.update(
+        {str(p): p.read_bytes() for p in files_under(h.tmp) if p.suffix in (".log", ".toml", ".json")}
+    )
     for name in ("kdq.db", "queue.db", "runs", "artifacts"):
         assert any(str(h.home / name) in place for place in places), f"{name} was not scanned"
     for secret in (token, hf):

@@ -38,7 +38,9 @@ def install(pauses: dict[str, float]) -> None:
         LocalBackend.launch = _pausing("launching", pauses["launching"], LocalBackend.launch)
     if "fetching" in pauses:
         LocalBackend.fetch = _pausing("fetching", pauses["fetching"], LocalBackend.fetch)
-    if "validating" in pauses:  # kdq.steps imports verify_file inside the step, so the module attribute is what runs
+    if (
+        "validating" in pauses
+    ):  # kdq.steps imports verify_file inside the step, so the module attribute is what runs
         verify.verify_file = _pausing("validating", pauses["validating"], verify.verify_file)
 
 

@@ -19,8 +19,16 @@ def _one_thread():
 def dataset(tmp_path_factory) -> tuple[Path, object]:
     """``(folder, manifest)``: 10 classes, ~8 images each, with planted duplicates and junk."""
     out = tmp_path_factory.mktemp("synth")
-    man = synth(out, per_class=8, seed=1, size_range=(24, 40), exact_duplicates=3, near_duplicates=3,
-                cross_class=1, corrupt=2)
+    man = synth(
+        out,
+        per_class=8,
+        seed=1,
+        size_range=(24, 40),
+        exact_duplicates=3,
+        near_duplicates=3,
+        cross_class=1,
+        corrupt=2,
+    )
     return out, man
 
 

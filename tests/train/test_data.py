@@ -11,11 +11,16 @@ def test_discover_nested_layout_and_grader_class_order(dataset, tmp_path):
     ds = data.discover(folder)
     assert ds.root == folder / "train_dataset" / "train_dataset"
     assert ds.classes == sorted(CLASS_NAMES)
-    assert ds.classes[0] == "1. Eczema" and ds.classes[1].startswith("10. Warts") and ds.classes[2] == "2. Melanoma"
+    assert (
+        ds.classes[0] == "1. Eczema"
+        and ds.classes[1].startswith("10. Warts")
+        and ds.classes[2] == "2. Melanoma"
+    )
     names = {str(f) for f in ds.files}
     assert not any("__MACOSX" in n or "/." in n or n.startswith(".") for n in names)
-    assert len(ds.files) == len(man.images) + sum(map(len, (man.exact_duplicates, man.near_duplicates,
-                                                             man.cross_class, man.corrupt)))
+    assert len(ds.files) == len(man.images) + sum(
+        map(len, (man.exact_duplicates, man.near_duplicates, man.cross_class, man.corrupt))
+    )
 
 
 def test_discover_ignores_other_files_and_rejects_empty_folders(tmp_path):
@@ -39,7 +44,9 @@ def test_load_skips_corrupt_files_and_reuses_the_cache(dataset, tmp_path, monkey
     with pytest.warns(UserWarning, match="cannot decode"):
         d = data.load(folder, tmp_path, decode_size=32)
     assert d.images.dtype == torch.uint8 and d.images.shape[1:] == (3, 32, 32)
-    assert sorted(f for f, _ in d.skipped) == sorted(c.split("train_dataset/train_dataset/")[1] for c in man.corrupt)
+    assert sorted(f for f, _ in d.skipped) == sorted(
+        c.split("train_dataset/train_dataset/")[1] for c in man.corrupt
+    )
     assert len(d.labels) == len(d.images) == len(d.files)
 
     def boom(*a, **k):

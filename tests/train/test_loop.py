@@ -38,15 +38,42 @@ def test_full_run_through_the_entry_point_writes_every_file(clean_dataset, tmp_p
     run_dir.mkdir()
     s = spec(distill__embed_weight=0.5, train__tune_bias=True, train__tta_flip=True, train__ema_decay=0.9)
     (run_dir / runfolder.SPEC).write_text(s.model_dump_json())
-    proc = subprocess.run([sys.executable, "-m", "kdq.train", str(run_dir), "--data", str(clean_dataset),
-                           "--cache", str(cache)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kdq.train",
+            str(run_dir),
+            "--data",
+            str(clean_dataset),
+            "--cache",
+            str(cache),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for name in (runfolder.PROGRESS, runfolder.CHECKPOINT, runfolder.METRICS, runfolder.MODEL,
-                 runfolder.HISTORY, runfolder.DONE):
+    for name in (
+        runfolder.PROGRESS,
+        runfolder.CHECKPOINT,
+        runfolder.METRICS,
+        runfolder.MODEL,
+        runfolder.HISTORY,
+        runfolder.DONE,
+    ):
         assert (run_dir / name).exists(), name
     m = json.loads((run_dir / runfolder.METRICS).read_text())
-    for key in ("val_f1", "val_acc", "per_class_f1", "confusion", "model_mb", "torch_version", "best_epoch",
-                "teacher_probe_f1"):
+    for key in (
+        "val_f1",
+        "val_acc",
+        "per_class_f1",
+        "confusion",
+        "model_mb",
+        "torch_version",
+        "best_epoch",
+        "teacher_probe_f1",
+    ):
         assert m[key] is not None, key
     assert list(m["per_class_f1"]) == m["classes"] == sorted(m["classes"])
     assert len(m["confusion"]) == 10 and 0 <= m["val_f1"] <= 1 and 0 <= m["teacher_probe_f1"] <= 1
@@ -112,8 +139,16 @@ def test_resumed_run_matches_an_uninterrupted_one(clean_dataset, tmp_path):
 
 
 def test_dkd_with_early_stopping(clean_dataset, tmp_path):
-    s = spec(distill__loss="dkd", train__epochs=6, train__patience=1, train__lr=1e-6, train__warmup_epochs=0,
-             train__optimizer="sgd", distill__label_smoothing=0.1, distill__class_weighted=False)
+    s = spec(
+        distill__loss="dkd",
+        train__epochs=6,
+        train__patience=1,
+        train__lr=1e-6,
+        train__warmup_epochs=0,
+        train__optimizer="sgd",
+        distill__label_smoothing=0.1,
+        distill__class_weighted=False,
+    )
     loop.run(s, tmp_path / "run", clean_dataset, tmp_path / "cache")
     h = rows(tmp_path / "run")
     assert len(h) < 6  # no gain with a tiny learning rate: stopped early

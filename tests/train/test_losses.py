@@ -28,7 +28,7 @@ def test_hinton_matches_hand_computation():
 
 def test_kl_is_a_mean_over_the_batch():
     s, t = torch.randn(4, 5), torch.randn(4, 5)
-    one = sum(float(losses.kl_soft(s[i:i + 1], t[i:i + 1], 3.0)) for i in range(4)) / 4
+    one = sum(float(losses.kl_soft(s[i : i + 1], t[i : i + 1], 3.0)) for i in range(4)) / 4
     assert math.isclose(float(losses.kl_soft(s, t, 3.0)), one, rel_tol=1e-5)
 
 

@@ -63,10 +63,11 @@ def test_too_large_students_fail_before_training():
         students.check_size(model, "resnet50")
 
 
-
 def test_preflight_checks_names_and_sizes_without_training():
     assert students.preflight(StudentSpec(library="torchvision", name="shufflenet_v2_x1_0")) < 6
-    assert students.preflight(StudentSpec(library="timm", name="mobileone_s0")) < 23  # an upper bound: unfused
+    assert (
+        students.preflight(StudentSpec(library="timm", name="mobileone_s0")) < 23
+    )  # an upper bound: unfused
     with pytest.raises(students.StudentError, match="over the"):
         students.preflight(StudentSpec(library="torchvision", name="resnet50"))
     with pytest.raises(students.StudentError, match="not a timm model"):
@@ -85,7 +86,9 @@ def test_pretrained_weights_that_cannot_be_fetched_fall_back_with_a_warning(monk
 
     monkeypatch.setattr(timm, "create_model", offline)
     with pytest.warns(UserWarning, match="pretrained weights unavailable.*from scratch"):
-        model = students.build(StudentSpec(library="timm", name="mobilenetv4_conv_small", pretrained=True), 10)
+        model = students.build(
+            StudentSpec(library="timm", name="mobilenetv4_conv_small", pretrained=True), 10
+        )
     assert students.classifier(model).out_features == 10
 
 

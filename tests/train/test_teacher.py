@@ -37,11 +37,17 @@ def tiny():
 def test_embedding_cache_is_computed_once_and_reused(tiny, tmp_path, monkeypatch):
     imgs = torch.randint(0, 256, (5, 3, 40, 40), dtype=torch.uint8)
     first = teacher.embeddings(tiny, imgs, "abcdef0123456789", views=3, cache_dir=tmp_path)
-    assert first["views"].shape == (5, 3, 32) and first["plain"].shape == (5, 32) and first["params"].shape == (5, 3, 9)
+    assert (
+        first["views"].shape == (5, 3, 32)
+        and first["plain"].shape == (5, 32)
+        and first["params"].shape == (5, 3, 9)
+    )
     # the cached view embedding is the embedding of that view rendered again
     again = tiny.embed(imgs[2:3], first["params"][2, 1:2])
     assert torch.allclose(again[0].half().float(), first["views"][2, 1].float(), atol=1e-2)
-    monkeypatch.setattr(teacher.Teacher, "embed", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    monkeypatch.setattr(
+        teacher.Teacher, "embed", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed"))
+    )
     second = teacher.embeddings(tiny, imgs, "abcdef0123456789", views=3, cache_dir=tmp_path)
     assert torch.equal(second["views"], first["views"])
     assert len(list((tmp_path / "teacher").iterdir())) == 1
@@ -57,7 +63,9 @@ def test_prepare_gives_targets_for_every_image(clean_dataset, tmp_path):
     d = data.load(clean_dataset, tmp_path, decode_size=32)
     tr, va = data.split(d.labels, data.groups(d.digests, d.hashes, d.thumbs), 0.2, 0)
     for head in ("probe", "zeroshot"):
-        t = teacher.prepare(TeacherSpec(model="tiny", views=2, head=head), d, tr, va, tmp_path, torch.device("cpu"))
+        t = teacher.prepare(
+            TeacherSpec(model="tiny", views=2, head=head), d, tr, va, tmp_path, torch.device("cpu")
+        )
         assert t.logits.shape == (len(d.files), 2, 10) and t.embeddings.shape == (len(d.files), 2, 32)
         assert 0 <= t.val_f1 <= 1 and t.logits[tr].abs().sum() > 0
 
@@ -82,8 +90,12 @@ def test_a_hugging_face_checkpoint_loads_with_its_own_preprocessing(tmp_path):
     from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
 
     vision, text = teacher.RANDOM["tiny"]
-    SiglipModel(SiglipConfig(vision_config={**vision, "image_size": 48}, text_config=text)).save_pretrained(tmp_path)
-    SiglipImageProcessor(size={"height": 48, "width": 48}, image_mean=[0.4] * 3, image_std=[0.3] * 3).save_pretrained(tmp_path)
+    SiglipModel(SiglipConfig(vision_config={**vision, "image_size": 48}, text_config=text)).save_pretrained(
+        tmp_path
+    )
+    SiglipImageProcessor(
+        size={"height": 48, "width": 48}, image_mean=[0.4] * 3, image_std=[0.3] * 3
+    ).save_pretrained(tmp_path)
     t = teacher.load(str(tmp_path), torch.device("cpu"))
     assert (t.image_size, t.mean, t.std) == (48, (0.4,) * 3, (0.3,) * 3)
     imgs = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8)
@@ -103,6 +115,10 @@ def test_a_larger_teacher_sees_pictures_decoded_at_its_own_size(clean_dataset, t
 
     seen = []
     real = teacher.Teacher.embed
-    monkeypatch.setattr(teacher.Teacher, "embed", lambda self, imgs, p: seen.append(imgs.shape[-1]) or real(self, imgs, p))
-    teacher.prepare(TeacherSpec(model="tiny", views=1), small, tr, va, tmp_path, torch.device("cpu"), decode=decode)
+    monkeypatch.setattr(
+        teacher.Teacher, "embed", lambda self, imgs, p: seen.append(imgs.shape[-1]) or real(self, imgs, p)
+    )
+    teacher.prepare(
+        TeacherSpec(model="tiny", views=1), small, tr, va, tmp_path, torch.device("cpu"), decode=decode
+    )
     assert asked == [32] and set(seen) == {32}

@@ -1,13 +1,13 @@
 """HTTP in front of ``FakeCourse``: the course server's routes, fault injection, and an admin API.
 
-    POST /submit                        multipart: token, file
-    GET  /submission-status/{token}     JSON list
-    GET  /leaderboard3                  HTML table
-    GET  /                              a home page (what ``ping`` reaches)
-    GET  /_fake/state                   every submission (no tokens)
-    POST /_fake/faults                  add a fault (JSON, see ``faults.Fault``); DELETE clears them
-    POST /_fake/down                    {"seconds": S}: stop accepting connections for S seconds
-    POST /_fake/reset-limits            forget rate-limit clocks
+POST /submit                        multipart: token, file
+GET  /submission-status/{token}     JSON list
+GET  /leaderboard3                  HTML table
+GET  /                              a home page (what ``ping`` reaches)
+GET  /_fake/state                   every submission (no tokens)
+POST /_fake/faults                  add a fault (JSON, see ``faults.Fault``); DELETE clears them
+POST /_fake/down                    {"seconds": S}: stop accepting connections for S seconds
+POST /_fake/reset-limits            forget rate-limit clocks
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import html
 import json
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -27,10 +27,16 @@ from kdq.course.fake_server.faults import Fault, FaultQueue
 from kdq.course.models import EASTERN
 
 Handler = Callable[[Request], Awaitable[Response]]
-PROXY_PAGE = ("<html><head><title>{code} Bad Gateway</title></head><body><center><h1>{code} Bad Gateway</h1>"
-              "</center><hr><center>nginx</center></body></html>")
-TRUNCATED = {"submit": '{"message": "Submission received for team', "status": '[{"attempt": 1, "status": "pend',
-             "leaderboard": "<html><body><table><tr><th>Rank</th><th>Te", "home": "<html><bo"}
+PROXY_PAGE = (
+    "<html><head><title>{code} Bad Gateway</title></head><body><center><h1>{code} Bad Gateway</h1>"
+    "</center><hr><center>nginx</center></body></html>"
+)
+TRUNCATED = {
+    "submit": '{"message": "Submission received for team',
+    "status": '[{"attempt": 1, "status": "pend',
+    "leaderboard": "<html><body><table><tr><th>Rank</th><th>Te",
+    "home": "<html><bo",
+}
 
 
 def _json(outcome: Outcome) -> JSONResponse:
@@ -50,7 +56,11 @@ def fault_response(fault: Fault, route: str, real: Response | None = None) -> Re
     if fault.body == "empty":
         return Response(b"", status_code=code)
     if fault.body == "truncated":
-        body = real.body[: len(real.body) // 2] if real is not None and real.body else TRUNCATED.get(route, "{").encode()
+        body = (
+            real.body[: len(real.body) // 2]
+            if real is not None and real.body
+            else TRUNCATED.get(route, "{").encode()
+        )
         return Response(body, status_code=code, media_type="application/json")
     return HTMLResponse(PROXY_PAGE.format(code=502), status_code=code)
 
@@ -59,23 +69,38 @@ def leaderboard_html(course: FakeCourse) -> str:
     rows = []
     for rank, sub in enumerate(course.leaderboard_rows(), start=1):
         when = sub.submitted_at.astimezone(EASTERN).strftime("%Y-%m-%d %H:%M")
-        rows.append(f"<tr><td>{rank}</td><td>{html.escape(sub.team)}</td><td>{sub.score:.4f}</td>"
-                    f"<td>{sub.f1:.4f}</td><td>{sub.size_mb:.2f}</td><td>{when}</td></tr>")
-    return ("<!doctype html><html><head><title>Leaderboard - Homework 3</title></head><body>"
-            "<h1>Homework 3 Leaderboard</h1><table border='1'><thead><tr><th>Rank</th><th>Team</th>"
-            "<th>Score</th><th>Macro F1</th><th>Model Size (MB)</th><th>Last Submission</th></tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table></body></html>")
+        rows.append(
+            f"<tr><td>{rank}</td><td>{html.escape(sub.team)}</td><td>{sub.score:.4f}</td>"
+            f"<td>{sub.f1:.4f}</td><td>{sub.size_mb:.2f}</td><td>{when}</td></tr>"
+        )
+    return (
+        "<!doctype html><html><head><title>Leaderboard - Homework 3</title></head><body>"
+        "<h1>Homework 3 Leaderboard</h1><table border='1'><thead><tr><th>Rank</th><th>Team</th>"
+        "<th>Score</th><th>Macro F1</th><th>Model Size (MB)</th><th>Last Submission</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></body></html>"
+    )
 
 
-HOME = ("<!doctype html><html><head><title>CS 4774 - Homework 3 (stand-in)</title></head><body>"
-        "<h1>Knowledge Distillation for AI Dermatologist</h1><ul>"
-        "<li><a href='/leaderboard3'>Leaderboard</a></li><li><a href='/instructions-hw3'>Instructions</a></li>"
-        "</ul><p>This is kdq's stand-in for the course server.</p></body></html>")
+HOME = (
+    "<!doctype html><html><head><title>CS 4774 - Homework 3 (stand-in)</title></head><body>"
+    "<h1>Knowledge Distillation for AI Dermatologist</h1><ul>"
+    "<li><a href='/leaderboard3'>Leaderboard</a></li><li><a href='/instructions-hw3'>Instructions</a></li>"
+    "</ul><p>This is kdq's stand-in for the course server.</p></body></html>"
+)
 
 
-def build_app(course: FakeCourse, faults: FaultQueue, on_down: Callable[[float], None] | None = None,
-              paths: dict[str, str] | None = None) -> Starlette:
-    paths = {"submit": "/submit", "status": "/submission-status/{token}", "leaderboard": "/leaderboard3", **(paths or {})}
+def build_app(
+    course: FakeCourse,
+    faults: FaultQueue,
+    on_down: Callable[[float], None] | None = None,
+    paths: dict[str, str] | None = None,
+) -> Starlette:
+    paths = {
+        "submit": "/submit",
+        "status": "/submission-status/{token}",
+        "leaderboard": "/leaderboard3",
+        **(paths or {}),
+    }
 
     def guarded(route: str, handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
@@ -97,6 +122,7 @@ def build_app(course: FakeCourse, faults: FaultQueue, on_down: Callable[[float],
                     return response
                 return fault_response(fault, route, response)
             return response
+
         return endpoint
 
     async def submit(request: Request) -> Response:
@@ -118,8 +144,15 @@ def build_app(course: FakeCourse, faults: FaultQueue, on_down: Callable[[float],
         return HTMLResponse(HOME)
 
     async def state(request: Request) -> Response:
-        return JSONResponse({"submissions": [{"team": s.team, "filename": s.filename, "f1": s.f1, **s.as_status()}
-                                             for s in course.submissions], "faults": faults.pending()})
+        return JSONResponse(
+            {
+                "submissions": [
+                    {"team": s.team, "filename": s.filename, "f1": s.f1, **s.as_status()}
+                    for s in course.submissions
+                ],
+                "faults": faults.pending(),
+            }
+        )
 
     async def add_fault(request: Request) -> Response:
         if request.method == "DELETE":
@@ -134,7 +167,9 @@ def build_app(course: FakeCourse, faults: FaultQueue, on_down: Callable[[float],
 
     async def down(request: Request) -> Response:
         if on_down is None:
-            return JSONResponse({"error": "this server cannot go down (not started through FakeServer)"}, status_code=400)
+            return JSONResponse(
+                {"error": "this server cannot go down (not started through FakeServer)"}, status_code=400
+            )
         body = json.loads(await request.body() or b"{}")
         seconds = float(body.get("seconds", 5))
         asyncio.get_running_loop().call_later(0.05, on_down, seconds)  # after this answer is sent
@@ -145,13 +180,15 @@ def build_app(course: FakeCourse, faults: FaultQueue, on_down: Callable[[float],
         return JSONResponse({"ok": True})
 
     status_path = paths["status"].replace("{token}", "{token:str}")
-    return Starlette(routes=[
-        Route(paths["submit"], guarded("submit", submit), methods=["POST"]),
-        Route(status_path, guarded("status", status)),
-        Route(paths["leaderboard"], guarded("leaderboard", leaderboard)),
-        Route("/", guarded("home", home)),
-        Route("/_fake/state", state),
-        Route("/_fake/faults", add_fault, methods=["POST", "DELETE"]),
-        Route("/_fake/down", down, methods=["POST"]),
-        Route("/_fake/reset-limits", reset_limits, methods=["POST"]),
-    ])
+    return Starlette(
+        routes=[
+            Route(paths["submit"], guarded("submit", submit), methods=["POST"]),
+            Route(status_path, guarded("status", status)),
+            Route(paths["leaderboard"], guarded("leaderboard", leaderboard)),
+            Route("/", guarded("home", home)),
+            Route("/_fake/state", state),
+            Route("/_fake/faults", add_fault, methods=["POST", "DELETE"]),
+            Route("/_fake/down", down, methods=["POST"]),
+            Route("/_fake/reset-limits", reset_limits, methods=["POST"]),
+        ]
+    )

@@ -13,12 +13,14 @@ import math
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
+from kdq import grader
 from kdq.course.fake_server.evaluate import BrokenModel, Dataset, evaluate, load_dataset
 from kdq.course.models import EASTERN
 from kdq.log import get_logger
@@ -69,7 +71,7 @@ class FakeCourse:
     data_dir: Path | None = None
     submit_interval_s: float = 900.0
     status_interval_s: float = 15.0
-    max_size_mb: float = 23.0
+    max_size_mb: float = grader.MAX_MIB
     size_factor: float = 0.01  # score = 10 * macro-F1 - size_factor * MB
     size_check: Literal["upload", "status"] = "upload"  # reject at upload (400) or accept and fail in status
     wording: Literal["alternate", "short", "long"] = "alternate"
@@ -132,12 +134,16 @@ class FakeCourse:
             now = self.clock()
             last = self._last_submit.get(team)
             if last is not None and now - last < self.submit_interval_s:
-                return Outcome(429, {"error": wait_message(self.submit_interval_s - (now - last), self._unit())})
+                return Outcome(
+                    429, {"error": wait_message(self.submit_interval_s - (now - last), self._unit())}
+                )
             self._last_submit[team] = now
             attempt = 1 + sum(1 for s in self.submissions if s.team == team)
             path = Path(self._uploads.name) / f"{len(self.submissions):05d}-{attempt}.pt"
             path.write_bytes(data)
-            sub = Submission(team, attempt, filename, path, round(size_mb, 4), datetime.fromtimestamp(now, timezone.utc))
+            sub = Submission(
+                team, attempt, filename, path, round(size_mb, 4), datetime.fromtimestamp(now, UTC)
+            )
             self.submissions.append(sub)
             if size_mb > self.max_size_mb:
                 sub.status = "rejected (file too large)"
@@ -149,10 +155,15 @@ class FakeCourse:
     def _receipt(self, sub: Submission) -> dict:
         short = self.wording == "short" or (self.wording == "alternate" and sub.attempt % 2 == 1)
         if short:
-            return {"message": f"Submission received for team '{sub.team}'. Attempt #{sub.attempt}.",
-                    "status": "pending", "attempt": sub.attempt}
-        return {"message": f"Submission received for team '{sub.team}'. This is attempt #{sub.attempt}, "
-                           "status pending, evaluation pending."}
+            return {
+                "message": f"Submission received for team '{sub.team}'. Attempt #{sub.attempt}.",
+                "status": "pending",
+                "attempt": sub.attempt,
+            }
+        return {
+            "message": f"Submission received for team '{sub.team}'. This is attempt #{sub.attempt}, "
+            "status pending, evaluation pending."
+        }
 
     def status(self, token: str | None) -> Outcome:
         team = self.team_of(token)
@@ -188,7 +199,9 @@ class FakeCourse:
         if self._closing.wait(self.eval_delay_s):
             return
         with self._lock:
-            if self.abandon_superseded and any(s.team == sub.team and s.attempt > sub.attempt for s in self.submissions):
+            if self.abandon_superseded and any(
+                s.team == sub.team and s.attempt > sub.attempt for s in self.submissions
+            ):
                 return  # stays "pending" for good, as on the real server
         try:
             f1 = evaluate(sub.path, self.dataset(), threads=self.eval_threads)
@@ -202,7 +215,9 @@ class FakeCourse:
         with self._lock:
             sub.status, sub.f1 = status, f1
             sub.score = None if f1 is None else round(10 * f1 - self.size_factor * sub.size_mb, 4)
-        log.info("fake_server.graded", team=sub.team, attempt=sub.attempt, status=status, f1=f1, score=sub.score)
+        log.info(
+            "fake_server.graded", team=sub.team, attempt=sub.attempt, status=status, f1=f1, score=sub.score
+        )
 
     def wait_graded(self, timeout: float = 60.0) -> None:
         """Block until every queued grading has run (tests)."""

@@ -1,4 +1,4 @@
-"""Grade a TorchScript file the way COURSE_SERVER.md says the course server does.
+"""Grade a TorchScript file the way the course server does (the rules are in ``kdq.grader``).
 
 Each image: RGB, resized to 224x224, scaled to [0, 1], normalized with the ImageNet mean and std.
 Class index = position of its folder name in the *string-sorted* list of class folders (so
@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from kdq import grader
+
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".jfif"}
 JUNK = {"__MACOSX"}
-MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-SIZE = 224
+MEAN = np.array(grader.MEAN, dtype=np.float32)
+STD = np.array(grader.STD, dtype=np.float32)
+SIZE = grader.INPUT_SIZE
 
 
 # The course grades TorchScript; torch's notice that TorchScript is deprecated is noise here.
@@ -37,12 +39,17 @@ class Dataset:
 
 
 def _subdirs(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_dir() and p.name not in JUNK and not p.name.startswith("."))
+    return sorted(
+        p for p in path.iterdir() if p.is_dir() and p.name not in JUNK and not p.name.startswith(".")
+    )
 
 
 def _images(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in path.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+    )
 
 
 def find_class_root(path: Path) -> Path:
@@ -62,7 +69,7 @@ def find_class_root(path: Path) -> Path:
 
 def load_dataset(path: Path) -> Dataset:
     root = find_class_root(path)
-    classes = sorted(d.name for d in _subdirs(root))  # string order, exactly as the grader sorts
+    classes = grader.class_order(d.name for d in _subdirs(root))
     items = [(img, label) for label, name in enumerate(classes) for img in _images(root / name)]
     return Dataset(root=root, classes=classes, items=items)
 

@@ -31,7 +31,9 @@ class Fault(BaseModel):
     when: Literal["before", "after"] = "before"
     status: int | None = Field(None, ge=200, le=599, description="error: 500; garbage: 200.")
     wait_s: float = Field(60.0, ge=0, description="rate_limit: the wait named in the message.")
-    unit: Literal["minutes", "seconds"] | None = Field(None, description="rate_limit: default minutes on submit.")
+    unit: Literal["minutes", "seconds"] | None = Field(
+        None, description="rate_limit: default minutes on submit."
+    )
     body: Literal["html", "empty", "truncated"] = "html"
     seconds: float = Field(5.0, ge=0, description="stall: how long.")
 

@@ -42,7 +42,9 @@ class FakeServer:
         add_secret(*teams.values())
         self.host = host
         self.port = port
-        self.course = FakeCourse(teams=dict(teams), data_dir=Path(data_dir) if data_dir else None, **course_options)
+        self.course = FakeCourse(
+            teams=dict(teams), data_dir=Path(data_dir) if data_dir else None, **course_options
+        )
         self.faults = FaultQueue(list(faults))
         self.app = build_app(self.course, self.faults, on_down=self._down_from_request, paths=paths)
         self._lock = threading.RLock()
@@ -61,7 +63,7 @@ class FakeServer:
 
     # ---------------------------------------------------------------- life cycle
 
-    def start(self, timeout: float = 10.0) -> "FakeServer":
+    def start(self, timeout: float = 10.0) -> FakeServer:
         with self._lock:
             if self._server is not None:
                 return self
@@ -69,11 +71,13 @@ class FakeServer:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.host, self.port))
             self.port = sock.getsockname()[1]
-            config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
-                                    timeout_graceful_shutdown=1)
+            config = uvicorn.Config(
+                self.app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1
+            )
             server = uvicorn.Server(config)
-            thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="fake-course-server",
-                                      daemon=True)
+            thread = threading.Thread(
+                target=server.run, kwargs={"sockets": [sock]}, name="fake-course-server", daemon=True
+            )
             thread.start()
             deadline = time.monotonic() + timeout
             while not server.started:
@@ -124,7 +128,7 @@ class FakeServer:
         # Called on the server's own loop: stopping it from there would wait on itself.
         threading.Thread(target=self.go_down, args=(seconds,), daemon=True).start()
 
-    def __enter__(self) -> "FakeServer":
+    def __enter__(self) -> FakeServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
