@@ -51,8 +51,8 @@ class Env:
 
 
 def check_modal(env: Env) -> Check:
-    from kdq.backends import PermanentError, TransientError
     from kdq.backends.modal import LOGIN, classify
+    from kdq.errors import PermanentError, TransientError
 
     try:
         env.gateway.check()
@@ -72,7 +72,7 @@ def check_modal(env: Env) -> Check:
 
 def check_hf(env: Env) -> Check:
     from kdq import hf
-    from kdq.backends import PermanentError
+    from kdq.errors import PermanentError
 
     token = hf.find_token(env.settings)
     if not token:

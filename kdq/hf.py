@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from kdq.backends import PermanentError, TransientError
+from kdq.errors import PermanentError, TransientError
 from kdq.log import add_secret, get_logger
 
 log = get_logger("kdq.hf")
@@ -45,7 +45,7 @@ def repo_page(repo: str) -> str:
 
 
 def check_access(token: str, repo: str = TEACHER, *, endpoint: str | None = None) -> None:
-    """Whether ``token`` can read ``repo``; every failure says what to do. ``endpoint``: another Hub (tests)."""
+    """Whether ``token`` can read ``repo``; every failure says what to do. ``endpoint``: a stand-in Hub."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
@@ -58,8 +58,9 @@ def check_access(token: str, repo: str = TEACHER, *, endpoint: str | None = None
         ) from None
     except RepositoryNotFoundError:
         raise PermanentError(
-            f"the Hugging Face token cannot see {repo}: it may be invalid or expired. Create a read token at "
-            f"https://huggingface.co/settings/tokens, {LOGIN}, accept the terms at {repo_page(repo)}, then `kdq retry`"
+            f"the Hugging Face token cannot see {repo}: it may be invalid or expired. Create a read token "
+            f"at https://huggingface.co/settings/tokens, {LOGIN}, accept the terms at {repo_page(repo)}, "
+            "then `kdq retry`"
         ) from None
     except HfHubHTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", None)

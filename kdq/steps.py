@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdq import runfolder
-from kdq.backends import Backend, PermanentError, TransientError, get_backend
+from kdq.backends import Backend, get_backend
+from kdq.errors import PermanentError, TransientError
 from kdq.experiment import Experiment
 from kdq.log import get_logger, redact
 from kdq.settings import Settings

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from kdq import hf
-from kdq.backends import PermanentError, TransientError
+from kdq.errors import PermanentError, TransientError
 from kdq.log import redact
 
 GOOD = "hf_" + "good" * 8  # built here: never a real token

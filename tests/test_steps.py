@@ -7,7 +7,8 @@ import pytest
 from conftest import TINY_SPEC
 
 from kdq import runfolder, steps
-from kdq.backends import PermanentError, RunStatus, TransientError
+from kdq.backends import RunStatus
+from kdq.errors import PermanentError, TransientError
 from kdq.spec import expand
 from kdq.stages import Stage
 

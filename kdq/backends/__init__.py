@@ -21,17 +21,7 @@ class RunStatus:
     error: str | None = None
 
 
-class TransientError(RuntimeError):
-    """Trouble that can pass (network, a busy service): the step waits and tries again."""
-
-
-class PermanentError(RuntimeError):
-    """Trouble that will not pass by waiting (no credentials, a broken run): the stage fails with this text."""
-
-
 class Backend(Protocol):
-    name: str
-
     def launch(self, run_id: str, spec: ExperimentSpec) -> dict[str, Any]: ...
 
     def poll(self, handle: dict[str, Any]) -> RunStatus: ...

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from kdq import runfolder
-from kdq.backends import PermanentError, RunStatus
+from kdq.backends import RunStatus
+from kdq.errors import PermanentError
 from kdq.spec import ExperimentSpec
 from kdq.train.__main__ import is_running
 
@@ -25,8 +26,6 @@ STARTUP_TIMEOUT_S = 60
 
 
 class LocalBackend:
-    name = "local"
-
     def __init__(self, settings):
         self.settings = settings
 
@@ -124,7 +123,7 @@ class LocalBackend:
         return handles
 
     def stop_all(self, grace_s: float = 15.0) -> int:
-        """End every live training run of this home: SIGTERM, then SIGKILL after ``grace_s``. Returns how many."""
+        """End every live training run of this home: SIGTERM, then SIGKILL after ``grace_s``; how many."""
         handles = [h for h in self.running() if h["pid"]]
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for handle in handles:

@@ -24,10 +24,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from kdq import runfolder
-from kdq.backends import PermanentError, RunStatus, TransientError
+from kdq import hf, runfolder
+from kdq.backends import RunStatus
 from kdq.backends import modal_remote as remote
 from kdq.backends.modal_gateway import CallState, Gateway, ModalGateway
+from kdq.errors import PermanentError, TransientError
 from kdq.log import get_logger
 from kdq.spec import ExperimentSpec
 
@@ -186,8 +187,6 @@ def upload_dataset(
 
 
 class ModalBackend:
-    name = "modal"
-
     def __init__(self, settings, gateway: Gateway | None = None):
         self.settings = settings
         self.gateway: Gateway = gateway or ModalGateway(settings)
@@ -225,8 +224,6 @@ class ModalBackend:
             and spec.teacher.model != "tiny"
             and spec.teacher.model not in self._hf_checked
         ):
-            from kdq import hf
-
             hf.ensure_access(self.settings, spec.teacher.model, gateway=self.gateway)
             self._hf_checked.add(spec.teacher.model)
 

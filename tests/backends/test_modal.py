@@ -18,10 +18,10 @@ import pytest
 from modal import exception as me
 
 from kdq import runfolder, steps
-from kdq.backends import PermanentError, TransientError
 from kdq.backends import modal_remote as remote
 from kdq.backends.modal import DEPLOY_META, ModalBackend, classify, upload_dataset
 from kdq.backends.modal_gateway import CallState, Entry
+from kdq.errors import PermanentError, TransientError
 from kdq.spec import ExperimentSpec, expand
 from kdq.stages import Stage
 
