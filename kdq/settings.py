@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     poll_interval_s: float = Field(5.0, gt=0, description="How often a running step looks again.")
     worker_threads: int = Field(4, ge=1)
     heartbeat_s: float = Field(5.0, gt=0)
+    local_max_running: int = Field(1, ge=1, description="Local trainings at once; the rest wait queued.")
+    modal_max_running: int = Field(8, ge=1, description="Modal trainings at once; the rest wait queued.")
 
     log_json: bool | None = Field(None, description="JSON logs; default: JSON unless on a TTY.")
 
@@ -78,6 +80,10 @@ class Settings(BaseSettings):
     def cache_dir(self) -> Path:
         """Decoded-image and teacher caches, shared by every experiment."""
         return self.root / "cache"
+
+    def max_running(self, backend: str) -> int:
+        """How many trainings of this backend kind may run at once (the launch gate, kdq.gate)."""
+        return {"local": self.local_max_running, "modal": self.modal_max_running}[backend]
 
     def secrets(self) -> list[str]:
         """Every secret value this process knows, for redaction."""

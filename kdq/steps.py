@@ -54,8 +54,12 @@ def run_id_for(instance: str, exp: Experiment) -> str:
 
 
 def step_queued(ctx: Context, exp: Experiment) -> float:
-    ctx.store.move(exp.id, Stage.QUEUED, Stage.LAUNCHING, run_id=run_id_for(ctx.store.instance, exp))
-    return 0
+    """Launch when the gate has a slot for this backend and nothing queued is ahead (kdq.gate); else wait."""
+    run_id = run_id_for(ctx.store.instance, exp)
+    limit = ctx.settings.max_running(exp.backend)
+    if ctx.store.start_launch(exp.id, limit, "queued → launching", run_id=run_id):
+        return 0
+    return ctx.settings.poll_interval_s
 
 
 def step_launching(ctx: Context, exp: Experiment) -> float:

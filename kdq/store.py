@@ -19,10 +19,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import sqlite_utils
 
+from kdq import gate
 from kdq.experiment import JSON_FIELDS, Experiment
 from kdq.spec import ExperimentSpec
 from kdq.stages import LIVE, RETRYABLE, Stage, check_move
@@ -301,6 +303,38 @@ class Store:
                     "message": message or f"{src} → {dst}",
                 }
             )
+        return True
+
+    def start_launch(self, exp_id: int, limit: int, message: str = "", **fields: Any) -> bool:
+        """``queued → launching`` only if the launch gate (kdq.gate) lets it through, checked in the same
+        transaction as the move, so two workers never both take the last of ``limit`` slots."""
+        now = time.time()
+        with self.transaction() as db:
+            rows = list(db.query("select backend from experiments where id = ?", [exp_id]))
+            if not rows:
+                return False
+            row = rows[0]
+            queued = [
+                SimpleNamespace(**r)
+                for r in db.query(
+                    "select id, priority, created_at from experiments where backend = ? and stage = ?",
+                    [row["backend"], str(Stage.QUEUED)],
+                )
+            ]
+            [running] = db.query(
+                "select count(*) n from experiments where backend = ? and stage in (?, ?)",
+                [row["backend"], str(Stage.LAUNCHING), str(Stage.TRAINING)],
+            )
+            me = next((q for q in queued if q.id == exp_id), None)
+            if me is None or not gate.may_launch(me, queued, running["n"], limit):
+                return False
+            db.execute(
+                "update experiments set stage = ?, updated_at = ? where id = ? and stage = ?",
+                [str(Stage.LAUNCHING), now, exp_id, str(Stage.QUEUED)],
+            )
+            self._set(db, exp_id, fields)
+            event = {"exp_id": exp_id, "ts": now, "kind": "stage", "stage": str(Stage.LAUNCHING)}
+            db["events"].insert({**event, "message": message})
         return True
 
     def update(self, exp_id: int, **fields: Any) -> None:

@@ -130,6 +130,7 @@ class FlakyBackend:
 
 
 def test_transient_trouble_waits_and_retries_then_permanent_trouble_fails(settings, store):
+    settings.local_max_running = 2  # the first one keeps training while the second launches
     backend = FlakyBackend([TransientError("network down"), TransientError("still down"), {"ok": 1}])
     ctx = steps.Context(settings=settings, store=store, backend_factory=lambda kind, s: backend)
     [i] = store.add([(None, tiny())])
@@ -169,3 +170,58 @@ def test_due_for_redrive_finds_only_overdue_worker_stages(store):
     store.update(b, next_check_at=now + 100)
     store.move(c, Stage.QUEUED, Stage.CANCELLED)
     assert steps.due_for_redrive(store, now, grace_s=30) == [a]
+
+
+class CountingBackend:
+    """Trainings that run for a few polls; counts how many run at once."""
+
+    def __init__(self, polls=3):
+        self.polls, self.alive, self.launched, self.most = polls, {}, [], 0
+
+    def launch(self, run_id, spec):
+        self.alive[run_id] = self.polls
+        self.launched.append(run_id)
+        self.most = max(self.most, len(self.alive))
+        return {"run_id": run_id}
+
+    def poll(self, handle):
+        self.alive[handle["run_id"]] -= 1
+        if self.alive[handle["run_id"]] > 0:
+            return RunStatus("running", {"epoch": 1, "epochs": 2})
+        del self.alive[handle["run_id"]]
+        return RunStatus("failed", {}, "stopped by the test")
+
+    def cancel(self, handle):
+        self.alive.pop(handle["run_id"], None)
+
+
+def test_a_sweep_trains_one_at_a_time_locally_and_priority_goes_first(settings, store):
+    backend = CountingBackend()
+    ctx = steps.Context(settings=settings, store=store, backend_factory=lambda kind, s: backend)
+    sweep = store.add([(None, tiny(train__seed=s)) for s in range(12)])
+    [urgent] = store.add([(None, tiny(train__seed=99))], priority=100)
+    ids = [*sweep, urgent]
+    for _ in range(200):
+        live = [i for i in ids if steps.advance(ctx, i) is not None]
+        training = [i for i in ids if store.get(i).stage in (Stage.LAUNCHING, Stage.TRAINING)]
+        assert len(training) <= settings.local_max_running == 1
+        if not live:
+            break
+    assert {store.get(i).stage for i in ids} == {Stage.FAILED}
+    assert backend.most == 1 and len(backend.launched) == 13
+    assert backend.launched[0] == f"{store.instance}-e{urgent}-a1"
+
+
+def test_modal_trainings_run_up_to_their_own_limit(settings, store, monkeypatch):
+    monkeypatch.setenv("KDQ_MODAL_MAX_RUNNING", "3")
+    from kdq.settings import Settings
+
+    settings = Settings()
+    backend = CountingBackend(polls=50)
+    ctx = steps.Context(settings=settings, store=store, backend_factory=lambda kind, s: backend)
+    ids = store.add([(None, tiny(train__seed=s, backend__kind="modal")) for s in range(5)])
+    for _ in range(4):
+        for i in ids:
+            steps.advance(ctx, i)
+    assert backend.most == 3
+    assert [store.get(i).stage for i in ids].count(Stage.QUEUED) == 2
