@@ -1,7 +1,8 @@
 """The stage machine: which stage follows which. Pure: no I/O, no clock.
 
 queued → launching → training → fetching → validating → ready → submitting → evaluating → done
-any live stage → failed | cancelled;  ready → skipped | done;  failed | cancelled | skipped → queued (retry)
+any live stage → failed | cancelled;  ready → skipped | done;  training → pruned (a search's pruner)
+failed | cancelled | skipped | pruned → queued (retry)
 submitting → ready (put back);  done | skipped → ready (`kdq submit ID`)
 """
 
@@ -23,6 +24,7 @@ class Stage(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
+    PRUNED = "pruned"  # a search trial its pruner stopped early (kdq.search)
 
 
 PIPELINE: tuple[Stage, ...] = (
@@ -36,9 +38,9 @@ PIPELINE: tuple[Stage, ...] = (
     Stage.EVALUATING,
     Stage.DONE,
 )
-TERMINAL = frozenset({Stage.DONE, Stage.FAILED, Stage.CANCELLED, Stage.SKIPPED})
+TERMINAL = frozenset({Stage.DONE, Stage.FAILED, Stage.CANCELLED, Stage.SKIPPED, Stage.PRUNED})
 LIVE = frozenset(set(Stage) - TERMINAL)
-RETRYABLE = frozenset({Stage.FAILED, Stage.CANCELLED, Stage.SKIPPED})
+RETRYABLE = frozenset({Stage.FAILED, Stage.CANCELLED, Stage.SKIPPED, Stage.PRUNED})
 # Stages in which something runs elsewhere (a training run, a submission) that cancel must stop.
 REMOTE = frozenset({Stage.LAUNCHING, Stage.TRAINING})
 # Once submitted, a model is on the server: cancelling cannot take it back.
@@ -61,6 +63,8 @@ def can_move(src: Stage, dst: Stage) -> bool:
         return dst is Stage.QUEUED and src in RETRYABLE
     if dst in (Stage.FAILED, Stage.CANCELLED):
         return True
+    if dst is Stage.PRUNED:
+        return src is Stage.TRAINING
     if src is Stage.READY and dst in (Stage.SKIPPED, Stage.DONE):
         return True
     if src is Stage.SUBMITTING and dst is Stage.READY:  # a submission put back (rate limit, server down)

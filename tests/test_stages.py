@@ -57,3 +57,11 @@ def test_after_ready_policy():
     assert after_ready("never") is Stage.DONE
     for policy in ("if_better", "always", "manual"):
         assert after_ready(policy) is None
+
+
+def test_a_trial_stopped_by_the_pruner_ends_pruned_from_training_only():
+    assert can_move(Stage.TRAINING, Stage.PRUNED)
+    assert Stage.PRUNED in TERMINAL and Stage.PRUNED not in LIVE
+    for src in set(Stage) - {Stage.TRAINING}:
+        assert not can_move(src, Stage.PRUNED), src
+    assert can_move(Stage.PRUNED, Stage.QUEUED)  # kdq retry trains it to the end as a plain experiment
