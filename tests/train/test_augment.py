@@ -56,3 +56,26 @@ def test_flip_parameter_mirrors_the_picture():
     flipped = augment.render(imgs, p, 16)
     plain = augment.render(imgs, augment.identity(1), 16)
     assert torch.allclose(flipped, torch.flip(plain, dims=[3]), atol=1e-3)
+
+
+def test_render_never_reads_a_value_back_from_the_device():
+    """On the meta device any read-back (``bool(tensor)``, ``.item()``) raises: a training step's
+    render must not need one, or every CUDA step waits for the GPU."""
+    imgs = torch.empty(4, 3, 40, 40, dtype=torch.uint8, device="meta")
+    p = augment.sample(4, torch.Generator().manual_seed(0)).to("meta")
+    assert augment.render(imgs, p, 24).shape == (4, 3, 24, 24)
+    assert augment.render(imgs, augment.identity(4).to("meta"), 24).shape == (4, 3, 24, 24)
+
+
+def test_pad_keeps_the_pictures_aspect_and_pads_with_black():
+    wide = torch.zeros(1, 3, 32, 64, dtype=torch.uint8) + 200  # a 2:1 picture
+    squashed = torch.nn.functional.interpolate(wide.float(), size=(32, 32)).to(torch.uint8)
+    x = augment.render(
+        squashed, augment.identity(1), 32, mean=(0, 0, 0), std=(1, 1, 1), aspect=torch.tensor([2.0])
+    )
+    assert x[0, :, :6].abs().max() < 1e-3 and x[0, :, -6:].abs().max() < 1e-3  # black bands top and bottom
+    assert torch.allclose(x[0, :, 10:22], torch.tensor(200 / 255), atol=1e-3)  # the picture in the middle
+    square = augment.render(
+        squashed, augment.identity(1), 32, mean=(0, 0, 0), std=(1, 1, 1), aspect=torch.tensor([1.0])
+    )
+    assert torch.allclose(square, torch.tensor(200 / 255), atol=1e-3)  # a square picture is not padded
