@@ -61,7 +61,12 @@ class TeacherSpec(Section):
     head: Literal["probe", "zeroshot"] = Field(
         "probe", description="Linear probe on embeddings (out-of-fold) or zero-shot text prompts."
     )
-    views: int = Field(4, ge=1, le=64, description="Augmented views per image in the teacher cache.")
+    views: int = Field(
+        4, ge=1, le=256, description="Augmented views per image in the teacher cache (the plain picture too)."
+    )
+    resize: Literal["pad", "squash"] = Field(
+        "pad", description="Teacher input: pad to a square then resize (MedSigLIP's own code), or squash."
+    )
 
 
 class DistillSpec(Section):
@@ -74,6 +79,9 @@ class DistillSpec(Section):
     embed_loss: Literal["cosine", "mse"] = "cosine"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     class_weighted: bool = Field(True, description="Weight cross-entropy by inverse class frequency.")
+    fresh_fraction: float = Field(
+        0.0, ge=0, le=1, description="Share of each batch on fresh random views, trained on the label alone."
+    )
 
 
 class TrainSpec(Section):
@@ -90,6 +98,7 @@ class TrainSpec(Section):
     tune_bias: bool = Field(False, description="Tune a per-class logit bias on validation for macro-F1.")
     tta_flip: bool = Field(False, description="Average with the horizontal flip inside the exported model.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = Field(False, description="torch.compile the student for training (export is uncompiled).")
 
 
 class DataSpec(Section):
@@ -97,6 +106,9 @@ class DataSpec(Section):
         "hw3", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Dataset name (not a path)."
     )
     val_fraction: float = Field(0.15, gt=0, lt=1)
+    holdout_fraction: float = Field(
+        0.08, ge=0, lt=1, description="Untouched split for an honest F1 estimate (never used to train)."
+    )
     split_seed: int = 0
     decode_size: int = Field(256, ge=32, le=1024, description="Images are decoded once at this size.")
     limit_per_class: int | None = Field(None, ge=1, description="Use at most this many images per class.")
@@ -134,6 +146,11 @@ class ExperimentSpec(Section):
             )
         if self.teacher.kind == "none" and self.distill.embed_weight > 0:
             raise ValueError("distill.embed_weight > 0 needs a teacher: set it to 0 or choose a teacher")
+        if self.data.val_fraction + self.data.holdout_fraction >= 0.9:
+            raise ValueError(
+                "data.val_fraction + data.holdout_fraction leave under 10% of the pictures to train on: "
+                "lower one of them"
+            )
         return self
 
     def content_hash(self) -> str:
