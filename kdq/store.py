@@ -102,8 +102,14 @@ def _m1_initial(db: sqlite_utils.Database) -> None:
     db["meta"].create({"key": str, "value": str}, pk="key")
 
 
+def _m2_submission_identity(db: sqlite_utils.Database) -> None:
+    """Which file an upload sent (sha256) and when the server recorded it (kdq.course.ledger)."""
+    db["submissions"].add_column("sha256", str)
+    db["submissions"].add_column("recorded_at", float)
+
+
 # Append only: a migration, once released, is never edited. The schema version is its index + 1.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial, _m2_submission_identity]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
