@@ -1,36 +1,58 @@
 """The submission policy, pure: given what is ready, what is live on the server and the clock,
 decide what to submit now or how long to wait. No I/O, no clock of its own.
 
+Every model is judged by its expected leaderboard score (``kdq.course.expected``): 10 x E[server F1]
+minus the size factor, with the chance that it beats another read from its holdout interval.
+
 Policies (``spec.submit.policy``):
-    if_better  (default) never replace the live submission with a model whose validation
-               macro-F1 is not higher; one that is not better is skipped once the live one is graded
+    if_better  (default) submit only when the chance that the candidate's score beats the live
+               submission's (ours: its expected score; made elsewhere: its leaderboard score) is at
+               least ``confidence``; one that is not is skipped, with the numbers, once the live
+               one is graded
     always     submit whenever a slot is free
     never      never submit (the worker finishes it as done)
     manual     only after ``kdq submit ID``
 ``kdq submit ID`` (``requested``) bypasses the policy, never the rate limit.
 
-Order among the eligible: requested first, then the best validation macro-F1, then the smaller
-model, then the older experiment. The live submission is the server's latest attempt that has not
-failed (only the latest submission counts), whether kdq made it or not.
+Order among the eligible: requested first, then the highest expected score, then the smaller model,
+then the older experiment. The live submission is the server's latest attempt that has not failed
+(only the latest submission counts), whether kdq made it or not.
+
+With a deadline (``expected.Deadline``): in the final windows only a candidate whose expected score
+is the best of every model validated so far goes; once closing (one interval plus the grading delay
+before it) no new model goes, and if the live submission is worse than the best one graded, that
+one is put back (``Plan.restore``) so it is what counts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from kdq.course.expected import (
+    NO_CALIBRATION,
+    Calibration,
+    Deadline,
+    Expected,
+    chance_better,
+    expected_score,
+)
 from kdq.course.models import Attempt
+from kdq.course.size_factor import SizeFactor, assumed
 
 SLACK_S = 2.0  # the server's clock shows whole seconds; don't knock a second early
+CONFIDENCE = 0.8  # KDQ_SUBMIT_CONFIDENCE's default
 
 
 @dataclass(frozen=True)
 class Candidate:
     exp_id: int
-    val_f1: float | None
+    f1: float | None  # the local F1: holdout_f1 when the run has one, else val_f1
     policy: str = "if_better"
     requested: bool = False
     size_mb: float | None = None
+    ci: tuple[float, float] | None = None  # holdout_f1_ci, the 90% bootstrap interval
+    holdout: bool = False  # whether ``f1`` is the holdout F1
 
 
 @dataclass(frozen=True)
@@ -40,7 +62,20 @@ class Live:
     attempt: int
     state: str  # "pending" | "successful"
     exp_id: int | None = None  # None: made outside kdq
-    val_f1: float | None = None  # ours: its validation F1; outside kdq: the leaderboard's F1 if known
+    val_f1: float | None = None  # ours: its local F1; outside kdq: the leaderboard's F1 if known
+    size_mb: float | None = None
+    ci: tuple[float, float] | None = None
+    holdout: bool = False
+    score: float | None = None  # the server's score once graded (outside kdq: the leaderboard's)
+
+
+@dataclass(frozen=True)
+class Graded:
+    """One of our submissions the server graded successfully."""
+
+    exp_id: int
+    attempt: int
+    score: float
 
 
 @dataclass(frozen=True)
@@ -49,12 +84,13 @@ class Plan:
     wait_s: float | None = None  # look again after this long; None: nothing to wait for
     finish: tuple[tuple[int, str, str], ...] = ()  # (exp_id, "done" | "skipped", why) never to be submitted
     reason: str = ""
+    restore: int | None = None  # a graded experiment to submit again (``kdq submit``): the deadline's best
 
 
 def live_submission(
     attempts: Iterable[Attempt], ours: dict[int, tuple[int, float | None]], outside_f1: float | None = None
 ) -> Live | None:
-    """The latest attempt that has not failed. ``ours``: attempt number → (experiment id, val F1)."""
+    """The latest attempt that has not failed. ``ours``: attempt number → (experiment id, local F1)."""
     alive = [a for a in attempts if a.state != "failed"]
     if not alive:
         return None
@@ -69,10 +105,53 @@ def next_slot(last_submit_at: float | None, interval_s: float, blocked_until: fl
     return max(slot, blocked_until or 0.0)
 
 
-def _better(c: Candidate, live: Live | None) -> bool:
-    if live is None or live.val_f1 is None:
-        return True  # nothing to compare with: anything beats nothing
-    return c.val_f1 is not None and c.val_f1 > live.val_f1
+@dataclass(frozen=True)
+class _Judge:
+    factor: SizeFactor
+    calibration: Calibration
+    confidence: float
+
+    def expected(self, c: Candidate) -> Expected | None:
+        if c.f1 is None:
+            return None
+        return expected_score(c.f1, c.ci, c.size_mb or 0.0, self.factor, self.calibration, holdout=c.holdout)
+
+    def live_score(self, live: Live) -> tuple[float, float, str] | None:
+        """(score, sigma, what it is) of the live submission; ``None``: nothing to compare with."""
+        if live.exp_id is not None and live.val_f1 is not None:
+            e = expected_score(
+                live.val_f1, live.ci, live.size_mb or 0.0, self.factor, self.calibration, holdout=live.holdout
+            )
+            return e.score, e.sigma, f"expected {e.text()}"
+        if live.exp_id is None and live.score is not None:
+            return live.score, 0.0, f"leaderboard score {live.score:.3f}"
+        if live.exp_id is None and live.val_f1 is not None and live.size_mb is not None:
+            e = expected_score(live.val_f1, None, live.size_mb, self.factor, self.calibration)
+            return e.score, 0.0, f"{e.score:.3f} from its leaderboard F1 {live.val_f1:.4f}"
+        return None
+
+    def verdict(self, c: Candidate, live: Live | None) -> tuple[bool, str]:
+        """Whether ``c`` beats the live submission, and the numbers that say so."""
+        mine = self.expected(c)
+        if mine is None:
+            return False, "no local F1"
+        theirs = None if live is None else self.live_score(live)
+        if theirs is None:
+            return True, f"expected {mine.text()}; nothing live to compare with"
+        score, sigma, what = theirs
+        p = chance_better(mine, score, sigma)
+        whose = f"experiment {live.exp_id}" if live.exp_id is not None else "made outside kdq"
+        numbers = (
+            f"expected score {mine.text()} vs {what} of the live submission (attempt #{live.attempt}, "
+            f"{whose}): chance better {p:.2f}"
+        )
+        ok = p >= self.confidence and mine.score > score
+        return ok, numbers + (f" ≥ {self.confidence:.2f}" if ok else f" < {self.confidence:.2f} needed")
+
+
+def _order(judge: _Judge, c: Candidate) -> tuple:
+    e = judge.expected(c)
+    return (not c.requested, -(e.score if e is not None else float("-inf")), c.size_mb or 0.0, c.exp_id)
 
 
 def plan(
@@ -83,43 +162,57 @@ def plan(
     last_submit_at: float | None,
     interval_s: float,
     blocked_until: float | None = None,
+    factor: SizeFactor | None = None,
+    calibration: Calibration = NO_CALIBRATION,
+    confidence: float = CONFIDENCE,
+    deadline: Deadline | None = None,
+    best_known: float | None = None,
+    graded: Sequence[Graded] = (),
 ) -> Plan:
+    """``best_known``: the highest expected score of every model validated so far (the final windows);
+    ``graded``: our successfully graded submissions (what to put back when closing)."""
+    judge = _Judge(factor or assumed(), calibration, confidence)
+    phase = deadline.phase(now) if deadline is not None else "open"
+    candidates = list(candidates)
+    ordered = sorted(candidates, key=lambda c: _order(judge, c))
     finish: list[tuple[int, str, str]] = []
     eligible: list[Candidate] = []
+    held: list[str] = []
     waiting_on_manual = False
     for c in candidates:
-        if c.requested or c.policy == "always":
+        if c.requested:
             eligible.append(c)
         elif c.policy == "never":
             finish.append((c.exp_id, "done", "submit.policy = never: not submitted"))
         elif c.policy == "manual":
             waiting_on_manual = True
-        elif _better(c, live):
+        elif phase == "over" or (phase == "closing" and live is not None):
+            held.append(f"experiment {c.exp_id} held: the deadline is {phase}")
+        elif phase == "final" and not _best_so_far(judge, c, ordered, best_known):
+            held.append(f"experiment {c.exp_id} held: not the best expected score so far (final windows)")
+        elif c.policy == "always":
             eligible.append(c)
-        elif live is not None and live.state == "successful":
-            f1 = "none" if c.val_f1 is None else f"{c.val_f1:.4f}"
-            whose = f"experiment {live.exp_id}" if live.exp_id is not None else "made outside kdq"
-            finish.append(
-                (
-                    c.exp_id,
-                    "skipped",
-                    f"not submitted: val macro-F1 {f1} is not above {live.val_f1:.4f} of the live "
-                    f"submission (attempt #{live.attempt}, {whose}); `kdq submit {c.exp_id}` overrides",
+        else:
+            ok, numbers = judge.verdict(c, live)
+            if ok:
+                eligible.append(c)
+            elif live is not None and live.state == "successful":
+                finish.append(
+                    (c.exp_id, "skipped", f"not submitted: {numbers}; `kdq submit {c.exp_id}` overrides")
                 )
-            )
-        # else: the live one is still pending and may yet fail; decide once it is graded
+            # else: the live one is still pending and may yet fail; decide once it is graded
+    restore = _restore(live, graded) if phase == "closing" and not eligible else None
+    if restore is not None:
+        return Plan(
+            finish=tuple(finish),
+            restore=restore.exp_id,
+            reason=f"deadline closing: experiment {restore.exp_id} (score {restore.score:.3f}, attempt "
+            f"#{restore.attempt}) is the best graded; putting it back so it is what counts",
+        )
     if not eligible:
         why = "waiting for `kdq submit ID` (manual policy)" if waiting_on_manual else "nothing to submit"
-        return Plan(finish=tuple(finish), reason=why)
-    best = min(
-        eligible,
-        key=lambda c: (
-            not c.requested,
-            -(c.val_f1 if c.val_f1 is not None else -1.0),
-            c.size_mb if c.size_mb is not None else 0.0,
-            c.exp_id,
-        ),
-    )
+        return Plan(finish=tuple(finish), reason="; ".join([*held, why]) if held else why)
+    best = min(eligible, key=lambda c: _order(judge, c))
     slot = next_slot(last_submit_at, interval_s, blocked_until)
     if now < slot:
         return Plan(
@@ -127,4 +220,27 @@ def plan(
             finish=tuple(finish),
             reason=f"experiment {best.exp_id} next; the server's window opens in {slot - now:.0f} s",
         )
-    return Plan(submit=best.exp_id, finish=tuple(finish), reason=f"experiment {best.exp_id}: best eligible")
+    e = judge.expected(best)
+    why = f"expected score {e.text()}" if e is not None else "requested"
+    return Plan(
+        submit=best.exp_id, finish=tuple(finish), reason=f"experiment {best.exp_id}: best eligible, {why}"
+    )
+
+
+def _best_so_far(judge: _Judge, c: Candidate, ordered: list[Candidate], best_known: float | None) -> bool:
+    """Whether ``c`` has the highest expected score of the candidates and of every model seen so far."""
+    mine = judge.expected(c)
+    if mine is None:
+        return False
+    top = next((o for o in ordered if not o.requested and o.policy in ("always", "if_better")), None)
+    return top is c and (best_known is None or mine.score >= best_known - 1e-9)
+
+
+def _restore(live: Live | None, graded: Sequence[Graded]) -> Graded | None:
+    """The best graded submission of ours, when the live one is graded and worse than it."""
+    if not graded or live is None or live.state != "successful":
+        return None
+    best = max(graded, key=lambda g: (g.score, g.attempt))
+    if live.attempt == best.attempt or live.score is None or live.score >= best.score - 1e-9:
+        return None
+    return best

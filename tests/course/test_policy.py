@@ -1,7 +1,9 @@
 """The pure submission policy."""
 
+from kdq.course.expected import Deadline
 from kdq.course.models import Attempt
-from kdq.course.policy import SLACK_S, Candidate, Live, live_submission, next_slot, plan
+from kdq.course.policy import SLACK_S, Candidate, Graded, Live, live_submission, next_slot, plan
+from kdq.course.size_factor import assumed
 
 NOW = 10_000.0
 
@@ -42,7 +44,8 @@ def test_if_better_never_replaces_a_better_live_submission():
     p = go([Candidate(1, 0.79), Candidate(2, 0.80), Candidate(3, 0.81)], live)
     assert p.submit == 3
     assert [(i, kind) for i, kind, _ in p.finish] == [(1, "skipped"), (2, "skipped")]
-    assert "0.7900 is not above 0.8000" in p.finish[0][2] and "kdq submit 1" in p.finish[0][2]
+    why = p.finish[0][2]
+    assert "expected score 7.900 (no holdout) vs expected 8.000 (no holdout)" in why and "kdq submit 1" in why
 
 
 def test_if_better_waits_while_the_live_submission_may_still_fail():
@@ -90,3 +93,141 @@ def test_next_slot():
     assert next_slot(None, 900) == 0
     assert next_slot(100, 900) == 1000 + SLACK_S
     assert next_slot(100, 900, blocked_until=5000) == 5000
+
+
+# ---------------------------------------------------------------- playing for the score
+
+# The previous homework's size term: 1 point, the size normalised between 1 and 23 MiB.
+CAPPED = assumed(((1.0, 0.0), (23.0, 1.0)))
+
+
+def test_a_small_model_beats_a_slightly_better_big_one_under_the_size_factor():
+    big, small = Candidate(1, 0.80, size_mb=20.0), Candidate(2, 0.79, size_mb=2.0)
+    assert go([big, small]).submit == 2  # the default prior (0 at 1 MiB, 1 point at 25 MiB)
+    p = plan([big, small], None, now=NOW, last_submit_at=None, interval_s=900.0, factor=CAPPED)
+    assert p.submit == 2 and "expected score 7.855" in p.reason  # 7.90 - 0.045 against 8.00 - 0.864
+
+
+def test_a_big_model_never_replaces_a_small_live_one_it_only_matches_in_f1():
+    live = Live(attempt=3, state="successful", exp_id=7, val_f1=0.79, size_mb=2.0)
+    p = go([Candidate(1, 0.80, size_mb=20.0)], live)
+    assert p.submit is None and p.finish[0][:2] == (1, "skipped")
+
+
+def test_a_candidate_within_the_noise_of_the_live_one_is_skipped_with_the_numbers():
+    live = Live(
+        attempt=5, state="successful", exp_id=7, val_f1=0.800, size_mb=4.0, ci=(0.78, 0.82), holdout=True
+    )
+    close = Candidate(1, 0.805, size_mb=4.0, ci=(0.785, 0.825), holdout=True)
+    p = go([close], live)
+    assert p.submit is None and [(i, kind) for i, kind, _ in p.finish] == [(1, "skipped")]
+    why = p.finish[0][2]
+    assert "expected score 7.925 [7.725, 8.125]" in why and "expected 7.875 [7.675, 8.075]" in why
+    assert "chance better 0.61 < 0.80 needed" in why and "attempt #5, experiment 7" in why
+    clear = Candidate(2, 0.84, size_mb=4.0, ci=(0.825, 0.855), holdout=True)
+    assert go([close, clear], live).submit == 2  # well outside the noise: it goes
+
+
+def test_the_confidence_is_a_setting():
+    live = Live(attempt=5, state="successful", exp_id=7, val_f1=0.800, size_mb=4.0, ci=(0.78, 0.82))
+    close = Candidate(1, 0.805, size_mb=4.0, ci=(0.785, 0.825))
+    p = plan([close], live, now=NOW, last_submit_at=None, interval_s=900.0, confidence=0.6)
+    assert p.submit == 1
+
+
+def test_a_submission_made_outside_kdq_is_judged_by_its_leaderboard_score():
+    outside = Live(attempt=2, state="successful", score=7.90)
+    p = go([Candidate(1, 0.79, size_mb=2.0)], outside)  # 7.900 - 0.042 for 2 MiB under the prior
+    assert (
+        p.finish[0][1] == "skipped"
+        and "expected score 7.858 (no holdout) vs leaderboard score 7.900" in p.finish[0][2]
+    )
+    assert go([Candidate(1, 0.80, size_mb=2.0)], outside).submit == 1
+
+
+def test_the_highest_expected_score_goes_first_not_the_highest_f1():
+    cands = [Candidate(1, 0.85, "always", size_mb=22.0), Candidate(2, 0.83, "always", size_mb=1.5)]
+    assert plan(cands, None, now=NOW, last_submit_at=None, interval_s=900.0, factor=CAPPED).submit == 2
+
+
+# ---------------------------------------------------------------- the deadline
+
+DEADLINE = Deadline(at=NOW + 3 * 3600, interval_s=900.0, grading_s=300.0)  # closing 21 min before
+
+
+def at(when: float, cands, live=None, graded=(), best_known=None, last=None):
+    return plan(
+        cands,
+        live,
+        now=when,
+        last_submit_at=last,
+        interval_s=900.0,
+        factor=CAPPED,
+        deadline=DEADLINE,
+        graded=graded,
+        best_known=best_known,
+    )
+
+
+def test_deadline_phases():
+    assert DEADLINE.reserve_s == 1260 and DEADLINE.phase(NOW) == "open"
+    assert DEADLINE.phase(DEADLINE.at - 1260 - 4 * 900) == "final"
+    assert DEADLINE.phase(DEADLINE.at - 1260) == "closing" and DEADLINE.phase(DEADLINE.at) == "over"
+    slow = Deadline(at=0.0, interval_s=900.0, grading_s=1000.0)
+    assert slow.reserve_s == 2060  # grading slower than the window: wait for it, twice
+
+
+def test_in_the_final_windows_only_the_best_expected_score_so_far_goes():
+    final = DEADLINE.final_at + 60
+    live = Live(attempt=3, state="successful", exp_id=7, val_f1=0.70, size_mb=2.0)
+    second, best = Candidate(1, 0.80, "always", size_mb=2.0), Candidate(2, 0.82, "always", size_mb=2.0)
+    assert at(final, [second], live, best_known=8.1).submit is None  # a model validated earlier was better
+    assert "not the best expected score so far" in at(final, [second], live, best_known=8.1).reason
+    assert at(final, [second, best], live, best_known=8.1).submit == 2
+    assert at(DEADLINE.final_at - 60, [second], live, best_known=8.1).submit == 1  # before: as usual
+
+
+def test_closing_no_new_model_goes_and_a_worse_live_one_is_replaced_by_the_best_graded():
+    closing = DEADLINE.closing_at + 60
+    graded = (Graded(exp_id=4, attempt=2, score=7.60), Graded(exp_id=7, attempt=3, score=7.20))
+    worse_live = Live(attempt=3, state="successful", exp_id=7, val_f1=0.78, size_mb=2.0, score=7.20)
+    p = at(closing, [Candidate(9, 0.95, size_mb=2.0)], worse_live, graded)
+    assert p.submit is None and p.restore == 4 and "best graded" in p.reason
+    best_live = Live(attempt=2, state="successful", exp_id=4, val_f1=0.78, size_mb=2.0, score=7.60)
+    p = at(closing, [Candidate(9, 0.95, size_mb=2.0)], best_live, graded)
+    assert p.submit is None and p.restore is None and "deadline is closing" in p.reason
+    pending = Live(attempt=5, state="pending", exp_id=8, val_f1=0.9, size_mb=2.0)
+    assert at(closing, [], pending, graded).restore is None  # it may be the best: look once it is graded
+    assert at(closing, [Candidate(9, 0.9, size_mb=2.0)], None).submit == 9  # nothing live: anything beats it
+    assert at(DEADLINE.at + 1, [Candidate(9, 0.9, size_mb=2.0)], None).submit is None  # too late to count
+
+
+def test_a_worse_model_is_never_left_live_at_the_deadline():
+    """Walk the last three hours minute by minute while models arrive: one that looks best locally but
+    grades worse goes in the final windows, so the best graded one is put back before the deadline."""
+    truth = {1: 7.0, 2: 7.6, 3: 7.3, 4: 7.1}  # server scores; 3 and 4 look better locally than they are
+    local = {1: 0.71, 2: 0.77, 3: 0.80, 4: 0.82}
+    arrives = {1: NOW, 2: NOW + 1800, 3: DEADLINE.closing_at - 120, 4: DEADLINE.closing_at + 60}
+    ready: dict[int, Candidate] = {}
+    graded: list[Graded] = []
+    uploads: list[tuple[float, int]] = []  # (time, exp id)
+    live, now = None, NOW
+    while now < DEADLINE.at:
+        ready.update({i: Candidate(i, local[i], size_mb=2.0) for i, t in arrives.items() if t == now})
+        if live is not None and live.state == "pending" and now - uploads[-1][0] >= DEADLINE.grading_s:
+            graded.append(Graded(live.exp_id, live.attempt, truth[live.exp_id]))
+            live = Live(
+                live.attempt, "successful", live.exp_id, local[live.exp_id], 2.0, score=truth[live.exp_id]
+            )
+        p = at(now, list(ready.values()), live, tuple(graded), last=uploads[-1][0] if uploads else None)
+        if p.restore is not None:  # what the scheduler does: `kdq submit ID`
+            ready[p.restore] = Candidate(p.restore, local[p.restore], requested=True, size_mb=2.0)
+        for exp_id, _, _ in p.finish:
+            ready.pop(exp_id)
+        if p.submit is not None:
+            ready.pop(p.submit)
+            uploads.append((now, p.submit))
+            live = Live(len(uploads), "pending", p.submit, local[p.submit], 2.0)
+        now += 60
+    assert [e for _, e in uploads] == [1, 2, 3, 2]  # 3 went in the final windows, 4 came too late
+    assert live.state == "successful" and live.exp_id == 2 and live.score == max(truth.values()) == 7.6

@@ -1,0 +1,33 @@
+"""Expected score, calibration, chance of being better."""
+
+import pytest
+
+from kdq.course.expected import Calibration, chance_better, expected_score
+from kdq.course.size_factor import assumed
+
+PRIOR = assumed()  # 0 at 1 MiB, 1 point at 25 MiB
+
+
+def test_expected_score_is_ten_f1_minus_the_size_term_with_the_holdout_interval():
+    e = expected_score(0.80, (0.78, 0.82), 13.0, PRIOR)
+    assert e.score == pytest.approx(7.5) and (e.low, e.high) == pytest.approx((7.3, 7.7))
+    assert e.text() == "7.500 [7.300, 7.700]" and e.as_json()["size_term"] == 0.5
+    assert expected_score(0.8, None, 13.0, PRIOR, holdout=False).text() == "7.500 (no holdout)"
+
+
+def test_the_calibration_needs_two_graded_submissions_then_shifts_the_score():
+    one = Calibration(((0.80, 0.77),))
+    assert not one.active and one.offset == 0.0 and "1 graded of 2" in one.text()
+    two = Calibration(((0.80, 0.77), (0.70, 0.69)))
+    assert two.active and two.offset == pytest.approx(-0.02) and two.spread == pytest.approx(0.0141, abs=1e-4)
+    e = expected_score(0.80, (0.78, 0.82), 1.0, PRIOR, two)
+    assert e.f1 == pytest.approx(0.78) and e.score == pytest.approx(7.8)
+    assert e.sigma > expected_score(0.80, (0.78, 0.82), 1.0, PRIOR).sigma  # its spread adds doubt
+
+
+def test_chance_better():
+    a = expected_score(0.80, (0.78, 0.82), 1.0, PRIOR)
+    assert chance_better(a, a.score, a.sigma) == pytest.approx(0.5)
+    assert chance_better(a, a.score - 1.0) > 0.99
+    sure = expected_score(0.80, None, 1.0, PRIOR)
+    assert chance_better(sure, 7.99) == 1.0 and chance_better(sure, 8.0) == 0.0

@@ -1,0 +1,66 @@
+"""The size factor estimated from leaderboard rows, and its prior."""
+
+import numpy as np
+import pytest
+
+from kdq.course.models import LeaderboardRow
+from kdq.course.size_factor import DEFAULT_PRIOR, assumed, fit, parse_prior
+
+
+def capped(size: float) -> float:
+    """The previous homework's term: 1 point, the size normalised between 1 and 23 MiB."""
+    return (min(max(size, 1.0), 23.0) - 1.0) / 22.0
+
+
+def board(sizes, f1s, term=capped):
+    """Rows as the page prints them: score with 3 decimals, F1 with 4, size with 2."""
+    return [
+        LeaderboardRow(team=f"t{i}", f1=round(f1, 4), score=round(10 * f1 - term(s), 3), size_mb=round(s, 2))
+        for i, (s, f1) in enumerate(zip(sizes, f1s))
+    ]
+
+
+def test_the_fit_recovers_a_hidden_capped_factor_from_rounded_rows():
+    rng = np.random.default_rng(0)
+    sizes = rng.uniform(0.5, 24.0, 30)
+    factor = fit(board(sizes, rng.uniform(0.5, 0.9, 30)), snapshot_at=123.0)
+    assert (
+        not factor.assumed and factor.method == "fitted (isotonic, 30 rows)" and factor.snapshot_at == 123.0
+    )
+    for size in (2.0, 10.0, 20.0):
+        assert factor(size) == pytest.approx(capped(size), abs=0.05)
+    assert factor.fit_error < 0.01
+
+
+def test_the_fit_is_monotone_even_when_rounding_makes_the_rows_zigzag():
+    sizes = np.linspace(1.0, 23.0, 12)
+    factor = fit(board(sizes, np.full(12, 0.7), term=lambda s: 0.001 * s))  # below the rounding
+    values = [factor(s) for s in np.linspace(0, 25, 50)]
+    assert all(b >= a for a, b in zip(values, values[1:]))
+
+
+def test_too_few_rows_fall_back_to_the_prior_labelled_assumed():
+    rows = board([2.0, 10.0], [0.8, 0.8]) + [LeaderboardRow(team="no f1", score=7.0, size_mb=3.0)]
+    factor = fit(rows)
+    assert factor.assumed and "2 leaderboard rows" in factor.method and factor.fit_error is None
+    assert factor(1.0) == 0.0 and factor(25.0) == 1.0 and factor(13.0) == pytest.approx(0.5)
+    assert factor(40.0) == 1.0  # flat beyond the ends
+
+
+def test_the_prior_is_a_setting_of_size_points_pairs():
+    assert parse_prior(DEFAULT_PRIOR) == ((1.0, 0.0), (25.0, 1.0))
+    assert assumed("25:2, 1:0")(13.0) == pytest.approx(1.0)
+    for bad, says in (
+        ("1-0,25-1", "is not MiB:points"),
+        ("5:1", "two different sizes"),
+        ("1:1,25:0", "fall"),
+    ):
+        with pytest.raises(ValueError, match=says):
+            parse_prior(bad)
+
+
+def test_as_json_gives_points_and_method():
+    data = assumed().as_json()
+    assert data["method"].startswith("assumed") and data["assumed"] is True
+    assert {"size_mib": 25.0, "points": 1.0} not in data["points"]
+    assert {"size_mib": 1.0, "points": 0.0} in data["points"]
