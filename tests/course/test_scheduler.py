@@ -110,7 +110,7 @@ def test_if_better_submits_only_what_beats_the_live_submission(sched, store, srv
     drive(sched, lambda: all(s in (Stage.DONE, Stage.SKIPPED) for s in stages(store, ids)))
     assert stages(store, ids) == [Stage.SKIPPED, Stage.DONE, Stage.SKIPPED]
     assert len(srv.course.submissions) == 1
-    assert "not above 0.9000" in store.events(ids[0])[-1]["message"]
+    assert "vs expected 9.000 (no holdout) of the live submission" in store.events(ids[0])[-1]["message"]
     later = make_ready(store, tmp_path, models["perfect"], 0.95)  # a better one later still goes
     drive(sched, lambda: store.get(later).stage is Stage.DONE)
     assert len(srv.course.submissions) == 2

@@ -72,7 +72,8 @@ class FakeCourse:
     submit_interval_s: float = 900.0
     status_interval_s: float = 15.0
     max_size_mb: float = grader.MAX_MIB
-    size_factor: float = 0.01  # score = 10 * macro-F1 - size_factor * MB
+    size_factor: float = 0.01  # score = 10 * macro-F1 - size_term(MB); the term's scale
+    size_curve: Literal["linear", "capped"] = "linear"  # factor x MB, or factor x MB normalised between caps
     size_check: Literal["upload", "status"] = "upload"  # reject at upload (400) or accept and fail in status
     wording: Literal["alternate", "short", "long"] = "alternate"
     eval_delay_s: float = 0.0
@@ -214,10 +215,18 @@ class FakeCourse:
             status = "successful"
         with self._lock:
             sub.status, sub.f1 = status, f1
-            sub.score = None if f1 is None else round(10 * f1 - self.size_factor * sub.size_mb, 4)
+            sub.score = None if f1 is None else round(10 * f1 - self.size_term(sub.size_mb), 4)
         log.info(
             "fake_server.graded", team=sub.team, attempt=sub.attempt, status=status, f1=f1, score=sub.score
         )
+
+    def size_term(self, size_mb: float) -> float:
+        """The hidden size factor: linear in MB, or (as the previous homework's server did) the size
+        min-max normalised between ``grader.SIZE_CAPS_MIB``, times ``size_factor``."""
+        if self.size_curve == "linear":
+            return self.size_factor * size_mb
+        lo, hi = grader.SIZE_CAPS_MIB
+        return self.size_factor * (min(max(size_mb, lo), hi) - lo) / (hi - lo)
 
     def wait_graded(self, timeout: float = 60.0) -> None:
         """Block until every queued grading has run (tests)."""
