@@ -16,9 +16,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from kdq import plots
-from kdq.report import flatten, render, write_page
-
 # ---------------------------------------------------------------- results: filter and sort
 
 
@@ -75,6 +72,8 @@ def trust_points(rows: Iterable[dict]) -> list[tuple[str, float, float]]:
 
 def spec_diff(spec_jsons: list[str]) -> dict[str, list[Any]]:
     """Dotted field -> one value per spec, for the fields that are not the same in every spec."""
+    from kdq.report import flatten  # jinja2 and matplotlib: only when a page is written
+
     flat = [flatten(json.loads(s)) for s in spec_jsons]
     keys = sorted(set().union(*flat)) if flat else []
     return {k: [f.get(k) for f in flat] for k in keys if len({json.dumps(f.get(k)) for f in flat}) > 1}
@@ -132,6 +131,9 @@ course server's score. Points on a rising line mean the local split ranks models
 
 def write_compare_report(exps: list, all_rows: list[dict], out_dir: Path) -> Path:
     """``out_dir/index.html`` with the spec diff, the metrics, a per-class chart and the trust chart."""
+    from kdq import plots
+    from kdq.report import render, write_page
+
     out_dir = Path(out_dir)
     names = [f"{e.id}: {e.name}" for e in exps]
     table = side_by_side(exps)

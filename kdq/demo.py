@@ -16,8 +16,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -38,6 +40,14 @@ STATE = (
     "runs",
     "artifacts",
 )
+
+
+@dataclass
+class Views:
+    """How the caller draws the status table and the leaderboard (the CLI passes its own)."""
+
+    status: Callable[[Store], Any]
+    leaderboard: Callable[[Any, str | None], Any]
 
 
 @dataclass
@@ -93,9 +103,8 @@ def stop_training(settings) -> int:
     return LocalBackend(settings).stop_all()
 
 
-def run(opts: DemoOptions, console: Console) -> int:
+def run(opts: DemoOptions, console: Console, views: Views) -> int:
     """Run the demo; the exit code is 0 when every experiment finished and none failed."""
-    from kdq.cli.queue import _status_view
     from kdq.course.fake_server import FakeServer
 
     home = opts.home.resolve()
@@ -136,8 +145,8 @@ def run(opts: DemoOptions, console: Console) -> int:
         ids = store.add([(str(p), s) for p, s in specs], force=True)
         nudge(ids, to=Settings())
         console.print(f"queued {len(ids)} experiments from {', '.join(sorted({p.name for p, _ in specs}))}")
-        code = _follow(store, worker, opts, console, _status_view)
-        _finish(home, console)
+        code = _follow(store, worker, opts, console, views.status)
+        _finish(home, console, views.leaderboard)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: stopping the worker, the training runs and the server[/yellow]")
         code = 130
@@ -166,14 +175,14 @@ def _follow(store: Store, worker: subprocess.Popen, opts: DemoOptions, console: 
         return all(e.stage not in LIVE for e in store.list())
 
     if opts.watch and console.is_terminal:
-        with Live(view(store, True), console=console, refresh_per_second=2) as live:
+        with Live(view(store), console=console, refresh_per_second=2) as live:
             while not finished() and time.time() < deadline and worker.poll() is None:
                 time.sleep(1)
-                live.update(view(store, True))
+                live.update(view(store))
     else:
         while not finished() and time.time() < deadline and worker.poll() is None:
             time.sleep(1)
-        console.print(view(store, True))
+        console.print(view(store))
     if worker.poll() is not None:
         console.print(f"[red]the worker exited with code {worker.returncode}; see worker.log[/red]")
         return 1
@@ -191,10 +200,14 @@ def _follow(store: Store, worker: subprocess.Popen, opts: DemoOptions, console: 
     return 1 if failed else 0
 
 
-def _finish(home: Path, console: Console) -> None:
-    from kdq.cli.server import leaderboard
+def _finish(home: Path, console: Console, draw: Callable[[Any, str | None], Any]) -> None:
+    from kdq.course import CourseClient
 
     console.print("[bold]leaderboard[/bold] (the stand-in's, after the grader scored the submissions)")
-    leaderboard(as_json=False, top=20)
+    with CourseClient.from_settings(Settings()) as client:
+        console.print(draw(client.leaderboard(), TEAM))
     console.print(f"models and metrics: {home / 'artifacts'}/<id>/ (model.pt, metrics.json, history.csv)")
-    console.print(f"look around: KDQ_HOME={home} kdq status --all · kdq results · kdq show <id>")
+    # One `export` for the whole shell: `KDQ_HOME=... kdq status · kdq results` set it for the first only.
+    console.print("look around (the demo's home, for every command in this shell):", highlight=False)
+    console.print(f"  export KDQ_HOME={home}", markup=False, highlight=False, soft_wrap=True)
+    console.print("  kdq status --all; kdq results; kdq show ID", markup=False, highlight=False)

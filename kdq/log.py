@@ -68,7 +68,12 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def configure(json: bool | None = None, level: int = logging.INFO, settings=None) -> None:
+QUIET = ("huey", "httpx", "httpcore")  # at WARNING unless verbose: their INFO lines drown kdq's own
+
+
+def configure(
+    json: bool | None = None, level: int = logging.INFO, settings=None, verbose: bool = False
+) -> None:
     if settings is not None:
         add_secret(*settings.secrets())
     if json is None:
@@ -93,7 +98,8 @@ def configure(json: bool | None = None, level: int = logging.INFO, settings=None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for name in QUIET:
+        logging.getLogger(name).setLevel(level if verbose else max(level, logging.WARNING))
 
 
 def get_logger(name: str | None = None):

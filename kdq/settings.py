@@ -1,24 +1,57 @@
 """Settings: environment variables prefixed ``KDQ_`` and a ``.env`` file, nothing else.
 
+The home is found the way git finds a repository: ``KDQ_HOME`` if set, else the nearest folder, from
+the current one upwards, that holds a ``.kdq/`` folder or a ``.env`` file (its ``.kdq/`` is the home,
+its ``.env`` is read), else ``./.kdq``. Nothing is created here: the store makes the home when a
+command first writes.
+
 Secrets are ``SecretStr``: they print as ``**********`` and must be unwrapped on purpose
 (``settings.token.get_secret_value()``) at the one place that sends them.
 """
 
 from __future__ import annotations
 
+import os
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+HOME_DIR = ".kdq"
+EASTERN = ZoneInfo("America/New_York")  # the course server's clock
+ENV_FILE = ".env"
+
+
+class SettingsError(ValueError):
+    """A bad ``KDQ_*`` value: one line naming the variable, where it came from and the fix."""
+
+
+def find_project(start: Path | None = None) -> Path | None:
+    """The nearest folder from ``start`` upwards with a ``.kdq/`` folder or a ``.env`` file."""
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / HOME_DIR).is_dir() or (folder / ENV_FILE).is_file():
+            return folder
+    return None
+
+
+def _default_home() -> Path:
+    return (find_project() or Path.cwd()) / HOME_DIR
+
+
+def _env_file() -> Path | None:
+    project = find_project()
+    return project / ENV_FILE if project and (project / ENV_FILE).is_file() else None
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="KDQ_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="KDQ_", env_file_encoding="utf-8", extra="ignore")
 
-    home: Path = Field(Path(".kdq"), description="State folder: database, queue, runs, artifacts.")
+    home: Path = Field(default_factory=_default_home, description="State folder: database, queue, runs.")
 
     # The course server (see docs/course-server.md). Every path is a setting, never a constant.
     server_url: str = "http://hadi.cs.virginia.edu:9000"
@@ -50,9 +83,62 @@ class Settings(BaseSettings):
 
     log_json: bool | None = Field(None, description="JSON logs; default: JSON unless on a TTY.")
 
+    # Playing for the score (docs/submission-policy.md)
+    size_factor: str = Field(
+        "1:0,25:1", description="The size factor assumed until the leaderboard shows one: MiB:points pairs."
+    )
+    submit_confidence: float = Field(
+        0.8, gt=0, lt=1, description="if_better submits when the chance it beats the live one is this."
+    )
+    deadline: datetime | None = Field(None, description="The homework deadline; without a zone, US Eastern.")
+
+    @field_validator("size_factor")
+    @classmethod
+    def _size_factor_pairs(cls, text: str) -> str:
+        from kdq.course.size_factor import parse_prior
+
+        parse_prior(text)  # a ValueError says what is wrong and gives an example
+        return text
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline_eastern(cls, when: datetime | None) -> datetime | None:
+        return when.replace(tzinfo=EASTERN) if when is not None and when.tzinfo is None else when
+
+    def __init__(self, **values) -> None:
+        values.setdefault("_env_file", _env_file())
+        super().__init__(**values)
+
+    @field_validator("home")
+    @classmethod
+    def _home_is_a_folder(cls, home: Path) -> Path:
+        if home.expanduser().exists() and not home.expanduser().is_dir():
+            raise ValueError(f"{home} is a file, not a folder: point it at a folder (made when first needed)")
+        return home
+
+    @field_validator("server_url")
+    @classmethod
+    def _url_is_http(cls, url: str) -> str:
+        try:
+            parts = urlsplit(url.strip())
+            parts.port  # noqa: B018 (reading it validates the port)
+        except ValueError as exc:
+            raise ValueError(f"{url!r} is not a URL ({exc}); e.g. http://hadi.cs.virginia.edu:9000") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r} needs http:// or https:// and a host, e.g. http://127.0.0.1:18777")
+        return url.strip()
+
     @cached_property
     def root(self) -> Path:
         return self.home.expanduser().resolve()
+
+    def where(self) -> str:
+        """Where this home came from, for messages that say where kdq looked."""
+        if os.environ.get("KDQ_HOME"):
+            return f"KDQ_HOME={self.root}"
+        if find_project():
+            return f"home {self.root} (the nearest .kdq/ or .env above {Path.cwd()})"
+        return f"no .kdq/ or .env in {Path.cwd()} or above it; looked for {self.root}; KDQ_HOME picks one"
 
     @property
     def db_path(self) -> Path:
@@ -90,5 +176,20 @@ class Settings(BaseSettings):
         return [s.get_secret_value() for s in (self.token, self.hf_token) if s and s.get_secret_value()]
 
 
+def _one_line(exc: ValidationError) -> str:
+    problems = []
+    for e in exc.errors(include_url=False):
+        field = str(e["loc"][0]) if e["loc"] else "?"
+        var = "HF_TOKEN or KDQ_HF_TOKEN" if field == "hf_token" else f"KDQ_{field.upper()}"
+        shown = "" if "token" in field else f"={str(e.get('input'))[:80]!r}"
+        problems.append(f"{var}{shown}: {e['msg'].removeprefix('Value error, ')}")
+    source = f"the environment or {_env_file()}" if _env_file() else "the environment"
+    return f"bad setting in {source}: " + "; ".join(problems)
+
+
 def get_settings() -> Settings:
-    return Settings()
+    """The settings; a bad value raises ``SettingsError`` with one line saying which and how to fix it."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc)) from None

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import glob
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from kdq.demo import DEMO_CONFIGS, DemoOptions, run
-from kdq.settings import get_settings
+from kdq.cli.common import settings
 
 
 def demo(
@@ -24,17 +21,32 @@ def demo(
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600.0,
     watch: Annotated[bool, typer.Option("--watch/--no-watch", help="Live status table.")] = True,
 ) -> None:
-    """Run the whole journey locally: generated data, local training, a stand-in course server."""
+    """Run the whole journey locally: generated data, local training, a stand-in course server.
+
+    Examples:
+
+    \b
+      kdq demo
+      kdq demo --home /tmp/kdq-demo --no-watch
+    """
+    import glob
+
+    from rich.console import Console
+
+    from kdq.cli import views
+    from kdq.demo import DEMO_CONFIGS, DemoOptions, Views, run
+
     paths = [
         Path(p) for pattern in (configs or [str(DEMO_CONFIGS / "*.toml")]) for p in sorted(glob.glob(pattern))
     ]
     if not paths:
         raise typer.BadParameter("no demo spec files found", param_hint="--config")
     opts = DemoOptions(
-        home=home or get_settings().root / "demo",
+        home=home or settings().root / "demo",
         configs=paths,
         per_class=per_class,
         timeout_s=timeout,
         watch=watch,
     )
-    raise typer.Exit(run(opts, Console()))
+    drawn = Views(status=lambda store: views.status_view(store, True), leaderboard=views.leaderboard_table)
+    raise typer.Exit(run(opts, Console(), drawn))

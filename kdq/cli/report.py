@@ -10,12 +10,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Group
-from rich.table import Table
-from rich.text import Text
 
-from kdq.cli.queue import _result_row, console, fail, get_or_exit, open_store
-from kdq.settings import get_settings
+from kdq.cli.common import console, fail, get_or_exit, open_store, settings
+from kdq.cli.status import result_row
 
 
 def _fmt(v) -> str:
@@ -29,24 +26,20 @@ def report(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the page's data as JSON too.")] = False,
 ) -> None:
-    """One experiment as an HTML page: curves, confusion matrix, per-class F1, spec, timings, server result."""
+    """One experiment as an HTML page: curves, confusion matrix, per-class F1, spec, timings, server score."""
     from kdq.report import experiment_data, submissions_for, write_experiment_report
 
-    settings = get_settings()
-    with open_store() as store:
+    s = settings()
+    with open_store(create=False) as store:
         exp = get_or_exit(store, exp_id)
         subs, events = submissions_for(store, exp_id), store.events(exp_id)
-    page = write_experiment_report(
-        exp, out or settings.root / "reports" / str(exp_id), subs, settings, events
-    )
+    page = write_experiment_report(exp, out or s.root / "reports" / str(exp_id), subs, s, events)
     if as_json:
         print(
-            json.dumps(
-                {**experiment_data(exp, subs, settings, events), "report": str(page)}, indent=2, default=str
-            )
+            json.dumps({**experiment_data(exp, subs, s, events), "report": str(page)}, indent=2, default=str)
         )
     else:
-        console.print(f"report: {page}", highlight=False)
+        console().print(f"report: {page}", highlight=False)
 
 
 def compare(
@@ -57,13 +50,16 @@ def compare(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Experiments side by side: the spec fields that differ, then the metrics."""
+    from rich.table import Table
+    from rich.text import Text
+
     from kdq.compare import side_by_side, spec_diff, write_compare_report
 
     if len(ids) < 2:
-        raise fail("compare needs at least two experiment ids, e.g. `kdq compare 3 7`")
-    with open_store() as store:
+        raise fail("compare needs at least two experiment ids, e.g. `kdq compare 3 7`", 2)
+    with open_store(create=False) as store:
         exps = [get_or_exit(store, i) for i in ids]
-        all_rows = [_result_row(e) for e in store.list() if e.val_f1 is not None]
+        all_rows = [result_row(e) for e in store.list() if e.val_f1 is not None]
     diff, table = spec_diff([e.spec_json for e in exps]), side_by_side(exps)
     page = write_compare_report(exps, all_rows, html) if html else None
     if as_json:
@@ -91,13 +87,17 @@ def compare(
             t.add_row(Text(k), *(Text(_fmt(v)) for v in vals))
         if not rows:
             t.add_row("(none)", *("" for _ in heads))
-        console.print(t)
+        console().print(t)
     if page:
-        console.print(f"report: {page}", highlight=False)
+        console().print(f"report: {page}", highlight=False)
 
 
-def inspect_summary(f) -> Group:
+def inspect_summary(f):
     """The short terminal view of ``kdq data inspect``'s findings."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
     s = f.counts_summary()
     classes = Table(
         title=f"{s['images']} images in {len(f.classes)} classes (imbalance {f.imbalance_ratio:.2f}×)",

@@ -1,45 +1,48 @@
-"""``kdq server ping|status|leaderboard|submit`` (the course server) and ``kdq fake-server`` (its stand-in)."""
+"""``kdq server ping|status|leaderboard|submit`` (the course server), ``kdq fake-server`` (its stand-in)."""
 
 from __future__ import annotations
 
 import json
 import secrets
+import shlex
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from kdq import grader
-from kdq import log as kdqlog
-from kdq.course import CourseClient, CourseError, RateLimited
-from kdq.settings import get_settings
+from kdq.cli.common import ERROR, RATE_LIMITED, UNREACHABLE, console, fail, say, settings, warn
 
 app = typer.Typer(
     help="Talk to the course grading server (needs the UVA network or VPN).", no_args_is_help=True
 )
-console = Console()
-err = Console(stderr=True)
 
 
-def _client() -> CourseClient:
-    settings = get_settings()
-    kdqlog.configure(settings.log_json, settings=settings)
-    return CourseClient.from_settings(settings)
+def _client():
+    from kdq import log as kdqlog
+    from kdq.course import CourseClient
+
+    s = settings()
+    kdqlog.configure(s.log_json, settings=s)
+    return CourseClient.from_settings(s)
 
 
-def _fail(exc: CourseError) -> typer.Exit:
-    err.print(Text("error: ", style="red") + Text(kdqlog.redact(str(exc))), highlight=False, soft_wrap=True)
+def _fail(exc) -> typer.Exit:
+    """The exit code of a course-server error: 3 rate limited, 4 unreachable, 1 anything else."""
+    from kdq.course import RateLimited
+    from kdq.course.errors import Unreachable
+
+    fail(str(exc))
     if isinstance(exc, RateLimited):
-        err.print(f"try again in {exc.wait_s:.0f} s", highlight=False)
-        return typer.Exit(3)
-    return typer.Exit(1)
+        warn(f"try again in {exc.wait_s:.0f} s")
+        return typer.Exit(RATE_LIMITED)
+    return typer.Exit(UNREACHABLE if isinstance(exc, Unreachable) else ERROR)
 
 
 def _print_json(data) -> None:
-    print(kdqlog.redact(json.dumps(data, indent=2, default=str)))
+    from kdq.log import redact
+
+    print(redact(json.dumps(data, indent=2, default=str)))
 
 
 def _num(value: float | None, fmt: str = "{:.4f}") -> str:
@@ -47,28 +50,44 @@ def _num(value: float | None, fmt: str = "{:.4f}") -> str:
 
 
 @app.command()
-def ping(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Is the course server reachable from here? Exit code 2 when it is not."""
+def ping(as_json: Annotated[bool, typer.Option("--json", help="The answer as JSON.")] = False) -> None:
+    """Is the course server reachable from here? Exit code 4 when it is not.
+
+    Examples:
+
+    \b
+      kdq server ping
+      KDQ_SERVER_URL=http://127.0.0.1:18777 kdq server ping --json
+    """
     with _client() as client:
         result = client.ping()
     if as_json:
         _print_json(result.model_dump(mode="json"))
     elif result.reachable:
-        console.print(
+        console().print(
             f"[green]reachable[/green] {result.url} ({result.detail}, {result.elapsed_s:.2f} s)",
             highlight=False,
         )
     else:
-        console.print(
-            Text("unreachable ", style="red") + Text(result.detail), highlight=False, soft_wrap=True
-        )
+        from rich.markup import escape
+
+        console().print(f"[red]unreachable[/red] {escape(result.detail)}", highlight=False, soft_wrap=True)
     if not result.reachable:
-        raise typer.Exit(2)
+        raise typer.Exit(UNREACHABLE)
 
 
 @app.command()
-def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Every submission of our team, as the server reports it (one call per 15 s)."""
+def status(as_json: Annotated[bool, typer.Option("--json", help="Every attempt in full.")] = False) -> None:
+    """Every submission of our team, as the server reports it (one call per 15 s).
+
+    Examples:
+
+    \b
+      kdq server status
+      kdq server status --json
+    """
+    from kdq.course import CourseError
+
     with _client() as client:
         try:
             attempts = client.status()
@@ -78,96 +97,148 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         _print_json([{**a.model_dump(mode="json", exclude={"raw"}), "state": a.state} for a in attempts])
         return
     if not attempts:
-        console.print("no submissions yet")
+        console().print("no submissions yet")
         return
+    from kdq.cli.views import print_rows
+
     ours = _our_attempts()
-    table = Table("attempt", "status", "size MB", "submitted (UTC)", "score", "experiment")
-    style = {"successful": "green", "pending": "yellow", "failed": "red"}
-    for a in attempts:
-        when = a.submitted_at.strftime("%Y-%m-%d %H:%M:%S") if a.submitted_at else (a.submitted_at_text or "")
-        table.add_row(
-            str(a.attempt),
-            Text(a.status, style=style[a.state]),
-            _num(a.size_mb, "{:.2f}"),
-            when,
-            _num(a.score),
-            Text(ours.get(a.attempt, "")),
-        )
-    console.print(table)
+    rows = [
+        {
+            "attempt": a.attempt,
+            "status": a.status,
+            "size MB": None if a.size_mb is None else round(a.size_mb, 2),
+            "submitted (UTC)": a.submitted_at.strftime("%Y-%m-%d %H:%M:%S")
+            if a.submitted_at
+            else (a.submitted_at_text or ""),
+            "score": a.score,
+            "experiment": ours.get(a.attempt, ""),
+        }
+        for a in attempts
+    ]
+    print_rows(console(), list(rows[0]), rows)
 
 
 def _our_attempts() -> dict[int, str]:
     """Attempt number → "ID name" for the attempts kdq made (empty when there is no database yet)."""
-    settings = get_settings()
-    if not settings.db_path.exists():
+    s = settings()
+    if not s.db_path.exists():
         return {}
+    from kdq.course.ledger import Ledger
     from kdq.store import Store
 
-    with Store.open(settings) as store:
-        rows = store.db.query(
-            "select s.attempt, e.id, e.name from submissions s join experiments e "
-            "on e.id = s.exp_id where s.attempt is not null"
-        )
-        return {r["attempt"]: f"{r['id']} {r['name']}" for r in rows}
+    with Store.open(s) as store:
+        return Ledger(store).attempt_names()
+
+
+def _stored_board():
+    """The last leaderboard snapshot the worker saved, and its time; None when there is none."""
+    s = settings()
+    if not s.db_path.exists():
+        return None
+    from kdq.course.ledger import Ledger
+    from kdq.course.models import Leaderboard
+    from kdq.store import Store
+
+    with Store.open(s) as store:
+        found = Ledger(store).latest_board()
+    if found is None:
+        return None
+    ts, rows = found
+    return Leaderboard(columns=["rank", "team", "score", "F1", "size MB"], rows=rows), ts
 
 
 @app.command()
 def leaderboard(
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-    top: Annotated[int, typer.Option(help="Show this many rows (our own row always).")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Every row in full.")] = False,
+    top: Annotated[int, typer.Option(min=1, help="Show this many rows (our own row always).")] = 20,
 ) -> None:
-    """The course leaderboard; our row (KDQ_TEAM) is highlighted."""
+    """The course leaderboard; our row (KDQ_TEAM) is highlighted. Off the VPN: the last stored one.
+
+    Examples:
+
+    \b
+      kdq leaderboard
+      kdq leaderboard --top 5 --json
+    """
+    from kdq.cli.views import LEADERBOARD_COLUMNS, leaderboard_rows, print_rows
+    from kdq.course import CourseError
+    from kdq.course.errors import Unreachable
+
+    stored_at = None
     with _client() as client:
+        team = client.team
         try:
             board = client.leaderboard()
+        except Unreachable as exc:
+            stored = _stored_board()
+            if stored is None:
+                raise _fail(exc) from None
+            board, stored_at = stored
+            from kdq.cli.views import ago
+
+            warn(
+                f"the course server is unreachable ({exc}); "
+                f"the last stored leaderboard, {ago(stored_at)} old:"
+            )
         except CourseError as exc:
             raise _fail(exc) from None
-        team = client.team
     ours = board.find(team)
     if as_json:
-        _print_json({**board.model_dump(mode="json"), "ours": ours.model_dump(mode="json") if ours else None})
-        return
-    table = Table("rank", "team", "score", "F1", "size MB")
-    for i, row in enumerate(board.rows):
-        if i >= top and row is not ours:
-            continue
-        table.add_row(
-            _num(row.rank, "{}"),
-            row.team,
-            _num(row.score),
-            _num(row.f1),
-            _num(row.size_mb, "{:.2f}"),
-            style="bold cyan" if row is ours else None,
+        _print_json(
+            {
+                **board.model_dump(mode="json"),
+                "ours": ours.model_dump(mode="json") if ours else None,
+                "stored_at": stored_at,
+            }
         )
-    console.print(table)
+        return
+    print_rows(console(), LEADERBOARD_COLUMNS, leaderboard_rows(board, team, top))
     if team and ours is None:
-        console.print(f"team {team!r} (KDQ_TEAM) is not on the leaderboard yet", highlight=False)
+        console().print(f"team {team!r} (KDQ_TEAM) is not on the leaderboard yet", highlight=False)
 
 
 @app.command()
 def submit(
     path: Annotated[Path, typer.Argument(help="A TorchScript file ending in .pt or .pth.")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask: it replaces the live submission.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="The server's receipt as JSON.")] = False,
 ) -> None:
-    """Upload a model directly, outside the queue (uses the team's one submission per 15 minutes)."""
+    """Upload a model directly, outside the queue (uses the team's one submission per 15 minutes).
+
+    It replaces the team's live submission, so it asks first unless --yes.
+
+    Examples:
+
+    \b
+      kdq server submit .kdq/artifacts/12/model.pt
+      kdq server submit model.pt --yes --json
+    """
+    from kdq.course import CourseError
+
+    if not path.is_file():
+        raise fail(f"{path}: no such file; pass the model file (e.g. .kdq/artifacts/ID/model.pt)", 2)
+    if not yes and not typer.confirm(f"upload {path}? it replaces the team's live submission", default=False):
+        raise fail("nothing was uploaded")
     with _client() as client:
         try:
             receipt = client.submit(path)
         except CourseError as exc:
             if exc.maybe_sent:
-                err.print(
-                    "the upload may have reached the server: check `kdq server status` before resending",
-                    highlight=False,
-                )
+                warn("the upload may have reached the server: check `kdq server status` before resending")
             raise _fail(exc) from None
     if as_json:
         _print_json(receipt.model_dump(mode="json"))
     else:
-        console.print(
+        console().print(
             f"submitted {path.name}: attempt #{receipt.attempt} ({receipt.message})",
             highlight=False,
             markup=False,
         )
+
+
+FAKE_PORT = 18777  # not one of the real server's ports (8000, 9000)
 
 
 def fake_server(
@@ -175,10 +246,10 @@ def fake_server(
         Path | None, typer.Option(help="Labelled image folders to grade on (class/image).")
     ] = None,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="0 picks a free port.")] = 8000,
+    port: Annotated[int, typer.Option(help="0 picks a free port.")] = FAKE_PORT,
     team: Annotated[
         list[str], typer.Option(help="NAME:TOKEN, repeatable. Default: one team 'demo' with a new token.")
-    ] = [],  # noqa: B006
+    ] = [],  # noqa: B006 (typer reads the default)
     teams_file: Annotated[Path | None, typer.Option(help='JSON {"team name": "token", ...}.')] = None,
     submit_interval_s: Annotated[
         float, typer.Option(help="One submission per team per this many seconds.")
@@ -197,7 +268,7 @@ def fake_server(
     ] = 0.0,
     fault: Annotated[
         list[str], typer.Option(help="KIND[:COUNT][,key=value...], e.g. error:3,status=502 (repeatable).")
-    ] = [],  # noqa: B006
+    ] = [],  # noqa: B006 (typer reads the default)
     start_down_s: Annotated[
         float, typer.Option(help="Refuse connections for this long after starting.")
     ] = 0.0,
@@ -206,18 +277,21 @@ def fake_server(
 
     At runtime: POST /_fake/faults with a fault as JSON ({"kind": "error", "count": 2, "status": 502}), DELETE /_fake/faults, POST /_fake/down {"seconds": 30} (connections refused, then back on the same port), POST /_fake/reset-limits, GET /_fake/state.
     """  # noqa: E501 (one paragraph in --help)
+    from kdq import log as kdqlog
     from kdq.course.fake_server import FakeServer, parse_fault
 
-    settings = get_settings()
-    kdqlog.configure(settings.log_json, settings=settings)
-    teams: dict[str, str] = json.loads(teams_file.read_text()) if teams_file else {}
+    s = settings()
+    kdqlog.configure(s.log_json, settings=s)
+    try:
+        teams: dict[str, str] = json.loads(teams_file.read_text()) if teams_file else {}
+    except (OSError, ValueError) as exc:
+        raise fail(f'--teams-file {teams_file}: {exc}; it holds JSON like {{"team": "token"}}', 2) from None
     for item in team:
         name, sep, token = item.rpartition(":")
         if not sep or not name or not token:
             raise typer.BadParameter(f"--team {item!r}: expected NAME:TOKEN", param_hint="--team")
         teams[name] = token
-    generated = not teams
-    if generated:
+    if not teams:
         teams["demo"] = secrets.token_hex(16)
     try:
         faults = [parse_fault(f) for f in fault]
@@ -226,9 +300,7 @@ def fake_server(
     if size_check not in ("upload", "status") or wording not in ("alternate", "short", "long"):
         raise typer.BadParameter("--size-check is upload|status; --wording is alternate|short|long")
     if data_dir is None:
-        err.print(
-            "no --data-dir: every submission will fail grading (there are no test images)", highlight=False
-        )
+        warn("no --data-dir: every submission will fail grading (there are no test images)")
     srv = FakeServer(
         teams,
         data_dir,
@@ -243,17 +315,18 @@ def fake_server(
         wording=wording,
         eval_delay_s=eval_delay_s,
     )
-    srv.start()
-    console.print(
-        f"stand-in course server on {srv.url} (Ctrl-C stops it); teams: {', '.join(teams)}", highlight=False
+    try:
+        srv.start()
+    except OSError as exc:
+        hint = "--port 0 picks a free one" if port else "see the message"
+        raise fail(f"port {port} on {host} is not free ({exc.strerror or exc}): {hint}") from None
+    say(f"stand-in course server on {srv.url} (Ctrl-C stops it); teams: {', '.join(teams)}")
+    # Tokens made up for (or given to) the stand-in, not secrets: the user needs them to point kdq here.
+    name, token = next(iter(teams.items()))
+    say(
+        f"export KDQ_SERVER_URL={srv.url} KDQ_TEAM={shlex.quote(name)} KDQ_TOKEN={shlex.quote(token)} "
+        f"KDQ_SUBMIT_INTERVAL_S={submit_interval_s:g} KDQ_STATUS_INTERVAL_S={status_interval_s:g}"
     )
-    if generated:  # a token we just made up for the stand-in, not a secret: the user needs it
-        console.print(
-            f"export KDQ_SERVER_URL={srv.url} KDQ_TEAM=demo KDQ_TOKEN={teams['demo']}",
-            highlight=False,
-            markup=False,
-            soft_wrap=True,
-        )
     if start_down_s > 0:
         srv.go_down(start_down_s)
     srv.serve_forever()

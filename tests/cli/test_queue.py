@@ -74,7 +74,7 @@ def test_status_show_cancel_retry(settings, specs):
     assert kdq("cancel", 1).stdout.strip() == "1: cancelled"
     assert kdq("retry", 1).stdout.strip() == "1: queued again (attempt 2)"
     r = kdq("retry", 1)
-    assert r.exit_code == 1 and "only cancelled, failed, skipped can be retried" in r.stderr
+    assert r.exit_code == 1 and "only cancelled, failed, pruned, skipped can be retried" in r.stderr
     r = kdq("show", 99)
     assert r.exit_code == 1 and "no experiment 99" in r.stderr
 
@@ -88,7 +88,7 @@ def test_results_json_csv_and_sort(settings, specs):
     assert [r["id"] for r in rows] == [2, 1]
     csv = kdq("results", "--csv").stdout.splitlines()
     assert csv[0].startswith("id,name,stage,val_f1") and len(csv) == 3
-    assert kdq("results", "--sort", "bogus").exit_code == 1
+    assert kdq("results", "--sort", "bogus").exit_code == 2  # a usage error (docs/cli-reference.md)
 
 
 def test_submit_refuses_an_unvalidated_experiment(settings, specs):

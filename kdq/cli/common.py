@@ -1,0 +1,95 @@
+"""What every command shares: the exit codes, one-line errors, the consoles and opening the store.
+
+Heavy libraries are imported inside the functions that need them, so ``kdq --help`` and a TAB
+completion only pay for typer.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from kdq.experiment import Experiment
+    from kdq.store import Store
+
+# The exit codes, the same for every command (docs/cli-reference.md lists them).
+OK = 0
+ERROR = 1
+USAGE = 2
+RATE_LIMITED = 3
+UNREACHABLE = 4
+
+
+@cache
+def console() -> Console:
+    from rich.console import Console
+
+    return Console()
+
+
+@cache
+def err() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def say(message: str) -> None:
+    """A plain line on stdout: no markup, no highlighting, never cut."""
+    console().print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    err().print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = ERROR) -> typer.Exit:
+    """Print ``error: message`` (secrets redacted) on stderr; raise the returned Exit."""
+    from rich.text import Text
+
+    from kdq.log import redact
+
+    err().print(Text("error: ", style="red") + Text(redact(message)), highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def settings():
+    """The settings, or a one-line error naming the setting and the fix (no traceback)."""
+    from kdq.settings import SettingsError, get_settings
+
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        raise fail(str(exc), USAGE) from None
+
+
+def open_store(create: bool = True) -> Store:
+    """The store of this home; with ``create=False`` (read-only commands) none is made where none is."""
+    from kdq import log as kdqlog
+    from kdq.store import Store
+
+    s = settings()
+    kdqlog.configure(s.log_json, settings=s)
+    if not create and not s.db_path.exists():
+        raise fail(f"no kdq state here: {s.where()}; `kdq enqueue SPEC` or `kdq demo` starts one")
+    return Store.open(s)
+
+
+def get_or_exit(store: Store, exp_id: int) -> Experiment:
+    from kdq.store import NotFound
+
+    try:
+        return store.get(exp_id)
+    except NotFound:
+        raise fail(f"no experiment {exp_id}; `kdq status --all` lists them") from None
+
+
+def nudge(ids: list[int], scheduler: bool = False) -> None:
+    from jobs import tasks
+
+    tasks.nudge(ids, to=settings(), scheduler=scheduler)

@@ -1,0 +1,185 @@
+"""The commands that only look: ``status``, ``show``, ``results``. None of them creates state."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kdq.cli.common import console, fail, get_or_exit, open_store, say, warn
+
+RESULT_COLUMNS = (
+    "id",
+    "name",
+    "stage",
+    "val_f1",
+    "val_acc",
+    "teacher_f1",
+    "model_mb",
+    "server_score",
+    "server_rank",
+)
+
+
+def status(
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every 2 s until Ctrl-C.")] = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", "-a", help="Every experiment, not only live and recent.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, every value in full.")] = False,
+) -> None:
+    """Everything at a glance: the worker, the course server, every live experiment.
+
+    Examples:
+
+    \b
+      kdq status                 # the live ones, the next queued, the last finished
+      kdq status --watch         # refresh every 2 s (Ctrl-C stops)
+      kdq status | grep hinton   # piped: full-width tab-separated rows
+    """
+    from kdq.cli import views
+
+    with open_store(create=False) as store:
+        if as_json:
+            from jobs.worker import heartbeat_age
+
+            age = heartbeat_age(store)
+            exps = views.pick(store.list(order="id"), show_all)[0]
+            data = {
+                "worker_alive": age is not None and age < 30,
+                "worker_heartbeat_age_s": age,
+                "counts": store.count_by_stage(),
+                "course_server": store.get_meta_json("course.server"),
+                "experiments": [e.summary() for e in exps],
+            }
+            print(json.dumps(data, indent=2, default=str))
+            return
+        out = console()
+        if not out.is_terminal:
+            print(views.status_plain(store, show_all))
+            return
+        if not watch:
+            out.print(views.status_view(store, show_all))
+            return
+        from rich.live import Live
+
+        def view():
+            return views.status_view(store, show_all, height=out.size.height)
+
+        try:
+            with Live(view(), console=out, refresh_per_second=1, screen=False, auto_refresh=False) as live:
+                while True:
+                    time.sleep(2)
+                    live.update(view(), refresh=True)
+        except KeyboardInterrupt:
+            pass
+
+
+def show(
+    exp_id: Annotated[int, typer.Argument(help="The experiment's id (kdq status shows it).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Every value in full.")] = False,
+) -> None:
+    """One experiment: spec, timeline, metrics, artifacts.
+
+    Examples:
+
+    \b
+      kdq show 12
+      kdq show 12 --json | jq .metrics
+    """
+    from kdq.cli import views
+
+    with open_store(create=False) as store:
+        exp = get_or_exit(store, exp_id)
+        events = store.events(exp_id)
+    data = {
+        **exp.summary(),
+        "spec": json.loads(exp.spec_json),
+        "metrics": exp.metrics,
+        "source": exp.source,
+        "timeline": [{k: ev[k] for k in ("ts", "kind", "stage", "message")} for ev in events],
+    }
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+        return
+    for part in views.show_view(exp, data, events):
+        console().print(part)
+
+
+def result_row(e) -> dict:
+    m = e.metrics or {}
+    return {
+        "id": e.id,
+        "name": e.name,
+        "stage": str(e.stage),
+        "val_f1": e.val_f1,
+        "val_acc": m.get("val_acc"),
+        "teacher_f1": e.teacher_f1,
+        "model_mb": m.get("model_mb"),
+        "server_score": e.server_score,
+        "server_rank": e.server_rank,
+    }
+
+
+def results(
+    sort: Annotated[
+        str, typer.Option(help=f"Column to sort by (descending unless --asc): {', '.join(RESULT_COLUMNS)}")
+    ] = "val_f1",
+    asc: Annotated[
+        bool, typer.Option("--asc", help="Sort ascending (rows without a value stay last).")
+    ] = False,
+    stage: Annotated[list[str], typer.Option("--stage", help="Only this stage (repeat for several).")] = [],  # noqa: B006 (typer reads the default)
+    name: Annotated[str | None, typer.Option("--name", help="Name glob (hinton-*) or substring.")] = None,
+    backend: Annotated[
+        str | None, typer.Option("--backend", help="Only this backend (local, modal).")
+    ] = None,
+    min_f1: Annotated[float | None, typer.Option("--min-f1", help="Only val macro-F1 at least this.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most this many rows.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Also write a PNG of local val F1 against the server score.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Every value in full.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Comma-separated, header first.")] = False,
+) -> None:
+    """Every experiment with a result, best first: filter, sort, limit (--plot: can validation be trusted?).
+
+    Examples:
+
+    \b
+      kdq results --limit 10
+      kdq results --name 'hinton-*' --sort server_score
+      kdq results --csv > results.csv
+    """
+    from kdq.cli import views
+    from kdq.compare import select, trust_points
+    from kdq.stages import Stage
+
+    if sort not in RESULT_COLUMNS:
+        raise fail(f"--sort {sort}: unknown column; choose one of {', '.join(RESULT_COLUMNS)}", 2)
+    if unknown := [s for s in stage if s not in {str(x) for x in Stage}]:
+        raise fail(f"--stage {unknown[0]}: unknown stage; choose from {', '.join(str(x) for x in Stage)}", 2)
+    with open_store(create=False) as store:
+        rows = [result_row(e) for e in store.list() if e.val_f1 is not None and backend in (None, e.backend)]
+    rows = select(rows, stage=stage, name=name, min_f1=min_f1, sort=sort, descending=not asc, limit=limit)
+    if plot:
+        from kdq import plots
+
+        points = trust_points(rows)
+        plots.local_vs_server(points, plot)
+        warn(f"{plot}: {len(points)} experiments with a server score")
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    elif as_csv:
+        import csv
+
+        w = csv.DictWriter(sys.stdout, fieldnames=RESULT_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    elif not rows:
+        say("no results yet (an experiment has one once it is validated)")
+    else:
+        views.print_rows(console(), RESULT_COLUMNS, rows)

@@ -1,0 +1,323 @@
+"""How the CLI draws things: the status view, the results table, one experiment, the leaderboard.
+
+On a terminal: rich tables that fit its width (the name column takes what is left, idle columns are
+dropped, long errors go under the table). Anywhere else (a pipe, a file): full-width tab-separated
+rows with a header line, like ``gh``, so ``grep`` and ``cut`` see every value whole.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+    from kdq.experiment import Experiment
+    from kdq.store import Store
+
+STAGE_STYLE = {
+    "done": "green",
+    "failed": "red",
+    "cancelled": "dim",
+    "skipped": "dim",
+    "ready": "cyan",
+    "training": "yellow",
+    "submitting": "magenta",
+    "evaluating": "magenta",
+}
+PHASES = {"data": "data", "teacher": "teacher cache", "export": "export", "done": "done"}
+QUEUED_SHOWN = 10
+RECENT_SHOWN = 10
+
+
+def ago(ts: float | None, now: float | None = None) -> str:
+    if not ts:
+        return ""
+    s = max(0.0, (time.time() if now is None else now) - ts)
+    return f"{s:.0f}s" if s < 90 else f"{s / 60:.0f}m" if s < 5400 else f"{s / 3600:.1f}h"
+
+
+def num(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return ""
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def progress(exp: Experiment) -> str:
+    """``31/60`` while training; the phase (data, teacher cache, export) around it."""
+    p = exp.progress or {}
+    phase = p.get("phase")
+    if phase in PHASES and not (phase == "done" and "epoch" in p):
+        return PHASES[phase]
+    return f"{p['epoch']}/{p.get('epochs', '?')}" if "epoch" in p else ""
+
+
+def tsv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Tab-separated lines, header first; tabs and newlines inside values become spaces."""
+
+    def cell(v: Any) -> str:
+        return "" if v is None else " ".join(str(v).split())
+
+    return "\n".join("\t".join(cell(v) for v in row) for row in [columns, *rows])
+
+
+def plain(markup_line: str) -> str:
+    from rich.text import Text
+
+    return Text.from_markup(markup_line).plain
+
+
+# ---------------------------------------------------------------- status
+
+
+def status_header(store: Store) -> list[str]:
+    """The lines above the table (rich markup): the worker, the counts, the course server."""
+    from jobs.worker import heartbeat_age
+    from kdq.course.status import header_lines
+    from kdq.stages import Stage
+
+    age = heartbeat_age(store)
+    lines = [
+        "worker: [green]alive[/green]"
+        if age is not None and age < 30
+        else "worker: [red]not running[/red] — start it with `kdq worker`"
+    ]
+    counts = store.count_by_stage()
+    if counts:
+        lines.append("  ".join(f"{stage} {counts[stage]}" for stage in Stage if stage in counts))
+    return lines + header_lines(store)
+
+
+def pick(exps: list[Experiment], show_all: bool) -> tuple[list[Experiment], int, int]:
+    """What the status table shows, and how many queued and how many older finished ones it leaves out.
+
+    At a glance: everything in flight, the live submission, the next few queued, the last few finished.
+    """
+    from kdq.stages import LIVE, Stage
+
+    if show_all:
+        return exps, 0, 0
+    queued = sorted((e for e in exps if e.stage is Stage.QUEUED), key=lambda e: (-e.priority, e.id))
+    active = [e for e in exps if e.stage in LIVE and e.stage is not Stage.QUEUED]
+    finished = sorted((e for e in exps if e.stage not in LIVE), key=lambda e: (e.updated_at or 0, e.id))
+    recent = finished[-RECENT_SHOWN:]
+    live_submission = max((e for e in exps if e.server_attempt), key=lambda e: e.server_attempt, default=None)
+    if live_submission is not None and live_submission not in recent + active:
+        recent.append(live_submission)
+    shown = sorted({e.id: e for e in active + queued[:QUEUED_SHOWN] + recent}.values(), key=lambda e: e.id)
+    return (
+        shown,
+        max(0, len(queued) - QUEUED_SHOWN),
+        len(finished) - len([e for e in recent if e in finished]),
+    )
+
+
+def _status_columns(exps: list[Experiment]) -> list[str]:
+    cols = ["id", "name", "stage"]
+    if len({e.backend for e in exps}) > 1:
+        cols.append("backend")
+    cols += ["epoch", "val F1"]
+    if any(e.teacher_f1 is not None for e in exps):
+        cols.append("teacher F1")
+    if any(e.server_score is not None or e.server_rank is not None for e in exps):
+        cols += ["server", "rank"]
+    return [*cols, "updated"]
+
+
+def _status_cells(e: Experiment, now: float) -> dict[str, str]:
+    return {
+        "id": str(e.id),
+        "name": e.name,
+        "stage": str(e.stage),
+        "backend": e.backend or "",
+        "epoch": progress(e),
+        "val F1": num(e.val_f1 if e.val_f1 is not None else (e.progress or {}).get("best_f1")),
+        "teacher F1": num(e.teacher_f1),
+        "server": num(e.server_score),
+        "rank": num(e.server_rank),
+        "updated": ago(e.updated_at, now),
+    }
+
+
+def experiments_table(exps: list[Experiment]):
+    """The rich table: the name column is the only one that wraps; every other keeps its width."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    now = time.time()
+    cols = _status_columns(exps)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in cols:
+        right = col in ("id", "val F1", "teacher F1", "server", "rank")
+        table.add_column(
+            col,
+            justify="right" if right else "left",
+            no_wrap=col != "name",
+            overflow="fold" if col == "name" else "ellipsis",
+            min_width=12 if col == "name" else None,
+        )
+    for e in exps:
+        cells = _status_cells(e, now)
+        table.add_row(
+            *(Text(cells[c], style=STAGE_STYLE.get(cells[c], "") if c == "stage" else "") for c in cols)
+        )
+    return table
+
+
+def _notes(exps: list[Experiment], hidden_queued: int, hidden_older: int) -> list[str]:
+    from kdq.stages import Stage
+
+    notes = [
+        f"{e.id} failed: {e.error.strip().splitlines()[0]}"
+        for e in exps
+        if e.stage is Stage.FAILED and e.error
+    ]
+    if hidden_queued:
+        notes.append(f"… {hidden_queued} more queued (kdq status --all)")
+    if hidden_older:
+        notes.append(f"… {hidden_older} older (kdq status --all)")
+    return notes
+
+
+def fit_rows(exps: list[Experiment], max_rows: int | None) -> tuple[list[Experiment], int]:
+    """Keep the newest rows when the screen is short (the ones in flight first); how many were cut."""
+    from kdq.stages import LIVE
+
+    if max_rows is None or len(exps) <= max_rows:
+        return exps, 0
+    keep = sorted(exps, key=lambda e: (e.stage in LIVE, e.id), reverse=True)[: max(1, max_rows)]
+    return sorted(keep, key=lambda e: e.id), len(exps) - len(keep)
+
+
+def status_view(store: Store, show_all: bool = False, height: int | None = None) -> RenderableType:
+    """Header, table, notes; with ``height`` (``--watch``) only as many rows as fit, newest kept."""
+    from rich.console import Group
+    from rich.text import Text
+
+    shown, hidden_queued, hidden_older = pick(store.list(order="id"), show_all)
+    header = status_header(store)
+    notes = _notes(shown, hidden_queued, hidden_older)
+    if height is not None:
+        shown, cut = fit_rows(shown, height - len(header) - len(notes) - 4)
+        hidden_older += cut
+        notes = _notes(shown, hidden_queued, hidden_older)
+    parts: list[Any] = [*(Text.from_markup(h) for h in header)]
+    if shown:
+        parts.append(experiments_table(shown))
+    parts += [Text(n, style="red" if " failed: " in n else "dim") for n in notes]
+    return Group(*parts)
+
+
+def status_plain(store: Store, show_all: bool = False) -> str:
+    """The same, for pipes: the header lines, then every shown row tab-separated, full width."""
+    shown, hidden_queued, hidden_older = pick(store.list(order="id"), show_all)
+    now = time.time()
+    cols = ["id", "name", "stage", "backend", "epoch", "val F1", "teacher F1", "server", "rank", "updated"]
+    rows = [[*(_status_cells(e, now)[c] for c in cols), e.error or ""] for e in shown]
+    lines = [plain(h) for h in status_header(store)]
+    lines.append(tsv([c.replace(" ", "_") for c in cols] + ["error"], rows))
+    lines += [n for n in _notes([], hidden_queued, hidden_older)]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- tables of dicts (results, leaderboard)
+
+
+def dict_table(columns: Sequence[str], rows: Sequence[dict], left: Sequence[str] = ("name", "stage", "team")):
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in columns:
+        table.add_column(
+            col,
+            justify="left" if col in left else "right",
+            no_wrap=col not in ("name", "team"),
+            overflow="fold" if col in ("name", "team") else "ellipsis",
+        )
+    for r in rows:
+        table.add_row(*(Text(num(r.get(c))) for c in columns), style=r.get("_style"))
+    return table
+
+
+def print_rows(console: Console, columns: Sequence[str], rows: Sequence[dict]) -> None:
+    """A table on a terminal, tab-separated full values anywhere else."""
+    if console.is_terminal:
+        console.print(dict_table(columns, rows))
+    else:
+        print(tsv(columns, [[r.get(c) for c in columns] for r in rows]))
+
+
+# ---------------------------------------------------------------- one experiment
+
+
+def show_view(exp: Experiment, data: dict, events: list[dict]) -> list[RenderableType]:
+    from datetime import datetime
+
+    from rich.table import Table
+    from rich.text import Text
+
+    parts: list[Any] = [
+        Text(
+            f"{exp.id}: {exp.name}  {exp.stage}  ({exp.backend}, attempt {exp.attempt}, run {exp.run_id})",
+            style="bold",
+        )
+    ]
+    if exp.error:
+        parts.append(Text(f"error: {exp.error}", style="red"))
+    spec = Table(title="spec", show_header=False, title_justify="left")
+    for section, values in data["spec"].items():
+        if isinstance(values, dict):
+            spec.add_row(section, Text(", ".join(f"{k}={v}" for k, v in values.items())))
+        else:
+            spec.add_row(section, Text(str(values)))
+    parts.append(spec)
+    if exp.metrics:
+        m = Table(title="metrics", show_header=False, title_justify="left")
+        for k in ("val_f1", "val_acc", "teacher_probe_f1", "model_mb", "best_epoch", "torch_version"):
+            if k in exp.metrics:
+                value = exp.metrics[k]
+                m.add_row(k, num(value + 1 if k == "best_epoch" else value, 4))  # epochs count from 1
+        parts.append(m)
+    tl = Table(title="timeline", title_justify="left")
+    for col in ("time", "event", "message"):
+        tl.add_column(col)
+    for ev in events:
+        tl.add_row(
+            datetime.fromtimestamp(ev["ts"]).strftime("%m-%d %H:%M:%S"), ev["kind"], Text(ev["message"] or "")
+        )
+    parts.append(tl)
+    if exp.artifacts:
+        parts.append(Text(f"artifacts: {exp.artifacts}"))
+    return parts
+
+
+# ---------------------------------------------------------------- the leaderboard
+
+
+def leaderboard_rows(board, team: str | None, top: int = 20) -> list[dict]:
+    """The first ``top`` rows of a Leaderboard, and ours wherever it is (marked with ``_style``)."""
+    ours = board.find(team)
+    return [
+        {
+            "rank": r.rank,
+            "team": r.team,
+            "score": r.score,
+            "F1": r.f1,
+            "size MB": r.size_mb,
+            "_style": "bold cyan" if r is ours else None,
+        }
+        for i, r in enumerate(board.rows)
+        if i < top or r is ours
+    ]
+
+
+LEADERBOARD_COLUMNS = ("rank", "team", "score", "F1", "size MB")
+
+
+def leaderboard_table(board, team: str | None, top: int = 20):
+    return dict_table(LEADERBOARD_COLUMNS, leaderboard_rows(board, team, top))
