@@ -36,6 +36,8 @@ class Experiment:
     server_attempt: int | None
     server_score: float | None
     server_rank: int | None
+    search: str | None
+    trial: int | None
     created_at: float
     updated_at: float
     next_check_at: float | None
@@ -68,6 +70,8 @@ class Experiment:
             "server_score": self.server_score,
             "server_rank": self.server_rank,
             "server_attempt": self.server_attempt,
+            "search": self.search,
+            "trial": self.trial,
             "progress": self.progress,
             "error": self.error,
             "artifacts": self.artifacts,

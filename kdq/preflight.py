@@ -6,6 +6,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from kdq import runfolder
+from kdq.search import spec as search
 from kdq.spec import SpecError
 
 
@@ -19,11 +20,12 @@ def check_students(specs: list, cache_dir: Path) -> None:
     known: dict = runfolder.read_json(cache_file) or {}
     verdicts: dict[str, str | None] = {}
     problems = []
-    for path, spec in specs:
-        lib = spec.student.library
+    # A search may train any student of its space: every one is checked now.
+    for path, student in ((path, student) for path, spec in specs for student in search.students(spec)):
+        lib = student.library
         if lib == "kdq":
             continue  # the spec itself knows kdq's students
-        key = f"{lib}=={version(lib)}:{spec.student.name}"
+        key = f"{lib}=={version(lib)}:{student.name}"
         if key not in verdicts:
             if key in known:
                 verdicts[key] = known[key]
@@ -31,7 +33,7 @@ def check_students(specs: list, cache_dir: Path) -> None:
                 from kdq.train.students import StudentError, preflight
 
                 try:
-                    preflight(spec.student)
+                    preflight(student)
                     verdicts[key] = None
                 except StudentError as exc:
                     verdicts[key] = str(exc)

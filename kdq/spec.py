@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from kdq.search.spec import SearchSpec
+
 MAX_SWEEP = 256  # a sweep larger than this is almost certainly a typo
 KDQ_STUDENTS = ("tiny_cnn",)  # the models of student.library = "kdq" (kdq.train.students.KDQ_MODELS)
 
@@ -136,6 +138,7 @@ class ExperimentSpec(Section):
     data: DataSpec = DataSpec()
     submit: SubmitSpec = SubmitSpec()
     backend: BackendSpec = BackendSpec()
+    search: SearchSpec | None = Field(None, description="A search over this spec: docs/search.md.")
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentSpec:
@@ -251,6 +254,10 @@ def expand(raw: dict, source: str, overrides: list[tuple[str, Any]] = ()) -> lis
     """Validate one spec document into one spec per point of its sweep (raises ``SpecError``)."""
     raw = copy.deepcopy(raw)
     raw.setdefault("name", Path(source).stem)
+    if "search" in raw:  # a search: its first trials (kdq.search.spec)
+        from kdq.search.spec import expand_search
+
+        return expand_search(raw, source, overrides)
     sweep = raw.pop("sweep", {}) or {}
     problems: list[str] = []
     if not isinstance(sweep, dict):

@@ -36,7 +36,27 @@ read as TOML: `4`, `0.3`, `true`, `"text"`; a bare word is a string).
 """
 
 
+SEARCH_SPACE = """A `[search]` table turns the spec into a search (docs/search.md): Optuna proposes each
+trial from the results so far and stops bad ones early. Each key of `[search.space]` is a dotted field;
+its value is a range `{ low = ..., high = ..., log = true }` (whole numbers for an integer field) or a
+list of choices. Every corner of the space must be a valid spec: it is checked at `kdq enqueue`, with
+every student of the space size-checked, and the first `parallel` trials are queued at once.
+
+```toml
+[search]
+trials = 24
+parallel = 2
+objective = "holdout_f1"
+[search.space]
+"train.lr" = { low = 1e-4, high = 1e-2, log = true }
+"distill.temperature" = { low = 1.0, high = 8.0 }
+"student.name" = ["shufflenet_v2_x0_5", "mobilenetv3_small_100"]
+```"""
+
+
 def _type(annotation) -> str:
+    if typing.get_origin(annotation) is dict:
+        return "table"
     if typing.get_origin(annotation) is typing.Literal:
         return " \\| ".join(f"`{json.dumps(a)}`" for a in typing.get_args(annotation))
     args = typing.get_args(annotation)
@@ -82,12 +102,16 @@ def section(name: str, model: type[BaseModel]) -> str:
     return "\n".join(lines)
 
 
+def _model(annotation) -> type[BaseModel] | None:
+    """The section model of a field: ``Model``, or ``Model | None`` for an optional one (``[search]``)."""
+    for a in (annotation, *typing.get_args(annotation)):
+        if isinstance(a, type) and issubclass(a, BaseModel):
+            return a
+    return None
+
+
 def render() -> str:
-    top = {
-        k: f
-        for k, f in ExperimentSpec.model_fields.items()
-        if not (isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel))
-    }
+    top = {k: f for k, f in ExperimentSpec.model_fields.items() if _model(f.annotation) is None}
     parts = [
         HEADER,
         "## Top level",
@@ -102,7 +126,8 @@ def render() -> str:
     parts.append("")
     for key, field in ExperimentSpec.model_fields.items():
         if key not in top:
-            parts.extend([section(key, field.annotation), ""])
+            parts.extend([section(key, _model(field.annotation)), ""])
+    parts.extend([SEARCH_SPACE, ""])
     return "\n".join(parts)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import sqlite_utils
 
 from kdq import gate
+from kdq import gate
 from kdq.experiment import JSON_FIELDS, Experiment
 from kdq.spec import ExperimentSpec
 from kdq.stages import LIVE, RETRYABLE, Stage, check_move
@@ -108,8 +109,19 @@ def _m2_submission_identity(db: sqlite_utils.Database) -> None:
     db["submissions"].add_column("recorded_at", float)
 
 
+def _m3_search_trials(db: sqlite_utils.Database) -> None:
+    """Which search an experiment is a trial of, and its trial number in the study (kdq.search)."""
+    db["experiments"].add_column("search", str)
+    db["experiments"].add_column("trial", int)
+    db["experiments"].create_index(["search", "trial"], unique=True)
+
+
 # Append only: a migration, once released, is never edited. The schema version is its index + 1.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial, _m2_submission_identity]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _m1_initial,
+    _m2_submission_identity,
+    _m3_search_trials,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -121,6 +133,16 @@ class DuplicateSpec(ValueError):
             for name, eid in dupes
         ]
         super().__init__("\n".join(lines))
+
+
+class DuplicateSearch(DuplicateSpec):
+    def __init__(self, name: str, exp_id: int):
+        self.dupes = [(name, exp_id)]
+        ValueError.__init__(
+            self,
+            f"{name}: a search of this name exists already (experiment {exp_id} is one of its trials); "
+            "give this one another name (`name = ...` or `search.name = ...`)",
+        )
 
 
 class NotFound(KeyError):
@@ -213,11 +235,23 @@ class Store:
     # ------------------------------------------------------------ experiments
 
     def add(
-        self, items: list[tuple[str | None, ExperimentSpec]], *, priority: int = 0, force: bool = False
+        self,
+        items: list[tuple[str | None, ExperimentSpec]],
+        *,
+        priority: int = 0,
+        force: bool = False,
+        columns: dict[str, Any] | None = None,
     ) -> list[int]:
-        """Queue specs as new experiments, all or none. Raises ``DuplicateSpec`` unless ``force``."""
+        """Queue specs as new experiments, all or none. Raises ``DuplicateSpec`` unless ``force``.
+
+        ``columns``: more columns for every row (a search trial's number, set by the worker)."""
         now = time.time()
         with self.transaction() as db:
+            if (columns or {}).get("trial") is None:  # a new search (not a trial the worker adds): a new name
+                for name in {s.search.name for _, s in items if s.search}:
+                    rows = list(db.query("select id from experiments where search = ? limit 1", [name]))
+                    if rows:
+                        raise DuplicateSearch(name, rows[0]["id"])
             if not force:
                 dupes = []
                 for _, spec in items:
@@ -248,6 +282,8 @@ class Store:
                         "created_at": now,
                         "updated_at": now,
                         "next_check_at": now,
+                        "search": spec.search.name if spec.search else None,
+                        **(columns or {}),
                     }
                 )
                 ids.append(table.last_pk)
@@ -309,6 +345,38 @@ class Store:
                     "message": message or f"{src} → {dst}",
                 }
             )
+        return True
+
+    def start_launch(self, exp_id: int, limit: int, message: str = "", **fields: Any) -> bool:
+        """``queued → launching`` only if the launch gate (kdq.gate) lets it through, checked in the same
+        transaction as the move, so two workers never both take the last of ``limit`` slots."""
+        now = time.time()
+        with self.transaction() as db:
+            rows = list(db.query("select backend from experiments where id = ?", [exp_id]))
+            if not rows:
+                return False
+            row = rows[0]
+            queued = [
+                SimpleNamespace(**r)
+                for r in db.query(
+                    "select id, priority, created_at from experiments where backend = ? and stage = ?",
+                    [row["backend"], str(Stage.QUEUED)],
+                )
+            ]
+            [running] = db.query(
+                "select count(*) n from experiments where backend = ? and stage in (?, ?)",
+                [row["backend"], str(Stage.LAUNCHING), str(Stage.TRAINING)],
+            )
+            me = next((q for q in queued if q.id == exp_id), None)
+            if me is None or not gate.may_launch(me, queued, running["n"], limit):
+                return False
+            db.execute(
+                "update experiments set stage = ?, updated_at = ? where id = ? and stage = ?",
+                [str(Stage.LAUNCHING), now, exp_id, str(Stage.QUEUED)],
+            )
+            self._set(db, exp_id, fields)
+            event = {"exp_id": exp_id, "ts": now, "kind": "stage", "stage": str(Stage.LAUNCHING)}
+            db["events"].insert({**event, "message": message})
         return True
 
     def start_launch(self, exp_id: int, limit: int, message: str = "", **fields: Any) -> bool:

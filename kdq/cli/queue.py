@@ -41,7 +41,9 @@ def expand(patterns: list[str]) -> list[str]:
 
 
 def enqueue(
-    files: Annotated[list[str], typer.Argument(help="Spec files (TOML); globs are expanded.")],
+    files: Annotated[
+        list[str], typer.Argument(metavar="SPEC...", help="Spec files (TOML); globs are expanded.")
+    ],
     set_: Annotated[
         list[str], typer.Option("--set", help="Override a field: --set distill.temperature=4")
     ] = [],  # noqa: B006 (typer reads the default)
@@ -65,6 +67,7 @@ def enqueue(
     from kdq.preflight import check_students
     from kdq.spec import SpecError, load_files, parse_overrides
 
+    settings()  # a bad KDQ_* value is the first thing to say
     paths = expand(files)
     try:
         specs = load_files(paths, parse_overrides(set_))

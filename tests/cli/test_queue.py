@@ -95,3 +95,46 @@ def test_submit_refuses_an_unvalidated_experiment(settings, specs):
     kdq("enqueue", specs / "one.toml")
     r = kdq("submit", 1)
     assert r.exit_code == 1 and "only a validated model" in r.stderr
+
+
+def test_a_folder_is_one_line_and_nothing_is_queued(settings, specs):
+    r = runner.invoke(app, ["enqueue", str(specs), str(specs / "one.toml")])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert f"error: {specs} is a folder: pass spec files or a glob, e.g. {specs / '*.toml'}" in r.stderr
+    assert "nothing was queued" in r.stderr
+    assert not settings.db_path.exists() or Store.open(settings).list() == []
+
+
+def test_a_symlink_loop_in_a_glob_is_named_and_the_good_files_are_not_dropped(settings, specs):
+    (specs / "bad.toml").unlink()
+    (specs / "loop.toml").symlink_to(specs / "loop.toml")
+    r = runner.invoke(app, ["enqueue", str(specs / "*.toml")])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert f"{specs / 'loop.toml'}: a symlink that leads nowhere (broken or a loop)" in r.stderr
+    assert "nothing was queued" in r.stderr
+    (specs / "loop.toml").unlink()
+    r = kdq("enqueue", specs / "*.toml", "--json")
+    assert [x["name"] for x in json.loads(r.stdout)][-1] == "sweep[lr=0.01]" and len(
+        json.loads(r.stdout)
+    ) == 4
+
+
+@pytest.mark.parametrize("priority", [str(2**64), str(-(2**63) - 1)])
+def test_a_priority_out_of_range_is_a_usage_error(settings, specs, priority):
+    r = runner.invoke(app, ["enqueue", str(specs / "one.toml"), "--priority", priority])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "--priority" in r.output and "1000000" in r.output
+
+
+def test_cancel_retry_and_submit_take_several_ids_and_json(settings, specs):
+    kdq("enqueue", specs / "sweep.toml")
+    r = kdq("cancel", 1, 2, "--json")
+    assert [(x["id"], x["stage"], x["ok"]) for x in json.loads(r.stdout)] == [
+        (1, "cancelled", True),
+        (2, "cancelled", True),
+    ]
+    r = kdq("retry", 1, 3)
+    assert r.exit_code == 1 and r.stdout.strip() == "1: queued again (attempt 2)"
+    assert "error: 3: experiment 3 is queued" in r.stderr
+    r = kdq("submit", 1, 2, "--json")
+    assert r.exit_code == 1 and [x["ok"] for x in json.loads(r.stdout)] == [False, False]

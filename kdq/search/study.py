@@ -1,0 +1,102 @@
+"""The Optuna side of a search: its study on disk, the sampler, the pruner, the space as distributions,
+and what a finished trial scores.
+
+The study lives in ``$KDQ_HOME/search/<name>.journal``, Optuna's journal file storage (an append-only
+log of operations; docs/search.md says why not its RDB storage on SQLite). Only the worker writes it;
+``kdq search status`` and ``kdq search report`` read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+from kdq.search.spec import Range, SearchSpec, is_int_field
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# Successive halving: a trial goes on past epoch 1, 3, 9, ... only if it is in the best third there.
+MIN_RESOURCE = 1
+REDUCTION_FACTOR = 3
+
+
+def study_path(root: Path, name: str) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:60]
+    return root / "search" / f"{slug}-{hashlib.sha1(name.encode()).hexdigest()[:8]}.journal"
+
+
+def storage(path: Path) -> JournalStorage:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def distributions(search: SearchSpec) -> dict[str, BaseDistribution]:
+    out: dict[str, BaseDistribution] = {}
+    for key, value in search.space.items():
+        if isinstance(value, Range):
+            if is_int_field(key):
+                out[key] = IntDistribution(int(value.low), int(value.high), log=value.log)
+            else:
+                out[key] = FloatDistribution(float(value.low), float(value.high), log=value.log)
+        else:
+            out[key] = CategoricalDistribution(value)
+    return out
+
+
+def sampler(search: SearchSpec) -> optuna.samplers.BaseSampler:
+    # constant_liar: trials still running count as bad guesses, so parallel trials spread out.
+    return optuna.samplers.TPESampler(seed=search.seed, constant_liar=search.parallel > 1)
+
+
+def pruner(search: SearchSpec) -> optuna.pruners.BasePruner:
+    if search.pruner == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=MIN_RESOURCE, reduction_factor=REDUCTION_FACTOR
+    )
+
+
+def open_study(root: Path, search: SearchSpec) -> optuna.Study:
+    """The search's study, created on first use (the worker's call)."""
+    return optuna.create_study(
+        study_name=search.name,
+        storage=storage(study_path(root, search.name)),
+        sampler=sampler(search),
+        pruner=pruner(search),
+        direction="maximize",
+        load_if_exists=True,
+    )
+
+
+def load_study(root: Path, name: str) -> optuna.Study | None:
+    """The study for reading (``kdq search``); ``None`` before the worker has made it."""
+    path = study_path(root, name)
+    if not path.exists():
+        return None
+    return optuna.load_study(study_name=name, storage=storage(path))
+
+
+def first_params(search: SearchSpec, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` trials' parameters, drawn by the search's own sampler in memory (at enqueue).
+
+    The worker hands them to the stored study as enqueued trials, so the study stays the one record."""
+    study = optuna.create_study(sampler=sampler(search), direction="maximize")
+    return [study.ask(distributions(search)).params for _ in range(n)]
+
+
+def objective_value(objective: str, metrics: dict, expected: Any = None) -> float:
+    """What a validated trial scores: its holdout F1 (``val_f1`` for a run without a holdout), or the
+    expected leaderboard score computed by the course side (``expected``)."""
+    if objective == "expected_score":
+        if expected is None:
+            raise ValueError("the expected score is not available for this model")
+        return float(expected)
+    value = metrics.get("holdout_f1")
+    return float(metrics["val_f1"] if value is None else value)

@@ -1,0 +1,107 @@
+"""The [search] table: validated like every spec, all or nothing, its first trials drawn up front."""
+
+import tomllib
+
+import pytest
+
+from kdq.search.spec import corners, params_of, students
+from kdq.spec import SpecError, expand
+
+SEARCH = """
+name = "tiny-search"
+[student]
+library = "kdq"
+name = "tiny_cnn"
+[teacher]
+kind = "none"
+[distill]
+loss = "ce"
+[train]
+epochs = 4
+image_size = 32
+[data]
+dataset = "synth"
+[search]
+trials = 6
+parallel = 2
+[search.space]
+"train.lr" = { low = 1e-4, high = 1e-2, log = true }
+"train.epochs" = { low = 2, high = 6 }
+"distill.label_smoothing" = [0.0, 0.1]
+"""
+
+
+def load(text=SEARCH, **search):
+    raw = tomllib.loads(text)
+    raw["search"].update(search)
+    return expand(raw, "s.toml")
+
+
+def problems(text=SEARCH, **search):
+    with pytest.raises(SpecError) as info:
+        load(text, **search)
+    return "\n".join(info.value.problems)
+
+
+def test_a_search_queues_its_first_parallel_trials_with_points_of_its_space():
+    specs = load()
+    assert [s.name for s in specs] == ["tiny-search#0", "tiny-search#1"]
+    for spec in specs:
+        p = params_of(spec)
+        assert 1e-4 <= p["train.lr"] <= 1e-2 and 2 <= p["train.epochs"] <= 6
+        assert isinstance(p["train.epochs"], int) and p["distill.label_smoothing"] in (0.0, 0.1)
+        assert spec.search.name == "tiny-search" and spec.search.trials == 6
+    assert params_of(specs[0]) != params_of(specs[1])
+    assert params_of(load()[0]) == params_of(specs[0])  # seeded: the same document, the same trials
+
+
+def test_a_space_key_must_be_a_real_field():
+    text = SEARCH.replace('"train.epochs"', '"train.epoch"')
+    assert 'search.space."train.epoch": not a field of the spec; fields at train: epochs' in problems(text)
+    assert "a section, not a field" in problems(SEARCH.replace('"train.epochs"', '"train"'))
+    assert "not a field" in problems(SEARCH.replace('"train.epochs"', '"name"'))
+
+
+def test_ranges_must_make_sense():
+    assert "needs low < high" in problems(SEARCH.replace("low = 2, high = 6", "low = 6, high = 2"))
+    assert "log = true needs low > 0" in problems(SEARCH.replace("low = 1e-4", "low = 0.0"))
+    assert "whole number" in problems(SEARCH.replace("low = 2, high = 6", "low = 2.5, high = 6"))
+    assert "an empty list" in problems(SEARCH.replace("[0.0, 0.1]", "[]"))
+
+
+def test_every_point_of_the_space_must_be_a_valid_spec():
+    text = SEARCH.replace("low = 2, high = 6", "low = 2, high = 5000")
+    found = problems(text)
+    assert "s.toml (search point" in found and "epochs=5000" in found and "train.epochs" in found
+
+
+def test_the_search_table_itself_is_checked():
+    assert "search.trials = 0" in problems(trials=0)
+    assert "search.parallel = 3 is more than search.trials = 2" in problems(trials=2, parallel=3)
+    assert "search.objective" in problems(objective="accuracy")
+    assert "search.pruner" in problems(pruner="hyperband")
+    assert "search.trails: unknown key" in problems(trails=3)
+    raw = tomllib.loads(SEARCH)
+    raw["sweep"] = {"train.seed": [1, 2]}
+    with pytest.raises(SpecError, match=r"\[sweep\] .* or \[search\] .*, not both"):
+        expand(raw, "s.toml")
+
+
+def test_every_student_of_the_space_is_listed_for_the_size_check():
+    text = SEARCH.replace(
+        '"distill.label_smoothing" = [0.0, 0.1]',
+        '"student.library" = ["kdq", "torchvision"]\n"student.name" = ["tiny_cnn", "resnet18"]',
+    )
+    with pytest.raises(SpecError, match="resnet18.*is not a kdq model"):  # kdq + resnet18 is a corner
+        load(text)
+    ok = text.replace('["kdq", "torchvision"]', '["torchvision"]')
+    ok = ok.replace('["tiny_cnn", "resnet18"]', '["resnet18", "mobilenet_v3_small"]')
+    [first, *_] = load(ok)
+    assert sorted(s.name for s in students(first)) == ["mobilenet_v3_small", "resnet18"]
+
+
+def test_corners_are_every_end_of_every_range_in_every_combination():
+    [spec, _] = load()
+    points = corners(spec.search)
+    assert len(points) == 8
+    assert {(p["train.lr"], p["train.epochs"]) for p in points} == {(1e-4, 2), (1e-4, 6), (1e-2, 2), (1e-2, 6)}
