@@ -183,16 +183,23 @@ def leaderboard(
         except CourseError as exc:
             raise _fail(exc) from None
     ours = board.find(team)
+    from kdq.course.size_factor import fit
+
+    factor = fit(board.rows, settings().size_factor, snapshot_at=stored_at)
     if as_json:
         _print_json(
             {
                 **board.model_dump(mode="json"),
                 "ours": ours.model_dump(mode="json") if ours else None,
                 "stored_at": stored_at,
+                "size_factor": factor.as_json(),
             }
         )
         return
     print_rows(console(), LEADERBOARD_COLUMNS, leaderboard_rows(board, team, top))
+    curve = ", ".join(f"{s:g} MiB {v:.3f}" for s, v in factor.table())
+    error = f", fit error {factor.fit_error:.3f}" if factor.fit_error is not None else ""
+    console().print(f"size factor, {factor.method}{error}: {curve}", highlight=False, markup=False)
     if team and ours is None:
         console().print(f"team {team!r} (KDQ_TEAM) is not on the leaderboard yet", highlight=False)
 

@@ -16,7 +16,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.isotonic import IsotonicRegression
 
 DEFAULT_PRIOR = "1:0,25:1"  # linear from 0 points at 1 MiB to 1 point at 25 MiB
 MIN_ROWS = 5  # fewer usable rows than this: the prior
@@ -106,6 +105,8 @@ def fit(
     obs = observations(rows)
     if len(obs) < min_rows or len({s for s, _ in obs}) < 2:
         return assumed(prior, why=f"{len(obs)} leaderboard rows with score, F1 and size; {min_rows} needed")
+    from sklearn.isotonic import IsotonicRegression  # only here: settings validation imports this module
+
     x, y = np.array(obs).T
     iso = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(x, y)
     knots = tuple((float(a), float(b)) for a, b in zip(iso.X_thresholds_, iso.y_thresholds_))

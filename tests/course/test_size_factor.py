@@ -64,3 +64,49 @@ def test_as_json_gives_points_and_method():
     assert data["method"].startswith("assumed") and data["assumed"] is True
     assert {"size_mib": 25.0, "points": 1.0} not in data["points"]
     assert {"size_mib": 1.0, "points": 0.0} in data["points"]
+
+
+def test_kdq_leaderboard_json_reports_the_stand_ins_hidden_factor(make_server, token, home, monkeypatch):
+    """30 teams on a stand-in whose scores hide a capped size term: the fit is within 0.05 points."""
+    import json
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    import structlog
+    from typer.testing import CliRunner
+
+    from kdq.cli.main import app
+    from kdq.course.fake_server.course import Submission
+
+    srv = make_server(size_curve="capped", size_factor=1.0)
+    rng = np.random.default_rng(1)
+    for i, (size, f1) in enumerate(zip(rng.uniform(0.8, 24.0, 30), rng.uniform(0.4, 0.9, 30))):
+        sub = Submission(
+            f"team {i}", 1, "m.pt", Path("m.pt"), round(size, 4), datetime.now(UTC), "successful"
+        )
+        sub.f1, sub.score = f1, round(10 * f1 - srv.course.size_term(sub.size_mb), 4)
+        srv.course.submissions.append(sub)
+    monkeypatch.setenv("KDQ_SERVER_URL", srv.url)
+    monkeypatch.setenv("KDQ_TOKEN", token)
+    result = CliRunner().invoke(app, ["leaderboard", "--json"])
+    structlog.reset_defaults()
+    assert result.exit_code == 0, result.output
+    factor = json.loads(result.stdout)["size_factor"]
+    assert factor["method"] == "fitted (isotonic, 30 rows)" and not factor["assumed"]
+    at = {p["size_mib"]: p["points"] for p in factor["points"]}
+    for size in (2.0, 10.0, 20.0):
+        assert abs(at[size] - srv.course.size_term(size)) < 0.05, (size, at[size])
+    table = CliRunner().invoke(app, ["leaderboard"])
+    structlog.reset_defaults()
+    assert "size factor, fitted (isotonic, 30 rows)" in table.stdout and "10 MiB 0.4" in table.stdout
+
+
+def test_the_settings_default_is_the_prior_and_a_bad_one_is_one_line(home, monkeypatch):
+    from kdq.settings import SettingsError, get_settings
+
+    assert get_settings().size_factor == DEFAULT_PRIOR
+    monkeypatch.setenv("KDQ_SIZE_FACTOR", "1-0")
+    with pytest.raises(
+        SettingsError, match=r"^bad setting in .*KDQ_SIZE_FACTOR='1-0': '1-0' is not MiB:points"
+    ):
+        get_settings()

@@ -1,0 +1,165 @@
+"""What the policy needs to play for the score, read from the ledger, the store and the settings.
+
+The scheduler calls these each tick, then hands the results to the pure ``policy.plan``; the CLI and
+the report call ``outlook`` and ``expected_of`` to show the same numbers. Nothing here calls the server.
+
+    factor, calibration = outlook(store, settings)
+    expected_of(exp, factor, calibration)         # Expected, or None before validation
+    plan(..., **inputs(store, ledger, settings, interval_s, now))
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from kdq.course.expected import Calibration, Deadline, Expected, expected_score
+from kdq.course.policy import CONFIDENCE, Candidate, Graded, Live
+from kdq.course.size_factor import DEFAULT_PRIOR, SizeFactor, fit
+from kdq.experiment import Experiment
+from kdq.stages import Stage
+
+VALIDATED = {Stage.READY, Stage.SUBMITTING, Stage.EVALUATING, Stage.DONE, Stage.SKIPPED}
+
+
+def local_f1(metrics: dict | None) -> tuple[float | None, tuple[float, float] | None, bool]:
+    """(F1, its 90% interval, whether it is the holdout's): ``holdout_f1`` when the run has one."""
+    m = metrics or {}
+    if m.get("holdout_f1") is not None:
+        ci = m.get("holdout_f1_ci")
+        return float(m["holdout_f1"]), (float(ci[0]), float(ci[1])) if ci else None, True
+    return (None if m.get("val_f1") is None else float(m["val_f1"])), None, False
+
+
+def candidate(exp: Experiment) -> Candidate:
+    f1, ci, holdout = local_f1(exp.metrics)
+    return Candidate(
+        exp.id,
+        f1,
+        exp.spec.submit.policy,
+        bool(exp.submit_requested),
+        (exp.metrics or {}).get("model_mb"),
+        ci=ci,
+        holdout=holdout,
+    )
+
+
+def expected_of(exp: Experiment, factor: SizeFactor, calibration: Calibration) -> Expected | None:
+    f1, ci, holdout = local_f1(exp.metrics)
+    size = (exp.metrics or {}).get("model_mb")
+    if f1 is None or size is None:
+        return None
+    return expected_score(f1, ci, size, factor, calibration, holdout=holdout)
+
+
+# ---------------------------------------------------------------- from the ledger
+
+
+def size_factor(ledger, settings) -> SizeFactor:
+    """Fitted from the latest leaderboard snapshot, else the prior ``KDQ_SIZE_FACTOR``."""
+    prior = getattr(settings, "size_factor", DEFAULT_PRIOR)
+    latest = ledger.latest_board()
+    if latest is None:
+        return fit([], prior)
+    ts, rows = latest
+    return fit(rows, prior, snapshot_at=ts)
+
+
+def calibration(store, ledger, factor: SizeFactor) -> Calibration:
+    """(our local F1, the server's F1) for each graded submission of ours; the server's F1 is its score
+    plus the size factor at its size, over 10 (the leaderboard's F1 column, where it shows one)."""
+    pairs = []
+    for row in ledger.graded():
+        exp = store.get(row["exp_id"])
+        f1, _, _ = local_f1(exp.metrics)
+        size = row["model_size"] if row["model_size"] is not None else (exp.metrics or {}).get("model_mb")
+        if f1 is not None and size is not None and row["score"] is not None:
+            pairs.append((f1, (row["score"] + factor(size)) / 10))
+    return Calibration(tuple(pairs))
+
+
+def grading_delay(store, ledger) -> float | None:
+    """The longest time seen from an upload of ours to its grade being known."""
+    delays = []
+    for row in ledger.graded():
+        if row["posted_at"] is None:
+            continue
+        graded = [
+            e["ts"]
+            for e in store.events(row["exp_id"])
+            if e["stage"] == str(Stage.DONE) and e["ts"] >= row["posted_at"]
+        ]
+        if graded:
+            delays.append(min(graded) - row["posted_at"])
+    return max(delays, default=None)
+
+
+def deadline(settings, store, ledger, interval_s: float) -> Deadline | None:
+    when: datetime | None = getattr(settings, "deadline", None)
+    if when is None:
+        return None
+    seen = grading_delay(store, ledger)
+    return Deadline(
+        at=when.timestamp(), interval_s=interval_s, grading_s=interval_s if seen is None else seen
+    )
+
+
+def graded(ledger) -> tuple[Graded, ...]:
+    return tuple(
+        Graded(r["exp_id"], r["attempt"], r["score"])
+        for r in ledger.graded()
+        if r["attempt"] is not None and r["score"] is not None
+    )
+
+
+def best_known(store, factor: SizeFactor, cal: Calibration) -> float | None:
+    """The highest expected score of every model validated so far."""
+    scores = [e.score for exp in store.list(VALIDATED) if (e := expected_of(exp, factor, cal)) is not None]
+    return max(scores, default=None)
+
+
+def live_details(store, ledger, live: Live | None, team: str | None) -> Live | None:
+    """The live submission with what the policy compares against: ours, its local F1, interval, size
+    and server score; made outside kdq, its row of the latest leaderboard snapshot."""
+    if live is None:
+        return None
+    if live.exp_id is not None:
+        exp = store.get(live.exp_id)
+        f1, ci, holdout = local_f1(exp.metrics)
+        score = next((g.score for g in graded(ledger) if g.attempt == live.attempt), None)
+        size = (exp.metrics or {}).get("model_mb")
+        return replace(live, val_f1=f1, ci=ci, holdout=holdout, size_mb=size, score=score)
+    latest = ledger.latest_board()
+    want = " ".join((team or "").split()).casefold()
+    row = next(
+        (r for r in (latest[1] if latest else []) if want and " ".join(r["team"].split()).casefold() == want),
+        None,
+    )
+    if row is None:
+        return live
+    return replace(
+        live, score=row.get("score"), val_f1=row.get("f1", live.val_f1), size_mb=row.get("size_mb")
+    )
+
+
+def outlook(store, settings) -> tuple[SizeFactor, Calibration]:
+    """The size factor and the calibration as the ledger knows them now (no network call)."""
+    from kdq.course.ledger import Ledger
+
+    ledger = Ledger(store)
+    factor = size_factor(ledger, settings)
+    return factor, calibration(store, ledger, factor)
+
+
+def inputs(store, ledger, settings, interval_s: float) -> dict:
+    """``plan``'s keyword arguments for playing the score."""
+    factor = size_factor(ledger, settings)
+    cal = calibration(store, ledger, factor)
+    return {
+        "factor": factor,
+        "calibration": cal,
+        "confidence": getattr(settings, "submit_confidence", CONFIDENCE),
+        "deadline": deadline(settings, store, ledger, interval_s),
+        "best_known": best_known(store, factor, cal),
+        "graded": graded(ledger),
+    }
