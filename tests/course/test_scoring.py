@@ -1,0 +1,114 @@
+"""The policy's inputs read from the ledger: size factor, calibration, grading delay, deadline, live."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from kdq.course import scoring
+from kdq.course.ledger import Ledger
+from kdq.course.models import Leaderboard, LeaderboardRow
+from kdq.course.policy import Live
+from kdq.spec import ExperimentSpec
+from kdq.stages import Stage
+
+PATH = [Stage.LAUNCHING, Stage.TRAINING, Stage.FETCHING, Stage.VALIDATING, Stage.READY]
+
+
+def validated(store, metrics: dict) -> int:
+    [i] = store.add([(None, ExperimentSpec(name=f"e{len(store.list())}"))], force=True)
+    stage = Stage.QUEUED
+    for nxt in PATH:
+        fields = (
+            {"artifacts": "/nowhere", "val_f1": metrics["val_f1"], "metrics": metrics}
+            if nxt is Stage.READY
+            else {}
+        )
+        assert store.move(i, stage, nxt, **fields)
+        stage = nxt
+    return i
+
+
+def graded(store, ledger, exp_id: int, attempt: int, score: float, size: float, posted: float, done: float):
+    store.move(exp_id, Stage.READY, Stage.SUBMITTING, "submitting")
+    store.move(exp_id, Stage.SUBMITTING, Stage.EVALUATING, "submitted")
+    sub = ledger.open_submission(exp_id)
+    ledger.update_submission(
+        sub, state="successful", attempt=attempt, score=score, model_size=size, posted_at=posted
+    )
+    store.db["events"].insert(
+        {"exp_id": exp_id, "ts": done, "kind": "stage", "stage": "done", "message": "graded"}
+    )
+    store.move(exp_id, Stage.EVALUATING, Stage.DONE, "graded")
+
+
+HOLDOUT = {"val_f1": 0.9, "holdout_f1": 0.80, "holdout_f1_ci": [0.78, 0.82], "model_mb": 13.0}
+
+
+def test_local_f1_is_the_holdout_when_there_is_one_else_val_f1():
+    assert scoring.local_f1(HOLDOUT) == (0.80, (0.78, 0.82), True)
+    assert scoring.local_f1({"val_f1": 0.7}) == (0.7, None, False)
+    assert scoring.local_f1(None) == (None, None, False)
+
+
+def test_expected_of_an_experiment_uses_the_holdout_and_says_no_holdout_otherwise(store, settings):
+    factor, cal = scoring.outlook(store, settings)
+    assert factor.assumed and not cal.active
+    e = scoring.expected_of(store.get(validated(store, HOLDOUT)), factor, cal)
+    assert e.text() == "7.500 [7.300, 7.700]"  # 8.0 - 0.5 for 13 MiB under the prior
+    old = scoring.expected_of(store.get(validated(store, {"val_f1": 0.7, "model_mb": 1.0})), factor, cal)
+    assert old.text() == "7.000 (no holdout)"
+
+
+def test_the_size_factor_comes_from_the_latest_snapshot(store, settings):
+    ledger = Ledger(store, clock=lambda: 500.0)
+    rows = [
+        LeaderboardRow(team=f"t{i}", f1=0.8, score=8.0 - 0.05 * s, size_mb=s)
+        for i, s in enumerate(range(1, 9))
+    ]
+    ledger.save_board(Leaderboard(columns=[], rows=rows), None)
+    factor = scoring.size_factor(ledger, settings)
+    assert factor.method == "fitted (isotonic, 8 rows)" and factor.snapshot_at == 500.0
+    assert factor(4.0) == pytest.approx(0.2)
+
+
+def test_calibration_and_grading_delay_from_our_graded_submissions(store, settings):
+    ledger = Ledger(store)
+    a = validated(store, {"val_f1": 0.9, "holdout_f1": 0.80, "model_mb": 1.0})
+    b = validated(store, {"val_f1": 0.9, "holdout_f1": 0.70, "model_mb": 1.0})
+    graded(store, ledger, a, 1, 7.7, 1.0, posted=100.0, done=160.0)
+    assert not scoring.calibration(store, ledger, scoring.size_factor(ledger, settings)).active
+    graded(store, ledger, b, 2, 6.9, 1.0, posted=1000.0, done=1240.0)
+    cal = scoring.calibration(store, ledger, scoring.size_factor(ledger, settings))
+    assert cal.active and cal.pairs == ((0.80, pytest.approx(0.77)), (0.70, pytest.approx(0.69)))
+    assert cal.offset == pytest.approx(-0.02)
+    assert scoring.grading_delay(store, ledger) == 240.0
+    assert [(g.exp_id, g.score) for g in scoring.graded(ledger)] == [(a, 7.7), (b, 6.9)]
+
+
+def test_the_deadline_is_eastern_with_the_grading_delay_seen(store, settings, monkeypatch):
+    ledger = Ledger(store)
+    assert scoring.inputs(store, ledger, settings, 900.0)["deadline"] is None
+    monkeypatch.setenv("KDQ_DEADLINE", "2026-12-05 23:59")
+    from kdq.settings import Settings
+
+    d = scoring.inputs(store, ledger, Settings(), 900.0)["deadline"]
+    assert datetime.fromtimestamp(d.at, UTC) == datetime(2026, 12, 6, 4, 59, tzinfo=UTC)  # EST is UTC-5
+    assert d.grading_s == 900.0  # nothing graded yet: assume a whole window
+
+
+def test_live_details_ours_and_outside(store, settings):
+    ledger = Ledger(store)
+    a = validated(store, HOLDOUT)
+    graded(store, ledger, a, 3, 7.4, 13.0, posted=1.0, done=2.0)
+    ours = scoring.live_details(store, ledger, Live(attempt=3, state="successful", exp_id=a), "Team Rocket")
+    assert (ours.val_f1, ours.ci, ours.holdout, ours.size_mb, ours.score) == (
+        0.80,
+        (0.78, 0.82),
+        True,
+        13.0,
+        7.4,
+    )
+    row = LeaderboardRow(team="Team  Rocket ", f1=0.81, score=7.95, size_mb=2.5)
+    ledger.save_board(Leaderboard(columns=[], rows=[row]), row)
+    outside = scoring.live_details(store, ledger, Live(attempt=4, state="successful"), "team rocket")
+    assert (outside.score, outside.val_f1, outside.size_mb) == (7.95, 0.81, 2.5)
