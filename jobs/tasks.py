@@ -30,6 +30,7 @@ huey = make_huey(settings)
 log = get_logger("kdq.worker")
 REDRIVE_GRACE_S = 30.0
 SUBMISSIONS_LOCK = "submissions"
+SEARCH_LOCK = "searches"
 
 
 def lock_name(exp_id: int) -> str:
@@ -47,10 +48,13 @@ def advance(exp_id: int) -> None:
             ctx = context()
             try:
                 delay = steps.run_until_wait(ctx, exp_id)
+                search_trial = ctx.store.get(exp_id).search is not None
             finally:
                 ctx.store.close()
     except TaskLockedException:
         return  # another task is on this experiment right now; it reschedules itself
+    if search_trial:
+        searches()  # a trial moved on: report its epoch, tell its end, ask for the next one
     if delay is None:
         submissions()  # it may have become ready: the scheduler decides
     else:
@@ -69,6 +73,24 @@ def submissions() -> None:
         return
     if delay is not None:
         raise RetryTask(delay=delay)
+
+
+@huey.task()
+def searches() -> None:
+    """Every search, one tick at once: tell, prune, ask for the next trials (kdq.search.driver)."""
+    from kdq.search import driver
+
+    try:
+        with huey.lock_task(SEARCH_LOCK):
+            ctx = context()
+            try:
+                ids = driver.tick(ctx)
+            finally:
+                ctx.store.close()
+    except TaskLockedException:
+        return
+    for exp_id in ids:
+        advance(exp_id)
 
 
 def scheduler_has_work(store: Store) -> bool:
@@ -91,6 +113,7 @@ def reconcile() -> None:
     with Store.open(settings) as store:
         if scheduler_has_work(store):
             submissions()  # a lost scheduler task costs a minute at most; an extra tick is harmless
+    searches()  # trials are re-driven like experiments; a search also asks for its next ones here
 
 
 def nudge(ids: list[int], to=None, scheduler: bool = False) -> None:

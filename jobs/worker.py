@@ -51,7 +51,7 @@ def run() -> None:
     with Store.open(settings) as store:
         names = [tasks.lock_name(e.id) for e in store.list()]
     # A worker killed inside a task leaves its lock behind; lock names are per experiment, so name them all.
-    flushed = tasks.huey.flush_locks(*names, tasks.SUBMISSIONS_LOCK)
+    flushed = tasks.huey.flush_locks(*names, tasks.SUBMISSIONS_LOCK, tasks.SEARCH_LOCK)
     if flushed:
         log.info("cleared locks left by a previous worker", locks=sorted(flushed))
     stop = threading.Event()
@@ -61,6 +61,7 @@ def run() -> None:
     beat.start()
     ids = tasks.redrive(grace_s=-1e9)  # at start, look at every live experiment once
     tasks.submissions()  # and let the scheduler look at the server
+    tasks.searches()  # and let every search catch up with what ended while no worker ran
     log.info("worker started", home=str(settings.root), live=len(ids), threads=settings.worker_threads)
     consumer = tasks.huey.create_consumer(
         workers=settings.worker_threads,

@@ -104,4 +104,9 @@ def test_corners_are_every_end_of_every_range_in_every_combination():
     [spec, _] = load()
     points = corners(spec.search)
     assert len(points) == 8
-    assert {(p["train.lr"], p["train.epochs"]) for p in points} == {(1e-4, 2), (1e-4, 6), (1e-2, 2), (1e-2, 6)}
+    assert {(p["train.lr"], p["train.epochs"]) for p in points} == {
+        (1e-4, 2),
+        (1e-4, 6),
+        (1e-2, 2),
+        (1e-2, 6),
+    }

@@ -1,0 +1,195 @@
+"""The worker's search tick, driven directly with a scripted backend: adopt, report, prune, tell, ask."""
+
+import tomllib
+
+import pytest
+from optuna.trial import TrialState
+
+from kdq import runfolder, steps
+from kdq.backends import RunStatus
+from kdq.search import driver
+from kdq.search import study as studies
+from kdq.search.spec import params_of
+from kdq.spec import expand
+from kdq.stages import LIVE, Stage
+
+SEARCH = """
+name = "s"
+[student]
+library = "kdq"
+name = "tiny_cnn"
+[teacher]
+kind = "none"
+[distill]
+loss = "ce"
+[train]
+epochs = 9
+image_size = 32
+[data]
+dataset = "synth"
+[submit]
+policy = "never"
+[search]
+trials = {trials}
+parallel = 2
+pruner = "{pruner}"
+[search.space]
+"train.lr" = {{ low = 1e-4, high = 1e-1, log = true }}
+"""
+
+
+def curve(lr: float, epoch: int) -> float:
+    """A made-up validation F1: best near lr = 1e-2, rising with epochs."""
+    import math
+
+    return max(0.0, 0.9 - 0.15 * abs(math.log10(lr) + 2)) * (1 - 0.5 / (epoch + 1))
+
+
+class ScriptedBackend:
+    """Trainings whose validation F1 follows `curve`; one epoch per poll. Records overlap and cancels."""
+
+    def __init__(self, fail=()):
+        self.runs, self.cancelled, self.most, self.fail = {}, [], 0, set(fail)
+
+    def launch(self, run_id, spec):
+        self.runs[run_id] = {"spec": spec, "epoch": 0}
+        self.most = max(self.most, sum(1 for r in self.runs.values() if not r.get("over")))
+        return {"run_id": run_id}
+
+    def poll(self, handle):
+        run = self.runs[handle["run_id"]]
+        if run.get("over"):
+            return RunStatus("failed", {}, "cancelled")
+        spec = run["spec"]
+        if spec.name in self.fail:
+            run["over"] = True
+            return RunStatus("failed", {}, "boom")
+        run["epoch"] += 1
+        progress = {"epoch": run["epoch"], "epochs": spec.train.epochs, "phase": "training"}
+        progress["val_f1"] = curve(spec.train.lr, run["epoch"])
+        if run["epoch"] < spec.train.epochs:
+            return RunStatus("running", progress)
+        run["over"] = True
+        return RunStatus("succeeded", {**progress, "phase": "done"})
+
+    def fetch(self, handle, dest):
+        run = self.runs[handle["run_id"]]
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / runfolder.MODEL).write_bytes(b"model")
+        f1 = curve(run["spec"].train.lr, run["epoch"])
+        runfolder.write_json(dest / runfolder.METRICS, {"val_f1": f1, "holdout_f1": f1 - 0.01})
+
+    def cancel(self, handle):
+        self.cancelled.append(handle["run_id"])
+        self.runs[handle["run_id"]]["over"] = True
+
+
+@pytest.fixture
+def ctx(settings, store, monkeypatch):
+    import kdq.verify
+
+    monkeypatch.setattr(kdq.verify, "verify_file", lambda path: {"output_shape": [1, 10]})
+    settings.local_max_running = 2
+    backend = ScriptedBackend()
+    return steps.Context(settings=settings, store=store, backend_factory=lambda kind, s: backend)
+
+
+def enqueue(store, trials=6, pruner="none"):
+    specs = expand(tomllib.loads(SEARCH.format(trials=trials, pruner=pruner)), "s.toml")
+    return store.add([("s.toml", s) for s in specs])
+
+
+def run_search(ctx, rounds=400):
+    """Advance every live experiment and tick, as the worker would, until nothing is left to do."""
+    most_live = 0
+    for _ in range(rounds):
+        for exp in ctx.store.live():
+            steps.advance(ctx, exp.id)
+        driver.tick(ctx)
+        most_live = max(most_live, len(ctx.store.live()))
+        if not ctx.store.live():
+            return most_live
+    raise AssertionError("the search did not finish")
+
+
+def study_of(ctx):
+    [first, *_] = ctx.store.list()
+    return studies.open_study(ctx.settings.root, first.spec.search)
+
+
+def test_a_search_runs_its_trials_to_the_total_two_at_a_time(ctx):
+    ids = enqueue(ctx.store, trials=6)
+    assert len(ids) == 2 and all(ctx.store.get(i).trial is None for i in ids)
+    most_live = run_search(ctx)
+    exps = ctx.store.list()
+    assert len(exps) == 6 and most_live <= 2 and ctx.backend("local").most <= 2
+    assert sorted(e.trial for e in exps) == list(range(6))
+    assert [e.name for e in sorted(exps, key=lambda e: e.trial)] == [f"s#{n}" for n in range(6)]
+    trials = study_of(ctx).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
+    for e in exps:  # each study trial is its experiment: same parameters, value = the holdout F1
+        t = trials[e.trial]
+        assert t.params == params_of(e.spec) and t.value == pytest.approx(e.metrics["holdout_f1"])
+    assert [t.params for t in trials[:2]] == [params_of(ctx.store.get(i).spec) for i in ids]
+
+
+def test_successive_halving_prunes_bad_trials_and_cancels_their_runs(ctx):
+    enqueue(ctx.store, trials=12, pruner="successive_halving")
+    run_search(ctx)
+    exps = ctx.store.list()
+    pruned = [e for e in exps if e.stage is Stage.PRUNED]
+    assert len(exps) == 12 and pruned and len(pruned) < 12
+    backend = ctx.backend("local")
+    assert sorted(backend.cancelled) == sorted(e.run_id for e in pruned)
+    trials = study_of(ctx).get_trials()
+    assert {trials[e.trial].state for e in pruned} == {TrialState.PRUNED}
+    assert all(
+        "pruned by successive_halving at epoch" in ctx.store.events(e.id)[-1]["message"] for e in pruned
+    )
+    epochs = sum((e.progress or {}).get("epoch", 0) for e in exps)
+    assert epochs < 12 * 9
+
+
+def test_a_worker_killed_between_ask_and_row_loses_no_trial_and_makes_none_twice(ctx):
+    enqueue(ctx.store, trials=4)
+    study = study_of(ctx)
+    study.enqueue_trial(params_of(ctx.store.list()[0].spec), user_attrs={driver.EXP_ATTR: 1})
+    study.ask()  # adopted in the study, the row never numbered (killed right here)
+    orphan = study.ask(studies.distributions(ctx.store.list()[0].spec.search))  # asked, no row written
+    driver.tick(ctx)
+    exps = ctx.store.list()
+    assert sorted(e.trial for e in exps if e.trial is not None) == [0, 1, 2]
+    assert ctx.store.get(1).trial == 0
+    assert [e for e in exps if e.trial == orphan.number][0].spec.train.lr == orphan.params["train.lr"]
+    run_search(ctx)
+    assert sorted(e.trial for e in ctx.store.list()) == [0, 1, 2, 3]
+    assert len(study_of(ctx).get_trials()) == 4
+
+
+def test_failed_trials_count_toward_the_total(ctx):
+    ctx.backend("local").fail = {"s#0", "s#1"}
+    enqueue(ctx.store, trials=3)
+    run_search(ctx)
+    states = [t.state for t in study_of(ctx).get_trials()]
+    assert states.count(TrialState.FAIL) == 2 and len(states) == 3
+
+
+def test_a_spent_gpu_budget_stops_new_trials(ctx, monkeypatch):
+    raw = tomllib.loads(SEARCH.format(trials=6, pruner="none"))
+    raw["search"]["gpu_hours"] = 0.5
+    ctx.store.add([("s.toml", s) for s in expand(raw, "s.toml")])
+    monkeypatch.setattr(driver, "training_seconds", lambda events, now: 3600.0)
+    run_search(ctx)
+    assert len(ctx.store.list()) == 2 and not any(e.stage in LIVE for e in ctx.store.list())
+
+
+def test_training_seconds_add_up_every_stay_in_training():
+    events = [
+        {"kind": "stage", "stage": "launching", "ts": 0},
+        {"kind": "stage", "stage": "training", "ts": 10},
+        {"kind": "transient", "stage": None, "ts": 20},
+        {"kind": "stage", "stage": "failed", "ts": 40},
+        {"kind": "stage", "stage": "queued", "ts": 50},
+        {"kind": "stage", "stage": "training", "ts": 60},
+    ]
+    assert driver.training_seconds(events, now=100) == 30 + 40
