@@ -19,20 +19,28 @@ import copy
 import hashlib
 import itertools
 import json
+import math
+import os
+import stat
 import tomllib
+import unicodedata
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kdq.search.spec import SearchSpec
 
 MAX_SWEEP = 256  # a sweep larger than this is almost certainly a typo
+MAX_SPEC_BYTES = 1 << 20  # a spec file is a few hundred bytes; more is the wrong file
+MAX_SEED = 2**32 - 1  # every random generator kdq seeds takes this range
+SHOWN_CHARS = 80  # a value quoted in an error is cut to this
 KDQ_STUDENTS = ("tiny_cnn",)  # the models of student.library = "kdq" (kdq.train.students.KDQ_MODELS)
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `true` is not a number and "4" is not 4; every float finite (inf and nan crash later)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class StudentSpec(Section):
@@ -94,9 +102,11 @@ class TrainSpec(Section):
     weight_decay: float = Field(0.05, ge=0, le=1)
     warmup_epochs: float = Field(1.0, ge=0)
     ema_decay: float | None = Field(None, gt=0, lt=1, description="EMA of weights; none: off.")
-    patience: int | None = Field(10, ge=1, description="Early stop after this many epochs without gain.")
+    patience: int | None = Field(
+        10, ge=1, le=1000, description="Early stop after this many epochs without gain."
+    )
     image_size: int = Field(224, ge=32, le=512, description="Student input size (the grader uses 224).")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     tune_bias: bool = Field(False, description="Tune a per-class logit bias on validation for macro-F1.")
     tta_flip: bool = Field(False, description="Average with the horizontal flip inside the exported model.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -111,15 +121,18 @@ class DataSpec(Section):
     holdout_fraction: float = Field(
         0.08, ge=0, lt=1, description="Untouched split for an honest F1 estimate (never used to train)."
     )
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0, le=MAX_SEED)
     decode_size: int = Field(256, ge=32, le=1024, description="Images are decoded once at this size.")
-    limit_per_class: int | None = Field(None, ge=1, description="Use at most this many images per class.")
+    limit_per_class: int | None = Field(
+        None, ge=1, le=10**9, description="Use at most this many images per class."
+    )
 
 
 class SubmitSpec(Section):
     policy: Literal["if_better", "always", "never", "manual"] = Field(
         "if_better",
-        description="`if_better`: submit only if better than the live submission; `manual`: wait for `kdq submit`.",
+        description="`if_better`: submit only if better than the live submission; "
+        "`manual`: wait for `kdq submit`.",
     )
 
 
@@ -131,6 +144,16 @@ class BackendSpec(Section):
 
 class ExperimentSpec(Section):
     name: str = Field(..., min_length=1, max_length=200)
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, name: str) -> str:
+        """Control characters (terminal escape codes among them) would reach every table: drop them."""
+        clean = "".join(ch for ch in name if not unicodedata.category(ch).startswith("C")).strip()
+        if not clean:
+            raise ValueError("name: has no printable character; give the experiment a readable name")
+        return clean
+
     student: StudentSpec = StudentSpec()
     teacher: TeacherSpec = TeacherSpec()
     distill: DistillSpec = DistillSpec()
@@ -196,7 +219,7 @@ def _section_model(loc: tuple) -> type[BaseModel]:
 
 def _describe(source: str, err: dict, raw: dict) -> str:
     loc = tuple(p for p in err["loc"])
-    field = ".".join(str(p) for p in loc) or "(spec)"
+    field = _cut(".".join(str(p) for p in loc) or "(spec)")
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         allowed = _allowed(ExperimentSpec, loc)
@@ -204,21 +227,39 @@ def _describe(source: str, err: dict, raw: dict) -> str:
         return f"{source}: {field}: unknown key. Allowed at {section}: {allowed}"
     if err["type"] == "missing":
         return f"{source}: {field}: missing. Add `{loc[-1]} = ...`"
-    value = err.get("input")
-    shown = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+    shown = _shown(err.get("input"))
     if err["type"] == "value_error":  # a validator of ours: its message names the fields already
         return f"{source}: {msg.removeprefix('Value error, ')}"
     if err["type"] == "model_type":
         allowed = ", ".join(_section_model(loc).model_fields)
         return f"{source}: {field} = {shown}: must be a table, e.g. [{field}] with keys {allowed}"
+    if err["type"] in ("int_type", "float_type") and isinstance(err.get("input"), bool):
+        msg += " (true and false are not numbers)"
     return f"{source}: {field} = {shown}: {msg}"
+
+
+def _shown(value: Any) -> str:
+    """A value as the spec file wrote it (TOML spelling), cut to ``SHOWN_CHARS``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        text = "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"
+    elif isinstance(value, (str, int, float, bool, type(None))):
+        text = json.dumps(value)
+    else:
+        text = repr(value)
+    return _cut(text)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= SHOWN_CHARS else f"{text[: SHOWN_CHARS - 20]}… ({len(text):,} characters)"
 
 
 # ---------------------------------------------------------------- overrides and sweeps
 
 
 def parse_value(text: str) -> Any:
-    """A ``--set`` value as TOML would read it (``4``, ``0.3``, ``true``, ``[1, 2]``, ``"x"``); bare words are strings."""
+    """A ``--set`` value as TOML would read it (``4``, ``0.3``, ``true``, ``[1, 2]``, ``"x"``).
+
+    Bare words are strings."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -246,6 +287,17 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
+def _repeated(values: list) -> list:
+    """Values that occur more than once (1 and 1.0 and true are different values in a spec)."""
+    seen, out = set(), []
+    for v in values:
+        key = (type(v).__name__, json.dumps(v, sort_keys=True, default=str))
+        if key in seen:
+            out.append(v)
+        seen.add(key)
+    return out
+
+
 def _sweep_suffix(combo: dict[str, Any]) -> str:
     return ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in combo.items())
 
@@ -264,7 +316,12 @@ def expand(raw: dict, source: str, overrides: list[tuple[str, Any]] = ()) -> lis
         raise SpecError([f"{source}: sweep: must be a table of dotted keys to lists"])
     for key, values in sweep.items():
         if not isinstance(values, list) or not values:
-            problems.append(f'{source}: sweep.{key}: must be a non-empty list, e.g. "{key}" = [1, 2]')
+            problems.append(f'{source}: sweep.{_cut(key)}: must be a non-empty list, e.g. "{key}" = [1, 2]')
+        elif repeated := _repeated(values):
+            problems.append(
+                f"{source}: sweep.{_cut(key)}: the value {_shown(repeated[0])} appears twice; "
+                "each point of a sweep must differ"
+            )
     total = 1
     for values in sweep.values():
         total *= len(values) if isinstance(values, list) else 1
@@ -304,16 +361,49 @@ def expand(raw: dict, source: str, overrides: list[tuple[str, Any]] = ()) -> lis
     return specs
 
 
+def read_spec_text(path: Path) -> str:
+    """The text of a spec file: a regular file (a pipe or a device would hang or never end), UTF-8,
+    at most ``MAX_SPEC_BYTES``, a byte-order mark dropped. Raises ``SpecError``."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise SpecError([f"{path}: no such file"]) from None
+    except OSError as exc:
+        raise SpecError([f"{path}: cannot be read ({exc.strerror or exc})"]) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise SpecError(
+            [f"{path}: is a folder, not a spec file; name the .toml files (or a glob: {path}/*.toml)"]
+        )
+    if not stat.S_ISREG(info.st_mode):
+        raise SpecError([f"{path}: not a regular file (a pipe or a device?); give a .toml spec file"])
+    if info.st_size > MAX_SPEC_BYTES:
+        raise SpecError(
+            [f"{path}: {info.st_size:,} bytes, more than a spec's {MAX_SPEC_BYTES:,}; is it the right file?"]
+        )
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # swapped for a pipe since the stat: never block
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise SpecError([f"{path}: cannot be read ({exc.strerror or exc})"]) from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError([f"{path}: more than a spec's {MAX_SPEC_BYTES:,} bytes; is it the right file?"])
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError:
+        raise SpecError([f"{path}: not a UTF-8 text file"]) from None
+
+
 def load_file(path: str | Path, overrides: list[tuple[str, Any]] = ()) -> list[ExperimentSpec]:
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError([f"{path}: no such file"]) from None
-    except UnicodeDecodeError:
-        raise SpecError([f"{path}: not a UTF-8 text file"]) from None
+        raw = tomllib.loads(read_spec_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise SpecError([f"{path}: TOML syntax error: {exc}"]) from None
+    if not raw:
+        raise SpecError(
+            [f'{path}: empty spec: a spec needs at least a name, e.g. name = "hinton-shufflenet"']
+        )
     return expand(raw, str(path), overrides)
 
 
