@@ -10,8 +10,7 @@ import time
 
 from rich.markup import escape
 
-from kdq.course.policy import next_slot
-from kdq.course.scheduler import BLOCKED_UNTIL, ERROR, LAST_SUBMIT, SERVER, STATUS
+from kdq.course.ledger import Ledger
 from kdq.store import Store
 
 
@@ -32,16 +31,9 @@ def header_lines(store: Store, now: float | None = None, interval_s: float | Non
         from kdq.settings import get_settings
 
         interval_s = get_settings().submit_interval_s
-    crashed = store.get_meta_json(ERROR)
-    trouble = (
-        [
-            f"[red]submission scheduler crashed[/red] {_ago(now - crashed['ts'])} ago: "
-            f"{escape(crashed['error'][:200])} (retrying; see the worker log)"
-        ]
-        if crashed
-        else []
-    )
-    server = store.get_meta_json(SERVER)
+    ledger = Ledger(store)
+    trouble = _trouble(ledger.error(), now)
+    server = ledger.server()
     if not server:
         return ["course server: not contacted yet", *trouble]
     when = _ago(now - server["ts"])
@@ -55,36 +47,30 @@ def header_lines(store: Store, now: float | None = None, interval_s: float | Non
             f"{escape(server.get('detail', '')[:160])}"
         )
     lines = [line, *trouble]
-    rows = list(
-        store.db.query(
-            "select s.exp_id, s.attempt, s.state, s.score, s.rank, e.name from submissions s "
-            "join experiments e on e.id = s.exp_id where s.attempt is not null order by s.attempt desc limit 1"
-        )
-    )
     parts = []
-    if rows:
-        r = rows[0]
+    r = ledger.last_numbered()
+    if r:
         score = "" if r["score"] is None else f", score {r['score']:.3f}"
         rank = "" if r["rank"] is None else f", rank {r['rank']}"
+        name = escape(r["name"])
         parts.append(
-            f"last submission: attempt #{r['attempt']} = {r['exp_id']} {escape(r['name'])} ({r['state']}{score}{rank})"
+            f"last submission: attempt #{r['attempt']} = {r['exp_id']} {name} ({r['state']}{score}{rank})"
         )
-    cache = store.get_meta_json(STATUS) or {}
-    server_last = max(
-        (a["submitted_at"] for a in cache.get("attempts", []) if a.get("submitted_at")), default=None
-    )
-    ours = store.get_meta_json(LAST_SUBMIT)
-    last = max([t for t in (ours, _ts(server_last)) if t is not None], default=None)
-    slot = next_slot(last, interval_s, store.get_meta_json(BLOCKED_UNTIL))
+    slot = ledger.next_window(interval_s)
     parts.append("next window: now" if slot <= now else f"next window: in {_ago(slot - now)}")
     lines.append("  ".join(parts))
     return lines
 
 
-def _ts(value) -> float | None:
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(value).timestamp() if value else None
-    except (TypeError, ValueError):
-        return None
+def _trouble(error: dict | None, now: float) -> list[str]:
+    """The scheduler's last failure: while it lasts, and for an hour after it recovered."""
+    if not error:
+        return []
+    text = escape(error["error"][:200])
+    recovered = error.get("recovered_at")
+    if recovered is None:
+        ago = _ago(now - error["ts"])
+        return [f"[red]submission scheduler crashed[/red] {ago} ago: {text} (retrying; see the worker log)"]
+    if now - recovered < 3600:
+        return [f"submission scheduler: [yellow]recovered[/yellow] {_ago(now - recovered)} ago from: {text}"]
+    return []

@@ -1,0 +1,224 @@
+"""The course ledger: everything kdq writes down about the course server, in one place.
+
+    submissions         one row per upload kdq started (its state, attempt number, file hash, times)
+    leaderboard         snapshots of the leaderboard page
+    meta "course.*"     the open upload intent, the server's last answer, the cached status list,
+                        our last upload, a named rate-limit wait, the scheduler's last crash, its next tick
+
+The scheduler reads the ledger, asks the pure policy, acts, and writes the ledger; ``kdq status``
+reads it without a network call. No other module holds SQL about these tables or keys.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from kdq.course.models import Attempt, Leaderboard, LeaderboardRow
+from kdq.course.policy import next_slot
+from kdq.log import redact
+from kdq.store import Store
+
+INTENT = "course.intent"  # the upload in flight: written before the POST, cleared once its outcome is known
+LAST_SUBMIT = "course.last_submit_at"
+BLOCKED_UNTIL = "course.blocked_until"  # a 429 named a wait
+SERVER = "course.server"  # reachable?, when, the last answer, consecutive failures
+STATUS = "course.status"  # the last status list (attempts, their first-seen clamped times), when fetched
+BOARD_AT = "course.leaderboard_at"
+NEXT_TICK = "course.next_tick_at"
+ERROR = "course.error"  # the last tick that failed, until one succeeds
+
+
+class Ledger:
+    def __init__(self, store: Store, clock=time.time) -> None:
+        self.store, self.clock = store, clock
+
+    # ------------------------------------------------------------ meta keys
+
+    def _get(self, key: str) -> Any:
+        return self.store.get_meta_json(key)
+
+    def intent(self) -> dict | None:
+        return self._get(INTENT) or None
+
+    def set_intent(self, intent: dict) -> None:
+        self.store.set_meta(INTENT, intent)
+
+    def clear_intent(self) -> None:
+        self.store.set_meta(INTENT, "")
+
+    def server(self) -> dict:
+        return self._get(SERVER) or {}
+
+    def record_server(self, reachable: bool, detail: str) -> int:
+        """The server's last answer, for ``kdq status``; the count of consecutive failures."""
+        failures = 0 if reachable else self.server().get("failures", 0) + 1
+        self.store.set_meta(
+            SERVER,
+            {
+                "reachable": reachable,
+                "ts": self.clock(),
+                "detail": redact(detail)[:500],
+                "failures": failures,
+            },
+        )
+        return failures
+
+    def status_cache(self) -> dict:
+        return self._get(STATUS) or {}
+
+    def status_called(self, at: float) -> None:
+        """A status call is starting: a failed call counts for the throttle too."""
+        self.store.set_meta(STATUS, {**self.status_cache(), "called_at": at})
+
+    def save_status(self, attempts: list[Attempt], at: float) -> None:
+        self.store.set_meta(
+            STATUS, {"ts": at, "called_at": at, "attempts": [a.model_dump(mode="json") for a in attempts]}
+        )
+
+    def cached_attempts(self) -> list[Attempt]:
+        return [Attempt.model_validate(a) for a in self.status_cache().get("attempts", [])]
+
+    def last_submit_at(self, attempts: list[Attempt] | None = None) -> float | None:
+        """The last upload the server knows of, ours or anyone's (``attempts``: default the cached list)."""
+        attempts = self.cached_attempts() if attempts is None else attempts
+        server_last = max((a.submitted_at.timestamp() for a in attempts if a.submitted_at), default=None)
+        ours = self._get(LAST_SUBMIT)
+        return max((t for t in (server_last, ours) if t is not None), default=None)
+
+    def note_submit(self, at: float) -> None:
+        self.store.set_meta(LAST_SUBMIT, max(at, self._get(LAST_SUBMIT) or 0))
+
+    def blocked_until(self) -> float | None:
+        return self._get(BLOCKED_UNTIL)
+
+    def block_until(self, at: float) -> None:
+        self.store.set_meta(BLOCKED_UNTIL, at)
+
+    def next_window(self, interval_s: float, attempts: list[Attempt] | None = None) -> float:
+        """The earliest time the next upload may start: the one place this is worked out."""
+        return next_slot(self.last_submit_at(attempts), interval_s, self.blocked_until())
+
+    def board_at(self) -> float:
+        return self._get(BOARD_AT) or 0
+
+    def touch_board(self) -> None:
+        self.store.set_meta(BOARD_AT, self.clock())
+
+    def next_tick_at(self) -> float | None:
+        return self._get(NEXT_TICK)
+
+    def set_next_tick(self, at: float | None) -> None:
+        self.store.set_meta(NEXT_TICK, at)
+
+    def error(self) -> dict | None:
+        return self._get(ERROR) or None
+
+    def set_error(self, message: str) -> None:
+        self.store.set_meta(ERROR, {"ts": self.clock(), "error": redact(message)[:500]})
+
+    def recovered(self, message: str) -> None:
+        """A failure that could not be written down while it lasted (a full disk), once it is over."""
+        now = self.clock()
+        self.store.set_meta(ERROR, {"ts": now, "error": redact(message)[:500], "recovered_at": now})
+
+    def clear_error(self) -> None:
+        """A tick succeeded: the failure is over (one that recovered stays shown for a while)."""
+        error = self.error()
+        if error and "recovered_at" not in error:
+            self.store.set_meta(ERROR, "")
+
+    # ------------------------------------------------------------ submissions
+
+    def open_submission(self, exp_id: int, **fields: Any) -> int:
+        now = self.clock()
+        row = {"exp_id": exp_id, "state": "posting", "created_at": now, "updated_at": now, **fields}
+        return self.store.db["submissions"].insert(row).last_pk
+
+    def update_submission(self, sub_id: int | None, **fields: Any) -> None:
+        if sub_id is None:
+            return
+        with self.store.transaction() as db:
+            db["submissions"].update(sub_id, {**fields, "updated_at": self.clock()})
+
+    def latest_submission(self, exp_id: int) -> dict | None:
+        rows = list(
+            self.store.db.query(
+                "select * from submissions where exp_id = ? order by id desc limit 1", [exp_id]
+            )
+        )
+        return rows[0] if rows else None
+
+    def submissions_of(self, exp_id: int) -> list[dict]:
+        return list(self.store.db.query("select * from submissions where exp_id = ? order by id", [exp_id]))
+
+    def max_attempt(self) -> int:
+        rows = list(self.store.db.query("select max(attempt) m from submissions where state != 'lost'"))
+        return rows[0]["m"] or 0
+
+    def our_attempts(self) -> dict[int, tuple[int, float | None]]:
+        """Attempt number → (experiment id, its validation F1), for the attempts kdq made and still trusts."""
+        return {
+            r["attempt"]: (r["exp_id"], r["val_f1"])
+            for r in self.store.db.query(
+                "select s.attempt, s.exp_id, e.val_f1 from submissions s join experiments e "
+                "on e.id = s.exp_id where s.attempt is not null and s.state != 'lost' order by s.id"
+            )
+        }
+
+    def attempt_names(self) -> dict[int, str]:
+        """Attempt number → "ID name" (``kdq server status``)."""
+        rows = self.store.db.query(
+            "select s.attempt, e.id, e.name from submissions s join experiments e "
+            "on e.id = s.exp_id where s.attempt is not null and s.state != 'lost' order by s.id"
+        )
+        return {r["attempt"]: f"{r['id']} {r['name']}" for r in rows}
+
+    def live_row(self) -> dict | None:
+        """Our latest graded submission."""
+        rows = list(
+            self.store.db.query(
+                "select id, exp_id, rank from submissions where state = 'successful' "
+                "order by attempt desc limit 1"
+            )
+        )
+        return rows[0] if rows else None
+
+    def graded(self) -> list[dict]:
+        """Our submissions the server graded successfully, oldest first (calibration, the deadline)."""
+        return list(
+            self.store.db.query(
+                "select exp_id, attempt, score, model_size, posted_at from submissions "
+                "where state = 'successful' order by attempt"
+            )
+        )
+
+    def last_numbered(self) -> dict | None:
+        """Our latest submission that has an attempt number, with its experiment's name."""
+        rows = list(
+            self.store.db.query(
+                "select s.exp_id, s.attempt, s.state, s.score, s.rank, e.name from submissions s "
+                "join experiments e on e.id = s.exp_id where s.attempt is not null "
+                "order by s.id desc limit 1"
+            )
+        )
+        return rows[0] if rows else None
+
+    # ------------------------------------------------------------ leaderboard snapshots
+
+    def save_board(self, board: Leaderboard, ours: LeaderboardRow | None) -> None:
+        now = self.clock()
+        self.store.set_meta(BOARD_AT, now)
+        self.store.db["leaderboard"].insert(
+            {
+                "ts": now,
+                "rows": json.dumps([r.model_dump(mode="json") for r in board.rows]),
+                "own_rank": ours.rank if ours else None,
+                "own_score": ours.score if ours else None,
+            }
+        )
+
+    def latest_board(self) -> tuple[float, list[dict]] | None:
+        rows = list(self.store.db.query("select rows, ts from leaderboard order by id desc limit 1"))
+        return (rows[0]["ts"], json.loads(rows[0]["rows"])) if rows else None

@@ -1,0 +1,116 @@
+"""Which attempt on the server's status list is which upload of ours: pure functions, no I/O.
+
+An attempt number alone proves nothing (a server that restarts without its state numbers again from
+#1), so an attempt is ours only when its number, its size and the time the server recorded it agree
+with what kdq wrote down. Two uploads of one team are at least one submission interval apart (the
+server refuses the second otherwise), so half an interval is a safe tolerance for times.
+
+Times the server shows in the future (a server not on Eastern time) are clamped to the local clock
+when an attempt is first seen, and that first-seen time is kept for it from then on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kdq.course.models import Attempt
+
+MIN_TOLERANCE_S = 1.0
+
+
+def tolerance_s(interval_s: float) -> float:
+    return max(MIN_TOLERANCE_S, interval_s / 2)
+
+
+def same_size(size_mb: float | None, size_bytes: int | None) -> bool:
+    """Could an attempt of ``size_mb`` be our file? Unknown sizes count as yes (MiB or MB, 2% slack)."""
+    if size_mb is None or size_bytes is None:
+        return True
+    return any(abs(size_mb - size_bytes / unit) <= max(0.01, 0.02 * size_mb) for unit in (1024 * 1024, 1e6))
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A status list read against the previous one."""
+
+    attempts: list[Attempt]
+    ahead_s: float = 0.0  # how far in the future the server's newest unclamped time was
+    restarted: str = ""  # why the list cannot be the previous one grown, if it cannot
+
+
+def _key(a: Attempt) -> tuple[int, str | None]:
+    return a.attempt, a.submitted_at_text
+
+
+def read_list(new: list[Attempt], previous: list[Attempt], now: float) -> Seen:
+    """Clamp future times (keeping the clamped time of an attempt seen before) and notice a restart."""
+    kept = {_key(a): a.submitted_at for a in previous}
+    out, ahead = [], 0.0
+    for a in new:
+        if _key(a) in kept and kept[_key(a)] is not None:
+            out.append(a.model_copy(update={"submitted_at": kept[_key(a)]}))
+            continue
+        if a.submitted_at is not None and a.submitted_at.timestamp() > now:
+            ahead = max(ahead, a.submitted_at.timestamp() - now)
+            out.append(a.model_copy(update={"submitted_at": _at(now)}))
+            continue
+        out.append(a)
+    return Seen(out, ahead, _restart(previous, new))
+
+
+def _restart(previous: list[Attempt], new: list[Attempt]) -> str:
+    if not previous:
+        return ""
+    old = {a.attempt: a for a in previous}
+    if max(old) > max((a.attempt for a in new), default=0):
+        return f"the server's list went from {len(previous)} attempts (up to #{max(old)}) to {len(new)}"
+    for a in new:
+        before = old.get(a.attempt)
+        if before is not None and before.submitted_at_text != a.submitted_at_text:
+            return (
+                f"attempt #{a.attempt} was submitted {before.submitted_at_text!r} and is now "
+                f"{a.submitted_at_text!r}"
+            )
+    return ""
+
+
+def _at(ts: float):
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def find_upload(
+    attempts: list[Attempt], *, since: float, size_bytes: int | None, baseline: int, tol_s: float
+) -> Attempt | None:
+    """The first attempt that can be the upload started at ``since``: our size, recorded after it."""
+
+    def fits(a: Attempt) -> bool:
+        if not same_size(a.size_mb, size_bytes):
+            return False
+        if a.submitted_at is None:  # no time shown: only a number after the ones known before
+            return a.attempt > baseline
+        return a.submitted_at.timestamp() >= since - tol_s
+
+    found = [a for a in attempts if fits(a)]
+    return min(found, key=lambda a: a.attempt) if found else None
+
+
+def is_ours(
+    a: Attempt,
+    *,
+    number: int,
+    size_bytes: int | None,
+    recorded_at: float | None,
+    since: float | None,
+    tol_s: float,
+) -> bool:
+    """Whether ``a`` is our attempt ``number``: its size, its time (the one first seen, else after ``since``)."""
+    if a.attempt != number or not same_size(a.size_mb, size_bytes):
+        return False
+    if a.submitted_at is None:
+        return True
+    t = a.submitted_at.timestamp()
+    if recorded_at is not None:
+        return abs(t - recorded_at) <= tol_s
+    return since is None or t >= since - tol_s
