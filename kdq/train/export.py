@@ -1,7 +1,9 @@
 """Export the student as the grader loads it: TorchScript, fp32, CPU, ``[B,3,224,224] -> [B,10]``.
 
 An optional per-class logit bias (tuned on validation) and horizontal-flip averaging are baked into
-the exported module, so the file alone reproduces the validated predictions.
+the exported module, so the file alone reproduces the validated predictions. A student trained at
+another ``train.image_size`` gets the grader's 224 input resized to that size inside the module
+(bilinear, antialiased, as training renders its pictures), so the file sees what training saw.
 """
 
 from __future__ import annotations
@@ -11,19 +13,31 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from kdq import grader
 from kdq.train.students import reparameterize
 
 
 class Exported(nn.Module):
-    def __init__(self, model: nn.Module, bias: torch.Tensor | None = None, tta_flip: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        bias: torch.Tensor | None = None,
+        tta_flip: bool = False,
+        train_size: int = grader.INPUT_SIZE,
+    ):
         super().__init__()
         self.model = model
         self.tta_flip = tta_flip
+        self.train_size = train_size
         self.register_buffer("bias", bias.float().clone() if bias is not None else torch.zeros(0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.train_size or x.shape[-2] != self.train_size:
+            size = [self.train_size, self.train_size]
+            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
         y = self.model(x)
         if self.tta_flip:
             y = 0.5 * (y + self.model(torch.flip(x, dims=[3])))
@@ -45,7 +59,11 @@ def drop_loose_tensors(model: nn.Module) -> list[str]:
 
 
 def to_torchscript(
-    model: nn.Module, bias: torch.Tensor | None = None, tta_flip: bool = False, image_size: int = 224
+    model: nn.Module,
+    bias: torch.Tensor | None = None,
+    tta_flip: bool = False,
+    image_size: int = grader.INPUT_SIZE,
+    train_size: int | None = None,
 ) -> torch.jit.ScriptModule:
     """Script the model (trace when scripting fails) and check it against the eager model."""
     model = reparameterize(
@@ -57,7 +75,7 @@ def to_torchscript(
     for m in model.modules():  # training-time hooks (feature capture) are not part of the model
         m._forward_hooks.clear()
         m._forward_pre_hooks.clear()
-    wrapped = Exported(model, bias, tta_flip).eval()
+    wrapped = Exported(model, bias, tta_flip, train_size or image_size).eval()
     example = torch.randn(2, 3, image_size, image_size)
     try:
         scripted = torch.jit.script(wrapped)
