@@ -12,7 +12,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from kdq.log import redact
@@ -27,30 +27,59 @@ class Check:
     ok: bool
     detail: str
     fix: str | None = None
+    skipped: bool = False
 
 
 @dataclass
 class Env:
-    """What the checks look at; tests swap the gateway and the course client for stand-ins."""
+    """What the checks look at; tests swap the gateway and the course client for stand-ins.
+
+    ``modal``: whether the Modal checks run; ``None`` decides from the queue (any live Modal spec).
+    """
 
     settings: Any
     dataset: str = "hw3"
     gateway: Any = None
     course_client: Callable[[], Any] | None = None
-    hf_endpoint: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    modal: bool | None = None
 
     def __post_init__(self) -> None:
         if self.gateway is None:
             from kdq.backends.modal_gateway import ModalGateway
 
             self.gateway = ModalGateway(self.settings)
+        if self.modal is None:
+            self.modal = modal_queued(self.settings)
+
+    def client(self):
+        if self.course_client is not None:
+            return self.course_client()
+        from kdq.course.client import CourseClient
+
+        return CourseClient.from_settings(self.settings)
+
+
+def modal_queued(settings) -> bool:
+    """Is any experiment that is not finished yet meant for Modal? (No database: nothing is queued.)"""
+    if not settings.db_path.exists():
+        return False
+    from kdq.stages import LIVE
+    from kdq.store import Store
+
+    with Store.open(settings) as store:
+        return any(e.backend == "modal" for e in store.list(stages=set(LIVE)))
+
+
+def skipped(name: str) -> Check:
+    return Check(name, True, "skipped: no Modal spec is queued (`kdq doctor --modal` checks)", skipped=True)
 
 
 # ---------------------------------------------------------------- the checks
 
 
 def check_modal(env: Env) -> Check:
+    if not env.modal:
+        return skipped("modal")
     from kdq.backends.modal import LOGIN, classify
     from kdq.errors import PermanentError, TransientError
 
@@ -83,7 +112,7 @@ def check_hf(env: Env) -> Check:
             f"{hf.LOGIN}, then accept {hf.repo_page(hf.TEACHER)}",
         )
     try:
-        hf.check_access(token, hf.TEACHER, endpoint=env.hf_endpoint)
+        hf.check_access(token, hf.TEACHER)
     except PermanentError as exc:
         return Check("huggingface", False, str(exc).split(":")[0], str(exc))
     except Exception as exc:  # noqa: BLE001 — TransientError: the network
@@ -91,21 +120,54 @@ def check_hf(env: Env) -> Check:
     return Check("huggingface", True, f"token found; it can read {hf.TEACHER}")
 
 
+def _loopback(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    return (urlsplit(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
+
+
 def check_course(env: Env) -> Check:
-    make = env.course_client
-    if make is None:
-        from kdq.course.client import CourseClient
-
-        def make():  # noqa: E306
-            return CourseClient.from_settings(env.settings)
-
-    with make() as client:
+    with env.client() as client:
         ping = client.ping()
     if ping.reachable:
         return Check("course server", True, f"{ping.url} answers ({ping.detail}, {ping.elapsed_s} s)")
     from kdq.course.client import VPN_HINT
 
-    return Check("course server", False, f"{ping.url}: {ping.detail.replace(VPN_HINT, '').strip()}", VPN_HINT)
+    fix = (
+        "is `kdq fake-server` running? (KDQ_SERVER_URL is this machine)" if _loopback(ping.url) else VPN_HINT
+    )
+    return Check("course server", False, f"{ping.url}: {ping.detail.replace(VPN_HINT, '').strip()}", fix)
+
+
+def check_token(env: Env) -> Check:
+    """KDQ_TOKEN is there and looks right; the status route takes it; KDQ_TEAM is on the leaderboard."""
+    from functools import partial
+
+    from kdq.course.errors import CourseError, Rejected, Unreachable
+
+    bad = partial(Check, "course token", False)
+    token = env.settings.token.get_secret_value().strip() if env.settings.token else ""
+    if not token:
+        return bad("KDQ_TOKEN is not set", "put KDQ_TOKEN=<your team token> in .env")
+    if len(token) != 32 or any(c not in "0123456789abcdefABCDEF" for c in token):
+        return bad(
+            f"KDQ_TOKEN has {len(token)} characters, not 32 hex digits", "copy it again (32 of 0-9, a-f)"
+        )
+    if not env.settings.team:
+        return bad("KDQ_TEAM is not set", "put KDQ_TEAM=<team name as on the leaderboard> in .env")
+    try:
+        with env.client() as client:
+            attempts, board = client.status(), client.leaderboard()
+    except Unreachable:
+        return bad("not checked: the course server is unreachable", "see the course server line")
+    except Rejected as exc:
+        return bad(f"the server refused it: {exc}", "check KDQ_TOKEN against the course page")
+    except CourseError as exc:
+        return bad(f"{type(exc).__name__}: {exc}", "run `kdq doctor` again later")
+    detail = f"the server takes it ({len(attempts)} submissions so far); team {env.settings.team!r}"
+    if board.find(env.settings.team) is None:  # a team shows up after its first graded upload
+        return Check("course token", True, f"{detail} is not on the leaderboard yet")
+    return Check("course token", True, f"{detail} is on the leaderboard")
 
 
 def check_dataset(env: Env) -> Check:
@@ -113,6 +175,10 @@ def check_dataset(env: Env) -> Check:
 
     name = env.dataset
     local = env.settings.datasets_dir / name
+    if not env.modal:
+        if local.is_dir():
+            return Check("dataset", True, f"{name!r} at {local} (local training; Modal not checked)")
+        return Check("dataset", False, f"{name!r} is not at {local}", f"put the unzipped dataset at {local}")
     upload = f"`kdq data upload PATH --name {name}`"
     try:
         raw = env.gateway.read_file(f"{remote.dataset_path(name)}/{remote.DATASET_MARK}")
@@ -149,11 +215,15 @@ def check_dataset(env: Env) -> Check:
 
 
 def check_deployed(env: Env) -> Check:
+    if not env.modal:
+        return skipped("modal app")
     from kdq.backends.modal import DEPLOY_META, code_fingerprint
     from kdq.store import Store
 
-    with Store.open(env.settings) as store:
-        seen = store.get_meta_json(DEPLOY_META) or {}
+    seen = {}
+    if env.settings.db_path.exists():
+        with Store.open(env.settings) as store:
+            seen = store.get_meta_json(DEPLOY_META) or {}
     current = code_fingerprint(env.settings)
     if not seen:
         return Check(
@@ -177,6 +247,10 @@ def check_worker(env: Env) -> Check:
     from jobs.worker import heartbeat_age
     from kdq.store import Store
 
+    if not env.settings.db_path.exists():
+        return Check(
+            "worker", False, f"no worker has run here ({env.settings.root})", "start one: `kdq worker`"
+        )
     with Store.open(env.settings) as store:
         age = heartbeat_age(store)
     if age is None:
@@ -193,8 +267,8 @@ def check_worker(env: Env) -> Check:
 
 def check_disk(env: Env) -> Check:
     root = env.settings.root
-    root.mkdir(parents=True, exist_ok=True)
-    free_gb = shutil.disk_usage(root).free / 1e9
+    where = next(p for p in (root, *root.parents) if p.exists())  # nothing is created to look
+    free_gb = shutil.disk_usage(where).free / 1e9
     if free_gb < MIN_FREE_GB:
         return Check(
             "disk",
@@ -209,6 +283,7 @@ CHECKS: dict[str, Callable[[Env], Check]] = {
     "modal": check_modal,
     "huggingface": check_hf,
     "course server": check_course,
+    "course token": check_token,
     "dataset": check_dataset,
     "modal app": check_deployed,
     "worker": check_worker,
@@ -253,7 +328,7 @@ def run_checks(
                 "check the network (and the VPN for the course server)",
             )
         )
-    return [Check(c.name, c.ok, redact(c.detail), redact(c.fix) if c.fix else None) for c in out]
+    return [Check(c.name, c.ok, redact(c.detail), redact(c.fix) if c.fix else None, c.skipped) for c in out]
 
 
 # ---------------------------------------------------------------- formatting (pure)
@@ -263,7 +338,7 @@ def format_lines(checks: list[Check]) -> list[str]:
     width = max((len(c.name) for c in checks), default=0)
     lines = []
     for c in checks:
-        mark = "ok  " if c.ok else "FAIL"
+        mark = "skip" if c.skipped else "ok  " if c.ok else "FAIL"
         line = f"{mark} {c.name.ljust(width)}  {c.detail}"
         if not c.ok and c.fix:
             line += f"\n     {' ' * width}  → {c.fix}"

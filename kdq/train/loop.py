@@ -306,7 +306,9 @@ def run(
     if tr.tune_bias:
         bias, _, _ = tune_bias(state["best_val_logits"], y_val)
         honest = crossfit_f1(state["best_val_logits"], y_val, seed=tr.seed)
-    model_mb = export.save(best, run_dir / runfolder.MODEL, bias=bias, tta_flip=tr.tta_flip)
+    model_mb = export.save(
+        best, run_dir / runfolder.MODEL, bias=bias, tta_flip=tr.tta_flip, train_size=tr.image_size
+    )
     final_logits = state["best_val_logits"] + (bias if bias is not None else 0)
     in_sample, per_class, confusion = losses.macro_f1(final_logits.argmax(1), y_val, nc)
     # A bias tuned on validation and scored on it overstates its gain: then val_f1 is the cross-fitted
