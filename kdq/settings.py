@@ -116,6 +116,11 @@ class Settings(BaseSettings):
             raise ValueError(f"{home} is a file, not a folder: point it at a folder (made when first needed)")
         return home
 
+    @field_validator("token", mode="before")
+    @classmethod
+    def _strip_token(cls, token):
+        return token.strip() if isinstance(token, str) else token
+
     @field_validator("server_url")
     @classmethod
     def _url_is_http(cls, url: str) -> str:

@@ -78,10 +78,10 @@ def restore_logging():
 
 
 def test_modal_without_credentials_says_what_to_run(settings):
-    env = Env(settings, gateway=Volume(me.AuthError("Token missing")))
+    env = Env(settings, gateway=Volume(me.AuthError("Token missing")), modal=True)
     check = doctor.check_modal(env)
     assert not check.ok and "modal token new" in check.fix
-    down = doctor.check_modal(Env(settings, gateway=Volume(me.ConnectionError("no route"))))
+    down = doctor.check_modal(Env(settings, gateway=Volume(me.ConnectionError("no route")), modal=True))
     assert not down.ok and "unreachable" in down.detail
 
 
@@ -90,7 +90,9 @@ def test_modal_with_the_real_sdk_and_no_credentials(settings, monkeypatch):
 
     if modal.config.config.get("token_id"):
         pytest.skip("this machine has Modal credentials")
-    check = doctor.check_modal(Env(settings))  # the real ModalGateway: AuthError at once, no network
+    check = doctor.check_modal(
+        Env(settings, modal=True)
+    )  # the real ModalGateway: AuthError at once, no network
     assert not check.ok and "modal token new" in check.fix
 
 
@@ -100,17 +102,17 @@ def test_dataset_on_the_volume_matching_the_local_copy(settings, tmp_path):
     local = settings.datasets_dir / "hw3"
     synth(local, per_class=2, seed=0, size_range=(16, 20), balanced=True)
     vol = Volume()
-    assert not doctor.check_dataset(Env(settings, gateway=vol)).ok  # not uploaded yet
-    assert "kdq data upload" in doctor.check_dataset(Env(settings, gateway=vol)).fix
+    assert not doctor.check_dataset(Env(settings, gateway=vol, modal=True)).ok  # not uploaded yet
+    assert "kdq data upload" in doctor.check_dataset(Env(settings, gateway=vol, modal=True)).fix
     upload_dataset(vol, local, "hw3")
-    check = doctor.check_dataset(Env(settings, gateway=vol))
+    check = doctor.check_dataset(Env(settings, gateway=vol, modal=True))
     assert check.ok and "matches" in check.detail
     (local / "extra.jpg").write_bytes(b"x")
-    assert not doctor.check_dataset(Env(settings, gateway=vol)).ok  # the local copy changed
+    assert not doctor.check_dataset(Env(settings, gateway=vol, modal=True)).ok  # the local copy changed
 
 
 def test_app_deployed_and_current(settings, store):
-    env = Env(settings, gateway=Volume())
+    env = Env(settings, gateway=Volume(), modal=True)
     assert "kdq modal deploy" in doctor.check_deployed(env).fix
     store.set_meta(DEPLOY_META, {"fingerprint": "0" * 16, "app": "kdq", "at": time.time()})
     assert "changed" in doctor.check_deployed(env).detail
@@ -129,7 +131,7 @@ def test_worker_alive_or_not(settings, store):
 
 def test_course_server_reachable_or_vpn_hint(settings, server_url):
     assert doctor.check_course(Env(settings, gateway=Volume(), course_client=course(server_url))).ok
-    down = doctor.check_course(Env(settings, gateway=Volume(), course_client=course("http://127.0.0.1:9")))
+    down = doctor.check_course(Env(settings, gateway=Volume(), course_client=course("http://192.0.2.1:9")))
     assert not down.ok and "VPN" in down.fix
 
 
@@ -170,8 +172,9 @@ def test_formatting_is_one_line_per_check_with_the_fix_under_failures():
                 "ok": False,
                 "detail": "no valid Modal credentials",
                 "fix": "run `modal token new`",
+                "skipped": False,
             },
-            {"name": "disk", "ok": True, "detail": "9 GB", "fix": None},
+            {"name": "disk", "ok": True, "detail": "9 GB", "fix": None, "skipped": False},
         ],
     }
 
@@ -194,11 +197,71 @@ def test_the_cli_prints_json_and_fails_when_anything_fails(home, monkeypatch, re
     if modal.config.config.get("token_id"):
         pytest.skip("this machine has Modal credentials")
     monkeypatch.setenv("KDQ_SERVER_URL", "http://127.0.0.1:9")
-    result = CliRunner().invoke(app, ["doctor", "--json", "--timeout", "5"])
+    result = CliRunner().invoke(app, ["doctor", "--json", "--timeout", "5", "--modal"])
     assert result.exit_code == 1, result.output
     report = json.loads(result.stdout)
     by_name = {c["name"]: c for c in report["checks"]}
     assert set(by_name) == set(doctor.CHECKS)
     assert "modal token new" in by_name["modal"]["fix"]
-    assert "VPN" in by_name["course server"]["fix"]
+    assert "kdq fake-server" in by_name["course server"]["fix"]  # 127.0.0.1: not the VPN
     assert by_name["disk"]["ok"] is True
+
+
+# ---------------------------------------------------------------- the course token, a local set-up
+
+
+def test_the_token_is_checked_where_the_user_is(settings, monkeypatch):
+    import secrets
+
+    from kdq.course.fake_server import FakeServer
+    from kdq.settings import Settings
+
+    good = secrets.token_hex(16)
+    with FakeServer(teams={"us": good}, status_interval_s=0) as srv:
+        monkeypatch.setenv("KDQ_SERVER_URL", srv.url)
+        monkeypatch.setenv("KDQ_TEAM", "us")
+
+        def token_check(token: str | None) -> Check:
+            if token is None:
+                monkeypatch.delenv("KDQ_TOKEN", raising=False)
+            else:
+                monkeypatch.setenv("KDQ_TOKEN", token)
+            return doctor.check_token(Env(Settings(), gateway=Volume(), modal=False))
+
+        assert "KDQ_TOKEN is not set" in token_check(None).detail
+        short = token_check(good[:30])
+        assert (
+            not short.ok
+            and "30 characters, not 32 hex digits" in short.detail
+            and good[:30] not in short.detail
+        )
+        refused = token_check(secrets.token_hex(16))
+        assert not refused.ok and "refused" in refused.detail
+        found = token_check(f"  {good}\n")  # pasted with spaces and a newline: stripped
+        assert found.ok and "'us' is not on the leaderboard yet" in found.detail, found
+    assert not doctor.check_token(Env(Settings(), gateway=Volume(), modal=False)).ok  # the server is gone
+
+
+def test_a_working_local_setup_passes_modal_is_skipped(settings, dataset, store):
+    env = Env(settings, dataset="synth", gateway=Volume(me.AuthError("Token missing")))
+    assert env.modal is False  # nothing queued for Modal
+    for check in (doctor.check_modal, doctor.check_deployed):
+        c = check(env)
+        assert c.ok and c.skipped and "skipped" in c.detail
+    assert doctor.check_dataset(env).ok
+    assert not doctor.check_dataset(Env(settings, dataset="hw3", gateway=Volume(), modal=False)).ok
+    from kdq.spec import ExperimentSpec
+
+    store.add([(None, ExperimentSpec(name="remote", backend={"kind": "modal"}))])
+    assert Env(settings, gateway=Volume()).modal is True
+    assert not doctor.check_modal(Env(settings, gateway=Volume(me.AuthError("Token missing")))).ok
+
+
+def test_a_refused_loopback_server_points_at_the_stand_in_not_the_vpn(settings):
+    down = doctor.check_course(Env(settings, gateway=Volume(), course_client=course("http://127.0.0.1:9")))
+    assert not down.ok and "kdq fake-server" in down.fix and "VPN" not in down.fix
+
+
+def test_the_doctor_creates_no_state(settings):
+    doctor.run_checks(Env(settings, gateway=Volume(), modal=False), timeout_s=5)
+    assert not settings.root.exists()
