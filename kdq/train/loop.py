@@ -1,9 +1,11 @@
 """The training loop: ``run(spec, run_dir, data_dir, cache_dir) -> summary``.
 
-Read top to bottom: data (decoded once, split without leaks) -> teacher targets (cached once per
-dataset) -> student -> optimizer -> resume? -> epochs (train, validate, checkpoint, progress) ->
-export the best epoch -> metrics. Every file of the run-folder contract (kdq/runfolder.py) is
-written here; ``kdq.train.__main__`` adds done.json / error.json around it.
+Read top to bottom: data (decoded once; train / val / holdout, no duplicate across two) -> teacher
+targets (cached once per dataset, on the device) -> student -> optimizer -> resume? -> epochs (train,
+validate, checkpoint, progress) -> export the best epoch -> holdout score -> metrics. A step copies
+nothing to the device and reads nothing back: the epoch's order, views and fresh crops go over once.
+Every file of the run-folder contract (kdq/runfolder.py) is written here; ``kdq.train.__main__`` adds
+done.json / error.json around it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from kdq import runfolder
 from kdq.spec import ExperimentSpec
 from kdq.train import augment, data, export, losses, students
 from kdq.train.bias import crossfit_f1, tune_bias
+from kdq.train.evaluate import holdout_scores, predict
 
 PARTS = ("loss", "ce", "kd", "tckd", "nckd", "embed")  # loss components, each its own history column
 HISTORY_FIELDS = ["epoch", "lr", *PARTS, "train_acc", "val_f1", "val_acc", "best_f1", "seconds"]
@@ -39,46 +42,12 @@ def pick_device(want: str) -> torch.device:
     return torch.device("cuda" if want in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
 
 
-@torch.no_grad()
-def predict(
-    model: nn.Module, images: torch.Tensor, size: int, device: torch.device, tta_flip: bool, batch: int = 256
-) -> torch.Tensor:
-    """Logits for whole uint8 pictures, rendered exactly like the grader's input."""
-    model.eval()
-    out = []
-    for i in range(0, len(images), batch):
-        x = augment.render(
-            images[i : i + batch].to(device), augment.identity(min(batch, len(images) - i)), size
-        )
-        x = x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
-        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-            y = model(x).float()
-            if tta_flip:
-                y = 0.5 * (y + model(torch.flip(x, dims=[3])).float())
-        out.append(y.cpu())
-    return torch.cat(out)
-
-
 def schedule(step: int, total: int, warmup: int) -> float:
     """Linear warm-up then cosine decay to 1% of the peak learning rate."""
     if step < warmup:
         return (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-
-def logit_loss(
-    dist, logits: torch.Tensor, t_logits: torch.Tensor | None, y: torch.Tensor, weight: torch.Tensor | None
-) -> dict[str, torch.Tensor]:
-    """The spec's logit loss and its parts (``loss`` is what is minimised)."""
-    if dist.loss == "hinton":
-        return losses.hinton(logits, t_logits, y, dist.temperature, dist.alpha, weight, dist.label_smoothing)
-    if dist.loss == "dkd":
-        return losses.dkd(
-            logits, t_logits, y, dist.temperature, dist.dkd_alpha, dist.dkd_beta, weight, dist.label_smoothing
-        )
-    c = losses.ce(logits, y, weight, dist.label_smoothing)
-    return {"loss": c, "ce": c}
 
 
 def write_history(run_dir: Path, rows: list[dict]) -> None:
@@ -98,7 +67,7 @@ def run(
     on_epoch: Callable[[int], None] | None = None,
 ) -> dict:
     run_dir, started = Path(run_dir), time.time()
-    tr, ds_spec, dist = spec.train, spec.data, spec.distill
+    tr, ds_spec, dist, t_spec = spec.train, spec.data, spec.distill, spec.teacher
     device = pick_device(tr.device)
     torch.manual_seed(tr.seed)
     runfolder.write_progress(run_dir, epoch=0, epochs=tr.epochs, val_f1=None, best_f1=None, phase="data")
@@ -106,15 +75,18 @@ def run(
     # ---- data: decoded once, split by duplicate groups
     ds = data.load(data_dir, cache_dir, ds_spec.decode_size, ds_spec.limit_per_class)
     nc = len(ds.classes)
-    train_idx, val_idx = data.split(
-        ds.labels, data.groups(ds.digests, ds.hashes, ds.thumbs), ds_spec.val_fraction, ds_spec.split_seed
+    gid = data.groups(ds.digests, ds.hashes, ds.thumbs)
+    train_idx, val_idx, hold_idx = data.three_way(
+        ds.labels, gid, ds_spec.val_fraction, ds_spec.holdout_fraction, ds_spec.split_seed
     )
-    labels = ds.labels
+    labels, labels_dev = ds.labels, ds.labels.to(device)
     weight = data.class_weights(labels[train_idx], nc).to(device) if dist.class_weighted else None
     images = ds.images.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
     log(
-        f"{len(ds.files)} images, {nc} classes, {len(train_idx)} train / {len(val_idx)} val, "
-        f"{len(ds.skipped)} skipped, device {device}"
+        f"{len(ds.files)} images, {nc} classes, {len(train_idx)} train / {len(val_idx)} val / "
+        f"{len(hold_idx)} holdout, {len(ds.skipped)} skipped, device {device}"
     )
 
     # ---- teacher: targets for every training image under V cached views
@@ -133,8 +105,9 @@ def run(
             cache_dir,
             device,
             seed=ds_spec.split_seed,
-            decode=lambda size: data.load(data_dir, None, size, ds_spec.limit_per_class),
-        )
+            decode=lambda size: data.stream(ds.root, ds.files, size),
+            groups=gid,
+        ).to(device)
         log(f"teacher {spec.teacher.model} ({spec.teacher.head}): val macro-F1 {targets.val_f1:.4f}")
 
     # ---- student (+ projection head for embedding distillation, dropped at export)
@@ -144,6 +117,7 @@ def run(
     model = (
         model.to(device).to(memory_format=torch.channels_last) if device.type == "cuda" else model.to(device)
     )
+    forward = torch.compile(model) if tr.compile else model  # trains; `model` itself is what is exported
     feats: dict[str, torch.Tensor] = {}
     head = students.classifier(model)
     hook = head.register_forward_hook(lambda m, inp, out: feats.__setitem__("f", inp[0]))
@@ -204,25 +178,29 @@ def run(
         if proj:
             proj.train()
         gen = torch.Generator().manual_seed(tr.seed * 100_003 + epoch)  # replayable epoch: order, views
-        order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+        n_tr = len(train_idx)
+        order = torch.as_tensor(train_idx)[torch.randperm(n_tr, generator=gen)].to(device)
+        view = torch.randint(targets.views, (n_tr,), generator=gen).to(device) if targets else None
+        fresh_p = augment.sample(n_tr, gen).to(device)  # fresh random crops, trained on the label alone
         sums = dict.fromkeys((*PARTS, "correct"), 0.0)
         for b in range(steps):
-            idx = torch.as_tensor(order[b * tr.batch_size : (b + 1) * tr.batch_size])
-            y = labels[idx].to(device)
-            if targets is not None:  # the view the teacher saw, and its answer for it
-                v = torch.randint(targets.views, (len(idx),), generator=gen)
-                p, t_logits = targets.params[idx, v], targets.logits[idx, v].to(device)
-            else:
-                p, t_logits = augment.sample(len(idx), gen), None
-            x = augment.render(images[idx.to(device)], p, tr.image_size)
+            sl = slice(b * tr.batch_size, (b + 1) * tr.batch_size)
+            idx, y = order[sl], labels_dev[order[sl]]
+            k = 0 if targets is None else len(idx) - round(dist.fresh_fraction * len(idx))  # teacher's share
+            p = fresh_p[sl]
+            if k:  # the views the teacher saw, and its answers for them
+                v = view[sl][:k]
+                p = torch.cat([targets.params[idx[:k], v], p[k:]])
+                t_logits = targets.logits[idx[:k], v]
+            x = augment.render(images[idx], p, tr.image_size)
             x = x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
             with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-                logits = model(x).float()
-                parts = logit_loss(dist, logits, t_logits, y, weight)
-                if proj is not None:  # embedding distillation through the projection head
-                    e_t = F.normalize(targets.embeddings[idx, v].to(device).float(), dim=1)
-                    parts["embed"] = losses.embed(proj(feats["f"].float()), e_t, dist.embed_loss)
-                    parts["loss"] = parts["loss"] + dist.embed_weight * parts["embed"]
+                logits = forward(x).float()
+                parts = losses.batch_loss(dist, logits, t_logits if k else None, y, k, weight)
+                if proj is not None and k:  # embedding distillation through the projection head
+                    e_t = F.normalize(targets.embeddings[idx[:k], v].float(), dim=1)
+                    parts["embed"] = losses.embed(proj(feats["f"][:k].float()), e_t, dist.embed_loss)
+                    parts["loss"] = parts["loss"] + dist.embed_weight * parts["embed"] * k / len(idx)
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
@@ -230,8 +208,8 @@ def run(
             sched.step()
             if ema:
                 ema.update_parameters(model)
-            for k in parts:  # summed on the device: no synchronisation per step
-                sums[k] = sums[k] + parts[k].detach() * len(idx)
+            for key in parts:  # summed on the device: no synchronisation per step
+                sums[key] = sums[key] + parts[key].detach() * len(idx)
             sums["correct"] = sums["correct"] + (logits.argmax(1) == y).sum()
 
         eval_model = ema.module if ema else model
@@ -290,14 +268,18 @@ def run(
             on_epoch(epoch)
 
     # ---- export the best epoch
-    runfolder.write_progress(
-        run_dir,
-        epoch=state["epoch"] + 1,
-        epochs=tr.epochs,
-        val_f1=state["history"][-1]["val_f1"],
-        best_f1=state["best_f1"],
-        phase="export",
-    )
+    def finished(phase: str) -> None:
+        last = state["history"][-1]["val_f1"]
+        runfolder.write_progress(
+            run_dir,
+            epoch=state["epoch"] + 1,
+            epochs=tr.epochs,
+            val_f1=last,
+            best_f1=state["best_f1"],
+            phase=phase,
+        )
+
+    finished("export")
     hook.remove()
     best = copy.deepcopy(ema.module if ema else model).cpu()
     best.load_state_dict(state["best_state"])
@@ -309,6 +291,9 @@ def run(
     model_mb = export.save(
         best, run_dir / runfolder.MODEL, bias=bias, tta_flip=tr.tta_flip, train_size=tr.image_size
     )
+    # ---- the holdout, scored once, on the CPU like the grader: nothing above has seen it
+    hold_logits = predict(best, ds.images[hold_idx], tr.image_size, torch.device("cpu"), tr.tta_flip)
+    holdout = holdout_scores(hold_logits, bias, labels[hold_idx], nc, seed=tr.seed)
     final_logits = state["best_val_logits"] + (bias if bias is not None else 0)
     in_sample, per_class, confusion = losses.macro_f1(final_logits.argmax(1), y_val, nc)
     # A bias tuned on validation and scored on it overstates its gain: then val_f1 is the cross-fitted
@@ -317,6 +302,7 @@ def run(
     val_f1 = honest if honest is not None else in_sample
     metrics = {
         "val_f1": val_f1,
+        **holdout,
         "val_acc": float((final_logits.argmax(1) == y_val).float().mean()),
         "per_class_f1": dict(zip(ds.classes, per_class)),
         "confusion": confusion,
@@ -335,19 +321,23 @@ def run(
         "val_f1_bias_in_sample": in_sample if tr.tune_bias else None,
         "bias": bias.tolist() if bias is not None else None,
         "teacher_probe_f1": targets.val_f1 if targets is not None else None,  # the head's F1: the ceiling
-        "teacher": f"{spec.teacher.model} ({spec.teacher.head}, {spec.teacher.views} views)"
-        if targets
-        else None,
+        "teacher": None
+        if targets is None
+        else f"{t_spec.model} ({t_spec.head}, {t_spec.resize}, {t_spec.views} views)",
         "seconds": round(time.time() - started, 2),
     }
     runfolder.write_json(run_dir / runfolder.METRICS, metrics)
-    runfolder.write_progress(
-        run_dir,
-        epoch=state["epoch"] + 1,
-        epochs=tr.epochs,
-        val_f1=state["history"][-1]["val_f1"],
-        best_f1=state["best_f1"],
-        phase="done",
+    finished("done")
+    shown = (
+        "none" if holdout["holdout_f1"] is None else f"{holdout['holdout_f1']:.4f} {holdout['holdout_f1_ci']}"
     )
-    log(f"best epoch {state['best_epoch'] + 1}: val macro-F1 {val_f1:.4f}, model {model_mb:.2f} MiB")
-    return {"val_f1": val_f1, "best_epoch": state["best_epoch"], "model_mb": round(model_mb, 4)}
+    log(
+        f"best epoch {state['best_epoch'] + 1}: val macro-F1 {val_f1:.4f}, holdout {shown}, "
+        f"model {model_mb:.2f} MiB"
+    )
+    return {
+        "val_f1": val_f1,
+        "holdout_f1": holdout["holdout_f1"],
+        "best_epoch": state["best_epoch"],
+        "model_mb": round(model_mb, 4),
+    }

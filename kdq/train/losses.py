@@ -101,3 +101,38 @@ def macro_f1(pred: Tensor, y: Tensor, num_classes: int) -> tuple[float, list[flo
     prec_den, rec_den = conf.sum(0).float(), conf.sum(1).float()
     f1 = torch.where(prec_den + rec_den > 0, 2 * tp / (prec_den + rec_den).clamp(min=1), torch.zeros_like(tp))
     return float(f1.mean()), [round(float(v), 6) for v in f1], conf.tolist()
+
+
+# ---------------------------------------------------------------- what the spec asks for
+
+
+def spec_loss(
+    dist, logits: torch.Tensor, t_logits: torch.Tensor | None, y: torch.Tensor, weight: torch.Tensor | None
+) -> dict[str, torch.Tensor]:
+    """The spec's logit loss and its parts (``loss`` is what is minimised)."""
+    if dist.loss == "hinton":
+        return hinton(logits, t_logits, y, dist.temperature, dist.alpha, weight, dist.label_smoothing)
+    if dist.loss == "dkd":
+        return dkd(
+            logits, t_logits, y, dist.temperature, dist.dkd_alpha, dist.dkd_beta, weight, dist.label_smoothing
+        )
+    c = ce(logits, y, weight, dist.label_smoothing)
+    return {"loss": c, "ce": c}
+
+
+def batch_loss(
+    dist, logits: torch.Tensor, t_logits: torch.Tensor | None, y: torch.Tensor, k: int, weight
+) -> dict[str, torch.Tensor]:
+    """The loss of one batch whose first ``k`` pictures are teacher views (the spec's logit loss) and the
+    rest fresh crops (cross-entropy on the label alone), each part weighted by its share of the batch."""
+    n = len(y)
+    if k == 0:
+        c = ce(logits, y, weight, dist.label_smoothing)
+        return {"loss": c, "ce": c}
+    parts = spec_loss(dist, logits[:k], t_logits, y[:k], weight)
+    if k < n:
+        fresh = ce(logits[k:], y[k:], weight, dist.label_smoothing)
+        parts = {key: val * (k / n) for key, val in parts.items()}
+        parts["loss"] = parts["loss"] + fresh * ((n - k) / n)
+        parts["ce"] = parts.get("ce", 0) + fresh * ((n - k) / n)
+    return parts

@@ -1,17 +1,19 @@
-"""The teacher: SigLIP image embeddings under V augmented views, computed once and cached; class logits
-from a linear probe (out-of-fold for training images) or from zero-shot text prompts.
+"""The teacher: SigLIP image embeddings of the plain picture and V augmented views, computed once and
+cached; class logits from a linear probe (out-of-fold for training images) or from zero-shot prompts.
 
-    targets = prepare(spec.teacher, decoded, train_idx, val_idx, cache_dir, device)
-    targets.params[i, v]      the view (augment parameters) the teacher saw of image i
+    targets = prepare(spec.teacher, decoded, train_idx, val_idx, cache_dir, device, groups=gid)
+    targets.params[i, v]      the view (augment parameters) the teacher saw of image i; v = 0 is the
+                              plain picture, 1..V the cached augmented views
     targets.embeddings[i, v]  its image embedding
     targets.logits[i, v]      its class logits (out-of-fold probe for training images)
     targets.val_f1            the head's macro-F1 on the plain validation images: the student's ceiling
 
 ``model`` is a Hugging Face id (``google/medsiglip-448``: gated; huggingface_hub finds the user's
-token), or a randomly initialised stand-in built from a SiglipConfig: ``tiny`` (tests, demo),
-``random-b16-224`` (ViT-B/16 size, for benchmarks) or ``random-so400m-448`` (MedSigLIP's size).
-The cache is keyed by teacher, dataset fingerprint, decode size, preprocessing and V; the split
-and the head are not part of the key, so every experiment on the dataset reuses it.
+token), or a randomly initialised stand-in built from a SiglipConfig (``RANDOM``). Pictures reach the
+teacher decoded at its own input size, streamed in chunks (never all at once), padded to a square
+(``teacher.resize = "pad"``, MedSigLIP's own preprocessing) or squashed. The cache is keyed by
+teacher, dataset fingerprint, decode size, preprocessing, resize and V; the split and the head are not
+part of the key, so every experiment on the dataset reuses it.
 """
 
 from __future__ import annotations
@@ -20,75 +22,41 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from kdq.spec import TeacherSpec
 from kdq.train import augment
 from kdq.train.losses import macro_f1
+from kdq.train.probe import features, fit_probe, oof_logits
 
+
+def _tower(hidden: int, inter: int, layers: int, heads: int, **extra) -> dict:
+    return dict(
+        hidden_size=hidden,
+        intermediate_size=inter,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        **extra,
+    )
+
+
+_SMALL_TEXT = _tower(64, 128, 1, 2, vocab_size=1000, max_position_embeddings=16)
 RANDOM = {  # name -> (vision config, text config): randomly initialised stand-ins
     "tiny": (
-        dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        ),
-        dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            vocab_size=1000,
-            max_position_embeddings=16,
-        ),
+        _tower(32, 64, 2, 2, image_size=32, patch_size=8),
+        _tower(32, 64, 2, 2, vocab_size=1000, max_position_embeddings=16),
     ),
-    "random-b16-224": (
-        dict(
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            image_size=224,
-            patch_size=16,
-        ),
-        dict(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            vocab_size=1000,
-            max_position_embeddings=16,
-        ),
-    ),
-    "random-so400m-448": (
-        dict(
-            hidden_size=1152,
-            intermediate_size=4304,
-            num_hidden_layers=27,
-            num_attention_heads=16,
-            image_size=448,
-            patch_size=14,
-        ),
-        dict(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            vocab_size=1000,
-            max_position_embeddings=16,
-        ),
-    ),
+    "tiny-448": (_tower(32, 64, 1, 2, image_size=448, patch_size=56), _SMALL_TEXT),  # real decode size
+    "random-b16-224": (_tower(768, 3072, 12, 12, image_size=224, patch_size=16), _SMALL_TEXT),
+    "random-so400m-448": (_tower(1152, 4304, 27, 16, image_size=448, patch_size=14), _SMALL_TEXT),
 }
-CACHE_VERSION = 1
+TEXT_LENGTH = 64  # SigLIP's text tower was trained on prompts padded to 64 tokens
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -102,41 +70,39 @@ class Teacher:
     dtype: torch.dtype
 
     @torch.no_grad()
-    def embed(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """Image embeddings (float32 [B, D]) of views of uint8 ``images``."""
+    def embed(
+        self, images: torch.Tensor, params: torch.Tensor | None, aspect: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Image embeddings (float32 [B, D]) of views of uint8 ``images`` (padded when ``aspect``)."""
         x = augment.render(
-            images.to(self.device), params, self.image_size, self.mean, self.std, dtype=self.dtype
+            images.to(self.device), params, self.image_size, self.mean, self.std, self.dtype, aspect
         )
         out = self.model.get_image_features(pixel_values=x)
         return (out if isinstance(out, torch.Tensor) else out.pooler_output).float()
 
     @torch.no_grad()
     def embed_text(self, prompts: list[str]) -> torch.Tensor:
-        if self.name not in RANDOM:  # the tokenizer is only needed here, so it is loaded only here
+        if self.name not in RANDOM:  # only the tokenizer is needed here, so only it is loaded, only here
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(self.name)
-            tok = tokenizer(prompts, padding="max_length", truncation=True, return_tensors="pt")
+            tok = tokenizer(
+                prompts, padding="max_length", max_length=TEXT_LENGTH, truncation=True, return_tensors="pt"
+            )
             ids = tok["input_ids"].to(self.device)
         else:  # random stand-in: a deterministic byte-level "tokenizer" into its small vocabulary
             length = self.model.config.text_config.max_position_embeddings
             vocab = self.model.config.text_config.vocab_size
-            ids = torch.tensor(
-                [
-                    [(b % (vocab - 2)) + 2 for b in p.encode()[:length]]
-                    + [1] * (length - len(p.encode()[:length]))
-                    for p in prompts
-                ],
-                device=self.device,
-            )
+            rows = [[(b % (vocab - 2)) + 2 for b in p.encode()[:length]] for p in prompts]
+            ids = torch.tensor([r + [1] * (length - len(r)) for r in rows], device=self.device)
         out = self.model.get_text_features(input_ids=ids)
         return (out if isinstance(out, torch.Tensor) else out.pooler_output).float()
 
 
 def _unavailable(name: str, exc: OSError) -> RuntimeError:
     return RuntimeError(
-        f"teacher.model = {name!r} could not be loaded ({str(exc).splitlines()[0][:200]}). It is gated: accept "
-        "its terms on huggingface.co and log in with `hf auth login` (or set HF_TOKEN); offline, use "
+        f"teacher.model = {name!r} could not be loaded ({str(exc).splitlines()[0][:200]}). It is gated: "
+        "accept its terms on huggingface.co and log in with `hf auth login` (or set HF_TOKEN); offline, use "
         "teacher.model = 'tiny'"
     )
 
@@ -154,7 +120,7 @@ def load(name: str, device: torch.device) -> Teacher:
             model = SiglipModel(cfg)
         model = model.to(device=device, dtype=dtype).eval()
         return Teacher(model, name, vision["image_size"], (0.5,) * 3, (0.5,) * 3, device, dtype)
-    if name.startswith("random-") or name == "tiny":
+    if name.startswith(("random-", "tiny-")) or name == "tiny":
         raise ValueError(f"teacher.model = {name!r}: unknown stand-in; choose one of {', '.join(RANDOM)}")
     from transformers import AutoModel
 
@@ -163,7 +129,23 @@ def load(name: str, device: torch.device) -> Teacher:
         size, mean, std = preprocessing(name)
     except OSError as exc:
         raise _unavailable(name, exc) from None
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     return Teacher(model, name, size, mean, std, device, dtype)
+
+
+def preprocessing(name: str) -> tuple[int, tuple, tuple]:
+    """(input size, mean, std) of a teacher (its own image processor's), without loading its weights."""
+    if name in RANDOM:
+        return RANDOM[name][0]["image_size"], (0.5,) * 3, (0.5,) * 3
+    from transformers import AutoImageProcessor
+
+    try:
+        proc = AutoImageProcessor.from_pretrained(name)
+    except OSError as exc:
+        raise _unavailable(name, exc) from None
+    size = proc.size.get("height") or proc.size.get("shortest_edge")
+    return int(size), tuple(proc.image_mean), tuple(proc.image_std)
 
 
 # ---------------------------------------------------------------- the embedding cache
@@ -182,38 +164,66 @@ def cache_path(
     decode_size: int,
     views: int,
     preprocessing: tuple[int, tuple, tuple],
+    resize: str = "squash",
 ) -> Path:
     size, mean, std = preprocessing
-    body = json.dumps(
-        {
-            "v": CACHE_VERSION,
-            "teacher": name,
-            "data": fingerprint,
-            "decode": decode_size,
-            "size": size,
-            "mean": list(mean),
-            "std": list(std),
-            "views": views,
-            "augment": augment.FIELDS,
-        },
-        sort_keys=True,
-    )
-    key = hashlib.sha256(body.encode()).hexdigest()[:20]
+    body = {
+        "v": CACHE_VERSION,
+        "teacher": name,
+        "data": fingerprint,
+        "decode": decode_size,
+        "size": size,
+        "mean": list(mean),
+        "std": list(std),
+        "views": views,
+        "resize": resize,
+        "augment": augment.FIELDS,
+    }
+    key = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:20]
     return Path(cache_dir) / "teacher" / f"{name.replace('/', '--')}-{key}.pt"
 
 
-def preprocessing(name: str) -> tuple[int, tuple, tuple]:
-    """(input size, mean, std) of a teacher (its own image processor's), without loading its weights."""
-    if name in RANDOM:
-        return RANDOM[name][0]["image_size"], (0.5,) * 3, (0.5,) * 3
-    from transformers import AutoImageProcessor
+def embed_stream(
+    teacher: Teacher,
+    chunks: Iterable[tuple[int, torch.Tensor]],
+    n: int,
+    fingerprint: str,
+    views: int,
+    aspect: torch.Tensor | None = None,
+    batch: int = 64,
+) -> dict:
+    """``{"params": [N,V,9], "views": [N,V,D] fp16, "plain": [N,D] fp16}`` from ``(start, uint8 chunk)``
+    pairs covering the N pictures in order: only one chunk of pictures is in memory at a time."""
+    params = view_params(n, views, fingerprint)
+    plain_out, views_out = None, None
+    for start, imgs in chunks:
+        c = len(imgs)
+        flat = torch.cat([augment.identity(c).unsqueeze(1), params[start : start + c]], 1).view(-1, 9)
+        order = torch.arange(c).repeat_interleave(views + 1)
+        asp = aspect[start : start + c][order] if aspect is not None else None
+        emb = torch.cat(
+            [
+                teacher.embed(
+                    imgs[order[i : i + batch]],
+                    flat[i : i + batch],
+                    None if asp is None else asp[i : i + batch],
+                ).cpu()
+                for i in range(0, len(order), batch)
+            ]
+        ).view(c, views + 1, -1)
+        if plain_out is None:
+            plain_out = torch.empty(n, emb.shape[-1], dtype=torch.float16)
+            views_out = torch.empty(n, views, emb.shape[-1], dtype=torch.float16)
+        plain_out[start : start + c], views_out[start : start + c] = emb[:, 0], emb[:, 1:]
+    return {"params": params, "views": views_out, "plain": plain_out}
 
-    try:
-        proc = AutoImageProcessor.from_pretrained(name)
-    except OSError as exc:
-        raise _unavailable(name, exc) from None
-    size = proc.size.get("height") or proc.size.get("shortest_edge")
-    return int(size), tuple(proc.image_mean), tuple(proc.image_std)
+
+def _save(result: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(result, tmp)
+    os.replace(tmp, path)
 
 
 def embeddings(
@@ -224,101 +234,17 @@ def embeddings(
     cache_dir: Path | None,
     batch: int = 64,
 ) -> dict:
-    """``{"params": [N,V,9], "views": [N,V,D], "plain": [N,D]}``, from the cache or computed once."""
-    path = None
-    if cache_dir:
-        path = cache_path(
-            cache_dir,
-            teacher.name,
-            fingerprint,
-            images.shape[-1],
-            views,
-            (teacher.image_size, teacher.mean, teacher.std),
-        )
-        if path.exists():
-            return torch.load(path, weights_only=True)
-    n = len(images)
-    params = view_params(n, views, fingerprint)
-    flat_params = torch.cat([augment.identity(n).unsqueeze(1), params], 1).view(n * (views + 1), -1)
-    order = torch.arange(n).repeat_interleave(views + 1)
-    out = []
-    for i in range(0, len(order), batch):
-        out.append(
-            teacher.embed(images[order[i : i + batch].to(images.device)], flat_params[i : i + batch]).cpu()
-        )
-    emb = torch.cat(out).view(n, views + 1, -1)
-    result = {"params": params, "views": emb[:, 1:].half(), "plain": emb[:, 0].half()}
+    """``embed_stream`` of an in-memory uint8 tensor, from the cache or computed once (squashed)."""
+    prep = (teacher.image_size, teacher.mean, teacher.std)
+    path = (
+        cache_path(cache_dir, teacher.name, fingerprint, images.shape[-1], views, prep) if cache_dir else None
+    )
+    if path and path.exists():
+        return torch.load(path, weights_only=True)
+    result = embed_stream(teacher, [(0, images)], len(images), fingerprint, views, batch=batch)
     if path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        torch.save(result, tmp)
-        os.replace(tmp, path)
+        _save(result, path)
     return result
-
-
-# ---------------------------------------------------------------- heads (pure)
-
-
-def features(e: torch.Tensor) -> torch.Tensor:
-    """Probe input: L2-normalized embeddings scaled to unit variance per dimension on average."""
-    return F.normalize(e.float(), dim=-1) * e.shape[-1] ** 0.5
-
-
-def fit_probe(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    num_classes: int,
-    l2: float = 1e-3,
-    weight: torch.Tensor | None = None,
-    iters: int = 100,
-) -> torch.nn.Linear:
-    """Multinomial logistic regression (full-batch L-BFGS, L2 on the weights): the linear probe."""
-    x, y = x.float(), y.long().to(x.device)
-    weight = weight.to(x.device) if weight is not None else None
-    lin = torch.nn.Linear(x.shape[1], num_classes).to(x.device)
-    torch.nn.init.zeros_(lin.weight)
-    torch.nn.init.zeros_(lin.bias)
-    opt = torch.optim.LBFGS(lin.parameters(), lr=1, max_iter=iters, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(lin(x), y, weight=weight) + l2 * lin.weight.square().sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return lin.requires_grad_(False)
-
-
-def oof_logits(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    num_classes: int,
-    folds: int = 5,
-    seed: int = 0,
-    weight: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Out-of-fold probe logits for ``x`` [n,V,D] (all V views of an image in the same fold): [n,V,C]."""
-    from sklearn.model_selection import StratifiedKFold
-
-    n, v, d = x.shape
-    y = y.cpu()
-    counts = np.bincount(y.numpy())
-    k = int(min(folds, counts.min()))
-    if k < 2:
-        raise ValueError(
-            f"class {int(counts.argmin())} has {int(counts.min())} training image(s); out-of-fold "
-            "teacher logits need 2 or more per class: add images, lower data.val_fraction or use "
-            "teacher.head = 'zeroshot'"
-        )
-    out = torch.zeros(n, v, num_classes)
-    for fit_idx, held in StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(n), y.numpy()):
-        probe = fit_probe(
-            x[fit_idx].reshape(-1, d), y[fit_idx].repeat_interleave(v), num_classes, weight=weight
-        )
-        out[held] = probe(x[held].reshape(-1, d)).view(len(held), v, -1).cpu()
-    return out
 
 
 def zero_shot_logits(teacher: Teacher, classes: list[str], emb: torch.Tensor) -> torch.Tensor:
@@ -327,8 +253,8 @@ def zero_shot_logits(teacher: Teacher, classes: list[str], emb: torch.Tensor) ->
     text = F.normalize(
         teacher.embed_text([f"a dermatology photo of {n.lower()}" for n in names]), dim=-1
     ).cpu()
-    scale = float(teacher.model.logit_scale.float().exp())
-    bias = float(teacher.model.logit_bias.float())
+    scale = float(teacher.model.logit_scale.detach().float().exp())
+    bias = float(teacher.model.logit_bias.detach().float())
     return F.normalize(emb.float(), dim=-1) @ text.T * scale + bias
 
 
@@ -337,11 +263,16 @@ def zero_shot_logits(teacher: Teacher, classes: list[str], emb: torch.Tensor) ->
 
 @dataclass
 class Targets:
-    params: torch.Tensor  # [N,V,9]
-    embeddings: torch.Tensor  # [N,V,D] float16
-    logits: torch.Tensor  # [N,V,C]
+    params: torch.Tensor  # [N,V+1,9]: view 0 is the plain picture
+    embeddings: torch.Tensor  # [N,V+1,D] float16
+    logits: torch.Tensor  # [N,V+1,C]
     val_f1: float
-    views: int
+    views: int  # V+1
+
+    def to(self, device: torch.device) -> Targets:
+        """The same targets on ``device``: a training step then indexes them there, no copy per step."""
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731 — three uses in one line
+        return Targets(move(self.params), move(self.embeddings), move(self.logits), self.val_f1, self.views)
 
 
 def prepare(
@@ -352,48 +283,52 @@ def prepare(
     cache_dir: Path | None,
     device: torch.device,
     seed: int = 0,
-    decode: Callable[[int], object] | None = None,
+    decode: Callable[[int], Iterable[tuple[int, torch.Tensor]]] | None = None,
+    groups=None,
 ) -> Targets:
-    """Targets for every image of ``ds``. ``decode(size)`` gives the same dataset decoded at another
-    size: when the teacher's input is larger than ``ds``'s pictures, its views are rendered from a
-    decode at its own size (once, on a cache miss), so it never sees upsampled pictures."""
+    """Targets for every image of ``ds``. ``decode(size)`` streams the same pictures decoded at another
+    size, as ``(start, uint8 chunk)``: when the teacher's input is larger than ``ds``'s pictures, its
+    views are rendered from that (once, on a cache miss), so it never sees upsampled pictures.
+    ``groups`` (duplicate group per image) keeps near-copies in one fold of the out-of-fold probe."""
     prep = preprocessing(spec.model)
     size = max(prep[0], ds.images.shape[-1]) if decode else ds.images.shape[-1]
-    path = cache_path(cache_dir, spec.model, ds.fingerprint, size, spec.views, prep) if cache_dir else None
+    path = (
+        cache_path(cache_dir, spec.model, ds.fingerprint, size, spec.views, prep, spec.resize)
+        if cache_dir
+        else None
+    )
     teacher = None  # loaded only when needed: the cache is missing, or text prompts must be embedded
     if path is None or not path.exists() or spec.head == "zeroshot":
         teacher = load(spec.model, device)
     if path and path.exists():
         cached = torch.load(path, weights_only=True)
     else:
-        images = ds.images
-        if size != images.shape[-1]:
-            big = decode(size)
-            if big.files != ds.files:
-                raise RuntimeError(
-                    f"decoding at {size} px gave another file list than at {images.shape[-1]} px"
-                )
-            images = big.images
-        cached = embeddings(teacher, images, ds.fingerprint, spec.views, cache_dir)
-    nc, y = len(ds.classes), ds.labels
+        chunks = decode(size) if size != ds.images.shape[-1] else [(0, ds.images)]
+        aspect = ds.sizes[:, 0] / ds.sizes[:, 1] if spec.resize == "pad" else None
+        cached = embed_stream(teacher, chunks, len(ds.files), ds.fingerprint, spec.views, aspect)
+        if path:
+            _save(cached, path)
+    n = len(ds.files)
+    params = torch.cat([augment.identity(n).unsqueeze(1), cached["params"]], 1)
+    emb = torch.cat([cached["plain"].unsqueeze(1), cached["views"]], 1)
+    nc, y, v = len(ds.classes), ds.labels, emb.shape[1]
     train_idx, val_idx = torch.as_tensor(train_idx), torch.as_tensor(val_idx)
-    n, v = cached["views"].shape[:2]
     logits = torch.zeros(n, v, nc)
     if spec.head == "zeroshot":
-        logits = zero_shot_logits(teacher, ds.classes, cached["views"].reshape(n * v, -1)).view(n, v, nc)
-        val_pred = zero_shot_logits(teacher, ds.classes, cached["plain"][val_idx])
+        logits = zero_shot_logits(teacher, ds.classes, emb.reshape(n * v, -1)).view(n, v, nc)
     else:
-        x = features(cached["views"].to(device))  # the probe is fitted where the student trains
+        x = features(emb[train_idx].to(device))  # the probe is fitted where the student trains
         counts = torch.bincount(y[train_idx], minlength=nc).float()
         weight = counts.sum() / (nc * counts.clamp(min=1))
-        logits[train_idx] = oof_logits(x[train_idx], y[train_idx], nc, seed=seed, weight=weight)
-        probe = fit_probe(
-            x[train_idx].reshape(-1, x.shape[-1]), y[train_idx].repeat_interleave(v), nc, weight=weight
-        )
-        logits[val_idx] = probe(x[val_idx].reshape(-1, x.shape[-1])).view(len(val_idx), v, nc).cpu()
-        val_pred = probe(features(cached["plain"][val_idx].to(device))).cpu()
+        g = None if groups is None else torch.as_tensor(groups)[train_idx].numpy()
+        logits[train_idx] = oof_logits(x, y[train_idx], nc, seed=seed, weight=weight, groups=g)
+        probe = fit_probe(x.reshape(-1, x.shape[-1]), y[train_idx].repeat_interleave(v), nc, weight=weight)
+        del x
+        x_val = features(emb[val_idx].to(device))
+        logits[val_idx] = probe(x_val.reshape(-1, x_val.shape[-1])).view(len(val_idx), v, nc).cpu()
+    val_pred = logits[val_idx, 0]  # the plain picture
     val_f1 = macro_f1(val_pred.argmax(1), y[val_idx], nc)[0] if len(val_idx) else float("nan")
     del teacher
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return Targets(cached["params"], cached["views"], logits, val_f1, v)
+    return Targets(params, emb, logits, val_f1, v)

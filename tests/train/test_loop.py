@@ -73,8 +73,11 @@ def test_full_run_through_the_entry_point_writes_every_file(clean_dataset, tmp_p
         "torch_version",
         "best_epoch",
         "teacher_probe_f1",
+        "holdout_f1",
+        "holdout_f1_ci",
     ):
         assert m[key] is not None, key
+    assert len(m["holdout_f1_ci"]) == 2 and m["holdout_f1_ci"][0] <= m["holdout_f1"] <= m["holdout_f1_ci"][1]
     assert list(m["per_class_f1"]) == m["classes"] == sorted(m["classes"])
     assert len(m["confusion"]) == 10 and 0 <= m["val_f1"] <= 1 and 0 <= m["teacher_probe_f1"] <= 1
     assert m["val_f1_bias_in_sample"] >= m["val_f1_before_bias"]  # tuning never lowers F1 where it was tuned
@@ -155,3 +158,105 @@ def test_dkd_with_early_stopping(clean_dataset, tmp_path):
     m = json.loads((tmp_path / "run" / runfolder.METRICS).read_text())
     assert m["epochs_run"] == len(h) and float(h[0]["kd"]) > 0
     assert float(h[0]["kd"]) == pytest.approx(float(h[0]["tckd"]) + 8.0 * float(h[0]["nckd"]), rel=1e-3)
+
+
+def _only_in_loop(render):
+    """The loop's own ``augment`` with ``render`` replaced (the teacher's and predict's stay as they are)."""
+    import types
+
+    from kdq.train import augment
+
+    return types.SimpleNamespace(render=render, sample=augment.sample, identity=augment.identity)
+
+
+def _picture_keys(images: torch.Tensor) -> set[bytes]:
+    return {bytes(img.flatten().tolist()) for img in images.cpu()}
+
+
+def test_the_holdout_is_scored_once_and_never_trained_validated_or_probed_on(
+    clean_dataset, tmp_path, monkeypatch
+):
+    from kdq.train import data, evaluate, teacher
+
+    s = spec(train__epochs=2, train__tune_bias=True)
+    ds = data.load(clean_dataset, None, 32)
+    _, _, hold = data.three_way(ds.labels, data.groups(ds.digests, ds.hashes, ds.thumbs), 0.15, 0.08, 0)
+    held = _picture_keys(ds.images[hold])
+    assert 10 <= len(held) < len(ds.files) // 4
+    trained, predicted, probed = set(), [], []
+    real_render, real_predict, real_prepare = loop.augment.render, evaluate.predict, teacher.prepare
+
+    def render(images, params, size, *a, **k):
+        trained.update(_picture_keys(images))
+        return real_render(images, params, size, *a, **k)
+
+    def prepare(spec_, ds_, train_idx, val_idx, *a, **k):
+        probed.append(set(map(int, train_idx)) | set(map(int, val_idx)))
+        return real_prepare(spec_, ds_, train_idx, val_idx, *a, **k)
+
+    monkeypatch.setattr(loop, "augment", _only_in_loop(render))
+    monkeypatch.setattr(
+        loop,
+        "predict",
+        lambda m, imgs, *a: predicted.append(_picture_keys(imgs)) or real_predict(m, imgs, *a),
+    )
+    monkeypatch.setattr(teacher, "prepare", prepare)
+    loop.run(s, tmp_path / "run", clean_dataset, tmp_path / "cache")
+    assert not (trained & held) and not (probed[0] & set(map(int, hold)))
+    assert [p == held for p in predicted] == [
+        False,
+        False,
+        True,
+    ]  # two epochs of validation, then the holdout
+    m = json.loads((tmp_path / "run" / runfolder.METRICS).read_text())
+    lo, hi = m["holdout_f1_ci"]
+    assert 0 <= lo <= m["holdout_f1"] <= hi <= 1 and m["n_holdout"] == len(held)
+
+
+def test_the_student_sees_the_plain_picture_and_fresh_crops(clean_dataset, tmp_path, monkeypatch):
+    from kdq.train import augment
+
+    seen = []
+    real = loop.augment.render
+    monkeypatch.setattr(
+        loop.augment, "render", lambda imgs, p, *a, **k: seen.append(p) or real(imgs, p, *a, **k)
+    )
+    cached = teacher_views = None
+
+    def rows(fresh):
+        nonlocal cached, teacher_views
+        seen.clear()
+        run = tmp_path / f"run-{fresh}"
+        loop.run(spec(distill__fresh_fraction=fresh), run, clean_dataset, tmp_path / "cache")
+        cached = torch.load(next((tmp_path / "cache" / "teacher").iterdir()), weights_only=True)["params"]
+        teacher_views = {tuple(r.tolist()) for r in cached.reshape(-1, 9)} | {
+            tuple(augment.identity(1)[0].tolist())
+        }
+        return [tuple(r.tolist()) for p in seen if p is not None and len(p) > 0 for r in p]
+
+    plain = tuple(augment.identity(1)[0].tolist())
+    only_teacher = rows(0.0)
+    assert plain in only_teacher and set(only_teacher) <= teacher_views  # the plain view is trained on
+    mixed = rows(0.5)
+    fresh = [r for r in mixed if r not in teacher_views]
+    assert 0.3 < len(fresh) / len(mixed) < 0.7  # about half of every batch: fresh crops, never cached
+
+
+def test_compile_trains_the_compiled_module_and_exports_the_plain_one(clean_dataset, tmp_path, monkeypatch):
+    calls = []
+
+    class Compiled(torch.nn.Module):  # stands in for torch.compile's wrapper (no compiler in the test)
+        def __init__(self, model):
+            super().__init__()
+            self._orig_mod = model
+
+        def forward(self, x):
+            calls.append(len(x))
+            return self._orig_mod(x)
+
+    monkeypatch.setattr(loop.torch, "compile", Compiled)
+    loop.run(spec(train__compile=True, train__epochs=1), tmp_path / "run", clean_dataset, tmp_path / "cache")
+    assert calls  # training went through the compiled module
+    exported = torch.jit.load(str(tmp_path / "run" / runfolder.MODEL))
+    assert not any("_orig_mod" in k for k in exported.state_dict())
+    assert verify_file(tmp_path / "run" / runfolder.MODEL)["output_shape"] == [4, 10]

@@ -2,31 +2,7 @@ import pytest
 import torch
 
 from kdq.spec import TeacherSpec
-from kdq.train import data, teacher
-
-
-def test_out_of_fold_logits_do_not_memorise():
-    """Random labels on random features: a probe fitted on them memorises (in-sample accuracy ~1),
-    but out-of-fold logits for the same images are at chance."""
-    g = torch.Generator().manual_seed(0)
-    n, v, d, c = 120, 2, 64, 4
-    x = torch.randn(n, 1, d, generator=g).repeat(1, v, 1)  # both views identical
-    y = torch.arange(n) % c
-    probe = teacher.fit_probe(x.reshape(-1, d), y.repeat_interleave(v), c, l2=1e-6)
-    assert (probe(x[:, 0]).argmax(1) == y).float().mean() > 0.95
-    oof = teacher.oof_logits(x, y, c, folds=5, seed=0)
-    assert oof.shape == (n, v, c)
-    assert (oof[:, 0].argmax(1) == y).float().mean() < 0.45
-    assert torch.allclose(oof[:, 0], oof[:, 1])  # views of one image share a fold
-
-
-def test_probe_learns_separable_embeddings():
-    g = torch.Generator().manual_seed(1)
-    centres = torch.randn(3, 16, generator=g) * 3
-    y = torch.arange(90) % 3
-    x = (centres[y] + torch.randn(90, 16, generator=g)).unsqueeze(1)
-    oof = teacher.oof_logits(x, y, 3)
-    assert (oof[:, 0].argmax(1) == y).float().mean() > 0.9
+from kdq.train import augment, data, teacher
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +42,8 @@ def test_prepare_gives_targets_for_every_image(clean_dataset, tmp_path):
         t = teacher.prepare(
             TeacherSpec(model="tiny", views=2, head=head), d, tr, va, tmp_path, torch.device("cpu")
         )
-        assert t.logits.shape == (len(d.files), 2, 10) and t.embeddings.shape == (len(d.files), 2, 32)
+        # view 0 is the plain picture, then the two cached views
+        assert t.logits.shape == (len(d.files), 3, 10) and t.embeddings.shape == (len(d.files), 3, 32)
         assert 0 <= t.val_f1 <= 1 and t.logits[tr].abs().sum() > 0
 
 
@@ -111,14 +88,85 @@ def test_a_larger_teacher_sees_pictures_decoded_at_its_own_size(clean_dataset, t
 
     def decode(size):
         asked.append(size)
-        return data.load(clean_dataset, None, size)
+        return data.stream(small.root, small.files, size, chunk=5)
 
     seen = []
     real = teacher.Teacher.embed
     monkeypatch.setattr(
-        teacher.Teacher, "embed", lambda self, imgs, p: seen.append(imgs.shape[-1]) or real(self, imgs, p)
+        teacher.Teacher, "embed", lambda self, imgs, *a: seen.append(imgs.shape[-1]) or real(self, imgs, *a)
     )
     teacher.prepare(
         TeacherSpec(model="tiny", views=1), small, tr, va, tmp_path, torch.device("cpu"), decode=decode
     )
     assert asked == [32] and set(seen) == {32}
+    assert len(teacher.view_params(len(small.files), 1, small.fingerprint)) == len(small.files)
+
+
+def test_the_student_gets_the_plain_picture_among_the_teachers_views(clean_dataset, tmp_path, tiny):
+    d = data.load(clean_dataset, None, decode_size=32)
+    tr, va = data.split(d.labels, data.groups(d.digests, d.hashes, d.thumbs), 0.2, 0)
+    t = teacher.prepare(
+        TeacherSpec(model="tiny", views=2, resize="squash"), d, tr, va, None, torch.device("cpu")
+    )
+    assert t.views == 3 and torch.equal(t.params[:, 0], augment.identity(len(d.files)))
+    plain = tiny.embed(d.images[:4], None)
+    assert torch.allclose(t.embeddings[:4, 0].float(), plain, atol=1e-2)
+    assert not torch.allclose(t.embeddings[:4, 1].float(), plain, atol=1e-2)
+
+
+def test_pad_shows_the_teacher_each_picture_with_its_own_aspect(clean_dataset, tmp_path, monkeypatch):
+    d = data.load(clean_dataset, None, decode_size=32)
+    tr, va = data.split(d.labels, data.groups(d.digests, d.hashes, d.thumbs), 0.2, 0)
+    got = []
+    real = teacher.Teacher.embed
+    monkeypatch.setattr(
+        teacher.Teacher,
+        "embed",
+        lambda self, imgs, p, aspect=None: got.append(aspect) or real(self, imgs, p, aspect),
+    )
+    pad = teacher.prepare(TeacherSpec(model="tiny", views=1), d, tr, va, tmp_path, torch.device("cpu"))
+    aspects = torch.cat(got)
+    want = (d.sizes[:, 0] / d.sizes[:, 1]).repeat_interleave(2)  # plain + one view of each picture
+    assert torch.allclose(aspects, want) and not torch.allclose(aspects, torch.ones_like(aspects))
+    got.clear()
+    squash = teacher.prepare(
+        TeacherSpec(model="tiny", views=1, resize="squash"), d, tr, va, tmp_path, torch.device("cpu")
+    )
+    assert all(a is None for a in got) and not torch.allclose(
+        pad.embeddings.float(), squash.embeddings.float()
+    )
+    assert len(list((tmp_path / "teacher").iterdir())) == 2  # one cache entry each
+
+
+def test_zero_shot_loads_a_sentencepiece_tokenizer_and_pads_prompts_to_64_tokens(tmp_path):
+    """A Hugging Face SigLIP checkpoint with its own (tiny, trained here) sentencepiece tokenizer whose
+    config sets no usable length limit: prompts are padded to the 64 tokens SigLIP was trained with."""
+    import sentencepiece as spm
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipTokenizer
+
+    words = "a dermatology photo of eczema melanoma warts nevi psoriasis tinea keratosis carcinoma".split()
+    sentences = [" ".join(words[i:] + words[:i]) for i in range(len(words))] * 20
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_prefix=str(tmp_path / "spiece"),
+        vocab_size=32,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        minloglevel=2,
+    )
+    ckpt = tmp_path / "ckpt"
+    SiglipTokenizer(str(tmp_path / "spiece.model"), model_max_length=10**30).save_pretrained(ckpt)
+    vision, text = teacher.RANDOM["tiny"]
+    cfg = SiglipConfig(
+        vision_config=vision, text_config={**text, "vocab_size": 32, "max_position_embeddings": 64}
+    )
+    SiglipModel(cfg).save_pretrained(ckpt)
+    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(ckpt)
+    t = teacher.load(str(ckpt), torch.device("cpu"))
+    seen = []
+    real = t.model.get_text_features
+    t.model.get_text_features = lambda input_ids: seen.append(input_ids.shape) or real(input_ids=input_ids)
+    logits = teacher.zero_shot_logits(t, ["1. Eczema", "2. Melanoma", "10. Warts"], torch.randn(5, 32))
+    assert seen == [(3, 64)] and logits.shape == (5, 3) and torch.isfinite(logits).all()
