@@ -24,7 +24,7 @@ from typing import Any
 from rich.console import Console
 
 from kdq.settings import Settings
-from kdq.spec import load_files
+from kdq.specfile import load_files
 from kdq.stages import LIVE
 from kdq.store import Store
 
@@ -140,10 +140,10 @@ def run(opts: DemoOptions, console: Console, views: Views) -> int:
     store = Store(home / "kdq.db")
     code = 1
     try:
-        from jobs.tasks import nudge
+        from kdq.worker import nudge
 
         ids = store.add([(str(p), s) for p, s in specs], force=True)
-        nudge(ids, to=Settings())
+        nudge(ids, Settings())
         console.print(f"queued {len(ids)} experiments from {', '.join(sorted({p.name for p, _ in specs}))}")
         code = _follow(store, worker, opts, console, views.status)
         _finish(home, console, views.leaderboard)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kdq import runfolder
 from kdq.search import spec as search
-from kdq.spec import SpecError
+from kdq.specfile import SpecError
 
 
 def check_students(specs: list, cache_dir: Path) -> None:

@@ -11,7 +11,8 @@ import typing
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from kdq.spec import MAX_SWEEP, ExperimentSpec
+from kdq.spec import ExperimentSpec
+from kdq.specfile import MAX_SWEEP
 
 HEADER = f"""# Spec reference
 
@@ -95,11 +96,13 @@ def _default(field) -> str:
 
 def section(name: str, model: type[BaseModel]) -> str:
     lines = [f"## `[{name}]`", "", "| key | type | default | limits | meaning |", "|---|---|---|---|---|"]
-    for key, field in model.model_fields.items():
-        lines.append(
-            f"| `{key}` | {_type(field.annotation)} | {_default(field)} | {_limits(field)} | {field.description or ''} |"
-        )
+    lines.extend(_row(key, field) for key, field in model.model_fields.items())
     return "\n".join(lines)
+
+
+def _row(key: str, field, meaning: str = "") -> str:
+    cells = (f"`{key}`", _type(field.annotation), _default(field), _limits(field))
+    return f"| {' | '.join(cells)} | {field.description or meaning} |"
 
 
 def _model(annotation) -> type[BaseModel] | None:
@@ -119,10 +122,8 @@ def render() -> str:
         "| key | type | default | limits | meaning |",
         "|---|---|---|---|---|",
     ]
-    for key, field in top.items():
-        parts.append(
-            f"| `{key}` | {_type(field.annotation)} | {_default(field)} | {_limits(field)} | {field.description or 'Experiment name (default: the file name; a sweep adds its values).'} |"
-        )
+    name = "Experiment name (default: the file name; a sweep adds its values)."
+    parts.extend(_row(key, field, name) for key, field in top.items())
     parts.append("")
     for key, field in ExperimentSpec.model_fields.items():
         if key not in top:

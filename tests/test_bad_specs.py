@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kdq.cli.main import app
-from kdq.spec import SpecError, load_file
+from kdq.specfile import SpecError, load_file
 from kdq.store import Store
 
 CORPUS = sorted((Path(__file__).parent / "bad_inputs" / "specs").glob("*.toml"))

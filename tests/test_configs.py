@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from kdq.spec import load_file
+from kdq.specfile import load_file
 
 CONFIGS = sorted(Path(__file__).parents[1].joinpath("configs").rglob("*.toml"))
 

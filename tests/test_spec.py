@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from kdq.spec import ExperimentSpec, SpecError, expand, load_file, load_files, parse_overrides, parse_value
+from kdq.spec import ExperimentSpec
+from kdq.specfile import SpecError, expand, load_file, load_files, parse_overrides, parse_value
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

@@ -9,7 +9,7 @@ from conftest import TINY_SPEC
 from kdq import runfolder, steps
 from kdq.backends import RunStatus
 from kdq.errors import PermanentError, TransientError
-from kdq.spec import expand
+from kdq.specfile import expand
 from kdq.stages import Stage
 
 

@@ -12,7 +12,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from kdq.cli import data, demo, doctor, modal, queue, report, server, status
+from kdq.cli import data, demo, doctor, modal, queue, report, search, server, status
 
 
 class Grouped(TyperGroup):
@@ -91,3 +91,4 @@ for _panel, _commands in (
 app.add_typer(data.app, name="data", rich_help_panel=SET_UP)
 app.add_typer(modal.app, name="modal", rich_help_panel=SET_UP)
 app.add_typer(server.app, name="server", rich_help_panel=COURSE)
+app.add_typer(search.app, name="search", rich_help_panel=QUEUE)

@@ -65,7 +65,7 @@ def enqueue(
       kdq enqueue configs/sweep-temperature-alpha.toml --set train.epochs=30 --priority 5
     """
     from kdq.preflight import check_students
-    from kdq.spec import SpecError, load_files, parse_overrides
+    from kdq.specfile import SpecError, load_files, parse_overrides
 
     settings()  # a bad KDQ_* value is the first thing to say
     paths = expand(files)
@@ -209,5 +209,9 @@ def worker(
     s = settings()
     kdqlog.configure(log_json if log_json is not None else s.log_json, settings=s, verbose=verbose)
     from jobs.worker import run
+    from kdq.homelock import HomeLocked
 
-    run()
+    try:
+        run(s)
+    except HomeLocked as exc:
+        raise fail(str(exc)) from None

@@ -141,7 +141,7 @@ def point_name(params: dict[str, Any]) -> str:
 
 
 def with_params(doc: dict, params: dict[str, Any]) -> dict:
-    from kdq.spec import set_dotted
+    from kdq.specfile import set_dotted
 
     doc = copy.deepcopy(doc)
     for key, value in params.items():
@@ -164,7 +164,8 @@ def params_of(spec: ExperimentSpec) -> dict[str, Any]:
 def expand_search(raw: dict, source: str, overrides: Sequence[tuple[str, Any]] = ()) -> list[ExperimentSpec]:
     """A document with a ``[search]`` table → the specs of its first ``parallel`` trials (``SpecError``)."""
     from kdq.search.study import first_params
-    from kdq.spec import ExperimentSpec, SpecError, _describe, set_dotted
+    from kdq.spec import ExperimentSpec
+    from kdq.specfile import SpecError, _describe, set_dotted
 
     raw = copy.deepcopy(raw)
     for key, value in overrides:

@@ -22,7 +22,8 @@ from kdq.backends import modal_remote as remote
 from kdq.backends.modal import DEPLOY_META, ModalBackend, classify, upload_dataset
 from kdq.backends.modal_gateway import CallState, Entry
 from kdq.errors import PermanentError, TransientError
-from kdq.spec import ExperimentSpec, expand
+from kdq.spec import ExperimentSpec
+from kdq.specfile import expand
 from kdq.stages import Stage
 
 TINY = {

@@ -10,7 +10,7 @@ from kdq.backends import RunStatus
 from kdq.search import driver
 from kdq.search import study as studies
 from kdq.search.spec import params_of
-from kdq.spec import expand
+from kdq.specfile import expand
 from kdq.stages import LIVE, Stage
 
 SEARCH = """

@@ -5,7 +5,7 @@ import tomllib
 import pytest
 
 from kdq.search.spec import corners, params_of, students
-from kdq.spec import SpecError, expand
+from kdq.specfile import SpecError, expand
 
 SEARCH = """
 name = "tiny-search"
