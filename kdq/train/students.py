@@ -1,13 +1,15 @@
 """Student models by name, checked against the size limit before any training.
 
     model = build(spec.student, num_classes=10)     # kdq | timm | torchvision
-    check_size(model, name)                          # StudentTooLarge before the first epoch
+    check_size(model, name)                          # StudentError when the exported fp32 file would not fit
+    preflight(spec.student)                          # the same check at enqueue, on the meta device
 
 ``library="kdq"`` has ``tiny_cnn``: a few thousand parameters, trains in seconds on a CPU (tests,
 demos). timm models are created with ``scriptable=True`` so that ``torch.jit.script`` works on them;
-families with training-time branches (RepVGG, MobileOne, FastViT...) are reparameterized before
-export by ``timm.utils.reparameterize_model``. Pretrained weights are used when they can be fetched;
-offline the model starts from scratch with a warning.
+families with training-time branches (RepVGG, MobileOne, FastViT...) are reparameterized by
+``timm.utils.reparameterize_model`` before they are measured and exported. ``pretrained = true``
+fetches ImageNet weights; when they cannot be fetched (offline) the model starts from scratch with a
+warning. The size limit is ``kdq.grader.MAX_MIB``, with ``grader.PARAM_HEADROOM`` for the file's code.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ def _unknown(spec: StudentSpec) -> StudentError:
     hint = {
         "kdq": f"choose one of: {', '.join(sorted(KDQ_MODELS))}",
         "timm": "list them with `python -c \"import timm; print(timm.list_models('*mobile*'))\"`",
-        "torchvision": 'list them with `python -c "import torchvision; print(torchvision.models.list_models())"`',
+        "torchvision": "list them with "
+        '`python -c "import torchvision; print(torchvision.models.list_models())"`',
     }[spec.library]
     return StudentError(f"student.name = {spec.name!r} is not a {spec.library} model; {hint}")
 
@@ -128,7 +131,7 @@ def classifier(model: nn.Module) -> nn.Linear:
 
 
 def _replace(root: nn.Module, old: nn.Module, new: nn.Module) -> None:
-    for name, mod in root.named_modules():
+    for mod in root.modules():
         for child_name, child in mod.named_children():
             if child is old:
                 setattr(mod, child_name, new)
@@ -163,10 +166,8 @@ def _too_large(model: nn.Module, name: str, max_mb: float) -> None:
 
 def reparameterize(model: nn.Module) -> nn.Module:
     """Fuse training-time branches (RepVGG/MobileOne-style) when the model has them."""
-    try:
-        from timm.utils.model import reparameterize_model
-    except ImportError:  # pragma: no cover — timm is a dependency
-        return model
+    from timm.utils.model import reparameterize_model
+
     return reparameterize_model(model)
 
 
