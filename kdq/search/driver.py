@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -60,11 +59,8 @@ def training_seconds(events: list[dict], now: float) -> float:
     return total + (now - since if since is not None else 0.0)
 
 
-def tick(ctx: Context, expected: Any = None) -> list[int]:
-    """One look at every search; returns the experiments it queued (the caller nudges them).
-
-    ``expected(store, exp) -> float``: the expected leaderboard score of a validated experiment, for
-    searches whose objective is ``expected_score``."""
+def tick(ctx: Context) -> list[int]:
+    """One look at every search; returns the experiments it queued (the caller nudges them)."""
     new: list[int] = []
     for name, trials in by_search(ctx.store.list()).items():
         trials.sort(key=lambda e: e.id)
@@ -72,13 +68,13 @@ def tick(ctx: Context, expected: Any = None) -> list[int]:
         if search is None:
             continue
         try:
-            new += _tick_one(ctx, name, trials, expected)
+            new += _tick_one(ctx, name, trials)
         except Exception as exc:  # one broken search must not stop the others, nor the worker
             log.error("search tick failed", search=name, error=repr(exc))
     return new
 
 
-def _tick_one(ctx: Context, name: str, trials: list[Experiment], expected: Any) -> list[int]:
+def _tick_one(ctx: Context, name: str, trials: list[Experiment]) -> list[int]:
     search = trials[0].spec.search
     study = studies.open_study(ctx.settings.root, search)
     new = _adopt(ctx, study, trials)
@@ -91,7 +87,7 @@ def _tick_one(ctx: Context, name: str, trials: list[Experiment], expected: Any) 
         if exp.stage is Stage.TRAINING:
             _report(ctx, study, frozen, exp)
         else:
-            _tell(ctx, study, frozen, ctx.store.get(exp.id), expected)
+            _tell(ctx, study, frozen, ctx.store.get(exp.id))
     new += _ask(ctx, study, trials)
     return new
 
@@ -143,12 +139,10 @@ def _report(ctx: Context, study: optuna.Study, frozen: optuna.trial.FrozenTrial,
     message = f"pruned by {exp.spec.search.pruner} at epoch {epoch}: validation F1 {value:.4f}"
     if ctx.store.move(exp.id, Stage.TRAINING, Stage.PRUNED, message):
         log.info("search trial pruned", search=exp.search, trial=exp.trial, exp=exp.id, epoch=epoch)
-        _tell(ctx, study, frozen, ctx.store.get(exp.id), None)
+        _tell(ctx, study, frozen, ctx.store.get(exp.id))
 
 
-def _tell(
-    ctx: Context, study: optuna.Study, frozen: optuna.trial.FrozenTrial, exp: Experiment, expected
-) -> None:
+def _tell(ctx: Context, study: optuna.Study, frozen: optuna.trial.FrozenTrial, exp: Experiment) -> None:
     if exp.stage is Stage.PRUNED:
         if exp.handle:
             ctx.backend(exp.backend).cancel(exp.handle)  # again after a crash: cancelling twice is harmless
@@ -157,7 +151,7 @@ def _tell(
         study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
     elif exp.stage in VALIDATED and exp.metrics:
         objective = exp.spec.search.objective
-        score = expected(ctx.store, exp) if objective == "expected_score" and expected else None
+        score = expected_score(ctx, exp) if objective == "expected_score" else None
         try:
             value = studies.objective_value(objective, exp.metrics, score)
         except (KeyError, ValueError) as exc:
@@ -167,6 +161,15 @@ def _tell(
         optuna.trial.Trial(study, frozen._trial_id).set_user_attr("epochs", (exp.progress or {}).get("epoch"))
         study.tell(frozen.number, value, skip_if_finished=True)
         log.info("search trial told", search=exp.search, trial=exp.trial, exp=exp.id, value=value)
+
+
+def expected_score(ctx: Context, exp: Experiment) -> float | None:
+    """The expected leaderboard score of a validated trial, as the submission policy sees it now."""
+    from kdq.course.scoring import expected_of, outlook
+
+    factor, calibration = outlook(ctx.store, ctx.settings)
+    expected = expected_of(exp, factor, calibration)
+    return None if expected is None else expected.score
 
 
 def gpu_hours_used(ctx: Context, trials: list[Experiment]) -> float:

@@ -77,7 +77,10 @@ class ScriptedBackend:
         dest.mkdir(parents=True, exist_ok=True)
         (dest / runfolder.MODEL).write_bytes(b"model")
         f1 = curve(run["spec"].train.lr, run["epoch"])
-        runfolder.write_json(dest / runfolder.METRICS, {"val_f1": f1, "holdout_f1": f1 - 0.01})
+        runfolder.write_json(
+            dest / runfolder.METRICS,
+            {"val_f1": f1, "holdout_f1": f1 - 0.01, "model_mb": run["spec"].train.lr * 1e3},
+        )
 
     def cancel(self, handle):
         self.cancelled.append(handle["run_id"])
@@ -193,3 +196,17 @@ def test_training_seconds_add_up_every_stay_in_training():
         {"kind": "stage", "stage": "training", "ts": 60},
     ]
     assert driver.training_seconds(events, now=100) == 30 + 40
+
+
+def test_the_expected_score_objective_scores_trials_as_the_submission_policy_does(ctx):
+    from kdq.course.scoring import expected_of, outlook
+
+    raw = tomllib.loads(SEARCH.format(trials=3, pruner="none"))
+    raw["search"]["objective"] = "expected_score"
+    ctx.store.add([("s.toml", s) for s in expand(raw, "s.toml")])
+    run_search(ctx)
+    factor, calibration = outlook(ctx.store, ctx.settings)
+    trials = study_of(ctx).get_trials()
+    for e in ctx.store.list():  # model size differs by trial (scripted): the size term counts
+        assert trials[e.trial].value == pytest.approx(expected_of(e, factor, calibration).score)
+        assert trials[e.trial].value != pytest.approx(e.metrics["holdout_f1"])
