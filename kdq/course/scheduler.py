@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from kdq import runfolder
-from kdq.course import matching
+from kdq.course import matching, scoring
 from kdq.course.client import CourseClient
 from kdq.course.ledger import BLOCKED_UNTIL, ERROR, INTENT, LAST_SUBMIT, NEXT_TICK, SERVER, STATUS, Ledger
 from kdq.course.models import Attempt
-from kdq.course.policy import Candidate, live_submission, plan
+from kdq.course.policy import live_submission, plan
 from kdq.course.server_view import ServerView, Wait
 from kdq.course.upload import Uploader, file_bytes
 from kdq.experiment import Experiment
@@ -198,20 +198,19 @@ class Scheduler:
             )
             if sent is not None and self.clock() - sent.timestamp() > self.eval_timeout_s:
                 live = replace(live, state="successful")  # never graded: judge candidates against it anyway
-        candidates = [
-            Candidate(
-                e.id, e.val_f1, e.spec.submit.policy, e.submit_requested, (e.metrics or {}).get("model_mb")
-            )
-            for e in ready
-        ]
         p = plan(
-            candidates,
-            live,
+            [scoring.candidate(e) for e in ready],
+            scoring.live_details(self.store, self.ledger, live, self.client.team),
             now=self.clock(),
             last_submit_at=self.ledger.last_submit_at(attempts),
             interval_s=self.interval_s,
             blocked_until=self.ledger.blocked_until(),
+            **scoring.inputs(self.store, self.ledger, self.settings, self.interval_s),
         )
+        if p.restore is not None:  # the deadline: the best graded model goes back up, as `kdq submit ID`
+            self.store.request_submit(p.restore)
+            self.store.event(p.restore, "submit", p.reason)
+            return 0.0
         for exp_id, kind, why in p.finish:
             self.store.move(exp_id, Stage.READY, Stage.SKIPPED if kind == "skipped" else Stage.DONE, why)
         if p.submit is not None:
