@@ -80,11 +80,11 @@ def skipped(name: str) -> Check:
 def check_modal(env: Env) -> Check:
     if not env.modal:
         return skipped("modal")
-    from kdq.backends.modal import LOGIN, classify
+    from kdq.backends.modal_gateway import LOGIN, classify
     from kdq.errors import PermanentError, TransientError
 
     try:
-        env.gateway.check()
+        volume_there = env.gateway.check()
     except Exception as exc:  # noqa: BLE001
         mapped = classify(exc, live_run=False)
         if isinstance(mapped, PermanentError) and "credentials" in str(mapped):
@@ -96,6 +96,8 @@ def check_modal(env: Env) -> Check:
         return Check(
             "modal", False, f"{type(exc).__name__}: {exc}", "see the message; `modal token new` if unsure"
         )
+    if volume_there is False:  # the check creates nothing: `kdq data upload` makes the Volume
+        return Check("modal", True, f"credentials work; Volume {env.settings.modal_volume!r} not made yet")
     return Check("modal", True, f"credentials work; Volume {env.settings.modal_volume!r} is there")
 
 
@@ -171,7 +173,7 @@ def check_token(env: Env) -> Check:
 
 
 def check_dataset(env: Env) -> Check:
-    from kdq.backends import modal_remote as remote
+    from kdq.backends import modal_gateway as vol
 
     name = env.dataset
     local = env.settings.datasets_dir / name
@@ -181,7 +183,7 @@ def check_dataset(env: Env) -> Check:
         return Check("dataset", False, f"{name!r} is not at {local}", f"put the unzipped dataset at {local}")
     upload = f"`kdq data upload PATH --name {name}`"
     try:
-        raw = env.gateway.read_file(f"{remote.dataset_path(name)}/{remote.DATASET_MARK}")
+        raw = env.gateway.read_file(f"{vol.dataset_path(name)}/{vol.DATASET_MARK}")
     except Exception as exc:  # noqa: BLE001 — Modal itself is the problem: the modal line says what to do
         where = f"found locally at {local}" if local.is_dir() else f"not at {local} either"
         return Check(
@@ -244,8 +246,8 @@ def check_deployed(env: Env) -> Check:
 
 
 def check_worker(env: Env) -> Check:
-    from jobs.worker import heartbeat_age
     from kdq.store import Store
+    from kdq.worker import heartbeat_age
 
     if not env.settings.db_path.exists():
         return Check(

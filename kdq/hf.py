@@ -3,7 +3,7 @@ and hand it to the Modal container through a Modal secret.
 
     find_token(settings)              HF_TOKEN / KDQ_HF_TOKEN, else the token `hf auth login` saved
     check_access(token, repo)         raises PermanentError (what to do) or TransientError (network)
-    sync_secret(settings, gateway, t) writes {"HF_TOKEN": t} into settings.modal_secret when it changed
+    sync_secret(settings, gateway, t) writes {"HF_TOKEN": t} into settings.modal_secret unless it is there
     ensure_access(settings, repo)     all three, before the first Modal launch that needs the teacher
 
 The token is registered for redaction at once and never logged, stored or put in a message; the
@@ -77,14 +77,17 @@ def check_access(token: str, repo: str = TEACHER, *, endpoint: str | None = None
         ) from None
 
 
-def sync_secret(settings, gateway, token: str) -> bool:
-    """Put the token into the Modal secret when the secret does not hold this token yet."""
+def sync_secret(settings, gateway, token: str, *, force: bool = False) -> bool:
+    """Put the token into the Modal secret unless the database remembers writing this very token there
+    and the secret is still on Modal with its ``HF_TOKEN`` (it may have been deleted, or the workspace
+    changed). ``force``: write it anyway."""
     from kdq.store import Store
 
     tag = token_tag(token)
     with Store.open(settings) as store:
         seen = store.get_meta_json(SECRET_META) or {}
-    if seen.get("tag") == tag and seen.get("name") == settings.modal_secret:
+    current = seen.get("tag") == tag and seen.get("name") == settings.modal_secret
+    if not force and current and gateway.has_secret(settings.modal_secret, ["HF_TOKEN"]):
         return False
     gateway.put_secret(settings.modal_secret, {"HF_TOKEN": token})
     with Store.open(settings) as store:
@@ -93,7 +96,9 @@ def sync_secret(settings, gateway, token: str) -> bool:
     return True
 
 
-def ensure_access(settings, repo: str = TEACHER, *, gateway=None, endpoint: str | None = None) -> str:
+def ensure_access(
+    settings, repo: str = TEACHER, *, gateway=None, endpoint: str | None = None, force: bool = False
+) -> str:
     """Find the token, check it reads ``repo``, sync the Modal secret (when a gateway is given)."""
     token = find_token(settings)
     if not token:
@@ -102,5 +107,5 @@ def ensure_access(settings, repo: str = TEACHER, *, gateway=None, endpoint: str 
         )
     check_access(token, repo, endpoint=endpoint)
     if gateway is not None:
-        sync_secret(settings, gateway, token)
+        sync_secret(settings, gateway, token, force=force)
     return token

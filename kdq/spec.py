@@ -121,6 +121,13 @@ class BackendSpec(Section):
     kind: Literal["local", "modal"] = "local"
     gpu: str = Field("H100", description="Modal GPU type (ignored by the local backend).")
     timeout_min: int = Field(240, ge=1, le=24 * 60, description="Wall-clock limit of one training attempt.")
+    max_gpu_hours: float = Field(
+        8.0,
+        gt=0,
+        le=72,
+        description="Modal: GPU-hours one run may use, all its attempts together (Modal retries a failed "
+        "or preempted attempt up to 2 times); kdq cancels the call past it.",
+    )
 
 
 class ExperimentSpec(Section):

@@ -123,8 +123,10 @@ STEPS: dict[Stage, Callable[[Context, Experiment], float | None]] = {
 
 
 def _cancel(ctx: Context, exp: Experiment) -> None:
-    if exp.handle:
-        ctx.backend(exp.backend).cancel(exp.handle)
+    # A launch that spawned but did not finish may have left no handle: the backend finds it by run id.
+    handle = exp.handle or ({"run_id": exp.run_id} if exp.run_id else None)
+    if handle:
+        ctx.backend(exp.backend).cancel(handle)
     ctx.store.move(exp.id, exp.stage, Stage.CANCELLED, "cancelled by the user")
 
 

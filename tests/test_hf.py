@@ -97,11 +97,18 @@ def test_the_token_comes_from_hf_token_or_the_saved_login(settings, monkeypatch)
 
 
 class SecretStore:
+    """The gateway's secret calls, over a dict that stands for the secrets on Modal."""
+
     def __init__(self):
         self.puts: list[tuple[str, dict]] = []
+        self.on_modal: dict[str, dict] = {}
 
     def put_secret(self, name, values):
         self.puts.append((name, values))
+        self.on_modal[name] = {**self.on_modal.get(name, {}), **values}
+
+    def has_secret(self, name, keys):
+        return name in self.on_modal and all(k in self.on_modal[name] for k in keys)
 
 
 def test_the_modal_secret_is_written_once_per_token_and_the_token_is_not_stored(settings):
@@ -129,3 +136,15 @@ def test_ensure_access_checks_before_it_syncs(home, hub, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", GOOD)
     assert hf.ensure_access(Settings(), gateway=gw, endpoint=hub) == GOOD
     assert gw.puts == [("kdq-hf", {"HF_TOKEN": GOOD})]
+
+
+def test_a_secret_deleted_on_modal_or_another_workspace_is_written_again(settings):
+    gw = SecretStore()
+    assert hf.sync_secret(settings, gw, GOOD) is True
+    del gw.on_modal["kdq-hf"]  # `modal secret delete`, or the token now points at another workspace
+    assert hf.sync_secret(settings, gw, GOOD) is True
+    gw.on_modal["kdq-hf"] = {"KDQ_SECRET": "kdq-hf"}  # there, but without the token
+    assert hf.sync_secret(settings, gw, GOOD) is True
+    assert hf.sync_secret(settings, gw, GOOD) is False  # there with HF_TOKEN, this token: nothing to do
+    assert hf.sync_secret(settings, gw, GOOD, force=True) is True
+    assert len(gw.puts) == 4

@@ -1,22 +1,22 @@
 """The Modal backend: kdq's training entry point in a GPU container, the run folder on a Modal Volume.
 
-    launch  launch.json on the Volume says a call was spawned for this run id → reuse it; otherwise
-            deploy if the code changed, make sure the dataset and the Hugging Face secret are there,
-            write spec.json + launch.json ("spawning"), spawn, write launch.json (call id)
-    poll    the call's state + progress.json; a finished, failed or expired call is judged by the
-            run folder (done.json / error.json), so an expired result is recovered from the Volume
+    launch  a call id in launch.json or owner.json → reuse it; otherwise (one deploy or upload at a
+            time) deploy if the code changed, make sure the dataset and the Hugging Face secret are
+            there, write spec.json + launch.json, spawn, keep the call id in the database, then on the
+            Volume
+    poll    the call's state + progress.json; an ended call is judged by the run folder (done.json,
+            error.json, the log); a run past backend.max_gpu_hours (all attempts together) is cancelled
     fetch   stream model.pt, metrics.json, history.csv into dest, each checked against its size
-    cancel  cancel the call (and the call that owns the run, if another one does)
+    cancel  the handle's call and every call the run folder names (a handle may hold only the run id)
 
-The backend only talks to a ``Gateway`` (kdq/backends/modal_gateway.py); the SDK's exceptions are
-sorted by ``classify`` into ``TransientError`` (wait and look again) and ``PermanentError``.
+It talks only to a ``Gateway`` (kdq/backends/modal_gateway.py, where ``classify`` sorts the SDK's errors).
 """
 
 from __future__ import annotations
 
-import builtins
 import hashlib
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,80 +24,42 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from kdq import hf, runfolder
 from kdq.backends import RunStatus
-from kdq.backends import modal_remote as remote
-from kdq.backends.modal_gateway import CallState, Gateway, ModalGateway
+from kdq.backends import modal_gateway as vol
+from kdq.backends.modal_gateway import CallState, Gateway, ModalGateway, guarded
 from kdq.errors import PermanentError, TransientError
 from kdq.log import get_logger
 from kdq.spec import ExperimentSpec
+from kdq.store import Store
 
 log = get_logger("kdq.modal")
-LOGIN = "run `modal token new` (or `modal setup`) on this machine"
 DEPLOY_META = "modal_deploy"
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding kdq/ and jobs/
 UPLOAD_BATCH = 200  # files per Volume batch (the progress bar moves once per batch)
+QUOTA_PATIENCE_S = 30 * 60  # a launch refused for a workspace limit this long fails
+_PREPARE = threading.Lock()  # with the file lock of the home: one deploy or dataset upload at a time
+
+# ---------------------------------------------------------------- pure sums
 
 
-# ---------------------------------------------------------------- errors
+def memory_mib(images: int, decode_size: int, teacher_size: int | None = 448) -> int:
+    """Memory to request for a dataset of ``images``: the uint8 decode at ``decode_size`` and, for a
+    teacher run, the one at the teacher's input size, times 1.5, plus 4 GiB for Python and torch."""
+    pixels = decode_size**2 + (teacher_size or 0) ** 2
+    return int(images * 3 * pixels * 1.5 / 2**20) + 4096
 
 
-def classify(exc: BaseException, *, live_run: bool) -> Exception | None:
-    """What a gateway exception means for the worker; ``None``: not a Modal problem (a bug: let it rise).
-
-    ``live_run``: a call may be running on Modal. Then even lost credentials only make us wait, because
-    failing the experiment would abandon a paid run; before a launch they fail it with what to run.
-    """
-    from modal import exception as me
-
-    if isinstance(exc, (TransientError, PermanentError)):
-        return exc
-    name = type(exc).__name__
-    if isinstance(exc, me.AuthError):
-        if live_run:
-            return TransientError(
-                f"Modal refused the credentials: {LOGIN}; the run goes on meanwhile. (Modal: {exc})"
-            )
-        return PermanentError(
-            f"Modal has no valid credentials: {LOGIN}, then `kdq retry` this experiment. (Modal: {exc})"
-        )
-    transient = (
-        me.ConnectionError,
-        me.TimeoutError,
-        me.ServiceError,
-        me.InternalError,
-        me.ResourceExhaustedError,
-        builtins.ConnectionError,
-        builtins.TimeoutError,
-    )
-    if isinstance(exc, transient):
-        return TransientError(f"Modal is unreachable or busy ({name}: {exc}); trying again")
-    if isinstance(exc, me.PermissionDeniedError):
-        return PermanentError(
-            f"Modal denied access ({exc}): check the workspace of your token (`modal profile current`)"
-        )
-    if isinstance(exc, me.NotFoundError):
-        return PermanentError(f"Modal could not find it ({exc}): run `kdq modal deploy`, then `kdq retry`")
-    if isinstance(exc, me.Error):
-        return PermanentError(f"Modal error {name}: {exc}")
-    return None
-
-
-@contextmanager
-def guarded(*, live_run: bool) -> Iterator[None]:
-    try:
-        yield
-    except Exception as exc:
-        mapped = classify(exc, live_run=live_run)
-        if mapped is None or mapped is exc:
-            raise
-        raise mapped from exc
+def gpu_hours(attempts: list[list[float | None]], now: float) -> float:
+    """Hours of every attempt of one call together (``[start, end]``; a running one ends ``now``)."""
+    return sum((end if end is not None else now) - start for start, end in attempts) / 3600
 
 
 # ---------------------------------------------------------------- code fingerprint and deploy
 
 
-def code_fingerprint(settings, root: Path = PACKAGE_ROOT) -> str:
+def code_fingerprint(settings, root: Path = vol.PACKAGE_ROOT) -> str:
     """Hash of everything the deployed app is made of: kdq's sources, jobs/modal_app.py and the settings
     it reads (torch in the image, the Volume and secret names)."""
     named = f"torch={settings.modal_torch} volume={settings.modal_volume} secret={settings.modal_secret}\n"
@@ -110,23 +72,30 @@ def code_fingerprint(settings, root: Path = PACKAGE_ROOT) -> str:
     return h.hexdigest()[:16]
 
 
-def ensure_deployed(settings, gateway: Gateway, *, force: bool = False) -> bool:
-    """Deploy the app when the code differs from what was deployed last; returns whether it deployed."""
-    from kdq.store import Store
+@contextmanager
+def preparing(settings) -> Iterator[None]:
+    """One deploy or dataset upload at a time: across the worker's threads, and between the worker and
+    the CLI (``kdq modal deploy``, ``kdq data upload``) of the same home."""
+    settings.root.mkdir(parents=True, exist_ok=True)
+    with _PREPARE, FileLock(settings.root / "modal-prepare.lock"):
+        yield
 
-    fingerprint = code_fingerprint(settings)
-    with Store.open(settings) as store:
-        seen = store.get_meta_json(DEPLOY_META) or {}
-    if not force and seen.get("fingerprint") == fingerprint and seen.get("app") == settings.modal_app:
-        return False
-    log.info("deploying the Modal app", app=settings.modal_app, fingerprint=fingerprint)
-    # The app names the secret; it must exist even before any Hugging Face token does.
-    gateway.put_secret(settings.modal_secret, {"KDQ_SECRET": settings.modal_secret}, overwrite=False)
-    gateway.deploy()
-    with Store.open(settings) as store:
-        store.set_meta(
-            DEPLOY_META, {"fingerprint": fingerprint, "app": settings.modal_app, "at": time.time()}
-        )
+
+def ensure_deployed(settings, gateway: Gateway, *, force: bool = False, show_output: bool = False) -> bool:
+    """Deploy the app when the code differs from what was deployed last; returns whether it deployed."""
+    with preparing(settings):
+        fingerprint = code_fingerprint(settings)  # before the deploy reads the files: an edit redeploys
+        with Store.open(settings) as store:
+            seen = store.get_meta_json(DEPLOY_META) or {}
+        if not force and seen.get("fingerprint") == fingerprint and seen.get("app") == settings.modal_app:
+            return False
+        log.info("deploying the Modal app", app=settings.modal_app, fingerprint=fingerprint)
+        # The app names the secret: it must exist even before any Hugging Face token does.
+        gateway.put_secret(settings.modal_secret, {"KDQ_SECRET": settings.modal_secret}, overwrite=False)
+        gateway.deploy(show_output=show_output)
+        deployed = {"fingerprint": fingerprint, "app": settings.modal_app, "at": time.time()}
+        with Store.open(settings) as store:
+            store.set_meta(DEPLOY_META, deployed)
     return True
 
 
@@ -168,8 +137,8 @@ def upload_dataset(
         "files": len(files),
         "bytes": sum(p.stat().st_size for p in files),
     }
-    base = remote.dataset_path(name)
-    raw = gateway.read_file(f"{base}/{remote.DATASET_MARK}")
+    base = vol.dataset_path(name)
+    raw = gateway.read_file(f"{base}/{vol.DATASET_MARK}")
     there = json.loads(raw) if raw else {}
     if there.get("fingerprint") == mark["fingerprint"]:
         progress(len(files), len(files))
@@ -179,7 +148,7 @@ def upload_dataset(
         gateway.upload((p, f"{base}/{p.relative_to(folder).as_posix()}") for p in chunk)
         progress(i + len(chunk), len(files))
     mark["uploaded_at"] = time.time()
-    gateway.upload([(json.dumps(mark).encode(), f"{base}/{remote.DATASET_MARK}")])
+    gateway.upload([(json.dumps(mark).encode(), f"{base}/{vol.DATASET_MARK}")])
     return {**mark, "uploaded": True}
 
 
@@ -190,9 +159,9 @@ class ModalBackend:
     def __init__(self, settings, gateway: Gateway | None = None):
         self.settings = settings
         self.gateway: Gateway = gateway or ModalGateway(settings)
+        self.quota_patience_s = QUOTA_PATIENCE_S
         self._hf_checked: set[str] = set()
-
-    # ------------------------------------------------------------ Volume helpers
+        self._refused_since: dict[str, float] = {}  # run id → first workspace-limit refusal
 
     def _json(self, path: str) -> dict | None:
         raw = self.gateway.read_file(path)
@@ -206,89 +175,98 @@ class ModalBackend:
 
     # ------------------------------------------------------------ launch
 
-    def prepare(self, spec: ExperimentSpec) -> None:
-        """Everything a run needs before its first spawn: the app, the dataset, the Hugging Face secret."""
+    def prepare(self, spec: ExperimentSpec) -> dict:
+        """Everything a run needs before its first spawn: the app, the dataset, the Hugging Face secret.
+        Returns the dataset's mark on the Volume."""
         ensure_deployed(self.settings, self.gateway)
         name = spec.data.dataset
-        if self.gateway.read_file(f"{remote.dataset_path(name)}/{remote.DATASET_MARK}") is None:
-            local = self.settings.datasets_dir / name
-            if not local.is_dir():
-                raise PermanentError(
-                    f"dataset {name!r} is neither on the Modal Volume {self.settings.modal_volume!r} nor at {local}: "
-                    f"run `kdq data upload PATH --name {name}` (PATH: the unzipped course dataset), then `kdq retry`"
-                )
-            log.info("uploading the dataset to the Volume", dataset=name, path=str(local))
-            upload_dataset(self.gateway, local, name)
-        if (
-            spec.teacher.kind == "siglip"
-            and spec.teacher.model != "tiny"
-            and spec.teacher.model not in self._hf_checked
-        ):
-            hf.ensure_access(self.settings, spec.teacher.model, gateway=self.gateway)
-            self._hf_checked.add(spec.teacher.model)
+        with preparing(self.settings):  # a second launch waits here, then finds the upload done
+            mark = self._json(f"{vol.dataset_path(name)}/{vol.DATASET_MARK}")
+            if mark is None:
+                local = self.settings.datasets_dir / name
+                if not local.is_dir():
+                    raise PermanentError(
+                        f"dataset {name!r} is neither on the Modal Volume {self.settings.modal_volume!r} "
+                        f"nor at {local}: run `kdq data upload PATH --name {name}` (PATH: the unzipped "
+                        "course dataset), then `kdq retry`"
+                    )
+                log.info("uploading the dataset to the Volume", dataset=name, path=str(local))
+                mark = upload_dataset(self.gateway, local, name)
+        teacher = spec.teacher
+        if teacher.kind == "siglip" and teacher.model != "tiny" and teacher.model not in self._hf_checked:
+            hf.ensure_access(self.settings, teacher.model, gateway=self.gateway)
+            self._hf_checked.add(teacher.model)
+        return mark
 
     def launch(self, run_id: str, spec: ExperimentSpec) -> dict[str, Any]:
-        run = remote.run_path(run_id)
+        from modal.exception import ResourceExhaustedError
+
+        try:
+            return self._launch(run_id, spec)
+        except TransientError as exc:
+            if not isinstance(exc.__cause__, ResourceExhaustedError):
+                raise
+            minutes = (time.time() - self._refused_since.setdefault(run_id, time.time())) / 60
+            if minutes * 60 < self.quota_patience_s:
+                raise
+            fix = "see the workspace's limits and billing on modal.com (or stop other apps), then `kdq retry`"
+            raise PermanentError(f"{exc}. Modal kept refusing for {minutes:.0f} min: {fix}") from None
+
+    def _launch(self, run_id: str, spec: ExperimentSpec) -> dict[str, Any]:
+        run = vol.run_path(run_id)
         with guarded(live_run=False):
-            record = self._json(f"{run}/{remote.LAUNCH}") or {}
-            owner = self._json(f"{run}/{remote.OWNER}") or {}
-        call_id = record.get("call_id") or owner.get("call_id")
+            record = self._json(f"{run}/{vol.LAUNCH}") or {}
+            owner = self._json(f"{run}/{vol.OWNER}") or {}
+        with Store.open(self.settings) as store:
+            kept = store.handle_of_run(run_id) or {}
+        call_id = record.get("call_id") or owner.get("call_id") or kept.get("call_id")
         if call_id:  # launched before (a retried step, a worker that died after spawning): never twice
             if not record.get("call_id"):
                 with guarded(live_run=True):
-                    self._put_json(f"{run}/{remote.LAUNCH}", {**record, "call_id": call_id, "adopted": True})
-            return self._handle(run_id, call_id, record.get("gpu", spec.backend.gpu))
+                    self._put_json(f"{run}/{vol.LAUNCH}", {**record, "call_id": call_id, "adopted": True})
+            return self._handle(run_id, call_id, spec)
         with guarded(live_run=bool(record)):  # a record means a call may live: never fail it away
-            self.prepare(spec)
+            mark = self.prepare(spec)
             token = uuid.uuid4().hex
-            self.gateway.upload(
-                [
-                    (spec.model_dump_json(indent=2).encode(), f"{run}/{runfolder.SPEC}"),
-                    (
-                        json.dumps({"state": "spawning", "token": token, "at": time.time()}).encode(),
-                        f"{run}/{remote.LAUNCH}",
-                    ),
-                ]
-            )
-            call_id = self._spawn(run_id, spec)
-        # From here a call exists: whatever goes wrong must not lead to a second spawn being forgotten.
+            spawning = json.dumps({"state": "spawning", "token": token, "at": time.time()}).encode()
+            spec_json = spec.model_dump_json(indent=2).encode()
+            self.gateway.upload([(spec_json, f"{run}/{runfolder.SPEC}"), (spawning, f"{run}/{vol.LAUNCH}")])
+            call_id = self._spawn(run_id, spec, images=int(mark.get("files", 0)))
+        # From here a call exists: its id goes to the database before anything else can fail.
+        handle = self._handle(run_id, call_id, spec)
+        with Store.open(self.settings) as store:
+            store.record_handle(run_id, handle)
         with guarded(live_run=True):
-            self._put_json(
-                f"{run}/{remote.LAUNCH}",
-                {
-                    "state": "spawned",
-                    "token": token,
-                    "call_id": call_id,
-                    "gpu": spec.backend.gpu,
-                    "at": time.time(),
-                },
-            )
+            record = {"state": "spawned", "token": token, "call_id": call_id, "gpu": spec.backend.gpu}
+            self._put_json(f"{run}/{vol.LAUNCH}", {**record, "at": time.time()})
         log.info("spawned a Modal training call", run_id=run_id, call_id=call_id, gpu=spec.backend.gpu)
-        return self._handle(run_id, call_id, spec.backend.gpu)
+        return handle
 
-    def _spawn(self, run_id: str, spec: ExperimentSpec) -> str:
+    def _spawn(self, run_id: str, spec: ExperimentSpec, images: int) -> str:
         from modal.exception import NotFoundError
 
-        kw = dict(gpu=spec.backend.gpu, timeout_s=spec.backend.timeout_min * 60)
+        b = spec.backend
+        teacher = 448 if spec.teacher.kind == "siglip" else None
+        kw = dict(
+            gpu=b.gpu,
+            timeout_s=int(min(b.timeout_min * 60, b.max_gpu_hours * 3600)),
+            memory_mib=memory_mib(images, spec.data.decode_size, teacher),
+        )
         try:
             return self.gateway.spawn(run_id, spec.data.dataset, **kw)
         except NotFoundError:  # the app was stopped or deleted behind our back: deploy and try once more
             ensure_deployed(self.settings, self.gateway, force=True)
             return self.gateway.spawn(run_id, spec.data.dataset, **kw)
 
-    def _handle(self, run_id: str, call_id: str, gpu: str) -> dict[str, Any]:
-        return {
-            "run_id": run_id,
-            "call_id": call_id,
-            "gpu": gpu,
-            "volume": self.settings.modal_volume,
-            "launched_at": time.time(),
-        }
+    def _handle(self, run_id: str, call_id: str, spec: ExperimentSpec) -> dict[str, Any]:
+        b, volume = spec.backend, self.settings.modal_volume
+        handle = {"run_id": run_id, "call_id": call_id, "gpu": b.gpu, "max_gpu_hours": b.max_gpu_hours}
+        return {**handle, "volume": volume, "launched_at": time.time()}
 
     # ------------------------------------------------------------ poll
 
     def poll(self, handle: dict[str, Any]) -> RunStatus:
-        run = remote.run_path(handle["run_id"])
+        run = vol.run_path(handle["run_id"])
         call_id = handle["call_id"]
         with guarded(live_run=True):
             for _ in range(3):  # follow at most a couple of "duplicate" hand-overs
@@ -299,9 +277,21 @@ class ModalBackend:
                     continue
                 break
             progress = self._json(f"{run}/{runfolder.PROGRESS}") or {}
-            if state.state == "running":
-                return RunStatus("running", progress)
-            return self._verdict(run, state, progress)
+            if state.state != "running":
+                return self._verdict(run, state, progress)
+            owner = self._json(f"{run}/{vol.OWNER}") or {}
+            used = gpu_hours(owner.get("attempts") or [], time.time())
+            max_gpu_hours = handle.get("max_gpu_hours")
+            if max_gpu_hours is not None and used > max_gpu_hours:
+                self.cancel(handle)
+                why = (
+                    f"stopped after {used:.2f} GPU-hours over {len(owner['attempts'])} attempt(s): "
+                    f"backend.max_gpu_hours = {max_gpu_hours:g} bounds all attempts together "
+                    "(backend.timeout_min bounds one; Modal retries a failed attempt up to 2 times). "
+                    "Raise it in the spec to allow more, then `kdq retry`."
+                )
+                return RunStatus("failed", progress, f"{why}\n{self._log_tail(run)}".strip())
+            return RunStatus("running", progress)
 
     def _verdict(self, run: str, state: CallState, progress: dict) -> RunStatus:
         """A call that ended: the run folder on the Volume has the last word."""
@@ -334,7 +324,7 @@ class ModalBackend:
     # ------------------------------------------------------------ fetch and cancel
 
     def fetch(self, handle: dict[str, Any], dest: Path) -> None:
-        run = remote.run_path(handle["run_id"])
+        run = vol.run_path(handle["run_id"])
         dest.mkdir(parents=True, exist_ok=True)
         with guarded(live_run=True):
             listing = {Path(e.path).name: e for e in self.gateway.listdir(run) or []}
@@ -353,8 +343,8 @@ class ModalBackend:
                     )
 
     def cancel(self, handle: dict[str, Any]) -> None:
-        run = remote.run_path(handle["run_id"])
+        run = vol.run_path(handle["run_id"])
         with guarded(live_run=True):
-            owner = self._json(f"{run}/{remote.OWNER}") or {}
-            for call_id in dict.fromkeys(filter(None, [handle.get("call_id"), owner.get("call_id")])):
+            named = [(self._json(f"{run}/{name}") or {}).get("call_id") for name in (vol.LAUNCH, vol.OWNER)]
+            for call_id in dict.fromkeys(filter(None, [handle.get("call_id"), *named])):
                 self.gateway.cancel(call_id)

@@ -1,29 +1,64 @@
-"""The narrow interface the Modal backend talks through, and its one real implementation.
+"""What kdq knows about Modal: the layout of the Volume, and the narrow gateway to the SDK.
+
+The Volume (mounted at ``MOUNT`` in the container) holds::
+
+    datasets/<name>/...            uploaded once by ``kdq data upload`` (``DATASET_MARK`` written last)
+    cache/                         decode and teacher caches, shared by every run
+    runs/<run_id>/                 the run folder (kdq/runfolder.py) plus:
+        launch.json                written by the backend before and after it spawns the call
+        owner.json                 {"call_id", "heartbeat", "pid", "attempts"}: which call trains it now
 
 ``ModalGateway`` is the only place that calls the modal SDK for the backend: spawn a call, look at a
-call, cancel it, read/list/upload files on the Volume, deploy the app, store a secret. Errors are the
-SDK's own (``modal.exception.*``); ``kdq.backends.modal.classify`` decides what they mean. Tests use
-a fake with the same methods over a temporary folder (tests/backends/test_modal.py).
+call, cancel it, read/list/upload files on the Volume, deploy the app, store and check a secret. Its
+errors are the SDK's own (``modal.exception.*``, aiohttp's for Volume blocks);
+``kdq.backends.modal.classify`` decides what they mean. The SDK objects it uses are reached through
+three small methods (``_volume``, ``_function``, ``_call``) that the tests replace with stand-ins
+behaving like Modal, so the rest of this class runs in the tests as it runs for real.
 """
 
 from __future__ import annotations
 
 import builtins
+import io
 import os
+import subprocess
+import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
+from kdq.errors import PermanentError, TransientError
+
+MOUNT = "/vol"
+RUNS = "runs"
+DATASETS = "datasets"
+CACHE = "cache"
+LAUNCH = "launch.json"
+OWNER = "owner.json"
+DATASET_MARK = ".kdq-dataset.json"
 TRAIN_FUNCTION = "train"
+APP_MODULE = "jobs.modal_app"
+LOGIN = "run `modal token new` (or `modal setup`) on this machine"
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding kdq/ and jobs/
+
+
+def run_path(run_id: str) -> str:
+    return f"{RUNS}/{run_id}"
+
+
+def dataset_path(name: str) -> str:
+    return f"{DATASETS}/{name}"
 
 
 @dataclass(frozen=True)
 class CallState:
-    """``running``; ``finished`` with the function's return value; ``failed`` with a message; ``expired``."""
+    """``running``; ``finished`` with the function's return value; ``failed`` / ``cancelled`` with a
+    message; ``expired`` (Modal no longer keeps the result)."""
 
-    state: Literal["running", "finished", "failed", "expired"]
+    state: Literal["running", "finished", "failed", "cancelled", "expired"]
     result: dict[str, Any] | None = None
     error: str | None = None
 
@@ -39,7 +74,7 @@ Upload = tuple[Path | bytes, str]  # (local file or bytes, path on the Volume)
 
 
 class Gateway(Protocol):
-    def spawn(self, run_id: str, dataset: str, *, gpu: str, timeout_s: int) -> str:
+    def spawn(self, run_id: str, dataset: str, *, gpu: str, timeout_s: int, memory_mib: int) -> str:
         """Start the training function; returns the call id (``fc-...``)."""
 
     def call_state(self, call_id: str) -> CallState: ...
@@ -58,13 +93,81 @@ class Gateway(Protocol):
     def upload(self, items: Iterable[Upload]) -> None:
         """Put files on the Volume in one batch (overwriting)."""
 
-    def deploy(self) -> None: ...
+    def deploy(self, *, show_output: bool = False) -> None:
+        """Deploy ``jobs/modal_app.py`` as it is on disk now."""
 
     def put_secret(self, name: str, values: dict[str, str], *, overwrite: bool = True) -> None:
-        """Create the secret, or merge ``values`` into it (``overwrite=False``: leave an existing one alone)."""
+        """Create the secret, or merge ``values`` into it (``overwrite=False``: leave one that exists)."""
 
-    def check(self) -> None:
-        """One cheap authenticated call: raises what the SDK raises without credentials or network."""
+    def has_secret(self, name: str, keys: list[str]) -> bool:
+        """Whether the secret exists on Modal and holds every key in ``keys``."""
+
+    def check(self) -> bool:
+        """One cheap authenticated call, creating nothing: whether the Volume exists. Raises what the SDK
+        raises without credentials or network."""
+
+
+# ---------------------------------------------------------------- what the SDK's errors mean
+
+
+def classify(exc: BaseException, *, live_run: bool) -> Exception | None:
+    """What a gateway exception means for the worker; ``None``: not a Modal problem (a bug: let it rise).
+
+    ``live_run``: a call may be running on Modal. Then even lost credentials only make us wait, because
+    failing the experiment would abandon a paid run; before a launch they fail it with what to run.
+    """
+    import aiohttp  # the SDK downloads Volume blocks with it
+    from modal import exception as me
+
+    if isinstance(exc, (TransientError, PermanentError)):
+        return exc
+    name = type(exc).__name__
+    if isinstance(exc, me.AuthError):
+        if live_run:
+            return TransientError(f"Modal refused the credentials: {LOGIN}; the run goes on. (Modal: {exc})")
+        return PermanentError(
+            f"Modal has no valid credentials: {LOGIN}, then `kdq retry` this experiment. (Modal: {exc})"
+        )
+    if isinstance(exc, me.ResourceExhaustedError):
+        return TransientError(
+            f"Modal refused for a workspace limit (ResourceExhaustedError: {exc}): too many containers or "
+            "GPUs at once, or the plan's spending limit; trying again"
+        )
+    transient = (
+        me.ConnectionError,
+        me.TimeoutError,
+        me.ServiceError,
+        me.InternalError,
+        builtins.ConnectionError,
+        builtins.TimeoutError,
+        aiohttp.ClientError,  # a Volume block download that failed after the SDK's own retries
+        OSError,
+    )
+    if isinstance(exc, transient) and not isinstance(exc, FileNotFoundError):
+        return TransientError(f"Modal is unreachable or busy ({name}: {exc}); trying again")
+    if isinstance(exc, me.PermissionDeniedError):
+        return PermanentError(
+            f"Modal denied access ({exc}): check the workspace of your token (`modal profile current`)"
+        )
+    if isinstance(exc, me.NotFoundError):
+        return PermanentError(f"Modal could not find it ({exc}): run `kdq modal deploy`, then `kdq retry`")
+    if isinstance(exc, me.Error):
+        return PermanentError(f"Modal error {name}: {exc}")
+    return None
+
+
+@contextmanager
+def guarded(*, live_run: bool) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        mapped = classify(exc, live_run=live_run)
+        if mapped is None or mapped is exc:
+            raise
+        raise mapped from exc
+
+
+# ---------------------------------------------------------------- the SDK behind the gateway
 
 
 class ModalGateway:
@@ -72,55 +175,73 @@ class ModalGateway:
 
     def __init__(self, settings):
         self.settings = settings
-        self._volume = None
+        self._vol = None
 
-    @property
-    def volume(self):
+    # ------------------------------------------------------------ the SDK objects (tests replace these)
+
+    def _volume(self):
         import modal
 
-        if self._volume is None:
-            self._volume = modal.Volume.from_name(self.settings.modal_volume, create_if_missing=True)
-        return self._volume
+        if self._vol is None:
+            self._vol = modal.Volume.from_name(self.settings.modal_volume, create_if_missing=True)
+        return self._vol
 
     def _function(self):
         import modal
 
         return modal.Function.from_name(self.settings.modal_app, TRAIN_FUNCTION)
 
-    def spawn(self, run_id: str, dataset: str, *, gpu: str, timeout_s: int) -> str:
-        fn = self._function().with_options(gpu=gpu, timeout=timeout_s)
+    def _call(self, call_id: str):
+        import modal
+
+        return modal.FunctionCall.from_id(call_id)
+
+    # ------------------------------------------------------------ calls
+
+    def spawn(self, run_id: str, dataset: str, *, gpu: str, timeout_s: int, memory_mib: int) -> str:
+        fn = self._function().with_options(gpu=gpu, timeout=timeout_s, memory=memory_mib)
         return fn.spawn(run_id=run_id, dataset=dataset).object_id
 
     def call_state(self, call_id: str) -> CallState:
-        import modal
-        from modal.exception import FunctionTimeoutError, InternalFailure, OutputExpiredError
+        from modal.exception import (
+            Error,
+            ExecutionError,
+            FunctionTimeoutError,
+            InternalFailure,
+            OutputExpiredError,
+            RemoteError,
+        )
 
         try:
-            value = modal.FunctionCall.from_id(call_id).get(timeout=0)
-        except builtins.TimeoutError:  # the built-in one: no output yet
-            return CallState("running")
-        except OutputExpiredError:
+            value = self._call(call_id).get(timeout=0)
+        except OutputExpiredError:  # a subclass of the built-in TimeoutError: before it
             return CallState("expired")
         except FunctionTimeoutError as exc:
-            return CallState(
-                "failed", error=f"the training call ran past its timeout (backend.timeout_min): {exc}"
-            )
+            return CallState("failed", error=f"the call ran past its timeout (backend.timeout_min): {exc}")
+        except builtins.TimeoutError:  # the built-in one: no output yet
+            return CallState("running")
+        except RemoteError as exc:  # cancelled (an empty message), killed out of memory, evicted
+            if not str(exc).strip():
+                return CallState("cancelled", error="the call was cancelled (from kdq or Modal's dashboard)")
+            return CallState("failed", error=f"Modal ended the call: {exc}")
+        except ExecutionError as exc:  # the function raised something this machine cannot unpickle
+            return CallState("failed", error=f"the call failed: {str(exc).splitlines()[0]}")
         except InternalFailure as exc:
             return CallState("failed", error=f"Modal failed the call internally: {exc}")
-        except modal.exception.Error:
+        except Error:
             raise  # transport, auth, service: the backend classifies these
         except Exception as exc:  # noqa: BLE001 — an exception raised by the remote function itself
             return CallState("failed", error=f"{type(exc).__name__}: {exc}")
         return CallState("finished", result=value if isinstance(value, dict) else {"value": value})
 
     def cancel(self, call_id: str) -> None:
-        import modal
+        self._call(call_id).cancel(terminate_containers=True)
 
-        modal.FunctionCall.from_id(call_id).cancel(terminate_containers=True)
+    # ------------------------------------------------------------ the Volume
 
     def read_file(self, path: str) -> bytes | None:
         try:
-            return b"".join(self.volume.read_file(path))
+            return b"".join(self._volume().read_file(path))
         except FileNotFoundError:
             return None
 
@@ -130,7 +251,7 @@ class ModalGateway:
         size = 0
         try:
             with os.fdopen(fd, "wb") as f:
-                for chunk in self.volume.read_file(path):
+                for chunk in self._volume().read_file(path):
                     f.write(chunk)
                     size += len(chunk)
             os.replace(tmp, dest)
@@ -144,23 +265,35 @@ class ModalGateway:
         from modal.volume import FileEntryType
 
         try:
-            entries = self.volume.listdir(path)
+            entries = self._volume().listdir(path)
         except (FileNotFoundError, NotFoundError):
             return None
         return [Entry(e.path, int(e.size), e.type == FileEntryType.DIRECTORY) for e in entries]
 
     def upload(self, items: Iterable[Upload]) -> None:
-        import io
-
-        with self.volume.batch_upload(force=True) as batch:
+        with self._volume().batch_upload(force=True) as batch:
             for local, remote in items:
                 src: Path | IO[bytes] = io.BytesIO(local) if isinstance(local, bytes) else local
                 batch.put_file(src, remote)
 
-    def deploy(self) -> None:
-        from jobs.modal_app import app
+    # ------------------------------------------------------------ the app and its secret
 
-        app.deploy(name=self.settings.modal_app)
+    def deploy(self, *, show_output: bool = False) -> None:
+        """``python -m modal deploy`` in a fresh interpreter: it reads the app as it is on disk now (this
+        process may have imported an older one) and prints the image build when ``show_output``."""
+        s = self.settings
+        env = {
+            **os.environ,
+            "KDQ_MODAL_APP": s.modal_app,
+            "KDQ_MODAL_VOLUME": s.modal_volume,
+            "KDQ_MODAL_SECRET": s.modal_secret,
+            "KDQ_MODAL_TORCH": s.modal_torch,
+        }
+        cmd = [sys.executable, "-m", "modal", "deploy", "--name", s.modal_app, "-m", APP_MODULE]
+        out = None if show_output else subprocess.PIPE
+        proc = subprocess.run(cmd, cwd=PACKAGE_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0:
+            raise deploy_error(proc.stdout or "")
 
     def put_secret(self, name: str, values: dict[str, str], *, overwrite: bool = True) -> None:
         import modal
@@ -172,5 +305,34 @@ class ModalGateway:
             if overwrite:
                 modal.Secret.from_name(name).update(values)
 
-    def check(self) -> None:
-        self.volume.hydrate()
+    def has_secret(self, name: str, keys: list[str]) -> bool:
+        import modal
+        from modal.exception import InvalidError, NotFoundError
+
+        try:
+            modal.Secret.from_name(name, required_keys=keys).hydrate()
+        except (NotFoundError, InvalidError):  # gone, or without one of the keys
+            return False
+        return True
+
+    def check(self) -> bool:
+        import modal
+        from modal.exception import NotFoundError
+
+        try:
+            modal.Volume.from_name(self.settings.modal_volume).hydrate()
+        except NotFoundError:
+            return False
+        return True
+
+
+def deploy_error(output: str) -> Exception:
+    """The SDK exception a failed ``modal deploy`` stands for, so the backend classifies it as usual."""
+    from modal import exception as me
+
+    tail = "\n".join(line for line in output.strip().splitlines()[-15:] if line.strip())
+    if "Token missing" in output or "modal token new" in output or "Could not authenticate" in output:
+        return me.AuthError(tail)
+    if "Could not connect" in output or "Deadline" in output:
+        return me.ConnectionError(tail)
+    return me.ExecutionError(f"`modal deploy -m {APP_MODULE}` failed:\n{tail}")

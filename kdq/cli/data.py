@@ -69,8 +69,8 @@ def upload(
     """Upload a dataset to the Modal Volume once (skipped when the same fingerprint is already there)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from kdq.backends.modal import guarded, upload_dataset
-    from kdq.backends.modal_gateway import ModalGateway
+    from kdq.backends.modal import preparing, upload_dataset
+    from kdq.backends.modal_gateway import ModalGateway, guarded
     from kdq.settings import get_settings
     from kdq.spec import DataSpec
 
@@ -88,7 +88,7 @@ def upload(
     with Progress(*columns, console=console) as bar:
         task = bar.add_task(f"upload {name}", total=None)
         try:
-            with guarded(live_run=False):
+            with guarded(live_run=False), preparing(settings):  # not beside the worker's own upload
                 mark = upload_dataset(
                     ModalGateway(settings),
                     path,

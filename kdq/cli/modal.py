@@ -26,14 +26,14 @@ def deploy(
     force: Annotated[bool, typer.Option("--force", help="Deploy even if the code did not change.")] = False,
 ) -> None:
     """Deploy jobs/modal_app.py (kdq's code, the image, the Volume) when the code changed since last time."""
-    from kdq.backends.modal import code_fingerprint, ensure_deployed, guarded
-    from kdq.backends.modal_gateway import ModalGateway
+    from kdq.backends.modal import code_fingerprint, ensure_deployed
+    from kdq.backends.modal_gateway import ModalGateway, guarded
 
     settings = get_settings()
     kdqlog.configure(settings.log_json, settings=settings)
     try:
         with guarded(live_run=False):
-            done = ensure_deployed(settings, ModalGateway(settings), force=force)
+            done = ensure_deployed(settings, ModalGateway(settings), force=force, show_output=True)
     except Exception as exc:  # noqa: BLE001 — TransientError / PermanentError carry what to do
         raise _fail(exc) from None
     fp = code_fingerprint(settings)
@@ -46,16 +46,15 @@ def deploy(
 
 @app.command()
 def secret() -> None:
-    """Check the Hugging Face token can read the teacher and store it in the Modal secret."""
+    """Check the Hugging Face token can read the teacher and write it into the Modal secret (always)."""
     from kdq import hf
-    from kdq.backends.modal import guarded
-    from kdq.backends.modal_gateway import ModalGateway
+    from kdq.backends.modal_gateway import ModalGateway, guarded
 
     settings = get_settings()
     kdqlog.configure(settings.log_json, settings=settings)
     try:
         with guarded(live_run=False):
-            hf.ensure_access(settings, hf.TEACHER, gateway=ModalGateway(settings))
+            hf.ensure_access(settings, hf.TEACHER, gateway=ModalGateway(settings), force=True)
     except Exception as exc:  # noqa: BLE001
         raise _fail(exc) from None
     console.print(

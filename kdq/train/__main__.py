@@ -39,11 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--data", type=Path, required=True, help="dataset folder")
     parser.add_argument("--cache", type=Path, required=True, help="shared cache folder")
+    parser.add_argument("--lock", type=Path, help="the lock file (default RUN_DIR/train.lock)")
     args = parser.parse_args(argv)
     run_dir: Path = args.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    lock = open(run_dir / LOCK, "a")
+    lock = open(args.lock or run_dir / LOCK, "a")  # Modal: on the container's disk, not the Volume
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -1,10 +1,27 @@
-"""The Modal backend against a fake gateway: the "Volume" is a temporary folder and a spawned call
-runs the real container code (``modal_remote.run_training``) on a thread, which runs the real training
-entry point (``python -m kdq.train``) in a subprocess, with Modal's retries. Errors are the modal SDK's
-own exception classes, raised where the SDK would raise them."""
+"""The Modal backend against a stand-in of the modal SDK that behaves like Modal where it matters.
+
+``FakeModal`` is the real ``ModalGateway`` with its three SDK objects (the Volume, the function, a
+function call) replaced, so the gateway's own code (reading a call, streaming Volume blocks) runs as
+it does for real. The stand-ins behave like modal 1.6.4:
+
+- each container attempt mounts its own copy of the Volume; what it writes is visible to
+  ``read_file`` only after a ``commit``, and a commit or reload fails while a file under the mount is
+  open (by the container or its training process), as ``Volume.reload`` does;
+- ``deploy`` is slow and fails when two run at once;
+- a cancelled call makes ``get()`` raise ``RemoteError('')``, an out-of-memory kill
+  ``RemoteError(...)``; a preemption is ``KeyboardInterrupt`` (SIGINT) in the container, and Modal
+  restarts the same input; a training process that dies is retried (``retries``);
+- Volume block downloads can fail halfway with aiohttp's errors.
+
+A spawned call runs the real container code (``jobs.modal_app.run_training``) on a thread, which
+runs the real training entry point (``python -m kdq.train``) in a subprocess.
+"""
 
 from __future__ import annotations
 
+import builtins
+import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -14,16 +31,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import pytest
 from modal import exception as me
+from modal.volume import FileEntry, FileEntryType
 
+from jobs import modal_app
 from kdq import runfolder, steps
-from kdq.backends import modal_remote as remote
-from kdq.backends.modal import DEPLOY_META, ModalBackend, classify, upload_dataset
-from kdq.backends.modal_gateway import CallState, Entry
+from kdq.backends import modal_gateway as vol
+from kdq.backends.modal import DEPLOY_META, ModalBackend, upload_dataset
+from kdq.backends.modal import code_fingerprint as real_fingerprint
+from kdq.backends.modal_gateway import ModalGateway, classify
 from kdq.errors import PermanentError, TransientError
 from kdq.spec import ExperimentSpec
-from kdq.specfile import expand
 from kdq.stages import Stage
 
 TINY = {
@@ -42,10 +62,150 @@ def tiny_spec(**sections) -> ExperimentSpec:
     raw = json.loads(json.dumps(TINY))
     for section, values in sections.items():
         raw[section] = {**raw.get(section, {}), **values} if isinstance(values, dict) else values
-    return expand(raw, "test")[0]
+    return ExperimentSpec.model_validate(raw)
 
 
-# ---------------------------------------------------------------- the fake gateway
+# ---------------------------------------------------------------- the Volume
+
+
+def _open_files_under(folder: Path) -> list[str]:
+    """Files under ``folder`` open in this process or any process descending from it (Linux /proc)."""
+    parents = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parents[int(d)] = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    family, grew = {os.getpid()}, True
+    while grew:
+        new = {pid for pid, ppid in parents.items() if ppid in family} - family
+        family |= new
+        grew = bool(new)
+    prefix, found = f"{folder}{os.sep}", []
+    for pid in family:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if (target := os.readlink(f"/proc/{pid}/fd/{fd}")).startswith(prefix):
+                        found.append(target)
+    return found
+
+
+def _files(root: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p.is_file()
+    }
+
+
+def _copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.sync")
+    shutil.copy2(src, tmp)
+    os.replace(tmp, dst)  # readers of the committed Volume never see half a file
+
+
+class Mount:
+    """One container's view of the Volume."""
+
+    def __init__(self, volume: FakeVolume, name: str):
+        self.volume, self.dir = volume, volume.base / "containers" / name
+        shutil.copytree(volume.root, self.dir, dirs_exist_ok=True)
+        self.seen = _files(self.dir)
+
+    def _refuse_if_open(self) -> None:
+        if open_files := _open_files_under(self.dir):
+            self.volume.refused += 1
+            raise RuntimeError(f"there are open files preventing the operation: {open_files[0]}")
+
+    def commit(self) -> None:
+        self._refuse_if_open()
+        now = _files(self.dir)
+        with self.volume.lock:
+            for rel, stat in now.items():
+                if self.seen.get(rel) != stat or not (self.volume.root / rel).exists():
+                    _copy(self.dir / rel, self.volume.root / rel)
+            for rel in set(self.seen) - set(now):
+                (self.volume.root / rel).unlink(missing_ok=True)
+            self.volume.commits += 1
+        self.seen = now
+        self.reload()  # Volume.commit reloads afterwards
+
+    def reload(self) -> None:
+        self._refuse_if_open()
+        with self.volume.lock:
+            there = _files(self.volume.root)
+        mine = _files(self.dir)
+        for rel, stat in there.items():
+            if mine.get(rel, (None, None))[0] != stat[0] or mine[rel][1] < stat[1]:
+                _copy(self.volume.root / rel, self.dir / rel)
+        self.seen = _files(self.dir)
+
+
+class Batch:
+    def __init__(self, volume: FakeVolume):
+        self.volume, self.items = volume, []
+
+    def put_file(self, src, remote: str) -> None:
+        self.items.append((src.read() if hasattr(src, "read") else Path(src).read_bytes(), remote))
+
+    def __enter__(self) -> Batch:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.volume.store(self.items)
+
+
+class FakeVolume:
+    """The committed Volume: what ``read_file``, ``listdir`` and ``batch_upload`` see."""
+
+    BLOCK = 1024
+
+    def __init__(self, base: Path):
+        self.base, self.root = base, base / "volume"
+        self.root.mkdir(parents=True)
+        self.lock = threading.Lock()
+        self.commits = self.refused = 0
+        self.fail_uploads = 0  # fail the next N batches with a ConnectionError
+        self.block_faults: list[BaseException] = []  # raised, one per read, after the first block
+        self.uploaded: list[str] = []
+
+    def store(self, items) -> None:
+        if self.fail_uploads:
+            self.fail_uploads -= 1
+            raise me.ConnectionError("Deadline exceeded")
+        for data, remote in items:
+            dest = self.root / remote
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(data)
+            self.uploaded.append(remote)
+
+    def batch_upload(self, force: bool = False) -> Batch:
+        return Batch(self)
+
+    def read_file(self, path: str):
+        p = self.root / path
+        if not p.is_file():
+            raise FileNotFoundError(f"No such file: {path}")
+        data = p.read_bytes()
+        for i in range(0, max(len(data), 1), self.BLOCK):
+            yield data[i : i + self.BLOCK]
+            if self.block_faults:
+                raise self.block_faults.pop(0)
+
+    def listdir(self, path: str) -> list[FileEntry]:
+        p = self.root / path
+        if not p.is_dir():
+            raise me.NotFoundError(f"No such directory: {path}")
+        kind = {True: FileEntryType.DIRECTORY, False: FileEntryType.FILE}
+        return [
+            FileEntry(str(c.relative_to(self.root)), kind[c.is_dir()], 0, c.stat().st_size)
+            for c in sorted(p.iterdir())
+        ]
+
+
+# ---------------------------------------------------------------- calls
 
 
 @dataclass
@@ -53,33 +213,61 @@ class Call:
     id: str
     run_id: str
     dataset: str
-    gpu: str
-    timeout_s: int
-    state: str = "running"
+    options: dict
+    state: str = "running"  # running | finished | failed | cancelled
     result: dict | None = None
-    error: str | None = None
+    exc: BaseException | None = None
     attempts: int = 0
     cancelled: bool = False
     expired: bool = False
-    done: threading.Event = field(default_factory=threading.Event)
+    ended_by_modal: str | None = None  # a RemoteError message (out of memory, eviction)
+    thread: threading.Thread | None = None
+    mounts: list[Mount] = field(default_factory=list)
+    preempting: bool = False
+
+    def get(self, timeout: float | None = None):
+        assert timeout == 0
+        if self.expired:
+            raise me.OutputExpiredError()
+        if self.state == "running":
+            raise builtins.TimeoutError()
+        if self.state == "cancelled":
+            raise me.RemoteError("")
+        if self.ended_by_modal:
+            raise me.RemoteError(self.ended_by_modal)
+        if self.exc is not None:
+            raise self.exc
+        return self.result
+
+    def cancel(self, terminate_containers: bool = False) -> None:
+        self.cancelled = True
+        if self.mounts and self.thread.is_alive():  # a started container: Modal interrupts the input
+            _raise_in(self.thread, me.InputCancellation)
+
+    @property
+    def object_id(self) -> str:
+        return self.id
 
 
-class FakeModal:
-    """The ``Gateway`` methods over a folder; ``no_credentials`` / ``offline`` make every call fail
-    like the SDK does (AuthError at once; ConnectionError after its retries)."""
+def _raise_in(thread: threading.Thread, exc_type: type[BaseException]) -> None:
+    """What a signal does to the container's main thread: raise ``exc_type`` in it."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exc_type))
 
-    def __init__(self, root: Path, retries: int = 2):
-        self.root = root
-        self.retries = retries
+
+class FakeModal(ModalGateway):
+    def __init__(self, base: Path, settings=None, retries: int = 2):
+        super().__init__(settings)
+        self.volume = FakeVolume(base)
+        self.root = self.volume.root  # the committed Volume
+        self.base, self.retries = base, retries
         self.calls: dict[str, Call] = {}
         self.start_delays: list[float] = []  # per spawn: seconds before the container starts
-        self.no_credentials = False
-        self.offline = False
-        self.fail_uploads = 0  # fail the next N uploads with a ConnectionError
+        self.no_credentials = self.offline = False
         self.deploys = 0
-        self.commits = 0
+        self.deploying = 0
         self.secrets: dict[str, dict] = {}
         self.started_training: list[str] = []  # call ids that really started `python -m kdq.train`
+        self.container_log: list[str] = []
 
     def _gate(self) -> None:
         if self.no_credentials:
@@ -87,112 +275,120 @@ class FakeModal:
         if self.offline:
             raise me.ConnectionError("Could not connect to the Modal server.")
 
-    # ---- calls
-    def spawn(self, run_id: str, dataset: str, *, gpu: str, timeout_s: int) -> str:
+    # ---- the three SDK objects of ModalGateway
+    def _volume(self):
         self._gate()
-        call = Call(f"fc-{len(self.calls) + 1:04d}", run_id, dataset, gpu, timeout_s)
+        return self.volume
+
+    def _call(self, call_id: str) -> Call:
+        self._gate()
+        return self.calls[call_id]
+
+    def _function(self):
+        self._gate()
+        if not self.deploys:
+            raise me.NotFoundError("Lookup failed for Function 'train' from the 'kdq' app: deploy it first")
+        fake = self
+
+        class Function:
+            def __init__(self, options):
+                self.options = options
+
+            def with_options(self, **options):
+                return Function(options)
+
+            def spawn(self, run_id: str, dataset: str):
+                return fake._spawn(run_id, dataset, self.options)
+
+        return Function({})
+
+    def _spawn(self, run_id: str, dataset: str, options: dict):
+        call = Call(f"fc-{len(self.calls) + 1:04d}", run_id, dataset, options)
         self.calls[call.id] = call
         delay = self.start_delays.pop(0) if self.start_delays else 0.0
-        threading.Thread(target=self._container, args=(call, delay), daemon=True).start()
-        return call.id
+        call.thread = threading.Thread(target=self._container, args=(call, delay), daemon=True)
+        call.thread.start()
+        return call
 
     def _container(self, call: Call, delay: float) -> None:
         time.sleep(delay)
-        for _ in range(self.retries + 1):
-            if call.cancelled:
-                break
+        failures = 0
+        while not call.cancelled:
             call.attempts += 1
+            mount = Mount(self.volume, f"{call.id}-{call.attempts}")
+            call.mounts.append(mount)
             try:
-                call.result = remote.run_training(
-                    self.root,
+                call.result = modal_app.run_training(
+                    mount.dir,
                     call.run_id,
                     call.dataset,
                     call_id=call.id,
-                    commit=self._commit,
+                    commit=mount.commit,
+                    reload=mount.reload,
+                    local_dir=self.base / "local" / f"{call.id}-{call.attempts}",
                     heartbeat_s=0.2,
                     log=lambda msg, c=call: self._log(c, msg),
                 )
                 call.state = "finished"
                 break
-            except remote.RunDied as exc:  # Modal retries the input (the run resumes)
-                call.error = str(exc)
-        else:
-            call.state = "failed"
+            except modal_app.RunDied as exc:  # Modal retries the input (the run resumes)
+                failures += 1
+                if failures > self.retries:
+                    call.exc, call.state = exc, "failed"
+                    break
+            except KeyboardInterrupt:  # preempted: Modal starts the same input again elsewhere
+                call.preempting = False
+            except me.InputCancellation:
+                break
+            except BaseException as exc:  # noqa: BLE001 — what the function raised: get() re-raises it
+                call.exc, call.state = exc, "failed"
+                break
         if call.cancelled:
-            call.state, call.error = "failed", "InputCancellation: the call was cancelled"
-        call.done.set()
+            call.state = "cancelled"
+
+    def preempt(self, call_id: str) -> None:
+        call = self.calls[call_id]
+        call.preempting = True
+        _raise_in(call.thread, KeyboardInterrupt)
 
     def _log(self, call: Call, msg: str) -> None:
+        self.container_log.append(msg)
         if " -m kdq.train " in msg:
             self.started_training.append(call.id)
 
-    def _commit(self) -> None:
-        self.commits += 1
-
-    def call_state(self, call_id: str) -> CallState:
+    # ---- the app and secrets
+    def deploy(self, *, show_output: bool = False) -> None:
         self._gate()
-        call = self.calls[call_id]
-        if call.expired:
-            return CallState("expired")
-        if call.state == "running":
-            return CallState("running")
-        if call.state == "failed":
-            return CallState("failed", error=call.error)
-        return CallState("finished", result=call.result)
-
-    def cancel(self, call_id: str) -> None:
-        self._gate()
-        call = self.calls[call_id]
-        call.cancelled = True
-        owner = runfolder.read_json(self.root / remote.run_path(call.run_id) / remote.OWNER) or {}
-        if owner.get("call_id") == call_id and owner.get("pid"):
-            os.kill(owner["pid"], signal.SIGTERM)
-
-    # ---- the Volume
-    def read_file(self, path: str) -> bytes | None:
-        self._gate()
-        p = self.root / path
-        return p.read_bytes() if p.is_file() else None
-
-    def download(self, path: str, dest: Path) -> int:
-        self._gate()
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self.root / path, dest)
-        return dest.stat().st_size
-
-    def listdir(self, path: str) -> list[Entry] | None:
-        self._gate()
-        p = self.root / path
-        if not p.is_dir():
-            return None
-        return [
-            Entry(str(c.relative_to(self.root)), c.stat().st_size, c.is_dir()) for c in sorted(p.iterdir())
-        ]
-
-    def upload(self, items) -> None:
-        self._gate()
-        if self.fail_uploads:
-            self.fail_uploads -= 1
-            raise me.ConnectionError("Deadline exceeded")
-        for local, path in list(items):
-            dest = self.root / path
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(local if isinstance(local, bytes) else Path(local).read_bytes())
-
-    def deploy(self) -> None:
-        self._gate()
-        self.deploys += 1
+        self.deploying += 1
+        try:
+            if self.deploying > 1:
+                raise RuntimeError("two deploys of one App at once (modal resets its load context)")
+            time.sleep(0.2)
+            self.deploys += 1
+        finally:
+            self.deploying -= 1
 
     def put_secret(self, name: str, values: dict[str, str], *, overwrite: bool = True) -> None:
         self._gate()
         if overwrite or name not in self.secrets:
             self.secrets[name] = {**self.secrets.get(name, {}), **values}
 
-    def check(self) -> None:
+    def has_secret(self, name: str, keys: list[str]) -> bool:
         self._gate()
+        return name in self.secrets and all(k in self.secrets[name] for k in keys)
+
+    def check(self) -> bool:
+        self._gate()
+        return True
 
 
 # ---------------------------------------------------------------- fixtures and helpers
+
+
+@pytest.fixture(autouse=True)
+def steady_code(monkeypatch):
+    """Others may edit kdq's sources while the tests run: the deployed code is "v1" unless a test says."""
+    monkeypatch.setattr("kdq.backends.modal.code_fingerprint", lambda settings, root=None: "code-v1")
 
 
 @pytest.fixture(scope="module")
@@ -205,8 +401,8 @@ def dataset_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def fake(tmp_path: Path, dataset_dir: Path) -> FakeModal:
-    gw = FakeModal(tmp_path / "volume")
+def fake(tmp_path: Path, dataset_dir: Path, settings) -> FakeModal:
+    gw = FakeModal(tmp_path / "modal", settings)
     upload_dataset(gw, dataset_dir, "synth")
     return gw
 
@@ -214,6 +410,10 @@ def fake(tmp_path: Path, dataset_dir: Path) -> FakeModal:
 @pytest.fixture
 def backend(settings, fake) -> ModalBackend:
     return ModalBackend(settings, gateway=fake)
+
+
+def context(settings, store, fake) -> steps.Context:
+    return steps.Context(settings, store, backend_factory=lambda kind, s: ModalBackend(s, gateway=fake))
 
 
 def wait_for(predicate, timeout: float = 120.0, every: float = 0.05):
@@ -239,6 +439,11 @@ def drive(ctx: steps.Context, exp_id: int, until: set[Stage], timeout: float = 1
     return wait_for(step, timeout, every=0.1)
 
 
+def owner_with_pid(fake: FakeModal, run_id: str) -> dict:
+    path = fake.root / vol.run_path(run_id) / vol.OWNER
+    return wait_for(lambda: (o := runfolder.read_json(path)) and o.get("pid") and o, every=0.02)
+
+
 @pytest.fixture
 def restore_logging():
     """The CLI configures logging onto CliRunner's stderr, which closes after the call: put it back."""
@@ -259,7 +464,7 @@ def restore_logging():
 def test_queued_to_ready_through_network_loss(settings, store, fake, dataset_dir):
     spec = tiny_spec()
     [exp_id] = store.add([(None, spec)])
-    ctx = steps.Context(settings, store, backend_factory=lambda kind, s: ModalBackend(s, gateway=fake))
+    ctx = context(settings, store, fake)
 
     fake.offline = True  # the network is down at launch: the experiment waits, nothing is lost
     steps.advance(ctx, exp_id)  # queued -> launching
@@ -273,10 +478,10 @@ def test_queued_to_ready_through_network_loss(settings, store, fake, dataset_dir
     assert fake.deploys == 1 and store.get_meta_json(DEPLOY_META)["fingerprint"]
     assert "kdq-hf" in fake.secrets  # the app names the secret: it exists before any token does
     [call] = fake.calls.values()
-    assert (call.gpu, call.timeout_s, call.run_id) == ("A100-80GB", 30 * 60, exp.run_id)
+    assert (call.options["gpu"], call.options["timeout"], call.run_id) == ("A100-80GB", 30 * 60, exp.run_id)
     assert exp.handle["call_id"] == call.id
 
-    wait_for(lambda: runfolder.read_json(fake.root / remote.run_path(exp.run_id) / runfolder.PROGRESS))
+    wait_for(lambda: runfolder.read_json(fake.root / vol.run_path(exp.run_id) / runfolder.PROGRESS))
     fake.offline = True  # lost again while training: polls wait
     steps.advance(ctx, exp_id)
     assert store.get(exp_id).stage is Stage.TRAINING
@@ -287,7 +492,7 @@ def test_queued_to_ready_through_network_loss(settings, store, fake, dataset_dir
     assert exp.progress["epoch"] == 2 and exp.metrics["val_f1"] == exp.val_f1
     for name in runfolder.ARTIFACTS:
         assert (Path(exp.artifacts) / name).stat().st_size > 0
-    assert fake.started_training == [call.id] and fake.commits >= 3  # claim, periodic, final
+    assert fake.started_training == [call.id] and fake.volume.commits >= 3  # claim, periodic, final
     assert fake.deploys == 1  # the code did not change: no second deploy
 
 
@@ -296,22 +501,24 @@ def test_relaunch_after_a_worker_crash_never_trains_twice(settings, store, fake)
     """The worker dies after spawning but before recording the call: the next launch must not train twice."""
     spec = tiny_spec()
     [exp_id] = store.add([(None, spec)])
-    ctx = steps.Context(settings, store, backend_factory=lambda kind, s: ModalBackend(s, gateway=fake))
+    ctx = context(settings, store, fake)
     steps.advance(ctx, exp_id)  # queued -> launching
     # The first call starts soon and claims the run; the record of its id is lost (upload fails after
-    # spawn); the relaunch spawns again before the claim is visible; its container starts later.
+    # spawn) and so is the database's (the worker died); the relaunch spawns again before the claim
+    # is visible; its container starts later.
     fake.start_delays = [0.3, 1.5]
-    orig_spawn = fake.spawn
+    orig_spawn = fake._spawn
 
     def spawn_then_crash(*a, **kw):
-        call_id = orig_spawn(*a, **kw)
+        call = orig_spawn(*a, **kw)
         if len(fake.calls) == 1:
-            fake.fail_uploads = 1  # the "spawned" record never reaches the Volume
-        return call_id
+            fake.volume.fail_uploads = 1  # the "spawned" record never reaches the Volume
+        return call
 
-    fake.spawn = spawn_then_crash
+    fake._spawn = spawn_then_crash
     steps.advance(ctx, exp_id)
     assert store.get(exp_id).stage is Stage.LAUNCHING and len(fake.calls) == 1
+    store.update(exp_id, handle=None)  # the worker died before the database kept the call either
     steps.advance(ctx, exp_id)  # relaunch: no owner visible yet, so it spawns; the guard decides
     exp = drive(ctx, exp_id, {Stage.DONE, Stage.FAILED})
     assert exp.stage is Stage.DONE, exp.error
@@ -330,25 +537,305 @@ def test_launch_again_reuses_the_recorded_call(backend, fake, settings):
     assert json.loads((fake.root / "runs/r-1/spec.json").read_text())["name"] == spec.name
     # a launch record without the call id, but a live owner on the Volume: adopt it
     (fake.root / "runs/r-2").mkdir(parents=True)
-    runfolder.write_json(fake.root / "runs/r-2" / remote.LAUNCH, {"state": "spawning"})
-    runfolder.write_json(
-        fake.root / "runs/r-2" / remote.OWNER, {"call_id": "fc-0001", "heartbeat": time.time()}
-    )
+    runfolder.write_json(fake.root / "runs/r-2" / vol.LAUNCH, {"state": "spawning"})
+    runfolder.write_json(fake.root / "runs/r-2" / vol.OWNER, {"call_id": "fc-0001", "heartbeat": time.time()})
     assert backend.launch("r-2", spec)["call_id"] == "fc-0001" and len(fake.calls) == 1
+
+
+# ---------------------------------------------------------------- one deploy, one upload (defect 1)
+
+
+def test_concurrent_launches_deploy_once_and_upload_the_dataset_once(settings, tmp_path, dataset_dir):
+    """The worker's threads launch at once on a fresh workspace: one deploy, one dataset upload."""
+    shutil.copytree(dataset_dir, settings.datasets_dir / "synth")
+    fake = FakeModal(tmp_path / "fresh", settings)
+    backends = [ModalBackend(settings, gateway=fake) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def prepare(b: ModalBackend) -> None:
+        try:
+            b.prepare(tiny_spec())
+        except BaseException as exc:  # noqa: BLE001 — collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=prepare, args=(b,)) for b in backends]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and fake.deploys == 1
+    marks = [p for p in fake.volume.uploaded if p.endswith(vol.DATASET_MARK)]
+    assert marks == [f"datasets/synth/{vol.DATASET_MARK}"]
+
+
+def test_deploys_only_when_the_recorded_fingerprint_differs(settings, store, fake):
+    from kdq.backends.modal import ensure_deployed
+
+    assert ensure_deployed(settings, fake) is True
+    assert ensure_deployed(settings, fake) is False
+    store.set_meta(DEPLOY_META, {**store.get_meta_json(DEPLOY_META), "fingerprint": "older-code"})
+    assert ensure_deployed(settings, fake) is True
+    assert ensure_deployed(settings, fake, force=True) is True
+    assert fake.deploys == 3
+
+
+def test_the_fingerprint_follows_the_code_that_runs_remotely(settings, tmp_path):
+    code_fingerprint = real_fingerprint
+    (tmp_path / "kdq" / "train").mkdir(parents=True)
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "kdq" / "train" / "loop.py").write_text("EPOCHS = 1\n")
+    (tmp_path / "jobs" / "modal_app.py").write_text("GPU = 'H100'\n")
+    first = code_fingerprint(settings, tmp_path)
+    (tmp_path / "kdq" / "train" / "__pycache__").mkdir()
+    (tmp_path / "kdq" / "train" / "__pycache__" / "loop.cpython-311.pyc").write_bytes(b"\0")
+    (tmp_path / "README.md").write_text("docs do not run remotely")
+    assert code_fingerprint(settings, tmp_path) == first
+    (tmp_path / "kdq" / "train" / "loop.py").write_text("EPOCHS = 2\n")
+    assert code_fingerprint(settings, tmp_path) != first
+    torch_changed = settings.model_copy(update={"modal_torch": "2.13.0"})
+    assert code_fingerprint(torch_changed, tmp_path) != code_fingerprint(settings, tmp_path)
+
+
+# ---------------------------------------------------------------- the deploy reads the app from disk (5)
+
+
+def test_deploy_runs_the_app_as_it_is_on_disk_not_as_this_process_imported_it(settings, monkeypatch):
+    """The worker imported jobs.modal_app hours ago; the file changed since. The deploy must not push the
+    stale module: it runs `python -m modal deploy` afresh (here it stops at the missing credentials)."""
+    import sys
+    import types
+
+    import modal.config
+
+    if modal.config.config.get("token_id"):
+        pytest.skip("this machine has Modal credentials")
+
+    class StaleApp:
+        def deploy(self, **kw):
+            raise AssertionError("deployed the module this process imported, not the file on disk")
+
+    stale = types.ModuleType("jobs.modal_app")
+    stale.app = StaleApp()
+    monkeypatch.setitem(sys.modules, "jobs.modal_app", stale)
+    with pytest.raises(me.AuthError, match="modal token new"):
+        ModalGateway(settings).deploy()
+    mapped = classify(me.AuthError("Token missing ... `modal token new`"), live_run=False)
+    assert isinstance(mapped, PermanentError) and "kdq retry" in str(mapped)
+
+
+# ---------------------------------------------------------------- the Volume is committable (2)
+
+
+def test_progress_and_the_log_reach_the_volume_while_the_run_trains(backend, fake):
+    """Commits succeed while training: nothing of the Volume is held open across one."""
+    handle = backend.launch("vis-1", tiny_spec(train={"epochs": 200}))
+    run = fake.root / vol.run_path("vis-1")
+    wait_for(lambda: runfolder.read_json(run / runfolder.PROGRESS), timeout=60)
+    assert backend.poll(handle).state == "running"
+    wait_for(
+        lambda: (run / runfolder.LOG).is_file() and (run / runfolder.LOG).read_text().strip(), timeout=30
+    )
+    assert not any("commit failed" in line for line in fake.container_log), fake.container_log[-3:]
+    assert not (run / "train.lock").exists()  # the training lock is on the container's own disk
+    backend.cancel(handle)
+    wait_for(lambda: fake.calls[handle["call_id"]].state != "running")
+
+
+def test_a_commit_with_a_file_open_on_the_volume_is_refused(tmp_path):
+    """The stand-in itself: an open file under the mount makes commit and reload fail, like Modal."""
+    volume = FakeVolume(tmp_path)
+    mount = Mount(volume, "c-1")
+    (mount.dir / "runs").mkdir()
+    with open(mount.dir / "runs" / "log.txt", "w"):
+        with pytest.raises(RuntimeError, match="open files"):
+            mount.commit()
+        with pytest.raises(RuntimeError, match="open files"):
+            mount.reload()
+    assert not (volume.root / "runs" / "log.txt").exists()  # not committed: not visible outside
+    mount.commit()
+    assert (volume.root / "runs" / "log.txt").exists()
+
+
+# ---------------------------------------------------------------- how a call ended (3)
+
+
+def test_a_call_cancelled_on_modal_fails_with_what_the_run_folder_says(settings, store, fake):
+    """A cancellation from Modal's dashboard: get() raises RemoteError('') — an outcome, not an error."""
+    [exp_id] = store.add([(None, tiny_spec(train={"epochs": 200}))])
+    ctx = context(settings, store, fake)
+    exp = drive(ctx, exp_id, {Stage.TRAINING})
+    owner_with_pid(fake, exp.run_id)
+    fake.calls[exp.handle["call_id"]].cancel(terminate_containers=True)  # the dashboard, not kdq
+    exp = drive(ctx, exp_id, {Stage.FAILED, Stage.CANCELLED, Stage.DONE})
+    assert exp.stage is Stage.FAILED
+    assert "cancelled" in exp.error and "RemoteError" not in exp.error, exp.error
+    assert "Last lines of the log" in exp.error
+
+
+@pytest.mark.parametrize(
+    "raised, needle",
+    [
+        (me.RemoteError("Container was terminated: out of memory (OOMKilled)"), "out of memory"),
+        (me.ExecutionError("Could not deserialize remote exception due to local error:\n..."), "deserialize"),
+    ],
+)
+def test_an_out_of_memory_kill_or_an_unreadable_exception_shows_the_run_folder(backend, fake, raised, needle):
+    _finished_run(fake.root, "oom-1", None)
+    fake.calls["fc-9"] = call = Call("fc-9", "oom-1", "synth", {}, state="failed")
+    call.exc = raised
+    status = backend.poll({"run_id": "oom-1", "call_id": "fc-9"})
+    assert status.state == "failed" and needle in status.error and "last line" in status.error
+
+
+# ---------------------------------------------------------------- Volume block downloads (4)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        aiohttp.ServerDisconnectedError(),
+        aiohttp.ClientPayloadError("Response payload is not completed"),
+        aiohttp.ClientOSError(104, "Connection reset by peer"),
+    ],
+)
+def test_a_block_download_that_fails_halfway_makes_the_step_wait(settings, store, fake, tmp_path, fault):
+    [exp_id] = store.add([(None, tiny_spec())])
+    ctx = context(settings, store, fake)
+    _finished_run(fake.root, "dl-1", "done")
+    run = fake.root / "runs/dl-1"
+    (run / runfolder.MODEL).write_bytes(os.urandom(5000))  # several blocks
+    runfolder.write_json(run / runfolder.METRICS, {"val_f1": 0.5})
+    (run / runfolder.HISTORY).write_text("epoch,val_f1\n0,0.5\n")
+    handle = {"run_id": "dl-1", "call_id": "fc-9"}
+    store.update(exp_id, run_id="dl-1", handle=handle, stage=str(Stage.FETCHING))
+    fake.volume.block_faults = [fault]
+    steps.advance(ctx, exp_id)
+    exp = store.get(exp_id)
+    assert exp.stage is Stage.FETCHING, exp.error  # waits; the paid run is not abandoned
+    assert "trying again" in [e for e in store.events(exp_id) if e["kind"] == "transient"][-1]["message"]
+    assert not list((settings.artifacts_dir / str(exp_id)).glob("*.part"))
+    steps.advance(ctx, exp_id)  # the next look downloads it whole
+    assert store.get(exp_id).stage in (Stage.VALIDATING, Stage.FAILED)
+    assert (settings.artifacts_dir / str(exp_id) / runfolder.MODEL).stat().st_size == 5000
+
+
+# ---------------------------------------------------------------- cancel a call during launching (6)
+
+
+def test_cancel_during_launching_reaches_a_call_whose_record_failed(settings, store, fake):
+    """Spawned, then the Volume record fails: the call id is in the database already, and cancel uses it."""
+    [exp_id] = store.add([(None, tiny_spec(train={"epochs": 200}))])
+    ctx = context(settings, store, fake)
+    fake.start_delays = [3600]
+    steps.advance(ctx, exp_id)  # queued -> launching
+    orig_spawn = fake._spawn
+
+    def spawn_then_lose_the_network(*a, **kw):
+        call = orig_spawn(*a, **kw)
+        fake.volume.fail_uploads = 1
+        return call
+
+    fake._spawn = spawn_then_lose_the_network
+    steps.advance(ctx, exp_id)
+    exp = store.get(exp_id)
+    assert exp.stage is Stage.LAUNCHING and len(fake.calls) == 1
+    assert exp.handle and exp.handle["call_id"] == "fc-0001"
+    store.request_cancel(exp_id)
+    steps.advance(ctx, exp_id)
+    assert store.get(exp_id).stage is Stage.CANCELLED and fake.calls["fc-0001"].cancelled
+
+
+def test_cancel_finds_the_calls_from_the_run_id_alone(backend, fake):
+    (fake.root / "runs/k-1").mkdir(parents=True)
+    runfolder.write_json(fake.root / "runs/k-1" / vol.LAUNCH, {"state": "spawned", "call_id": "fc-7"})
+    fake.calls["fc-7"] = Call("fc-7", "k-1", "synth", {})
+    backend.cancel({"run_id": "k-1"})
+    assert fake.calls["fc-7"].cancelled
+
+
+# ---------------------------------------------------------------- the cost bound (7)
+
+
+def test_a_run_past_max_gpu_hours_is_cancelled_with_the_bound_in_its_error(settings, store, fake):
+    spec = tiny_spec(train={"epochs": 500}, backend={"max_gpu_hours": 0.0005})  # 1.8 s
+    [exp_id] = store.add([(None, spec)])
+    ctx = context(settings, store, fake)
+    exp = drive(ctx, exp_id, {Stage.TRAINING})
+    call = fake.calls[exp.handle["call_id"]]
+    assert call.options["timeout"] == 1  # no single attempt may outlast the bound either
+    exp = drive(ctx, exp_id, {Stage.FAILED, Stage.DONE})
+    assert exp.stage is Stage.FAILED and "backend.max_gpu_hours = 0.0005" in exp.error, exp.error
+    assert "timeout_min" in exp.error and call.cancelled
+
+
+def test_gpu_hours_add_up_every_attempt():
+    from kdq.backends.modal import gpu_hours
+
+    assert gpu_hours([[0, 3600], [4000, 7600], [8000, None]], now=9800) == pytest.approx(2.5)
+    assert modal_app._attempts(None, "fc-1", 10.0) == [[10.0, None]]
+    cut = {"call_id": "fc-1", "heartbeat": 50.0, "attempts": [[0.0, None]]}  # preempted at ~50 s
+    assert modal_app._attempts(cut, "fc-1", 80.0) == [[0.0, 50.0], [80.0, None]]
+    assert modal_app._attempts(cut, "fc-2", 80.0) == [[80.0, None]]  # another call's attempts are not ours
+
+
+def test_memory_is_sized_from_the_dataset():
+    from kdq.backends.modal import memory_mib
+
+    # 20,000 images: decode at 256 (3.9 GB) + teacher at 448 (12 GB), x 1.5, + 4 GiB
+    assert memory_mib(20_000, 256, 448) == int(20_000 * 3 * (256**2 + 448**2) * 1.5 / 2**20) + 4096
+    assert memory_mib(20_000, 256, None) < memory_mib(20_000, 256, 448)
+    assert memory_mib(0, 256, 448) == 4096
+
+
+def test_the_spawn_asks_for_the_memory_its_dataset_needs(backend, fake):
+    from kdq.backends.modal import memory_mib
+
+    fake.start_delays = [3600]
+    files = json.loads((fake.root / "datasets/synth" / vol.DATASET_MARK).read_text())["files"]
+    handle = backend.launch("m-1", tiny_spec())
+    assert fake.calls[handle["call_id"]].options["memory"] == memory_mib(files, 40, None)
+
+
+# ---------------------------------------------------------------- a workspace limit (9)
+
+
+def test_a_workspace_limit_says_what_it_is_and_fails_the_launch_after_a_while(backend, fake):
+    def refused():
+        raise me.ResourceExhaustedError("Workspace GPU limit reached")
+
+    fake._function = refused
+    with pytest.raises(TransientError, match="workspace limit"):
+        backend.launch("q-1", tiny_spec())
+    backend.quota_patience_s = 0
+    with pytest.raises(PermanentError, match="kept refusing.*kdq retry"):
+        backend.launch("q-1", tiny_spec())
+
+
+def test_the_doctor_check_creates_no_volume(settings, monkeypatch):
+    import modal
+
+    asked = []
+
+    class Missing:
+        def hydrate(self):
+            raise me.NotFoundError("Volume 'kdq' not found")
+
+    monkeypatch.setattr(
+        modal.Volume, "from_name", staticmethod(lambda *a, **kw: asked.append(kw) or Missing())
+    )
+    assert ModalGateway(settings).check() is False
+    assert not any(kw.get("create_if_missing") for kw in asked)
 
 
 # ---------------------------------------------------------------- preemption, failure, expiry
 
 
 @pytest.mark.slow
-def test_preempted_run_resumes_from_its_checkpoint(backend, fake, tmp_path):
+def test_a_training_process_that_dies_is_retried_and_resumes_from_its_checkpoint(backend, fake, tmp_path):
     handle = backend.launch("pre-1", tiny_spec(train={"epochs": 8}))
     run_dir = fake.root / "runs/pre-1"
     wait_for(lambda: (run_dir / runfolder.CHECKPOINT).exists(), every=0.01)
-    owner = wait_for(
-        lambda: (o := runfolder.read_json(run_dir / remote.OWNER)) and o.get("pid") and o, every=0.01
-    )
-    os.kill(owner["pid"], signal.SIGKILL)  # the container is preempted mid-training
+    os.kill(owner_with_pid(fake, "pre-1")["pid"], signal.SIGKILL)  # the process dies mid-training
     status = poll_until_done(backend, handle)
     assert status.state == "succeeded", status.error
     call = fake.calls[handle["call_id"]]
@@ -362,20 +849,47 @@ def test_preempted_run_resumes_from_its_checkpoint(backend, fake, tmp_path):
     assert sorted(p.name for p in (tmp_path / "art").iterdir()) == sorted(runfolder.ARTIFACTS)
 
 
+@pytest.mark.slow
+def test_a_preempted_container_stops_its_child_and_the_same_input_resumes(backend, fake):
+    """Preemption: SIGINT in the container (KeyboardInterrupt), then Modal restarts the same input."""
+    handle = backend.launch("pre-2", tiny_spec(train={"epochs": 8}))
+    run_dir = fake.root / "runs/pre-2"
+    wait_for(lambda: (run_dir / runfolder.CHECKPOINT).exists(), every=0.01)
+    first_pid = owner_with_pid(fake, "pre-2")["pid"]
+    fake.preempt(handle["call_id"])
+    status = poll_until_done(backend, handle)
+    assert status.state == "succeeded", status.error
+    call = fake.calls[handle["call_id"]]
+    assert call.attempts == 2 and not Path(f"/proc/{first_pid}").exists()  # the first child was stopped
+    assert "resumed from" in (run_dir / runfolder.LOG).read_text()
+    attempts = runfolder.read_json(run_dir / vol.OWNER)["attempts"]
+    assert len(attempts) == 2 and all(end is not None for _, end in attempts)
+
+
+def test_cancel_stops_the_training_process(backend, fake):
+    handle = backend.launch("c-1", tiny_spec(train={"epochs": 200}))
+    pid = owner_with_pid(fake, "c-1")["pid"]
+    backend.cancel(handle)
+    status = poll_until_done(backend, handle)
+    assert (
+        status.state == "failed" and "cancelled" in status.error and fake.calls[handle["call_id"]].cancelled
+    )
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text())
+
+
 def test_a_failing_run_fails_with_its_error(settings, store, fake, tmp_path):
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "README.txt").write_text("no images here")
     upload_dataset(fake, junk, "junk")
     [exp_id] = store.add([(None, tiny_spec(data={"dataset": "junk"}))])
-    ctx = steps.Context(settings, store, backend_factory=lambda kind, s: ModalBackend(s, gateway=fake))
-    exp = drive(ctx, exp_id, {Stage.FAILED, Stage.DONE})
+    exp = drive(context(settings, store, fake), exp_id, {Stage.FAILED, Stage.DONE})
     assert exp.stage is Stage.FAILED and "DataError" in exp.error and "junk" in exp.error, exp.error
     assert len(fake.calls) == 1 and next(iter(fake.calls.values())).attempts == 1  # a verdict is not retried
 
 
-def _finished_run(root: Path, run_id: str, outcome: str) -> None:
-    run_dir = root / remote.run_path(run_id)
+def _finished_run(root: Path, run_id: str, outcome: str | None) -> None:
+    run_dir = root / vol.run_path(run_id)
     run_dir.mkdir(parents=True)
     runfolder.write_progress(run_dir, epoch=4, epochs=5, val_f1=0.5)
     (run_dir / runfolder.LOG).write_text("line 1\nlast line\n")
@@ -395,7 +909,7 @@ def _finished_run(root: Path, run_id: str, outcome: str) -> None:
 )
 def test_an_expired_result_is_recovered_from_the_volume(backend, fake, outcome, state, needle):
     _finished_run(fake.root, "old-1", outcome)
-    fake.calls["fc-9"] = Call("fc-9", "old-1", "synth", "H100", 60, expired=True)
+    fake.calls["fc-9"] = Call("fc-9", "old-1", "synth", {}, expired=True)
     status = backend.poll({"run_id": "old-1", "call_id": "fc-9"})
     assert status.state == state and status.progress["epoch"] == 4
     if needle:
@@ -409,12 +923,20 @@ def test_fetch_checks_every_artifact(backend, fake, tmp_path):
         backend.fetch({"run_id": "f-1", "call_id": "fc-1"}, tmp_path / "dest")
 
 
+def test_done_reported_but_not_yet_visible_waits(backend, fake):
+    fake.calls["fc-7"] = Call(
+        "fc-7", "v-1", "synth", {}, state="finished", result={"outcome": "done", "run_id": "v-1"}
+    )
+    with pytest.raises(TransientError, match="not visible"):
+        backend.poll({"run_id": "v-1", "call_id": "fc-7"})
+
+
 # ---------------------------------------------------------------- credentials and errors
 
 
 def test_missing_credentials_fail_the_launch_with_what_to_run_then_retry_proceeds(settings, store, fake):
     [exp_id] = store.add([(None, tiny_spec())])
-    ctx = steps.Context(settings, store, backend_factory=lambda kind, s: ModalBackend(s, gateway=fake))
+    ctx = context(settings, store, fake)
     fake.no_credentials = True
     exp = drive(ctx, exp_id, {Stage.FAILED})
     assert "modal token new" in exp.error and "kdq retry" in exp.error and not fake.calls
@@ -430,7 +952,7 @@ def test_missing_credentials_fail_the_launch_with_what_to_run_then_retry_proceed
 
 
 def test_a_dataset_neither_uploaded_nor_local_says_how_to_upload(settings, tmp_path):
-    gw = FakeModal(tmp_path / "empty-volume")
+    gw = FakeModal(tmp_path / "empty", settings)
     with pytest.raises(PermanentError, match=r"kdq data upload PATH --name synth"):
         ModalBackend(settings, gateway=gw).launch("r-1", tiny_spec())
     assert not gw.calls
@@ -441,11 +963,8 @@ def test_upload_is_skipped_when_the_same_dataset_is_there(fake, dataset_dir):
     mark = upload_dataset(fake, dataset_dir, "synth", lambda done, total: seen.append((done, total)))
     assert mark["uploaded"] is False and seen[-1][0] == seen[-1][1] == mark["files"]
     on_volume = sorted(p.name for p in (fake.root / "datasets/synth").rglob("*") if p.is_file())
-    assert (
-        remote.DATASET_MARK in on_volume
-        and "synth_manifest.json" in on_volume
-        and "._img_00000.jpg" not in on_volume
-    )
+    assert vol.DATASET_MARK in on_volume and "synth_manifest.json" in on_volume
+    assert "._img_00000.jpg" not in on_volume
 
 
 @pytest.mark.parametrize(
@@ -456,6 +975,9 @@ def test_upload_is_skipped_when_the_same_dataset_is_there(fake, dataset_dir):
         (me.ConnectionError("down"), TransientError, False, "unreachable"),
         (me.TimeoutError("slow"), TransientError, True, "unreachable"),
         (me.ServiceError("503"), TransientError, True, "busy"),
+        (me.ResourceExhaustedError("GPU limit"), TransientError, False, "workspace limit"),
+        (aiohttp.ServerDisconnectedError(), TransientError, True, "unreachable"),
+        (ConnectionResetError(104, "reset"), TransientError, True, "unreachable"),
         (me.InvalidError("gpu 'X1' is not valid"), PermanentError, False, "gpu 'X1'"),
         (me.NotFoundError("App 'kdq' not found"), PermanentError, False, "kdq modal deploy"),
     ],
@@ -469,15 +991,6 @@ def test_a_bug_is_not_mistaken_for_a_modal_problem():
     assert classify(KeyError("x"), live_run=True) is None
 
 
-def test_cancel_stops_the_training_process(backend, fake):
-    handle = backend.launch("c-1", tiny_spec(train={"epochs": 200}))
-    run_dir = fake.root / "runs/c-1"
-    wait_for(lambda: (o := runfolder.read_json(run_dir / remote.OWNER)) and o.get("pid"), every=0.05)
-    backend.cancel(handle)
-    status = poll_until_done(backend, handle)
-    assert status.state == "failed" and fake.calls[handle["call_id"]].cancelled
-
-
 def test_a_teacher_run_needs_hugging_face_access_before_it_spawns(backend, fake, monkeypatch):
     import huggingface_hub
 
@@ -486,14 +999,6 @@ def test_a_teacher_run_needs_hugging_face_access_before_it_spawns(backend, fake,
     with pytest.raises(PermanentError, match="no Hugging Face token found.*hf auth login"):
         backend.launch("t-1", spec)
     assert not fake.calls and fake.secrets["kdq-hf"] == {"KDQ_SECRET": "kdq-hf"}
-
-
-def test_done_reported_but_not_yet_visible_waits(backend, fake):
-    fake.calls["fc-7"] = Call(
-        "fc-7", "v-1", "synth", "H100", 60, state="finished", result={"outcome": "done", "run_id": "v-1"}
-    )
-    with pytest.raises(TransientError, match="not visible"):
-        backend.poll({"run_id": "v-1", "call_id": "fc-7"})
 
 
 def test_upload_command_without_credentials_says_what_to_run(home, dataset_dir, restore_logging):
@@ -514,8 +1019,6 @@ def test_upload_command_without_credentials_says_what_to_run(home, dataset_dir, 
 def test_the_real_gateway_without_credentials_raises_what_the_backend_maps(settings):
     import modal.config
 
-    from kdq.backends.modal_gateway import ModalGateway
-
     if modal.config.config.get("token_id"):
         pytest.skip("this machine has Modal credentials")
     backend = ModalBackend(settings, gateway=ModalGateway(settings))
@@ -531,14 +1034,14 @@ def test_the_real_gateway_without_credentials_raises_what_the_backend_maps(setti
         (TimeoutError(), "running", None),  # the built-in: no output yet
         (me.OutputExpiredError(), "expired", None),
         (me.FunctionTimeoutError("Function timed out"), "failed", "timeout_min"),
+        (me.RemoteError(""), "cancelled", "cancelled"),
+        (me.RemoteError("OOMKilled"), "failed", "OOMKilled"),
         (ValueError("bad input"), "failed", "ValueError: bad input"),  # raised by the remote function
     ],
 )
 def test_the_real_gateway_reads_a_call_like_the_sdk_reports_it(settings, monkeypatch, raised, state, needle):
     """``FunctionCall.from_id(...).get(timeout=0)`` cannot run offline; its documented outcomes can."""
     import modal
-
-    from kdq.backends.modal_gateway import ModalGateway
 
     class Handle:
         error: Exception = raised
@@ -553,35 +1056,3 @@ def test_the_real_gateway_reads_a_call_like_the_sdk_reports_it(settings, monkeyp
     Handle.error = me.ConnectionError("down")
     with pytest.raises(me.ConnectionError):  # transport trouble is not a verdict: it reaches the backend
         ModalGateway(settings).call_state("fc-1")
-
-
-# ---------------------------------------------------------------- deploy when the code changed
-
-
-def test_the_fingerprint_follows_the_code_that_runs_remotely(settings, tmp_path):
-    from kdq.backends.modal import code_fingerprint
-
-    (tmp_path / "kdq" / "train").mkdir(parents=True)
-    (tmp_path / "jobs").mkdir()
-    (tmp_path / "kdq" / "train" / "loop.py").write_text("EPOCHS = 1\n")
-    (tmp_path / "jobs" / "modal_app.py").write_text("GPU = 'H100'\n")
-    first = code_fingerprint(settings, tmp_path)
-    (tmp_path / "kdq" / "train" / "__pycache__").mkdir()
-    (tmp_path / "kdq" / "train" / "__pycache__" / "loop.cpython-311.pyc").write_bytes(b"\0")
-    (tmp_path / "README.md").write_text("docs do not run remotely")
-    assert code_fingerprint(settings, tmp_path) == first
-    (tmp_path / "kdq" / "train" / "loop.py").write_text("EPOCHS = 2\n")
-    assert code_fingerprint(settings, tmp_path) != first
-    torch_changed = settings.model_copy(update={"modal_torch": "2.13.0"})
-    assert code_fingerprint(torch_changed, tmp_path) != code_fingerprint(settings, tmp_path)
-
-
-def test_deploys_only_when_the_recorded_fingerprint_differs(settings, store, fake):
-    from kdq.backends.modal import ensure_deployed
-
-    assert ensure_deployed(settings, fake) is True
-    assert ensure_deployed(settings, fake) is False
-    store.set_meta(DEPLOY_META, {**store.get_meta_json(DEPLOY_META), "fingerprint": "older-code"})
-    assert ensure_deployed(settings, fake) is True
-    assert ensure_deployed(settings, fake, force=True) is True
-    assert fake.deploys == 3

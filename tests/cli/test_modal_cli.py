@@ -38,3 +38,28 @@ def test_secret_without_a_hugging_face_token_says_what_to_run(settings, monkeypa
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
     result = CliRunner().invoke(app, ["modal", "secret"])
     assert result.exit_code == 1 and "hf auth login" in result.output
+
+
+class Secrets:
+    def __init__(self, settings):
+        self.puts = []
+
+    def put_secret(self, name, values, overwrite=True):
+        self.puts.append(name)
+
+    def has_secret(self, name, keys):
+        return True  # the secret looks current: only `kdq modal secret`'s own promise makes it write
+
+
+def test_secret_always_writes_the_token(settings, monkeypatch):
+    from kdq import hf
+    from kdq.backends import modal_gateway
+
+    made = []
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "cli" * 10)
+    monkeypatch.setattr(hf, "check_access", lambda token, repo, endpoint=None: None)
+    monkeypatch.setattr(modal_gateway, "ModalGateway", lambda s: made.append(Secrets(s)) or made[-1])
+    for _ in range(2):
+        result = CliRunner().invoke(app, ["modal", "secret"])
+        assert result.exit_code == 0, result.output
+    assert [gw.puts for gw in made] == [["kdq-hf"], ["kdq-hf"]]  # the second run writes too
