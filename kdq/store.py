@@ -2,7 +2,8 @@
 
 Tables: ``experiments`` (spec, stage, backend handle, run id, metrics, artifacts, errors),
 ``events`` (append-only timeline per experiment), ``submissions``, ``leaderboard`` (snapshots)
-and ``meta`` (schema version, instance id, worker heartbeat, server reachability).
+and ``meta`` (schema version, instance id, worker heartbeat, server reachability); the tables are made
+by the migrations in ``kdq.schema``, the user's requests (cancel, retry, submit) are ``kdq.requests``.
 
 Two processes write (the CLI and the worker), so every connection runs in WAL mode with a long busy
 timeout, and every read-then-write happens inside ``BEGIN IMMEDIATE`` (a short transaction that takes
@@ -16,7 +17,7 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,114 +26,44 @@ from typing import Any
 import sqlite_utils
 
 from kdq import gate
-from kdq import gate
 from kdq.experiment import JSON_FIELDS, Experiment
+from kdq.requests import UserRequests
+from kdq.schema import MIGRATIONS, SCHEMA_VERSION
 from kdq.spec import ExperimentSpec
-from kdq.stages import LIVE, RETRYABLE, Stage, check_move
+from kdq.stages import LIVE, Stage, check_move
 
 BUSY_TIMEOUT_S = 60
 
 
-# ---------------------------------------------------------------- schema and migrations
-
-
-def _m1_initial(db: sqlite_utils.Database) -> None:
-    db["experiments"].create(
-        {
-            "id": int,
-            "name": str,
-            "spec": str,
-            "spec_hash": str,
-            "source": str,
-            "priority": int,
-            "stage": str,
-            "backend": str,
-            "attempt": int,
-            "run_id": str,
-            "handle": str,
-            "progress": str,
-            "metrics": str,
-            "val_f1": float,
-            "teacher_f1": float,
-            "artifacts": str,
-            "error": str,
-            "cancel_requested": int,
-            "submit_requested": int,
-            "server_attempt": int,
-            "server_score": float,
-            "server_rank": int,
-            "created_at": float,
-            "updated_at": float,
-            "next_check_at": float,
-        },
-        pk="id",
-        not_null={"name", "spec", "spec_hash", "stage", "backend"},
-        defaults={"priority": 0, "attempt": 1, "cancel_requested": 0, "submit_requested": 0},
-    )
-    db["experiments"].create_index(["stage"])
-    db["experiments"].create_index(["spec_hash"])
-    db["events"].create(
-        {"id": int, "exp_id": int, "ts": float, "kind": str, "stage": str, "message": str, "data": str},
-        pk="id",
-        foreign_keys=[("exp_id", "experiments", "id")],
-    )
-    db["events"].create_index(["exp_id", "ts"])
-    db["submissions"].create(
-        {
-            "id": int,
-            "exp_id": int,
-            "state": str,
-            "attempt": int,
-            "server_status": str,
-            "score": float,
-            "model_size": float,
-            "rank": int,
-            "leaderboard_score": float,
-            "message": str,
-            "created_at": float,
-            "posted_at": float,
-            "updated_at": float,
-        },
-        pk="id",
-        foreign_keys=[("exp_id", "experiments", "id")],
-    )
-    db["submissions"].create_index(["exp_id"])
-    db["leaderboard"].create(
-        {"id": int, "ts": float, "rows": str, "own_rank": int, "own_score": float}, pk="id"
-    )
-    db["meta"].create({"key": str, "value": str}, pk="key")
-
-
-def _m2_submission_identity(db: sqlite_utils.Database) -> None:
-    """Which file an upload sent (sha256) and when the server recorded it (kdq.course.ledger)."""
-    db["submissions"].add_column("sha256", str)
-    db["submissions"].add_column("recorded_at", float)
-
-
-def _m3_search_trials(db: sqlite_utils.Database) -> None:
-    """Which search an experiment is a trial of, and its trial number in the study (kdq.search)."""
-    db["experiments"].add_column("search", str)
-    db["experiments"].add_column("trial", int)
-    db["experiments"].create_index(["search", "trial"], unique=True)
-
-
-# Append only: a migration, once released, is never edited. The schema version is its index + 1.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _m1_initial,
-    _m2_submission_identity,
-    _m3_search_trials,
-]
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
 class DuplicateSpec(ValueError):
-    def __init__(self, dupes: list[tuple[str, int]]):
+    """``dupes``: (name, the experiment id it repeats, or the name it repeats in this same batch)."""
+
+    def __init__(self, dupes: list[tuple[str, int | str]]):
         self.dupes = dupes
         lines = [
-            f"{name}: the same spec is already experiment {eid} (use --force to queue it again)"
-            for name, eid in dupes
+            f"{name}: the same spec is already experiment {other} (use --force to queue it again)"
+            if isinstance(other, int)
+            else f"{name}: the same spec as {other} in this enqueue (use --force to queue both)"
+            for name, other in dupes
         ]
         super().__init__("\n".join(lines))
+
+
+def _duplicates(db: sqlite_utils.Database, specs: list[ExperimentSpec]) -> list[tuple[str, int | str]]:
+    """Specs already queued (and not cancelled), and specs repeated within ``specs``."""
+    dupes: list[tuple[str, int | str]] = []
+    first: dict[str, str] = {}
+    for spec in specs:
+        h = spec.content_hash()
+        rows = list(
+            db.query("select id from experiments where spec_hash = ? and stage != 'cancelled' limit 1", [h])
+        )
+        if rows:
+            dupes.append((spec.name, rows[0]["id"]))
+        elif h in first:
+            dupes.append((spec.name, first[h]))
+        first.setdefault(h, spec.name)
+    return dupes
 
 
 class DuplicateSearch(DuplicateSpec):
@@ -156,7 +87,7 @@ def _dumps(value: Any) -> str | None:
 # ---------------------------------------------------------------- the store
 
 
-class Store:
+class Store(UserRequests):
     def __init__(self, path: str | Path):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -252,21 +183,8 @@ class Store:
                     rows = list(db.query("select id from experiments where search = ? limit 1", [name]))
                     if rows:
                         raise DuplicateSearch(name, rows[0]["id"])
-            if not force:
-                dupes = []
-                for _, spec in items:
-                    rows = list(
-                        db.query(
-                            "select id from experiments where spec_hash = ? and stage not in ('cancelled') limit 1",
-                            [spec.content_hash()],
-                        )
-                    )
-                    if rows:
-                        dupes.append((spec.name, rows[0]["id"]))
-                hashes = [s.content_hash() for _, s in items]
-                dupes += [(s.name, -1) for i, (_, s) in enumerate(items) if s.content_hash() in hashes[:i]]
-                if dupes:
-                    raise DuplicateSpec(dupes)
+            if not force and (dupes := _duplicates(db, [s for _, s in items])):
+                raise DuplicateSpec(dupes)
             ids = []
             for source, spec in items:
                 table = db["experiments"].insert(
@@ -379,55 +297,10 @@ class Store:
             db["events"].insert({**event, "message": message})
         return True
 
-    def start_launch(self, exp_id: int, limit: int, message: str = "", **fields: Any) -> bool:
-        """``queued → launching`` only if the launch gate (kdq.gate) lets it through, checked in the same
-        transaction as the move, so two workers never both take the last of ``limit`` slots."""
-        now = time.time()
-        with self.transaction() as db:
-            rows = list(db.query("select backend from experiments where id = ?", [exp_id]))
-            if not rows:
-                return False
-            row = rows[0]
-            queued = [
-                SimpleNamespace(**r)
-                for r in db.query(
-                    "select id, priority, created_at from experiments where backend = ? and stage = ?",
-                    [row["backend"], str(Stage.QUEUED)],
-                )
-            ]
-            [running] = db.query(
-                "select count(*) n from experiments where backend = ? and stage in (?, ?)",
-                [row["backend"], str(Stage.LAUNCHING), str(Stage.TRAINING)],
-            )
-            me = next((q for q in queued if q.id == exp_id), None)
-            if me is None or not gate.may_launch(me, queued, running["n"], limit):
-                return False
-            db.execute(
-                "update experiments set stage = ?, updated_at = ? where id = ? and stage = ?",
-                [str(Stage.LAUNCHING), now, exp_id, str(Stage.QUEUED)],
-            )
-            self._set(db, exp_id, fields)
-            event = {"exp_id": exp_id, "ts": now, "kind": "stage", "stage": str(Stage.LAUNCHING)}
-            db["events"].insert({**event, "message": message})
-        return True
-
     def update(self, exp_id: int, **fields: Any) -> None:
         """Set fields without changing the stage."""
         with self.transaction() as db:
             self._set(db, exp_id, {**fields, "updated_at": time.time()})
-
-    def record_handle(self, run_id: str, handle: dict[str, Any]) -> None:
-        """Keep a backend's handle the moment it exists (a spawned Modal call), before any further network
-        call can fail: ``kdq cancel`` then finds the call even if the launch step never completes."""
-        with self.transaction() as db:
-            db.execute(
-                "update experiments set handle = ?, updated_at = ? where run_id = ?",
-                [_dumps(handle), time.time(), run_id],
-            )
-
-    def handle_of_run(self, run_id: str) -> dict[str, Any] | None:
-        rows = list(self.db.query("select handle from experiments where run_id = ?", [run_id]))
-        return json.loads(rows[0]["handle"]) if rows and rows[0]["handle"] else None
 
     @staticmethod
     def _set(db: sqlite_utils.Database, exp_id: int, values: dict[str, Any]) -> None:
@@ -448,71 +321,3 @@ class Store:
 
     def events(self, exp_id: int) -> list[dict]:
         return list(self.db.query("select * from events where exp_id = ? order by id", [exp_id]))
-
-    # ------------------------------------------------------------ user requests
-
-    def request_cancel(self, exp_id: int) -> Experiment:
-        """Flag for the worker; stages with nothing running elsewhere are cancelled at once."""
-        exp = self.get(exp_id)
-        if exp.stage in (Stage.QUEUED, Stage.READY, Stage.FETCHING, Stage.VALIDATING):
-            if self.move(exp_id, exp.stage, Stage.CANCELLED, "cancelled by the user"):
-                return self.get(exp_id)
-        # Flag it only while it is still live: the worker may have finished or failed it since the read above.
-        live = sorted(str(s) for s in LIVE)
-        now = time.time()
-        with self.transaction() as db:
-            cur = db.execute(
-                f"update experiments set cancel_requested = 1, updated_at = ? where id = ? and stage in ({','.join('?' * len(live))})",
-                [now, exp_id, *live],
-            )
-            if cur.rowcount == 1:
-                db["events"].insert(
-                    {
-                        "exp_id": exp_id,
-                        "ts": now,
-                        "kind": "cancel",
-                        "stage": None,
-                        "message": "cancel requested",
-                        "data": None,
-                    }
-                )
-        return self.get(exp_id)
-
-    def retry(self, exp_id: int) -> Experiment:
-        """Queue a failed, cancelled or skipped experiment again as a new attempt (a new run id)."""
-        exp = self.get(exp_id)
-        if exp.stage not in RETRYABLE:
-            raise ValueError(
-                f"experiment {exp_id} is {exp.stage}; only {', '.join(sorted(RETRYABLE))} can be retried"
-            )
-        moved = self.move(
-            exp_id,
-            exp.stage,
-            Stage.QUEUED,
-            f"retry (attempt {exp.attempt + 1})",
-            attempt=exp.attempt + 1,
-            run_id=None,
-            handle=None,
-            progress=None,
-            error=None,
-            cancel_requested=0,
-            next_check_at=time.time(),
-        )
-        if not moved:
-            raise ValueError(f"experiment {exp_id} changed while retrying; look again")
-        return self.get(exp_id)
-
-    def request_submit(self, exp_id: int) -> Experiment:
-        """``kdq submit ID``: submit this validated model next, whatever its policy (not whatever the rate limit)."""
-        exp = self.get(exp_id)
-        if exp.stage not in (Stage.READY, Stage.DONE, Stage.SKIPPED) or not exp.artifacts:
-            raise ValueError(
-                f"experiment {exp_id} is {exp.stage}; only a validated model (ready, done or skipped) can be submitted"
-            )
-        if exp.stage is not Stage.READY and not self.move(
-            exp_id, exp.stage, Stage.READY, "submission requested"
-        ):
-            raise ValueError(f"experiment {exp_id} changed while requesting a submission; look again")
-        self.update(exp_id, submit_requested=1, next_check_at=time.time())
-        self.event(exp_id, "submit", "submission requested by the user")
-        return self.get(exp_id)
