@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-# Before anything imports jobs.tasks (which opens the queue at import): a session-wide home.
+# A session-wide home, so that nothing a test forgets to point elsewhere lands in the repository.
 os.environ.setdefault("KDQ_HOME", tempfile.mkdtemp(prefix="kdq-session-"))
 for _var in ("KDQ_TOKEN", "KDQ_TEAM", "KDQ_SERVER_URL", "HF_TOKEN", "KDQ_HF_TOKEN"):
     os.environ.pop(_var, None)

@@ -90,6 +90,6 @@ def get_or_exit(store: Store, exp_id: int) -> Experiment:
 
 
 def nudge(ids: list[int], scheduler: bool = False) -> None:
-    from jobs import tasks
+    from kdq.worker import nudge as nudge_queue
 
-    tasks.nudge(ids, to=settings(), scheduler=scheduler)
+    nudge_queue(ids, settings(), scheduler=scheduler)

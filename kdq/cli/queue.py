@@ -78,6 +78,10 @@ def enqueue(
             err().print(line, markup=False, highlight=False, soft_wrap=True)
         err().print("nothing was queued", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+    from kdq.train.estimate import slow_cpu_runs
+
+    for line in slow_cpu_runs(specs):  # queued all the same: the user may mean it
+        warn(f"warning: {line}")
     if dry_run:
         rows = [
             {"source": str(p), "name": s.name, "hash": s.content_hash(), "backend": s.backend.kind}

@@ -45,7 +45,7 @@ def status(
 
     with open_store(create=False) as store:
         if as_json:
-            from jobs.worker import heartbeat_age
+            from kdq.worker import heartbeat_age
 
             age = heartbeat_age(store)
             exps = views.pick(store.list(order="id"), show_all)[0]

@@ -74,9 +74,9 @@ def plain(markup_line: str) -> str:
 
 def status_header(store: Store) -> list[str]:
     """The lines above the table (rich markup): the worker, the counts, the course server."""
-    from jobs.worker import heartbeat_age
     from kdq.course.status import header_lines
     from kdq.stages import Stage
+    from kdq.worker import heartbeat_age
 
     age = heartbeat_age(store)
     lines = [

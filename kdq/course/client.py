@@ -13,9 +13,7 @@ the ``httpx`` loggers (which print request URLs) pass through a redacting filter
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,8 +25,9 @@ from pydantic import SecretStr
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from kdq import grader
+from kdq.course.answers import decode, parse_wait_s, snippet
 from kdq.course.errors import CourseError, RateLimited, Rejected, ServerError, UnexpectedResponse, Unreachable
-from kdq.course.leaderboard import find_leaderboard_link, parse_leaderboard
+from kdq.course.leaderboard import parse_leaderboard, rediscover
 from kdq.course.models import Attempt, Leaderboard, Ping, SubmitReceipt
 from kdq.log import MASK, add_secret, get_logger, redact
 
@@ -38,10 +37,6 @@ VPN_HINT = "The course server answers only on the university network: is this ma
 ALLOWED_SUFFIXES = (".pt", ".pth")
 DISCOVERY_PAGES = ("/", "/homework/3", "/instructions-hw3")  # pages that link to the leaderboard
 OTHER_PORT = {8000: 9000, 9000: 8000}  # COURSE_SERVER.md: the homework pages say 8000, the user's notes 9000
-WAIT_RE = re.compile(
-    r"(\d+(?:\.\d+)?)\s*(seconds?|secs?|s\b|minutes?|mins?|m\b|hours?|hrs?|h\b)", re.IGNORECASE
-)
-UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class _RedactFilter(logging.Filter):
@@ -56,40 +51,6 @@ class _RedactFilter(logging.Filter):
 for _name in ("httpx", "httpcore"):
     if not any(isinstance(f, _RedactFilter) for f in logging.getLogger(_name).filters):
         logging.getLogger(_name).addFilter(_RedactFilter())
-
-
-def parse_wait_s(text: str, retry_after: str | None = None) -> float | None:
-    """Seconds to wait from ``"Rate limit: wait 12 minutes"`` / ``"wait 9 seconds"`` or a Retry-After header."""
-    match = WAIT_RE.search(text or "")
-    if match:
-        return float(match.group(1)) * UNIT_S[match.group(2)[0].lower()]
-    try:
-        return float(retry_after) if retry_after is not None else None
-    except ValueError:
-        return None
-
-
-def _snippet(text: str, limit: int = 200) -> str:
-    """The start of a body, tags and runs of space removed, for an error message."""
-    title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
-    flat = " ".join(re.sub(r"<[^>]+>", " ", text).split())
-    if title and title.group(1).strip():
-        flat = f"page titled {' '.join(title.group(1).split())!r}: {flat}"
-    return redact(flat[:limit] + ("..." if len(flat) > limit else ""))
-
-
-def _read_json(text: str) -> tuple[Any, str | None]:
-    """``(body, None)`` or ``(None, what is wrong with it)``."""
-    stripped = text.strip()
-    if not stripped:
-        return None, "an empty body"
-    if stripped.startswith("<"):
-        return None, f"an HTML page instead of JSON ({_snippet(text)})"
-    try:
-        return json.loads(stripped), None
-    except json.JSONDecodeError as exc:
-        kind = "truncated JSON" if stripped[0] in "[{" else "a body that is not JSON"
-        return None, f"{kind} ({exc.msg} at character {exc.pos}: {_snippet(text, 80)!r})"
 
 
 class CourseClient:
@@ -198,7 +159,8 @@ class CourseClient:
             response = self._http.request(method, url, timeout=timeout or self._http.timeout, **kwargs)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise Unreachable(
-                f"cannot connect to {shown} ({type(exc).__name__}: {self._redact(str(exc)) or 'no detail'}). {VPN_HINT}",
+                f"cannot connect to {shown} ({type(exc).__name__}: {self._redact(str(exc)) or 'no detail'}). "
+                + VPN_HINT,
                 maybe_sent=False,
             ) from None
         except httpx.TimeoutException as exc:
@@ -209,7 +171,8 @@ class CourseClient:
             ) from None
         except httpx.HTTPError as exc:
             raise Unreachable(
-                f"{method} {shown}: the connection broke ({type(exc).__name__}: {self._redact(str(exc)) or 'no detail'})",
+                f"{method} {shown}: the connection broke "
+                f"({type(exc).__name__}: {self._redact(str(exc)) or 'no detail'})",
                 maybe_sent=True,
             ) from None
         log.debug(
@@ -222,45 +185,7 @@ class CourseClient:
         return response
 
     def _decode(self, response: httpx.Response, what: str, *, fallback_wait_s: float) -> Any:
-        """The JSON body of a 2xx answer; any other answer raised as the matching ``CourseError``."""
-        code = response.status_code
-        text = response.text
-        body, problem = _read_json(text)
-        said = ""
-        if isinstance(body, dict):
-            said = str(body.get("error") or body.get("message") or body.get("detail") or "")
-        said = self._redact(said or (_snippet(text) if problem else str(body)))
-        if code == 429:
-            wait_s = parse_wait_s(said, response.headers.get("retry-after"))
-            raise RateLimited(
-                f"{what}: rate limited: {said}", wait_s if wait_s is not None else fallback_wait_s
-            )
-        if 200 <= code < 300:
-            if problem:
-                raise UnexpectedResponse(
-                    f"{what}: HTTP {code} with {problem}", status_code=code, maybe_sent=True
-                )
-            return body
-        if code >= 500:
-            raise ServerError(
-                f"{what}: server error HTTP {code}: {said or problem}", status_code=code, maybe_sent=True
-            )
-        if code == 404:
-            raise UnexpectedResponse(
-                f"{what}: HTTP 404 at {self.url(what)}: the path may have moved; the homework page links to the "
-                "current ones (settings KDQ_SUBMIT_PATH, KDQ_STATUS_PATH, KDQ_LEADERBOARD_PATH, KDQ_SERVER_URL)",
-                status_code=code,
-                maybe_sent=False,
-            )
-        if 400 <= code < 500 and isinstance(body, dict) and said:
-            raise Rejected(said, status_code=code)
-        if code == 413:  # a proxy's limit, in its own words (often an HTML page)
-            raise Rejected(f"File too large for the server's proxy (HTTP 413): {said}", status_code=code)
-        raise UnexpectedResponse(
-            f"{what}: HTTP {code} with {problem or 'body ' + said}",
-            status_code=code,
-            maybe_sent=code >= 300 and not 400 <= code < 500,
-        )
+        return decode(response, what, fallback_wait_s=fallback_wait_s, clean=self._redact, url=self.url(what))
 
     def _retrying(self, attempts: int, retryable: Callable[[BaseException], bool]) -> Retrying:
         backoff = wait_exponential(multiplier=self.backoff_s, max=self.max_backoff_s)
@@ -338,7 +263,7 @@ class CourseClient:
                 body = next((v for v in body.values() if isinstance(v, list)), body)
             if not isinstance(body, list):
                 raise UnexpectedResponse(
-                    f"status: expected a JSON list of attempts, got {_snippet(str(body))!r}",
+                    f"status: expected a JSON list of attempts, got {snippet(str(body))!r}",
                     status_code=response.status_code,
                 )
             attempts = [
@@ -372,25 +297,10 @@ class CourseClient:
 
     def _rediscover_leaderboard(self) -> bool:
         """The leaderboard path moved (404): follow the course pages' links to it, as a person would."""
-        for page in DISCOVERY_PAGES:
-            try:
-                response = self._http.get(self.base_url + page, timeout=self._http.timeout)
-            except httpx.HTTPError:
-                continue
-            if response.status_code != 200:
-                continue
-            found = find_leaderboard_link(response.text, self.base_url)
-            if found and found != self.paths["leaderboard"]:
-                log.warning(
-                    "course.leaderboard_moved",
-                    old=self.paths["leaderboard"],
-                    new=found,
-                    found_on=page,
-                    fix=f"set KDQ_LEADERBOARD_PATH={found}",
-                )
-                self.paths["leaderboard"] = found
-                return True
-        return False
+        found = rediscover(self._http, self.base_url, self.paths["leaderboard"], DISCOVERY_PAGES)
+        if found:
+            self.paths["leaderboard"] = found
+        return found is not None
 
     def check_upload(self, path: str | Path) -> Path:
         """The pre-checks the server would make, done here so a doomed upload is never sent."""
@@ -423,7 +333,7 @@ class CourseClient:
             if not isinstance(body, dict):
                 raise UnexpectedResponse(
                     f"submit: HTTP {response.status_code} with JSON that is not an object: "
-                    f"{_snippet(str(body))!r}",
+                    f"{snippet(str(body))!r}",
                     status_code=response.status_code,
                 )
             receipt = SubmitReceipt.from_raw(body)

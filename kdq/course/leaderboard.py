@@ -13,6 +13,9 @@ from urllib.parse import urljoin, urlsplit
 
 from kdq.course.errors import UnexpectedResponse
 from kdq.course.models import Leaderboard, LeaderboardRow, as_int, as_number
+from kdq.log import get_logger
+
+log = get_logger("kdq.course")
 
 
 class _Tables(HTMLParser):
@@ -175,3 +178,27 @@ def find_leaderboard_link(html: str, base_url: str) -> str | None:
         if url.netloc == host and "leaderboard" in (url.path + " " + text).lower():
             found.append((("3" not in url.path + text), url.path + (f"?{url.query}" if url.query else "")))
     return min(found)[1] if found else None
+
+
+def rediscover(http, base_url: str, current: str, pages: tuple[str, ...]) -> str | None:
+    """A leaderboard path that moved: the link to it on the course pages, as a person would find it."""
+    import httpx
+
+    for page in pages:
+        try:
+            response = http.get(base_url + page, timeout=http.timeout)
+        except httpx.HTTPError:
+            continue
+        if response.status_code != 200:
+            continue
+        found = find_leaderboard_link(response.text, base_url)
+        if found and found != current:
+            log.warning(
+                "course.leaderboard_moved",
+                old=current,
+                new=found,
+                found_on=page,
+                fix=f"set KDQ_LEADERBOARD_PATH={found}",
+            )
+            return found
+    return None

@@ -1,11 +1,14 @@
 """Training: ``python -m kdq.train RUN_DIR --data DIR --cache DIR`` runs ``kdq.train.loop.run``.
 
-data.py      class folders, decode once (uint8 cache), duplicate groups, stratified split
-augment.py   replayable on-device views and the grader's normalization
-teacher.py   SigLIP view embeddings cached once; linear probe (out-of-fold) or zero-shot logits
+data.py      class folders, decode once (uint8, bounded memory), duplicate groups, train/val/holdout
+augment.py   replayable on-device views (squashed or padded) and the grader's normalization
+teacher.py   SigLIP embeddings of the plain picture and V views, cached once; probe or zero-shot logits
+probe.py     the linear probe (L-BFGS), out-of-fold by duplicate group
 students.py  kdq / timm / torchvision students, size checked before training
-losses.py    CE, Hinton KD, DKD, embedding distillation, macro-F1
+losses.py    CE, Hinton KD, DKD, embedding distillation, macro-F1; the spec's loss of one batch
 bias.py      per-class logit bias tuned on validation (cross-fitted score)
+evaluate.py  predictions on whole pictures; the holdout's macro-F1 and its bootstrap interval
 export.py    TorchScript fp32 CPU, bias and flip-TTA baked in
+estimate.py  how long a run takes where it would run (the enqueue-time warning)
 loop.py      the loop that ties them together and writes the run folder
 """
