@@ -45,3 +45,15 @@ def size_mib(path: str | os.PathLike) -> float:
 def fits(size: float, max_mib: float = MAX_MIB) -> bool:
     """Whether a file of ``size`` MiB is accepted, with kdq's margin."""
     return size < max_mib
+
+
+def render(path: str | os.PathLike):
+    """One picture as the grader feeds it: PIL, RGB, resized to 224x224 bilinear from the original file,
+    scaled to [0, 1], then ImageNet mean/std. A float32 numpy array [3, 224, 224]."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as img:
+        rgb = img.convert("RGB").resize((INPUT_SIZE, INPUT_SIZE), Image.BILINEAR)
+    x = np.asarray(rgb, dtype=np.float32) / 255.0
+    return ((x - np.array(MEAN, dtype=np.float32)) / np.array(STD, dtype=np.float32)).transpose(2, 0, 1)

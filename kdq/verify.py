@@ -1,11 +1,15 @@
 """Check a model file the way the course server will load it, in a fresh process.
 
     report = verify_file("model.pt")            # dict, or raises VerifyError("why, and the fix")
+    report = verify_file("model.pt", holdout=pictures, expect_f1=0.81)   # also the grader's F1
     python -m kdq.verify model.pt --json        # the child process (also usable by hand)
 
 The child imports nothing of kdq's models: it loads the file with ``torch.jit.load`` on CPU, feeds
 ImageNet-normalized ``[B,3,224,224]`` float32 input and checks for ``[B,10]`` finite logits, the
-same answer for a batch as for its images one by one, and the file size under the limit.
+same answer for a batch of 64 (the grader's) as for 4 and for one picture alone, the same on
+``cuda:0`` when a GPU is present (the previous homework's grader loaded files there), and the file
+size under the limit. Given holdout pictures, it scores the *file* on them rendered exactly as the
+grader does (``grader.render``): that is ``grader_f1``, which must match training's ``holdout_f1``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from kdq import grader
@@ -24,8 +29,11 @@ class VerifyError(Exception):
     pass
 
 
+F1_TOLERANCE = 0.01  # grader_f1 may differ from holdout_f1 by this much
+
+
 def _reason(exc: BaseException) -> str:
-    """The line that says what went wrong: TorchScript puts the model's own error last, after its traceback."""
+    """The line that says what went wrong: TorchScript puts the model's own error last, after a traceback."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     if not lines:
         return ""
@@ -37,6 +45,7 @@ def check(
     max_mb: float = grader.MAX_MIB,
     num_classes: int = grader.NUM_CLASSES,
     image_size: int = grader.INPUT_SIZE,
+    holdout: dict | None = None,
 ) -> dict:
     """Run the checks in this process (the child side of ``verify_file``). Raises ``VerifyError``."""
     import torch
@@ -64,16 +73,17 @@ def check(
         )
     mean = torch.tensor(grader.MEAN).view(1, 3, 1, 1)
     std = torch.tensor(grader.STD).view(1, 3, 1, 1)
-    # four different-looking pictures (dark to bright), so batch statistics differ from one picture's
-    x = (
-        torch.rand(4, 3, image_size, image_size) * torch.tensor([0.2, 0.5, 0.8, 1.0]).view(4, 1, 1, 1) - mean
-    ) / std
+    # different-looking pictures (dark to bright), so batch statistics differ from one picture's
+    bright = torch.linspace(0.2, 1.0, grader.BATCH).roll(-1).view(-1, 1, 1, 1)
+    x64 = (torch.rand(grader.BATCH, 3, image_size, image_size) * bright - mean) / std
+    x = x64[[0, 20, 41, 63]]
     try:
         with torch.no_grad():
             y = model(x)
             y1 = model(x[:1])
             again = model(x)
-    except Exception as exc:  # noqa: BLE001
+            y64 = model(x64)
+    except Exception as exc:  # noqa: BLE001 — whatever the model raises is the reason, shown as such
         raise VerifyError(
             f"{path}: forward on a [4,3,{image_size},{image_size}] float32 batch failed: "
             f"{type(exc).__name__}: {_reason(exc)}"
@@ -88,12 +98,20 @@ def check(
         raise VerifyError(f"{path}: output has NaN or infinite values")
     if y.dtype != torch.float32:
         raise VerifyError(f"{path}: output dtype {y.dtype}; expected float32")
-    gap = max(float((y[:1] - y1).abs().max()), float((y - again).abs().max()))
+    if tuple(y64.shape) != (grader.BATCH, num_classes):
+        raise VerifyError(f"{path}: output shape {list(y64.shape)} for the grader's batch of {grader.BATCH}")
+    gap = max(
+        float((y[:1] - y1).abs().max()),
+        float((y - again).abs().max()),
+        float((y64[[0, 20, 41, 63]] - y).abs().max()),
+    )
     if gap > 1e-4 * max(1.0, float(y.abs().max())):
         raise VerifyError(
             f"{path}: logits change with the batch or between calls (gap {gap:.3g}); "
             "save the model in eval mode (model.eval() before scripting: BatchNorm/Dropout)"
         )
+    cuda = _on_cuda(path, x64, y64)
+    scored = _grader_f1(model, holdout, num_classes) if holdout else {}
     return {
         "path": str(path),
         "size_mb": round(mb, 4),
@@ -103,6 +121,60 @@ def check(
         "params": sum(p.numel() for p in model.parameters()),
         "torch_version": torch.__version__,
         "logits_std": float(y.std()),
+        "batches": [1, 4, grader.BATCH],
+        "cuda": cuda,
+        **scored,
+    }
+
+
+def _on_cuda(path: Path, x, want) -> str | None:
+    """Load the file on ``cuda:0`` as the previous homework's grader did; ``None`` without a GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    try:
+        model = torch.jit.load(str(path), map_location="cuda:0")
+        with torch.no_grad():
+            got = model(x.to("cuda:0")).float().cpu()
+    except Exception as exc:  # noqa: BLE001 — any failure on the GPU is the grader's failure too
+        raise VerifyError(
+            f"{path}: fails on cuda:0, where the grader may load it: {type(exc).__name__}: {_reason(exc)}; "
+            "keep every tensor in the model a parameter or buffer (no torch.device('cpu') inside forward)"
+        ) from None
+    gap = float((got - want).abs().max())
+    if gap > 1e-2 * max(1.0, float(want.abs().max())):
+        raise VerifyError(f"{path}: logits on cuda:0 differ from the CPU's by {gap:.3g}")
+    return torch.cuda.get_device_name(0)
+
+
+def _grader_f1(model, holdout: dict, num_classes: int) -> dict:
+    """Macro-F1 of the file on the holdout pictures, each rendered as the grader does, in its batches."""
+    import numpy as np
+    import torch
+
+    from kdq.train.losses import macro_f1
+
+    root = Path(holdout["root"])
+    pictures, labels, unreadable = [], [], []
+    for rel, label in zip(holdout["files"], holdout["labels"], strict=True):
+        try:
+            pictures.append(grader.render(root / rel))
+            labels.append(int(label))
+        except (OSError, ValueError):
+            unreadable.append(str(rel))
+    if not pictures:
+        raise VerifyError(f"{root}: none of the {len(holdout['files'])} holdout pictures could be read")
+    predicted = []
+    with torch.no_grad():
+        for start in range(0, len(pictures), grader.BATCH):
+            batch = torch.from_numpy(np.stack(pictures[start : start + grader.BATCH]))
+            predicted.append(model(batch).argmax(1))
+    f1 = macro_f1(torch.cat(predicted), torch.tensor(labels), num_classes)[0]
+    return {
+        "grader_f1": round(float(f1), 6),
+        "grader_pictures": len(pictures),
+        "grader_unreadable": unreadable,
     }
 
 
@@ -113,8 +185,31 @@ def verify_file(
     num_classes: int = grader.NUM_CLASSES,
     image_size: int = grader.INPUT_SIZE,
     timeout_s: float = 300.0,
+    holdout: dict | None = None,
+    expect_f1: float | None = None,
 ) -> dict:
-    """Verify ``path`` in a fresh Python process, like the grader. Returns the report or raises ``VerifyError``."""
+    """Verify ``path`` in a fresh Python process, like the grader: the report, or ``VerifyError``.
+
+    ``holdout``: ``{"root", "files", "labels"}``, pictures to score the file on (``grader_f1``);
+    ``expect_f1``: training's ``holdout_f1``, which ``grader_f1`` must match within ``F1_TOLERANCE``.
+    """
+    with tempfile.TemporaryDirectory(prefix="kdq-verify-") as tmp:
+        listing = None
+        if holdout:
+            listing = Path(tmp) / "holdout.json"
+            listing.write_text(json.dumps(holdout))
+        report = _run_child(path, max_mb, num_classes, image_size, timeout_s, listing)
+    got = report.get("grader_f1")
+    if expect_f1 is not None and got is not None and abs(got - expect_f1) > F1_TOLERANCE:
+        raise VerifyError(
+            f"{path}: grader_f1 {got:.4f} (the file on {report['grader_pictures']} holdout pictures rendered "
+            f"as the grader does) differs from holdout_f1 {expect_f1:.4f} by {abs(got - expect_f1):.4f}, "
+            f"more than {F1_TOLERANCE}: the grader would not see what training saw"
+        )
+    return report
+
+
+def _run_child(path, max_mb, num_classes, image_size, timeout_s, listing: Path | None) -> dict:
     cmd = [
         sys.executable,
         "-m",
@@ -127,12 +222,9 @@ def verify_file(
         str(num_classes),
         "--image-size",
         str(image_size),
+        *(["--holdout", str(listing)] if listing else []),
     ]
-    env = {
-        **os.environ,
-        "CUDA_VISIBLE_DEVICES": "",
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
-    }
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired:
@@ -154,9 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-mb", type=float, default=grader.MAX_MIB)
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument(
+        "--holdout", type=Path, help='JSON {"root", "files", "labels"}: score the file on them'
+    )
     args = parser.parse_args(argv)
+    holdout = json.loads(args.holdout.read_text()) if args.holdout else None
     try:
-        out = {"ok": True, "report": check(args.path, args.max_mb, args.num_classes, args.image_size)}
+        report = check(args.path, args.max_mb, args.num_classes, args.image_size, holdout)
+        out = {"ok": True, "report": report}
     except VerifyError as exc:
         out = {"ok": False, "error": str(exc)}
     if args.json:

@@ -69,3 +69,52 @@ def test_each_failure_names_its_reason(tmp_path, make, reason):
 def test_missing_file(tmp_path):
     with pytest.raises(VerifyError, match="no such file"):
         check(tmp_path / "absent.pt")
+
+
+class Colour(nn.Module):
+    """Class 0 for a reddish picture, 1 for a bluish one (two classes): its answer depends on the picture."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.mean((2, 3))
+        return torch.cat([m[:, :1] - m[:, 2:3], m[:, 2:3] - m[:, :1]], 1)
+
+
+class BreaksAt64(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 32:
+            raise RuntimeError("batch too large for this model")
+        return x.mean((2, 3)).repeat(1, 4)[:, :10]
+
+
+def pictures(folder, n=6):
+    """Half red, half blue, of odd sizes and formats, as files the grader would open."""
+    from PIL import Image
+
+    files, labels = [], []
+    for i in range(n):
+        label = i % 2
+        rel = f"{label}/p{i}.{'png' if i % 3 else 'jpg'}"
+        (folder / str(label)).mkdir(parents=True, exist_ok=True)
+        colour = (200, 40, 30) if label == 0 else (30, 40, 200)
+        Image.new("RGB", (300 + 17 * i, 200 + 11 * i), colour).save(folder / rel)
+        files.append(rel)
+        labels.append(label)
+    return {"root": str(folder), "files": files, "labels": labels}
+
+
+def test_grader_f1_scores_the_file_on_the_holdout_pictures_rendered_like_the_grader(tmp_path):
+    holdout = pictures(tmp_path / "data")
+    report = verify_file(save(Colour(), tmp_path / "m.pt"), holdout=holdout, expect_f1=1.0, num_classes=2)
+    assert report["grader_f1"] == 1.0 and report["grader_pictures"] == 6 and report["batches"] == [1, 4, 64]
+
+
+def test_a_grader_f1_far_from_holdout_f1_fails_with_both_numbers(tmp_path):
+    holdout = pictures(tmp_path / "data")
+    holdout["labels"] = [1 - y for y in holdout["labels"]]  # the file now gets every one wrong
+    with pytest.raises(VerifyError, match=r"grader_f1 0\.0000 .* differs from holdout_f1 0\.9000 by 0\.9000"):
+        verify_file(save(Colour(), tmp_path / "m.pt"), holdout=holdout, expect_f1=0.9, num_classes=2)
+
+
+def test_a_model_that_breaks_at_the_graders_batch_of_64_fails(tmp_path):
+    with pytest.raises(VerifyError, match="batch too large for this model"):
+        check(save(BreaksAt64(), tmp_path / "m.pt"))

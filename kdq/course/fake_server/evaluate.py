@@ -12,15 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from kdq import grader
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".jfif"}
 JUNK = {"__MACOSX"}
-MEAN = np.array(grader.MEAN, dtype=np.float32)
-STD = np.array(grader.STD, dtype=np.float32)
-SIZE = grader.INPUT_SIZE
 
 
 # The course grades TorchScript; torch's notice that TorchScript is deprecated is noise here.
@@ -75,10 +71,7 @@ def load_dataset(path: Path) -> Dataset:
 
 
 def preprocess(path: Path) -> np.ndarray:
-    with Image.open(path) as img:
-        rgb = img.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)
-    array = np.asarray(rgb, dtype=np.float32) / 255.0
-    return ((array - MEAN) / STD).transpose(2, 0, 1)
+    return grader.render(path)
 
 
 def evaluate(model_path: Path, data: Dataset, batch_size: int = 32, threads: int = 1) -> float:
