@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -148,3 +150,40 @@ def test_course_rules_without_http(tmp_path):
         assert course.submit("tok", "m.pt", b"x").code == 200
     finally:
         course.close()
+
+
+def test_a_slow_server_reads_the_upload_and_records_it_later(make_server, token, models):
+    srv = make_server()
+    srv.inject("stall", seconds=1.5, route="submit", when="read")
+    with pytest.raises(httpx.ReadTimeout):
+        with open(models["perfect"], "rb") as fh:
+            httpx.post(f"{srv.url}/submit", data={"token": token}, files={"file": ("m.pt", fh)}, timeout=0.5)
+    assert srv.course.submissions == []  # the client gave up before the server recorded anything
+    deadline = time.monotonic() + 10
+    while not srv.course.submissions and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [s.attempt for s in srv.course.submissions] == [1]  # recorded all the same
+
+
+def test_a_restart_without_state_numbers_attempts_from_one_again(make_server, token, models):
+    srv = make_server(eval_delay_s=30)
+    post(srv, token, models["perfect"])
+    post(srv, token, models["const0"])
+    assert [s.attempt for s in srv.course.submissions] == [1, 2]
+    srv.restart(down_s=0.3)
+    deadline = time.monotonic() + 10
+    while not srv.up and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert httpx.get(f"{srv.url}/submission-status/{token}").json() == []
+    assert post(srv, token, models["perfect"]).json()["attempt"] == 1
+    assert len(srv.course.forgotten) == 2 and len(srv.course.submissions) == 1
+
+
+def test_times_shown_ahead_of_the_clock(make_server, token, models):
+    from kdq.course.models import parse_eastern
+
+    srv = make_server(clock_ahead_s=5 * 3600)
+    post(srv, token, models["perfect"])
+    [row] = httpx.get(f"{srv.url}/submission-status/{token}").json()
+    shown = parse_eastern(row["submitted_at"]).timestamp()
+    assert shown - srv.course.submissions[0].submitted_at.timestamp() == pytest.approx(5 * 3600, abs=1)

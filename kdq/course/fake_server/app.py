@@ -8,6 +8,7 @@ GET  /_fake/state                   every submission (no tokens)
 POST /_fake/faults                  add a fault (JSON, see ``faults.Fault``); DELETE clears them
 POST /_fake/down                    {"seconds": S}: stop accepting connections for S seconds
 POST /_fake/reset-limits            forget rate-limit clocks
+POST /_fake/restart                 a restart without state: submissions and clocks gone, attempts from #1
 """
 
 from __future__ import annotations
@@ -132,6 +133,9 @@ def build_app(
             if upload is None or isinstance(upload, str):
                 return _json(course.submit(token, None, None))
             data = await upload.read()
+            slow = faults.take("submit", "read")
+            if slow is not None:  # read in full, recorded later: the client may time out first
+                await asyncio.sleep(slow.seconds if slow.kind == "stall" else 0)
             return _json(course.submit(token, upload.filename or "", data))
 
     async def status(request: Request) -> Response:
@@ -179,6 +183,10 @@ def build_app(
         course.reset_limits()
         return JSONResponse({"ok": True})
 
+    async def restart(request: Request) -> Response:
+        course.forget()
+        return JSONResponse({"ok": True})
+
     status_path = paths["status"].replace("{token}", "{token:str}")
     return Starlette(
         routes=[
@@ -190,5 +198,6 @@ def build_app(
             Route("/_fake/faults", add_fault, methods=["POST", "DELETE"]),
             Route("/_fake/down", down, methods=["POST"]),
             Route("/_fake/reset-limits", reset_limits, methods=["POST"]),
+            Route("/_fake/restart", restart, methods=["POST"]),
         ]
     )

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -41,12 +41,13 @@ class Submission:
     f1: float | None = None
     score: float | None = None
 
-    def as_status(self) -> dict:
+    def as_status(self, ahead_s: float = 0.0) -> dict:
+        shown = self.submitted_at + timedelta(seconds=ahead_s)
         return {
             "attempt": self.attempt,
             "status": self.status,
             "model_size": self.size_mb,
-            "submitted_at": self.submitted_at.astimezone(EASTERN).strftime(TIME_FORMAT),
+            "submitted_at": shown.astimezone(EASTERN).strftime(TIME_FORMAT),
             "score": self.score,
         }
 
@@ -79,8 +80,10 @@ class FakeCourse:
     eval_delay_s: float = 0.0
     abandon_superseded: bool = True
     eval_threads: int = 1
+    clock_ahead_s: float = 0.0  # the times it shows run this far ahead (a server not on Eastern time)
     clock: Callable[[], float] = time.time
     submissions: list[Submission] = field(default_factory=list)
+    forgotten: list[Submission] = field(default_factory=list)  # lost in a restart without state (``forget``)
     requests: list[dict] = field(default_factory=list)  # every request to a course route, for assertions
 
     def __post_init__(self) -> None:
@@ -140,7 +143,9 @@ class FakeCourse:
                 )
             self._last_submit[team] = now
             attempt = 1 + sum(1 for s in self.submissions if s.team == team)
-            path = Path(self._uploads.name) / f"{len(self.submissions):05d}-{attempt}.pt"
+            path = (
+                Path(self._uploads.name) / f"{len(self.submissions) + len(self.forgotten):05d}-{attempt}.pt"
+            )
             path.write_bytes(data)
             sub = Submission(
                 team, attempt, filename, path, round(size_mb, 4), datetime.fromtimestamp(now, UTC)
@@ -176,7 +181,7 @@ class FakeCourse:
             if last is not None and now - last < self.status_interval_s:
                 return Outcome(429, {"error": wait_message(self.status_interval_s - (now - last), "seconds")})
             self._last_status[team] = now
-            return Outcome(200, [s.as_status() for s in self.submissions if s.team == team])
+            return Outcome(200, [s.as_status(self.clock_ahead_s) for s in self.submissions if s.team == team])
 
     def leaderboard_rows(self) -> list[Submission]:
         """Each team's latest successful attempt, best score first, the smaller model on a tie."""
@@ -197,7 +202,13 @@ class FakeCourse:
         return self._dataset
 
     def _grade(self, sub: Submission) -> None:
-        if self._closing.wait(self.eval_delay_s):
+        deadline = time.monotonic() + self.eval_delay_s
+        while not self._closing.wait(max(0.0, min(0.1, deadline - time.monotonic()))):
+            if any(s is sub for s in self.forgotten):
+                return  # lost in a restart: never graded
+            if time.monotonic() >= deadline:
+                break
+        if self._closing.is_set():
             return
         with self._lock:
             if self.abandon_superseded and any(
@@ -234,14 +245,15 @@ class FakeCourse:
         for future in list(self._futures):
             future.result(timeout=max(0.0, deadline - time.monotonic()))
 
-    def set_status(self, team: str, attempt: int, status: str, score: float | None = None) -> None:
-        """Overwrite an attempt's outcome (tests of odd server behaviour)."""
+    def forget(self) -> None:
+        """A restart without state: every submission and clock gone, attempt numbers start again at #1
+        (what was lost stays in ``forgotten``, for tests to count every upload that ever arrived)."""
         with self._lock:
-            for sub in self.submissions:
-                if sub.team == team and sub.attempt == attempt:
-                    sub.status, sub.score = status, score
-                    return
-        raise KeyError(f"no attempt {attempt} for team {team!r}")
+            self.forgotten.extend(self.submissions)
+            self.submissions.clear()
+            self._last_submit.clear()
+            self._last_status.clear()
+        log.info("fake_server.forgot", lost=len(self.forgotten))
 
     def reset_limits(self) -> None:
         with self._lock:

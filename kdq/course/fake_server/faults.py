@@ -6,10 +6,13 @@
     stall        wait ``seconds`` before answering normally
 
 ``when="after"`` lets the request do its work first (a submission is recorded) and then spoils the
-answer: the case where a client cannot know whether its upload went through.
+answer: the case where a client cannot know whether its upload went through. ``when="read"`` (a
+stall on submit) reads the whole upload, waits, and only then records it: a slow server, where a
+client that timed out finds nothing on the status list for a while although its upload will count.
 
 On the command line a fault is ``KIND[:COUNT][,key=value...]``, e.g. ``error:3,status=502``,
-``rate_limit,wait_s=120,route=submit``, ``garbage:2,body=truncated``, ``stall,seconds=5,when=after``.
+``rate_limit,wait_s=120,route=submit``, ``garbage:2,body=truncated``, ``stall,seconds=5,when=after``,
+``stall,seconds=8,when=read,route=submit``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ class Fault(BaseModel):
     kind: Literal["error", "rate_limit", "garbage", "stall"]
     count: int = Field(1, ge=1, description="How many requests it spoils.")
     route: Route = "any"
-    when: Literal["before", "after"] = "before"
+    when: Literal["before", "read", "after"] = "before"
     status: int | None = Field(None, ge=200, le=599, description="error: 500; garbage: 200.")
     wait_s: float = Field(60.0, ge=0, description="rate_limit: the wait named in the message.")
     unit: Literal["minutes", "seconds"] | None = Field(

@@ -3,7 +3,8 @@
     with FakeServer(data_dir=..., teams={"team": token}, submit_interval_s=2, status_interval_s=0) as srv:
         client = CourseClient(srv.url, token, "team")
         srv.inject("error", count=2, status=502)       # the next two requests fail
-        srv.go_down(3)                                  # connection refused for 3 s, then back on the same port
+        srv.go_down(3)                                  # refused for 3 s, then back on the same port
+        srv.restart()                                   # back without its state: attempts from #1
         srv.course.wait_graded()                        # every upload graded
 
 The state (teams, submissions, clocks) lives in ``srv.course`` and survives going down and up.
@@ -118,6 +119,11 @@ class FakeServer:
                 self._timer = threading.Timer(seconds, self.come_up)
                 self._timer.daemon = True
                 self._timer.start()
+
+    def restart(self, down_s: float = 0.5) -> None:
+        """Restart without state: down for ``down_s``, then back with no submissions (attempts from #1)."""
+        self.course.forget()
+        self.go_down(down_s)
 
     def come_up(self) -> None:
         with self._lock:
