@@ -14,8 +14,11 @@ exact, near and cross-class duplicates, corrupt files and overlays (text, waterm
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import json
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +52,8 @@ FORMATS = [
     (".jfif", "JPEG", 1),
 ]
 OVERLAYS = ("text", "watermark", "axes", "frame")
+# pixel formats a real photo folder has beside 8-bit RGB: what each quirk file is written as
+QUIRKS = ("grey16_png", "cmyk_jpeg", "rgba_png", "grey_jpeg", "exif_rotated_jpeg", "float_tiff")
 
 
 @dataclass
@@ -61,6 +66,7 @@ class Manifest:
     cross_class: list[tuple[str, str]] = field(default_factory=list)  # (original, same picture, other class)
     corrupt: list[str] = field(default_factory=list)
     overlays: dict[str, str] = field(default_factory=dict)  # image -> overlay kind
+    quirks: dict[str, str] = field(default_factory=dict)  # image -> QUIRKS kind (also in ``images``)
     junk: list[str] = field(default_factory=list)  # __MACOSX and hidden files
 
     def to_dict(self) -> dict:
@@ -162,7 +168,61 @@ def encode(img: Image.Image, fmt: str, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
+def encode_quirk(pic: Image.Image, kind: str) -> tuple[str, bytes]:
+    """``(extension, bytes)`` of ``pic`` written in one of the ``QUIRKS`` pixel formats."""
+    buf = io.BytesIO()
+    if kind == "grey16_png":  # 16-bit greyscale: what `convert("RGB")` alone clips to white
+        grey = np.asarray(pic.convert("L"), dtype=np.uint16) * 257
+        Image.fromarray(grey).save(buf, format="PNG")
+        return ".png", buf.getvalue()
+    if kind == "float_tiff":  # 32-bit float in [0, 1]: what `convert("RGB")` alone turns black
+        Image.fromarray(np.asarray(pic.convert("L"), dtype=np.float32) / 255).save(buf, format="TIFF")
+        return ".tif", buf.getvalue()
+    if kind == "cmyk_jpeg":
+        pic.convert("CMYK").save(buf, format="JPEG", quality=90)
+        return ".jpg", buf.getvalue()
+    if kind == "rgba_png":
+        rgba = pic.convert("RGBA")
+        rgba.putalpha(200)
+        rgba.save(buf, format="PNG")
+        return ".png", buf.getvalue()
+    if kind == "grey_jpeg":
+        pic.convert("L").save(buf, format="JPEG", quality=90)
+        return ".jpg", buf.getvalue()
+    if kind == "exif_rotated_jpeg":  # pixels stored sideways, EXIF says "rotate 90 degrees to display"
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        pic.transpose(Image.Transpose.ROTATE_90).save(buf, format="JPEG", quality=90, exif=exif.tobytes())
+        return ".jfif", buf.getvalue()
+    raise ValueError(f"unknown quirk {kind!r}; choose one of {', '.join(QUIRKS)}")
+
+
 # ---------------------------------------------------------------- writing
+
+
+_EXTS = [f for f in FORMATS for _ in range(f[2])]
+
+
+def _picture(seed: int, size_range, height_range, overlays: float, label: int, i: int):
+    """``(picture, overlay kind or None, rng)`` of clean image ``i`` of class ``label``: from its own seed."""
+    rng = np.random.default_rng([seed, label, i])
+    if height_range is None:
+        w, h = (int(v) for v in rng.integers(size_range[0], size_range[1] + 1, 2))
+    else:
+        w, h = int(rng.integers(*size_range, endpoint=True)), int(rng.integers(*height_range, endpoint=True))
+    pic = Image.fromarray(draw_image(label, rng, (w, h)))
+    kind = None
+    if overlays > 0 and rng.random() < overlays:
+        kind = OVERLAYS[int(rng.integers(len(OVERLAYS)))]
+        pic = add_overlay(pic, kind, rng)
+    return pic, kind, rng
+
+
+def _clean_image(seed: int, size_range, height_range, overlays: float, job) -> tuple[str, bytes, str | None]:
+    label, cls, i = job
+    pic, kind, rng = _picture(seed, size_range, height_range, overlays, label, i)
+    ext, fmt, _ = _EXTS[int(rng.integers(len(_EXTS)))]
+    return str(Path(*LAYOUT, cls, f"img_{i:05d}{ext}")), encode(pic, fmt), kind
 
 
 def synth(
@@ -177,59 +237,69 @@ def synth(
     cross_class: int = 0,
     corrupt: int = 0,
     overlays: float = 0.0,
+    quirks: int = 0,
+    height_range: tuple[int, int] | None = None,
     macosx: bool = True,
+    workers: int = 1,
 ) -> Manifest:
-    """Write a synthetic dataset under ``out`` and return (and save) the manifest of what it holds."""
+    """Write a synthetic dataset under ``out`` and return (and save) the manifest of what it holds.
+
+    ``quirks`` adds that many pictures of each ``QUIRKS`` pixel format; ``height_range`` draws heights
+    from their own range (widths from ``size_range``); ``workers`` > 1 draws in that many processes
+    (the same bytes)."""
     out = Path(out)
     root = out.joinpath(*LAYOUT)
     root.mkdir(parents=True, exist_ok=True)
     counts = class_counts(per_class, balanced)
     man = Manifest(root=str(out), classes=counts)
-    exts = [f for f in FORMATS for _ in range(f[2])]
-    written: list[tuple[str, str, bytes, Image.Image]] = []  # (class, relpath, bytes, picture)
-
-    for label, cls in enumerate(CLASS_NAMES):
+    jobs = [(label, cls, i) for label, cls in enumerate(CLASS_NAMES) for i in range(counts[cls])]
+    for cls in CLASS_NAMES:
         (root / cls).mkdir(exist_ok=True)
-        for i in range(counts[cls]):
-            rng = np.random.default_rng([seed, label, i])
-            w, h = (int(v) for v in rng.integers(size_range[0], size_range[1] + 1, 2))
-            pic = Image.fromarray(draw_image(label, rng, (w, h)))
-            if overlays > 0 and rng.random() < overlays:
-                kind = OVERLAYS[int(rng.integers(len(OVERLAYS)))]
-                pic = add_overlay(pic, kind, rng)
-            else:
-                kind = None
-            ext, fmt, _ = exts[int(rng.integers(len(exts)))]
-            rel = str(Path(*LAYOUT, cls, f"img_{i:05d}{ext}"))
-            data = encode(pic, fmt)
+    draw = functools.partial(_clean_image, seed, size_range, height_range, overlays)
+    written: list[tuple[str, str]] = []  # (class, relpath); pictures are drawn again from their seed
+    with ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        results = pool.map(draw, jobs, chunksize=32) if pool else map(draw, jobs)
+        for (_, cls, _), (rel, data, kind) in zip(jobs, results):
             (out / rel).write_bytes(data)
             man.images.append(rel)
             if kind:
                 man.overlays[rel] = kind
-            written.append((cls, rel, data, pic))
+            written.append((cls, rel))
+    for j in range(quirks * len(QUIRKS)):
+        kind, label = QUIRKS[j % len(QUIRKS)], j % 10
+        rng = np.random.default_rng([seed, 2_000_003, j])
+        w, h = (int(v) for v in rng.integers(size_range[0], size_range[1] + 1, 2))
+        ext, data = encode_quirk(Image.fromarray(draw_image(label, rng, (w, h))), kind)
+        rel = str(Path(*LAYOUT, CLASS_NAMES[label], f"quirk_{j:04d}_{kind}{ext}"))
+        (out / rel).write_bytes(data)
+        man.images.append(rel)
+        man.quirks[rel] = kind
 
     plant = np.random.default_rng([seed, 1_000_003])
-    picks = lambda k: [
-        written[j] for j in plant.choice(len(written), size=min(k, len(written)), replace=False)
-    ]  # noqa: E731
-    for cls, rel, data, _ in picks(exact_duplicates):
+
+    def picks(k: int) -> list[tuple[str, str]]:
+        return [written[j] for j in plant.choice(len(written), size=min(k, len(written)), replace=False)]
+
+    for _, rel in picks(exact_duplicates):
         copy = str(Path(rel).with_name(Path(rel).stem + "_copy" + Path(rel).suffix))
-        (out / copy).write_bytes(data)
+        (out / copy).write_bytes((out / rel).read_bytes())
         man.exact_duplicates.append((rel, copy))
-    for cls, rel, _, pic in picks(near_duplicates):
+    for cls, rel in picks(near_duplicates):
+        label, i = CLASS_NAMES.index(cls), int(Path(rel).stem.split("_")[1])
+        pic = _picture(seed, size_range, height_range, overlays, label, i)[0]
         small = pic.resize((max(8, pic.width * 4 // 5), max(8, pic.height * 4 // 5)), Image.BILINEAR)
         near = str(Path(rel).with_name(Path(rel).stem + "_near.jpg"))
         (out / near).write_bytes(encode(small, "JPEG", quality=60))
         man.near_duplicates.append((rel, near))
-    for cls, rel, data, _ in picks(cross_class):
+    for cls, rel in picks(cross_class):
         other = CLASS_NAMES[(CLASS_NAMES.index(cls) + 1 + int(plant.integers(9))) % 10]
         dup = str(Path(*LAYOUT, other, "x_" + Path(rel).name))
-        (out / dup).write_bytes(data)
+        (out / dup).write_bytes((out / rel).read_bytes())
         man.cross_class.append((rel, dup))
     for j in range(corrupt):
         cls = CLASS_NAMES[j % 10]
         if j % 2 == 0:  # a truncated JPEG
-            src = next(d for c, _, d, _ in written if c == cls)
+            src = (out / next(r for c, r in written if c == cls)).read_bytes()
             rel, data = str(Path(*LAYOUT, cls, f"broken_{j}.jpg")), src[: max(20, len(src) // 3)]
         else:  # not an image at all
             rel, data = str(Path(*LAYOUT, cls, f"broken_{j}.png")), plant.bytes(200)

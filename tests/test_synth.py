@@ -73,7 +73,7 @@ def test_planted_troubles_are_in_the_manifest_and_on_disk(tmp_path):
         assert Path(orig).parent.name != Path(dup).parent.name
     assert len(man.corrupt) == 4
     for rel in man.corrupt:
-        with pytest.raises(Exception):
+        with pytest.raises(OSError):
             with Image.open(tmp_path / rel) as im:
                 im.load()
     assert len(man.overlays) > 10 and set(man.overlays.values()) <= {"text", "watermark", "axes", "frame"}
@@ -103,3 +103,30 @@ def test_cli_writes_the_dataset(tmp_path):
     root = tmp_path / "d" / "train_dataset" / "train_dataset"
     assert len(list(root.glob("*/img_*"))) == 40
     assert "manifest" in res.output
+
+
+def test_quirk_pixel_formats_are_written_and_decode_without_loss(tmp_path):
+
+    from kdq.synth import QUIRKS
+    from kdq.train import data
+
+    man = synth(tmp_path, per_class=2, seed=5, quirks=1, macosx=False)
+    assert sorted(man.quirks.values()) == sorted(QUIRKS) and set(man.quirks) <= set(man.images)
+    modes = {k: Image.open(tmp_path / rel).mode for rel, k in man.quirks.items()}
+    assert modes["grey16_png"].startswith("I") and modes["float_tiff"] == "F" and modes["cmyk_jpeg"] == "CMYK"
+    assert modes["rgba_png"] == "RGBA" and modes["grey_jpeg"] == "L"
+    rotated = next(rel for rel, k in man.quirks.items() if k == "exif_rotated_jpeg")
+    assert rotated.endswith(".jfif") and Image.open(tmp_path / rotated).getexif()[0x0112] == 6
+    d = data.load(tmp_path, None, decode_size=32)
+    assert d.skipped == []
+    for rel, kind in man.quirks.items():
+        img = d.images[d.files.index(rel.split("train_dataset/train_dataset/")[1])].float()
+        assert 60 < img.mean() < 240 and img.std() > 3, kind  # neither clipped to white nor zeroed to black
+
+
+def test_workers_and_separate_heights(tmp_path):
+    a = synth(tmp_path / "a", per_class=4, seed=6, size_range=(30, 40), height_range=(60, 70))
+    synth(tmp_path / "b", per_class=4, seed=6, size_range=(30, 40), height_range=(60, 70), workers=2)
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    sizes = {Image.open(tmp_path / "a" / rel).size for rel in a.images}
+    assert all(30 <= w <= 40 and 60 <= h <= 70 for w, h in sizes)
