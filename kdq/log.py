@@ -10,8 +10,6 @@ import logging
 import sys
 from typing import Any
 
-import structlog
-
 _secrets: set[str] = set()
 MASK = "***"
 
@@ -53,8 +51,10 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
-def _stderr_logger(*_args) -> structlog.PrintLogger:
+def _stderr_logger(*_args):
     """Whatever ``sys.stderr`` is at the moment of writing (tests and CliRunner swap it)."""
+    import structlog
+
     return structlog.PrintLogger(file=sys.stderr)
 
 
@@ -74,6 +74,8 @@ QUIET = ("huey", "httpx", "httpcore")  # at WARNING unless verbose: their INFO l
 def configure(
     json: bool | None = None, level: int = logging.INFO, settings=None, verbose: bool = False
 ) -> None:
+    import structlog
+
     if settings is not None:
         add_secret(*settings.secrets())
     if json is None:
@@ -102,5 +104,18 @@ def configure(
         logging.getLogger(name).setLevel(level if verbose else max(level, logging.WARNING))
 
 
+class _Logger:
+    """A named structlog logger that imports structlog at its first use, not when a module is imported
+    (``kdq status`` and ``kdq --help`` never log)."""
+
+    def __init__(self, name: str | None) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        import structlog
+
+        return getattr(structlog.get_logger(self._name), attr)
+
+
 def get_logger(name: str | None = None):
-    return structlog.get_logger(name)
+    return _Logger(name)

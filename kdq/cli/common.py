@@ -68,16 +68,19 @@ def settings():
         raise fail(str(exc), USAGE) from None
 
 
-def open_store(create: bool = True) -> Store:
+def open_store(create: bool = True, s=None, force: bool = False) -> Store:
     """The store of this home; with ``create=False`` (read-only commands) none is made where none is."""
     from kdq import log as kdqlog
-    from kdq.store import Store
+    from kdq.store import Store, StoreError
 
-    s = settings()
+    s = s or settings()
     kdqlog.configure(s.log_json, settings=s)
     if not create and not s.db_path.exists():
         raise fail(f"no kdq state here: {s.where()}; `kdq enqueue SPEC` or `kdq demo` starts one")
-    return Store.open(s)
+    try:
+        return Store.open(s, force=force)
+    except StoreError as exc:  # a damaged database, or runs left without one
+        raise fail(str(exc)) from None
 
 
 def get_or_exit(store: Store, exp_id: int) -> Experiment:

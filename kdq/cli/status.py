@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from kdq.cli.common import console, fail, get_or_exit, open_store, say, warn
+from kdq.cli.common import console, fail, get_or_exit, open_store, say, settings, warn
 
 RESULT_COLUMNS = (
     "id",
@@ -43,7 +43,9 @@ def status(
     """
     from kdq.cli import views
 
-    with open_store(create=False) as store:
+    s = settings()
+    every = s.submit_interval_s
+    with open_store(create=False, s=s) as store:
         if as_json:
             from kdq.worker import heartbeat_age
 
@@ -60,15 +62,15 @@ def status(
             return
         out = console()
         if not out.is_terminal:
-            print(views.status_plain(store, show_all))
+            print(views.status_plain(store, show_all, every))
             return
         if not watch:
-            out.print(views.status_view(store, show_all))
+            out.print(views.status_view(store, show_all, interval_s=every))
             return
         from rich.live import Live
 
         def view():
-            return views.status_view(store, show_all, height=out.size.height)
+            return views.status_view(store, show_all, height=out.size.height, interval_s=every)
 
         try:
             with Live(view(), console=out, refresh_per_second=1, screen=False, auto_refresh=False) as live:

@@ -27,7 +27,7 @@ STAGE_STYLE = {
     "submitting": "magenta",
     "evaluating": "magenta",
 }
-PHASES = {"data": "data", "teacher": "teacher cache", "export": "export", "done": "done"}
+PHASES = {"data": "data", "teacher": "teacher", "export": "export", "done": "done"}  # in the epoch column
 QUEUED_SHOWN = 10
 RECENT_SHOWN = 10
 
@@ -72,7 +72,7 @@ def plain(markup_line: str) -> str:
 # ---------------------------------------------------------------- status
 
 
-def status_header(store: Store) -> list[str]:
+def status_header(store: Store, interval_s: float | None = None) -> list[str]:
     """The lines above the table (rich markup): the worker, the counts, the course server."""
     from kdq.course.status import header_lines
     from kdq.stages import Stage
@@ -87,7 +87,7 @@ def status_header(store: Store) -> list[str]:
     counts = store.count_by_stage()
     if counts:
         lines.append("  ".join(f"{stage} {counts[stage]}" for stage in Stage if stage in counts))
-    return lines + header_lines(store)
+    return lines + header_lines(store, interval_s=interval_s)
 
 
 def pick(exps: list[Experiment], show_all: bool) -> tuple[list[Experiment], int, int]:
@@ -122,7 +122,7 @@ def _status_columns(exps: list[Experiment]) -> list[str]:
     if any(e.teacher_f1 is not None for e in exps):
         cols.append("teacher F1")
     if any(e.server_score is not None or e.server_rank is not None for e in exps):
-        cols += ["server", "rank"]
+        cols.append("server")
     return [*cols, "updated"]
 
 
@@ -135,7 +135,8 @@ def _status_cells(e: Experiment, now: float) -> dict[str, str]:
         "epoch": progress(e),
         "val F1": num(e.val_f1 if e.val_f1 is not None else (e.progress or {}).get("best_f1")),
         "teacher F1": num(e.teacher_f1),
-        "server": num(e.server_score),
+        "server": " ".join(filter(None, [num(e.server_score), e.server_rank and f"#{e.server_rank}"])),
+        "score": num(e.server_score),
         "rank": num(e.server_rank),
         "updated": ago(e.updated_at, now),
     }
@@ -149,9 +150,9 @@ def experiments_table(exps: list[Experiment]):
 
     now = time.time()
     cols = _status_columns(exps)
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
     for col in cols:
-        right = col in ("id", "val F1", "teacher F1", "server", "rank")
+        right = col in ("id", "val F1", "teacher F1", "server")
         table.add_column(
             col,
             justify="right" if right else "left",
@@ -192,13 +193,15 @@ def fit_rows(exps: list[Experiment], max_rows: int | None) -> tuple[list[Experim
     return sorted(keep, key=lambda e: e.id), len(exps) - len(keep)
 
 
-def status_view(store: Store, show_all: bool = False, height: int | None = None) -> RenderableType:
+def status_view(
+    store: Store, show_all: bool = False, height: int | None = None, interval_s: float | None = None
+) -> RenderableType:
     """Header, table, notes; with ``height`` (``--watch``) only as many rows as fit, newest kept."""
     from rich.console import Group
     from rich.text import Text
 
     shown, hidden_queued, hidden_older = pick(store.list(order="id"), show_all)
-    header = status_header(store)
+    header = status_header(store, interval_s)
     notes = _notes(shown, hidden_queued, hidden_older)
     if height is not None:
         shown, cut = fit_rows(shown, height - len(header) - len(notes) - 4)
@@ -211,13 +214,13 @@ def status_view(store: Store, show_all: bool = False, height: int | None = None)
     return Group(*parts)
 
 
-def status_plain(store: Store, show_all: bool = False) -> str:
+def status_plain(store: Store, show_all: bool = False, interval_s: float | None = None) -> str:
     """The same, for pipes: the header lines, then every shown row tab-separated, full width."""
     shown, hidden_queued, hidden_older = pick(store.list(order="id"), show_all)
     now = time.time()
-    cols = ["id", "name", "stage", "backend", "epoch", "val F1", "teacher F1", "server", "rank", "updated"]
+    cols = ["id", "name", "stage", "backend", "epoch", "val F1", "teacher F1", "score", "rank", "updated"]
     rows = [[*(_status_cells(e, now)[c] for c in cols), e.error or ""] for e in shown]
-    lines = [plain(h) for h in status_header(store)]
+    lines = [plain(h) for h in status_header(store, interval_s)]
     lines.append(tsv([c.replace(" ", "_") for c in cols] + ["error"], rows))
     lines += [n for n in _notes([], hidden_queued, hidden_older)]
     return "\n".join(lines)
@@ -231,7 +234,7 @@ def dict_table(columns: Sequence[str], rows: Sequence[dict], left: Sequence[str]
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
     for col in columns:
         table.add_column(
             col,

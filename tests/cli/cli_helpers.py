@@ -1,0 +1,102 @@
+"""Helpers for the CLI tests: a store that looks like a morning after a night of runs, a pseudo-terminal."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+KDQ = [sys.executable, "-c", "from kdq.cli.main import app; app()"]
+LONG_ERROR = (
+    "training exited with code 1: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.78 GiB total "
+    "capacity; 13.10 GiB already allocated); lower train.batch_size or data.decode_size, then kdq retry 3"
+)
+
+
+def row(name, stage, epoch=None, f1=None, phase=None, **server) -> dict:
+    """One experiment as a worker would have left it; ``server``: server_score, server_rank, ..., error."""
+    progress = (
+        None if epoch is None else {"epoch": epoch, "epochs": 60, **({"phase": phase} if phase else {})}
+    )
+    return {"name": name, "stage": stage, "backend": "local", "progress": progress, "val_f1": f1, **server}
+
+
+MORNING = [
+    *[row(f"baseline-{i}", "done", 60, 0.70 + i / 100) for i in range(9)],
+    row("hinton-sweep[temperature=4.0,alpha=0.3]", "done", 60, 0.8012, server_score=7.912, server_rank=3),
+    row("dkd-mobilenetv3-large-long", "failed", 3, error=LONG_ERROR),
+    row("dkd-mobilenetv3", "ready", 60, 0.7955),
+    row("embed-logit-efficientnet", "evaluating", 60, 0.8100),
+    row("hinton-shufflenet-v2-x1.5", "training", 22, 0.7710, phase="training"),
+    row("crd-resnet18-teacher-cache", "training", 0, phase="teacher"),
+    row("hinton-sweep[temperature=8.0,alpha=0.5]", "queued"),
+]
+MORNING[9]["server_attempt"] = 9
+
+
+def fill(store, rows=MORNING) -> list[int]:
+    """Experiments in the given stages, as if a worker had moved them there (most recent last)."""
+    from kdq.spec import ExperimentSpec
+
+    ids = store.add([(None, ExperimentSpec(name=r["name"], train={"seed": i})) for i, r in enumerate(rows)])
+    now = time.time()
+    with store.transaction() as db:
+        for k, (i, r) in enumerate(zip(ids, rows)):
+            values = {**r, "progress": json.dumps(r["progress"]) if r["progress"] else None}
+            values.pop("name")
+            values["updated_at"] = now - 3600 + 60 * k
+            sets = ", ".join(f"{key} = ?" for key in values)
+            db.execute(f"update experiments set {sets} where id = ?", [*values.values(), i])
+    return ids
+
+
+def in_terminal(args, env: dict, cols: int = 80, rows: int = 24, seconds: float | None = None) -> str:
+    """Run ``kdq ARGS`` on a pseudo-terminal of ``cols`` x ``rows``; its screen output, escape codes removed.
+
+    ``seconds``: send Ctrl-C (SIGINT) after that long (``--watch``), else wait for the end.
+    """
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    env = {**env, "TERM": "xterm-256color"}
+    for var in ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR"):
+        env.pop(var, None)
+    proc = subprocess.Popen([*KDQ, *args], stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    out = b""
+    deadline = time.time() + (seconds if seconds is not None else 60)
+    while True:
+        if seconds is not None and time.time() > deadline and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            deadline, seconds = time.time() + 60, None
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the other end closed
+                break
+            if not chunk:
+                break
+            out += chunk
+        elif proc.poll() is not None:
+            break
+    proc.wait(30)
+    os.close(master)
+    return strip_escapes(out.decode("utf-8", "replace"))
+
+
+def strip_escapes(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r", "", text)
+
+
+def kdq_env(home: Path) -> dict:
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("KDQ_")}, "KDQ_HOME": str(home)}

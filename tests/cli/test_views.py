@@ -1,0 +1,87 @@
+"""What people read: the status table at 80 columns, the same in a pipe, ``--watch`` on a short screen."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from cli_helpers import LONG_ERROR, fill, in_terminal, kdq_env, row
+from typer.testing import CliRunner
+
+from kdq.cli import views
+from kdq.cli.main import app
+
+runner = CliRunner()
+
+
+def test_status_at_80_columns_gives_the_width_to_name_and_stage(settings, morning):
+    out = in_terminal(["status"], kdq_env(settings.root), cols=80, rows=40)
+    lines = out.splitlines()
+    assert max(map(len, lines)) <= 80, out
+    header = next(line for line in lines if line.startswith("id "))
+    assert header.split() == ["id", "name", "stage", "epoch", "val", "F1", "server", "updated"]  # one line
+    assert "backend" not in out and "teacher F1" not in out  # always local, no teacher score: dropped
+    for whole in ("evaluating", "embed-logit-efficientnet", "hinton-shufflenet-v2-x1.5", "dkd-mobilenetv3"):
+        assert any(whole in line for line in lines), (whole, out)
+    assert "7.912 #3" in out  # score and rank, rounded
+    assert "teacher" in out and "22/60" in out  # the phase, not a frozen 0/60
+    assert all(line.startswith("11 failed: ") for line in lines if "CUDA" in line)  # under the table
+    assert " ".join(out.split()).count("11 failed: training exited with code 1: CUDA out of memory.") == 1
+    assert "lower train.batch_size or data.decode_size, then kdq retry 3" in " ".join(out.split())
+    assert "… 1 older (kdq status --all)" in out
+
+
+def test_piped_status_is_full_width_tab_separated(settings, morning):
+    r = runner.invoke(app, ["status"])
+    assert r.exit_code == 0, r.output
+    rows = [line.split("\t") for line in r.stdout.splitlines() if "\t" in line]
+    assert rows[0][:3] == ["id", "name", "stage"] and rows[0][-1] == "error"
+    by_name = {row[1]: row for row in rows[1:]}
+    assert by_name["hinton-sweep[temperature=4.0,alpha=0.3]"][2] == "done"  # grep finds it whole
+    assert by_name["dkd-mobilenetv3-large-long"][-1] == LONG_ERROR
+    assert all(len(row) == len(rows[0]) for row in rows)
+
+
+def test_the_live_submission_stays_on_screen_and_older_ones_are_counted(settings, store):
+    rows = [row("live-one", "done", 60, 0.8, server_score=7.5, server_rank=1, server_attempt=4)]
+    rows += [row(f"later-{i}", "done", 60, 0.5) for i in range(14)]
+    fill(store, rows)
+    shown, queued, older = views.pick(store.list(), show_all=False)
+    assert "live-one" in [e.name for e in shown]
+    assert (queued, older) == (0, 15 - len(shown))
+    assert len(shown) == views.RECENT_SHOWN + 1 and older == 4
+    r = runner.invoke(app, ["status"])
+    assert "… 4 older (kdq status --all)" in r.stdout and "live-one" in r.stdout
+    assert "older" not in runner.invoke(app, ["status", "--all"]).stdout
+
+
+def test_the_epoch_column_says_the_phase():
+    def exp(progress):
+        return SimpleNamespace(progress=progress)
+
+    assert views.progress(exp({"epoch": 0, "epochs": 60, "phase": "data"})) == "data"
+    assert views.progress(exp({"epoch": 0, "epochs": 60, "phase": "teacher"})) == "teacher"
+    assert views.progress(exp({"epoch": 7, "epochs": 60, "phase": "training"})) == "7/60"
+    assert views.progress(exp({"epoch": 60, "epochs": 60, "phase": "export"})) == "export"
+    assert views.progress(exp(None)) == ""
+
+
+def test_watch_on_a_short_screen_keeps_the_newest_rows(settings, store):
+    rows = [row(f"old-{i}", "done", 60, 0.5) for i in range(8)]
+    rows += [row(f"run-{i}", "training", i) for i in range(30)]
+    ids = fill(store, rows)
+    out = in_terminal(["status", "--watch"], kdq_env(settings.root), cols=80, rows=24, seconds=4)
+    frame = out.split("worker: ")[-1]  # the last refresh
+    lines = frame.splitlines()
+    assert max(map(len, out.splitlines())) <= 80
+    assert len(lines) <= 24, frame
+    assert "run-29" in frame and str(ids[-1]) in frame  # the newest is on screen
+    assert "old-0" not in frame and "older (kdq status --all)" in frame
+
+
+def test_results_piped_are_tab_separated_and_rounded_on_a_terminal(settings, morning):
+    r = runner.invoke(app, ["results"])
+    rows = [line.split("\t") for line in r.stdout.splitlines()]
+    assert rows[0][:4] == ["id", "name", "stage", "val_f1"] and len(rows) == 14
+    assert any(row[3] == "0.8012" for row in rows)  # piped: the full value
+    out = in_terminal(["results"], kdq_env(settings.root), cols=80)
+    assert max(map(len, out.splitlines())) <= 80 and "0.801 " in out and "0.8012" not in out
