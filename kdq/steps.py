@@ -9,7 +9,7 @@ held across a backend call.
     queued      → pick the run id                                 → launching
     launching   → backend.launch(run_id)                          → training
     training    → backend.poll: running (look again) | failed | succeeded → fetching
-    fetching    → backend.fetch into $KDQ_HOME/artifacts/<id>     → validating
+    fetching    → backend.fetch into $KDQ_HOME/artifacts/<run id> → validating
     validating  → verify model.pt like the grader, read metrics   → ready (→ done if policy is never)
     ready, submitting, evaluating: the submission scheduler (kdq.course.scheduler)
 """
@@ -81,24 +81,29 @@ def step_training(ctx: Context, exp: Experiment) -> float:
 
 
 def step_fetching(ctx: Context, exp: Experiment) -> float:
-    dest = ctx.settings.artifacts_dir / str(exp.id)
+    dest = ctx.settings.artifacts_dir / exp.run_id  # never reused: a new database cannot overwrite it
     ctx.backend(exp.backend).fetch(exp.handle, dest)
     ctx.store.move(exp.id, Stage.FETCHING, Stage.VALIDATING, f"artifacts in {dest}", artifacts=str(dest))
     return 0
 
 
 def step_validating(ctx: Context, exp: Experiment) -> float | None:
-    from kdq.verify import VerifyError, verify_file
+    from kdq.course.sealed import sha256_of
+    from kdq.verify import VerifyError, holdout_check, verify_file
 
     dest = Path(exp.artifacts)
-    try:
-        report = verify_file(dest / runfolder.MODEL)
-    except VerifyError as exc:
-        raise PermanentError(f"model.pt fails the grader's checks: {exc}") from None
+    model = dest / runfolder.MODEL
+    sha256 = sha256_of(model) if model.is_file() else None  # the one file the scheduler may upload
     metrics = runfolder.read_json(dest / runfolder.METRICS)
     if not metrics or "val_f1" not in metrics:
         raise PermanentError(f"{dest / runfolder.METRICS} is missing or has no val_f1")
-    metrics = {**metrics, "verify": report}
+    data_dir = ctx.settings.datasets_dir / exp.spec.data.dataset
+    try:
+        report = verify_file(dest / runfolder.MODEL, **holdout_check(data_dir, metrics))
+    except VerifyError as exc:
+        raise PermanentError(f"model.pt fails the grader's checks: {exc}") from None
+    metrics = {**metrics, "verify": report, "grader_f1": report.get("grader_f1")}
+    metrics["sha256"] = sha256
     ctx.store.move(
         exp.id,
         Stage.VALIDATING,

