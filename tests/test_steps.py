@@ -2,6 +2,7 @@
 
 import time
 import tomllib
+from pathlib import Path
 
 import pytest
 from conftest import TINY_SPEC
@@ -11,6 +12,7 @@ from kdq.backends import RunStatus
 from kdq.errors import PermanentError, TransientError
 from kdq.specfile import expand
 from kdq.stages import Stage
+from kdq.store import Store, StoreError
 
 
 def tiny(**overrides):
@@ -48,7 +50,8 @@ def test_tiny_experiment_goes_from_queued_to_done_with_a_verified_model(ctx, dat
     exp = drive(ctx, i)
     assert exp.stage is Stage.DONE, exp.error
     assert 0 <= exp.val_f1 <= 1 and exp.metrics["verify"]["output_shape"][-1] == 10
-    assert (ctx.settings.artifacts_dir / str(i) / runfolder.MODEL).exists()
+    assert exp.artifacts == str(ctx.settings.artifacts_dir / exp.run_id)  # keyed by the run id, never reused
+    assert (ctx.settings.artifacts_dir / exp.run_id / runfolder.MODEL).exists()
     kinds = [e["stage"] for e in ctx.store.events(i) if e["kind"] == "stage"]
     assert kinds == ["launching", "training", "fetching", "validating", "ready", "done"]
 
@@ -225,3 +228,23 @@ def test_modal_trainings_run_up_to_their_own_limit(settings, store, monkeypatch)
             steps.advance(ctx, i)
     assert backend.most == 3
     assert [store.get(i).stage for i in ids].count(Stage.QUEUED) == 2
+
+
+def test_a_deleted_database_never_lets_a_new_experiment_overwrite_old_artifacts(settings, store, dataset):
+    settings.poll_interval_s = 0.2
+    old = drive(steps.Context(settings=settings, store=store), store.add([(None, tiny())])[0])
+    assert old.stage is Stage.DONE, old.error
+    old_model = Path(old.artifacts) / runfolder.MODEL
+    before = old_model.read_bytes()
+    store.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{settings.db_path}{suffix}").unlink(missing_ok=True)
+    with pytest.raises(StoreError, match="no kdq.db"):
+        Store.open(settings)  # the worker and the CLI refuse the home as it is
+    with Store.open(settings, force=True) as fresh:  # `kdq worker --force`
+        [new_id] = fresh.add([(None, tiny(train__seed=7))])
+        assert new_id == old.id  # the new database numbers from 1 again ...
+        new = drive(steps.Context(settings=settings, store=fresh), new_id)
+    assert new.stage is Stage.DONE, new.error
+    assert new.run_id != old.run_id and new.artifacts != old.artifacts  # ... but its run id is new
+    assert old_model.read_bytes() == before

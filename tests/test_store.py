@@ -5,7 +5,7 @@ import pytest
 
 from kdq.spec import ExperimentSpec
 from kdq.stages import Stage
-from kdq.store import SCHEMA_VERSION, DuplicateSpec, NotFound, Store
+from kdq.store import SCHEMA_VERSION, DuplicateSpec, NotFound, Store, StoreError
 
 
 def spec(name="x", **train):
@@ -38,8 +38,9 @@ def test_add_is_all_or_nothing_and_refuses_duplicates(store):
 
 
 def test_duplicates_within_one_batch_are_refused(store):
-    with pytest.raises(DuplicateSpec):
+    with pytest.raises(DuplicateSpec) as info:
         store.add([("a.toml", spec("a")), ("b.toml", spec("b"))])
+    assert str(info.value) == "b: the same spec as a in this enqueue (use --force to queue both)"
     assert store.list() == []
 
 
@@ -142,3 +143,56 @@ def test_database_is_a_plain_sqlite_file(settings, store):
     store.add([(None, spec())])
     conn = sqlite3.connect(settings.db_path)
     assert conn.execute("select count(*) from experiments").fetchone()[0] == 1
+
+
+# ---------------------------------------------------------------- a damaged or missing database
+
+
+def damaged(settings, how: str) -> None:
+    with Store.open(settings) as s:
+        s.add([(f"{i}.toml", spec(f"e{i}", seed=i)) for i in range(200)])
+        s.db.execute("pragma wal_checkpoint(truncate)")
+    data = settings.db_path.read_bytes()
+    if how == "truncated":
+        settings.db_path.write_bytes(data[: len(data) // 2])
+    else:
+        settings.db_path.write_bytes(b"this is not a database at all" * 200)
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage"])
+def test_a_damaged_database_is_one_line_naming_the_file_and_the_fix(settings, how):
+    damaged(settings, how)
+    with pytest.raises(StoreError) as info:
+        Store.open(settings)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(settings.db_path) in message and "damaged" in message and "move it aside" in message
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage"])
+def test_no_command_prints_a_traceback_for_a_damaged_database(settings, how):
+    from typer.testing import CliRunner
+
+    from kdq.cli.main import app
+
+    damaged(settings, how)
+    for args in (["status"], ["show", "1"], ["results"], ["cancel", "1"]):
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 1, (args, r.output)
+        assert "Traceback" not in r.output and str(settings.db_path) in " ".join(r.stderr.split())
+
+
+def test_a_home_with_runs_but_no_database_is_refused_unless_forced(settings):
+    with Store.open(settings) as s:
+        old_instance = s.instance
+    (settings.artifacts_dir / f"{old_instance}-e1-a1").mkdir(parents=True)
+    (settings.artifacts_dir / f"{old_instance}-e1-a1" / "model.pt").write_bytes(b"the old experiment 1")
+    settings.db_path.unlink()
+    for suffix in ("-wal", "-shm"):
+        settings.db_path.with_name(settings.db_path.name + suffix).unlink(missing_ok=True)
+    with pytest.raises(StoreError, match=r"artifacts but no kdq.db.*kdq worker --force") as info:
+        Store.open(settings)
+    assert "\n" not in str(info.value)
+    assert not settings.db_path.exists()  # nothing half-done
+    with Store.open(settings, force=True) as s:
+        assert s.instance != old_instance  # so no new run id (nor artifacts folder) can be an old one

@@ -199,6 +199,9 @@ def worker(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Also Huey's own lines (task ids, retries).")
     ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Start an empty database in a home whose kdq.db is gone.")
+    ] = False,
 ) -> None:
     """Run the worker (Huey consumer) until Ctrl-C or SIGTERM. Leave it running overnight.
 
@@ -214,7 +217,12 @@ def worker(
     kdqlog.configure(log_json if log_json is not None else s.log_json, settings=s, verbose=verbose)
     from jobs.worker import run
     from kdq.homelock import HomeLocked
+    from kdq.store import Store, StoreError
 
+    try:
+        Store.open(s, force=force).close()  # a damaged database, or runs left without one: refused
+    except StoreError as exc:
+        raise fail(str(exc)) from None
     try:
         run(s)
     except HomeLocked as exc:

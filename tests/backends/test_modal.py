@@ -713,10 +713,10 @@ def test_a_block_download_that_fails_halfway_makes_the_step_wait(settings, store
     exp = store.get(exp_id)
     assert exp.stage is Stage.FETCHING, exp.error  # waits; the paid run is not abandoned
     assert "trying again" in [e for e in store.events(exp_id) if e["kind"] == "transient"][-1]["message"]
-    assert not list((settings.artifacts_dir / str(exp_id)).glob("*.part"))
+    assert not list((settings.artifacts_dir / "dl-1").glob("*.part"))
     steps.advance(ctx, exp_id)  # the next look downloads it whole
     assert store.get(exp_id).stage in (Stage.VALIDATING, Stage.FAILED)
-    assert (settings.artifacts_dir / str(exp_id) / runfolder.MODEL).stat().st_size == 5000
+    assert (settings.artifacts_dir / "dl-1" / runfolder.MODEL).stat().st_size == 5000
 
 
 # ---------------------------------------------------------------- cancel a call during launching (6)
