@@ -119,3 +119,19 @@ class _Logger:
 
 def get_logger(name: str | None = None):
     return _Logger(name)
+
+
+def stage_line(exp_id: int, name: str, src, dst, message: str = "", progress: dict | None = None) -> str:
+    """``7 long-d: training → fetching (training finished, epoch 60/60, val F1 0.81)`` (pure)."""
+    details = [message] if message and message != f"{src} → {dst}" else []
+    progress = progress or {}
+    if "epoch" in progress:
+        details.append(f"epoch {progress['epoch']}/{progress.get('epochs', '?')}")
+    if progress.get("best_f1") is not None:
+        details.append(f"val F1 {progress['best_f1']:.2f}")
+    return f"{exp_id} {name}: {src} → {dst}" + (f" ({', '.join(details)})" if details else "")
+
+
+def stage_changed(exp_id: int, name: str, src, dst, message: str = "", progress: dict | None = None) -> None:
+    """The worker's one line per stage change (the CLI logs at WARNING, so its own moves stay quiet)."""
+    get_logger("kdq.stages").info(redact(stage_line(exp_id, name, src, dst, message, progress)))

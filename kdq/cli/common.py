@@ -6,6 +6,7 @@ completion only pay for typer.
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -74,7 +75,7 @@ def open_store(create: bool = True, s=None, force: bool = False) -> Store:
     from kdq.store import Store, StoreError
 
     s = s or settings()
-    kdqlog.configure(s.log_json, settings=s)
+    kdqlog.configure(s.log_json, level=logging.WARNING, settings=s)  # commands say what they did themselves
     if not create and not s.db_path.exists():
         raise fail(f"no kdq state here: {s.where()}; `kdq enqueue SPEC` or `kdq demo` starts one")
     try:
