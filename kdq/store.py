@@ -27,7 +27,6 @@ import sqlite_utils
 
 from kdq import gate
 from kdq.experiment import JSON_FIELDS, Experiment
-from kdq.log import stage_changed
 from kdq.requests import UserRequests
 from kdq.schema import MIGRATIONS, SCHEMA_VERSION
 from kdq.spec import ExperimentSpec
@@ -264,8 +263,6 @@ class Store(UserRequests):
                     "message": message or f"{src} → {dst}",
                 }
             )
-            name = db.execute("select name from experiments where id = ?", [exp_id]).fetchone()[0]
-        stage_changed(exp_id, name, src, dst, message, fields.get("progress"))
         return True
 
     def start_launch(self, exp_id: int, limit: int, message: str = "", **fields: Any) -> bool:
