@@ -27,6 +27,7 @@ import sqlite_utils
 
 from kdq import gate
 from kdq.experiment import JSON_FIELDS, Experiment
+from kdq.log import stage_changed
 from kdq.requests import UserRequests
 from kdq.schema import MIGRATIONS, SCHEMA_VERSION
 from kdq.spec import ExperimentSpec
@@ -80,6 +81,10 @@ class NotFound(KeyError):
     pass
 
 
+class StoreError(ValueError):
+    """The database cannot be used as it is: one line naming the file and what to do."""
+
+
 def _dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, default=str)
 
@@ -91,17 +96,41 @@ class Store(UserRequests):
     def __init__(self, path: str | Path):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.exists() and path.stat().st_size > 0
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
         self.path = path
         self.db = sqlite_utils.Database(conn)
-        self._migrate()
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            if existed and (verdict := conn.execute("PRAGMA quick_check(1)").fetchone()[0]) != "ok":
+                raise sqlite3.DatabaseError(verdict)
+            self._migrate()
+        except sqlite3.OperationalError:
+            conn.close()
+            raise
+        except sqlite3.DatabaseError as exc:  # not a database, truncated, or malformed
+            conn.close()
+            raise StoreError(
+                f"{path} is damaged ({exc}): move it aside and restore a copy, "
+                "or start over with another KDQ_HOME (kdq repairs nothing by guessing)"
+            ) from None
 
     @classmethod
-    def open(cls, settings) -> Store:
+    def open(cls, settings, *, force: bool = False) -> Store:
+        """The store of this home. A home with runs or artifacts but no database lost its database:
+        refused unless ``force`` (a new database gets a new instance id, so no old run id comes back)."""
+        if not force and not settings.db_path.exists():
+            left = [
+                d.name for d in (settings.runs_dir, settings.artifacts_dir) if d.is_dir() and any(d.iterdir())
+            ]
+            if left:
+                raise StoreError(
+                    f"{settings.root} has {' and '.join(left)} but no kdq.db: it was moved or deleted; put it"
+                    " back, or run `kdq worker --force` to start an empty one beside the old runs"
+                )
         return cls(settings.db_path)
 
     def close(self) -> None:
@@ -263,6 +292,8 @@ class Store(UserRequests):
                     "message": message or f"{src} → {dst}",
                 }
             )
+            name = db.execute("select name from experiments where id = ?", [exp_id]).fetchone()[0]
+        stage_changed(exp_id, name, src, dst, message, fields.get("progress"))
         return True
 
     def start_launch(self, exp_id: int, limit: int, message: str = "", **fields: Any) -> bool:
