@@ -6,18 +6,16 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from kdq import log as kdqlog
-from kdq.settings import get_settings
+from kdq.cli.common import console, err
+from kdq.cli.common import settings as get_settings  # a bad KDQ_* value: one line, not a traceback
 
 app = typer.Typer(help="The Modal app: deploy, secret.", no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    err.print(f"[red]error:[/red] {kdqlog.redact(str(exc))}", highlight=False, soft_wrap=True)
+    err().print(f"[red]error:[/red] {kdqlog.redact(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -37,7 +35,7 @@ def deploy(
     except Exception as exc:  # noqa: BLE001 — TransientError / PermanentError carry what to do
         raise _fail(exc) from None
     fp = code_fingerprint(settings)
-    console.print(
+    console().print(
         f"deployed app {settings.modal_app!r} (code {fp})"
         if done
         else f"app {settings.modal_app!r} is current (code {fp}); --force deploys anyway"
@@ -57,6 +55,6 @@ def secret() -> None:
             hf.ensure_access(settings, hf.TEACHER, gateway=ModalGateway(settings), force=True)
     except Exception as exc:  # noqa: BLE001
         raise _fail(exc) from None
-    console.print(
+    console().print(
         f"the Hugging Face token reads {hf.TEACHER} and is in Modal secret {settings.modal_secret!r}"
     )
