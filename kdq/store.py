@@ -333,6 +333,19 @@ class Store(UserRequests):
         with self.transaction() as db:
             self._set(db, exp_id, {**fields, "updated_at": time.time()})
 
+    def record_handle(self, run_id: str, handle: dict[str, Any]) -> None:
+        """Keep a backend's handle the moment it exists (a spawned Modal call), before any further network
+        call can fail: ``kdq cancel`` then finds the call even if the launch step never completes."""
+        with self.transaction() as db:
+            db.execute(
+                "update experiments set handle = ?, updated_at = ? where run_id = ?",
+                [_dumps(handle), time.time(), run_id],
+            )
+
+    def handle_of_run(self, run_id: str) -> dict[str, Any] | None:
+        rows = list(self.db.query("select handle from experiments where run_id = ?", [run_id]))
+        return json.loads(rows[0]["handle"]) if rows and rows[0]["handle"] else None
+
     @staticmethod
     def _set(db: sqlite_utils.Database, exp_id: int, values: dict[str, Any]) -> None:
         encoded = {k: _dumps(v) if k in JSON_FIELDS else v for k, v in values.items()}
