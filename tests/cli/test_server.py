@@ -1,0 +1,108 @@
+"""``kdq server ...``, ``kdq fake-server``: exit codes, the stored leaderboard off the VPN, manual uploads."""
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from kdq.cli import server
+from kdq.cli.main import app
+from kdq.course.fake_server import FakeServer
+
+runner = CliRunner()
+DOWN = "http://127.0.0.1:9"  # nothing listens on the discard port
+
+
+def test_unreachable_is_exit_code_4_for_ping_and_status(home, monkeypatch):
+    monkeypatch.setenv("KDQ_SERVER_URL", DOWN)
+    monkeypatch.setenv("KDQ_TOKEN", secrets.token_hex(16))
+    for args in (["server", "ping"], ["server", "status"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 4, (args, r.output)
+        assert "Traceback" not in r.output
+
+
+def test_the_leaderboard_off_the_vpn_is_the_last_stored_one_with_its_age(store, monkeypatch):
+    from kdq.course.ledger import Ledger
+    from kdq.course.models import Leaderboard, LeaderboardRow
+
+    rows = [LeaderboardRow(rank=1, team="them", score=8.1), LeaderboardRow(rank=2, team="us", score=7.9)]
+    Ledger(store, clock=lambda: __import__("time").time() - 600).save_board(
+        Leaderboard(columns=["rank", "team", "score"], rows=rows), rows[1]
+    )
+    monkeypatch.setenv("KDQ_SERVER_URL", DOWN)
+    monkeypatch.setenv("KDQ_TEAM", "us")
+    r = runner.invoke(app, ["leaderboard"])
+    assert r.exit_code == 0, r.output
+    assert "unreachable" in r.stderr and "the last stored leaderboard, 10m old" in r.stderr
+    table = [line.split("\t")[:3] for line in r.stdout.splitlines() if "\t" in line]
+    assert table == [["rank", "team", "score"], ["1", "them", "8.1"], ["2", "us", "7.9"]]
+    data = json.loads(runner.invoke(app, ["leaderboard", "--json"]).stdout)
+    assert data["ours"]["rank"] == 2 and data["stored_at"] is not None
+
+
+def test_the_leaderboard_with_nothing_stored_and_no_server_is_exit_4(home, monkeypatch):
+    monkeypatch.setenv("KDQ_SERVER_URL", DOWN)
+    assert runner.invoke(app, ["leaderboard"]).exit_code == 4
+
+
+def test_a_manual_upload_asks_first(home, monkeypatch, tmp_path):
+    token = secrets.token_hex(16)
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"not really a model")
+    with FakeServer(teams={"us": token}) as srv:
+        monkeypatch.setenv("KDQ_SERVER_URL", srv.url)
+        monkeypatch.setenv("KDQ_TOKEN", token)
+        r = runner.invoke(app, ["server", "submit", str(model)], input="n\n")
+        assert r.exit_code == 1 and "nothing was uploaded" in r.stderr
+        r = runner.invoke(app, ["server", "submit", str(model), "--yes"])
+        assert r.exit_code == 0, r.output
+        assert "attempt #1" in r.stdout
+    r = runner.invoke(app, ["server", "submit", str(tmp_path / "missing.pt"), "--yes"])
+    assert r.exit_code == 2 and "no such file" in r.stderr
+
+
+def test_fake_server_on_a_busy_port_is_one_line(home):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = runner.invoke(app, ["fake-server", "--port", str(port)])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert (
+        f"error: port {port} on 127.0.0.1 is not free" in r.stderr and "--port 0 picks a free one" in r.stderr
+    )
+
+
+def test_fake_server_prints_the_export_line_for_its_team_and_limits(home):
+    assert server.FAKE_PORT not in (8000, 9000)  # not one of the real server's ports
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KDQ_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from kdq.cli.main import app; app()", "fake-server", "--port", "0",
+         "--team", "us:abc123", "--submit-interval-s", "5", "--status-interval-s", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+    )  # fmt: skip
+    try:
+        lines = [proc.stdout.readline() for _ in range(2)]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    export = lines[1].split()
+    assert export[0] == "export" and export[1].startswith("KDQ_SERVER_URL=http://127.0.0.1:")
+    assert export[2:] == [
+        "KDQ_TEAM=us",
+        "KDQ_TOKEN=abc123",
+        "KDQ_SUBMIT_INTERVAL_S=5",
+        "KDQ_STATUS_INTERVAL_S=1",
+    ]
+
+
+@pytest.mark.parametrize("args", [["--version"], ["-V"]])
+def test_version(args):
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0 and r.stdout.startswith("kdq ")
