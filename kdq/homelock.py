@@ -14,6 +14,8 @@ import socket
 import time
 from pathlib import Path
 
+from kdq import runfolder
+
 
 class HomeLocked(Exception):
     """Another worker holds this home."""
@@ -36,9 +38,7 @@ class HomeLock:
             raise HomeLocked(self._held_by()) from None
         self._fd = fd
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        tmp = self.info_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(holder))
-        os.replace(tmp, self.info_path)
+        runfolder.write_json(self.info_path, holder)
         return self
 
     def _held_by(self) -> str:

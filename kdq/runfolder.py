@@ -9,16 +9,20 @@ history.csv     one row per epoch
 log.txt         what the training process printed
 done.json       written last on success
 error.json      written on failure: {"error": ..., "traceback": ...}
+train.lock      locked (flock) by the training process while it lives: the folder says whether it runs
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 SPEC = "spec.json"
 PROGRESS = "progress.json"
@@ -29,20 +33,59 @@ HISTORY = "history.csv"
 LOG = "log.txt"
 DONE = "done.json"
 ERROR = "error.json"
+LOCK = "train.lock"  # held by the training process while it lives
 ARTIFACTS = (MODEL, METRICS, HISTORY)  # what the worker fetches
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write atomically: readers see the old file or the new one, never half of one."""
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write; when the block ends without an error it replaces
+    ``path`` in one step, so readers see the old file or the new one, never half of one. On an error
+    (a full disk among them) the temporary file goes and ``path`` is untouched. The one way kdq writes a
+    file that someone may read while it is written."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=str)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+
+
+# ---------------------------------------------------------------- the run lock
+
+
+def hold_lock(run_dir: Path, lock: Path | None = None) -> IO | None:
+    """Take the run's lock (``RUN_DIR/train.lock`` unless ``lock`` names another file) for this process's
+    lifetime: keep the returned file open. ``None`` when another process holds it (trains this run now)."""
+    f = open(lock or Path(run_dir) / LOCK, "a")  # held open until the process ends
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
+
+
+def is_running(run_dir: Path) -> bool:
+    """Whether a training process holds this run folder's lock right now."""
+    try:
+        with open(Path(run_dir) / LOCK, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return False
+    except BlockingIOError:
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def read_json(path: Path) -> Any | None:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from kdq.runfolder import is_running
 from kdq.stages import LIVE, Stage
 from kdq.store import Store
-from kdq.train.__main__ import is_running
 
 pytestmark = pytest.mark.slow
 KDQ = [sys.executable, "-c", "from kdq.cli.main import app; app()"]

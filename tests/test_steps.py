@@ -91,7 +91,7 @@ def test_cancel_stops_a_running_training(ctx, dataset):
     assert ctx.store.get(i).stage is Stage.CANCELLED
     from pathlib import Path
 
-    from kdq.train.__main__ import is_running
+    from kdq.runfolder import is_running
 
     run_dir = Path(exp.handle["run_dir"])
     deadline = time.time() + 20

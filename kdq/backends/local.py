@@ -20,7 +20,6 @@ from kdq import runfolder
 from kdq.backends import RunStatus
 from kdq.errors import PermanentError
 from kdq.spec import ExperimentSpec
-from kdq.train.__main__ import is_running
 
 STARTUP_TIMEOUT_S = 60
 
@@ -38,7 +37,7 @@ class LocalBackend:
     def launch(self, run_id: str, spec: ExperimentSpec) -> dict[str, Any]:
         run_dir = self.run_dir(run_id)
         handle = {"run_id": run_id, "run_dir": str(run_dir)}
-        if is_running(run_dir) or runfolder.outcome(run_dir):
+        if runfolder.is_running(run_dir) or runfolder.outcome(run_dir):
             pid = (runfolder.read_json(run_dir / "launch.json") or {}).get("pid")
             return {**handle, "pid": pid, "started_at": time.time()}  # launched before: never twice
         data = self.data_dir(spec)
@@ -67,7 +66,11 @@ class LocalBackend:
         runfolder.write_json(run_dir / "launch.json", {"pid": proc.pid, "started_at": started, "cmd": cmd})
         # Wait until the child holds its lock (or has already ended), so a poll never mistakes a
         # process that is still starting for one that died.
-        while not is_running(run_dir) and proc.poll() is None and time.time() - started < STARTUP_TIMEOUT_S:
+        while (
+            not runfolder.is_running(run_dir)
+            and proc.poll() is None
+            and time.time() - started < STARTUP_TIMEOUT_S
+        ):
             time.sleep(0.05)
         return {**handle, "pid": proc.pid, "started_at": started}
 
@@ -80,7 +83,7 @@ class LocalBackend:
         if outcome == "error":
             tail = runfolder.log_tail(run_dir)
             return RunStatus("failed", progress, f"{runfolder.error_message(run_dir)}\n{tail}".strip())
-        if is_running(run_dir):
+        if runfolder.is_running(run_dir):
             spec = ExperimentSpec.model_validate_json((run_dir / runfolder.SPEC).read_text())
             if time.time() - handle.get("started_at", time.time()) > spec.backend.timeout_min * 60:
                 self.cancel(handle)
@@ -105,7 +108,7 @@ class LocalBackend:
     def cancel(self, handle: dict[str, Any]) -> None:
         run_dir = Path(handle["run_dir"])
         pid = handle.get("pid")
-        if pid and is_running(run_dir):
+        if pid and runfolder.is_running(run_dir):
             try:
                 os.killpg(pid, signal.SIGTERM)
             except ProcessLookupError:
@@ -118,7 +121,7 @@ class LocalBackend:
         handles = []
         for run_dir in sorted(self.settings.runs_dir.iterdir()):
             pid = (runfolder.read_json(run_dir / "launch.json") or {}).get("pid")
-            if is_running(run_dir) or (pid and not runfolder.outcome(run_dir) and _alive(pid)):
+            if runfolder.is_running(run_dir) or (pid and not runfolder.outcome(run_dir) and _alive(pid)):
                 handles.append({"run_dir": str(run_dir), "pid": pid})
         return handles
 

@@ -23,13 +23,13 @@ import io
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
+from kdq import runfolder
 from kdq.errors import PermanentError, TransientError
 
 MOUNT = "/vol"
@@ -246,18 +246,11 @@ class ModalGateway:
             return None
 
     def download(self, path: str, dest: Path) -> int:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
         size = 0
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in self._volume().read_file(path):
-                    f.write(chunk)
-                    size += len(chunk)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with runfolder.atomic_path(dest) as tmp, open(tmp, "wb") as f:
+            for chunk in self._volume().read_file(path):
+                f.write(chunk)
+                size += len(chunk)
         return size
 
     def listdir(self, path: str) -> list[Entry] | None:

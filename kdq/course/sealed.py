@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
+
+from kdq import runfolder
 
 
 class Changed(Exception):
@@ -34,19 +35,12 @@ def seal(model: Path, sha256: str | None, folder: Path) -> tuple[Path, str]:
             f"{model} changed after validation (sha256 {sha256[:12]}… was verified, the file now has "
             f"{now[:12]}…); nothing was uploaded. `kdq retry ID` trains and validates it again"
         )
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as out, Path(model).open("rb") as src:
+    final = folder / f"{now}.pt"
+    with runfolder.atomic_path(final) as tmp:
+        with open(tmp, "wb") as out, Path(model).open("rb") as src:
             while chunk := src.read(1 << 20):
                 out.write(chunk)
-        copied = sha256_of(Path(tmp))
-        if copied != now:
+        if sha256_of(tmp) != now:
             raise Changed(f"{model} changed while it was being copied for the upload; nothing was uploaded")
         os.chmod(tmp, 0o444)
-        final = folder / f"{copied}.pt"
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return final, copied
+    return final, now

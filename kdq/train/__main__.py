@@ -8,7 +8,6 @@ with ``done.json`` or ``error.json``. The training itself is ``kdq.train.loop.ru
 from __future__ import annotations
 
 import argparse
-import fcntl
 import sys
 import time
 import traceback
@@ -17,21 +16,7 @@ from pathlib import Path
 from kdq import runfolder
 from kdq.spec import ExperimentSpec
 
-LOCK = "train.lock"
 EXIT_ALREADY_RUNNING = 3
-
-
-def is_running(run_dir: Path) -> bool:
-    """Whether a training process holds this run folder's lock right now."""
-    try:
-        with open(run_dir / LOCK, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(f, fcntl.LOCK_UN)
-            return False
-    except BlockingIOError:
-        return True
-    except FileNotFoundError:
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,10 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     run_dir: Path = args.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    lock = open(args.lock or run_dir / LOCK, "a")  # Modal: on the container's disk, not the Volume
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    lock = runfolder.hold_lock(run_dir, args.lock)  # Modal: on the container's disk, not the Volume
+    if lock is None:
         print(f"{run_dir} is already being trained by another process", file=sys.stderr)
         return EXIT_ALREADY_RUNNING
     if runfolder.outcome(run_dir) == "done":

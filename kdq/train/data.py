@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kdq import grader
+from kdq import grader, runfolder
 
 EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".jfif", ".webp", ".gif"})
 HASH_SIDE = 16  # average hash of 16x16 = 256 bits
@@ -253,11 +252,8 @@ def load(
         skipped=skipped,
     )
     if cache:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".tmp")
-        os.close(fd)
-        torch.save(out.__dict__, tmp)
-        os.replace(tmp, cache)
+        with runfolder.atomic_path(cache) as tmp:
+            torch.save(out.__dict__, tmp)
     return out
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdq import grader
+from kdq import grader, runfolder
 from kdq.train.students import reparameterize
 
 
@@ -99,7 +99,6 @@ def save(model: nn.Module, path: Path, **kw) -> float:
     """Write the TorchScript file atomically; returns its size in MiB."""
     path = Path(path)
     scripted = to_torchscript(model, **kw)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.jit.save(scripted, str(tmp))
-    tmp.replace(path)
+    with runfolder.atomic_path(path) as tmp:
+        torch.jit.save(scripted, str(tmp))
     return path.stat().st_size / 2**20

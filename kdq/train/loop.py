@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import csv
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,12 +50,10 @@ def schedule(step: int, total: int, warmup: int) -> float:
 
 
 def write_history(run_dir: Path, rows: list[dict]) -> None:
-    tmp = run_dir / f".{runfolder.HISTORY}.tmp"
-    with open(tmp, "w", newline="") as f:
+    with runfolder.atomic_path(run_dir / runfolder.HISTORY) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, HISTORY_FIELDS, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, run_dir / runfolder.HISTORY)
 
 
 def run(
@@ -250,8 +247,8 @@ def run(
             "proj": proj.state_dict() if proj else None,
             "state": state,
         }
-        torch.save(ck, run_dir / f".{runfolder.CHECKPOINT}.tmp")
-        os.replace(run_dir / f".{runfolder.CHECKPOINT}.tmp", ckpt_path)
+        with runfolder.atomic_path(ckpt_path) as tmp:
+            torch.save(ck, tmp)
         runfolder.write_progress(
             run_dir,
             epoch=epoch + 1,

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from kdq import runfolder
 from kdq.spec import TeacherSpec
 from kdq.train import augment
 from kdq.train.losses import macro_f1
@@ -219,11 +218,8 @@ def embed_stream(
 
 
 def _save(result: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(result, tmp)
-    os.replace(tmp, path)
+    with runfolder.atomic_path(path) as tmp:
+        torch.save(result, tmp)
 
 
 def embeddings(
