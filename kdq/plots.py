@@ -151,7 +151,12 @@ def per_class_f1(series: dict[str, dict[str, float]], path: Path) -> Path:
 # ---------------------------------------------------------------- many experiments
 
 
-def local_vs_server(points: list[tuple[str, float, float]], path: Path) -> Path:
+def local_vs_server(
+    points: list[tuple[str, float, float]],
+    path: Path,
+    xlabel: str = "local validation macro-F1",
+    ylabel: str = "server score",
+) -> Path:
     """Local validation macro-F1 against the server's score: how far local validation can be trusted."""
     fig, ax = plt.subplots(figsize=(6.5, 5))
     if points:
@@ -177,8 +182,8 @@ def local_vs_server(points: list[tuple[str, float, float]], path: Path) -> Path:
         ax.text(
             0.5, 0.5, "no experiment has a server score yet", ha="center", va="center", transform=ax.transAxes
         )
-    ax.set_xlabel("local validation macro-F1")
-    ax.set_ylabel("server score")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title("local validation vs. the server")
     return _save(fig, path)
 

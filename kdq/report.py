@@ -22,27 +22,13 @@ from kdq import plots, runfolder
 
 # ---------------------------------------------------------------- page toolkit
 
-BASE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
-<style>
-body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em; color: #222 }
-h1 { font-size: 1.5em } h2 { font-size: 1.2em; margin-top: 1.8em; border-bottom: 1px solid #ddd }
-table { border-collapse: collapse; margin: .5em 0 } td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: left }
-th { background: #f4f4f4 } td.num { text-align: right; font-variant-numeric: tabular-nums }
-img { max-width: 100%; border: 1px solid #eee } .warn { color: #b00 } .muted { color: #777 }
-pre { background: #f7f7f7; padding: .6em; overflow-x: auto; white-space: pre-wrap }
-</style></head><body>
-<h1>{{ title }}</h1>
-{% block body %}{% endblock %}
-<p class="muted">written by kdq on {{ now }}</p>
-</body></html>
-"""
+TEMPLATES = Path(__file__).parent / "templates"  # base.html, and one page each: experiment, compare, inspect
 
 
-def render(template: str, **context: Any) -> str:
-    """Render a page template (which ``{% extends "base.html" %}``); every value is HTML-escaped."""
+def render(page: str, **context: Any) -> str:
+    """Render ``kdq/templates/<page>`` (which ``{% extends "base.html" %}``); every value is HTML-escaped."""
     env = jinja2.Environment(
-        loader=jinja2.DictLoader({"base.html": BASE, "page.html": template}),
+        loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -50,7 +36,7 @@ def render(template: str, **context: Any) -> str:
     )
     env.filters["num"] = fmt_num
     env.filters["when"] = fmt_time
-    return env.get_template("page.html").render(now=fmt_time(datetime.now().timestamp()), **context)
+    return env.get_template(page).render(now=fmt_time(datetime.now().timestamp()), **context)
 
 
 def fmt_num(value: Any, digits: int = 4) -> str:
@@ -109,8 +95,16 @@ def read_history(folder: Path | None) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def experiment_data(exp, submissions: list[dict], settings=None, events: list[dict] | None = None) -> dict:
-    """Everything the page shows, as plain data (also what ``kdq report --json`` prints)."""
+def experiment_data(
+    exp,
+    submissions: list[dict],
+    settings=None,
+    events: list[dict] | None = None,
+    expected: dict | None = None,
+) -> dict:
+    """Everything the page shows, as plain data (also what ``kdq report --json`` prints).
+
+    ``expected``: the expected leaderboard score (``Expected.as_json()``, kdq.course.scoring)."""
     folder = artifacts_dir(exp, settings)
     metrics = (runfolder.read_json(folder / runfolder.METRICS) if folder else None) or exp.metrics or {}
     done = (runfolder.read_json(folder / runfolder.DONE) if folder else None) or {}
@@ -141,6 +135,7 @@ def experiment_data(exp, submissions: list[dict], settings=None, events: list[di
         "teacher_per_class_f1": teacher_pc,
         "timings": timings,
         "server": {"score": exp.server_score, "rank": exp.server_rank, "attempt": exp.server_attempt},
+        "expected_score": expected,
         "submissions": submissions,
         "timeline": [
             {"time": fmt_time(e["ts"]), "event": e["kind"], "message": e["message"] or ""}
@@ -162,33 +157,6 @@ SCALARS = (
     "val_f1_before_bias",
     "dataset_fingerprint",
 )
-
-EXPERIMENT_PAGE = """{% extends "base.html" %}{% block body %}
-<p>stage <b>{{ d.stage }}</b> · backend {{ d.backend }} · attempt {{ d.attempt }} · run {{ d.run_id or "" }}</p>
-{% if d.error %}<pre class="warn">{{ d.error }}</pre>{% endif %}
-{% if not d.folder %}<p class="warn">No artifacts found (metrics.json, history.csv): the experiment has not finished
-training, or its artifacts were not fetched.</p>{% endif %}
-<h2>Metrics</h2>
-<table>{% for k, v in scalars %}<tr><th>{{ k }}</th><td class="num">{{ v|num }}</td></tr>{% endfor %}</table>
-{% if figures.curves %}<h2>Training curves</h2><img src="{{ figures.curves }}" alt="training curves">{% endif %}
-{% if figures.confusion %}<h2>Confusion matrix (validation, best epoch)</h2><img src="{{ figures.confusion }}" alt="confusion matrix">{% endif %}
-{% if figures.per_class %}<h2>Per-class F1{% if d.teacher_per_class_f1 %} (student and teacher probe){% endif %}</h2>
-<img src="{{ figures.per_class }}" alt="per-class F1">
-{% if not d.teacher_per_class_f1 %}<p class="muted">metrics.json has no per-class F1 of the teacher probe.</p>{% endif %}{% endif %}
-<h2>Course server</h2>
-{% if d.server.score is none and not d.submissions %}<p class="muted">Not submitted.</p>{% else %}
-<table><tr><th>score</th><td class="num">{{ d.server.score|num }}</td></tr><tr><th>rank</th><td class="num">{{ d.server.rank|num }}</td></tr>
-<tr><th>attempt</th><td class="num">{{ d.server.attempt|num }}</td></tr></table>
-{% if d.submissions %}<table><tr>{% for c in sub_cols %}<th>{{ c }}</th>{% endfor %}</tr>
-{% for s in d.submissions %}<tr>{% for c in sub_cols %}<td>{{ s[c]|num }}</td>{% endfor %}</tr>{% endfor %}</table>{% endif %}{% endif %}
-<h2>Timings</h2>
-<table>{% for k, v in d.timings.items() %}<tr><th>{{ k }}</th><td class="num">{{ v|num }}</td></tr>{% endfor %}</table>
-{% if d.timeline %}<h2>Timeline</h2>
-<table><tr><th>time</th><th>event</th><th>message</th></tr>
-{% for e in d.timeline %}<tr><td>{{ e.time }}</td><td>{{ e.event }}</td><td>{{ e.message }}</td></tr>{% endfor %}</table>{% endif %}
-<h2>Spec</h2>
-<table>{% for k, v in d.spec.items() %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table>
-{% endblock %}"""
 
 SUB_COLS = (
     "id",
@@ -212,13 +180,29 @@ def submissions_for(store, exp_id: int) -> list[dict]:
 
 
 def write_experiment_report(
-    exp, out_dir: Path, submissions: list[dict], settings=None, events: list[dict] | None = None
+    exp,
+    out_dir: Path,
+    submissions: list[dict],
+    settings=None,
+    events: list[dict] | None = None,
+    expected: dict | None = None,
+    calibration: list[tuple[str, float, float]] | None = None,
 ) -> Path:
-    """Write ``out_dir/index.html`` and its figures; returns the page's path."""
+    """Write ``out_dir/index.html`` and its figures; returns the page's path. ``calibration``: (label,
+    local F1, server F1) of every graded submission, plotted when there is one."""
     out_dir = Path(out_dir)
-    d = experiment_data(exp, submissions, settings, events)
+    d = experiment_data(exp, submissions, settings, events, expected)
     m = d["metrics"]
-    figures: dict[str, str | None] = {"curves": None, "confusion": None, "per_class": None}
+    figures: dict[str, str | None] = {
+        "curves": None,
+        "confusion": None,
+        "per_class": None,
+        "calibration": None,
+    }
+    if calibration:
+        axes = {"xlabel": "local macro-F1 (holdout where measured)", "ylabel": "server macro-F1"}
+        plots.local_vs_server(calibration, out_dir / "calibration.png", **axes)
+        figures["calibration"] = "calibration.png"
     if d["history"]:
         plots.training_curves(d["history"], out_dir / "curves.png")
         figures["curves"] = "curves.png"
@@ -233,7 +217,7 @@ def write_experiment_report(
         figures["per_class"] = "per_class_f1.png"
     scalars = [(k, m[k]) for k in SCALARS if m.get(k) is not None]
     html = render(
-        EXPERIMENT_PAGE,
+        "experiment.html",
         title=f"Experiment {exp.id}: {exp.name}",
         d=d,
         figures=figures,

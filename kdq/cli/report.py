@@ -27,17 +27,20 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="Print the page's data as JSON too.")] = False,
 ) -> None:
     """One experiment as an HTML page: curves, confusion matrix, per-class F1, spec, timings, server score."""
+    from kdq.course.scoring import calibration_points, expected_all
     from kdq.report import experiment_data, submissions_for, write_experiment_report
 
     s = settings()
     with open_store(create=False) as store:
         exp = get_or_exit(store, exp_id)
         subs, events = submissions_for(store, exp_id), store.events(exp_id)
-    page = write_experiment_report(exp, out or s.root / "reports" / str(exp_id), subs, s, events)
+        expected = (e := expected_all(store, s, [exp]).get(exp_id)) and e.as_json()
+        points = calibration_points(store, s)
+    folder = out or s.root / "reports" / str(exp_id)
+    page = write_experiment_report(exp, folder, subs, s, events, expected, points)
     if as_json:
-        print(
-            json.dumps({**experiment_data(exp, subs, s, events), "report": str(page)}, indent=2, default=str)
-        )
+        data = experiment_data(exp, subs, s, events, expected)
+        print(json.dumps({**data, "report": str(page)}, indent=2, default=str))
     else:
         console().print(f"report: {page}", highlight=False)
 

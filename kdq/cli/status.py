@@ -20,6 +20,7 @@ RESULT_COLUMNS = (
     "val_acc",
     "teacher_f1",
     "model_mb",
+    "expected_score",
     "server_score",
     "server_rank",
 )
@@ -50,13 +51,19 @@ def status(
             from kdq.worker import heartbeat_age
 
             age = heartbeat_age(store)
+            from kdq.course.scoring import expected_all
+
             exps = views.pick(store.list(order="id"), show_all)[0]
+            expected = expected_all(store, s, exps)
             data = {
                 "worker_alive": age is not None and age < 30,
                 "worker_heartbeat_age_s": age,
                 "counts": store.count_by_stage(),
                 "course_server": store.get_meta_json("course.server"),
-                "experiments": [e.summary() for e in exps],
+                "experiments": [
+                    {**e.summary(), "expected_score": expected[e.id].as_json() if e.id in expected else None}
+                    for e in exps
+                ],
             }
             print(json.dumps(data, indent=2, default=str))
             return
@@ -94,12 +101,15 @@ def show(
       kdq show 12 --json | jq .metrics
     """
     from kdq.cli import views
+    from kdq.course.scoring import expected_all
 
     with open_store(create=False) as store:
         exp = get_or_exit(store, exp_id)
         events = store.events(exp_id)
+        expected = expected_all(store, settings(), [exp]).get(exp.id)
     data = {
         **exp.summary(),
+        "expected_score": expected.as_json() if expected else None,
         "spec": json.loads(exp.spec_json),
         "metrics": exp.metrics,
         "source": exp.source,
@@ -112,7 +122,8 @@ def show(
         console().print(part)
 
 
-def result_row(e) -> dict:
+def result_row(e, expected=None) -> dict:
+    """One row of ``kdq results``; ``expected``: its ``Expected`` score (kdq.course.scoring), if known."""
     m = e.metrics or {}
     return {
         "id": e.id,
@@ -122,6 +133,7 @@ def result_row(e) -> dict:
         "val_acc": m.get("val_acc"),
         "teacher_f1": e.teacher_f1,
         "model_mb": m.get("model_mb"),
+        "expected_score": round(expected.score, 4) if expected else None,
         "server_score": e.server_score,
         "server_rank": e.server_rank,
     }
@@ -142,7 +154,7 @@ def results(
     min_f1: Annotated[float | None, typer.Option("--min-f1", help="Only val macro-F1 at least this.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most this many rows.")] = None,
     plot: Annotated[
-        Path | None, typer.Option("--plot", help="Also write a PNG of local val F1 against the server score.")
+        Path | None, typer.Option("--plot", help="Also write a PNG of local F1 against the server's F1.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Every value in full.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Comma-separated, header first.")] = False,
@@ -157,7 +169,8 @@ def results(
       kdq results --csv > results.csv
     """
     from kdq.cli import views
-    from kdq.compare import select, trust_points
+    from kdq.compare import select
+    from kdq.course.scoring import calibration_points, expected_all
     from kdq.stages import Stage
 
     if sort not in RESULT_COLUMNS:
@@ -165,14 +178,17 @@ def results(
     if unknown := [s for s in stage if s not in {str(x) for x in Stage}]:
         raise fail(f"--stage {unknown[0]}: unknown stage; choose from {', '.join(str(x) for x in Stage)}", 2)
     with open_store(create=False) as store:
-        rows = [result_row(e) for e in store.list() if e.val_f1 is not None and backend in (None, e.backend)]
+        exps = [e for e in store.list() if e.val_f1 is not None and backend in (None, e.backend)]
+        expected = expected_all(store, settings(), exps)
+        rows = [result_row(e, expected.get(e.id)) for e in exps]
+        points = calibration_points(store, settings()) if plot else []
     rows = select(rows, stage=stage, name=name, min_f1=min_f1, sort=sort, descending=not asc, limit=limit)
     if plot:
         from kdq import plots
 
-        points = trust_points(rows)
-        plots.local_vs_server(points, plot)
-        warn(f"{plot}: {len(points)} experiments with a server score")
+        axes = {"xlabel": "local macro-F1 (holdout where measured)", "ylabel": "server macro-F1"}
+        plots.local_vs_server(points, plot, **axes)
+        warn(f"{plot}: {len(points)} graded submissions")
     if as_json:
         print(json.dumps(rows, indent=2))
     elif as_csv:
@@ -184,4 +200,5 @@ def results(
     elif not rows:
         say("no results yet (an experiment has one once it is validated)")
     else:
-        views.print_rows(console(), RESULT_COLUMNS, rows)
+        shown = [c for c in RESULT_COLUMNS if c != "expected_score"]  # kdq status shows it, with its interval
+        views.print_rows(console(), shown, rows)

@@ -87,7 +87,11 @@ def status_header(store: Store, interval_s: float | None = None) -> list[str]:
     counts = store.count_by_stage()
     if counts:
         lines.append("  ".join(f"{stage} {counts[stage]}" for stage in Stage if stage in counts))
-    return lines + header_lines(store, interval_s=interval_s)
+    from kdq.course.scoring import header_lines as score_lines
+    from kdq.settings import get_settings
+
+    lines += header_lines(store, interval_s=interval_s)
+    return lines + score_lines(store, get_settings(), time.time())
 
 
 def pick(exps: list[Experiment], show_all: bool) -> tuple[list[Experiment], int, int]:
@@ -114,11 +118,13 @@ def pick(exps: list[Experiment], show_all: bool) -> tuple[list[Experiment], int,
     )
 
 
-def _status_columns(exps: list[Experiment]) -> list[str]:
+def _status_columns(exps: list[Experiment], expected: dict | None = None) -> list[str]:
     cols = ["id", "name", "stage"]
     if len({e.backend for e in exps}) > 1:
         cols.append("backend")
     cols += ["epoch", "val F1"]
+    if expected:
+        cols.append("expected")
     if any(e.teacher_f1 is not None for e in exps):
         cols.append("teacher F1")
     if any(e.server_score is not None or e.server_rank is not None for e in exps):
@@ -126,8 +132,9 @@ def _status_columns(exps: list[Experiment]) -> list[str]:
     return [*cols, "updated"]
 
 
-def _status_cells(e: Experiment, now: float) -> dict[str, str]:
+def _status_cells(e: Experiment, now: float, expected: dict | None = None) -> dict[str, str]:
     return {
+        "expected": expected[e.id].text() if expected and e.id in expected else "",
         "id": str(e.id),
         "name": e.name,
         "stage": str(e.stage),
@@ -142,14 +149,14 @@ def _status_cells(e: Experiment, now: float) -> dict[str, str]:
     }
 
 
-def experiments_table(exps: list[Experiment]):
+def experiments_table(exps: list[Experiment], expected: dict | None = None):
     """The rich table: the name column is the only one that wraps; every other keeps its width."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
     now = time.time()
-    cols = _status_columns(exps)
+    cols = _status_columns(exps, expected)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
     for col in cols:
         right = col in ("id", "val F1", "teacher F1", "server")
@@ -161,7 +168,7 @@ def experiments_table(exps: list[Experiment]):
             min_width=12 if col == "name" else None,
         )
     for e in exps:
-        cells = _status_cells(e, now)
+        cells = _status_cells(e, now, expected)
         table.add_row(
             *(Text(cells[c], style=STAGE_STYLE.get(cells[c], "") if c == "stage" else "") for c in cols)
         )
@@ -209,17 +216,27 @@ def status_view(
         notes = _notes(shown, hidden_queued, hidden_older)
     parts: list[Any] = [*(Text.from_markup(h) for h in header)]
     if shown:
-        parts.append(experiments_table(shown))
+        parts.append(experiments_table(shown, _expected(store, shown)))
     parts += [Text(n, style="red" if " failed: " in n else "dim") for n in notes]
     return Group(*parts)
+
+
+def _expected(store: Store, exps: list[Experiment]) -> dict:
+    """Expected leaderboard scores of the validated ones (kdq.course.scoring)."""
+    from kdq.course.scoring import expected_all
+    from kdq.settings import get_settings
+
+    return expected_all(store, get_settings(), exps)
 
 
 def status_plain(store: Store, show_all: bool = False, interval_s: float | None = None) -> str:
     """The same, for pipes: the header lines, then every shown row tab-separated, full width."""
     shown, hidden_queued, hidden_older = pick(store.list(order="id"), show_all)
     now = time.time()
-    cols = ["id", "name", "stage", "backend", "epoch", "val F1", "teacher F1", "score", "rank", "updated"]
-    rows = [[*(_status_cells(e, now)[c] for c in cols), e.error or ""] for e in shown]
+    cols = ["id", "name", "stage", "backend", "epoch", "val F1", "expected", "teacher F1", "score", "rank"]
+    cols.append("updated")
+    expected = _expected(store, shown)
+    rows = [[*(_status_cells(e, now, expected)[c] for c in cols), e.error or ""] for e in shown]
     lines = [plain(h) for h in status_header(store, interval_s)]
     lines.append(tsv([c.replace(" ", "_") for c in cols] + ["error"], rows))
     lines += [n for n in _notes([], hidden_queued, hidden_older)]
@@ -281,11 +298,29 @@ def show_view(exp: Experiment, data: dict, events: list[dict]) -> list[Renderabl
     parts.append(spec)
     if exp.metrics:
         m = Table(title="metrics", show_header=False, title_justify="left")
-        for k in ("val_f1", "val_acc", "teacher_probe_f1", "model_mb", "best_epoch", "torch_version"):
+        for k in (
+            "val_f1",
+            "grader_f1",
+            "val_acc",
+            "teacher_probe_f1",
+            "model_mb",
+            "best_epoch",
+            "torch_version",
+        ):
             if k in exp.metrics:
                 value = exp.metrics[k]
                 m.add_row(k, num(value + 1 if k == "best_epoch" else value, 4))  # epochs count from 1
         parts.append(m)
+    if e := data.get("expected_score"):
+        lo, hi = e["interval"]
+        band = "" if lo == hi else f" [{lo:.3f}, {hi:.3f}]"
+        source = "" if e["holdout"] else " (no holdout: from val_f1)"
+        parts.append(
+            Text(
+                f"expected score {e['score']:.3f}{band} = 10 x {e['server_f1']:.4f} (expected server F1)"
+                f" - {e['size_term']:.3f} (size factor){source}"
+            )
+        )
     tl = Table(title="timeline", title_justify="left")
     for col in ("time", "event", "message"):
         tl.add_column(col)

@@ -68,14 +68,18 @@ def size_factor(ledger, settings) -> SizeFactor:
 def calibration(store, ledger, factor: SizeFactor) -> Calibration:
     """(our local F1, the server's F1) for each graded submission of ours; the server's F1 is its score
     plus the size factor at its size, over 10 (the leaderboard's F1 column, where it shows one)."""
-    pairs = []
+    return Calibration(tuple((loc, srv) for _, loc, srv in _pairs(store, ledger, factor)))
+
+
+def _pairs(store, ledger, factor: SizeFactor) -> list[tuple[dict, float, float]]:
+    out = []
     for row in ledger.graded():
         exp = store.get(row["exp_id"])
         f1, _, _ = local_f1(exp.metrics)
         size = row["model_size"] if row["model_size"] is not None else (exp.metrics or {}).get("model_mb")
         if f1 is not None and size is not None and row["score"] is not None:
-            pairs.append((f1, (row["score"] + factor(size)) / 10))
-    return Calibration(tuple(pairs))
+            out.append((row, f1, (row["score"] + factor(size)) / 10))
+    return out
 
 
 def grading_delay(store, ledger) -> float | None:
@@ -163,3 +167,55 @@ def inputs(store, ledger, settings, interval_s: float) -> dict:
         "best_known": best_known(store, factor, cal),
         "graded": graded(ledger),
     }
+
+
+# ---------------------------------------------------------------- for people (status, results, show, report)
+
+
+def expected_all(store, settings, exps) -> dict[int, Expected]:
+    """Each validated experiment's expected score, with one look at the ledger for all of them."""
+    factor, cal = outlook(store, settings)
+    return {e.id: x for e in exps if (x := expected_of(e, factor, cal)) is not None}
+
+
+def calibration_points(store, settings) -> list[tuple[str, float, float]]:
+    """(label, local F1, server F1) for each graded submission of ours: the calibration, plotted."""
+    from kdq.course.ledger import Ledger
+
+    ledger = Ledger(store)
+    factor = size_factor(ledger, settings)
+    return [(f"{r['exp_id']} #{r['attempt']}", loc, srv) for r, loc, srv in _pairs(store, ledger, factor)]
+
+
+def header_lines(store, settings, now: float) -> list[str]:
+    """``kdq status``: how scores are expected, and with a deadline, the countdown and what will count."""
+    from kdq.course.ledger import Ledger
+
+    ledger = Ledger(store)
+    factor = size_factor(ledger, settings)
+    cal = calibration(store, ledger, factor)
+    curve = ", ".join(f"{s:g} MiB {v:.2f}" for s, v in factor.table((2.0, 10.0, 20.0)))
+    how = "assumed (KDQ_SIZE_FACTOR)" if factor.assumed else factor.method
+    lines = [f"size factor {how}: {curve}", f"calibration: {cal.text()}"]
+    d = deadline(settings, store, ledger, settings.submit_interval_s)
+    if d is None:
+        return lines
+    phase, when = (
+        d.phase(now),
+        datetime.fromtimestamp(d.at, settings.deadline.tzinfo).strftime("%b %d %H:%M %Z"),
+    )
+    if phase == "over":
+        return [*lines, f"deadline {when}: passed"]
+    steps = {
+        "open": f"final windows in {_span(d.final_at - now)}",
+        "final": "final windows: only the best goes",
+    }
+    step = steps.get(phase, "closing: no new model goes")
+    best = max(graded(ledger), key=lambda g: (g.score, g.attempt), default=None)
+    counts = "nothing graded yet" if best is None else f"experiment {best.exp_id} (score {best.score:.3f})"
+    return [*lines, f"deadline {when}: in {_span(d.at - now)}; {step}", f"best graded so far: {counts}"]
+
+
+def _span(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    return f"{seconds / 60:.0f}m" if seconds < 5400 else f"{seconds / 3600:.1f}h"

@@ -112,3 +112,60 @@ def test_live_details_ours_and_outside(store, settings):
     ledger.save_board(Leaderboard(columns=[], rows=[row]), row)
     outside = scoring.live_details(store, ledger, Live(attempt=4, state="successful"), "team rocket")
     assert (outside.score, outside.val_f1, outside.size_mb) == (7.95, 0.81, 2.5)
+
+
+def test_status_lines_say_how_scores_are_expected_and_count_down_to_the_deadline(store, settings):
+    assert scoring.header_lines(store, settings, now=0.0) == [
+        "size factor assumed (KDQ_SIZE_FACTOR): 2 MiB 0.04, 10 MiB 0.38, 20 MiB 0.79",
+        "calibration: no calibration yet (0 graded of 2 needed)",
+    ]
+    from kdq.settings import Settings
+
+    deadline = datetime(2026, 12, 5, 23, 59)
+    s = Settings(deadline=deadline, submit_interval_s=900.0)
+    at = deadline.replace(tzinfo=s.deadline.tzinfo).timestamp()
+    ledger = Ledger(store)
+    a = validated(store, HOLDOUT)
+    graded(store, ledger, a, 1, 7.4, 13.0, posted=1.0, done=301.0)
+    assert scoring.header_lines(store, s, now=at - 3 * 3600)[2:] == [
+        "deadline Dec 05 23:59 EST: in 3.0h; final windows in 1.6h",
+        "best graded so far: experiment 1 (score 7.400)",
+    ]
+    assert "closing: no new model goes" in scoring.header_lines(store, s, now=at - 600)[2]
+    assert scoring.header_lines(store, s, now=at + 1)[-1] == "deadline Dec 05 23:59 EST: passed"
+
+
+def test_expected_score_in_status_results_and_show(store, settings, monkeypatch):
+    import json
+
+    import structlog
+    from typer.testing import CliRunner
+
+    from kdq.cli.main import app
+
+    a = validated(store, HOLDOUT)
+    b = validated(store, {"val_f1": 0.7, "model_mb": 1.0})
+    runner = CliRunner()
+
+    def run(*args):
+        result = runner.invoke(app, list(args))
+        structlog.reset_defaults()
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    rows = {r["id"]: r for r in json.loads(run("results", "--json"))}
+    assert rows[a]["expected_score"] == 7.5 and rows[b]["expected_score"] == 7.0
+    status = {e["id"]: e for e in json.loads(run("status", "--json"))["experiments"]}
+    assert (
+        status[a]["expected_score"]["interval"] == [7.3, 7.7]
+        and status[b]["expected_score"]["holdout"] is False
+    )
+    assert json.loads(run("show", str(a), "--json"))["expected_score"]["score"] == 7.5
+    plain = run("status")
+    assert (
+        "7.500 [7.300, 7.700]" in plain and "7.000 (no holdout)" in plain and "size factor assumed" in plain
+    )
+    shown = " ".join(run("show", str(b)).split())
+    assert (
+        "expected score 7.000 = 10 x 0.7000 (expected server F1) - 0.000 (size factor) (no holdout" in shown
+    )
