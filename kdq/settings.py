@@ -26,6 +26,30 @@ EASTERN = ZoneInfo("America/New_York")  # the course server's clock
 ENV_FILE = ".env"
 
 
+DEFAULT_PRIOR = "1:0,25:1"  # KDQ_SIZE_FACTOR: linear from 0 points at 1 MiB to 1 point at 25 MiB
+
+
+def parse_prior(text: str) -> tuple[tuple[float, float], ...]:
+    """``"1:0,25:1"`` (MiB:points pairs) as sorted points; ``ValueError`` saying what is wrong."""
+    points = []
+    for part in text.replace(" ", "").split(","):
+        size, sep, value = part.partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            points.append((float(size), float(value)))
+        except ValueError:
+            raise ValueError(
+                f"{part!r} is not MiB:points; write pairs like {DEFAULT_PRIOR!r} (0 points at 1 MiB, 1 at 25)"
+            ) from None
+    points.sort()
+    if len(points) < 2 or len({s for s, _ in points}) != len(points):
+        raise ValueError(f"{text!r}: give at least two different sizes, e.g. {DEFAULT_PRIOR!r}")
+    if any(b[1] < a[1] for a, b in zip(points, points[1:])):
+        raise ValueError(f"{text!r}: points must not fall as size grows (a bigger model never scores more)")
+    return tuple(points)
+
+
 class SettingsError(ValueError):
     """A bad ``KDQ_*`` value: one line naming the variable, where it came from and the fix."""
 
@@ -85,7 +109,8 @@ class Settings(BaseSettings):
 
     # Playing for the score (docs/submission-policy.md)
     size_factor: str = Field(
-        "1:0,25:1", description="The size factor assumed until the leaderboard shows one: MiB:points pairs."
+        DEFAULT_PRIOR,
+        description="The size factor assumed until the leaderboard shows one: MiB:points pairs.",
     )
     submit_confidence: float = Field(
         0.8, gt=0, lt=1, description="if_better submits when the chance it beats the live one is this."
@@ -95,8 +120,6 @@ class Settings(BaseSettings):
     @field_validator("size_factor")
     @classmethod
     def _size_factor_pairs(cls, text: str) -> str:
-        from kdq.course.size_factor import parse_prior
-
         parse_prior(text)  # a ValueError says what is wrong and gives an example
         return text
 

@@ -69,14 +69,16 @@ def settings():
         raise fail(str(exc), USAGE) from None
 
 
-def open_store(create: bool = True, s=None, force: bool = False) -> Store:
-    """The store of this home; with ``create=False`` (read-only commands) none is made where none is."""
+def open_store(create: bool = True, s=None, force: bool = False, look: bool = False) -> Store:
+    """The store of this home; with ``create=False`` none is made where none is. ``look``: the command only
+    reads (status, show, results), logs nothing, and so does not even set logging up."""
     from kdq import log as kdqlog
     from kdq.store import Store, StoreError
 
     s = s or settings()
-    kdqlog.configure(s.log_json, level=logging.WARNING, settings=s)  # commands say what they did themselves
-    if not create and not s.db_path.exists():
+    if not look:  # commands say what they did themselves: only warnings are logged
+        kdqlog.configure(s.log_json, level=logging.WARNING, settings=s)
+    if (look or not create) and not s.db_path.exists():
         raise fail(f"no kdq state here: {s.where()}; `kdq enqueue SPEC` or `kdq demo` starts one")
     try:
         return Store.open(s, force=force)

@@ -31,7 +31,7 @@ def report(
     from kdq.report import experiment_data, submissions_for, write_experiment_report
 
     s = settings()
-    with open_store(create=False) as store:
+    with open_store(look=True) as store:
         exp = get_or_exit(store, exp_id)
         subs, events = submissions_for(store, exp_id), store.events(exp_id)
         expected = (e := expected_all(store, s, [exp]).get(exp_id)) and e.as_json()
@@ -60,7 +60,7 @@ def compare(
 
     if len(ids) < 2:
         raise fail("compare needs at least two experiment ids, e.g. `kdq compare 3 7`", 2)
-    with open_store(create=False) as store:
+    with open_store(look=True) as store:
         exps = [get_or_exit(store, i) for i in ids]
         all_rows = [result_row(e) for e in store.list() if e.val_f1 is not None]
     diff, table = spec_diff([e.spec_json for e in exps]), side_by_side(exps)

@@ -46,7 +46,7 @@ def status(
 
     s = settings()
     every = s.submit_interval_s
-    with open_store(create=False, s=s) as store:
+    with open_store(s=s, look=True) as store:
         if as_json:
             from kdq.worker import heartbeat_age
 
@@ -103,7 +103,7 @@ def show(
     from kdq.cli import views
     from kdq.course.scoring import expected_all
 
-    with open_store(create=False) as store:
+    with open_store(look=True) as store:
         exp = get_or_exit(store, exp_id)
         events = store.events(exp_id)
         expected = expected_all(store, settings(), [exp]).get(exp.id)
@@ -177,7 +177,7 @@ def results(
         raise fail(f"--sort {sort}: unknown column; choose one of {', '.join(RESULT_COLUMNS)}", 2)
     if unknown := [s for s in stage if s not in {str(x) for x in Stage}]:
         raise fail(f"--stage {unknown[0]}: unknown stage; choose from {', '.join(str(x) for x in Stage)}", 2)
-    with open_store(create=False) as store:
+    with open_store(look=True) as store:
         exps = [e for e in store.list() if e.val_f1 is not None and backend in (None, e.backend)]
         expected = expected_all(store, settings(), exps)
         rows = [result_row(e, expected.get(e.id)) for e in exps]

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_PRIOR = "1:0,25:1"  # linear from 0 points at 1 MiB to 1 point at 25 MiB
+from kdq.settings import DEFAULT_PRIOR, parse_prior  # KDQ_SIZE_FACTOR's syntax, checked in settings
+
 MIN_ROWS = 5  # fewer usable rows than this: the prior
 SHOWN_AT_MIB = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 23.0)  # where `kdq leaderboard` prints the curve
 # Scores are printed with 3 decimals and F1 with 4: one row's f(size) is off by up to this much.
@@ -56,27 +57,6 @@ class SizeFactor:
             "rows": self.rows,
             "snapshot_at": self.snapshot_at,
         }
-
-
-def parse_prior(text: str) -> tuple[tuple[float, float], ...]:
-    """``"1:0,25:1"`` (MiB:points pairs) as sorted points; ``ValueError`` saying what is wrong."""
-    points = []
-    for part in text.replace(" ", "").split(","):
-        size, sep, value = part.partition(":")
-        try:
-            if not sep:
-                raise ValueError
-            points.append((float(size), float(value)))
-        except ValueError:
-            raise ValueError(
-                f"{part!r} is not MiB:points; write pairs like {DEFAULT_PRIOR!r} (0 points at 1 MiB, 1 at 25)"
-            ) from None
-    points.sort()
-    if len(points) < 2 or len({s for s, _ in points}) != len(points):
-        raise ValueError(f"{text!r}: give at least two different sizes, e.g. {DEFAULT_PRIOR!r}")
-    if any(b[1] < a[1] for a, b in zip(points, points[1:])):
-        raise ValueError(f"{text!r}: points must not fall as size grows (a bigger model never scores more)")
-    return tuple(points)
 
 
 def assumed(prior: str | tuple[tuple[float, float], ...] = DEFAULT_PRIOR, why: str = "") -> SizeFactor:
