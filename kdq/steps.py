@@ -94,6 +94,8 @@ def step_validating(ctx: Context, exp: Experiment) -> float | None:
     dest = Path(exp.artifacts)
     model = dest / runfolder.MODEL
     sha256 = sha256_of(model) if model.is_file() else None  # the one file the scheduler may upload
+    model = dest / runfolder.MODEL
+    sha256 = sha256_of(model) if model.is_file() else None  # the one file the scheduler may upload
     metrics = runfolder.read_json(dest / runfolder.METRICS)
     if not metrics or "val_f1" not in metrics:
         raise PermanentError(f"{dest / runfolder.METRICS} is missing or has no val_f1")
@@ -103,6 +105,7 @@ def step_validating(ctx: Context, exp: Experiment) -> float | None:
     except VerifyError as exc:
         raise PermanentError(f"model.pt fails the grader's checks: {exc}") from None
     metrics = {**metrics, "verify": report, "grader_f1": report.get("grader_f1")}
+    metrics["sha256"] = sha256
     metrics["sha256"] = sha256
     ctx.store.move(
         exp.id,

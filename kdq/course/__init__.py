@@ -1,15 +1,21 @@
 """The course grading server (UVA CS 4774 HW3): a client, its result types, and a stand-in server.
 
     client.py       CourseClient: ping, submit, status, leaderboard (httpx + tenacity)
+    answers.py      the server's answers read (JSON or not), each status code as its error
     errors.py       Unreachable, RateLimited, Rejected, ServerError, UnexpectedResponse
     models.py       Attempt, SubmitReceipt, Leaderboard, Ping and the readers of loose JSON
     leaderboard.py  the leaderboard page's table, columns found by header text
     policy.py       what to submit when (pure)
-    scheduler.py    the policy's I/O: intents, reconciling, following grading (the worker's task)
+    ledger.py       everything kdq writes down about the server: submissions, snapshots, course.* keys
+    matching.py     which attempt is which upload: number, size, recorded time (pure)
+    sealed.py       the read-only copy of a validated model, named by its sha256, that an upload sends
+    server_view.py  the scheduler's reads of the server, trouble turned into waits
+    upload.py       one upload, from the intent to an attempt number (never two)
+    scheduler.py    the tick: ledger -> policy -> act -> ledger (the worker's task)
     status.py       the course server's lines in ``kdq status``
     fake_server/    FakeServer: a stand-in on a loopback port, with grading and faults
 
-See COURSE_SERVER.md for what is known about the real server and what is uncertain.
+docs/course-server.md says what is known about the real server and what kdq does not assume.
 """
 
 from kdq.course.client import CourseClient

@@ -36,7 +36,7 @@ log = get_logger("kdq.course")
 VPN_HINT = "The course server answers only on the university network: is this machine on the UVA VPN?"
 ALLOWED_SUFFIXES = (".pt", ".pth")
 DISCOVERY_PAGES = ("/", "/homework/3", "/instructions-hw3")  # pages that link to the leaderboard
-OTHER_PORT = {8000: 9000, 9000: 8000}  # COURSE_SERVER.md: the homework pages say 8000, the user's notes 9000
+OTHER_PORT = {8000: 9000, 9000: 8000}  # the homework pages say 8000, older notes 9000
 
 
 class _RedactFilter(logging.Filter):

@@ -40,10 +40,12 @@ class Uploader:
 
     @property
     def grace_s(self) -> float:
-        """After the interval, how long an unknown upload may still appear: the server held it for at
-        least our read timeout; allow as long again."""
+        """After the interval, how long an unknown upload may still appear: a server that read an upload
+        may record it late (it held ours past our read timeout). Another interval and twice the read
+        timeout: a re-upload after that is refused by the server's own rate limit if the first one
+        is recorded later still (unless it held it for over two intervals)."""
         timeout = getattr(self.view.client, "request_timeout_s", None) or self.settings.request_timeout_s
-        return 2 * timeout
+        return self.interval_s + 2 * timeout
 
     # ---------------------------------------------------------------- settle the upload in flight
 

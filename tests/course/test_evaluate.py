@@ -1,4 +1,4 @@
-"""Grading exactly as COURSE_SERVER.md describes: string-sorted classes, 224x224, ImageNet normalization."""
+"""Grading as docs/course-server.md describes: string-sorted classes, 224x224, ImageNet normalization."""
 
 import pytest
 

@@ -1,6 +1,7 @@
 """``kdq worker``, with optional pauses inside steps, so a test can kill it at a chosen moment.
 
     KDQ_TEST_PAUSE='{"fetching": 4}' KDQ_TEST_MARKS=/tmp/marks python tests/overnight/worker_entry.py
+    KDQ_TEST_DISK_FULL_S=6 python tests/overnight/worker_entry.py   # the disk fills as the first upload ends
 
 Each paused step does its real work first (the launch, the copy, the verification), then touches
 ``$KDQ_TEST_MARKS/<stage>`` and sleeps: a signal sent once the mark exists lands after the side
@@ -44,8 +45,60 @@ def install(pauses: dict[str, float]) -> None:
         verify.verify_file = _pausing("validating", pauses["validating"], verify.verify_file)
 
 
+WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "BEGIN", "CREATE")
+
+
+def disk_full_after_first_upload(seconds: float) -> None:
+    """From the moment the first upload's answer arrives, for ``seconds``, every SQLite write of this
+    process (kdq.db and Huey's queue.db alike) fails as on a full disk."""
+    import sqlite3
+
+    from kdq.course.client import CourseClient
+
+    full_until: list[float] = []
+
+    def check(sql: str) -> None:
+        if full_until and time.time() < full_until[0] and sql.lstrip().upper().startswith(WRITES):
+            raise sqlite3.OperationalError("database or disk is full")
+
+    class Cursor(sqlite3.Cursor):
+        def execute(self, sql, *args):
+            check(sql)
+            return super().execute(sql, *args)
+
+        def executemany(self, sql, *args):
+            check(sql)
+            return super().executemany(sql, *args)
+
+    class Connection(sqlite3.Connection):
+        def cursor(self, factory=Cursor):
+            return super().cursor(factory)
+
+        def execute(self, sql, *args):
+            check(sql)
+            return super().execute(sql, *args)
+
+        def executemany(self, sql, *args):
+            check(sql)
+            return super().executemany(sql, *args)
+
+    real_connect, real_submit = sqlite3.connect, CourseClient.submit
+    sqlite3.connect = lambda *a, **k: real_connect(*a, **{**k, "factory": Connection})
+
+    def submit(self, path):
+        try:
+            return real_submit(self, path)
+        finally:
+            if not full_until:
+                full_until.append(time.time() + seconds)
+
+    CourseClient.submit = submit
+
+
 if __name__ == "__main__":
     install(json.loads(os.environ.get("KDQ_TEST_PAUSE") or "{}"))
+    if os.environ.get("KDQ_TEST_DISK_FULL_S"):
+        disk_full_after_first_upload(float(os.environ["KDQ_TEST_DISK_FULL_S"]))
     from kdq.cli.main import app
 
     app(["worker", "--log-json"])

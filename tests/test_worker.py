@@ -1,0 +1,31 @@
+"""The worker module: a queue per home built on demand, nothing made at import, nudges to the right home."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from kdq.settings import Settings
+
+
+def test_importing_the_worker_module_makes_no_file(tmp_path):
+    home = tmp_path / "home"
+    code = "import kdq.worker, jobs.worker"
+    subprocess.run(
+        [sys.executable, "-c", code], env={"KDQ_HOME": str(home), "PATH": ""}, check=True, cwd=tmp_path
+    )
+    assert list(tmp_path.iterdir()) == []  # neither the home nor anything in the working directory
+
+
+def test_one_queue_per_home_and_nudges_land_in_it(tmp_path, monkeypatch):
+    from kdq import worker
+
+    monkeypatch.setenv("KDQ_HOME", str(tmp_path / "a"))
+    a = Settings()
+    monkeypatch.setenv("KDQ_HOME", str(tmp_path / "b"))
+    b = Settings()
+    assert worker.queue(a) is worker.queue(a) and worker.queue(a) is not worker.queue(b)
+    worker.nudge([7, 8], b, scheduler=True)
+    assert worker.queue(b).huey.pending_count() == 3 and worker.queue(a).huey.pending_count() == 0
+    names = sorted(t.name for t in worker.queue(b).huey.pending())
+    assert names == ["advance", "advance", "submissions"]
