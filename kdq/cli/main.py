@@ -6,13 +6,15 @@ and a TAB completion stay quick.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from kdq.cli import data, demo, doctor, modal, queue, report, search, server, status
+
+if TYPE_CHECKING:
+    import click
 
 
 class Grouped(TyperGroup):
