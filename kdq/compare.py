@@ -31,13 +31,12 @@ def select(
     *,
     stage: Iterable[str] = (),
     name: str | None = None,
-    backend: str | None = None,
     min_f1: float | None = None,
     sort: str | None = None,
     descending: bool = True,
     limit: int | None = None,
 ) -> list[dict]:
-    """Filter result rows (dicts with id, name, stage, backend, val_f1, ...), sort them, keep the first ``limit``.
+    """Filter result rows (dicts with id, name, stage, val_f1, ...), sort them, keep the first ``limit``.
 
     Rows without a value in the sort column go last in either direction.
     """
@@ -47,7 +46,6 @@ def select(
         for r in rows
         if (not stages or r.get("stage") in stages)
         and (name is None or _matches(str(r.get("name", "")), name))
-        and (backend is None or r.get("backend") == backend)
         and (min_f1 is None or (r.get("val_f1") is not None and r["val_f1"] >= min_f1))
     ]
     if sort:
@@ -111,23 +109,6 @@ def side_by_side(exps: list) -> dict[str, list[Any]]:
 
 # ---------------------------------------------------------------- the HTML page
 
-PAGE = """{% extends "base.html" %}{% block body %}
-<h2>Spec differences</h2>
-{% if diff %}<table><tr><th>field</th>{% for e in exps %}<th>{{ e.id }}: {{ e.name }}</th>{% endfor %}</tr>
-{% for k, vals in diff.items() %}<tr><th>{{ k }}</th>{% for v in vals %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}
-</table>{% else %}<p>The specs are identical (apart from nothing at all: the same experiment run twice?).</p>{% endif %}
-<h2>Metrics</h2>
-<img src="metrics.png" alt="metrics side by side">
-<table><tr><th>metric</th>{% for e in exps %}<th>{{ e.id }}: {{ e.name }}</th>{% endfor %}</tr>
-{% for k, vals in table.items() %}<tr><th>{{ k }}</th>{% for v in vals %}<td class="num">{{ v|num }}</td>{% endfor %}</tr>{% endfor %}
-</table>
-{% if per_class %}<h2>Per-class F1</h2><img src="per_class_f1.png" alt="per-class F1">{% endif %}
-<h2>Can local validation be trusted?</h2>
-<p>Every submitted experiment ({{ points|length }} with a server score): local validation macro-F1 against the
-course server's score. Points on a rising line mean the local split ranks models like the server does.</p>
-<img src="local_vs_server.png" alt="local validation against server score">
-{% endblock %}"""
-
 
 def write_compare_report(exps: list, all_rows: list[dict], out_dir: Path) -> Path:
     """``out_dir/index.html`` with the spec diff, the metrics, a per-class chart and the trust chart."""
@@ -147,7 +128,7 @@ def write_compare_report(exps: list, all_rows: list[dict], out_dir: Path) -> Pat
     points = trust_points(all_rows)
     plots.local_vs_server(points, out_dir / "local_vs_server.png")
     html = render(
-        PAGE,
+        "compare.html",
         title="Comparison of " + ", ".join(str(e.id) for e in exps),
         exps=exps,
         diff=spec_diff([e.spec_json for e in exps]),

@@ -74,7 +74,7 @@ def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def artifacts_dir(exp, settings=None) -> Path | None:
-    """Where this experiment's metrics.json / history.csv are: fetched artifacts, else the local run folder."""
+    """Where this experiment's metrics.json and history.csv are: its artifacts, else the local run folder."""
     candidates = []
     if exp.artifacts:
         candidates.append(Path(exp.artifacts))
@@ -173,7 +173,9 @@ SUB_COLS = (
 
 
 def submissions_for(store, exp_id: int) -> list[dict]:
-    rows = list(store.db.query("select * from submissions where exp_id = ? order by id", [exp_id]))
+    from kdq.course.ledger import Ledger
+
+    rows = Ledger(store).submissions_of(exp_id)
     return [
         {**r, "created": fmt_time(r.get("created_at")), "posted": fmt_time(r.get("posted_at"))} for r in rows
     ]

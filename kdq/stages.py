@@ -41,8 +41,6 @@ PIPELINE: tuple[Stage, ...] = (
 TERMINAL = frozenset({Stage.DONE, Stage.FAILED, Stage.CANCELLED, Stage.SKIPPED, Stage.PRUNED})
 LIVE = frozenset(set(Stage) - TERMINAL)
 RETRYABLE = frozenset({Stage.FAILED, Stage.CANCELLED, Stage.SKIPPED, Stage.PRUNED})
-# Stages in which something runs elsewhere (a training run, a submission) that cancel must stop.
-REMOTE = frozenset({Stage.LAUNCHING, Stage.TRAINING})
 # Once submitted, a model is on the server: cancelling cannot take it back.
 SUBMITTED = frozenset({Stage.SUBMITTING, Stage.EVALUATING})
 

@@ -44,7 +44,6 @@ def test_select_filters():
     assert ids(select(ROWS, stage=["done", "ready"])) == [1, 2, 3]
     assert ids(select(ROWS, name="hinton-*")) == [1, 2]  # glob
     assert ids(select(ROWS, name="BASE")) == [3, 4]  # substring, any case
-    assert ids(select(ROWS, backend="modal")) == [2, 3]
     assert ids(select(ROWS, min_f1=0.6)) == [1, 2]
 
 
