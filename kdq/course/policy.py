@@ -20,8 +20,8 @@ then the older experiment. The live submission is the server's latest attempt th
 
 With a deadline (``expected.Deadline``): in the final windows only a candidate whose expected score
 is the best of every model validated so far goes; once closing (one interval plus the grading delay
-before it) no new model goes, and if the live submission is worse than the best one graded, that
-one is put back (``Plan.restore``) so it is what counts.
+before it) no new model goes. In both, when nothing else goes and the live submission is graded worse
+than the best one graded, that one is put back (``Plan.restore``) so it is what counts.
 """
 
 from __future__ import annotations
@@ -201,12 +201,12 @@ def plan(
                     (c.exp_id, "skipped", f"not submitted: {numbers}; `kdq submit {c.exp_id}` overrides")
                 )
             # else: the live one is still pending and may yet fail; decide once it is graded
-    restore = _restore(live, graded) if phase == "closing" and not eligible else None
+    restore = _restore(live, graded) if phase in ("final", "closing") and not eligible else None
     if restore is not None:
         return Plan(
             finish=tuple(finish),
             restore=restore.exp_id,
-            reason=f"deadline closing: experiment {restore.exp_id} (score {restore.score:.3f}, attempt "
+            reason=f"deadline {phase}: experiment {restore.exp_id} (score {restore.score:.3f}, attempt "
             f"#{restore.attempt}) is the best graded; putting it back so it is what counts",
         )
     if not eligible:

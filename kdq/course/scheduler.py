@@ -94,9 +94,9 @@ class Scheduler:
             return min(blocking)
         self._refresh_rank()
         ready = self.store.list({Stage.READY})
-        if not ready:
+        if not ready and not scoring.deadline_ahead(self.settings, self.clock()):
             return min((d for d, _ in delays), default=None)
-        return self._next(ready)
+        return self._next(ready)  # before a deadline also with nothing ready: the best graded may go back
 
     def _refresh_rank(self) -> None:
         """Ranks move as other teams submit: now and then re-read our row for the live submission."""
@@ -219,7 +219,7 @@ class Scheduler:
             return p.wait_s
         remaining = self.store.list({Stage.READY})
         waiting_on_live = any(e.spec.submit.policy != "manual" or e.submit_requested for e in remaining)
-        return self.idle_s if waiting_on_live else None
+        return self.idle_s if waiting_on_live or scoring.deadline_ahead(self.settings, self.clock()) else None
 
     def _outside_f1(self) -> float | None:
         latest = self.ledger.latest_board()

@@ -108,6 +108,12 @@ def deadline(settings, store, ledger, interval_s: float) -> Deadline | None:
     )
 
 
+def deadline_ahead(settings, now: float) -> bool:
+    """Whether a deadline is set and still to come (the scheduler then keeps looking)."""
+    when: datetime | None = getattr(settings, "deadline", None)
+    return when is not None and now < when.timestamp()
+
+
 def graded(ledger) -> tuple[Graded, ...]:
     return tuple(
         Graded(r["exp_id"], r["attempt"], r["score"])

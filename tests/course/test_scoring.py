@@ -10,6 +10,9 @@ from kdq.course.models import Leaderboard, LeaderboardRow
 from kdq.course.policy import Live
 from kdq.spec import ExperimentSpec
 from kdq.stages import Stage
+from tests.course import test_scheduler as stand_in
+
+srv, sched = stand_in.srv, stand_in.sched  # the stand-in's fixtures, here under their names
 
 PATH = [Stage.LAUNCHING, Stage.TRAINING, Stage.FETCHING, Stage.VALIDATING, Stage.READY]
 
@@ -169,3 +172,25 @@ def test_expected_score_in_status_results_and_show(store, settings, monkeypatch)
     assert (
         "expected score 7.000 = 10 x 0.7000 (expected server F1) - 0.000 (size factor) (no holdout" in shown
     )
+
+
+def test_at_the_deadline_the_scheduler_puts_the_best_graded_model_back(
+    store, settings, tmp_path, models, srv, sched
+):
+    """Against the stand-in: a worse model is live when the deadline closes; the best graded one is
+    uploaded once more, and nothing after it."""
+    from datetime import timedelta
+
+    drive, make_ready = stand_in.drive, stand_in.make_ready
+    best = make_ready(store, tmp_path, models["perfect"], 0.9, "always")
+    worse = make_ready(store, tmp_path, models["const0"], 0.5, "always")
+    drive(sched, lambda: all(store.get(i).stage is Stage.DONE for i in (best, worse)))
+    assert [s.attempt for s in srv.course.submissions] == [1, 2] and store.get(worse).server_attempt == 2
+    assert store.get(worse).server_score < store.get(best).server_score
+    settings.deadline = datetime.now(UTC) + timedelta(seconds=30)  # inside the reserve: closing
+    drive(sched, lambda: len(srv.course.submissions) == 3 and store.get(best).stage is Stage.DONE)
+    assert srv.course.submissions[-1].size_mb == srv.course.submissions[0].size_mb  # the best file again
+    assert any("putting it back" in e["message"] for e in store.events(best))
+    for _ in range(5):
+        sched.tick()
+    assert len(srv.course.submissions) == 3 and store.get(best).server_attempt == 3
