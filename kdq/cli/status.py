@@ -48,6 +48,7 @@ def status(
     every = s.submit_interval_s
     with open_store(s=s, look=True) as store:
         if as_json:
+            from kdq.course.ledger import Ledger
             from kdq.worker import heartbeat_age
 
             age = heartbeat_age(store)
@@ -59,7 +60,7 @@ def status(
                 "worker_alive": age is not None and age < 30,
                 "worker_heartbeat_age_s": age,
                 "counts": store.count_by_stage(),
-                "course_server": store.get_meta_json("course.server"),
+                "course_server": Ledger(store).server() or None,
                 "experiments": [
                     {**e.summary(), "expected_score": expected[e.id].as_json() if e.id in expected else None}
                     for e in exps

@@ -65,7 +65,7 @@ def test_tables_and_errors(env, token, models, store):
     assert result.exit_code == 3 and "Rate limit: wait 5 minutes" in out and "300" in out
     env.go_down()
     result, out = run("server", "ping")
-    assert result.exit_code == 2 and "VPN" in out
+    assert result.exit_code == 4 and "VPN" in out  # 4: the course server is unreachable
     result, out = run("server", "status")
     assert result.exit_code == 1 and "cannot connect" in out
     assert token not in out
