@@ -67,7 +67,7 @@ def test_tables_and_errors(env, token, models, store):
     result, out = run("server", "ping")
     assert result.exit_code == 4 and "VPN" in out  # 4: the course server is unreachable
     result, out = run("server", "status")
-    assert result.exit_code == 1 and "cannot connect" in out
+    assert result.exit_code == 4 and "cannot connect" in out
     assert token not in out
 
 
