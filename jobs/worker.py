@@ -53,6 +53,7 @@ def run(settings) -> None:
         beat.start()
         ids = worker.redrive(q, grace_s=-1e9)  # at start, look at every live experiment once
         q.submissions()  # and let the scheduler look at the server
+        q.searches()  # and let every search catch up with what ended while no worker ran
         log.info("worker started", home=str(settings.root), live=len(ids), threads=settings.worker_threads)
         consumer = q.huey.create_consumer(
             workers=settings.worker_threads,

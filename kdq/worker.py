@@ -43,12 +43,16 @@ class Queue:
     huey: SqliteHuey
     tasks: dict = field(default_factory=dict)
     tick_lock: threading.Lock = field(default_factory=threading.Lock)
+    search_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def advance(self, exp_id: int):
         return self.tasks["advance"](exp_id)
 
     def submissions(self):
         return self.tasks["submissions"]()
+
+    def searches(self):
+        return self.tasks["searches"]()
 
 
 _QUEUES: dict[str, Queue] = {}
@@ -77,9 +81,13 @@ def _build(settings) -> Queue:
     def reconcile() -> None:
         _reconcile(q)
 
+    def searches() -> None:
+        _searches(q)
+
     q.tasks["advance"] = q.huey.task(name="advance")(advance)
     q.tasks["submissions"] = q.huey.task(name="submissions")(submissions)
     q.tasks["reconcile"] = q.huey.periodic_task(crontab(minute="*"), name="reconcile")(reconcile)
+    q.tasks["searches"] = q.huey.task(name="searches")(searches)
     return q
 
 
@@ -88,8 +96,11 @@ def _advance(q: Queue, exp_id: int) -> None:
         with q.huey.lock_task(lock_name(exp_id)):
             with Store.open(q.settings) as store:
                 delay = steps.run_until_wait(steps.Context(settings=q.settings, store=store), exp_id)
+                search_trial = store.get(exp_id).search is not None
     except TaskLockedException:
         return  # another task is on this experiment right now; it reschedules itself
+    if search_trial:
+        q.searches()  # a trial moved on: report its epoch, tell its end, ask for the next one
     if delay is None:
         q.submissions()  # it may have become ready: the scheduler decides
     else:
@@ -106,6 +117,21 @@ def _submissions(q: Queue) -> None:
         q.tick_lock.release()
     if delay is not None:
         raise RetryTask(delay=delay)
+
+
+def _searches(q: Queue) -> None:
+    """Every search, one tick at a time: tell, prune, ask for the next trials (kdq.search.driver)."""
+    from kdq.search import driver
+
+    if not q.search_lock.acquire(blocking=False):
+        return  # a tick is running; the next trial step asks for another
+    try:
+        with Store.open(q.settings) as store:
+            ids = driver.tick(steps.Context(settings=q.settings, store=store))
+    finally:
+        q.search_lock.release()
+    for exp_id in ids:
+        q.advance(exp_id)
 
 
 def tick(settings) -> float | None:
@@ -157,6 +183,7 @@ def _reconcile(q: Queue) -> None:
     with Store.open(q.settings) as store:
         if scheduler_has_work(store):
             q.submissions()  # a lost scheduler task costs a minute at most; an extra tick is harmless
+    q.searches()  # trials are re-driven like experiments; a search also asks for its next ones here
 
 
 def nudge(ids: list[int], settings, scheduler: bool = False) -> None:
