@@ -37,7 +37,7 @@ def run(*args: str):
 def test_ping_submit_status_leaderboard_json(env, token, models):
     result, out = run("server", "ping", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["reachable"] is True
-    result, out = run("server", "submit", str(models["perfect"]), "--json")
+    result, out = run("server", "submit", str(models["perfect"]), "--json", "--yes")
     assert result.exit_code == 0, out
     assert json.loads(result.stdout)["attempt"] == 1
     env.course.wait_graded()
@@ -50,7 +50,7 @@ def test_ping_submit_status_leaderboard_json(env, token, models):
 
 
 def test_tables_and_errors(env, token, models, store):
-    run("server", "submit", str(models["broken"]))
+    run("server", "submit", str(models["broken"]), "--yes")
     env.course.wait_graded()
     from kdq.spec import ExperimentSpec
 
@@ -61,7 +61,7 @@ def test_tables_and_errors(env, token, models, store):
     result, out = run("server", "leaderboard")
     assert "not on the leaderboard yet" in out
     env.inject("rate_limit", wait_s=300, route="submit")
-    result, out = run("server", "submit", str(models["perfect"]))
+    result, out = run("server", "submit", str(models["perfect"]), "--yes")
     assert result.exit_code == 3 and "Rate limit: wait 5 minutes" in out and "300" in out
     env.go_down()
     result, out = run("server", "ping")
