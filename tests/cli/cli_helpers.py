@@ -100,3 +100,36 @@ def strip_escapes(text: str) -> str:
 
 def kdq_env(home: Path) -> dict:
     return {**{k: v for k, v in os.environ.items() if not k.startswith("KDQ_")}, "KDQ_HOME": str(home)}
+
+
+def readme_morning(store) -> None:
+    """The README's status sample: the morning store, a live worker, a reachable server, one graded upload."""
+    import os as _os
+
+    from kdq.course.ledger import Ledger
+
+    now = time.time()
+    ids = fill(store)
+    store.set_meta("worker", {"pid": _os.getpid(), "host": "h", "started_at": now - 9 * 3600, "ts": now})
+    Ledger(store, clock=lambda: now - 12).record_server(True, "ok")
+    ledger = Ledger(store, clock=lambda: now - 540)
+    ledger.open_submission(ids[9], attempt=9, state="successful", score=7.912, rank=3)
+    ledger.note_submit(now - 540)
+
+
+def normalized(text: str) -> str:
+    """Status output with its clock-dependent seconds fixed, for comparing two runs."""
+    return re.sub(r"\(\d+s ago\)", "(12s ago)", text)
+
+
+if __name__ == "__main__":  # python tests/cli/cli_helpers.py: the README's status sample, as kdq prints it
+    import tempfile
+
+    os.environ["KDQ_HOME"] = tempfile.mkdtemp()
+    from kdq.settings import Settings
+    from kdq.store import Store
+
+    home = Settings().root
+    with Store.open(Settings()) as store:
+        readme_morning(store)
+    print(normalized(in_terminal(["status"], kdq_env(home))), end="")

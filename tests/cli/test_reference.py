@@ -41,3 +41,15 @@ def test_the_exit_code_table_is_the_one_in_the_code():
         == [0, 1, 2, 3, 4]
     )
     assert "| 4 | the course server is unreachable" in DOC.read_text()
+
+
+def test_links_in_the_readme_and_the_user_docs_lead_somewhere():
+    import re
+
+    root = DOC.parents[1]
+    for page in ("README.md", "docs/getting-started.md", "docs/overnight.md", "docs/troubleshooting.md"):
+        text = (root / page).read_text()
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if "://" not in target:
+                assert ((root / page).parent / target).exists(), f"{page} links {target}, which is not there"
+        assert "honcho start" not in text or "pip install honcho" in text, page

@@ -85,3 +85,18 @@ def test_results_piped_are_tab_separated_and_rounded_on_a_terminal(settings, mor
     assert any(row[3] == "0.8012" for row in rows)  # piped: the full value
     out = in_terminal(["results"], kdq_env(settings.root), cols=80)
     assert max(map(len, out.splitlines())) <= 80 and "0.801 " in out and "0.8012" not in out
+
+
+def test_the_readme_sample_is_what_kdq_prints_at_80_columns(settings, store):
+    from pathlib import Path
+
+    from cli_helpers import normalized, readme_morning
+
+    readme_morning(store)
+    printed = normalized(in_terminal(["status"], kdq_env(settings.root), cols=80, rows=40))
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = readme.split("## What `kdq status` looks like", 1)[1].split("```\n", 2)[1]
+    strip = "\n".join(line.rstrip() for line in printed.strip("\n").splitlines())
+    assert block.rstrip("\n") == strip, (
+        "README.md's sample is stale: python tests/cli/cli_helpers.py prints it"
+    )
