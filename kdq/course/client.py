@@ -41,9 +41,7 @@ OTHER_PORT = {8000: 9000, 9000: 8000}  # the homework pages say 8000, older note
 
 class _RedactFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = redact(message)
-        if clean != message:
+        if (clean := redact(message := record.getMessage())) != message:
             record.msg, record.args = clean, ()
         return True
 
