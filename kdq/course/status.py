@@ -56,6 +56,10 @@ def header_lines(store: Store, now: float | None = None, interval_s: float | Non
         parts.append(
             f"last submission: attempt #{r['attempt']} = {r['exp_id']} {name} ({r['state']}{score}{rank})"
         )
+    intent = ledger.intent()
+    if intent:  # an upload whose outcome is not known yet: nothing else goes until it is settled
+        since = _ago(now - intent["at"])
+        parts.append(f"upload in flight: experiment {intent['exp_id']} ({since}, outcome not known yet)")
     slot = ledger.next_window(interval_s)
     parts.append("next window: now" if slot <= now else f"next window: in {_ago(slot - now)}")
     lines.append("  ".join(parts))
