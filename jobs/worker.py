@@ -70,3 +70,18 @@ def run(settings) -> None:
             stop.set()
             beat.join(timeout=5)
             log.info("worker stopped")
+
+
+if __name__ == "__main__":  # python -m jobs.worker: the same as `kdq worker` (the tasks live in kdq.worker)
+    import sys
+
+    from kdq import log as kdqlog
+    from kdq.homelock import HomeLocked
+    from kdq.settings import get_settings
+
+    settings = get_settings()
+    kdqlog.configure(settings.log_json, settings=settings)
+    try:
+        run(settings)
+    except HomeLocked as exc:
+        sys.exit(f"error: {exc}")

@@ -36,11 +36,18 @@ def seal(model: Path, sha256: str | None, folder: Path) -> tuple[Path, str]:
             f"{now[:12]}…); nothing was uploaded. `kdq retry ID` trains and validates it again"
         )
     final = folder / f"{now}.pt"
-    with runfolder.atomic_path(final) as tmp:
-        with open(tmp, "wb") as out, Path(model).open("rb") as src:
-            while chunk := src.read(1 << 20):
-                out.write(chunk)
-        if sha256_of(tmp) != now:
-            raise Changed(f"{model} changed while it was being copied for the upload; nothing was uploaded")
-        os.chmod(tmp, 0o444)
+    try:
+        with runfolder.atomic_path(final) as tmp:
+            with open(tmp, "wb") as out, Path(model).open("rb") as src:
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+            if sha256_of(tmp) != now:
+                raise Changed(
+                    f"{model} changed while it was being copied for the upload; nothing was uploaded"
+                )
+            os.chmod(tmp, 0o444)
+    except OSError as exc:
+        if exc.filename is None:  # a write that failed (a full disk): say where
+            raise OSError(exc.errno, exc.strerror, str(final)) from exc
+        raise
     return final, now

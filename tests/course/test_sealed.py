@@ -33,3 +33,36 @@ def test_a_model_validated_before_hashes_were_kept_is_sealed_as_it_is(tmp_path):
     model.write_bytes(b"old")
     copy, sha = seal(model, None, tmp_path / "uploads")
     assert sha == sha256_of(model) and copy.read_bytes() == b"old"
+
+
+def test_a_full_disk_while_copying_names_the_path(tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    from kdq.course import sealed
+    from kdq.course.errors import describe_failure
+
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"weights")
+
+    class Full:
+        def __init__(self, *args):
+            self.fh = builtins.open(*args)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sealed, "open", Full, raising=False)
+    with pytest.raises(OSError) as full:
+        seal(model, sha256_of(model), tmp_path / "uploads")
+    said = describe_failure(full.value)
+    assert (
+        said.startswith("disk full (ENOSPC): no space left to write ") and str(tmp_path / "uploads") in said
+    )
+    assert list((tmp_path / "uploads").iterdir()) == []  # nothing half-written left behind
