@@ -129,13 +129,18 @@ def cancel(ids: IDS, as_json: AS_JSON = False) -> None:
       kdq cancel 7 8 9 --json
     """
     from kdq.stages import Stage
+    from kdq.worker import heartbeat_age
 
     results = []
     with open_store(create=False) as store:
+        age = heartbeat_age(store)
+        alone = age is None or age > 30  # no worker will see the request soon
         for e in [get_or_exit(store, i) for i in ids]:
             exp = store.request_cancel(e.id)
             if exp.stage is Stage.CANCELLED:
                 msg = "cancelled"
+            elif exp.cancel_requested and alone:
+                msg = f"cancel requested ({exp.stage}); no worker is running: {_stop_alone(exp)}"
             elif exp.cancel_requested:
                 msg = f"cancel requested; the worker stops it ({exp.stage})"
             else:
@@ -143,6 +148,37 @@ def cancel(ids: IDS, as_json: AS_JSON = False) -> None:
             results.append({"id": e.id, "stage": str(exp.stage), "ok": True, "message": msg})
     nudge(list(ids))
     _report(results, as_json)
+
+
+def _stop_alone(exp) -> str:
+    """With no worker, stop a local training process here (the next worker records the cancel)."""
+    from kdq.backends.local import LocalBackend
+    from kdq.runfolder import is_running
+
+    handle = exp.handle or {}
+    if exp.backend == "local" and handle.get("pid") and is_running(Path(handle["run_dir"])):
+        LocalBackend(settings()).cancel(handle)
+        return f"stopped its training process (pid {handle['pid']}); the next `kdq worker` records it"
+    return "the next `kdq worker` stops it (start one to cancel now)"
+
+
+def _still_running(s) -> list[str]:
+    """Local trainings that outlive the worker: experiment, name, pid."""
+    from kdq.backends.local import LocalBackend
+    from kdq.store import Store
+
+    handles = LocalBackend(s).running()
+    if not handles:
+        return []
+    with Store.open(s) as store:
+        by_run = {e.run_id: e for e in store.list() if e.run_id}
+    lines = []
+    for h in handles:
+        e = by_run.get(Path(h["run_dir"]).name)
+        lines.append(
+            f"{e.id} {e.name} (pid {h['pid']})" if e else f"{Path(h['run_dir']).name} (pid {h['pid']})"
+        )
+    return lines
 
 
 def retry(ids: IDS, as_json: AS_JSON = False) -> None:
@@ -227,3 +263,5 @@ def worker(
         run(s)
     except HomeLocked as exc:
         raise fail(str(exc)) from None
+    if going := _still_running(s):
+        warn(f"still training in the background: {', '.join(going)}; the next `kdq worker` picks them up")

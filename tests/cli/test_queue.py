@@ -138,3 +138,62 @@ def test_cancel_retry_and_submit_take_several_ids_and_json(settings, specs):
     assert "error: 3: experiment 3 is queued" in r.stderr
     r = kdq("submit", 1, 2, "--json")
     assert r.exit_code == 1 and [x["ok"] for x in json.loads(r.stdout)] == [False, False]
+
+
+def _training_with_a_process(settings, store, name="bg"):
+    """An experiment in training whose local run is a live process holding the run lock (no worker)."""
+    import subprocess
+    import sys
+
+    from kdq.spec import ExperimentSpec
+
+    [exp_id] = store.add([(None, ExperimentSpec(name=name))])
+    run_dir = settings.runs_dir / f"run-{exp_id}"
+    run_dir.mkdir(parents=True)
+    code = (
+        f"from kdq.runfolder import hold_lock; import time; f = hold_lock({str(run_dir)!r}); time.sleep(120)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    from kdq import runfolder
+
+    runfolder.write_json(run_dir / "launch.json", {"pid": proc.pid, "started_at": 0, "cmd": ["python"]})
+    deadline = __import__("time").time() + 30
+    from kdq.runfolder import is_running
+
+    while not is_running(run_dir) and __import__("time").time() < deadline:
+        __import__("time").sleep(0.05)
+    assert store.move(exp_id, Stage.QUEUED, Stage.LAUNCHING)
+    assert store.move(
+        exp_id,
+        Stage.LAUNCHING,
+        Stage.TRAINING,
+        handle={"run_dir": str(run_dir), "pid": proc.pid},
+        run_id=f"run-{exp_id}",
+    )
+    return exp_id, proc
+
+
+def test_cancel_with_no_worker_stops_the_local_run_itself(settings, store):
+    exp_id, proc = _training_with_a_process(settings, store)
+    try:
+        r = kdq("cancel", exp_id)
+        assert r.exit_code == 0, r.output
+        assert f"no worker is running: stopped its training process (pid {proc.pid})" in r.stdout
+        assert proc.wait(10) is not None  # it is gone
+        assert "next `kdq worker`" in r.stdout
+    finally:
+        proc.kill()
+
+
+def test_a_stopped_worker_says_which_local_runs_go_on(settings, store, monkeypatch):
+    import jobs.worker
+
+    exp_id, proc = _training_with_a_process(settings, store, name="long-d")
+    monkeypatch.setattr(jobs.worker, "run", lambda s: None)  # as if Ctrl-C had just stopped it
+    try:
+        r = runner.invoke(app, ["worker", "--log-console"])
+        assert r.exit_code == 0, r.output
+        assert f"still training in the background: {exp_id} long-d (pid {proc.pid})" in r.stderr
+        assert "the next `kdq worker` picks them up" in r.stderr
+    finally:
+        proc.kill()
