@@ -84,7 +84,7 @@ def check_modal(env: Env) -> Check:
     from kdq.errors import PermanentError, TransientError
 
     try:
-        volume_there = env.gateway.check()
+        there = "is there" if env.gateway.check() is not False else "not made yet (`kdq data upload`)"
     except Exception as exc:  # noqa: BLE001
         mapped = classify(exc, live_run=False)
         if isinstance(mapped, PermanentError) and "credentials" in str(mapped):
@@ -96,9 +96,7 @@ def check_modal(env: Env) -> Check:
         return Check(
             "modal", False, f"{type(exc).__name__}: {exc}", "see the message; `modal token new` if unsure"
         )
-    if volume_there is False:  # the check creates nothing: `kdq data upload` makes the Volume
-        return Check("modal", True, f"credentials work; Volume {env.settings.modal_volume!r} not made yet")
-    return Check("modal", True, f"credentials work; Volume {env.settings.modal_volume!r} is there")
+    return Check("modal", True, f"credentials work; Volume {env.settings.modal_volume!r} {there}")
 
 
 def check_hf(env: Env) -> Check:

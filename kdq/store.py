@@ -334,13 +334,9 @@ class Store(UserRequests):
             self._set(db, exp_id, {**fields, "updated_at": time.time()})
 
     def record_handle(self, run_id: str, handle: dict[str, Any]) -> None:
-        """Keep a backend's handle the moment it exists (a spawned Modal call), before any further network
-        call can fail: ``kdq cancel`` then finds the call even if the launch step never completes."""
+        """A spawned call's handle, kept before any further network call (so ``kdq cancel`` finds it)."""
         with self.transaction() as db:
-            db.execute(
-                "update experiments set handle = ?, updated_at = ? where run_id = ?",
-                [_dumps(handle), time.time(), run_id],
-            )
+            db.execute("update experiments set handle = ? where run_id = ?", [_dumps(handle), run_id])
 
     def handle_of_run(self, run_id: str) -> dict[str, Any] | None:
         rows = list(self.db.query("select handle from experiments where run_id = ?", [run_id]))
