@@ -88,6 +88,7 @@ def _tick_one(ctx: Context, name: str, trials: list[Experiment]) -> list[int]:
             _report(ctx, study, frozen, exp)
         else:
             _tell(ctx, study, frozen, ctx.store.get(exp.id))
+    trials = sorted((e for e in ctx.store.list() if e.search == name), key=lambda e: e.id)  # after prunes
     new += _ask(ctx, study, trials)
     return new
 
@@ -103,7 +104,7 @@ def _adopt(ctx: Context, study: optuna.Study, trials: list[Experiment]) -> list[
         if t.number not in rows:
             new += _row_for(ctx, trials, t)
     while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        t = study.ask(studies.distributions(trials[0].spec.search))
+        t = studies.ask(study, trials[0].spec.search)
         new += _row_for(ctx, trials, study.get_trials(deepcopy=False)[t.number])
     return new
 
@@ -186,7 +187,7 @@ def _ask(ctx: Context, study: optuna.Study, trials: list[Experiment]) -> list[in
         if search.gpu_hours is not None and gpu_hours_used(ctx, trials) >= search.gpu_hours:
             log.info("search budget spent", search=search.name, gpu_hours=search.gpu_hours)
             break
-        t = study.ask(studies.distributions(search))
+        t = studies.ask(study, search)
         new += _row_for(ctx, trials, study.get_trials(deepcopy=False)[t.number])
         total, live = total + 1, live + 1
     return new

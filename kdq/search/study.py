@@ -50,9 +50,18 @@ def distributions(search: SearchSpec) -> dict[str, BaseDistribution]:
     return out
 
 
-def sampler(search: SearchSpec) -> optuna.samplers.BaseSampler:
+def sampler(search: SearchSpec, offset: int = 0) -> optuna.samplers.BaseSampler:
+    """TPE seeded by the search's seed and ``offset`` (how many trials exist): every worker start opens
+    the study afresh, and one seed for all would draw the same first guesses again after each."""
     # constant_liar: trials still running count as bad guesses, so parallel trials spread out.
-    return optuna.samplers.TPESampler(seed=search.seed, constant_liar=search.parallel > 1)
+    seed = (search.seed * 1_000_003 + offset) % 2**32
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=search.parallel > 1)
+
+
+def ask(study: optuna.Study, search: SearchSpec) -> optuna.Trial:
+    """The next trial, drawn by a sampler seeded for this point of the study (see ``sampler``)."""
+    study.sampler = sampler(search, offset=len(study.get_trials(deepcopy=False)))
+    return study.ask(distributions(search))
 
 
 def pruner(search: SearchSpec) -> optuna.pruners.BasePruner:

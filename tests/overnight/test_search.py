@@ -84,7 +84,8 @@ def test_a_search_survives_a_sigkill_and_ends_with_every_trial_once(overnight):
     assert s["by_state"]["running"] == 0 and s["by_state"]["fail"] == 0
     study = load_study(h.settings.root, "tiny-search")
     assert len(study.get_trials()) == TRIALS  # nothing asked twice, nothing lost
-    assert {t.params["train.lr"] for t in study.get_trials()} == {e.spec.train.lr for e in exps}
+    lrs = {t.params["train.lr"] for t in study.get_trials()}
+    assert lrs == {e.spec.train.lr for e in exps} and len(lrs) == TRIALS  # each trial its own guess
     runs = sorted(p.name for p in h.settings.runs_dir.iterdir())
     assert runs == sorted(e.run_id for e in exps)  # one run folder per trial: none trained twice
     intervals = [iv for e in exps for iv in training_intervals(h, e.id)]

@@ -210,3 +210,10 @@ def test_the_expected_score_objective_scores_trials_as_the_submission_policy_doe
     for e in ctx.store.list():  # model size differs by trial (scripted): the size term counts
         assert trials[e.trial].value == pytest.approx(expected_of(e, factor, calibration).score)
         assert trials[e.trial].value != pytest.approx(e.metrics["holdout_f1"])
+
+
+def test_every_trial_gets_its_own_parameters_across_ticks_and_restarts(ctx):
+    enqueue(ctx.store, trials=8)
+    run_search(ctx)  # every tick opens the study afresh, as every worker start does
+    lrs = [e.spec.train.lr for e in ctx.store.list()]
+    assert len(set(lrs)) == 8, lrs
