@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from typer.core import TyperGroup
 
-from kdq.cli import data, demo, doctor, modal, queue, report, search, server, status
+from kdq.cli import data, demo, doctor, fake_server, modal, queue, report, search, server, status
 
 if TYPE_CHECKING:
     import click
@@ -85,7 +85,7 @@ for _panel, _commands in (
             ("compare", report.compare),
         ],
     ),
-    (COURSE, [("leaderboard", server.leaderboard), ("fake-server", server.fake_server)]),
+    (COURSE, [("leaderboard", server.leaderboard), ("fake-server", fake_server.fake_server)]),
 ):
     for _name, _fn in _commands:
         app.command(_name, rich_help_panel=_panel)(_fn)

@@ -1,17 +1,14 @@
-"""``kdq server ping|status|leaderboard|submit`` (the course server), ``kdq fake-server`` (its stand-in)."""
+"""``kdq server ping|status|leaderboard|submit``: the course server (its stand-in: kdq/cli/fake_server.py)."""
 
 from __future__ import annotations
 
 import json
-import secrets
-import shlex
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from kdq import grader
-from kdq.cli.common import ERROR, RATE_LIMITED, UNREACHABLE, console, fail, say, settings, warn
+from kdq.cli.common import ERROR, RATE_LIMITED, UNREACHABLE, console, fail, settings, warn
 
 app = typer.Typer(
     help="Talk to the course grading server (needs the UVA network or VPN).", no_args_is_help=True
@@ -235,6 +232,7 @@ def submit(
             if exc.maybe_sent:
                 warn("the upload may have reached the server: check `kdq server status` before resending")
             raise _fail(exc) from None
+    _record_manual_upload()
     if as_json:
         _print_json(receipt.model_dump(mode="json"))
     else:
@@ -245,95 +243,12 @@ def submit(
         )
 
 
-FAKE_PORT = 18777  # not one of the real server's ports (8000, 9000)
+def _record_manual_upload() -> None:
+    """The window it spent, in the ledger: ``kdq status`` and the scheduler count the next one from it."""
+    import time
 
+    from kdq.course.ledger import Ledger
+    from kdq.store import Store
 
-def fake_server(
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Labelled image folders to grade on (class/image).")
-    ] = None,
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="0 picks a free port.")] = FAKE_PORT,
-    team: Annotated[
-        list[str], typer.Option(help="NAME:TOKEN, repeatable. Default: one team 'demo' with a new token.")
-    ] = [],  # noqa: B006 (typer reads the default)
-    teams_file: Annotated[Path | None, typer.Option(help='JSON {"team name": "token", ...}.')] = None,
-    submit_interval_s: Annotated[
-        float, typer.Option(help="One submission per team per this many seconds.")
-    ] = 900.0,
-    status_interval_s: Annotated[
-        float, typer.Option(help="One status call per team per this many seconds.")
-    ] = 15.0,
-    max_size_mb: Annotated[float, typer.Option(help="Uploads above this are refused.")] = grader.MAX_MIB,
-    size_check: Annotated[
-        str, typer.Option(help="upload: refuse with 400; status: accept, then 'rejected (file too large)'.")
-    ] = "upload",
-    size_factor: Annotated[float, typer.Option(help="score = 10 x macro-F1 - size_factor x MB.")] = 0.01,
-    wording: Annotated[str, typer.Option(help="Submit message: alternate | short | long.")] = "alternate",
-    eval_delay_s: Annotated[
-        float, typer.Option(help="Keep each attempt pending this long before grading.")
-    ] = 0.0,
-    fault: Annotated[
-        list[str], typer.Option(help="KIND[:COUNT][,key=value...], e.g. error:3,status=502 (repeatable).")
-    ] = [],  # noqa: B006 (typer reads the default)
-    start_down_s: Annotated[
-        float, typer.Option(help="Refuse connections for this long after starting.")
-    ] = 0.0,
-) -> None:
-    """Run the stand-in course server: same routes, shapes, limits and grading, plus faults on demand.
-
-    At runtime: POST /_fake/faults with a fault as JSON ({"kind": "error", "count": 2, "status": 502}), DELETE /_fake/faults, POST /_fake/down {"seconds": 30} (connections refused, then back on the same port), POST /_fake/reset-limits, GET /_fake/state.
-    """  # noqa: E501 (one paragraph in --help)
-    from kdq import log as kdqlog
-    from kdq.course.fake_server import FakeServer, parse_fault
-
-    s = settings()
-    kdqlog.configure(s.log_json, settings=s)
-    try:
-        teams: dict[str, str] = json.loads(teams_file.read_text()) if teams_file else {}
-    except (OSError, ValueError) as exc:
-        raise fail(f'--teams-file {teams_file}: {exc}; it holds JSON like {{"team": "token"}}', 2) from None
-    for item in team:
-        name, sep, token = item.rpartition(":")
-        if not sep or not name or not token:
-            raise typer.BadParameter(f"--team {item!r}: expected NAME:TOKEN", param_hint="--team")
-        teams[name] = token
-    if not teams:
-        teams["demo"] = secrets.token_hex(16)
-    try:
-        faults = [parse_fault(f) for f in fault]
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--fault") from None
-    if size_check not in ("upload", "status") or wording not in ("alternate", "short", "long"):
-        raise typer.BadParameter("--size-check is upload|status; --wording is alternate|short|long")
-    if data_dir is None:
-        warn("no --data-dir: every submission will fail grading (there are no test images)")
-    srv = FakeServer(
-        teams,
-        data_dir,
-        host=host,
-        port=port,
-        faults=faults,
-        submit_interval_s=submit_interval_s,
-        status_interval_s=status_interval_s,
-        max_size_mb=max_size_mb,
-        size_check=size_check,
-        size_factor=size_factor,
-        wording=wording,
-        eval_delay_s=eval_delay_s,
-    )
-    try:
-        srv.start()
-    except OSError as exc:
-        hint = "--port 0 picks a free one" if port else "see the message"
-        raise fail(f"port {port} on {host} is not free ({exc.strerror or exc}): {hint}") from None
-    say(f"stand-in course server on {srv.url} (Ctrl-C stops it); teams: {', '.join(teams)}")
-    # Tokens made up for (or given to) the stand-in, not secrets: the user needs them to point kdq here.
-    name, token = next(iter(teams.items()))
-    say(
-        f"export KDQ_SERVER_URL={srv.url} KDQ_TEAM={shlex.quote(name)} KDQ_TOKEN={shlex.quote(token)} "
-        f"KDQ_SUBMIT_INTERVAL_S={submit_interval_s:g} KDQ_STATUS_INTERVAL_S={status_interval_s:g}"
-    )
-    if start_down_s > 0:
-        srv.go_down(start_down_s)
-    srv.serve_forever()
+    with Store.open(settings()) as store:
+        Ledger(store).note_submit(time.time())

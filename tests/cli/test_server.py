@@ -6,11 +6,12 @@ import secrets
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from typer.testing import CliRunner
 
-from kdq.cli import server
+from kdq.cli import fake_server
 from kdq.cli.main import app
 from kdq.course.fake_server import FakeServer
 
@@ -63,6 +64,12 @@ def test_a_manual_upload_asks_first(home, monkeypatch, tmp_path):
         r = runner.invoke(app, ["server", "submit", str(model), "--yes"])
         assert r.exit_code == 0, r.output
         assert "attempt #1" in r.stdout
+    from kdq.course.ledger import Ledger
+    from kdq.settings import Settings
+    from kdq.store import Store
+
+    with Store.open(Settings()) as store:  # recorded: kdq status counts the window from it
+        assert abs(Ledger(store).last_submit_at([]) - time.time()) < 60
     r = runner.invoke(app, ["server", "submit", str(tmp_path / "missing.pt"), "--yes"])
     assert r.exit_code == 2 and "no such file" in r.stderr
 
@@ -80,7 +87,7 @@ def test_fake_server_on_a_busy_port_is_one_line(home):
 
 
 def test_fake_server_prints_the_export_line_for_its_team_and_limits(home):
-    assert server.FAKE_PORT not in (8000, 9000)  # not one of the real server's ports
+    assert fake_server.FAKE_PORT not in (8000, 9000)  # not one of the real server's ports
     env = {k: v for k, v in os.environ.items() if not k.startswith("KDQ_")}
     proc = subprocess.Popen(
         [sys.executable, "-c", "from kdq.cli.main import app; app()", "fake-server", "--port", "0",
