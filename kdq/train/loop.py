@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from kdq import runfolder
@@ -26,6 +25,7 @@ from kdq.spec import ExperimentSpec
 from kdq.train import augment, data, export, losses, students
 from kdq.train.bias import crossfit_f1, tune_bias
 from kdq.train.evaluate import holdout_scores, predict
+from kdq.train.step import Step
 
 PARTS = ("loss", "ce", "kd", "tckd", "nckd", "embed")  # loss components, each its own history column
 HISTORY_FIELDS = ["epoch", "lr", *PARTS, "train_acc", "val_f1", "val_acc", "best_f1", "seconds"]
@@ -141,6 +141,23 @@ def run(
         else None
     )
 
+    step = Step(
+        model,
+        forward,
+        opt,
+        sched,
+        ema,
+        proj,
+        feats,
+        params,
+        images,
+        labels_dev,
+        targets,
+        dist,
+        weight,
+        tr.image_size,
+    )
+
     # ---- resume
     state = {
         "epoch": -1,
@@ -182,31 +199,9 @@ def run(
         sums = dict.fromkeys((*PARTS, "correct"), 0.0)
         for b in range(steps):
             sl = slice(b * tr.batch_size, (b + 1) * tr.batch_size)
-            idx, y = order[sl], labels_dev[order[sl]]
-            k = 0 if targets is None else len(idx) - round(dist.fresh_fraction * len(idx))  # teacher's share
-            p = fresh_p[sl]
-            if k:  # the views the teacher saw, and its answers for them
-                v = view[sl][:k]
-                p = torch.cat([targets.params[idx[:k], v], p[k:]])
-                t_logits = targets.logits[idx[:k], v]
-            x = augment.render(images[idx], p, tr.image_size)
-            x = x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
-            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-                logits = forward(x).float()
-                parts = losses.batch_loss(dist, logits, t_logits if k else None, y, k, weight)
-                if proj is not None and k:  # embedding distillation through the projection head
-                    e_t = F.normalize(targets.embeddings[idx[:k], v].float(), dim=1)
-                    parts["embed"] = losses.embed(proj(feats["f"][:k].float()), e_t, dist.embed_loss)
-                    parts["loss"] = parts["loss"] + dist.embed_weight * parts["embed"] * k / len(idx)
-            opt.zero_grad(set_to_none=True)
-            parts["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(params, 5.0)
-            opt.step()
-            sched.step()
-            if ema:
-                ema.update_parameters(model)
+            parts, logits, y = step(order[sl], None if view is None else view[sl], fresh_p[sl])
             for key in parts:  # summed on the device: no synchronisation per step
-                sums[key] = sums[key] + parts[key].detach() * len(idx)
+                sums[key] = sums[key] + parts[key].detach() * len(y)
             sums["correct"] = sums["correct"] + (logits.argmax(1) == y).sum()
 
         eval_model = ema.module if ema else model

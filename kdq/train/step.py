@@ -1,0 +1,67 @@
+"""One training step of the student, the same in ``kdq.train.loop`` and in the GPU benchmark.
+
+    step = Step(model, forward, opt, sched, ...)      # everything on the training device
+    parts, logits, y = step(idx, view, fresh)          # device tensors in, nothing read back
+
+A batch's first ``k`` pictures are rendered as the teacher saw them (view ``view`` of each, with its
+logits and embedding); the rest are fresh random crops (``fresh``) trained on the label alone. Every
+index is already on the device, so a step neither copies to it nor waits on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdq.train import augment, losses
+
+
+@dataclass
+class Step:
+    model: nn.Module  # what the EMA follows and export writes
+    forward: nn.Module  # the module that trains: ``model`` or ``torch.compile(model)``
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    ema: nn.Module | None
+    proj: nn.Module | None  # the embedding-distillation head, dropped at export
+    feats: dict  # filled by a forward hook on the classifier: its input, the pooled feature
+    params: list  # every trained parameter (student and head), for gradient clipping
+    images: torch.Tensor  # uint8 [N,3,S,S]
+    labels: torch.Tensor  # int64 [N]
+    targets: object | None  # kdq.train.teacher.Targets, on the device
+    dist: object  # the spec's DistillSpec
+    weight: torch.Tensor | None  # class weights
+    image_size: int
+
+    def __call__(self, idx: torch.Tensor, view: torch.Tensor | None, fresh: torch.Tensor):
+        """``(loss parts, logits, labels)`` of the batch of pictures ``idx`` after one update."""
+        t, dist, device = self.targets, self.dist, self.images.device
+        y = self.labels[idx]
+        k = 0 if t is None else len(idx) - round(dist.fresh_fraction * len(idx))  # the teacher's share
+        p, t_logits = fresh, None
+        if k:  # the views the teacher saw, and its answers for them
+            v = view[:k]
+            p = torch.cat([t.params[idx[:k], v], fresh[k:]])
+            t_logits = t.logits[idx[:k], v]
+        x = augment.render(self.images[idx], p, self.image_size)
+        cuda = device.type == "cuda"
+        x = x.contiguous(memory_format=torch.channels_last) if cuda else x
+        with torch.autocast("cuda", torch.bfloat16) if cuda else contextlib.nullcontext():
+            logits = self.forward(x).float()
+            parts = losses.batch_loss(dist, logits, t_logits, y, k, self.weight)
+            if self.proj is not None and k:  # embedding distillation through the projection head
+                e_t = F.normalize(t.embeddings[idx[:k], v].float(), dim=1)
+                parts["embed"] = losses.embed(self.proj(self.feats["f"][:k].float()), e_t, dist.embed_loss)
+                parts["loss"] = parts["loss"] + dist.embed_weight * parts["embed"] * k / len(idx)
+        self.opt.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 5.0)
+        self.opt.step()
+        self.sched.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        return parts, logits, y
