@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 from kdq.experiment import Experiment
 from kdq.log import get_logger
 from kdq.search import study as studies
-from kdq.search.spec import document, params_of, trial_spec
+from kdq.search.spec import document, fewest_epochs, params_of, trial_spec
 from kdq.stages import LIVE, Stage
 from kdq.steps import Context
 
@@ -76,7 +76,7 @@ def tick(ctx: Context) -> list[int]:
 
 def _tick_one(ctx: Context, name: str, trials: list[Experiment]) -> list[int]:
     search = trials[0].spec.search
-    study = studies.open_study(ctx.settings.root, search)
+    study = studies.open_study(ctx.settings.root, search, fewest_epochs(trials[0].spec))
     new = _adopt(ctx, study, trials)
     trials = sorted((e for e in ctx.store.list() if e.search == name), key=lambda e: e.id)
     states = {t.number: t for t in study.get_trials(deepcopy=False)}

@@ -213,6 +213,14 @@ def trial_spec(doc: dict, params: dict[str, Any], number: int) -> ExperimentSpec
     return ExperimentSpec.model_validate(doc)
 
 
+def fewest_epochs(spec: ExperimentSpec) -> int:
+    """The fewest epochs a trial of this search trains (``train.epochs`` may be in the space)."""
+    value = spec.search.space.get("train.epochs")
+    if value is None:
+        return spec.train.epochs
+    return int(min(value) if isinstance(value, list) else value.low)
+
+
 def document(spec: ExperimentSpec) -> dict:
     """The search's document, from any one of its trials (their parameters are overwritten per trial)."""
     return spec.model_dump(mode="json")

@@ -117,7 +117,7 @@ def run_search(ctx, rounds=400):
 
 def study_of(ctx):
     [first, *_] = ctx.store.list()
-    return studies.open_study(ctx.settings.root, first.spec.search)
+    return studies.open_study(ctx.settings.root, first.spec.search, first.spec.train.epochs)
 
 
 def test_a_search_runs_its_trials_to_the_total_two_at_a_time(ctx):
