@@ -106,8 +106,9 @@ class LocalBackend:
             shutil.copy2(src, dest / name)
 
     def cancel(self, handle: dict[str, Any]) -> None:
-        run_dir = Path(handle["run_dir"])
-        pid = handle.get("pid")
+        """Stop the run's training; a handle may hold only the run id (a launch that never completed)."""
+        run_dir = Path(handle.get("run_dir") or self.run_dir(handle["run_id"]))
+        pid = handle.get("pid") or (runfolder.read_json(run_dir / "launch.json") or {}).get("pid")
         if pid and runfolder.is_running(run_dir):
             try:
                 os.killpg(pid, signal.SIGTERM)

@@ -23,6 +23,7 @@ import io
 import os
 import subprocess
 import sys
+from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -214,7 +215,7 @@ class ModalGateway:
 
         try:
             value = self._call(call_id).get(timeout=0)
-        except OutputExpiredError:  # a subclass of the built-in TimeoutError: before it
+        except OutputExpiredError:
             return CallState("expired")
         except FunctionTimeoutError as exc:
             return CallState("failed", error=f"the call ran past its timeout (backend.timeout_min): {exc}")
@@ -283,10 +284,16 @@ class ModalGateway:
             "KDQ_MODAL_TORCH": s.modal_torch,
         }
         cmd = [sys.executable, "-m", "modal", "deploy", "--name", s.modal_app, "-m", APP_MODULE]
-        out = None if show_output else subprocess.PIPE
-        proc = subprocess.run(cmd, cwd=PACKAGE_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        tail: deque[str] = deque(maxlen=40)  # what a failure is read from
+        with subprocess.Popen(
+            cmd, cwd=PACKAGE_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as proc:
+            for line in proc.stdout:
+                tail.append(line)
+                if show_output:
+                    print(line, end="", flush=True)
         if proc.returncode != 0:
-            raise deploy_error(proc.stdout or "")
+            raise deploy_error("".join(tail))
 
     def put_secret(self, name: str, values: dict[str, str], *, overwrite: bool = True) -> None:
         import modal

@@ -596,10 +596,47 @@ def test_the_fingerprint_follows_the_code_that_runs_remotely(settings, tmp_path)
     assert code_fingerprint(torch_changed, tmp_path) != code_fingerprint(settings, tmp_path)
 
 
+def test_a_deploy_waits_for_one_another_process_holds(settings, tmp_path):
+    """`kdq modal deploy` in one process, the worker in another: the second waits, then finds it done."""
+    import subprocess
+    import sys
+
+    from kdq.backends.modal import ensure_deployed
+
+    settings.root.mkdir(parents=True, exist_ok=True)
+    released = tmp_path / "released"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_LOCK, str(settings.root / "modal-prepare.lock"), str(released)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    fake = FakeModal(tmp_path / "m", settings)
+    orig = fake.deploy
+    fake.deploy = lambda **kw: (
+        released.exists() or pytest.fail("deployed while another held the lock"),
+        orig(**kw),
+    )
+    assert ensure_deployed(settings, fake) is True
+    holder.wait()
+    assert fake.deploys == 1
+
+
+HOLD_THE_LOCK = """
+import sys, time
+from pathlib import Path
+from filelock import FileLock
+with FileLock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(1.0)
+    Path(sys.argv[2]).touch()
+"""
+
+
 # ---------------------------------------------------------------- the deploy reads the app from disk (5)
 
 
-def test_deploy_runs_the_app_as_it_is_on_disk_not_as_this_process_imported_it(settings, monkeypatch):
+def test_deploy_runs_the_app_as_it_is_on_disk_not_as_this_process_imported_it(settings, monkeypatch, capsys):
     """The worker imported jobs.modal_app hours ago; the file changed since. The deploy must not push the
     stale module: it runs `python -m modal deploy` afresh (here it stops at the missing credentials)."""
     import sys
@@ -618,7 +655,8 @@ def test_deploy_runs_the_app_as_it_is_on_disk_not_as_this_process_imported_it(se
     stale.app = StaleApp()
     monkeypatch.setitem(sys.modules, "jobs.modal_app", stale)
     with pytest.raises(me.AuthError, match="modal token new"):
-        ModalGateway(settings).deploy()
+        ModalGateway(settings).deploy(show_output=True)
+    assert "modal token new" in capsys.readouterr().out  # `kdq modal deploy` shows Modal's own output
     mapped = classify(me.AuthError("Token missing ... `modal token new`"), live_run=False)
     assert isinstance(mapped, PermanentError) and "kdq retry" in str(mapped)
 
