@@ -51,7 +51,7 @@ objective = "holdout_f1"
 [search.space]
 "train.lr" = { low = 1e-4, high = 1e-2, log = true }
 "distill.temperature" = { low = 1.0, high = 8.0 }
-"student.name" = ["shufflenet_v2_x0_5", "mobilenetv3_small_100"]
+"student.name" = ["shufflenet_v2_x0_5", "mobilenet_v3_small"]
 ```"""
 
 
