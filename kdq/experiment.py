@@ -38,6 +38,7 @@ class Experiment:
     server_rank: int | None
     search: str | None
     trial: int | None
+    resume_from: str | None  # the run whose checkpoint this attempt starts from (kdq retry)
     created_at: float
     updated_at: float
     next_check_at: float | None
@@ -72,6 +73,7 @@ class Experiment:
             "server_attempt": self.server_attempt,
             "search": self.search,
             "trial": self.trial,
+            "resume_from": self.resume_from,
             "progress": self.progress,
             "error": self.error,
             "artifacts": self.artifacts,

@@ -14,6 +14,9 @@ from kdq.stages import LIVE, RETRYABLE, Stage
 # Stages with nothing running elsewhere: a cancel there is immediate.
 CANCEL_AT_ONCE = (Stage.QUEUED, Stage.READY, Stage.FETCHING, Stage.VALIDATING)
 SUBMITTABLE = (Stage.READY, Stage.DONE, Stage.SKIPPED)
+# Backends whose next attempt can start from an earlier run's checkpoint. Modal resumes inside one run
+# (its own retries after a preemption); across a `kdq retry` it starts from epoch 1.
+RESUMABLE = frozenset({"local"})
 
 
 class UserRequests:
@@ -47,19 +50,24 @@ class UserRequests:
                 )
         return self.get(exp_id)
 
-    def retry(self, exp_id: int) -> Experiment:
-        """Queue a failed, cancelled or skipped experiment again as a new attempt (a new run id)."""
+    def retry(self, exp_id: int, fresh: bool = False) -> Experiment:
+        """Queue a failed, cancelled or skipped experiment again as a new attempt (a new run id). It
+        starts from the last run's last checkpoint (the training checks the spec is the same) unless
+        ``fresh``."""
         exp = self.get(exp_id)
         if exp.stage not in RETRYABLE:
             raise ValueError(
                 f"experiment {exp_id} is {exp.stage}; only {', '.join(sorted(RETRYABLE))} can be retried"
             )
+        resume = None if fresh or exp.backend not in RESUMABLE else exp.run_id or exp.resume_from
+        how = f", from run {resume}'s last checkpoint" if resume else ", from epoch 1"
         moved = self.move(
             exp_id,
             exp.stage,
             Stage.QUEUED,
-            f"retry (attempt {exp.attempt + 1})",
+            f"retry (attempt {exp.attempt + 1}{how})",
             attempt=exp.attempt + 1,
+            resume_from=resume,
             run_id=None,
             handle=None,
             progress=None,

@@ -17,6 +17,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -120,3 +122,63 @@ def log_tail(run_dir: Path, lines: int = 20) -> str:
 
 def write_progress(run_dir: Path, **fields: Any) -> None:
     write_json(run_dir / PROGRESS, {**fields, "updated_at": time.time()})
+
+
+# ---------------------------------------------------------------- a killed training, and resuming it
+
+
+def supervise(run_dir: Path) -> int | None:
+    """Fork: the child returns ``None`` and trains; the parent waits for it and returns its exit status.
+
+    A process killed by a signal (SIGKILL from the out-of-memory killer, a ``kill``) writes nothing, so
+    the parent writes ``error.json`` for it, naming the signal. The parent ignores SIGTERM and SIGINT
+    (they reach the child through the process group) so that it can say what happened; it holds the run
+    lock taken before the fork until the verdict is written.
+    """
+    pid = os.fork()
+    if pid == 0:
+        return None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    _, status = os.waitpid(pid, 0)
+    if outcome(run_dir) is None:
+        write_json(Path(run_dir) / ERROR, {"error": death_message(run_dir, status), "status": status})
+    return os.waitstatus_to_exitcode(status) % 256
+
+
+def death_message(run_dir: Path, status: int) -> str:
+    """What to tell the user about a training that ended without a verdict of its own."""
+    epoch = (read_json(Path(run_dir) / PROGRESS) or {}).get("epoch")
+    resume = (
+        f"`kdq retry ID` resumes from its last checkpoint (epoch {epoch})"
+        if epoch and (Path(run_dir) / CHECKPOINT).exists()
+        else "`kdq retry ID` starts it again"
+    )
+    if os.WIFSIGNALED(status):
+        sig = signal.Signals(os.WTERMSIG(status))
+        why = " (the kernel's out-of-memory killer sends it: a smaller train.batch_size needs less)"
+        return (
+            f"the training process was killed by {sig.name}{why if sig is signal.SIGKILL else ''}; {resume}"
+        )
+    return (
+        f"the training process exited with status {os.waitstatus_to_exitcode(status)} and no result; {resume}"
+    )
+
+
+def take_checkpoint(earlier: Path, run_dir: Path) -> str:
+    """Start ``run_dir`` from the last checkpoint of ``earlier`` (an earlier attempt of the same spec).
+
+    Returns the line to log. Nothing is taken from a run of another spec (its weights would not fit, or
+    would mean something else) nor when this run has a checkpoint of its own (it resumes from that).
+    """
+    earlier, run_dir = Path(earlier), Path(run_dir)
+    if (run_dir / CHECKPOINT).exists():
+        return f"not taking run {earlier.name}'s checkpoint: this run has its own"
+    theirs, ours = read_json(earlier / SPEC) or {}, read_json(run_dir / SPEC) or {}
+    if {**theirs, "name": None} != {**ours, "name": None}:
+        return f"not resuming from run {earlier.name}: its spec differs (or is gone); starting from epoch 1"
+    if not (earlier / CHECKPOINT).exists():
+        return f"run {earlier.name} left no checkpoint; starting from epoch 1"
+    with atomic_path(run_dir / CHECKPOINT) as tmp:
+        shutil.copyfile(earlier / CHECKPOINT, tmp)
+    return f"resumed from run {earlier.name}: its last checkpoint copied here"

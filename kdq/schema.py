@@ -91,10 +91,16 @@ def _m3_search_trials(db: sqlite_utils.Database) -> None:
     db["experiments"].create_index(["search", "trial"], unique=True)
 
 
+def _m4_resume_from(db: sqlite_utils.Database) -> None:
+    """The earlier run whose last checkpoint a retried attempt starts from (``kdq retry`` without --fresh)."""
+    db["experiments"].add_column("resume_from", str)
+
+
 # Append only: a migration, once released, is never edited. The schema version is its index + 1.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m1_initial,
     _m2_submission_identity,
     _m3_search_trials,
+    _m4_resume_from,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

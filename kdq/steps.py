@@ -63,7 +63,8 @@ def step_queued(ctx: Context, exp: Experiment) -> float:
 
 
 def step_launching(ctx: Context, exp: Experiment) -> float:
-    handle = ctx.backend(exp.backend).launch(exp.run_id, exp.spec)
+    resume = {"resume_from": exp.resume_from} if exp.resume_from else {}  # kdq retry (kdq.requests)
+    handle = ctx.backend(exp.backend).launch(exp.run_id, exp.spec, **resume)
     ctx.store.move(exp.id, Stage.LAUNCHING, Stage.TRAINING, f"launched run {exp.run_id}", handle=handle)
     return ctx.settings.poll_interval_s
 

@@ -1,5 +1,7 @@
 """The worker's steps, driven directly (no queue) with the real local backend and real training."""
 
+import os
+import signal
 import time
 import tomllib
 from pathlib import Path
@@ -248,3 +250,56 @@ def test_a_deleted_database_never_lets_a_new_experiment_overwrite_old_artifacts(
     assert new.stage is Stage.DONE, new.error
     assert new.run_id != old.run_id and new.artifacts != old.artifacts  # ... but its run id is new
     assert old_model.read_bytes() == before
+
+
+def _trainer_pids(pid: int) -> list[int]:
+    """The launched process and its descendants (the training itself may be a child of a supervisor)."""
+    out = [pid]
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return out
+    for kid in kids:
+        out += _trainer_pids(int(kid))
+    return out
+
+
+def _kill_once_checkpointed(ctx, exp_id, sig, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        steps.advance(ctx, exp_id)
+        exp = ctx.store.get(exp_id)
+        if (
+            exp.stage is Stage.TRAINING
+            and (ctx.settings.runs_dir / exp.run_id / runfolder.CHECKPOINT).exists()
+        ):
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the training never wrote a checkpoint")
+    os.kill(_trainer_pids(exp.handle["pid"])[-1], sig)  # the training process itself, as the OOM killer does
+    return exp
+
+
+def test_a_killed_training_says_which_signal_and_retry_resumes_from_its_checkpoint(ctx, dataset):
+    [i] = ctx.store.add([(None, tiny(train__epochs=8, train__patience=None))])
+    first = _kill_once_checkpointed(ctx, i, signal.SIGKILL)
+    failed = drive(ctx, i)
+    assert failed.stage is Stage.FAILED
+    assert "killed by SIGKILL" in failed.error and "kdq retry" in failed.error
+    resumed = drive(ctx, ctx.store.retry(i).id)
+    assert resumed.stage is Stage.DONE, resumed.error
+    log = (ctx.settings.runs_dir / resumed.run_id / runfolder.LOG).read_text()
+    assert f"resumed from run {first.run_id}: its last checkpoint copied here" in log
+    assert "after epoch" in log  # the training loop took the checkpoint up
+
+
+def test_retry_fresh_starts_again_from_epoch_one(ctx, dataset):
+    [i] = ctx.store.add([(None, tiny(train__epochs=8, train__patience=None))])
+    _kill_once_checkpointed(ctx, i, signal.SIGKILL)
+    assert drive(ctx, i).stage is Stage.FAILED
+    exp = ctx.store.retry(i, fresh=True)
+    assert exp.resume_from is None
+    ctx.store.move(i, Stage.QUEUED, Stage.CANCELLED, "enough")  # only the choice matters here
+    again = ctx.store.retry(i)
+    assert again.resume_from is None  # a cancelled attempt that never ran has nothing to resume

@@ -34,7 +34,8 @@ class LocalBackend:
     def data_dir(self, spec: ExperimentSpec) -> Path:
         return self.settings.datasets_dir / spec.data.dataset
 
-    def launch(self, run_id: str, spec: ExperimentSpec) -> dict[str, Any]:
+    def launch(self, run_id: str, spec: ExperimentSpec, resume_from: str | None = None) -> dict[str, Any]:
+        """Start the training; ``resume_from``: an earlier run of this home to take the checkpoint of."""
         run_dir = self.run_dir(run_id)
         handle = {"run_id": run_id, "run_dir": str(run_dir)}
         if runfolder.is_running(run_dir) or runfolder.outcome(run_dir):
@@ -57,6 +58,8 @@ class LocalBackend:
             str(data),
             "--cache",
             str(self.settings.cache_dir),
+            "--supervise",  # a killed training is reported with its signal
+            *(["--resume-from", str(self.run_dir(resume_from))] if resume_from else []),
         ]
         with open(run_dir / runfolder.LOG, "ab") as log:
             proc = subprocess.Popen(

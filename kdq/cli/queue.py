@@ -181,24 +181,34 @@ def _still_running(s) -> list[str]:
     return lines
 
 
-def retry(ids: IDS, as_json: AS_JSON = False) -> None:
+def retry(
+    ids: IDS,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Start from epoch 1, not from the last run's checkpoint.")
+    ] = False,
+    as_json: AS_JSON = False,
+) -> None:
     """Queue failed, cancelled or skipped experiments again (a new attempt with a new run id).
+
+    A local training resumes from the last run's last checkpoint (same spec) unless --fresh.
 
     Examples:
 
     \b
       kdq retry 7
       kdq retry 7 8 --json
+      kdq retry 7 --fresh
     """
     results = []
     with open_store(create=False) as store:
         for e in [get_or_exit(store, i) for i in ids]:
             try:
-                exp = store.retry(e.id)
+                exp = store.retry(e.id, fresh=fresh)
             except ValueError as exc:
                 results.append({"id": e.id, "stage": str(e.stage), "ok": False, "message": str(exc)})
                 continue
-            msg = f"queued again (attempt {exp.attempt})"
+            how = f", from run {exp.resume_from}'s checkpoint" if exp.resume_from else ""
+            msg = f"queued again (attempt {exp.attempt}{how})"
             results.append({"id": e.id, "stage": str(exp.stage), "ok": True, "message": msg})
     nudge([r["id"] for r in results if r["ok"]])
     _report(results, as_json)

@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="dataset folder")
     parser.add_argument("--cache", type=Path, required=True, help="shared cache folder")
     parser.add_argument("--lock", type=Path, help="the lock file (default RUN_DIR/train.lock)")
+    parser.add_argument(
+        "--resume-from", type=Path, help="an earlier run folder whose checkpoint to start from"
+    )
+    parser.add_argument("--supervise", action="store_true", help="a parent process names a killing signal")
     args = parser.parse_args(argv)
     run_dir: Path = args.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -36,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     if runfolder.outcome(run_dir) == "done":
         return 0
     (run_dir / runfolder.ERROR).unlink(missing_ok=True)
+    if args.supervise and (code := runfolder.supervise(run_dir)) is not None:
+        return code  # the parent: it waited, and named the signal if the training was killed
+    if args.resume_from:
+        print(runfolder.take_checkpoint(args.resume_from, run_dir), flush=True)
     try:
         from kdq.train.loop import run
 
