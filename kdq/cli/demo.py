@@ -33,7 +33,7 @@ def demo(
 
     from rich.console import Console
 
-    from kdq.cli import views
+    from kdq.cli import tables, views
     from kdq.demo import DEMO_CONFIGS, DemoOptions, Views, run
 
     paths = [
@@ -48,5 +48,5 @@ def demo(
         timeout_s=timeout,
         watch=watch,
     )
-    drawn = Views(status=lambda store: views.status_view(store, True), leaderboard=views.leaderboard_table)
+    drawn = Views(status=lambda store: views.status_view(store, True), leaderboard=tables.leaderboard_table)
     raise typer.Exit(run(opts, Console(), drawn))

@@ -96,7 +96,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Every attempt i
     if not attempts:
         console().print("no submissions yet")
         return
-    from kdq.cli.views import print_rows
+    from kdq.cli.tables import print_rows
 
     ours = _our_attempts()
     rows = [
@@ -157,7 +157,7 @@ def leaderboard(
       kdq leaderboard
       kdq leaderboard --top 5 --json
     """
-    from kdq.cli.views import LEADERBOARD_COLUMNS, leaderboard_rows, print_rows
+    from kdq.cli.tables import LEADERBOARD_COLUMNS, leaderboard_rows, print_rows
     from kdq.course import CourseError
     from kdq.course.errors import Unreachable
 

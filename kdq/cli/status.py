@@ -101,7 +101,7 @@ def show(
       kdq show 12
       kdq show 12 --json | jq .metrics
     """
-    from kdq.cli import views
+    from kdq.cli import tables
     from kdq.course.scoring import expected_all
 
     with open_store(look=True) as store:
@@ -119,7 +119,7 @@ def show(
     if as_json:
         print(json.dumps(data, indent=2, default=str))
         return
-    for part in views.show_view(exp, data, events):
+    for part in tables.show_view(exp, data, events):
         console().print(part)
 
 
@@ -169,7 +169,7 @@ def results(
       kdq results --name 'hinton-*' --sort server_score
       kdq results --csv > results.csv
     """
-    from kdq.cli import views
+    from kdq.cli import tables
     from kdq.compare import select
     from kdq.course.scoring import calibration_points, expected_all
     from kdq.stages import Stage
@@ -202,4 +202,4 @@ def results(
         say("no results yet (an experiment has one once it is validated)")
     else:
         shown = [c for c in RESULT_COLUMNS if c != "expected_score"]  # kdq status shows it, with its interval
-        views.print_rows(console(), shown, rows)
+        tables.print_rows(console(), shown, rows)
