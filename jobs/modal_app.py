@@ -107,12 +107,13 @@ FUNCTION_OPTIONS = dict(
 
 
 @app.function(volumes={MOUNT: volume}, secrets=[hf_secret], **FUNCTION_OPTIONS)
-def train(run_id: str, dataset: str) -> dict:
+def train(run_id: str, dataset: str, resume_from: str | None = None) -> dict:
     """Train run folder ``runs/<run_id>`` on the Volume; returns a plain dict (see ``run_training``)."""
     return run_training(
         Path(MOUNT),
         run_id,
         dataset,
+        resume_from=resume_from,
         call_id=modal.current_function_call_id() or "unknown",
         commit=volume.commit,
         reload=volume.reload,
@@ -182,6 +183,7 @@ def run_training(
     commit: Callable[[], None] = lambda: None,
     reload: Callable[[], None] = lambda: None,
     local_dir: Path | None = None,
+    resume_from: str | None = None,
     heartbeat_s: float = HEARTBEAT_S,
     stale_s: float = STALE_S,
     python: str = sys.executable,
@@ -191,7 +193,8 @@ def run_training(
 
     Returns ``{"outcome": "done" | "error" | "duplicate", ...}``; raises ``RunDied`` when the training
     process vanished without a verdict, so that Modal's retries start it again (it resumes).
-    ``local_dir``: the container's own disk, for the training lock and the live log.
+    ``local_dir``: the container's own disk, for the training lock and the live log. ``resume_from``:
+    an earlier run on the Volume whose checkpoint the training starts from (``kdq retry``).
     """
     reload()  # see what other containers committed: an owner, a finished run
     run_dir = root / run_path(run_id)
@@ -232,6 +235,7 @@ def run_training(
     copy_log = _LogCopy(local / runfolder.LOG, run_dir / runfolder.LOG)
     lock = local / "train.lock"
     cmd = [python, "-m", "kdq.train", str(run_dir), "--data", str(data_dir), "--cache", str(root / CACHE)]
+    cmd += ["--resume-from", str(root / run_path(resume_from))] if resume_from else []
     log(f"{run_id}: {' '.join(cmd)} --lock {lock}")
     with open(local / runfolder.LOG, "ab") as out:  # only the child keeps it open
         proc = subprocess.Popen(

@@ -198,11 +198,12 @@ class ModalBackend:
             self._hf_checked.add(teacher.model)
         return mark
 
-    def launch(self, run_id: str, spec: ExperimentSpec) -> dict[str, Any]:
+    def launch(self, run_id: str, spec: ExperimentSpec, resume_from: str | None = None) -> dict[str, Any]:
+        """``resume_from``: an earlier run on the Volume whose checkpoint this one starts from."""
         from modal.exception import ResourceExhaustedError
 
         try:
-            return self._launch(run_id, spec)
+            return self._launch(run_id, spec, resume_from)
         except TransientError as exc:
             if not isinstance(exc.__cause__, ResourceExhaustedError):
                 raise
@@ -212,7 +213,7 @@ class ModalBackend:
             fix = "see the workspace's limits and billing on modal.com (or stop other apps), then `kdq retry`"
             raise PermanentError(f"{exc}. Modal kept refusing for {minutes:.0f} min: {fix}") from None
 
-    def _launch(self, run_id: str, spec: ExperimentSpec) -> dict[str, Any]:
+    def _launch(self, run_id: str, spec: ExperimentSpec, resume_from: str | None) -> dict[str, Any]:
         run = vol.run_path(run_id)
         with guarded(live_run=False):
             record = self._json(f"{run}/{vol.LAUNCH}") or {}
@@ -231,7 +232,7 @@ class ModalBackend:
             spawning = json.dumps({"state": "spawning", "token": token, "at": time.time()}).encode()
             spec_json = spec.model_dump_json(indent=2).encode()
             self.gateway.upload([(spec_json, f"{run}/{runfolder.SPEC}"), (spawning, f"{run}/{vol.LAUNCH}")])
-            call_id = self._spawn(run_id, spec, images=int(mark.get("files", 0)))
+            call_id = self._spawn(run_id, spec, int(mark.get("files", 0)), resume_from)
         # From here a call exists: its id goes to the database before anything else can fail.
         handle = self._handle(run_id, call_id, spec)
         with Store.open(self.settings) as store:
@@ -242,16 +243,13 @@ class ModalBackend:
         log.info("spawned a Modal training call", run_id=run_id, call_id=call_id, gpu=spec.backend.gpu)
         return handle
 
-    def _spawn(self, run_id: str, spec: ExperimentSpec, images: int) -> str:
+    def _spawn(self, run_id: str, spec: ExperimentSpec, images: int, resume_from: str | None) -> str:
         from modal.exception import NotFoundError
 
-        b = spec.backend
-        teacher = 448 if spec.teacher.kind == "siglip" else None
-        kw = dict(
-            gpu=b.gpu,
-            timeout_s=int(min(b.timeout_min * 60, b.max_gpu_hours * 3600)),
-            memory_mib=memory_mib(images, spec.data.decode_size, teacher),
-        )
+        b, teacher = spec.backend, 448 if spec.teacher.kind == "siglip" else None
+        timeout_s = int(min(b.timeout_min * 60, b.max_gpu_hours * 3600))
+        memory = memory_mib(images, spec.data.decode_size, teacher)
+        kw = dict(gpu=b.gpu, timeout_s=timeout_s, memory_mib=memory, resume_from=resume_from)
         try:
             return self.gateway.spawn(run_id, spec.data.dataset, **kw)
         except NotFoundError:  # the app was stopped or deleted behind our back: deploy and try once more

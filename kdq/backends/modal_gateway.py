@@ -75,7 +75,9 @@ Upload = tuple[Path | bytes, str]  # (local file or bytes, path on the Volume)
 
 
 class Gateway(Protocol):
-    def spawn(self, run_id: str, dataset: str, *, gpu: str, timeout_s: int, memory_mib: int) -> str:
+    def spawn(
+        self, run_id: str, dataset: str, *, gpu: str, timeout_s: int, memory_mib: int, resume_from: str | None
+    ) -> str:
         """Start the training function; returns the call id (``fc-...``)."""
 
     def call_state(self, call_id: str) -> CallState: ...
@@ -199,9 +201,12 @@ class ModalGateway:
 
     # ------------------------------------------------------------ calls
 
-    def spawn(self, run_id: str, dataset: str, *, gpu: str, timeout_s: int, memory_mib: int) -> str:
+    def spawn(
+        self, run_id: str, dataset: str, *, gpu: str, timeout_s: int, memory_mib: int, resume_from: str | None
+    ) -> str:
         fn = self._function().with_options(gpu=gpu, timeout=timeout_s, memory=memory_mib)
-        return fn.spawn(run_id=run_id, dataset=dataset).object_id
+        resume = {"resume_from": resume_from} if resume_from else {}
+        return fn.spawn(run_id=run_id, dataset=dataset, **resume).object_id
 
     def call_state(self, call_id: str) -> CallState:
         from modal.exception import (

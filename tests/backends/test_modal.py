@@ -297,8 +297,8 @@ class FakeModal(ModalGateway):
             def with_options(self, **options):
                 return Function(options)
 
-            def spawn(self, run_id: str, dataset: str):
-                return fake._spawn(run_id, dataset, self.options)
+            def spawn(self, run_id: str, dataset: str, resume_from: str | None = None):
+                return fake._spawn(run_id, dataset, {**self.options, "resume_from": resume_from})
 
         return Function({})
 
@@ -323,6 +323,7 @@ class FakeModal(ModalGateway):
                     call.run_id,
                     call.dataset,
                     call_id=call.id,
+                    resume_from=call.options.get("resume_from"),
                     commit=mount.commit,
                     reload=mount.reload,
                     local_dir=self.base / "local" / f"{call.id}-{call.attempts}",
@@ -833,6 +834,21 @@ def test_the_spawn_asks_for_the_memory_its_dataset_needs(backend, fake):
     files = json.loads((fake.root / "datasets/synth" / vol.DATASET_MARK).read_text())["files"]
     handle = backend.launch("m-1", tiny_spec())
     assert fake.calls[handle["call_id"]].options["memory"] == memory_mib(files, 40, None)
+
+
+def test_a_retry_that_resumes_names_the_earlier_run_to_the_training(backend, fake, tmp_path):
+    """`kdq retry` of a run that got far: the new attempt starts from the old run's checkpoint."""
+    fake.start_delays = [3600]
+    handle = backend.launch("again-a2", tiny_spec(), resume_from="again-a1")
+    assert fake.calls[handle["call_id"]].options["resume_from"] == "again-a1"
+    mount = tmp_path / "mount"
+    shutil.copytree(fake.root, mount)
+    with pytest.raises(modal_app.RunDied):  # `echo` stands in for python: it trains nothing
+        modal_app.run_training(
+            mount, "again-a2", "synth", call_id="fc-1", resume_from="again-a1", python="echo", heartbeat_s=0.1
+        )
+    logged = (mount / "runs/again-a2" / runfolder.LOG).read_text()
+    assert f"--resume-from {mount}/runs/again-a1" in logged
 
 
 # ---------------------------------------------------------------- a workspace limit (9)
