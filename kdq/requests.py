@@ -14,9 +14,6 @@ from kdq.stages import LIVE, RETRYABLE, Stage
 # Stages with nothing running elsewhere: a cancel there is immediate.
 CANCEL_AT_ONCE = (Stage.QUEUED, Stage.READY, Stage.FETCHING, Stage.VALIDATING)
 SUBMITTABLE = (Stage.READY, Stage.DONE, Stage.SKIPPED)
-# Backends whose next attempt can start from an earlier run's checkpoint. Modal resumes inside one run
-# (its own retries after a preemption); across a `kdq retry` it starts from epoch 1.
-RESUMABLE = frozenset({"local"})
 
 
 class UserRequests:
@@ -59,7 +56,7 @@ class UserRequests:
             raise ValueError(
                 f"experiment {exp_id} is {exp.stage}; only {', '.join(sorted(RETRYABLE))} can be retried"
             )
-        resume = None if fresh or exp.backend not in RESUMABLE else exp.run_id or exp.resume_from
+        resume = None if fresh else exp.run_id or exp.resume_from
         how = f", from run {resume}'s last checkpoint" if resume else ", from epoch 1"
         moved = self.move(
             exp_id,
