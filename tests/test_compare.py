@@ -98,7 +98,7 @@ def test_cli_compare_table_json_and_html(two, tmp_path):
 
 def test_cli_compare_needs_two_known_ids(two):
     result = CliRunner().invoke(app, ["compare", str(two[0])])
-    assert result.exit_code == 1 and "at least two" in result.output
+    assert result.exit_code == 2 and "at least two" in result.output
     result = CliRunner().invoke(app, ["compare", str(two[0]), "999"])
     assert result.exit_code == 1 and "no experiment 999" in result.output
 
@@ -120,4 +120,4 @@ def test_cli_results_filters_sorts_and_plots(two, store, tmp_path):
     assert result.exit_code == 0, result.output
     assert valid_png(tmp_path / "trust.png")
     result = run("--stage", "finished")
-    assert result.exit_code == 1 and "unknown stage" in result.output
+    assert result.exit_code == 2 and "unknown stage" in result.output
