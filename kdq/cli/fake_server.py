@@ -51,6 +51,12 @@ def fake_server(
     """Run the stand-in course server: same routes, shapes, limits and grading, plus faults on demand.
 
     At runtime: POST /_fake/faults with a fault as JSON ({"kind": "error", "count": 2, "status": 502}), DELETE /_fake/faults, POST /_fake/down {"seconds": 30} (connections refused, then back on the same port), POST /_fake/reset-limits, GET /_fake/state.
+
+    Examples:
+
+    \b
+      kdq fake-server --port 0 --data-dir .kdq/demo/server/test_dataset
+      kdq fake-server --submit-interval-s 10 --fault error:3,status=502
     """  # noqa: E501 (one paragraph in --help)
     from kdq import log as kdqlog
     from kdq.course.fake_server import FakeServer, parse_fault

@@ -26,7 +26,14 @@ def report(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the page's data as JSON too.")] = False,
 ) -> None:
-    """One experiment as an HTML page: curves, confusion matrix, per-class F1, spec, timings, server score."""
+    """One experiment as an HTML page: curves, confusion matrix, per-class F1, spec, timings, server score.
+
+    Examples:
+
+    \b
+      kdq report 12
+      kdq report 12 --out /tmp/report-12 --json
+    """
     from kdq.course.scoring import calibration_points, expected_all
     from kdq.report import experiment_data, submissions_for, write_experiment_report
 
@@ -52,7 +59,14 @@ def compare(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Experiments side by side: the spec fields that differ, then the metrics."""
+    """Experiments side by side: the spec fields that differ, then the metrics.
+
+    Examples:
+
+    \b
+      kdq compare 12 14
+      kdq compare 12 14 15 --html /tmp/compare
+    """
     from rich.table import Table
     from rich.text import Text
 
