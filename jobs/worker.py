@@ -13,6 +13,7 @@ import threading
 import time
 
 from kdq import worker
+from kdq.errors import disk_full
 from kdq.homelock import HomeLock
 from kdq.log import get_logger
 from kdq.store import Store
@@ -26,14 +27,31 @@ def _beat(store: Store, started_at: float, **extra: float) -> None:
 
 
 def _heartbeat(settings, stop: threading.Event, started_at: float) -> None:
+    """Beat into the database and touch the home lock's file: a full disk refuses the first but not the
+    second (a timestamp needs no room), so `kdq status` still sees a live worker. A failing beat is
+    logged when it starts failing and when it recovers, not at every beat."""
+    lock = HomeLock(settings.root).path
+    failing = False
     with Store.open(settings) as store:
         while not stop.is_set():
             try:
+                os.utime(lock)
+            except OSError:
+                pass  # no lock file: a heartbeat outside `kdq worker` (tests)
+            try:
                 _beat(store, started_at)
+                if failing:
+                    log.info("heartbeat recovered")
+                failing = False
             except Exception as exc:  # the heartbeat must never take the worker down
-                log.warning("heartbeat failed", error=repr(exc))
+                if not failing:
+                    log.warning("heartbeat failed", error=disk_full(exc, settings.db_path) or repr(exc))
+                failing = True
             stop.wait(settings.heartbeat_s)
-        _beat(store, started_at, stopped_at=time.time())
+        try:
+            _beat(store, started_at, stopped_at=time.time())
+        except Exception as exc:
+            log.warning("the last heartbeat failed", error=disk_full(exc, settings.db_path) or repr(exc))
 
 
 def run(settings) -> None:

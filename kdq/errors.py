@@ -1,4 +1,5 @@
-"""The two kinds of trouble a worker step can raise; the step machine (kdq/steps.py) sorts on them."""
+"""The two kinds of trouble a worker step can raise (the step machine, kdq/steps.py, sorts on them), and
+the one way a full disk is named."""
 
 from __future__ import annotations
 
@@ -9,3 +10,42 @@ class TransientError(RuntimeError):
 
 class PermanentError(RuntimeError):
     """Trouble that waiting will not fix (no credentials, a broken run): the stage fails with this text."""
+
+
+LOW_DISK_BYTES = 32 << 20  # less free than this on the disk a write failed on: that disk is full
+
+
+def disk_full(exc: BaseException, path=None) -> str | None:
+    """One line naming a full disk (ENOSPC and the path it could not write), or ``None`` for other trouble.
+
+    An ``OSError`` says ENOSPC itself; SQLite says "database or disk is full"; torch only says a write
+    failed, so then the disk holding ``path`` is looked at.
+    """
+    import errno
+    import sqlite3
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return f"disk full (ENOSPC): no space left to write {seen.filename or path or 'a file'}"
+        if isinstance(seen, sqlite3.OperationalError) and "full" in str(seen).lower():
+            return f"disk full (ENOSPC): cannot write {path or 'the database'} ({seen})"
+        seen = seen.__cause__ or seen.__context__
+    return None if path is None else disk_full_at(path)
+
+
+def disk_full_at(path) -> str | None:
+    """The full-disk line when the disk holding ``path`` has (almost) no room left, else ``None``."""
+    import shutil
+    from pathlib import Path
+
+    where = Path(path)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        return None
+    if free >= LOW_DISK_BYTES:
+        return None
+    return f"disk full (ENOSPC): no space left to write {path} ({free // 1024} KiB free on its disk)"

@@ -36,6 +36,7 @@ LOG = "log.txt"
 DONE = "done.json"
 ERROR = "error.json"
 LOCK = "train.lock"  # held by the training process while it lives
+EXIT_DISK_FULL = 28  # the training's exit status when not even error.json could be written (errno ENOSPC)
 ARTIFACTS = (MODEL, METRICS, HISTORY)  # what the worker fetches
 
 
@@ -142,7 +143,10 @@ def supervise(run_dir: Path) -> int | None:
         signal.signal(sig, signal.SIG_IGN)
     _, status = os.waitpid(pid, 0)
     if outcome(run_dir) is None:
-        write_json(Path(run_dir) / ERROR, {"error": death_message(run_dir, status), "status": status})
+        try:
+            write_json(Path(run_dir) / ERROR, {"error": death_message(run_dir, status), "status": status})
+        except OSError:  # a full disk: the worker finds the run ended without a verdict and looks at the disk
+            pass
     return os.waitstatus_to_exitcode(status) % 256
 
 
@@ -154,6 +158,8 @@ def death_message(run_dir: Path, status: int) -> str:
         if epoch and (Path(run_dir) / CHECKPOINT).exists()
         else "`kdq retry ID` starts it again"
     )
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_DISK_FULL:
+        return f"disk full (ENOSPC): the training in {run_dir} could not write; free space, then {resume}"
     if os.WIFSIGNALED(status):
         sig = signal.Signals(os.WTERMSIG(status))
         why = " (the kernel's out-of-memory killer sends it: a smaller train.batch_size needs less)"

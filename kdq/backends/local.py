@@ -18,7 +18,7 @@ from typing import Any
 
 from kdq import runfolder
 from kdq.backends import RunStatus
-from kdq.errors import PermanentError
+from kdq.errors import PermanentError, disk_full_at
 from kdq.spec import ExperimentSpec
 
 STARTUP_TIMEOUT_S = 60
@@ -95,6 +95,8 @@ class LocalBackend:
                 )
             return RunStatus("running", progress)
         tail = runfolder.log_tail(run_dir)
+        if full := disk_full_at(run_dir):  # not even error.json could be written
+            return RunStatus("failed", progress, f"{full}; free space, then `kdq retry ID` (it resumes)")
         return RunStatus(
             "failed", progress, f"the training process ended without a result. Last lines of its log:\n{tail}"
         )

@@ -67,11 +67,10 @@ class UnexpectedResponse(CourseError):
 
 def describe_failure(exc: BaseException, db_path=None) -> str:
     """One line for a failure, a full disk named as such (ENOSPC and the path it could not write)."""
-    import errno
     import sqlite3
 
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return f"disk full (ENOSPC): no space left to write {exc.filename or db_path or 'a file'}"
-    if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower():
-        return f"disk full (ENOSPC): cannot write {db_path or 'the database'} ({exc})"
+    from kdq.errors import disk_full
+
+    if isinstance(exc, OSError | sqlite3.OperationalError) and (full := disk_full(exc, db_path)):
+        return full
     return redact(f"{type(exc).__name__}: {exc}")

@@ -14,9 +14,11 @@ import traceback
 from pathlib import Path
 
 from kdq import runfolder
+from kdq.errors import disk_full
 from kdq.spec import ExperimentSpec
 
 EXIT_ALREADY_RUNNING = 3
+EXIT_DISK_FULL = runfolder.EXIT_DISK_FULL  # not even error.json could be written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,11 +55,19 @@ def main(argv: list[str] | None = None) -> int:
         runfolder.write_json(run_dir / runfolder.DONE, {**summary, "seconds": time.time() - started})
         return 0
     except BaseException as exc:  # noqa: BLE001 — every failure must leave error.json behind
-        runfolder.write_json(
-            run_dir / runfolder.ERROR,
-            {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()},
-        )
-        traceback.print_exc()
+        full = disk_full(exc, run_dir)
+        error = {"error": full or f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        try:
+            runfolder.write_json(run_dir / runfolder.ERROR, error)
+        except OSError as write_error:
+            if not disk_full(write_error, run_dir):
+                raise
+            print(error["error"], file=sys.stderr)
+            return EXIT_DISK_FULL
+        if full:
+            print(full, file=sys.stderr)  # one line: the traceback of a full disk tells nothing more
+        else:
+            traceback.print_exc()
         return 130 if isinstance(exc, KeyboardInterrupt) else 1
     finally:
         lock.close()
