@@ -2,9 +2,12 @@
 
     python benchmarks/gpu_throughput.py            # CUDA: three students at 224, so400m teacher at 448
     python benchmarks/gpu_throughput.py --smoke    # anywhere: tiny sizes, proves the script runs
+    python benchmarks/gpu_throughput.py --compile  # the students under torch.compile too
 
-students: images/s of kdq's training step (on-device augmentation from uint8 pictures already in
-          memory, bf16 autocast, channels_last, AdamW, Hinton KD against cached teacher logits)
+students: images/s of kdq's own training step (``kdq.train.step.Step``, what the loop runs): the
+          batch's views rendered on the device from uint8 pictures, Hinton KD against teacher logits
+          and embedding distillation, backward, clipping, AdamW, the schedule; bf16 autocast and
+          channels_last on CUDA; every index already on the device, as the loop has it
 teacher:  images/s of SigLIP image embeddings with a randomly initialised so400m vision tower at
           448 (MedSigLIP's size), bf16 + SDPA, the rendering of the views included
 """
@@ -17,8 +20,10 @@ import time
 
 import torch
 
-from kdq.spec import StudentSpec
-from kdq.train import augment, losses, students, teacher
+from kdq.spec import DistillSpec, StudentSpec
+from kdq.train import augment, students, teacher
+from kdq.train.step import Step
+from kdq.train.teacher import Targets
 
 STUDENTS = [
     ("torchvision", "shufflenet_v2_x1_0"),
@@ -32,35 +37,47 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def student_rate(library: str, name: str, device: torch.device, batch: int, size: int, steps: int) -> float:
+def student_rate(
+    library: str, name: str, device: torch.device, batch: int, size: int, steps: int, compile_: bool = False
+) -> float:
+    n, views, dim = batch * 4, 5, 64
     model = students.build(StudentSpec(library=library, name=name), 10).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    images = torch.randint(
-        0, 256, (batch * 4, 3, size + size // 7, size + size // 7), dtype=torch.uint8, device=device
-    )
-    labels = torch.randint(0, 10, (batch * 4,), device=device)
-    t_logits = torch.randn(batch * 4, 10, device=device)
+    feats: dict = {}
+    head = students.classifier(model)
+    head.register_forward_hook(lambda m, inp, out: feats.__setitem__("f", inp[0]))
+    proj = torch.nn.Linear(head.in_features, dim).to(device)
+    params = list(model.parameters()) + list(proj.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    side = size + size // 7  # pictures decoded a little larger than the input, as data.decode_size is
+    images = torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8, device=device)
     gen = torch.Generator().manual_seed(0)
-
-    def step() -> None:
-        idx = torch.randint(0, len(images), (batch,), generator=gen).to(device)
-        x = augment.render(images[idx], augment.sample(batch, gen), size)
-        x = x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
-        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-            loss = losses.hinton(model(x).float(), t_logits[idx], labels[idx], 4.0, 0.3)["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    view_params = torch.cat(
+        [augment.identity(n).unsqueeze(1), augment.sample(n * views, gen).view(n, views, 9)], 1
+    )
+    targets = Targets(
+        view_params, torch.randn(n, views + 1, dim).half(), torch.randn(n, views + 1, 10), 0.0, views + 1
+    )
+    targets = targets.to(device)
+    labels = torch.randint(0, 10, (n,), device=device)
+    dist = DistillSpec(loss="hinton", embed_weight=0.5, fresh_fraction=0.25)
+    forward = torch.compile(model) if compile_ else model
+    step = Step(
+        model, forward, opt, sched, None, proj, feats, params, images, labels, targets, dist, None, size
+    )
+    order = torch.randint(0, n, (steps + 3, batch), generator=gen).to(device)
+    view = torch.randint(views + 1, (steps + 3, batch), generator=gen).to(device)
+    fresh = augment.sample((steps + 3) * batch, gen).view(steps + 3, batch, 9).to(device)
 
     model.train()
-    for _ in range(3):  # warm-up: cuDNN autotuning, allocator
-        step()
+    for i in range(3):  # warm-up: cuDNN autotuning, the allocator, compilation
+        step(order[i], view[i], fresh[i])
     sync(device)
     t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
+    for i in range(3, steps + 3):
+        step(order[i], view[i], fresh[i])
     sync(device)
     return batch * steps / (time.perf_counter() - t0)
 
@@ -85,6 +102,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256, help="student batch")
     ap.add_argument("--teacher-batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--compile", action="store_true", help="also time the students under torch.compile")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.smoke:
@@ -110,11 +128,13 @@ def main() -> None:
         "students_images_per_s": {},
     }
     for library, name in STUDENTS:
-        out["students_images_per_s"][f"{library}/{name}"] = round(
-            student_rate(library, name, device, batch, size, steps), 1
-        )
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        for compiled in (False, True) if args.compile else (False,):
+            key = f"{library}/{name}" + (" (compiled)" if compiled else "")
+            out["students_images_per_s"][key] = round(
+                student_rate(library, name, device, batch, size, steps, compiled), 1
+            )
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     rate, dim = teacher_rate(tname, device, tbatch, steps)
     out["teacher"] = {"model": tname, "batch": tbatch, "embed_dim": dim, "images_per_s": round(rate, 1)}
     if device.type == "cuda":

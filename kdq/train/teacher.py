@@ -44,11 +44,12 @@ def _tower(hidden: int, inter: int, layers: int, heads: int, **extra) -> dict:
     )
 
 
-_SMALL_TEXT = _tower(64, 128, 1, 2, vocab_size=1000, max_position_embeddings=16)
+_IDS = dict(vocab_size=1000, bos_token_id=0, eos_token_id=2)  # token ids inside the small vocabulary
+_SMALL_TEXT = _tower(64, 128, 1, 2, max_position_embeddings=16, **_IDS)
 RANDOM = {  # name -> (vision config, text config): randomly initialised stand-ins
     "tiny": (
         _tower(32, 64, 2, 2, image_size=32, patch_size=8),
-        _tower(32, 64, 2, 2, vocab_size=1000, max_position_embeddings=16),
+        _tower(32, 64, 2, 2, max_position_embeddings=16, **_IDS),
     ),
     "tiny-448": (_tower(32, 64, 1, 2, image_size=448, patch_size=56), _SMALL_TEXT),  # real decode size
     "random-b16-224": (_tower(768, 3072, 12, 12, image_size=224, patch_size=16), _SMALL_TEXT),
