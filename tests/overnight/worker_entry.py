@@ -101,4 +101,4 @@ if __name__ == "__main__":
         disk_full_after_first_upload(float(os.environ["KDQ_TEST_DISK_FULL_S"]))
     from kdq.cli.main import app
 
-    app(["worker", "--log-json"])
+    app(["worker", "--log-json", "--verbose"])  # Huey's own lines too: the harness waits for its start line
