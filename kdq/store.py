@@ -30,51 +30,9 @@ from kdq.experiment import JSON_FIELDS, Experiment
 from kdq.log import stage_changed
 from kdq.requests import UserRequests
 from kdq.schema import MIGRATIONS, SCHEMA_VERSION
-from kdq.spec import ExperimentSpec
 from kdq.stages import LIVE, Stage, check_move
 
 BUSY_TIMEOUT_S = 60
-
-
-class DuplicateSpec(ValueError):
-    """``dupes``: (name, the experiment id it repeats, or the name it repeats in this same batch)."""
-
-    def __init__(self, dupes: list[tuple[str, int | str]]):
-        self.dupes = dupes
-        lines = [
-            f"{name}: the same spec is already experiment {other} (use --force to queue it again)"
-            if isinstance(other, int)
-            else f"{name}: the same spec as {other} in this enqueue (use --force to queue both)"
-            for name, other in dupes
-        ]
-        super().__init__("\n".join(lines))
-
-
-def _duplicates(db: sqlite_utils.Database, specs: list[ExperimentSpec]) -> list[tuple[str, int | str]]:
-    """Specs already queued (and not cancelled), and specs repeated within ``specs``."""
-    dupes: list[tuple[str, int | str]] = []
-    first: dict[str, str] = {}
-    for spec in specs:
-        h = spec.content_hash()
-        rows = list(
-            db.query("select id from experiments where spec_hash = ? and stage != 'cancelled' limit 1", [h])
-        )
-        if rows:
-            dupes.append((spec.name, rows[0]["id"]))
-        elif h in first:
-            dupes.append((spec.name, first[h]))
-        first.setdefault(h, spec.name)
-    return dupes
-
-
-class DuplicateSearch(DuplicateSpec):
-    def __init__(self, name: str, exp_id: int):
-        self.dupes = [(name, exp_id)]
-        ValueError.__init__(
-            self,
-            f"{name}: a search of this name exists already (experiment {exp_id} is one of its trials); "
-            "give this one another name (`name = ...` or `search.name = ...`)",
-        )
 
 
 class NotFound(KeyError):
@@ -193,57 +151,6 @@ class Store(UserRequests):
         return self.get_meta("instance") or "kdq"
 
     # ------------------------------------------------------------ experiments
-
-    def add(
-        self,
-        items: list[tuple[str | None, ExperimentSpec]],
-        *,
-        priority: int = 0,
-        force: bool = False,
-        columns: dict[str, Any] | None = None,
-    ) -> list[int]:
-        """Queue specs as new experiments, all or none. Raises ``DuplicateSpec`` unless ``force``.
-
-        ``columns``: more columns for every row (a search trial's number, set by the worker)."""
-        now = time.time()
-        with self.transaction() as db:
-            if (columns or {}).get("trial") is None:  # a new search (not a trial the worker adds): a new name
-                for name in {s.search.name for _, s in items if s.search}:
-                    rows = list(db.query("select id from experiments where search = ? limit 1", [name]))
-                    if rows:
-                        raise DuplicateSearch(name, rows[0]["id"])
-            if not force and (dupes := _duplicates(db, [s for _, s in items])):
-                raise DuplicateSpec(dupes)
-            ids = []
-            for source, spec in items:
-                table = db["experiments"].insert(
-                    {
-                        "name": spec.name,
-                        "spec": spec.model_dump_json(),
-                        "spec_hash": spec.content_hash(),
-                        "source": source,
-                        "priority": priority,
-                        "stage": str(Stage.QUEUED),
-                        "backend": spec.backend.kind,
-                        "attempt": 1,
-                        "created_at": now,
-                        "updated_at": now,
-                        "next_check_at": now,
-                        "search": spec.search.name if spec.search else None,
-                        **(columns or {}),
-                    }
-                )
-                ids.append(table.last_pk)
-                db["events"].insert(
-                    {
-                        "exp_id": table.last_pk,
-                        "ts": now,
-                        "kind": "enqueued",
-                        "stage": "queued",
-                        "message": f"queued from {source}" if source else "queued",
-                    }
-                )
-        return ids
 
     def get(self, exp_id: int) -> Experiment:
         rows = list(self.db.query("select * from experiments where id = ?", [exp_id]))

@@ -13,9 +13,13 @@ lock of this process: it can never be left behind, not even by a failure that ca
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from huey import SqliteHuey, crontab
 from huey.exceptions import RetryTask, TaskLockedException
@@ -65,8 +69,31 @@ def queue(settings) -> Queue:
     path = str(settings.queue_path)
     with _QUEUES_LOCK:
         if path not in _QUEUES:
+            _set_aside_if_damaged(settings.queue_path)
             _QUEUES[path] = _build(settings)
         return _QUEUES[path]
+
+
+def _set_aside_if_damaged(path: Path) -> None:
+    """queue.db holds only nudges (kdq.db is the truth): a damaged one is moved aside and a new one made.
+    Nothing is lost: the worker looks at every live experiment at start, and re-drives them every minute."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    try:
+        with closing(sqlite3.connect(path)) as conn:
+            if conn.execute("pragma quick_check(1)").fetchone()[0] == "ok":
+                return
+    except sqlite3.OperationalError:
+        return  # busy or locked is not damage
+    except sqlite3.DatabaseError:
+        pass
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{path}{suffix}").exists():
+            os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+    log.warning(
+        "queue.db was damaged: set aside, a new one made; kdq.db drives the experiments", aside=str(aside)
+    )
 
 
 def _build(settings) -> Queue:

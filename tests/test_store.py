@@ -3,9 +3,10 @@ import sqlite3
 
 import pytest
 
+from kdq.requests import DuplicateSpec
 from kdq.spec import ExperimentSpec
 from kdq.stages import Stage
-from kdq.store import SCHEMA_VERSION, DuplicateSpec, NotFound, Store, StoreError
+from kdq.store import SCHEMA_VERSION, NotFound, Store, StoreError
 
 
 def spec(name="x", **train):
@@ -196,3 +197,47 @@ def test_a_home_with_runs_but_no_database_is_refused_unless_forced(settings):
     assert not settings.db_path.exists()  # nothing half-done
     with Store.open(settings, force=True) as s:
         assert s.instance != old_instance  # so no new run id (nor artifacts folder) can be an old one
+
+
+def test_discard_takes_back_experiments_still_queued_and_nothing_else(store):
+    a, b = store.add([("a.toml", spec("a")), ("b.toml", spec("b", lr=0.1))])
+    assert store.move(b, Stage.QUEUED, Stage.LAUNCHING, run_id="r1")
+    assert store.discard([a, b]) == [a]  # b is the worker's already
+    assert [e.id for e in store.list()] == [b]
+    assert store.events(a) == []
+
+
+def test_a_damaged_queue_db_is_rebuilt_and_enqueue_queues_once(settings, tiny_spec_file):
+    from typer.testing import CliRunner
+
+    from kdq.cli.main import app
+
+    settings.root.mkdir(parents=True, exist_ok=True)
+    settings.queue_path.write_bytes(b"not a database, only noise" * 100)
+    r = CliRunner().invoke(app, ["enqueue", str(tiny_spec_file)])
+    assert r.exit_code == 0, r.output
+    with Store.open(settings) as s:
+        assert [e.name for e in s.list()] == ["tiny"]
+    assert list(settings.root.glob("queue.db.damaged-*")), "the damaged file is kept aside, not deleted"
+    with sqlite3.connect(settings.queue_path) as conn:
+        assert conn.execute("pragma quick_check").fetchone()[0] == "ok"
+
+
+def test_enqueue_whose_nudge_fails_queues_nothing_and_says_so_in_one_line(
+    settings, tiny_spec_file, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from kdq import worker
+    from kdq.cli.main import app
+
+    def broken(ids, settings, scheduler=False):
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    monkeypatch.setattr(worker, "nudge", broken)
+    r = CliRunner().invoke(app, ["enqueue", str(tiny_spec_file)])
+    assert r.exit_code == 1 and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
+    assert "nothing was queued" in r.stderr and str(settings.queue_path) in " ".join(r.stderr.split())
+    assert "Traceback" not in r.output
+    with Store.open(settings) as s:
+        assert s.list() == []

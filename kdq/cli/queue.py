@@ -92,14 +92,21 @@ def enqueue(
         for r in [] if as_json else rows:
             say(f"would queue {r['name']} ({r['source']}, {r['backend']})")
         return
-    from kdq.store import DuplicateSpec
+    from kdq.requests import DuplicateSpec
 
     with open_store() as store:
         try:
             ids = store.add([(str(p), s) for p, s in specs], priority=priority, force=force)
         except DuplicateSpec as exc:
             raise fail(f"{exc}\nnothing was queued") from None
-    nudge(ids)
+        try:
+            nudge(ids)
+        except Exception as exc:  # the rows and their nudge go together: take the rows back
+            store.discard(ids)
+            where = settings().queue_path
+            raise fail(
+                f"{where}: cannot nudge the worker ({type(exc).__name__}: {exc}); nothing was queued"
+            ) from None
     if as_json:
         print(json.dumps([{"id": i, "name": s.name} for i, (_, s) in zip(ids, specs)], indent=2))
     for i, (_, s) in zip([] if as_json else ids, specs):
