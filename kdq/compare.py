@@ -79,6 +79,7 @@ def spec_diff(spec_jsons: list[str]) -> dict[str, list[Any]]:
 
 METRICS = (
     "val_f1",
+    "holdout_f1",
     "val_acc",
     "teacher_probe_f1",
     "model_mb",

@@ -47,6 +47,11 @@ def fmt_num(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def fmt_interval(lo_hi) -> str:
+    """``[0.7123, 0.8012]``: a confidence interval as a pair of numbers."""
+    return "[" + ", ".join(fmt_num(float(v)) for v in lo_hi) + "]"
+
+
 def fmt_time(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
 
@@ -146,6 +151,9 @@ def experiment_data(
 
 SCALARS = (
     "val_f1",
+    "holdout_f1",
+    "holdout_f1_ci",
+    "n_holdout",
     "val_acc",
     "teacher_probe_f1",
     "model_mb",
@@ -217,7 +225,9 @@ def write_experiment_report(
             series["teacher probe"] = d["teacher_per_class_f1"]
         plots.per_class_f1(series, out_dir / "per_class_f1.png")
         figures["per_class"] = "per_class_f1.png"
-    scalars = [(k, m[k]) for k in SCALARS if m.get(k) is not None]
+    scalars = [
+        (k, fmt_interval(m[k]) if k.endswith("_ci") else m[k]) for k in SCALARS if m.get(k) is not None
+    ]
     html = render(
         "experiment.html",
         title=f"Experiment {exp.id}: {exp.name}",

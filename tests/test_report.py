@@ -202,3 +202,18 @@ def test_report_and_compare_on_experiments_finished_by_the_local_backend(setting
     assert "train.lr" in result.output
     for name in ("metrics.png", "per_class_f1.png", "local_vs_server.png"):
         assert valid_png(tmp_path / "cmp" / name)
+
+
+def test_holdout_f1_and_its_interval_are_shown_beside_val_f1(runs, store, tmp_path):
+    spec, run_dir = runs["slow-lr"]
+    eid = finish(store, spec, run_dir)
+    m = store.get(eid).metrics
+    lo, hi = m["holdout_f1_ci"]
+    html = write_experiment_report(store.get(eid), tmp_path / "rep", []).read_text()
+    assert "holdout_f1" in html and f"[{lo:.4f}, {hi:.4f}]" in html
+    rows = json.loads(CliRunner().invoke(app, ["results", "--json"]).output)
+    assert [(r["holdout_f1"], r["holdout_f1_ci"]) for r in rows] == [(m["holdout_f1"], [lo, hi])]
+    table = CliRunner().invoke(app, ["results"]).output
+    assert "holdout_f1" in table.splitlines()[0] and f"[{lo:.3f}, {hi:.3f}]" in table
+    shown = CliRunner().invoke(app, ["show", str(eid)]).output
+    assert "holdout_f1" in shown and f"[{lo:.4f}, {hi:.4f}]" in shown

@@ -17,6 +17,8 @@ RESULT_COLUMNS = (
     "name",
     "stage",
     "val_f1",
+    "holdout_f1",
+    "holdout_f1_ci",
     "val_acc",
     "teacher_f1",
     "model_mb",
@@ -131,6 +133,8 @@ def result_row(e, expected=None) -> dict:
         "name": e.name,
         "stage": str(e.stage),
         "val_f1": e.val_f1,
+        "holdout_f1": m.get("holdout_f1"),  # the untouched split's macro-F1 and its 90% interval
+        "holdout_f1_ci": m.get("holdout_f1_ci"),
         "val_acc": m.get("val_acc"),
         "teacher_f1": e.teacher_f1,
         "model_mb": m.get("model_mb"),
@@ -202,4 +206,6 @@ def results(
         say("no results yet (an experiment has one once it is validated)")
     else:
         shown = [c for c in RESULT_COLUMNS if c != "expected_score"]  # kdq status shows it, with its interval
+        for r in rows:  # the holdout's 90% interval as [lo, hi], 3 decimals like the F1 beside it
+            r["holdout_f1_ci"] = "[{:.3f}, {:.3f}]".format(*r["holdout_f1_ci"]) if r["holdout_f1_ci"] else ""
         tables.print_rows(console(), shown, rows)

@@ -73,6 +73,8 @@ def show_view(exp: Experiment, data: dict, events: list[dict]) -> list[Renderabl
         m = Table(title="metrics", show_header=False, title_justify="left")
         for k in (
             "val_f1",
+            "holdout_f1",
+            "holdout_f1_ci",
             "grader_f1",
             "val_acc",
             "teacher_probe_f1",
@@ -82,6 +84,8 @@ def show_view(exp: Experiment, data: dict, events: list[dict]) -> list[Renderabl
         ):
             if k in exp.metrics:
                 value = exp.metrics[k]
+                if k == "holdout_f1_ci" and value:  # a 90% bootstrap interval: [lo, hi]
+                    value = "[{:.4f}, {:.4f}]".format(*value)
                 m.add_row(k, num(value + 1 if k == "best_epoch" else value, 4))  # epochs count from 1
         parts.append(m)
     if e := data.get("expected_score"):
