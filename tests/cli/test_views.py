@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 from cli_helpers import LONG_ERROR, fill, in_terminal, kdq_env, row
 from typer.testing import CliRunner
 
@@ -11,6 +12,11 @@ from kdq.cli import views
 from kdq.cli.main import app
 
 runner = CliRunner()
+
+
+@pytest.fixture
+def morning(store):
+    return fill(store)
 
 
 def test_status_at_80_columns_gives_the_width_to_name_and_stage(settings, morning):
