@@ -269,11 +269,13 @@ def worker(
     s = settings()
     kdqlog.configure(log_json if log_json is not None else s.log_json, settings=s, verbose=verbose)
     from jobs.worker import run
+    from kdq.course.ledger import Ledger
     from kdq.homelock import HomeLocked
     from kdq.store import Store, StoreError
 
     try:
-        Store.open(s, force=force).close()  # a damaged database, or runs left without one: refused
+        with Store.open(s, force=force) as store:  # a damaged database, or runs left without one: refused
+            Ledger(store).set_next_tick(None)  # worked out with the last settings: these count from now
     except StoreError as exc:
         raise fail(str(exc)) from None
     try:

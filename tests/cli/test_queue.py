@@ -197,3 +197,16 @@ def test_a_stopped_worker_says_which_local_runs_go_on(settings, store, monkeypat
         assert "the next `kdq worker` picks them up" in r.stderr
     finally:
         proc.kill()
+
+
+def test_a_restarted_worker_forgets_the_stored_tick_so_new_settings_count(settings, store, monkeypatch):
+    import time
+
+    import jobs.worker
+    from kdq.course.ledger import Ledger
+
+    Ledger(store).set_next_tick(time.time() + 3600)  # worked out with the old KDQ_SUBMIT_INTERVAL_S
+    seen = {}
+    monkeypatch.setattr(jobs.worker, "run", lambda s: seen.setdefault("tick", Ledger(store).next_tick_at()))
+    assert runner.invoke(app, ["worker", "--log-console"]).exit_code == 0
+    assert seen == {"tick": None}
