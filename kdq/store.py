@@ -235,6 +235,13 @@ class Store(UserRequests):
             db["events"].insert({**event, "message": message})
         return True
 
+    def supersede_ranks(self, live_id: int) -> None:
+        """``live_id`` is the live submission now: the leaderboard ranks it alone, so no other experiment
+        keeps showing the rank it had while it was live."""
+        with self.transaction() as db:
+            sql = "update experiments set server_rank = null where id != ? and server_rank is not null"
+            db.execute(sql, [live_id])
+
     def update(self, exp_id: int, **fields: Any) -> None:
         """Set fields without changing the stage."""
         with self.transaction() as db:

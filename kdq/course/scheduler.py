@@ -167,6 +167,7 @@ class Scheduler:
             server_score=score,
             server_rank=row.rank if row else None,
         )
+        self.store.supersede_ranks(exp.id)  # the newest graded upload is the live one
         if row is not None:
             self.ledger.update_submission(sub_id, rank=row.rank, leaderboard_score=row.score)
         return None
