@@ -57,7 +57,7 @@ def step_queued(ctx: Context, exp: Experiment) -> float:
     """Launch when the gate has a slot for this backend and nothing queued is ahead (kdq.gate); else wait."""
     run_id = run_id_for(ctx.store.instance, exp)
     limit = ctx.settings.max_running(exp.backend)
-    if ctx.store.start_launch(exp.id, limit, "queued → launching", run_id=run_id):
+    if ctx.store.start_launch(exp.id, exp.backend, limit, "queued → launching", run_id=run_id):
         return 0
     return ctx.settings.poll_interval_s
 

@@ -203,34 +203,18 @@ class Store(UserRequests):
         stage_changed(exp_id, name, src, dst, message, fields.get("progress"))
         return True
 
-    def start_launch(self, exp_id: int, limit: int, message: str = "", **fields: Any) -> bool:
+    def start_launch(self, exp_id: int, backend: str, limit: int, message: str = "", **fields: Any) -> bool:
         """``queued → launching`` only if the launch gate (kdq.gate) lets it through, checked in the same
         transaction as the move, so two workers never both take the last of ``limit`` slots."""
-        now = time.time()
+        now, stages = time.time(), [str(s) for s in (Stage.QUEUED, Stage.LAUNCHING, Stage.TRAINING)]
         with self.transaction() as db:
-            rows = list(db.query("select backend from experiments where id = ?", [exp_id]))
-            if not rows:
+            sql = "select id, priority, created_at, stage from experiments where backend = ? and stage in (?,?,?)"
+            rows = [SimpleNamespace(**r) for r in db.query(sql, [backend, *stages])]
+            queued = [r for r in rows if r.stage == Stage.QUEUED]
+            me = next((r for r in queued if r.id == exp_id), None)
+            if me is None or not gate.may_launch(me, queued, len(rows) - len(queued), limit):
                 return False
-            row = rows[0]
-            queued = [
-                SimpleNamespace(**r)
-                for r in db.query(
-                    "select id, priority, created_at from experiments where backend = ? and stage = ?",
-                    [row["backend"], str(Stage.QUEUED)],
-                )
-            ]
-            [running] = db.query(
-                "select count(*) n from experiments where backend = ? and stage in (?, ?)",
-                [row["backend"], str(Stage.LAUNCHING), str(Stage.TRAINING)],
-            )
-            me = next((q for q in queued if q.id == exp_id), None)
-            if me is None or not gate.may_launch(me, queued, running["n"], limit):
-                return False
-            db.execute(
-                "update experiments set stage = ?, updated_at = ? where id = ? and stage = ?",
-                [str(Stage.LAUNCHING), now, exp_id, str(Stage.QUEUED)],
-            )
-            self._set(db, exp_id, fields)
+            self._set(db, exp_id, {**fields, "stage": str(Stage.LAUNCHING), "updated_at": now})
             event = {"exp_id": exp_id, "ts": now, "kind": "stage", "stage": str(Stage.LAUNCHING)}
             db["events"].insert({**event, "message": message})
         return True

@@ -23,6 +23,7 @@ STAGE_STYLE = {
     "cancelled": "dim",
     "skipped": "dim",
     "pruned": "dim",
+    "pruned": "dim",
     "ready": "cyan",
     "training": "yellow",
     "submitting": "magenta",
