@@ -72,6 +72,7 @@ PACKAGES = [
     "numpy==2.4.6",
     "pillow==13.0.0",
     "scikit-learn==1.9.1",
+    "scipy==1.17.1",  # kdq.dedup's connected components (the split keeps duplicates together)
     "ImageHash==4.3.2",
     "pydantic==2.14.4",
     "pydantic-settings==2.16.3",

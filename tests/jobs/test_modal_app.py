@@ -56,7 +56,7 @@ def test_the_image_pins_everything_training_imports(app_module):
     assert m.PACKAGES[:2] == ["torch==2.14.1", "torchvision==0.29.1"] and m.TORCH_INDEX is None
     assert all("==" in p for p in m.PACKAGES)
     names = {p.split("==")[0] for p in m.PACKAGES}
-    assert {"timm", "transformers", "numpy", "sentencepiece", "protobuf"} <= names
+    assert {"timm", "transformers", "numpy", "scipy", "sentencepiece", "protobuf"} <= names
     assert isinstance(m.image, modal.Image)
 
 
