@@ -28,6 +28,7 @@ STATUS = "course.status"  # the last status list (attempts, their first-seen cla
 BOARD_AT = "course.leaderboard_at"
 NEXT_TICK = "course.next_tick_at"
 ERROR = "course.error"  # the last tick that failed, until one succeeds
+SIZE_FACTOR = "course.size_factor"  # the size factor last fitted from a snapshot (kdq status reads it)
 
 
 class Ledger:
@@ -218,6 +219,12 @@ class Ledger:
                 "own_score": ours.score if ours else None,
             }
         )
+
+    def size_factor_fit(self) -> dict | None:
+        return self._get(SIZE_FACTOR) or None
+
+    def save_size_factor_fit(self, fit: dict) -> None:
+        self.store.set_meta(SIZE_FACTOR, fit)
 
     def latest_board(self) -> tuple[float, list[dict]] | None:
         rows = list(self.store.db.query("select rows, ts from leaderboard order by id desc limit 1"))
