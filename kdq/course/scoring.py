@@ -55,14 +55,22 @@ def expected_of(exp: Experiment, factor: SizeFactor, calibration: Calibration) -
 # ---------------------------------------------------------------- from the ledger
 
 
-def size_factor(ledger, settings) -> SizeFactor:
-    """Fitted from the latest leaderboard snapshot, else the prior ``KDQ_SIZE_FACTOR``."""
+def size_factor(ledger, settings, remember: bool = False) -> SizeFactor:
+    """Fitted from the latest leaderboard snapshot, else the prior ``KDQ_SIZE_FACTOR``. A fit of that
+    snapshot kept in the ledger (``remember``: the scheduler keeps it) is used as it is, so that
+    ``kdq status`` neither fits again nor imports scikit-learn."""
     prior = getattr(settings, "size_factor", DEFAULT_PRIOR)
     latest = ledger.latest_board()
     if latest is None:
         return fit([], prior)
     ts, rows = latest
-    return fit(rows, prior, snapshot_at=ts)
+    kept = ledger.size_factor_fit()
+    if kept and kept.get("snapshot_at") == ts:
+        return SizeFactor.from_json(kept)
+    factor = fit(rows, prior, snapshot_at=ts)
+    if remember and not factor.assumed:
+        ledger.save_size_factor_fit(factor.as_json())
+    return factor
 
 
 def calibration(store, ledger, factor: SizeFactor) -> Calibration:
@@ -163,7 +171,7 @@ def outlook(store, settings) -> tuple[SizeFactor, Calibration]:
 
 def inputs(store, ledger, settings, interval_s: float) -> dict:
     """``plan``'s keyword arguments for playing the score."""
-    factor = size_factor(ledger, settings)
+    factor = size_factor(ledger, settings, remember=True)
     cal = calibration(store, ledger, factor)
     return {
         "factor": factor,

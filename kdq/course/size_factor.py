@@ -47,6 +47,12 @@ class SizeFactor:
         """The curve at a few sizes, for people."""
         return [(s, round(self(s), 4)) for s in sizes]
 
+    @classmethod
+    def from_json(cls, data: dict) -> SizeFactor:
+        """The inverse of ``as_json``."""
+        points = tuple((float(s), float(v)) for s, v in data["knots"])
+        return cls(points, data["method"], data["fit_error"], data["rows"], data["snapshot_at"])
+
     def as_json(self) -> dict:
         return {
             "method": self.method,

@@ -74,6 +74,23 @@ def test_the_size_factor_comes_from_the_latest_snapshot(store, settings):
     assert factor(4.0) == pytest.approx(0.2)
 
 
+def test_the_schedulers_fit_is_kept_so_kdq_status_does_not_fit_again(store, settings, monkeypatch):
+    ledger = Ledger(store, clock=lambda: 500.0)
+    rows = [
+        LeaderboardRow(team=f"t{i}", f1=0.8, score=8.0 - 0.05 * s, size_mb=s)
+        for i, s in enumerate(range(1, 9))
+    ]
+    ledger.save_board(Leaderboard(columns=[], rows=rows), None)
+    fitted = scoring.inputs(store, ledger, settings, 900.0)["factor"]
+    assert ledger.size_factor_fit()["snapshot_at"] == 500.0
+
+    def no_fit(*args, **kw):
+        raise AssertionError("fitted again")
+
+    monkeypatch.setattr(scoring, "fit", no_fit)
+    assert scoring.outlook(store, settings)[0] == fitted
+
+
 def test_calibration_and_grading_delay_from_our_graded_submissions(store, settings):
     ledger = Ledger(store)
     a = validated(store, {"val_f1": 0.9, "holdout_f1": 0.80, "model_mb": 1.0})
