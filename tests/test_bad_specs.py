@@ -37,7 +37,7 @@ def test_bad_spec_names_file_and_problem(path):
 @pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.stem)
 def test_enqueue_with_a_bad_spec_queues_nothing(settings, path, tmp_path):
     good = tmp_path / "good.toml"
-    good.write_text("[train]\nepochs = 2\n")
+    good.write_text('name = "good"\n[train]\nepochs = 2\n')
     r = CliRunner().invoke(app, ["enqueue", str(good), str(path)])
     assert r.exit_code == 1
     assert expected(path) in " ".join(r.stderr.split()) or expected(path) in r.stderr
@@ -52,9 +52,37 @@ STUDENTS = sorted((Path(__file__).parent / "bad_inputs" / "students").glob("*.to
 @pytest.mark.parametrize("path", STUDENTS, ids=lambda p: p.stem)
 def test_unknown_or_oversized_students_are_refused_at_enqueue(settings, path, tmp_path):
     good = tmp_path / "good.toml"
-    good.write_text("[train]\nepochs = 2\n")
+    good.write_text('name = "good"\n[train]\nepochs = 2\n')
     r = CliRunner().invoke(app, ["enqueue", str(good), str(path)])
     assert r.exit_code == 1
     assert f"{path}: {expected(path)}" in " ".join(r.stderr.split())
+    with Store.open(settings) as store:
+        assert store.list() == []
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "empty", "huge-value"])
+def test_hostile_spec_paths_and_values_are_one_line_and_queue_nothing(settings, tmp_path, kind):
+    import os
+
+    good = tmp_path / "good.toml"
+    good.write_text('name = "good"\n')
+    if kind == "fifo":
+        bad = tmp_path / "pipe.toml"
+        os.mkfifo(bad)  # nobody writes: reading it would hang enqueue forever
+        said = "not a regular file"
+    elif kind == "device":
+        bad, said = Path("/dev/zero"), "not a regular file"
+    elif kind == "empty":
+        bad = tmp_path / "empty.toml"
+        bad.write_text("")
+        said = "empty spec: a spec needs at least a name"
+    else:
+        bad = tmp_path / "value.toml"
+        bad.write_text(f'name = "v"\n[train]\noptimizer = "{"x" * 500_000}"\n')
+        said = "(500,002 characters)"  # the quotes counted
+    r = CliRunner().invoke(app, ["enqueue", str(good), str(bad)])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit | None), r.output[-500:]
+    assert said in " ".join(r.stderr.split()) and "nothing was queued" in r.stderr
+    assert len(r.stderr) < 2000 and "Traceback" not in r.output
     with Store.open(settings) as store:
         assert store.list() == []
