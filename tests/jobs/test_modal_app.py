@@ -77,3 +77,70 @@ def test_torchvision_matches_torch(app_module, torch, vision):
 def test_torch_1_is_refused_with_the_setting_named(app_module):
     with pytest.raises(ValueError, match="KDQ_MODAL_TORCH"):
         app_module().torch_packages("1.13.1")
+
+
+def _imports(path: Path) -> tuple[set[str], set[str]]:
+    """The modules a file imports at module level, and those it imports inside functions (what only
+    type checkers read, under ``if TYPE_CHECKING:``, left out)."""
+    import ast
+
+    def names(node) -> set[str]:
+        if isinstance(node, ast.Import):
+            return {a.name for a in node.names}
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            return {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        return set()
+
+    tree = ast.parse(path.read_text())
+    typing_only = {
+        id(n)
+        for top in ast.walk(tree)
+        if isinstance(top, ast.If) and "TYPE_CHECKING" in ast.unparse(top.test)
+        for n in ast.walk(top)
+    }
+    top_level = {id(n) for n in tree.body}
+    found = [n for n in ast.walk(tree) if id(n) not in typing_only]
+    return (
+        set().union(*(names(n) for n in found if id(n) in top_level)),
+        set().union(*(names(n) for n in found if id(n) not in top_level)),
+    )
+
+
+def test_the_image_holds_every_package_the_container_code_imports(app_module):
+    """Follow kdq's imports from what the container runs (the app and `python -m kdq.train`): each
+    package outside the standard library and kdq must be pinned in the image (modal and what it
+    requires come with the container).
+    Imports inside functions are followed within the training package, where they run."""
+    import re
+    from importlib.metadata import packages_distributions, requires
+
+    m = app_module()
+    todo, seen, third = ["jobs.modal_app", "kdq.train.__main__"], set(), set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = REPO.joinpath(*name.split(".")).with_suffix(".py")
+        if not path.is_file():
+            path = REPO.joinpath(*name.split("."), "__init__.py")
+        if not path.is_file():
+            continue  # `from kdq import runfolder` reads as kdq.runfolder: that one is tried too
+        module_level, in_functions = _imports(path)
+        followed = module_level | (in_functions if name.startswith(("kdq.train", "jobs")) else set())
+        for imported in module_level | in_functions:
+            top = imported.split(".")[0]
+            if top in ("kdq", "jobs"):
+                if imported in followed:
+                    parts = imported.split(".")
+                    todo.extend(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+            elif top not in sys.stdlib_module_names and top != "__future__":
+                third.add(top)
+    dists = packages_distributions()
+    with_modal = {re.split(r"[^A-Za-z0-9_.-]", r, maxsplit=1)[0] for r in requires("modal") or []}
+    pinned = {p.split("==")[0] for p in m.PACKAGES} | {"modal"} | with_modal  # modal brings its own
+    pinned = {p.lower().replace("_", "-") for p in pinned}
+    missing = {t for t in third if not {d.lower().replace("_", "-") for d in dists.get(t, [t])} & pinned}
+    assert not missing, (
+        f"imported in the container but not in jobs/modal_app.py's PACKAGES: {sorted(missing)}"
+    )
