@@ -312,11 +312,11 @@ class ModalGateway:
 
     def has_secret(self, name: str, keys: list[str]) -> bool:
         import modal
-        from modal.exception import InvalidError, NotFoundError
+        from modal.exception import ConflictError, InvalidError, NotFoundError
 
         try:
             modal.Secret.from_name(name, required_keys=keys).hydrate()
-        except (NotFoundError, InvalidError):  # gone, or without one of the keys
+        except (NotFoundError, InvalidError, ConflictError):  # gone, or without a key (the server's say)
             return False
         return True
 
