@@ -6,12 +6,15 @@ do for it (a terminal stage, or a stage the submission scheduler owns). Each ste
 without harm: launches are idempotent by run id, moves are compare-and-set, and no database write is
 held across a backend call.
 
-    queued      → pick the run id                                 → launching
-    launching   → backend.launch(run_id)                          → training
-    training    → backend.poll: running (look again) | failed | succeeded → fetching
-    fetching    → backend.fetch into $KDQ_HOME/artifacts/<run id> → validating
-    validating  → verify model.pt like the grader, read metrics   → ready (→ done if policy is never)
+    queued      → a free slot of the launch gate (kdq.gate): fix the run id      → launching
+    launching   → backend.launch(run_id, resume_from=the last run, kdq retry)   → training
+    training    → backend.poll: running (look again) | failed | succeeded       → fetching
+    fetching    → backend.fetch into $KDQ_HOME/artifacts/<run id>               → validating
+    validating  → verify model.pt as the grader loads it, keep its sha256       → ready (done: policy never)
     ready, submitting, evaluating: the submission scheduler (kdq.course.scheduler)
+
+A backend's ``TransientError`` makes the step wait with back-off; a ``PermanentError`` fails the stage
+with its message; any other exception fails it with its traceback (``kdq retry ID`` brings it back).
 """
 
 from __future__ import annotations
@@ -95,8 +98,6 @@ def step_validating(ctx: Context, exp: Experiment) -> float | None:
     dest = Path(exp.artifacts)
     model = dest / runfolder.MODEL
     sha256 = sha256_of(model) if model.is_file() else None  # the one file the scheduler may upload
-    model = dest / runfolder.MODEL
-    sha256 = sha256_of(model) if model.is_file() else None  # the one file the scheduler may upload
     metrics = runfolder.read_json(dest / runfolder.METRICS)
     if not metrics or "val_f1" not in metrics:
         raise PermanentError(f"{dest / runfolder.METRICS} is missing or has no val_f1")
@@ -106,7 +107,6 @@ def step_validating(ctx: Context, exp: Experiment) -> float | None:
     except VerifyError as exc:
         raise PermanentError(f"model.pt fails the grader's checks: {exc}") from None
     metrics = {**metrics, "verify": report, "grader_f1": report.get("grader_f1")}
-    metrics["sha256"] = sha256
     metrics["sha256"] = sha256
     ctx.store.move(
         exp.id,
