@@ -1112,3 +1112,23 @@ def test_the_real_gateway_reads_a_call_like_the_sdk_reports_it(settings, monkeyp
     Handle.error = me.ConnectionError("down")
     with pytest.raises(me.ConnectionError):  # transport trouble is not a verdict: it reaches the backend
         ModalGateway(settings).call_state("fc-1")
+
+
+@pytest.mark.parametrize(
+    "raised, there", [(None, True), (me.NotFoundError("Secret 'kdq-hf' not found"), False)]
+)
+def test_the_real_gateway_asks_modal_whether_the_secret_holds_the_token(settings, monkeypatch, raised, there):
+    import modal
+
+    asked = []
+
+    class Secret:
+        def hydrate(self):
+            if raised:
+                raise raised
+
+    monkeypatch.setattr(
+        modal.Secret, "from_name", staticmethod(lambda name, **kw: asked.append((name, kw)) or Secret())
+    )
+    assert ModalGateway(settings).has_secret("kdq-hf", ["HF_TOKEN"]) is there
+    assert asked == [("kdq-hf", {"required_keys": ["HF_TOKEN"]})]
