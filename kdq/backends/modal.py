@@ -40,6 +40,7 @@ DEPLOY_META = "modal_deploy"
 UPLOAD_BATCH = 200  # files per Volume batch (the progress bar moves once per batch)
 QUOTA_PATIENCE_S = 30 * 60  # a launch refused for a workspace limit this long fails
 _PREPARE = threading.Lock()  # with the file lock of the home: one deploy or dataset upload at a time
+_REFUSED_SINCE: dict[str, float] = {}  # run id → first workspace-limit refusal, for the worker's life
 
 # ---------------------------------------------------------------- pure sums
 
@@ -159,9 +160,7 @@ class ModalBackend:
     def __init__(self, settings, gateway: Gateway | None = None):
         self.settings = settings
         self.gateway: Gateway = gateway or ModalGateway(settings)
-        self.quota_patience_s = QUOTA_PATIENCE_S
         self._hf_checked: set[str] = set()
-        self._refused_since: dict[str, float] = {}  # run id → first workspace-limit refusal
 
     def _json(self, path: str) -> dict | None:
         raw = self.gateway.read_file(path)
@@ -207,8 +206,8 @@ class ModalBackend:
         except TransientError as exc:
             if not isinstance(exc.__cause__, ResourceExhaustedError):
                 raise
-            minutes = (time.time() - self._refused_since.setdefault(run_id, time.time())) / 60
-            if minutes * 60 < self.quota_patience_s:
+            minutes = (time.time() - _REFUSED_SINCE.setdefault(run_id, time.time())) / 60
+            if minutes * 60 < QUOTA_PATIENCE_S:
                 raise
             fix = "see the workspace's limits and billing on modal.com (or stop other apps), then `kdq retry`"
             raise PermanentError(f"{exc}. Modal kept refusing for {minutes:.0f} min: {fix}") from None

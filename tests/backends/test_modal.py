@@ -855,16 +855,22 @@ def test_a_retry_that_resumes_names_the_earlier_run_to_the_training(backend, fak
 # ---------------------------------------------------------------- a workspace limit (9)
 
 
-def test_a_workspace_limit_says_what_it_is_and_fails_the_launch_after_a_while(backend, fake):
+def test_a_workspace_limit_says_what_it_is_and_fails_the_launch_after_a_while(settings, fake, monkeypatch):
+    """The worker builds a new backend for every step: the refusals are counted across them."""
+    import types
+
+    import kdq.backends.modal as modal_backend
+
     def refused():
         raise me.ResourceExhaustedError("Workspace GPU limit reached")
 
     fake._function = refused
     with pytest.raises(TransientError, match="workspace limit"):
-        backend.launch("q-1", tiny_spec())
-    backend.quota_patience_s = 0
-    with pytest.raises(PermanentError, match="kept refusing.*kdq retry"):
-        backend.launch("q-1", tiny_spec())
+        ModalBackend(settings, gateway=fake).launch("q-1", tiny_spec())
+    later = time.time() + modal_backend.QUOTA_PATIENCE_S + 60
+    monkeypatch.setattr(modal_backend, "time", types.SimpleNamespace(time=lambda: later))
+    with pytest.raises(PermanentError, match="kept refusing for 31 min.*kdq retry"):
+        ModalBackend(settings, gateway=fake).launch("q-1", tiny_spec())
 
 
 def test_the_doctor_check_creates_no_volume(settings, monkeypatch):
