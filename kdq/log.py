@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Any
 
 _secrets: set[str] = set()
@@ -48,6 +49,32 @@ class _RedactingFilter(logging.Filter):
         if _secrets:
             record.msg = redact(record.getMessage())
             record.args = ()
+        return True
+
+
+class _DiskFullFilter(logging.Filter):
+    """A full disk under a stdlib logger (Huey's consumer polls every second or two): one line naming
+    it, without the traceback, and then nothing more for the same message for ``QUIET_FOR_S``."""
+
+    QUIET_FOR_S = 60.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[tuple[str, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from kdq.errors import disk_full
+
+        exc = record.exc_info[1] if record.exc_info else None
+        full = disk_full(exc) if exc is not None else None
+        if full is None:
+            return True
+        key, now = (record.name, str(record.msg)), time.monotonic()
+        if now - self._last.get(key, -self.QUIET_FOR_S) < self.QUIET_FOR_S:
+            return False
+        self._last[key] = now
+        record.msg, record.args = f"{record.getMessage()}: {full} (said once a minute)", ()
+        record.exc_info = record.exc_text = None
         return True
 
 
@@ -95,6 +122,7 @@ def configure(
         cache_logger_on_first_use=False,
     )
     handler = _StderrHandler()
+    handler.addFilter(_DiskFullFilter())
     handler.addFilter(_RedactingFilter())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()

@@ -61,3 +61,25 @@ def test_a_cli_command_does_not_echo_its_own_stage_change(settings, tmp_path, re
     assert runner.invoke(app, ["enqueue", str(tmp_path / "one.toml")]).exit_code == 0
     r = runner.invoke(app, ["cancel", "1"])
     assert r.stdout.strip() == "1: cancelled" and "→" not in r.stderr, r.stderr
+
+
+def test_a_full_disk_under_huey_is_one_line_not_a_traceback_per_poll(restore_logging, capsys):
+    """Issue 12, 10: Huey's consumer logs a traceback at every poll while SQLite cannot write."""
+    import sqlite3
+
+    kdqlog.configure(json=False)
+    consumer = logging.getLogger("huey.consumer")
+    for _ in range(50):
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError:
+            consumer.exception("Error reading from queue")
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "Error reading from queue" in line]
+    assert len(lines) == 1 and "disk full (ENOSPC)" in lines[0], err[-2000:]
+    try:
+        raise ValueError("something else")
+    except ValueError:
+        consumer.exception("Unhandled error during execution")
+    assert "Traceback" in capsys.readouterr().err  # other trouble keeps its traceback
