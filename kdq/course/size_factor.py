@@ -2,8 +2,9 @@
 
 The course does not publish how model size enters the score. Every leaderboard row that shows both a
 weighted score and an F1 gives one point of the curve; a monotone (isotonic) fit in size, read with
-linear interpolation between its steps and flat beyond the sizes seen, is the estimate. With fewer
-than ``MIN_ROWS`` usable rows kdq falls back to a prior (``KDQ_SIZE_FACTOR``), labelled "assumed".
+linear interpolation between its steps and the prior's slope beyond the sizes seen, is the estimate.
+With fewer than ``MIN_ROWS`` usable rows kdq falls back to a prior (``KDQ_SIZE_FACTOR``), labelled
+"assumed".
 
     factor = fit(board.rows, prior=parse_prior("1:0,25:1"), snapshot_at=ts)
     factor(4.2)                # points taken off a 4.2 MiB model's score
@@ -27,21 +28,27 @@ ROUNDING = 0.0005 + 10 * 0.00005
 
 @dataclass(frozen=True)
 class SizeFactor:
-    """A monotone curve through ``points`` ((MiB, points) pairs), flat beyond its ends."""
+    """A monotone curve through ``points`` ((MiB, points) pairs); beyond its ends it follows the slope
+    of ``beyond`` (the prior, for a fit: no row says what lies there), else it is flat."""
 
     points: tuple[tuple[float, float], ...]
     method: str  # "fitted (...)" or "assumed (...)"
     fit_error: float | None = None  # RMS of the rows around the fit, in points; None when assumed
     rows: int = 0  # leaderboard rows the fit used
     snapshot_at: float | None = None  # the leaderboard snapshot it came from (its time)
+    beyond: tuple[tuple[float, float], ...] | None = None
 
     @property
     def assumed(self) -> bool:
         return self.method.startswith("assumed")
 
     def __call__(self, size_mib: float) -> float:
-        xs, ys = zip(*self.points, strict=True)
-        return float(np.interp(size_mib, xs, ys))
+        value = _interp(self.points, size_mib)
+        lo, hi = self.points[0][0], self.points[-1][0]
+        if self.beyond and not lo <= size_mib <= hi:
+            edge = lo if size_mib < lo else hi
+            value += _interp(self.beyond, size_mib) - _interp(self.beyond, edge)
+        return value
 
     def table(self, sizes: Sequence[float] = SHOWN_AT_MIB) -> list[tuple[float, float]]:
         """The curve at a few sizes, for people."""
@@ -51,7 +58,8 @@ class SizeFactor:
     def from_json(cls, data: dict) -> SizeFactor:
         """The inverse of ``as_json``."""
         points = tuple((float(s), float(v)) for s, v in data["knots"])
-        return cls(points, data["method"], data["fit_error"], data["rows"], data["snapshot_at"])
+        beyond = tuple((float(s), float(v)) for s, v in data["beyond"]) if data.get("beyond") else None
+        return cls(points, data["method"], data["fit_error"], data["rows"], data["snapshot_at"], beyond)
 
     def as_json(self) -> dict:
         return {
@@ -62,6 +70,7 @@ class SizeFactor:
             "fit_error": self.fit_error,
             "rows": self.rows,
             "snapshot_at": self.snapshot_at,
+            "beyond": [list(p) for p in self.beyond] if self.beyond else None,
         }
 
 
@@ -105,7 +114,13 @@ def fit(
         fit_error=round(max(float(np.sqrt(np.mean(residual**2))), ROUNDING / 2), 6),
         rows=len(obs),
         snapshot_at=snapshot_at,
+        beyond=parse_prior(prior) if isinstance(prior, str) else tuple(prior),
     )
+
+
+def _interp(points: tuple[tuple[float, float], ...], x: float) -> float:
+    xs, ys = zip(*points, strict=True)
+    return float(np.interp(x, xs, ys))
 
 
 def _get(row, name: str):

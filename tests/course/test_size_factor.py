@@ -32,6 +32,16 @@ def test_the_fit_recovers_a_hidden_capped_factor_from_rounded_rows():
     assert factor.fit_error < 0.01
 
 
+def test_beyond_the_sizes_on_the_board_the_fit_follows_the_priors_slope():
+    rng = np.random.default_rng(10)
+    sizes = rng.uniform(4.0, 18.0, 12)  # nobody below 4 MiB or above 18 MiB
+    factor = fit(board(sizes, rng.uniform(0.5, 0.9, 12)), prior="1:0,23:1")
+    for size in (2.0, 20.0):
+        assert factor(size) == pytest.approx(capped(size), abs=0.01)
+    flat = fit(board(sizes, rng.uniform(0.5, 0.9, 12)), prior="1:0,2:0")  # a prior flat out there
+    assert flat(2.0) == pytest.approx(flat.points[0][1], abs=1e-9)
+
+
 def test_the_fit_is_monotone_even_when_rounding_makes_the_rows_zigzag():
     sizes = np.linspace(1.0, 23.0, 12)
     factor = fit(board(sizes, np.full(12, 0.7), term=lambda s: 0.001 * s))  # below the rounding
