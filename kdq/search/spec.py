@@ -179,13 +179,15 @@ def expand_search(raw: dict, source: str, overrides: Sequence[tuple[str, Any]] =
     if not isinstance(table, dict):
         raise SpecError([f"{source}: search: must be a table, e.g. [search] trials = 12"])
     problems = _check_space(table.get("space"), f"{source}: search")
+    table = {"name": raw.get("name"), **table}
+    # The rest is checked too (with a stand-in space if the space is bad): every problem at once.
+    checked = {**table, "space": {"train.seed": [0]}} if problems else table
+    try:
+        base = ExperimentSpec.model_validate({**raw, "search": checked})
+    except ValidationError as exc:
+        problems += [_describe(source, e, raw) for e in exc.errors()]
     if problems:
         raise SpecError(problems)
-    table = {"name": raw.get("name"), **table}
-    try:
-        base = ExperimentSpec.model_validate({**raw, "search": table})
-    except ValidationError as exc:
-        raise SpecError([_describe(source, e, raw) for e in exc.errors()]) from None
     search = base.search
     if search.parallel > search.trials:
         too_many = f"search.parallel = {search.parallel} is more than search.trials = {search.trials}"

@@ -110,3 +110,9 @@ def test_corners_are_every_end_of_every_range_in_every_combination():
         (1e-2, 2),
         (1e-2, 6),
     }
+
+
+def test_a_bad_space_and_a_bad_field_are_reported_together():
+    text = SEARCH.replace('"train.epochs"', '"train.epoch"').replace("epochs = 4", "epochs = 0")
+    found = problems(text)
+    assert 'search.space."train.epoch": not a field' in found and "train.epochs = 0" in found
