@@ -73,10 +73,18 @@ class Ledger:
         """A status call is starting: a failed call counts for the throttle too."""
         self.store.set_meta(STATUS, {**self.status_cache(), "called_at": at})
 
-    def save_status(self, attempts: list[Attempt], at: float) -> None:
+    def save_status(self, attempts: list[Attempt], at: float, restarted: bool = False) -> None:
+        """The list just read; ``restarted``: it cannot be the previous one grown (remembered)."""
+        restarted_at = at if restarted else self.status_cache().get("restarted_at")
+        rows = [a.model_dump(mode="json") for a in attempts]
         self.store.set_meta(
-            STATUS, {"ts": at, "called_at": at, "attempts": [a.model_dump(mode="json") for a in attempts]}
+            STATUS, {"ts": at, "called_at": at, "attempts": rows, "restarted_at": restarted_at}
         )
+
+    def restarted_since(self, at: float | None) -> bool:
+        """Whether the server's attempt list restarted after ``at``."""
+        restarted_at = self.status_cache().get("restarted_at")
+        return restarted_at is not None and (at is None or restarted_at > at)
 
     def cached_attempts(self) -> list[Attempt]:
         return [Attempt.model_validate(a) for a in self.status_cache().get("attempts", [])]

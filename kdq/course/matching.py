@@ -1,9 +1,11 @@
 """Which attempt on the server's status list is which upload of ours: pure functions, no I/O.
 
 An attempt number alone proves nothing (a server that restarts without its state numbers again from
-#1), so an attempt is ours only when its number, its size and the time the server recorded it agree
-with what kdq wrote down. Two uploads of one team are at least one submission interval apart (the
-server refuses the second otherwise), so half an interval is a safe tolerance for times.
+#1), so an attempt is ours only when its number and size agree with what kdq wrote down, and its
+time with the one first seen for it (the server's own clock, whatever its offset from ours). An
+upload never seen on a list yet is matched by number while the list has grown as expected, and by
+the time of the upload once the list restarted. Two uploads of one team are at least one submission
+interval apart (the server refuses the second otherwise), so half an interval is a safe tolerance.
 
 Times the server shows in the future (a server not on Eastern time) are clamped to the local clock
 when an attempt is first seen, and that first-seen time is kept for it from then on.
@@ -81,16 +83,23 @@ def _at(ts: float):
 
 
 def find_upload(
-    attempts: list[Attempt], *, since: float, size_bytes: int | None, baseline: int, tol_s: float
+    attempts: list[Attempt],
+    *,
+    since: float,
+    size_bytes: int | None,
+    baseline: int,
+    tol_s: float,
+    restarted: bool = False,
 ) -> Attempt | None:
-    """The first attempt that can be the upload started at ``since``: our size, recorded after it."""
+    """The first attempt that can be the upload started at ``since``: our size, and a number after the
+    ones listed before it; when the list restarted since, recorded after ``since`` instead."""
 
     def fits(a: Attempt) -> bool:
         if not same_size(a.size_mb, size_bytes):
             return False
-        if a.submitted_at is None:  # no time shown: only a number after the ones known before
-            return a.attempt > baseline
-        return a.submitted_at.timestamp() >= since - tol_s
+        if restarted:  # numbers say nothing any more: only the time the server recorded it
+            return a.submitted_at is not None and a.submitted_at.timestamp() >= since - tol_s
+        return a.attempt > baseline
 
     found = [a for a in attempts if fits(a)]
     return min(found, key=lambda a: a.attempt) if found else None
@@ -104,8 +113,10 @@ def is_ours(
     recorded_at: float | None,
     since: float | None,
     tol_s: float,
+    restarted: bool = False,
 ) -> bool:
-    """Whether ``a`` is our attempt ``number``: its size, its time (the one first seen, else after ``since``)."""
+    """Whether ``a`` is our attempt ``number``: its size, and its time: the one first seen for it, or,
+    when the list restarted since the upload and the attempt was never seen, the upload's own time."""
     if a.attempt != number or not same_size(a.size_mb, size_bytes):
         return False
     if a.submitted_at is None:
@@ -113,4 +124,4 @@ def is_ours(
     t = a.submitted_at.timestamp()
     if recorded_at is not None:
         return abs(t - recorded_at) <= tol_s
-    return since is None or t >= since - tol_s
+    return not restarted or since is None or abs(t - since) <= tol_s

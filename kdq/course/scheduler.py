@@ -120,14 +120,20 @@ class Scheduler:
         sub_id, since = sub.get("id"), sub.get("posted_at")
         attempts = self.view.attempts(newer_than=since)
         size, recorded = file_bytes(Path(exp.artifacts or "") / runfolder.MODEL), sub.get("recorded_at")
-        tol = self.uploads.tol_s
+        tol, restarted = self.uploads.tol_s, self.ledger.restarted_since(since)
         number = exp.server_attempt
         mine = next(
             (
                 a
                 for a in attempts
                 if matching.is_ours(
-                    a, number=number, size_bytes=size, recorded_at=recorded, since=since, tol_s=tol
+                    a,
+                    number=number,
+                    size_bytes=size,
+                    recorded_at=recorded,
+                    since=since,
+                    tol_s=tol,
+                    restarted=restarted,
                 )
             ),
             None,

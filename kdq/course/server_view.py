@@ -77,7 +77,7 @@ class ServerView:
         self.ledger.status_called(now)
         raw = self.call("status", self.client.status)
         seen = matching.read_list(raw, self.ledger.cached_attempts(), now)
-        self.ledger.save_status(seen.attempts, now)
+        self.ledger.save_status(seen.attempts, now, restarted=bool(seen.restarted))
         if seen.ahead_s > 1:
             note = (
                 f"the server's times run {seen.ahead_s / 3600:.1f} h ahead of this machine (a server not "

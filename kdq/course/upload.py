@@ -73,7 +73,12 @@ class Uploader:
         attempts = self.view.attempts(newer_than=deadline if settled else intent["at"])
         size = intent["size"] if "size" in intent else file_bytes(Path(exp.artifacts or "") / runfolder.MODEL)
         found = matching.find_upload(
-            attempts, since=intent["at"], size_bytes=size, baseline=intent["baseline"], tol_s=self.tol_s
+            attempts,
+            since=intent["at"],
+            size_bytes=size,
+            baseline=intent["baseline"],
+            tol_s=self.tol_s,
+            restarted=self.ledger.restarted_since(intent["at"]),
         )
         if found is not None:
             at = found.submitted_at.timestamp() if found.submitted_at else intent["at"]

@@ -31,7 +31,13 @@ def test_an_upload_is_found_by_size_and_time_not_by_number():
     assert found == ours
     assert find_upload([before, theirs], since=T0, size_bytes=MB, baseline=1, tol_s=450) is None
     restarted = attempt(1, T0 + 3)  # numbers started again: found by its time all the same
-    assert find_upload([restarted], since=T0, size_bytes=MB, baseline=5, tol_s=450) == restarted
+    assert find_upload([restarted], since=T0, size_bytes=MB, baseline=5, tol_s=450) is None
+    assert (
+        find_upload([restarted], since=T0, size_bytes=MB, baseline=5, tol_s=450, restarted=True) == restarted
+    )
+    assert find_upload([before], since=T0, size_bytes=MB, baseline=0, tol_s=450, restarted=True) is None
+    behind = attempt(2, T0 - 3 * 3600)  # a server clock hours behind: the number still tells
+    assert find_upload([before, behind], since=T0, size_bytes=MB, baseline=1, tol_s=450) == behind
 
 
 def test_our_attempt_is_the_one_with_our_time_and_size():
@@ -40,6 +46,10 @@ def test_our_attempt_is_the_one_with_our_time_and_size():
     assert is_ours(mine, number=1, size_bytes=MB, recorded_at=T0 + 2, since=T0, tol_s=1.5)
     after_restart = attempt(1, T0 + 10)  # attempt #1 again, someone else's moment
     assert not is_ours(after_restart, number=1, size_bytes=MB, recorded_at=T0 + 2, since=T0, tol_s=1.5)
+    kw = dict(number=1, size_bytes=MB, recorded_at=None, since=T0, tol_s=1.5)
+    assert not is_ours(after_restart, **kw, restarted=True) and is_ours(after_restart, **kw)
+    behind = attempt(1, T0 - 3 * 3600)  # never seen yet, a server clock hours behind ours
+    assert is_ours(behind, **kw)
     assert not is_ours(mine, number=2, size_bytes=MB, recorded_at=None, since=T0, tol_s=1.5)
     assert not is_ours(mine, number=1, size_bytes=3 * MB, recorded_at=None, since=T0, tol_s=1.5)
 

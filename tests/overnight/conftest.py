@@ -305,7 +305,8 @@ class Overnight:
             assert sub.size_mb == pytest.approx(model.stat().st_size / 2**20, abs=1e-3), (
                 "another file was sent"
             )
-            assert exp.server_rank is not None or not ranks
+            live = exp.server_attempt == max(self.get(i).server_attempt for i in ids)
+            assert (exp.server_rank is not None) is live or not ranks, "only the live submission has a rank"
             rows = list(
                 self.store.db.query(
                     "select attempt, state from submissions where exp_id = ? and attempt is not null",
@@ -329,7 +330,7 @@ class Overnight:
         policy: str = "always",
         name: str | None = None,
     ) -> int:
-        """An experiment moved along the pipeline to ``stage`` with ``model`` as its artifact (no training)."""
+        """An experiment moved along the pipeline to ``stage`` with ``model`` as its artifact (no training)"""
         import shutil
 
         from kdq.spec import ExperimentSpec

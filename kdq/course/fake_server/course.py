@@ -41,13 +41,12 @@ class Submission:
     f1: float | None = None
     score: float | None = None
 
-    def as_status(self, ahead_s: float = 0.0) -> dict:
-        shown = self.submitted_at + timedelta(seconds=ahead_s)
+    def as_status(self) -> dict:
         return {
             "attempt": self.attempt,
             "status": self.status,
             "model_size": self.size_mb,
-            "submitted_at": shown.astimezone(EASTERN).strftime(TIME_FORMAT),
+            "submitted_at": self.submitted_at.astimezone(EASTERN).strftime(TIME_FORMAT),
             "score": self.score,
         }
 
@@ -181,7 +180,15 @@ class FakeCourse:
             if last is not None and now - last < self.status_interval_s:
                 return Outcome(429, {"error": wait_message(self.status_interval_s - (now - last), "seconds")})
             self._last_status[team] = now
-            return Outcome(200, [s.as_status(self.clock_ahead_s) for s in self.submissions if s.team == team])
+            return Outcome(200, [self._shown(s) for s in self.submissions if s.team == team])
+
+    def _shown(self, sub: Submission) -> dict:
+        """A status row, its time ``clock_ahead_s`` ahead."""
+        row = sub.as_status()
+        if self.clock_ahead_s:
+            ahead = sub.submitted_at + timedelta(seconds=self.clock_ahead_s)
+            row["submitted_at"] = ahead.astimezone(EASTERN).strftime(TIME_FORMAT)
+        return row
 
     def leaderboard_rows(self) -> list[Submission]:
         """Each team's latest successful attempt, best score first, the smaller model on a tie."""
