@@ -37,6 +37,10 @@ def fake_server(
         str, typer.Option(help="upload: refuse with 400; status: accept, then 'rejected (file too large)'.")
     ] = "upload",
     size_factor: Annotated[float, typer.Option(help="score = 10 x macro-F1 - size_factor x MB.")] = 0.01,
+    size_curve: Annotated[
+        str,
+        typer.Option(help="linear: size_factor x MB; capped: size_factor x MB normalised between 1 and 23."),
+    ] = "linear",
     wording: Annotated[str, typer.Option(help="Submit message: alternate | short | long.")] = "alternate",
     eval_delay_s: Annotated[
         float, typer.Option(help="Keep each attempt pending this long before grading.")
@@ -80,6 +84,10 @@ def fake_server(
         raise typer.BadParameter(str(exc), param_hint="--fault") from None
     if size_check not in ("upload", "status") or wording not in ("alternate", "short", "long"):
         raise typer.BadParameter("--size-check is upload|status; --wording is alternate|short|long")
+    if size_curve not in ("linear", "capped"):
+        raise typer.BadParameter(
+            f"--size-curve {size_curve!r}: choose linear or capped", param_hint="--size-curve"
+        )
     if data_dir is None:
         warn("no --data-dir: every submission will fail grading (there are no test images)")
     srv = FakeServer(
@@ -93,6 +101,7 @@ def fake_server(
         max_size_mb=max_size_mb,
         size_check=size_check,
         size_factor=size_factor,
+        size_curve=size_curve,
         wording=wording,
         eval_delay_s=eval_delay_s,
     )
