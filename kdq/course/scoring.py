@@ -131,8 +131,10 @@ def graded(ledger) -> tuple[Graded, ...]:
 
 
 def best_known(store, factor: SizeFactor, cal: Calibration) -> float | None:
-    """The highest expected score of every model validated so far."""
-    scores = [e.score for exp in store.list(VALIDATED) if (e := expected_of(exp, factor, cal)) is not None]
+    """The highest expected score of every model validated so far that could count (not ``never``
+    submitted)."""
+    exps = [e for e in store.list(VALIDATED) if e.spec.submit.policy != "never" or e.server_attempt]
+    scores = [x.score for e in exps if (x := expected_of(e, factor, cal)) is not None]
     return max(scores, default=None)
 
 

@@ -116,6 +116,20 @@ def test_the_deadline_is_eastern_with_the_grading_delay_seen(store, settings, mo
     assert d.grading_s == 900.0  # nothing graded yet: assume a whole window
 
 
+def test_best_known_leaves_out_a_model_never_to_be_submitted(store, settings):
+    factor, cal = scoring.outlook(store, settings)
+    validated(store, {"val_f1": 0.7, "model_mb": 1.0})
+    assert scoring.best_known(store, factor, cal) == pytest.approx(7.0)
+    [i] = store.add([(None, ExperimentSpec(name="never", submit={"policy": "never"}))], force=True)
+    stage = Stage.QUEUED
+    for nxt in PATH:
+        assert store.move(
+            i, stage, nxt, **({"metrics": {"val_f1": 0.9, "model_mb": 1.0}} if nxt is Stage.READY else {})
+        )
+        stage = nxt
+    assert scoring.best_known(store, factor, cal) == pytest.approx(7.0)
+
+
 def test_live_details_ours_and_outside(store, settings):
     ledger = Ledger(store)
     a = validated(store, HOLDOUT)
