@@ -35,9 +35,10 @@ def test_the_stage_line_says_what_happened():
     assert kdqlog.stage_line(3, "x", Stage.QUEUED, Stage.LAUNCHING) == "3 x: queued → launching"
 
 
-def test_every_move_is_one_log_line(store):
+def test_every_move_is_one_log_line(store, restore_logging):
     from kdq.spec import ExperimentSpec
 
+    kdqlog.configure(json=True)  # the worker's level (a CLI command before this one may have set WARNING)
     [exp_id] = store.add([(None, ExperimentSpec(name="long-d"))])
     with capture_logs() as logs:
         assert store.move(exp_id, Stage.QUEUED, Stage.LAUNCHING, "run e1-a1")

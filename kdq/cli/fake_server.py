@@ -111,11 +111,15 @@ def fake_server(
         hint = "--port 0 picks a free one" if port else "see the message"
         raise fail(f"port {port} on {host} is not free ({exc.strerror or exc}): {hint}") from None
     say(f"stand-in course server on {srv.url} (Ctrl-C stops it); teams: {', '.join(teams)}")
-    # Tokens made up for (or given to) the stand-in, not secrets: the user needs them to point kdq here.
+    # The token is shown when kdq made it up or the user typed it (--team); one read from --teams-file stays
+    # in the file, like any token kept in a file.
     name, token = next(iter(teams.items()))
+    shown = not teams_file or any(item.rpartition(":")[0] == name for item in team)
     say(
-        f"export KDQ_SERVER_URL={srv.url} KDQ_TEAM={shlex.quote(name)} KDQ_TOKEN={shlex.quote(token)} "
-        f"KDQ_SUBMIT_INTERVAL_S={submit_interval_s:g} KDQ_STATUS_INTERVAL_S={status_interval_s:g}"
+        f"export KDQ_SERVER_URL={srv.url} KDQ_TEAM={shlex.quote(name)}"
+        + (f" KDQ_TOKEN={shlex.quote(token)}" if shown else "")
+        + f" KDQ_SUBMIT_INTERVAL_S={submit_interval_s:g} KDQ_STATUS_INTERVAL_S={status_interval_s:g}"
+        + ("" if shown else f"   # and KDQ_TOKEN: {name!r}'s token in {teams_file}")
     )
     if start_down_s > 0:
         srv.go_down(start_down_s)

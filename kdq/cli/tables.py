@@ -38,9 +38,11 @@ def dict_table(columns: Sequence[str], rows: Sequence[dict], left: Sequence[str]
 
 
 def print_rows(console: Console, columns: Sequence[str], rows: Sequence[dict]) -> None:
-    """A table on a terminal, tab-separated full values anywhere else."""
+    """A table on a terminal (columns with no value in any row left out), tab-separated full values
+    anywhere else (every column, so scripts see the same ones each time)."""
     if console.is_terminal:
-        console.print(dict_table(columns, rows))
+        used = [c for c in columns if any(r.get(c) not in (None, "") for r in rows)] or list(columns)
+        console.print(dict_table(used, rows))
     else:
         print(tsv(columns, [[r.get(c) for c in columns] for r in rows]))
 
