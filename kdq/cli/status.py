@@ -80,7 +80,13 @@ def status(
         from rich.live import Live
 
         def view():
-            return views.status_view(store, show_all, height=out.size.height, interval_s=every)
+            """The view with as many rows as fit the screen, wrapped names and header lines counted."""
+            rows = out.size.height
+            for spare in range(0, rows, 2):
+                shown = views.status_view(store, show_all, height=rows - spare, interval_s=every)
+                if len(out.render_lines(shown, out.options, pad=False)) < rows:
+                    break
+            return shown
 
         try:
             with Live(view(), console=out, refresh_per_second=1, screen=False, auto_refresh=False) as live:

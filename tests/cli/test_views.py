@@ -73,14 +73,14 @@ def test_the_epoch_column_says_the_phase():
 
 def test_watch_on_a_short_screen_keeps_the_newest_rows(settings, store):
     rows = [row(f"old-{i}", "done", 60, 0.5) for i in range(8)]
-    rows += [row(f"run-{i}", "training", i) for i in range(30)]
-    ids = fill(store, rows)
+    rows += [row(f"run-{i}-hinton-sweep[temperature=4.0,alpha=0.3]", "training", i) for i in range(30)]
+    ids = fill(store, rows)  # names that wrap onto two lines each
     out = in_terminal(["status", "--watch"], kdq_env(settings.root), cols=80, rows=24, seconds=4)
     frame = out.split("worker: ")[-1]  # the last refresh
     lines = frame.splitlines()
     assert max(map(len, out.splitlines())) <= 80
     assert len(lines) <= 24, frame
-    assert "run-29" in frame and str(ids[-1]) in frame  # the newest is on screen
+    assert "run-29-" in frame and str(ids[-1]) in frame  # the newest is on screen
     assert "old-0" not in frame and "older (kdq status --all)" in frame
 
 
