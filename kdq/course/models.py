@@ -64,7 +64,7 @@ def parse_attempt_number(message: str | None, field: Any = None) -> int | None:
 
 
 def parse_eastern(text: Any) -> datetime | None:
-    """``"Nov 12, 2025 10:46:41 AM"`` (US Eastern) as an aware UTC datetime; ``None`` if empty or unreadable."""
+    """``"Nov 12, 2025 10:46:41 AM"`` (US Eastern) as an aware UTC datetime; ``None`` if unreadable."""
     if not isinstance(text, str) or not text.strip():
         return None
     clean = " ".join(text.split())

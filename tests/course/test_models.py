@@ -19,7 +19,8 @@ from kdq.course.models import Attempt, SubmitReceipt, as_number, classify, parse
         ),
         (
             {
-                "message": "Submission received for team 'My Team'. This is attempt #1, status pending, evaluation pending."
+                "message": "Submission received for team 'My Team'. This is attempt #1, status pending, "
+                "evaluation pending."
             },
             1,
             "My Team",

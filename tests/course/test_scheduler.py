@@ -291,7 +291,7 @@ def test_default_waits_follow_the_window(store, settings):
 def test_worker_killed_mid_upload_is_reconciled_by_the_next_one(
     srv, store, settings, tmp_path, models, token
 ):
-    """A real process is SIGKILLed while its POST hangs after the server recorded it; the next one adopts it."""
+    """A real process is SIGKILLed while its POST hangs after the server recorded it; the next adopts it."""
     import os
     import signal
     import subprocess

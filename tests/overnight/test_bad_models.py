@@ -20,7 +20,8 @@ EXPECTED = {
     "wrong_shape": r"output shape \[4, 7\] for a batch of 4; expected \[4, 10\]",
     "oversized": r"MiB, over the 23\.0 MiB limit; choose a smaller student",
     "fp16": r"parameters are float16; the server needs float32",
-    "raises": r"forward on a \[4,3,224,224\] float32 batch failed: .*RuntimeError: this model refuses every batch",
+    "raises": r"forward on a \[4,3,224,224\] float32 batch failed: "
+    r".*RuntimeError: this model refuses every batch",
     "nan": r"output has NaN or infinite values",
 }
 

@@ -67,7 +67,6 @@ def test_a_thousand_commands_beside_the_worker(overnight):
     assert len({e.spec.train.seed for e in exps.values()}) == len(exps)
 
     # Every status read was whole: it counted at least the experiments its own process had queued.
-    seen = defaultdict(int)
     for op in sorted(ops, key=lambda o: o["t0"]):
         if op["op"] == "status":
             assert (

@@ -39,7 +39,7 @@ def harness(overnight, stage: str | None = None, eval_delay_s: float = EVAL_DELA
 
 
 def inside(h, exp_id: int, stage: str) -> bool:
-    """Whether the worker is inside ``stage`` of ``exp_id`` now (a pause mark, the server's view, the store)."""
+    """Whether the worker is inside ``stage`` of ``exp_id`` now (a pause mark, the server, the store)."""
     if stage in PAUSES:
         return (h.marks / stage).exists()
     if stage == "submitting":
@@ -86,7 +86,7 @@ def test_clean_stop_inside_every_stage_in_turn(overnight, sig):
     h.wait_worker_up()
     for stage in STAGES:
         h.wait(
-            lambda: inside(h, exp_id, stage) or passed(h, exp_id, stage),
+            lambda stage=stage: inside(h, exp_id, stage) or passed(h, exp_id, stage),
             180,
             f"the worker inside {stage}",
             every=0.02,

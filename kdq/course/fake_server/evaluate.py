@@ -59,7 +59,8 @@ def find_class_root(path: Path) -> Path:
             break
         here = subdirs[0]
     raise FileNotFoundError(
-        f"{path}: no class folders with images found (expected <class>/<image> or train_dataset/train_dataset/<class>/)"
+        f"{path}: no class folders with images found "
+        "(expected <class>/<image> or train_dataset/train_dataset/<class>/)"
     )
 
 
