@@ -208,7 +208,10 @@ class Store(UserRequests):
         transaction as the move, so two workers never both take the last of ``limit`` slots."""
         now, stages = time.time(), [str(s) for s in (Stage.QUEUED, Stage.LAUNCHING, Stage.TRAINING)]
         with self.transaction() as db:
-            sql = "select id, priority, created_at, stage from experiments where backend = ? and stage in (?,?,?)"
+            sql = (
+                "select id, name, priority, created_at, stage from experiments"
+                " where backend = ? and stage in (?, ?, ?)"
+            )
             rows = [SimpleNamespace(**r) for r in db.query(sql, [backend, *stages])]
             queued = [r for r in rows if r.stage == Stage.QUEUED]
             me = next((r for r in queued if r.id == exp_id), None)
@@ -217,6 +220,7 @@ class Store(UserRequests):
             self._set(db, exp_id, {**fields, "stage": str(Stage.LAUNCHING), "updated_at": now})
             event = {"exp_id": exp_id, "ts": now, "kind": "stage", "stage": str(Stage.LAUNCHING)}
             db["events"].insert({**event, "message": message})
+        stage_changed(exp_id, me.name, Stage.QUEUED, Stage.LAUNCHING, message)
         return True
 
     def supersede_ranks(self, live_id: int) -> None:

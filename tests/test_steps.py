@@ -303,3 +303,16 @@ def test_retry_fresh_starts_again_from_epoch_one(ctx, dataset):
     ctx.store.move(i, Stage.QUEUED, Stage.CANCELLED, "enough")  # only the choice matters here
     again = ctx.store.retry(i)
     assert again.resume_from is None  # a cancelled attempt that never ran has nothing to resume
+
+
+def test_a_launch_through_the_gate_is_one_log_line_like_every_move(settings, store):
+    from structlog.testing import capture_logs
+
+    from kdq import log as kdqlog
+
+    kdqlog.configure(json=True)
+    ctx = steps.Context(settings=settings, store=store, backend_factory=lambda kind, s: CountingBackend())
+    [i] = store.add([(None, tiny(train__seed=7))])
+    with capture_logs() as logs:
+        steps.advance(ctx, i)
+    assert f"{i} tiny: queued → launching" in [e["event"] for e in logs]
