@@ -1,0 +1,36 @@
+"""The Optuna side: the objective's value, the pruner's first look, the sampler's seeds, the study file."""
+
+import pytest
+
+from kdq.search import study as studies
+from kdq.search.spec import SearchSpec
+
+
+def spec(**kw):
+    return SearchSpec(name="s", trials=4, space={"train.lr": {"low": 1e-4, "high": 1e-2, "log": True}}, **kw)
+
+
+def test_holdout_f1_falls_back_to_val_f1_for_a_run_without_a_holdout():
+    assert studies.objective_value("holdout_f1", {"val_f1": 0.7, "holdout_f1": 0.65}) == 0.65
+    assert studies.objective_value("holdout_f1", {"val_f1": 0.7}) == 0.7
+    assert studies.objective_value("holdout_f1", {"val_f1": 0.7, "holdout_f1": None}) == 0.7
+    assert studies.objective_value("expected_score", {"val_f1": 0.7}, 6.5) == 6.5
+    with pytest.raises(ValueError, match="expected score is not available"):
+        studies.objective_value("expected_score", {"val_f1": 0.7}, None)
+
+
+def test_the_pruner_looks_first_at_a_quarter_of_the_epochs():
+    assert [studies.first_look(n) for n in (1, 3, 8, 60)] == [1, 1, 2, 15]
+    assert type(studies.pruner(spec(pruner="none"), 60)).__name__ == "NopPruner"
+
+
+def test_each_point_of_a_study_has_its_own_seed_and_the_same_one_every_time(tmp_path):
+    a = [studies.ask(studies.open_study(tmp_path / "a", spec(), 9), spec()).params for _ in range(3)]
+    b = [studies.ask(studies.open_study(tmp_path / "b", spec(), 9), spec()).params for _ in range(3)]
+    assert a == b and len({p["train.lr"] for p in a}) == 3
+
+
+def test_the_study_file_name_is_safe_for_any_search_name(tmp_path):
+    path = studies.study_path(tmp_path, "my search/../x")
+    assert path.parent == tmp_path / "search" and "/" not in path.name and path.suffix == ".journal"
+    assert studies.load_study(tmp_path, "never made") is None
