@@ -61,12 +61,13 @@ def test_demo_survives_ctrl_c_then_runs_to_the_end(tmp_path):
         exps = store.list()
         assert len(exps) == 3 and not any(e.stage in LIVE for e in exps)
         assert not [e for e in exps if e.stage is Stage.FAILED]
-        submitted = [e for e in exps if e.server_score is not None]
-        assert submitted and all(e.stage is Stage.DONE and e.server_rank == 1 for e in submitted)
-        # if_better: each submission beats the live one, so the last one is the best model
-        submitted.sort(key=lambda e: e.server_attempt)
-        f1s = [e.val_f1 for e in submitted]
-        assert f1s == sorted(f1s) and f1s[-1] == max(e.val_f1 for e in exps)
+        submitted = sorted((e for e in exps if e.server_score is not None), key=lambda e: e.server_attempt)
+        assert submitted and all(e.stage is Stage.DONE for e in submitted)
+        assert submitted[-1].server_rank == 1  # the live one (one team); superseded ones keep no rank
+        # if_better by expected score: each submission beat the live one (the demo's models are the same
+        # size, so by holdout F1); one within the noise of the live one is skipped with the numbers
+        f1s = [e.metrics["holdout_f1"] for e in submitted]
+        assert f1s == sorted(f1s)
         skipped = [e for e in exps if e.stage is Stage.SKIPPED]
-        assert all("not submitted" in store.events(e.id)[-1]["message"] for e in skipped)
+        assert all("chance better" in store.events(e.id)[-1]["message"] for e in skipped)
     assert "kdq-demo" in out and "leaderboard" in out
