@@ -23,7 +23,6 @@ STAGE_STYLE = {
     "cancelled": "dim",
     "skipped": "dim",
     "pruned": "dim",
-    "pruned": "dim",
     "ready": "cyan",
     "training": "yellow",
     "submitting": "magenta",
@@ -134,9 +133,16 @@ def _status_columns(exps: list[Experiment], expected: dict | None = None) -> lis
     return [*cols, "updated"]
 
 
+def _expected_cell(x) -> str:
+    """``2.73 ±1.57``: the table's short form (``kdq show`` and ``--json`` have the interval itself)."""
+    if x is None:
+        return ""
+    return f"{x.score:.2f}" if x.low == x.high else f"{x.score:.2f} ±{(x.high - x.low) / 2:.2f}"
+
+
 def _status_cells(e: Experiment, now: float, expected: dict | None = None) -> dict[str, str]:
     return {
-        "expected": expected[e.id].text() if expected and e.id in expected else "",
+        "expected": _expected_cell(expected.get(e.id)) if expected else "",
         "id": str(e.id),
         "name": e.name,
         "stage": str(e.stage),
@@ -163,7 +169,7 @@ def experiments_table(exps: list[Experiment], expected: dict | None = None):
     for col in cols:
         right = col in ("id", "val F1", "teacher F1", "server")
         table.add_column(
-            col,
+            "teacher" if col == "teacher F1" else col,  # its values are 5 wide: keep the header short too
             justify="right" if right else "left",
             no_wrap=col != "name",
             overflow="fold" if col == "name" else "ellipsis",
@@ -238,7 +244,13 @@ def status_plain(store: Store, show_all: bool = False, interval_s: float | None 
     cols = ["id", "name", "stage", "backend", "epoch", "val F1", "expected", "teacher F1", "score", "rank"]
     cols.append("updated")
     expected = _expected(store, shown)
-    rows = [[*(_status_cells(e, now, expected)[c] for c in cols), e.error or ""] for e in shown]
+    rows = []
+    for e in shown:
+        cells = {
+            **_status_cells(e, now, expected),
+            "expected": expected[e.id].text() if e.id in expected else "",
+        }
+        rows.append([*(cells[c] for c in cols), e.error or ""])
     lines = [plain(h) for h in status_header(store, interval_s)]
     lines.append(tsv([c.replace(" ", "_") for c in cols] + ["error"], rows))
     lines += [n for n in _notes([], hidden_queued, hidden_older)]

@@ -53,6 +53,8 @@ def fill(store, rows=MORNING) -> list[int]:
     with store.transaction() as db:
         for k, (i, r) in enumerate(zip(ids, rows)):
             values = {**r, "progress": json.dumps(r["progress"]) if r["progress"] else None}
+            if "metrics" in values:
+                values["metrics"] = json.dumps(values["metrics"])
             values.pop("name")
             values["updated_at"] = now - 3600 + 60 * k
             sets = ", ".join(f"{key} = ?" for key in values)

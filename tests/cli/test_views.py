@@ -106,3 +106,19 @@ def test_the_readme_sample_is_what_kdq_prints_at_80_columns(settings, store):
     assert block.rstrip("\n") == strip, (
         "README.md's sample is stale: python tests/cli/cli_helpers.py prints it"
     )
+
+
+def test_expected_scores_do_not_squeeze_the_name_out_at_80_columns(settings, store):
+    metrics = {"val_f1": 0.81, "holdout_f1": 0.8, "holdout_f1_ci": [0.7, 0.9], "model_mb": 4.5}
+    rows = [
+        row(f"hinton-shufflenet-{i}", "done", 60, 0.81, metrics=metrics, teacher_f1=0.117) for i in range(3)
+    ]
+    rows[0].update(server_score=1.916, server_rank=1)  # every column in use, as after the demo
+    ids = fill(store, rows)
+    out = in_terminal(["status"], kdq_env(settings.root), cols=80, rows=40)
+    assert max(map(len, out.splitlines())) <= 80
+    header = next(line for line in out.splitlines() if line.startswith("id "))
+    assert header.split()[:2] == ["id", "name"] and "expected" in header and "updated" in header, out
+    assert "…" not in out and all(f"net-{i}" in out for i in range(3)) and ids  # wrapped, never cut
+    piped = runner.invoke(app, ["status"]).stdout
+    assert any("\t0.8" in line and "[" in line for line in piped.splitlines())  # piped: the interval, whole
