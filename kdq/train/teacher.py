@@ -154,7 +154,7 @@ def preprocessing(name: str) -> tuple[int, tuple, tuple]:
 def view_params(n: int, views: int, fingerprint: str) -> torch.Tensor:
     """The V views of every image: fixed per dataset, so any cache entry can be rendered again."""
     gen = torch.Generator().manual_seed(int(fingerprint[:8], 16))
-    return augment.sample(n * views, gen).view(n, views, -1)
+    return augment.sample(n * views, gen).view(n, views, len(augment.FIELDS))
 
 
 def cache_path(
