@@ -18,7 +18,6 @@
 docs/course-server.md says what is known about the real server and what kdq does not assume.
 """
 
-from kdq.course.client import CourseClient
 from kdq.course.errors import (
     CourseError,
     RateLimited,
@@ -43,3 +42,12 @@ __all__ = [
     "Unreachable",
     "UnexpectedResponse",
 ]
+
+
+def __getattr__(name: str):
+    """``CourseClient`` (httpx, tenacity) is imported when asked for: ``kdq status`` never makes one."""
+    if name == "CourseClient":
+        from kdq.course.client import CourseClient
+
+        return CourseClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
