@@ -102,7 +102,7 @@ def run(
             cache_dir,
             device,
             seed=ds_spec.split_seed,
-            decode=lambda size: data.stream(ds.root, ds.files, size),
+            decode=lambda size: data.stream(data.find_root(data_dir), ds.files, size),  # not the cached root
             groups=gid,
         ).to(device)
         log(f"teacher {spec.teacher.model} ({spec.teacher.head}): val macro-F1 {targets.val_f1:.4f}")
