@@ -1,5 +1,6 @@
 """Settings: bad ``KDQ_*`` values are one line naming the variable; the home is found upwards, like git."""
 
+import json
 import os
 
 import pytest
@@ -73,3 +74,14 @@ def test_read_only_commands_create_nothing_and_say_where_they_looked(tmp_path, m
         assert r.exit_code == 1, (args, r.output)
         assert "no kdq state here" in r.stderr and str(empty) in r.stderr, r.stderr
     assert os.listdir(empty) == []
+
+
+def test_status_json_with_no_state_still_gives_scripts_an_object(tmp_path, monkeypatch):
+    monkeypatch.delenv("KDQ_HOME")
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["status", "--json"])
+    assert r.exit_code == 1
+    data = json.loads(r.stdout)
+    assert data["state"] is None and data["worker_alive"] is False and data["experiments"] == []
+    assert str(tmp_path) in data["where"]
+    assert os.listdir(tmp_path) == []

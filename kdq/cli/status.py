@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from kdq.cli.common import console, fail, get_or_exit, open_store, say, settings, warn
+from kdq.cli.common import ERROR, console, fail, get_or_exit, open_store, say, settings, warn
 
 RESULT_COLUMNS = (
     "id",
@@ -48,6 +48,10 @@ def status(
 
     s = settings()
     every = s.submit_interval_s
+    if as_json and not s.db_path.exists():  # scripts still get an object: nothing here, where it looked
+        nothing = {"state": None, "where": s.where(), "worker_alive": False, "counts": {}, "experiments": []}
+        print(json.dumps(nothing, indent=2, default=str))
+        raise typer.Exit(ERROR)
     with open_store(s=s, look=True) as store:
         if as_json:
             from kdq.course.ledger import Ledger
