@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from kdq.verify import VerifyError, check, verify_file
+from kdq.verify import VerifyError, check, f1_tolerance, verify_file
 
 
 class Net(nn.Module):
@@ -118,3 +118,10 @@ def test_a_grader_f1_far_from_holdout_f1_fails_with_both_numbers(tmp_path):
 def test_a_model_that_breaks_at_the_graders_batch_of_64_fails(tmp_path):
     with pytest.raises(VerifyError, match="batch too large for this model"):
         check(save(BreaksAt64(), tmp_path / "m.pt"))
+
+
+def test_on_a_tiny_holdout_one_flipped_picture_is_not_a_mismatch(tmp_path):
+    holdout = pictures(tmp_path / "data")  # 6 pictures: one flip moves macro-F1 by far more than 0.01
+    report = verify_file(save(Colour(), tmp_path / "m.pt"), holdout=holdout, expect_f1=0.83, num_classes=2)
+    assert report["grader_f1"] == 1.0
+    assert f1_tolerance(6) == pytest.approx(2 / 6) and f1_tolerance(800) == 0.01  # the real holdout: 0.01
