@@ -8,6 +8,7 @@ only its holder clears the task locks a killed predecessor left behind.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import time
@@ -64,15 +65,6 @@ def run(settings) -> None:
         flushed = q.huey.flush_locks(*names)
         if flushed:
             log.info("cleared locks left by a previous worker", locks=sorted(flushed))
-        stop = threading.Event()
-        beat = threading.Thread(
-            target=_heartbeat, args=(settings, stop, time.time()), daemon=True, name="heartbeat"
-        )
-        beat.start()
-        ids = worker.redrive(q, grace_s=-1e9)  # at start, look at every live experiment once
-        q.submissions()  # and let the scheduler look at the server
-        q.searches()  # and let every search catch up with what ended while no worker ran
-        log.info("worker started", home=str(settings.root), live=len(ids), threads=settings.worker_threads)
         consumer = q.huey.create_consumer(
             workers=settings.worker_threads,
             worker_type="thread",
@@ -82,6 +74,18 @@ def run(settings) -> None:
             max_delay=2.0,
             check_worker_health=True,
         )
+        # Huey sets its signal handlers only once the consumer runs. A SIGTERM before then (the heartbeat
+        # already says "alive") must still be a clean stop: the consumer then starts and ends at once.
+        signal.signal(signal.SIGTERM, lambda signum, frame: consumer.stop_flag.set())
+        stop = threading.Event()
+        beat = threading.Thread(
+            target=_heartbeat, args=(settings, stop, time.time()), daemon=True, name="heartbeat"
+        )
+        beat.start()
+        ids = worker.redrive(q, grace_s=-1e9)  # at start, look at every live experiment once
+        q.submissions()  # and let the scheduler look at the server
+        q.searches()  # and let every search catch up with what ended while no worker ran
+        log.info("worker started", home=str(settings.root), live=len(ids), threads=settings.worker_threads)
         try:
             consumer.run()
         finally:
