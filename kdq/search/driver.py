@@ -4,7 +4,8 @@ A tick, for each search with a live or unfinished trial:
 
 1. **Adopt.** Trials queued by ``kdq enqueue`` have no trial number yet: each is handed to the study as an
    enqueued trial (its parameters fixed) and asked for; an asked trial that has no experiment row (a
-   worker killed between the two writes) gets its row now. So no trial is lost and none is made twice.
+   worker killed between the two writes) gets its row now, and one killed inside ``ask`` (some
+   parameters not yet written) gets the rest first. So no trial is lost and none is made twice.
 2. **Report and prune.** A training trial's latest epoch (``progress.json``: epoch, validation F1) is
    reported to the study; when the pruner says stop, the trial moves ``training → pruned`` first, then
    its run is cancelled on its backend.
@@ -101,6 +102,8 @@ def _adopt(ctx: Context, study: optuna.Study, trials: list[Experiment]) -> list[
             study.enqueue_trial(params_of(exp.spec), user_attrs={EXP_ATTR: exp.id})
     new = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if studies.complete(study, t, trials[0].spec.search):  # killed inside ask: params missing
+            t = study.get_trials(deepcopy=False)[t.number]
         if t.number not in rows:
             new += _row_for(ctx, trials, t)
     while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):

@@ -65,6 +65,27 @@ def ask(study: optuna.Study, search: SearchSpec) -> optuna.Trial:
     return study.ask(distributions(search))
 
 
+def complete(study: optuna.Study, frozen: optuna.trial.FrozenTrial, search: SearchSpec) -> bool:
+    """Give a running trial every parameter of the space; ``True`` when some were missing.
+
+    Optuna's ``ask`` writes the trial first, then each parameter: a worker killed in between leaves a
+    running trial with some or none. The sampler draws the missing ones now (an enqueued trial gets its
+    fixed values back), so the trial is trained as the study records it."""
+    missing = {k: d for k, d in distributions(search).items() if k not in frozen.params}
+    if not missing:
+        return False
+    study.sampler = sampler(search, offset=len(study.get_trials(deepcopy=False)))
+    trial = optuna.Trial(study, frozen._trial_id)
+    for key, d in missing.items():
+        if isinstance(d, CategoricalDistribution):
+            trial.suggest_categorical(key, d.choices)
+        elif isinstance(d, IntDistribution):
+            trial.suggest_int(key, d.low, d.high, log=d.log)
+        else:
+            trial.suggest_float(key, d.low, d.high, log=d.log)
+    return True
+
+
 def first_look(epochs: int) -> int:
     """The epoch of the pruner's first look, for trials of ``epochs`` epochs (the fewest in the space)."""
     return max(1, int(epochs * FIRST_LOOK))

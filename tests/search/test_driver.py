@@ -217,3 +217,18 @@ def test_every_trial_gets_its_own_parameters_across_ticks_and_restarts(ctx):
     run_search(ctx)  # every tick opens the study afresh, as every worker start does
     lrs = [e.spec.train.lr for e in ctx.store.list()]
     assert len(set(lrs)) == 8, lrs
+
+
+def test_a_worker_killed_inside_ask_leaves_a_trial_that_is_trained_as_the_study_records_it(ctx):
+    enqueue(ctx.store, trials=4)
+    driver.tick(ctx)  # the two enqueued trials adopted
+    study = study_of(ctx)
+    bare = study.ask()  # Optuna wrote the trial, then the worker died before any parameter
+    driver.tick(ctx)
+    trial = study_of(ctx).get_trials()[bare.number]
+    [exp] = [e for e in ctx.store.list() if e.trial == bare.number]
+    assert set(trial.params) == {"train.lr"} and exp.spec.train.lr == trial.params["train.lr"]
+    run_search(ctx)
+    trials = study_of(ctx).get_trials()
+    assert len(trials) == 4 and all(set(t.params) == {"train.lr"} for t in trials)
+    assert {t.params["train.lr"] for t in trials} == {e.spec.train.lr for e in ctx.store.list()}
