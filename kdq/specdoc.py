@@ -43,6 +43,11 @@ its value is a range `{ low = ..., high = ..., log = true }` (whole numbers for 
 list of choices. Every corner of the space must be a valid spec: it is checked at `kdq enqueue`, with
 every student of the space size-checked, and the first `parallel` trials are queued at once.
 
+The sampler is TPE, or NSGA-II for `objective = "f1_and_size"`: two sides at once, the holdout F1 up and
+the exported model file's MiB (`model_mb` in metrics.json) down. Such a search has a Pareto front, not
+one best (`kdq search status` lists it), and no pruner: Optuna stops trials of single-objective studies
+only, so `pruner = "successive_halving"` with it is refused at `kdq enqueue`.
+
 ```toml
 [search]
 trials = 24

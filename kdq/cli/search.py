@@ -29,7 +29,7 @@ def status(
     name: Annotated[str | None, typer.Argument(help="One search (default: every search).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Trials by state, the best so far, the budget used, parameter importances."""
+    """Trials by state, the best so far (or the Pareto front), the budget used, importances."""
     from kdq.search.summary import searches, summarize
 
     root = settings().root
@@ -48,6 +48,8 @@ def status(
 def _print(s: dict) -> None:
     from rich.table import Table
 
+    from kdq.search.summary import front_line, value_text
+
     states = "  ".join(f"{k} {v}" for k, v in s["by_state"].items() if v)
     budget = s["gpu_hours"]
     spent = f"{budget['used']:.3f} h" + (f" of {budget['budget']} h" if budget["budget"] else "")
@@ -55,12 +57,19 @@ def _print(s: dict) -> None:
         f"search {s['name']}: {s['made']}/{s['trials']} trials ({states or 'none told yet'}), "
         f"objective {s['objective']}, pruner {s['pruner']}, {s['epochs']} epochs, {spent}"
     )
-    best = s["best"]
-    say(
-        f"best: trial {best['trial']} = experiment {best['experiment']}: {best['value']:.4f} {best['params']}"
-        if best
-        else "best: no complete trial yet"
-    )
+    best, front = s["best"], s["front"]
+    if front is not None:  # the two-sided objective: every trial no other beats on both F1 and size
+        say(
+            f"pareto front ({len(front)} trials, holdout F1 up, size down):"
+            if front
+            else "pareto front: none yet"
+        )
+        for r in front:
+            say(f"  {front_line(r)}")
+    elif best:
+        say(f"best: {front_line(best)}")
+    else:
+        say("best: no complete trial yet")
     if s["importances"]:
         say("importances: " + ", ".join(f"{k} {v:.2f}" for k, v in s["importances"].items()))
     table = Table()
@@ -72,7 +81,7 @@ def _print(s: dict) -> None:
             str(r["experiment"]),
             r["stage"],
             r["study_state"] or "",
-            "" if r["value"] is None else f"{r['value']:.4f}",
+            value_text(r["value"]),
             str(r["epochs"]),
             ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items()),
         )
@@ -84,7 +93,7 @@ def report(
     name: Annotated[str, typer.Argument(help="The search.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="HTML file to write.")] = None,
 ) -> None:
-    """An HTML page with Optuna's optimization history and parallel-coordinate plots."""
+    """An HTML page of Optuna's plots: history (or Pareto front), parallel coordinates."""
     from kdq.search.summary import searches, summarize, write_report
 
     root = settings().root

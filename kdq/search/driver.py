@@ -8,9 +8,10 @@ A tick, for each search with a live or unfinished trial:
    parameters not yet written) gets the rest first. So no trial is lost and none is made twice.
 2. **Report and prune.** A training trial's latest epoch (``progress.json``: epoch, validation F1) is
    reported to the study; when the pruner says stop, the trial moves ``training → pruned`` first, then
-   its run is cancelled on its backend.
-3. **Tell.** A trial that ended is told: validated → its objective; pruned → pruned; failed or
-   cancelled → failed (it counts toward the total, so a broken search cannot loop forever).
+   its run is cancelled on its backend. A two-sided study (F1 and size) takes no reports, and no pruner.
+3. **Tell.** A trial that ended is told: validated → its objective (two values when two-sided);
+   pruned → pruned; failed or cancelled → failed (it counts toward the total, so a broken search cannot
+   loop forever).
 4. **Ask.** While the study has fewer than ``trials`` trials, fewer than ``parallel`` are live and the
    GPU budget is not spent, ask the study for a trial and queue it as an experiment.
 
@@ -86,7 +87,8 @@ def _tick_one(ctx: Context, name: str, trials: list[Experiment]) -> list[int]:
         if frozen is None or frozen.state is not TrialState.RUNNING:
             continue
         if exp.stage is Stage.TRAINING:
-            _report(ctx, study, frozen, exp)
+            if not search.two_sided:  # Optuna takes no per-epoch values in a two-sided study
+                _report(ctx, study, frozen, exp)
         else:
             _tell(ctx, study, frozen, ctx.store.get(exp.id))
     trials = sorted((e for e in ctx.store.list() if e.search == name), key=lambda e: e.id)  # after prunes

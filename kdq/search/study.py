@@ -18,7 +18,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from kdq.search.spec import Range, SearchSpec, is_int_field
+from kdq.search.spec import TWO_SIDED, Range, SearchSpec, is_int_field
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -26,6 +26,10 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 # then at twice that, and so on; a trial goes on past each look only if it is in the better half there.
 FIRST_LOOK = 0.25
 REDUCTION_FACTOR = 2
+# NSGA-II (the two-sided objective) breeds each generation from the best of the ones before; its first
+# is drawn at random. Optuna's population of 50 would leave a search of a few dozen trials all random:
+# kdq sizes it so that a search sees about this many generations (at least 2, and at least `parallel`).
+GENERATIONS = 4
 
 
 def study_path(root: Path, name: str) -> Path:
@@ -51,11 +55,23 @@ def distributions(search: SearchSpec) -> dict[str, BaseDistribution]:
     return out
 
 
+def directions(search: SearchSpec) -> list[str]:
+    """F1 (or the expected score) up; for the two-sided objective, also the model file's MiB down."""
+    return ["maximize", "minimize"] if search.two_sided else ["maximize"]
+
+
+def population(search: SearchSpec) -> int:
+    return min(50, max(2, search.parallel, search.trials // GENERATIONS))
+
+
 def sampler(search: SearchSpec, offset: int = 0) -> optuna.samplers.BaseSampler:
-    """TPE seeded by the search's seed and ``offset`` (how many trials exist): every worker start opens
-    the study afresh, and one seed for all would draw the same first guesses again after each."""
-    # constant_liar: trials still running count as bad guesses, so parallel trials spread out.
+    """TPE (NSGA-II for the two-sided objective) seeded by the search's seed and ``offset`` (how many
+    trials exist): every worker start opens the study afresh, and one seed for all would draw the same
+    first guesses again after each."""
     seed = (search.seed * 1_000_003 + offset) % 2**32
+    if search.two_sided:
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population(search))
+    # constant_liar: trials still running count as bad guesses, so parallel trials spread out.
     return optuna.samplers.TPESampler(seed=seed, constant_liar=search.parallel > 1)
 
 
@@ -106,7 +122,7 @@ def open_study(root: Path, search: SearchSpec, epochs: int) -> optuna.Study:
         storage=storage(study_path(root, search.name)),
         sampler=sampler(search),
         pruner=pruner(search, epochs),
-        direction="maximize",
+        directions=directions(search),
         load_if_exists=True,
     )
 
@@ -123,16 +139,18 @@ def first_params(search: SearchSpec, n: int) -> list[dict[str, Any]]:
     """The first ``n`` trials' parameters, drawn by the search's own sampler in memory (at enqueue).
 
     The worker hands them to the stored study as enqueued trials, so the study stays the one record."""
-    study = optuna.create_study(sampler=sampler(search), direction="maximize")
+    study = optuna.create_study(sampler=sampler(search), directions=directions(search))
     return [study.ask(distributions(search)).params for _ in range(n)]
 
 
-def objective_value(objective: str, metrics: dict, expected: Any = None) -> float:
-    """What a validated trial scores: its holdout F1 (``val_f1`` for a run without a holdout), or the
-    expected leaderboard score computed by the course side (``expected``)."""
+def objective_value(objective: str, metrics: dict, expected: Any = None) -> float | list[float]:
+    """What a validated trial scores: its holdout F1 (``val_f1`` for a run without a holdout), the
+    expected leaderboard score computed by the course side (``expected``), or for the two-sided
+    objective ``[F1, MiB]``: the F1 and the exported file's size that training measured (``model_mb``)."""
     if objective == "expected_score":
         if expected is None:
             raise ValueError("the expected score is not available for this model")
         return float(expected)
     value = metrics.get("holdout_f1")
-    return float(metrics["val_f1"] if value is None else value)
+    f1 = float(metrics["val_f1"] if value is None else value)
+    return [f1, float(metrics["model_mb"])] if objective == TWO_SIDED else f1

@@ -14,7 +14,7 @@ from typing import Any
 from kdq.experiment import Experiment
 from kdq.search import study as studies
 from kdq.search.driver import VALIDATED, by_search, training_seconds
-from kdq.search.spec import params_of
+from kdq.search.spec import TWO_SIDED, params_of
 
 STYLE = "body{font-family:sans-serif;margin:2em} td,th{padding:2px 8px;border-bottom:1px solid #ddd}"
 
@@ -37,13 +37,19 @@ def summarize(store, root: Path, name: str, trials: list[Experiment]) -> dict[st
                 "name": e.name,
                 "stage": str(e.stage),
                 "study_state": t.state.name.lower() if t else None,
-                "value": t.value if t else None,
+                "value": _value(t),
                 "epochs": (e.progress or {}).get("epoch", 0),
                 "params": params_of(e.spec),
             }
         )
     done = [r for r in rows if r["study_state"] == "complete" and r["value"] is not None]
-    best = max(done, key=lambda r: r["value"], default=None)
+    shown = ("trial", "experiment", "name", "value", "params")
+    front = None
+    if search.two_sided:  # no one best: the trials no other beats on both F1 and size, smallest first
+        on_front = {t.number for t in study.best_trials} if study else set()
+        front = [{k: r[k] for k in shown} for r in done if r["trial"] in on_front]
+        front.sort(key=lambda r: (r["value"][1], -r["value"][0]))
+    best = None if search.two_sided else max(done, key=lambda r: r["value"], default=None)
     now = time.time()
     used = sum(training_seconds(store.events(e.id), now) for e in trials) / 3600
     counts: dict[str, int] = {}
@@ -64,14 +70,24 @@ def summarize(store, root: Path, name: str, trials: list[Experiment]) -> dict[st
         "validated": sum(1 for e in trials if e.stage in VALIDATED),
         "epochs": sum(r["epochs"] for r in rows),
         "gpu_hours": {"used": round(used, 4), "budget": search.gpu_hours},
-        "best": best and {k: best[k] for k in ("trial", "experiment", "name", "value", "params")},
+        "best": best and {k: best[k] for k in shown},
+        "front": front,
         "importances": _importances(study),
         "rows": rows,
     }
 
 
+def _value(t) -> float | list[float] | None:
+    """A study trial's objective: one number, or ``[F1, MiB]`` for the two-sided one."""
+    if t is None or t.values is None:
+        return None
+    return t.values[0] if len(t.values) == 1 else list(t.values)
+
+
 def _importances(study) -> dict[str, float]:
-    """Optuna's parameter importances (fANOVA); empty until enough trials are complete."""
+    """Optuna's parameter importances (its default evaluator, PED-ANOVA: which parameters set the best
+    trials apart; for the two-sided objective, the trials nearest the front); empty until enough
+    trials are complete."""
     import optuna
     from optuna.trial import TrialState
 
@@ -94,15 +110,23 @@ def write_report(root: Path, name: str, summary: dict[str, Any], out: Path) -> P
 
     study = studies.load_study(root, name)
     figures = []
-    if study is not None and any(t.value is not None for t in study.get_trials(deepcopy=False)):
-        for title, plot in (
-            ("Optimization history", ovm.plot_optimization_history),
-            ("Parallel coordinates", ovm.plot_parallel_coordinate),
-            ("Intermediate values (per epoch)", ovm.plot_intermediate_values),
-        ):
+    if summary["objective"] == TWO_SIDED:  # no history of one best, no per-epoch values: the front
+        f1 = {"target": lambda t: t.values[0], "target_name": "holdout F1"}
+        plots = (
+            ("Pareto front", ovm.plot_pareto_front, {"target_names": ["holdout F1", "MiB"]}),
+            ("Parallel coordinates (holdout F1)", ovm.plot_parallel_coordinate, f1),
+        )
+    else:
+        plots = (
+            ("Optimization history", ovm.plot_optimization_history, {}),
+            ("Parallel coordinates", ovm.plot_parallel_coordinate, {}),
+            ("Intermediate values (per epoch)", ovm.plot_intermediate_values, {}),
+        )
+    if study is not None and any(t.values is not None for t in study.get_trials(deepcopy=False)):
+        for title, plot, kw in plots:
             with warnings.catch_warnings():  # Optuna marks its matplotlib backend experimental
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                ax = plot(study)
+                ax = plot(study, **kw)
             buf = io.BytesIO()
             ax.figure.savefig(buf, format="png", dpi=110, bbox_inches="tight")
             plt.close(ax.figure)
@@ -113,12 +137,29 @@ def write_report(root: Path, name: str, summary: dict[str, Any], out: Path) -> P
         "<tr>"
         + "".join(
             f"<td>{esc(str(v))}</td>"
-            for v in (r["trial"], r["experiment"], r["stage"], _fmt(r["value"]), r["epochs"], r["params"])
+            for v in (
+                r["trial"],
+                r["experiment"],
+                r["stage"],
+                value_text(r["value"]),
+                r["epochs"],
+                r["params"],
+            )
         )
         + "</tr>"
         for r in summary["rows"]
     )
-    best = summary["best"]
+    best, front = summary["best"], summary["front"]
+    if front is not None:
+        outcome = "".join(f"<li>{esc(front_line(r))}</li>" for r in front) or "<li>no complete trial yet</li>"
+        outcome = f"<p>Pareto front (holdout F1 up, size down):</p><ul>{outcome}</ul>"
+    elif best:
+        outcome = (
+            f"<p>Best: {esc(best['name'])} (experiment {best['experiment']}) = {best['value']:.4f}, "
+            f"{esc(str(best['params']))}</p>"
+        )
+    else:
+        outcome = "<p>No complete trial yet.</p>"
     parts = [
         f"<!doctype html><meta charset='utf-8'><title>search {esc(name)}</title>",
         f"<style>{STYLE}</style>",
@@ -126,10 +167,7 @@ def write_report(root: Path, name: str, summary: dict[str, Any], out: Path) -> P
         f"<p>{summary['made']} of {summary['trials']} trials, objective {esc(summary['objective'])}, "
         f"pruner {esc(summary['pruner'])}, {summary['epochs']} epochs, "
         f"{summary['gpu_hours']['used']:.3f} GPU hours.</p>",
-        f"<p>Best: {esc(best['name'])} (experiment {best['experiment']}) = {best['value']:.4f}, "
-        f"{esc(str(best['params']))}</p>"
-        if best
-        else "<p>No complete trial yet.</p>",
+        outcome,
         f"<p>Parameter importances: {esc(str(summary['importances'] or 'not enough trials yet'))}</p>",
         "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + f"</tr>{rows}</table>",
         *(f"<h2>{esc(t)}</h2><img src='data:image/png;base64,{b}'>" for t, b in figures),
@@ -139,5 +177,12 @@ def write_report(root: Path, name: str, summary: dict[str, Any], out: Path) -> P
     return out
 
 
-def _fmt(value: float | None) -> str:
+def value_text(value: float | list[float] | None) -> str:
+    if isinstance(value, list):
+        return f"F1 {value[0]:.4f}, {value[1]:.2f} MiB"
     return "" if value is None else f"{value:.4f}"
+
+
+def front_line(r: dict[str, Any]) -> str:
+    """One trial of a Pareto front, as ``kdq search status`` and the report print it."""
+    return f"trial {r['trial']} = experiment {r['experiment']}: {value_text(r['value'])} {r['params']}"

@@ -87,3 +87,18 @@ def test_status_of_an_unknown_search_says_which_exist(settings, spec):
     kdq("enqueue", spec)
     r = kdq("search", "status", "nope")
     assert r.exit_code == 1 and "no search named 'nope'; searches: tiny-search" in r.stderr
+
+
+def test_a_two_sided_search_with_a_pruner_is_refused_in_one_line_and_queues_nothing(settings, spec):
+    spec.write_text(
+        SEARCH.replace(
+            "parallel = 2", 'parallel = 2\nobjective = "f1_and_size"\npruner = "successive_halving"'
+        )
+    )
+    r = kdq("enqueue", spec)
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    [line] = [x for x in r.stderr.splitlines() if "search.pruner" in x]
+    assert str(spec) in line and 'set pruner = "none"' in line and "nothing was queued" in r.stderr
+    assert not settings.db_path.exists() or not Store.open(settings).list()
+    spec.write_text(SEARCH.replace("parallel = 2", 'parallel = 2\nobjective = "f1_and_size"'))
+    assert kdq("enqueue", spec).exit_code == 0  # the two-sided default: no pruner

@@ -232,3 +232,30 @@ def test_a_worker_killed_inside_ask_leaves_a_trial_that_is_trained_as_the_study_
     trials = study_of(ctx).get_trials()
     assert len(trials) == 4 and all(set(t.params) == {"train.lr"} for t in trials)
     assert {t.params["train.lr"] for t in trials} == {e.spec.train.lr for e in ctx.store.list()}
+
+
+def pareto_front(points: dict[int, tuple[float, float]]) -> set[int]:
+    """The ids whose (F1, MiB) no other point beats on both sides (higher F1, smaller file)."""
+    return {
+        i
+        for i, (f1, mb) in points.items()
+        if not any(g >= f1 and m <= mb and (g, m) != (f1, mb) for g, m in points.values())
+    }
+
+
+def test_a_two_sided_search_runs_to_its_total_and_tells_every_trial_its_f1_and_size(ctx):
+    raw = tomllib.loads(SEARCH.format(trials=8, pruner="none"))
+    raw["search"]["objective"] = "f1_and_size"
+    ctx.store.add([("s.toml", s) for s in expand(raw, "s.toml")])
+    most_live = run_search(ctx)
+    exps = ctx.store.list()
+    assert len(exps) == 8 and most_live <= 2 and not ctx.backend("local").cancelled
+    study = study_of(ctx)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 8
+    for e in exps:  # the scripted model's size grows with lr: the two sides pull apart
+        assert trials[e.trial].values == pytest.approx([e.metrics["holdout_f1"], e.metrics["model_mb"]])
+    assert len({e.spec.train.lr for e in exps}) == 8
+    front = pareto_front({e.trial: (e.metrics["holdout_f1"], e.metrics["model_mb"]) for e in exps})
+    assert {t.number for t in study.best_trials} == front and 1 < len(front) < 8

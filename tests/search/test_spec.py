@@ -116,3 +116,12 @@ def test_a_bad_space_and_a_bad_field_are_reported_together():
     text = SEARCH.replace('"train.epochs"', '"train.epoch"').replace("epochs = 4", "epochs = 0")
     found = problems(text)
     assert 'search.space."train.epoch": not a field' in found and "train.epochs = 0" in found
+
+
+def test_the_two_sided_objective_is_never_pruned_by_default_and_refuses_a_pruner():
+    [spec, _] = load(objective="f1_and_size")
+    assert spec.search.objective == "f1_and_size" and spec.search.pruner == "none"
+    found = problems(objective="f1_and_size", pruner="successive_halving")
+    assert found.count("\n") == 0 and found.startswith("s.toml: search.pruner = ")
+    assert '"successive_halving"' in found and 'set pruner = "none"' in found
+    assert load(objective="holdout_f1")[0].search.pruner == "successive_halving"  # the default stays

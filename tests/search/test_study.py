@@ -34,3 +34,19 @@ def test_the_study_file_name_is_safe_for_any_search_name(tmp_path):
     path = studies.study_path(tmp_path, "my search/../x")
     assert path.parent == tmp_path / "search" and "/" not in path.name and path.suffix == ".journal"
     assert studies.load_study(tmp_path, "never made") is None
+
+
+def test_the_two_sided_objective_is_holdout_f1_up_and_file_size_down_with_nsga_ii(tmp_path):
+    two = spec(objective="f1_and_size", pruner="none")
+    metrics = {"val_f1": 0.7, "holdout_f1": 0.65, "model_mb": 3.5}
+    assert studies.objective_value("f1_and_size", metrics) == [0.65, 3.5]
+    assert studies.objective_value("f1_and_size", {"val_f1": 0.7, "model_mb": 1.0}) == [0.7, 1.0]
+    with pytest.raises(KeyError):
+        studies.objective_value("f1_and_size", {"val_f1": 0.7})
+    study = studies.open_study(tmp_path, two, 9)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert type(studies.sampler(two)).__name__ == "NSGAIISampler"
+    assert type(studies.sampler(spec())).__name__ == "TPESampler"
+    a = [studies.ask(studies.open_study(tmp_path / "a", two, 9), two).params for _ in range(3)]
+    b = [studies.ask(studies.open_study(tmp_path / "b", two, 9), two).params for _ in range(3)]
+    assert a == b and len({p["train.lr"] for p in a}) == 3  # seeded like TPE: per point of the study

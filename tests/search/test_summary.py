@@ -29,3 +29,51 @@ def test_report_writes_optunas_plots_into_one_html_page(ctx, tmp_path):  # noqa:
     page = out.read_text()
     assert "Optimization history" in page and "Parallel coordinates" in page
     assert page.count("data:image/png;base64,") == 3
+
+
+def two_sided(ctx, trials):  # noqa: F811 (the fixture)
+    import tomllib
+
+    from kdq.specfile import expand
+
+    from .test_driver import SEARCH
+
+    raw = tomllib.loads(SEARCH.format(trials=trials, pruner="none"))
+    raw["search"]["objective"] = "f1_and_size"
+    ctx.store.add([("s.toml", s) for s in expand(raw, "s.toml")])
+    run_search(ctx)
+
+
+def test_status_of_a_two_sided_search_shows_its_pareto_front_instead_of_one_best(ctx):  # noqa: F811
+    import json
+
+    from .test_driver import pareto_front, study_of
+
+    two_sided(ctx, trials=8)
+    exps = {e.id: e for e in ctx.store.list()}
+    front = pareto_front({i: (e.metrics["holdout_f1"], e.metrics["model_mb"]) for i, e in exps.items()})
+    r = CliRunner().invoke(app, ["search", "status", "s", "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["objective"] == "f1_and_size" and s["best"] is None and s["by_state"]["complete"] == 8
+    assert {f["experiment"] for f in s["front"]} == front and set(s["importances"]) == {"train.lr"}
+    assert {f["trial"] for f in s["front"]} == {t.number for t in study_of(ctx).best_trials}
+    for f in s["front"]:
+        e = exps[f["experiment"]]
+        assert f["value"] == [e.metrics["holdout_f1"], e.metrics["model_mb"]]
+        assert f["params"] == {"train.lr": e.spec.train.lr}
+    assert sorted(f["value"][1] for f in s["front"]) == [f["value"][1] for f in s["front"]]  # small first
+    r = CliRunner().invoke(app, ["search", "status", "s"], catch_exceptions=False)
+    assert f"pareto front ({len(front)} trials" in r.stdout and "best:" not in r.stdout
+    for f in s["front"]:
+        assert f"experiment {f['experiment']}: F1 {f['value'][0]:.4f}, {f['value'][1]:.2f} MiB" in r.stdout
+
+
+def test_report_of_a_two_sided_search_plots_the_pareto_front(ctx, tmp_path):  # noqa: F811
+    two_sided(ctx, trials=4)
+    out = tmp_path / "r.html"
+    r = CliRunner().invoke(app, ["search", "report", "s", "--out", str(out)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    page = out.read_text()
+    assert "Pareto front" in page and "Parallel coordinates" in page and "Optimization history" not in page
+    assert page.count("data:image/png;base64,") == 2
