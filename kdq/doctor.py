@@ -244,8 +244,8 @@ def check_deployed(env: Env) -> Check:
 
 
 def check_worker(env: Env) -> Check:
+    from kdq.homelock import heartbeat_age
     from kdq.store import Store
-    from kdq.worker import heartbeat_age
 
     if not env.settings.db_path.exists():
         return Check(

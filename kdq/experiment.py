@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kdq.spec import ExperimentSpec
 from kdq.stages import Stage
+
+if TYPE_CHECKING:
+    from kdq.spec import ExperimentSpec
 
 JSON_FIELDS = ("handle", "progress", "metrics")
 
@@ -45,6 +47,8 @@ class Experiment:
 
     @property
     def spec(self) -> ExperimentSpec:
+        from kdq.spec import ExperimentSpec  # here: `kdq status` reads a thousand rows and few specs
+
         return ExperimentSpec.model_validate_json(self.spec_json)
 
     @classmethod

@@ -66,3 +66,18 @@ class HomeLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def heartbeat_age(store) -> float | None:
+    """Seconds since the worker's last heartbeat; ``None`` if no worker is running.
+
+    The worker also touches its home lock's file at each beat: on a full disk the database keeps the
+    last beat it could write, the file's time keeps moving."""
+    beat = store.get_meta_json("worker")
+    if not beat or beat.get("stopped_at"):
+        return None
+    try:
+        touched = HomeLock(store.path.parent).path.stat().st_mtime
+    except OSError:
+        touched = 0.0
+    return time.time() - max(beat["ts"], touched)

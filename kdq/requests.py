@@ -8,12 +8,15 @@ loses a race with the worker says so instead of undoing the worker's move.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
+if TYPE_CHECKING:
+    import sqlite_utils
+
+    from kdq.spec import ExperimentSpec
+
 
 from kdq.experiment import Experiment
-from kdq.spec import ExperimentSpec
 from kdq.stages import LIVE, RETRYABLE, Stage
 
 # Stages with nothing running elsewhere: a cancel there is immediate.

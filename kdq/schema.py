@@ -7,8 +7,10 @@ many ran. A database written by a newer kdq (a higher version) is refused, not g
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import sqlite_utils
+if TYPE_CHECKING:
+    import sqlite_utils
 
 
 def _m1_initial(db: sqlite_utils.Database) -> None:

@@ -17,13 +17,12 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from kdq import gate
 from kdq.experiment import JSON_FIELDS, Experiment
@@ -31,6 +30,9 @@ from kdq.log import stage_changed
 from kdq.requests import UserRequests
 from kdq.schema import MIGRATIONS, SCHEMA_VERSION
 from kdq.stages import LIVE, Stage, check_move
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 BUSY_TIMEOUT_S = 60
 
@@ -57,7 +59,7 @@ class Store(UserRequests):
         existed = path.exists() and path.stat().st_size > 0
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
         self.path = path
-        self.db = sqlite_utils.Database(conn)
+        self.conn = conn
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
             conn.execute("PRAGMA journal_mode = WAL")
@@ -91,8 +93,23 @@ class Store(UserRequests):
                 )
         return cls(settings.db_path)
 
+    @cached_property
+    def db(self) -> sqlite_utils.Database:
+        """sqlite-utils over the same connection, for writes. Imported on the first write, so a command
+        that only reads (``kdq status``) never pays for sqlite-utils and the numpy it imports."""
+        import sqlite_utils
+
+        return sqlite_utils.Database(self.conn)
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> Iterator[dict[str, Any]]:
+        """Rows as dicts, like ``sqlite_utils.Database.query``, on the plain connection."""
+        cursor = self.conn.execute(sql, list(params))
+        keys = [d[0] for d in cursor.description]
+        for row in cursor:
+            yield dict(zip(keys, row))
+
     def close(self) -> None:
-        self.db.close()
+        self.conn.close()
 
     def __enter__(self) -> Store:
         return self
@@ -103,14 +120,15 @@ class Store(UserRequests):
     @contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
         """A write transaction that holds the write lock from its first statement."""
-        self.db.execute("BEGIN IMMEDIATE")
+        db = self.db  # made before BEGIN: sqlite-utils sets its pragmas as it opens
+        self.conn.execute("BEGIN IMMEDIATE")
         try:
-            yield self.db
+            yield db
         except BaseException:
-            self.db.rollback()
+            self.conn.rollback()
             raise
         else:
-            self.db.conn.execute("COMMIT")
+            self.conn.execute("COMMIT")
 
     def _migrate(self) -> None:
         found = self.schema_version()
@@ -127,14 +145,14 @@ class Store(UserRequests):
                 db["meta"].upsert({"key": "instance", "value": uuid.uuid4().hex[:8]}, pk="key")
 
     def schema_version(self) -> int:
-        if "meta" not in self.db.table_names():
+        if not list(self.query("select 1 from sqlite_master where type = 'table' and name = 'meta'")):
             return 0
         return int(self.get_meta("schema_version") or 0)
 
     # ------------------------------------------------------------ meta
 
     def get_meta(self, key: str) -> str | None:
-        rows = list(self.db.query("select value from meta where key = ?", [key]))
+        rows = list(self.query("select value from meta where key = ?", [key]))
         return rows[0]["value"] if rows else None
 
     def set_meta(self, key: str, value: Any) -> None:
@@ -153,7 +171,7 @@ class Store(UserRequests):
     # ------------------------------------------------------------ experiments
 
     def get(self, exp_id: int) -> Experiment:
-        rows = list(self.db.query("select * from experiments where id = ?", [exp_id]))
+        rows = list(self.query("select * from experiments where id = ?", [exp_id]))
         if not rows:
             raise NotFound(f"no experiment {exp_id}")
         return Experiment.from_row(rows[0])
@@ -165,7 +183,7 @@ class Store(UserRequests):
             params = [str(s) for s in stages]
         return [
             Experiment.from_row(r)
-            for r in self.db.query(f"select * from experiments {where} order by {order}", params)
+            for r in self.query(f"select * from experiments {where} order by {order}", params)
         ]
 
     def live(self) -> list[Experiment]:
@@ -173,8 +191,7 @@ class Store(UserRequests):
 
     def count_by_stage(self) -> dict[str, int]:
         return {
-            r["stage"]: r["n"]
-            for r in self.db.query("select stage, count(*) n from experiments group by stage")
+            r["stage"]: r["n"] for r in self.query("select stage, count(*) n from experiments group by stage")
         }
 
     def move(self, exp_id: int, src: Stage, dst: Stage, message: str = "", **fields: Any) -> bool:
@@ -241,7 +258,7 @@ class Store(UserRequests):
             db.execute("update experiments set handle = ? where run_id = ?", [_dumps(handle), run_id])
 
     def handle_of_run(self, run_id: str) -> dict[str, Any] | None:
-        rows = list(self.db.query("select handle from experiments where run_id = ?", [run_id]))
+        rows = list(self.query("select handle from experiments where run_id = ?", [run_id]))
         return json.loads(rows[0]["handle"]) if rows and rows[0]["handle"] else None
 
     @staticmethod
@@ -262,4 +279,4 @@ class Store(UserRequests):
         )
 
     def events(self, exp_id: int) -> list[dict]:
-        return list(self.db.query("select * from events where exp_id = ? order by id", [exp_id]))
+        return list(self.query("select * from events where exp_id = ? order by id", [exp_id]))

@@ -26,7 +26,6 @@ from huey.exceptions import RetryTask, TaskLockedException
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from kdq import steps
-from kdq.homelock import HomeLock
 from kdq.log import get_logger
 from kdq.stages import Stage
 from kdq.store import Store
@@ -221,18 +220,3 @@ def nudge(ids: list[int], settings, scheduler: bool = False) -> None:
         q.advance(exp_id)
     if scheduler:
         q.submissions()
-
-
-def heartbeat_age(store: Store) -> float | None:
-    """Seconds since the worker's last heartbeat; ``None`` if no worker is running.
-
-    The worker also touches its home lock's file at each beat: on a full disk the database keeps the
-    last beat it could write, the file's time keeps moving."""
-    beat = store.get_meta_json("worker")
-    if not beat or beat.get("stopped_at"):
-        return None
-    try:
-        touched = HomeLock(store.path.parent).path.stat().st_mtime
-    except OSError:
-        touched = 0.0
-    return time.time() - max(beat["ts"], touched)

@@ -64,14 +64,14 @@ def enqueue(
       kdq enqueue 'configs/*.toml' --dry-run
       kdq enqueue configs/sweep-temperature-alpha.toml --set train.epochs=30 --priority 5
     """
-    from kdq.preflight import check_students
+    from kdq import preflight
     from kdq.specfile import SpecError, load_files, parse_overrides
 
     settings()  # a bad KDQ_* value is the first thing to say
     paths = expand(files)
     try:
         specs = load_files(paths, parse_overrides(set_))
-        check_students(specs, settings().cache_dir)
+        warnings = preflight.check(specs, settings())
     except SpecError as exc:
         for line in exc.problems:
             err().print("[red]error:[/red] ", end="", markup=True)
@@ -80,7 +80,7 @@ def enqueue(
         raise typer.Exit(1) from None
     from kdq.train.estimate import slow_cpu_runs
 
-    for line in slow_cpu_runs(specs):  # queued all the same: the user may mean it
+    for line in [*warnings, *slow_cpu_runs(specs)]:  # queued all the same: the user may mean it
         warn(f"warning: {line}")
     if dry_run:
         rows = [
@@ -135,8 +135,8 @@ def cancel(ids: IDS, as_json: AS_JSON = False) -> None:
       kdq cancel 7
       kdq cancel 7 8 9 --json
     """
+    from kdq.homelock import heartbeat_age
     from kdq.stages import Stage
-    from kdq.worker import heartbeat_age
 
     results = []
     with open_store(create=False) as store:

@@ -55,7 +55,7 @@ def status(
     with open_store(s=s, look=True) as store:
         if as_json:
             from kdq.course.ledger import Ledger
-            from kdq.worker import heartbeat_age
+            from kdq.homelock import heartbeat_age
 
             age = heartbeat_age(store)
             from kdq.course.scoring import expected_all

@@ -76,8 +76,8 @@ def plain(markup_line: str) -> str:
 def status_header(store: Store, interval_s: float | None = None) -> list[str]:
     """The lines above the table (rich markup): the worker, the counts, the course server."""
     from kdq.course.status import header_lines
+    from kdq.homelock import heartbeat_age
     from kdq.stages import Stage
-    from kdq.worker import heartbeat_age
 
     age = heartbeat_age(store)
     lines = [

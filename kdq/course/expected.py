@@ -12,10 +12,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from statistics import NormalDist
+from statistics import NormalDist, fmean, stdev
 from typing import Literal
-
-import numpy as np
 
 from kdq.course.size_factor import SizeFactor
 
@@ -36,11 +34,11 @@ class Calibration:
 
     @property
     def offset(self) -> float:
-        return float(np.mean([s - loc for loc, s in self.pairs])) if self.active else 0.0
+        return fmean(s - loc for loc, s in self.pairs) if self.active else 0.0
 
     @property
     def spread(self) -> float:
-        return float(np.std([s - loc for loc, s in self.pairs], ddof=1)) if self.active else 0.0
+        return stdev(s - loc for loc, s in self.pairs) if self.active else 0.0
 
     def text(self) -> str:
         if not self.active:

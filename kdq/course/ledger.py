@@ -153,24 +153,22 @@ class Ledger:
 
     def latest_submission(self, exp_id: int) -> dict | None:
         rows = list(
-            self.store.db.query(
-                "select * from submissions where exp_id = ? order by id desc limit 1", [exp_id]
-            )
+            self.store.query("select * from submissions where exp_id = ? order by id desc limit 1", [exp_id])
         )
         return rows[0] if rows else None
 
     def submissions_of(self, exp_id: int) -> list[dict]:
-        return list(self.store.db.query("select * from submissions where exp_id = ? order by id", [exp_id]))
+        return list(self.store.query("select * from submissions where exp_id = ? order by id", [exp_id]))
 
     def max_attempt(self) -> int:
-        rows = list(self.store.db.query("select max(attempt) m from submissions where state != 'lost'"))
+        rows = list(self.store.query("select max(attempt) m from submissions where state != 'lost'"))
         return rows[0]["m"] or 0
 
     def our_attempts(self) -> dict[int, tuple[int, float | None]]:
         """Attempt number → (experiment id, its validation F1), for the attempts kdq made and still trusts."""
         return {
             r["attempt"]: (r["exp_id"], r["val_f1"])
-            for r in self.store.db.query(
+            for r in self.store.query(
                 "select s.attempt, s.exp_id, e.val_f1 from submissions s join experiments e "
                 "on e.id = s.exp_id where s.attempt is not null and s.state != 'lost' order by s.id"
             )
@@ -178,7 +176,7 @@ class Ledger:
 
     def attempt_names(self) -> dict[int, str]:
         """Attempt number → "ID name" (``kdq server status``)."""
-        rows = self.store.db.query(
+        rows = self.store.query(
             "select s.attempt, e.id, e.name from submissions s join experiments e "
             "on e.id = s.exp_id where s.attempt is not null and s.state != 'lost' order by s.id"
         )
@@ -187,7 +185,7 @@ class Ledger:
     def live_row(self) -> dict | None:
         """Our latest graded submission."""
         rows = list(
-            self.store.db.query(
+            self.store.query(
                 "select id, exp_id, rank from submissions where state = 'successful' "
                 "order by attempt desc limit 1"
             )
@@ -197,7 +195,7 @@ class Ledger:
     def graded(self) -> list[dict]:
         """Our submissions the server graded successfully, oldest first (calibration, the deadline)."""
         return list(
-            self.store.db.query(
+            self.store.query(
                 "select exp_id, attempt, score, model_size, posted_at from submissions "
                 "where state = 'successful' order by attempt"
             )
@@ -206,7 +204,7 @@ class Ledger:
     def last_numbered(self) -> dict | None:
         """Our latest submission that has an attempt number, with its experiment's name."""
         rows = list(
-            self.store.db.query(
+            self.store.query(
                 "select s.exp_id, s.attempt, s.state, s.score, s.rank, e.name from submissions s "
                 "join experiments e on e.id = s.exp_id where s.attempt is not null "
                 "order by s.id desc limit 1"
@@ -235,5 +233,5 @@ class Ledger:
         self.store.set_meta(SIZE_FACTOR, fit)
 
     def latest_board(self) -> tuple[float, list[dict]] | None:
-        rows = list(self.store.db.query("select rows, ts from leaderboard order by id desc limit 1"))
+        rows = list(self.store.query("select rows, ts from leaderboard order by id desc limit 1"))
         return (rows[0]["ts"], json.loads(rows[0]["rows"])) if rows else None

@@ -13,10 +13,9 @@ With fewer than ``MIN_ROWS`` usable rows kdq falls back to a prior (``KDQ_SIZE_F
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-
-import numpy as np
 
 from kdq.settings import DEFAULT_PRIOR, parse_prior  # KDQ_SIZE_FACTOR's syntax, checked in settings
 
@@ -100,7 +99,8 @@ def fit(
     obs = observations(rows)
     if len(obs) < min_rows or len({s for s, _ in obs}) < 2:
         return assumed(prior, why=f"{len(obs)} leaderboard rows with score, F1 and size; {min_rows} needed")
-    from sklearn.isotonic import IsotonicRegression  # only here: settings validation imports this module
+    import numpy as np  # only here: settings validation and `kdq status` import this module
+    from sklearn.isotonic import IsotonicRegression
 
     x, y = np.array(obs).T
     iso = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(x, y)
@@ -119,8 +119,14 @@ def fit(
 
 
 def _interp(points: tuple[tuple[float, float], ...], x: float) -> float:
-    xs, ys = zip(*points, strict=True)
-    return float(np.interp(x, xs, ys))
+    """The piecewise-linear curve through ``points`` (sorted by size) at ``x``, flat beyond its ends."""
+    i = bisect_right([p[0] for p in points], x)
+    if i == 0:
+        return points[0][1]
+    if i == len(points):
+        return points[-1][1]
+    (x0, y0), (x1, y1) = points[i - 1], points[i]
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
 
 
 def _get(row, name: str):

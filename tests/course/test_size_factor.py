@@ -120,3 +120,17 @@ def test_the_settings_default_is_the_prior_and_a_bad_one_is_one_line(home, monke
         SettingsError, match=r"^bad setting in .*KDQ_SIZE_FACTOR='1-0': '1-0' is not MiB:points"
     ):
         get_settings()
+
+
+def test_the_curve_reads_like_numpy_interp_inside_and_flat_beyond_its_ends():
+    import random
+
+    from kdq.course.size_factor import _interp
+
+    rng = random.Random(0)
+    for _ in range(500):
+        xs = sorted(rng.sample(range(100), rng.randint(1, 6)))
+        points = tuple((float(x), rng.uniform(-3, 3)) for x in xs)
+        x = float(rng.choice(xs)) if rng.random() < 0.2 else rng.uniform(-10, 110)
+        want = np.interp(x, [p[0] for p in points], [p[1] for p in points])
+        assert _interp(points, x) == pytest.approx(float(want), abs=1e-12)

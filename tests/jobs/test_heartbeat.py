@@ -12,8 +12,7 @@ def test_a_full_disk_does_not_make_a_live_worker_look_dead(settings, monkeypatch
     import threading
 
     from jobs import worker as entry
-    from kdq.homelock import HomeLock
-    from kdq.worker import heartbeat_age
+    from kdq.homelock import HomeLock, heartbeat_age
 
     def full(self, key, value):
         raise sqlite3.OperationalError("database or disk is full")
