@@ -52,6 +52,9 @@ class Queue:
     def advance(self, exp_id: int):
         return self.tasks["advance"](exp_id)
 
+    def look(self, exp_ids: list[int]):
+        return self.tasks["look"](list(exp_ids))
+
     def submissions(self):
         return self.tasks["submissions"]()
 
@@ -102,6 +105,10 @@ def _build(settings) -> Queue:
     def advance(exp_id: int) -> None:
         _advance(q, exp_id)
 
+    def look(exp_ids: list[int]) -> None:
+        for exp_id in exp_ids:  # the worker fans out: the CLI waits for one message, not one per id
+            q.advance(exp_id)
+
     def submissions() -> None:
         _submissions(q)
 
@@ -112,6 +119,7 @@ def _build(settings) -> Queue:
         _searches(q)
 
     q.tasks["advance"] = q.huey.task(name="advance")(advance)
+    q.tasks["look"] = q.huey.task(name="look")(look)
     q.tasks["submissions"] = q.huey.task(name="submissions")(submissions)
     q.tasks["reconcile"] = q.huey.periodic_task(crontab(minute="*"), name="reconcile")(reconcile)
     q.tasks["searches"] = q.huey.task(name="searches")(searches)
@@ -216,7 +224,9 @@ def _reconcile(q: Queue) -> None:
 def nudge(ids: list[int], settings, scheduler: bool = False) -> None:
     """Called by the CLI after it changes experiments: look at them (and the scheduler) now."""
     q = queue(settings)
-    for exp_id in ids:
-        q.advance(exp_id)
+    if len(ids) == 1:
+        q.advance(ids[0])
+    elif ids:
+        q.look(ids)  # one message (one commit) for an enqueue of 200
     if scheduler:
         q.submissions()
