@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from spectext import tiny_spec
 
 # A session-wide home, so that nothing a test forgets to point elsewhere lands in the repository.
 os.environ.setdefault("KDQ_HOME", tempfile.mkdtemp(prefix="kdq-session-"))
@@ -38,25 +39,7 @@ def store(settings):
         yield s
 
 
-TINY_SPEC = """
-name = "tiny"
-[student]
-library = "kdq"
-name = "tiny_cnn"
-[teacher]
-kind = "none"
-[distill]
-loss = "ce"
-[train]
-epochs = 2
-batch_size = 32
-image_size = 32
-[data]
-dataset = "synth"
-decode_size = 40
-[submit]
-policy = "never"
-"""
+TINY_SPEC = tiny_spec()  # the tiny student, 2 epochs, policy "never" (tests/spectext.py)
 
 
 @pytest.fixture

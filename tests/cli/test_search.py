@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from spectext import SMALL_SEARCH, tiny_spec
 from typer.testing import CliRunner
 
 from kdq.cli.main import app
@@ -11,24 +12,7 @@ from kdq.store import Store
 
 runner = CliRunner()
 
-SEARCH = """
-name = "tiny-search"
-[student]
-library = "kdq"
-name = "tiny_cnn"
-[teacher]
-kind = "none"
-[distill]
-loss = "ce"
-[train]
-image_size = 32
-[search]
-trials = 6
-parallel = 2
-[search.space]
-"train.lr" = { low = 1e-4, high = 1e-2, log = true }
-"train.epochs" = { low = 2, high = 6 }
-"""
+SEARCH = tiny_spec("tiny-search", extra=SMALL_SEARCH)
 
 
 def kdq(*args):
@@ -36,7 +20,7 @@ def kdq(*args):
 
 
 @pytest.fixture
-def spec(tmp_path):
+def spec(tmp_path, dataset):  # enqueue checks that a local spec's dataset is there
     path = tmp_path / "search.toml"
     path.write_text(SEARCH)
     return path

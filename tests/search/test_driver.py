@@ -4,6 +4,7 @@ import tomllib
 
 import pytest
 from optuna.trial import TrialState
+from spectext import tiny_spec
 
 from kdq import runfolder, steps
 from kdq.backends import RunStatus
@@ -14,21 +15,6 @@ from kdq.specfile import expand
 from kdq.stages import LIVE, Stage
 
 SEARCH = """
-name = "s"
-[student]
-library = "kdq"
-name = "tiny_cnn"
-[teacher]
-kind = "none"
-[distill]
-loss = "ce"
-[train]
-epochs = 9
-image_size = 32
-[data]
-dataset = "synth"
-[submit]
-policy = "never"
 [search]
 trials = {trials}
 parallel = 2
@@ -36,6 +22,11 @@ pruner = "{pruner}"
 [search.space]
 "train.lr" = {{ low = 1e-4, high = 1e-1, log = true }}
 """
+
+
+def search_doc(trials: int, pruner: str = "none") -> dict:
+    """A search over the tiny spec's learning rate (9 epochs per trial), as a parsed document."""
+    return tomllib.loads(tiny_spec("s", epochs=9, extra=SEARCH.format(trials=trials, pruner=pruner)))
 
 
 def curve(lr: float, epoch: int) -> float:
@@ -98,7 +89,7 @@ def ctx(settings, store, monkeypatch):
 
 
 def enqueue(store, trials=6, pruner="none"):
-    specs = expand(tomllib.loads(SEARCH.format(trials=trials, pruner=pruner)), "s.toml")
+    specs = expand(search_doc(trials, pruner), "s.toml")
     return store.add([("s.toml", s) for s in specs])
 
 
@@ -178,7 +169,7 @@ def test_failed_trials_count_toward_the_total(ctx):
 
 
 def test_a_spent_gpu_budget_stops_new_trials(ctx, monkeypatch):
-    raw = tomllib.loads(SEARCH.format(trials=6, pruner="none"))
+    raw = search_doc(6, "none")
     raw["search"]["gpu_hours"] = 0.5
     ctx.store.add([("s.toml", s) for s in expand(raw, "s.toml")])
     monkeypatch.setattr(driver, "training_seconds", lambda events, now: 3600.0)
@@ -201,7 +192,7 @@ def test_training_seconds_add_up_every_stay_in_training():
 def test_the_expected_score_objective_scores_trials_as_the_submission_policy_does(ctx):
     from kdq.course.scoring import expected_of, outlook
 
-    raw = tomllib.loads(SEARCH.format(trials=3, pruner="none"))
+    raw = search_doc(3, "none")
     raw["search"]["objective"] = "expected_score"
     ctx.store.add([("s.toml", s) for s in expand(raw, "s.toml")])
     run_search(ctx)
@@ -244,7 +235,7 @@ def pareto_front(points: dict[int, tuple[float, float]]) -> set[int]:
 
 
 def test_a_two_sided_search_runs_to_its_total_and_tells_every_trial_its_f1_and_size(ctx):
-    raw = tomllib.loads(SEARCH.format(trials=8, pruner="none"))
+    raw = search_doc(8, "none")
     raw["search"]["objective"] = "f1_and_size"
     ctx.store.add([("s.toml", s) for s in expand(raw, "s.toml")])
     most_live = run_search(ctx)

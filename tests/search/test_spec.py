@@ -3,32 +3,12 @@
 import tomllib
 
 import pytest
+from spectext import SMALL_SEARCH, tiny_spec
 
 from kdq.search.spec import corners, params_of, students
 from kdq.specfile import SpecError, expand
 
-SEARCH = """
-name = "tiny-search"
-[student]
-library = "kdq"
-name = "tiny_cnn"
-[teacher]
-kind = "none"
-[distill]
-loss = "ce"
-[train]
-epochs = 4
-image_size = 32
-[data]
-dataset = "synth"
-[search]
-trials = 6
-parallel = 2
-[search.space]
-"train.lr" = { low = 1e-4, high = 1e-2, log = true }
-"train.epochs" = { low = 2, high = 6 }
-"distill.label_smoothing" = [0.0, 0.1]
-"""
+SEARCH = tiny_spec("tiny-search", epochs=4, extra=SMALL_SEARCH + '"distill.label_smoothing" = [0.0, 0.1]\n')
 
 
 def load(text=SEARCH, **search):

@@ -32,13 +32,11 @@ def test_report_writes_optunas_plots_into_one_html_page(ctx, tmp_path):  # noqa:
 
 
 def two_sided(ctx, trials):  # noqa: F811 (the fixture)
-    import tomllib
-
     from kdq.specfile import expand
 
-    from .test_driver import SEARCH
+    from .test_driver import search_doc
 
-    raw = tomllib.loads(SEARCH.format(trials=trials, pruner="none"))
+    raw = search_doc(trials)
     raw["search"]["objective"] = "f1_and_size"
     ctx.store.add([("s.toml", s) for s in expand(raw, "s.toml")])
     run_search(ctx)
