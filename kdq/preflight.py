@@ -1,4 +1,8 @@
-"""Checks made at enqueue time that need more than the spec itself: the student exists and fits."""
+"""Checks made at enqueue time that need more than the spec itself, so that a spec fails now, not after
+a GPU hour: the student exists and fits, a local spec's dataset is there, its teacher can be read.
+
+    warnings = check(specs, settings)     a SpecError with every problem (one line each), or warnings
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,19 @@ from kdq import runfolder
 from kdq.search import spec as search
 from kdq.specfile import SpecError
 
+ENQUEUE_AGAIN = "enqueue it again"
 
-def check_students(specs: list, cache_dir: Path) -> None:
+
+def check(specs: list, settings) -> list[str]:
+    """Every check below; all their problems at once in one ``SpecError``, else the warnings to print."""
+    problems = students(specs, settings.cache_dir) + datasets(specs, settings)
+    denied, warnings = teachers(specs, settings)
+    if problems + denied:
+        raise SpecError(sorted(set(problems + denied), key=(problems + denied).index))
+    return warnings
+
+
+def students(specs: list, cache_dir: Path) -> list[str]:
     """timm/torchvision students must exist and fit the size limit: checked now, not after a GPU hour.
 
     Verdicts are remembered per library version in ``cache_dir/students.json``, so queueing
@@ -41,5 +56,53 @@ def check_students(specs: list, cache_dir: Path) -> None:
             problems.append(f"{path}: {verdicts[key]}")
     if verdicts.keys() - known.keys():
         runfolder.write_json(cache_file, {**known, **verdicts})
-    if problems:
-        raise SpecError(sorted(set(problems), key=problems.index))
+    return problems
+
+
+def datasets(specs: list, settings) -> list[str]:
+    """A local spec's dataset must be the folder its training will read (the local backend's
+    ``data_dir``: ``$KDQ_HOME/datasets/<data.dataset>``). Modal specs are not checked: their data is on
+    the Volume, or uploaded from here at launch."""
+    from kdq.backends.local import LocalBackend
+
+    local = LocalBackend(settings)
+    problems = []
+    for path, spec in specs:
+        folder = local.data_dir(spec)
+        if spec.backend.kind == "local" and not folder.is_dir():
+            problems.append(
+                f"{path}: data.dataset = {spec.data.dataset!r}: no dataset at {folder}: unzip the course's "
+                f"train_dataset there, link one there (ln -s), or make one with `kdq data synth {folder}`"
+            )
+    return problems
+
+
+def needs_hub(spec) -> bool:
+    """A local spec whose teacher comes from the Hugging Face Hub (Modal launches check theirs)."""
+    from kdq import hf
+
+    teacher = spec.teacher
+    return spec.backend.kind == "local" and teacher.kind != "none" and hf.on_the_hub(teacher.model)
+
+
+def teachers(specs: list, settings) -> tuple[list[str], list[str]]:
+    """Can this user read each Hub teacher of the local specs? One call per teacher, whatever the number
+    of specs. Returns (problems: denied, or no token; warnings: the Hub unreachable, queued all the same,
+    since offline queueing works and the training may find the weights in the local cache)."""
+    repos = [spec.teacher.model for _, spec in specs if needs_hub(spec)]
+    if not repos:
+        return [], []
+    from kdq import hf
+    from kdq.errors import PermanentError
+
+    found = hf.verdicts(settings, repos, then=ENQUEUE_AGAIN)
+    denied = [
+        f"{path}: teacher.model = {spec.teacher.model!r}: {found[spec.teacher.model]}"
+        for path, spec in specs
+        if needs_hub(spec) and isinstance(found[spec.teacher.model], PermanentError)
+    ]
+    return denied, [
+        f"{exc}; queued without the check (the training needs the weights, or access, when it starts)"
+        for exc in found.values()
+        if exc is not None and not isinstance(exc, PermanentError)
+    ]

@@ -13,6 +13,8 @@ from spectext import tiny_spec
 os.environ.setdefault("KDQ_HOME", tempfile.mkdtemp(prefix="kdq-session-"))
 for _var in ("KDQ_TOKEN", "KDQ_TEAM", "KDQ_SERVER_URL", "HF_TOKEN", "KDQ_HF_TOKEN"):
     os.environ.pop(_var, None)
+# No test reaches huggingface.co: the Hub is a port nothing listens on (tests/hf_hub.py stands in for it).
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
 
 
 @pytest.fixture

@@ -3,57 +3,18 @@ auth-check endpoint (the real huggingface_hub client parses its answers), syncin
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
+from hf_hub import BUSY, GATED, GOOD, INVALID, serve
 
 from kdq import hf
 from kdq.errors import PermanentError, TransientError
 from kdq.log import redact
 
-GOOD = "hf_" + "good" * 8  # built here: never a real token
-GATED = "hf_" + "gate" * 8
-INVALID = "hf_" + "nope" * 8
-BUSY = "hf_" + "busy" * 8
-
-
-class Hub(BaseHTTPRequestHandler):
-    """Answers like huggingface.co's /api/models/<repo>/auth-check for the four tokens above."""
-
-    def do_GET(self):  # noqa: N802
-        token = self.headers.get("authorization", "").removeprefix("Bearer ")
-        if not self.path.endswith("/auth-check"):
-            status, code = 404, "RepoNotFound"
-        elif token == GOOD:
-            status, code = 200, None
-        elif token == GATED:
-            status, code = 403, "GatedRepo"
-        elif token == BUSY:
-            status, code = 503, None
-        else:
-            status, code = 401, "RepoNotFound"
-        body = json.dumps({"error": code or "ok"}).encode()
-        self.send_response(status)
-        if code:
-            self.send_header("X-Error-Code", code)
-            self.send_header("X-Error-Message", f"{code} for {self.path}")
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
 
 @pytest.fixture(scope="module")
 def hub():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serve() as h:
+        yield h.url
 
 
 def test_a_token_that_can_read_passes(hub):

@@ -207,7 +207,7 @@ def test_discard_takes_back_experiments_still_queued_and_nothing_else(store):
     assert store.events(a) == []
 
 
-def test_a_damaged_queue_db_is_rebuilt_and_enqueue_queues_once(settings, tiny_spec_file):
+def test_a_damaged_queue_db_is_rebuilt_and_enqueue_queues_once(settings, tiny_spec_file, dataset):
     from typer.testing import CliRunner
 
     from kdq.cli.main import app
@@ -224,7 +224,7 @@ def test_a_damaged_queue_db_is_rebuilt_and_enqueue_queues_once(settings, tiny_sp
 
 
 def test_enqueue_whose_nudge_fails_queues_nothing_and_says_so_in_one_line(
-    settings, tiny_spec_file, monkeypatch
+    settings, tiny_spec_file, dataset, monkeypatch
 ):
     from typer.testing import CliRunner
 

@@ -17,7 +17,8 @@ def kdq(*args):
 
 
 @pytest.fixture
-def specs(tmp_path):
+def specs(settings, tmp_path):
+    (settings.datasets_dir / "hw3").mkdir(parents=True)  # the specs' dataset: enqueue checks it is there
     (tmp_path / "sweep.toml").write_text(
         '[submit]\npolicy = "never"\n[sweep]\n"train.lr" = [0.001, 0.003, 0.01]\n'
     )
@@ -210,3 +211,96 @@ def test_a_restarted_worker_forgets_the_stored_tick_so_new_settings_count(settin
     monkeypatch.setattr(jobs.worker, "run", lambda s: seen.setdefault("tick", Ledger(store).next_tick_at()))
     assert runner.invoke(app, ["worker", "--log-console"]).exit_code == 0
     assert seen == {"tick": None}
+
+
+NO_TEACHER = '[teacher]\nkind = "none"\n[distill]\nloss = "ce"\n'
+
+
+def test_a_local_spec_whose_dataset_is_missing_is_refused_at_enqueue(settings, tmp_path):
+    """One line per file naming data.dataset and the fix, nothing queued; a Modal spec is not checked here."""
+    a, b, m = tmp_path / "a.toml", tmp_path / "b.toml", tmp_path / "m.toml"
+    a.write_text(f'[data]\ndataset = "mine"\n{NO_TEACHER}')
+    b.write_text(f'[data]\ndataset = "mine"\n{NO_TEACHER}[sweep]\n"train.lr" = [0.002, 0.01]\n')
+    m.write_text(f'[data]\ndataset = "mine"\n{NO_TEACHER}[backend]\nkind = "modal"\n')
+    r = runner.invoke(app, ["enqueue", str(a), str(b), str(m)])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    folder = settings.datasets_dir / "mine"
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert [e.split(": data.dataset")[0] for e in errors] == [f"error: {a}", f"error: {b}"]  # once per file
+    assert all(
+        f"data.dataset = 'mine': no dataset at {folder}" in e and "kdq data synth" in e for e in errors
+    )
+    assert "nothing was queued" in r.stderr
+    assert not settings.db_path.exists() or Store.open(settings).list() == []
+    assert kdq("enqueue", m).exit_code == 0  # Modal: its data is on the Volume
+    folder.mkdir(parents=True)
+    assert kdq("enqueue", a, b).exit_code == 0
+    with Store.open(settings) as store:
+        assert len(store.list()) == 4
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """The Hub stand-in (tests/hf_hub.py) as huggingface_hub's endpoint, and a folder for the dataset."""
+    import huggingface_hub.constants
+    from hf_hub import serve
+
+    with serve() as h:
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", h.url)
+        monkeypatch.setattr("huggingface_hub.get_token", lambda: None)  # no saved login on this machine
+        yield h
+
+
+def gated_specs(settings, tmp_path, n: int = 200) -> list:
+    (settings.datasets_dir / "hw3").mkdir(parents=True, exist_ok=True)
+    seeds = ", ".join(map(str, range(n)))
+    (tmp_path / "gated.toml").write_text(f'[sweep]\n"train.seed" = [{seeds}]\n')  # medsiglip, local
+    (tmp_path / "tiny.toml").write_text('[teacher]\nmodel = "tiny"\n')  # a stand-in: no check
+    return [tmp_path / "gated.toml", tmp_path / "tiny.toml"]
+
+
+@pytest.mark.parametrize(
+    "token, said",
+    [
+        (None, "no Hugging Face token found: run `hf auth login` (or put HF_TOKEN=... in .env)"),
+        ("GATED", "has not accepted the terms of google/medsiglip-448: open https://huggingface.co/google"),
+        ("INVALID", "the Hugging Face token cannot see google/medsiglip-448"),
+    ],
+)
+def test_a_gated_teacher_that_this_user_cannot_read_is_refused_at_enqueue(
+    settings, tmp_path, hub, monkeypatch, token, said
+):
+    import hf_hub
+
+    if token:
+        monkeypatch.setenv("HF_TOKEN", getattr(hf_hub, token))
+    r = runner.invoke(app, ["enqueue", *map(str, gated_specs(settings, tmp_path))])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    [line] = [line for line in r.stderr.splitlines() if line.startswith("error:")]  # 200 specs, one line
+    assert line.startswith(f"error: {tmp_path / 'gated.toml'}: teacher.model = 'google/medsiglip-448': ")
+    assert said in line and line.endswith("then enqueue it again")
+    assert "nothing was queued" in r.stderr
+    assert len(hub.calls) == 1  # one call for the one Hub teacher of 201 specs
+    assert not token or getattr(hf_hub, token) not in r.output
+
+
+def test_a_readable_teacher_queues_with_one_call_and_an_unreachable_hub_only_warns(
+    settings, tmp_path, hub, monkeypatch
+):
+    import huggingface_hub.constants
+    from hf_hub import BUSY, GOOD
+
+    monkeypatch.setenv("HF_TOKEN", GOOD)
+    r = kdq("enqueue", *gated_specs(settings, tmp_path, n=50), "--json")
+    assert r.exit_code == 0 and len(json.loads(r.stdout)) == 51 and "Hugging Face" not in r.stderr
+    assert len(hub.calls) == 1
+    monkeypatch.setenv("HF_TOKEN", BUSY)  # the Hub answers 503
+    r = kdq("enqueue", tmp_path / "gated.toml", "--set", "train.epochs=3")
+    assert r.exit_code == 0, r.output
+    assert "warning: Hugging Face is busy or down (503) checking access to google/medsiglip-448" in r.stderr
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # offline
+    r = kdq("enqueue", tmp_path / "gated.toml", "--set", "train.epochs=4")
+    assert r.exit_code == 0 and "warning: could not reach huggingface.co" in r.stderr
+    assert "queued without the check" in r.stderr
+    with Store.open(settings) as store:
+        assert len(store.list()) == 151
