@@ -6,6 +6,7 @@ and hand it to the Modal container through a Modal secret.
     verdicts(settings, repos)         check_access for each repo, one call each: what enqueue asks
     sync_secret(settings, gateway, t) writes {"HF_TOKEN": t} into settings.modal_secret unless it is there
     ensure_access(settings, repo)     all three, before the first Modal launch that needs the teacher
+    before_local_training(settings, r) a denial fails a local launch at once; no network is no verdict
 
 The token is registered for redaction at once and never logged, stored or put in a message; the
 store only keeps a short hash of it, to know whether the Modal secret is current.
@@ -169,3 +170,13 @@ def ensure_access(
     if gateway is not None:
         sync_secret(settings, gateway, token, force=force)
     return token
+
+
+def before_local_training(settings, repo: str) -> None:
+    """A local launch whose teacher is on the Hub: a denial, or no token for a gated teacher, is a
+    ``PermanentError`` now, before a training process starts. The Hub unreachable is not: the weights
+    may be in this machine's cache, and the training says so itself if they are not."""
+    try:
+        check_access(find_token(settings), repo)
+    except TransientError as exc:
+        log.warning("could not check Hugging Face access; launching anyway", teacher=repo, error=str(exc))

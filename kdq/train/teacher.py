@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kdq import runfolder
+from kdq import hf, runfolder
 from kdq.spec import TeacherSpec
 from kdq.train import augment
 from kdq.train.losses import macro_f1
@@ -100,10 +100,12 @@ class Teacher:
 
 
 def _unavailable(name: str, exc: OSError) -> RuntimeError:
+    """What to do first (a status line shows the first line), then what Hugging Face said, whole."""
+    said = str(exc).strip().splitlines() or [type(exc).__name__]
     return RuntimeError(
-        f"teacher.model = {name!r} could not be loaded ({str(exc).splitlines()[0][:200]}). It is gated: "
-        "accept its terms on huggingface.co and log in with `hf auth login` (or set HF_TOKEN); offline, use "
-        "teacher.model = 'tiny'"
+        f"teacher.model = {name!r} could not be loaded: accept its terms at https://huggingface.co/{name}, "
+        "log in with `hf auth login` (or set HF_TOKEN), then `kdq retry`; offline, use teacher.model = "
+        f"'tiny'. Hugging Face said: {said[0]}" + "".join(f"\n{line}" for line in said[1:])
     )
 
 
@@ -120,7 +122,7 @@ def load(name: str, device: torch.device) -> Teacher:
             model = SiglipModel(cfg)
         model = model.to(device=device, dtype=dtype).eval()
         return Teacher(model, name, vision["image_size"], (0.5,) * 3, (0.5,) * 3, device, dtype)
-    if name.startswith(("random-", "tiny-")) or name == "tiny":
+    if hf.is_stand_in(name):
         raise ValueError(f"teacher.model = {name!r}: unknown stand-in; choose one of {', '.join(RANDOM)}")
     from transformers import AutoModel
 

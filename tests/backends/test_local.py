@@ -40,3 +40,41 @@ def test_cancel_with_only_the_run_id_stops_the_training(settings):
     backend.cancel({"run_id": "l-1"})
     wait_for(lambda: not runfolder.is_running(run_dir))
     assert handle["pid"]
+
+
+def test_a_hub_teacher_this_user_cannot_read_fails_the_launch_at_once_and_for_good(settings, monkeypatch):
+    """No training process, no transient wait: one whole line saying what to do; an unreachable Hub
+    does not stop a launch (the weights may be in the local cache)."""
+    import huggingface_hub.constants
+    from hf_hub import GATED, serve
+
+    from kdq.errors import PermanentError
+    from kdq.steps import Context, advance
+    from kdq.store import Store
+
+    (settings.datasets_dir / "synth").mkdir(parents=True)
+    gated = ExperimentSpec.model_validate({**SPEC, "teacher": {"model": "google/medsiglip-448"}})
+    monkeypatch.setenv("HF_TOKEN", GATED)
+    from kdq.settings import Settings
+
+    settings = Settings()
+    with serve() as hub, Store.open(settings) as store:
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
+        backend = LocalBackend(settings)
+        try:
+            backend.launch("l-2", gated)
+            raise AssertionError("launched")
+        except PermanentError as exc:
+            assert str(exc).startswith("your Hugging Face account has not accepted the terms of google/med")
+            assert str(exc).endswith("then `kdq retry`") and "\n" not in str(exc)
+        assert not backend.run_dir("l-2").exists()  # no training was started
+        [exp_id] = store.add([(None, gated)])
+        ctx = Context(settings, store)
+        for _ in range(3):  # queued -> launching -> failed, with no transient wait on the way
+            advance(ctx, exp_id)
+        exp = store.get(exp_id)
+        assert exp.stage == "failed" and "accept them" in exp.error
+        assert [e for e in store.events(exp_id) if e["kind"] == "transient"] == []
+        assert GATED not in exp.error
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # offline
+        backend.cancel(backend.launch("l-3", gated))  # the check could not be made: it launches

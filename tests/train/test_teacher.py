@@ -170,3 +170,18 @@ def test_zero_shot_loads_a_sentencepiece_tokenizer_and_pads_prompts_to_64_tokens
     t.model.get_text_features = lambda input_ids: seen.append(input_ids.shape) or real(input_ids=input_ids)
     logits = teacher.zero_shot_logits(t, ["1. Eczema", "2. Melanoma", "10. Warts"], torch.randn(5, 32))
     assert seen == [(3, 64)] and logits.shape == (5, 3) and torch.isfinite(logits).all()
+
+
+def test_a_teacher_that_cannot_be_loaded_says_what_to_do_in_one_whole_line():
+    """Hugging Face's long first line once cut the message mid-word: the advice comes first, the hub's
+    words after it, whole."""
+    said = (
+        "Cannot access gated repo for url https://huggingface.co/google/medsiglip-448/resolve/main/"
+        "config.json. Access to model google/medsiglip-448 is restricted. You must have access to it and be "
+        "authenticated to access it. Please log in.\n401 Client Error."
+    )
+    message = str(teacher._unavailable("google/medsiglip-448", OSError(said)))
+    first = message.splitlines()[0]
+    assert first.startswith("teacher.model = 'google/medsiglip-448' could not be loaded: accept its terms")
+    assert "https://huggingface.co/google/medsiglip-448" in first and "hf auth login" in first
+    assert first.endswith(said.splitlines()[0])  # the hub's own first line, whole
