@@ -102,13 +102,25 @@ def test_sigterm_stops_the_worker_cleanly_and_status_says_so(settings, tmp_path)
 
 
 def test_two_hundred_enqueues_while_the_worker_runs(settings, tmp_path):
+    """Each experiment fails at launch in milliseconds (its dataset is not there), so the worker writes
+    as often as the enqueues do. `kdq enqueue` refuses such a spec, so the rows go in as it would put
+    them (Store.add, then the nudge), as if the dataset had been removed after enqueue."""
+    from kdq.spec import ExperimentSpec
+    from kdq.worker import nudge
+
     spec = tmp_path / "nodata.toml"
     spec.write_text('[data]\ndataset = "absent"\n[teacher]\nkind = "none"\n[distill]\nloss = "ce"\n')
+    refused = CliRunner().invoke(app, ["enqueue", str(spec)])
+    assert refused.exit_code == 1 and "data.dataset = 'absent': no dataset at" in refused.stderr
     log = tmp_path / "worker.log"
     worker = start_worker(settings, log)
+    nodata = {"data": {"dataset": "absent"}, "teacher": {"kind": "none"}, "distill": {"loss": "ce"}}
     try:
         for k in range(200):
-            enqueue(settings, "enqueue", spec, "--set", f"train.seed={k}")
+            one = ExperimentSpec.model_validate({**nodata, "name": f"nodata-{k}", "train": {"seed": k}})
+            with Store.open(settings) as store:
+                ids = store.add([(str(spec), one)])
+            nudge(ids, settings)
         wait_for(lambda: stages(settings).count(Stage.FAILED) == 200, 180, "200 experiments processed")
     finally:
         worker.send_signal(signal.SIGTERM)

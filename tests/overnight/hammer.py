@@ -1,6 +1,10 @@
-"""One user at the keyboard, very fast: round after round of ``kdq enqueue``, ``status``, ``cancel``,
+"""One user at the keyboard, very fast: round after round of an enqueue, ``kdq status``, ``cancel``,
 ``show``, ``retry`` against the ``KDQ_HOME`` in the environment, each command's outcome written as a
 JSON line. Run as a process beside a worker (test_concurrency.py starts two).
+
+The spec's dataset is not there, so that the worker fails each experiment at launch; ``kdq enqueue``
+refuses such a spec, so the enqueue puts the row in as the command does once its checks pass
+(``Store.add``, then the nudge): as if the dataset had been removed after enqueue.
 
     python tests/overnight/hammer.py SPEC ROUNDS FIRST_SEED OUT.jsonl
 
@@ -14,10 +18,29 @@ import json
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from typer.testing import CliRunner
 
 from kdq.cli.main import app
+
+
+def enqueue(spec: str, seed: int) -> SimpleNamespace:
+    """What ``kdq enqueue SPEC --set train.seed=SEED --json`` does after its checks, as a CliRunner result."""
+    from kdq.settings import get_settings
+    from kdq.specfile import load_files, parse_overrides
+    from kdq.store import Store
+    from kdq.worker import nudge
+
+    try:
+        settings = get_settings()
+        [(path, one)] = load_files([spec], parse_overrides([f"train.seed={seed}"]))
+        with Store.open(settings) as store:
+            ids = store.add([(str(path), one)])
+        nudge(ids, settings)
+    except Exception as exc:  # noqa: BLE001 — written down as the test reads any command's failure
+        return SimpleNamespace(exit_code=1, output=repr(exc), exception=exc)
+    return SimpleNamespace(exit_code=0, output=json.dumps([{"id": ids[0], "name": one.name}]), exception=None)
 
 
 def main(spec: str, rounds: int, first_seed: int, out: Path) -> None:
@@ -26,7 +49,10 @@ def main(spec: str, rounds: int, first_seed: int, out: Path) -> None:
 
         def run(*args, exp: int | None = None):
             started = time.time()
-            result = runner.invoke(app, [str(a) for a in args])
+            if args[0] == "enqueue":
+                result = enqueue(*args[1:])
+            else:
+                result = runner.invoke(app, [str(a) for a in args])
             f.write(
                 json.dumps(
                     {
@@ -47,7 +73,7 @@ def main(spec: str, rounds: int, first_seed: int, out: Path) -> None:
             return result
 
         for k in range(rounds):
-            queued = run("enqueue", spec, "--set", f"train.seed={first_seed + k}", "--json")
+            queued = run("enqueue", spec, first_seed + k)
             if queued.exit_code != 0:
                 continue  # written down above; the test reports it
             exp = json.loads(queued.output)[0]["id"]

@@ -5,7 +5,8 @@ lost: every enqueue makes exactly one experiment, every cancel sticks, every ret
 exactly once.
 
 The experiments name a dataset that does not exist, so the worker fails them in milliseconds at
-launch: it writes as often as the commands do, which is the point.
+launch: it writes as often as the commands do, which is the point. `kdq enqueue` refuses such a spec
+(checked first below), so the hammers put the rows in as it does once its checks pass (hammer.py).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def test_a_thousand_commands_beside_the_worker(overnight):
     h = overnight()
     spec = h.tmp / "absent.toml"
     spec.write_text(spec_text("hammered", dataset="absent", policy="never"))
+    refused = h.cli("enqueue", spec, ok=False)
+    assert refused.exit_code == 1 and "data.dataset = 'absent': no dataset at" in refused.stderr
     h.start_worker()
     h.wait_worker_up()
     procs = [hammer(h, spec, k) for k in range(HAMMERS)]
