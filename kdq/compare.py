@@ -96,8 +96,6 @@ def side_by_side(exps: list) -> dict[str, list[Any]]:
     table: dict[str, list[Any]] = {"stage": [str(e.stage) for e in exps]}
     for k in METRICS:
         vals = [m.get(k) for m in ms]
-        if k == "best_epoch":  # stored 0-based; people count epochs from 1 (as kdq show and the report do)
-            vals = [v + 1 if isinstance(v, int) else v for v in vals]
         if any(v is not None for v in vals):
             table[k] = vals
     table["server_score"] = [e.server_score for e in exps]

@@ -123,7 +123,7 @@ def experiment_data(
         if history and all(r.get("seconds") for r in history)
         else None,
         "epochs run": metrics.get("epochs_run"),
-        "best epoch": (metrics["best_epoch"] + 1) if isinstance(metrics.get("best_epoch"), int) else None,
+        "best epoch": metrics.get("best_epoch"),  # recorded 1-based
     }
     return {
         "id": exp.id,

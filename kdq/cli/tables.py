@@ -88,7 +88,7 @@ def show_view(exp: Experiment, data: dict, events: list[dict]) -> list[Renderabl
                 value = exp.metrics[k]
                 if k == "holdout_f1_ci" and value:  # a 90% bootstrap interval: [lo, hi]
                     value = "[{:.4f}, {:.4f}]".format(*value)
-                m.add_row(k, num(value + 1 if k == "best_epoch" else value, 4))  # epochs count from 1
+                m.add_row(k, num(value, 4))
         parts.append(m)
     if e := data.get("expected_score"):
         lo, hi = e["interval"]

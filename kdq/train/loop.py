@@ -302,7 +302,7 @@ def run(
         "per_class_f1": dict(zip(ds.classes, per_class)),
         "confusion": confusion,
         "classes": ds.classes,
-        "best_epoch": state["best_epoch"],
+        "best_epoch": state["best_epoch"] + 1,  # people count epochs from 1: every view shows it as is
         "epochs_run": state["epoch"] + 1,
         "model_mb": round(model_mb, 4),
         "params": sum(p.numel() for p in best.parameters()),
@@ -327,12 +327,12 @@ def run(
         "none" if holdout["holdout_f1"] is None else f"{holdout['holdout_f1']:.4f} {holdout['holdout_f1_ci']}"
     )
     log(
-        f"best epoch {state['best_epoch'] + 1}: val macro-F1 {val_f1:.4f}, holdout {shown}, "
+        f"best epoch {metrics['best_epoch']}: val macro-F1 {val_f1:.4f}, holdout {shown}, "
         f"model {model_mb:.2f} MiB"
     )
     return {
         "val_f1": val_f1,
         "holdout_f1": holdout["holdout_f1"],
-        "best_epoch": state["best_epoch"],
+        "best_epoch": metrics["best_epoch"],
         "model_mb": round(model_mb, 4),
     }

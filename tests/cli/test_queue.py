@@ -304,3 +304,19 @@ def test_a_readable_teacher_queues_with_one_call_and_an_unreachable_hub_only_war
     assert "queued without the check" in r.stderr
     with Store.open(settings) as store:
         assert len(store.list()) == 151
+
+
+def test_best_epoch_is_shown_as_recorded_1_based_in_show_json_compare_and_the_report(settings, store):
+    """Training records it 1-based (tests/train/test_loop.py); no view adds one again."""
+    from kdq.compare import side_by_side
+    from kdq.report import experiment_data
+    from kdq.spec import ExperimentSpec
+
+    [i] = store.add([(None, ExperimentSpec(name="best"))])
+    store.update(i, metrics={"val_f1": 0.8, "best_epoch": 3, "epochs_run": 5})
+    shown = kdq("show", i)
+    cells = [line.replace("│", " ").split() for line in shown.stdout.splitlines() if "best_epoch" in line]
+    assert shown.exit_code == 0 and cells == [["best_epoch", "3"]]
+    assert json.loads(kdq("show", i, "--json").stdout)["metrics"]["best_epoch"] == 3
+    assert side_by_side([store.get(i)])["best_epoch"] == [3]
+    assert experiment_data(store.get(i), [], settings)["timings"]["best epoch"] == 3

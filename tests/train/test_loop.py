@@ -84,6 +84,8 @@ def test_full_run_through_the_entry_point_writes_every_file(clean_dataset, tmp_p
     assert m["val_f1"] <= m["val_f1_bias_in_sample"] and m["bias"] is not None and len(m["bias"]) == 10
     h = rows(run_dir)
     assert [int(r["epoch"]) for r in h] == [0, 1, 2]
+    f1 = [float(r["val_f1"]) for r in h]
+    assert m["best_epoch"] == f1.index(max(f1)) + 1  # the first epoch with the best F1, counted from 1
     assert all(float(r["kd"]) > 0 and float(r["embed"]) > 0 and float(r["ce"]) > 0 for r in h)
     progress = json.loads((run_dir / runfolder.PROGRESS).read_text())
     assert progress["phase"] == "done" and progress["epoch"] == 3 and progress["epochs"] == 3
@@ -118,7 +120,9 @@ def test_resume_after_an_interruption_continues_where_it_stopped(clean_dataset, 
     h = rows(run_dir)
     assert [int(r["epoch"]) for r in h] == [0, 1, 2, 3]
     assert h[0]["loss"] == str(before[0]["loss"])
-    assert (run_dir / runfolder.MODEL).exists() and summary["best_epoch"] in range(4)
+    assert (run_dir / runfolder.MODEL).exists() and summary["best_epoch"] == (
+        f1 := [float(r["val_f1"]) for r in h]
+    ).index(max(f1)) + 1
     # and a run that is complete does no more epochs
     seen.clear()
     loop.run(s, run_dir, clean_dataset, cache, on_epoch=seen.append)
