@@ -120,23 +120,15 @@ def check_hf(env: Env) -> Check:
     return Check("huggingface", True, f"token found; it can read {hf.TEACHER}")
 
 
-def _loopback(url: str) -> bool:
-    from urllib.parse import urlsplit
-
-    return (urlsplit(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
-
-
 def check_course(env: Env) -> Check:
     with env.client() as client:
         ping = client.ping()
     if ping.reachable:
         return Check("course server", True, f"{ping.url} answers ({ping.detail}, {ping.elapsed_s} s)")
-    from kdq.course.client import VPN_HINT
+    from kdq.course.client import unreachable_hint
 
-    fix = (
-        "is `kdq fake-server` running? (KDQ_SERVER_URL is this machine)" if _loopback(ping.url) else VPN_HINT
-    )
-    return Check("course server", False, f"{ping.url}: {ping.detail.replace(VPN_HINT, '').strip()}", fix)
+    fix = unreachable_hint(ping.url)
+    return Check("course server", False, f"{ping.url}: {ping.detail.replace(fix, '').strip()}", fix)
 
 
 def check_token(env: Env) -> Check:

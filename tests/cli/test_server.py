@@ -26,6 +26,7 @@ def test_unreachable_is_exit_code_4_for_ping_and_status(home, monkeypatch):
         r = runner.invoke(app, args)
         assert r.exit_code == 4, (args, r.output)
         assert "Traceback" not in r.output
+        assert "is `kdq fake-server` running?" in r.output and "VPN" not in r.output  # 127.0.0.1: not the VPN
 
 
 def test_the_leaderboard_off_the_vpn_is_the_last_stored_one_with_its_age(store, monkeypatch):
