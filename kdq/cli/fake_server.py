@@ -23,7 +23,8 @@ def fake_server(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="0 picks a free port.")] = FAKE_PORT,
     team: Annotated[
-        list[str], typer.Option(help="NAME:TOKEN, repeatable. Default: one team 'demo' with a new token.")
+        list[str],
+        typer.Option(help="NAME:TOKEN or NAME (a new token), repeatable. Default: team 'demo', a new token."),
     ] = [],  # noqa: B006 (typer reads the default)
     teams_file: Annotated[Path | None, typer.Option(help='JSON {"team name": "token", ...}.')] = None,
     submit_interval_s: Annotated[
@@ -71,11 +72,13 @@ def fake_server(
         teams: dict[str, str] = json.loads(teams_file.read_text()) if teams_file else {}
     except (OSError, ValueError) as exc:
         raise fail(f'--teams-file {teams_file}: {exc}; it holds JSON like {{"team": "token"}}', 2) from None
+    typed = set()  # the teams given with --team
     for item in team:
-        name, sep, token = item.rpartition(":")
-        if not sep or not name or not token:
-            raise typer.BadParameter(f"--team {item!r}: expected NAME:TOKEN", param_hint="--team")
+        name, sep, token = item.rpartition(":") if ":" in item else (item, "", secrets.token_hex(16))
+        if not name or not token:
+            raise typer.BadParameter(f"--team {item!r}: expected NAME:TOKEN or NAME", param_hint="--team")
         teams[name] = token
+        typed.add(name)
     if not teams:
         teams["demo"] = secrets.token_hex(16)
     try:
@@ -114,7 +117,7 @@ def fake_server(
     # The token is shown when kdq made it up or the user typed it (--team); one read from --teams-file stays
     # in the file, like any token kept in a file.
     name, token = next(iter(teams.items()))
-    shown = not teams_file or any(item.rpartition(":")[0] == name for item in team)
+    shown = not teams_file or name in typed
     say(
         f"export KDQ_SERVER_URL={srv.url} KDQ_TEAM={shlex.quote(name)}"
         + (f" KDQ_TOKEN={shlex.quote(token)}" if shown else "")

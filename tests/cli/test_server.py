@@ -87,12 +87,14 @@ def test_fake_server_on_a_busy_port_is_one_line(home):
     )
 
 
-def test_fake_server_prints_the_export_line_for_its_team_and_limits(home):
+@pytest.mark.parametrize("team, token", [("us:abc123", "abc123"), ("us", None)])
+def test_fake_server_prints_the_export_line_for_its_team_and_limits(home, team, token):
+    """--team NAME:TOKEN, or --team NAME alone (a new token is made up for it, as for the default team)."""
     assert fake_server.FAKE_PORT not in (8000, 9000)  # not one of the real server's ports
     env = {k: v for k, v in os.environ.items() if not k.startswith("KDQ_")}
     proc = subprocess.Popen(
         [sys.executable, "-c", "from kdq.cli.main import app; app()", "fake-server", "--port", "0",
-         "--team", "us:abc123", "--submit-interval-s", "5", "--status-interval-s", "1"],
+         "--team", team, "--submit-interval-s", "5", "--status-interval-s", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
     )  # fmt: skip
     try:
@@ -102,9 +104,11 @@ def test_fake_server_prints_the_export_line_for_its_team_and_limits(home):
         proc.wait(10)
     export = lines[1].split()
     assert export[0] == "export" and export[1].startswith("KDQ_SERVER_URL=http://127.0.0.1:")
+    made_up = export[3].removeprefix("KDQ_TOKEN=")
+    assert token or (len(made_up) == 32 and int(made_up, 16) >= 0)
     assert export[2:] == [
         "KDQ_TEAM=us",
-        "KDQ_TOKEN=abc123",
+        f"KDQ_TOKEN={token or made_up}",
         "KDQ_SUBMIT_INTERVAL_S=5",
         "KDQ_STATUS_INTERVAL_S=1",
     ]
