@@ -6,6 +6,7 @@ a GPU hour: the student exists and fits, a local spec's dataset is there, its te
 
 from __future__ import annotations
 
+from functools import cache
 from importlib.metadata import version
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from kdq.search import spec as search
 from kdq.specfile import SpecError
 
 ENQUEUE_AGAIN = "enqueue it again"
+installed = cache(version)  # each call reads the package metadata from disk: once per library, not per spec
 
 
 def check(specs: list, settings) -> list[str]:
@@ -40,7 +42,7 @@ def students(specs: list, cache_dir: Path) -> list[str]:
         lib = student.library
         if lib == "kdq":
             continue  # the spec itself knows kdq's students
-        key = f"{lib}=={version(lib)}:{student.name}"
+        key = f"{lib}=={installed(lib)}:{student.name}"
         if key not in verdicts:
             if key in known:
                 verdicts[key] = known[key]
