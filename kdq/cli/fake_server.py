@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from kdq import grader
-from kdq.cli.common import fail, say, settings, warn
+from kdq.cli.common import USAGE, fail, say, settings, warn
 
 FAKE_PORT = 18777  # not one of the real server's ports (8000, 9000)
 
@@ -71,7 +71,9 @@ def fake_server(
     try:
         teams: dict[str, str] = json.loads(teams_file.read_text()) if teams_file else {}
     except (OSError, ValueError) as exc:
-        raise fail(f'--teams-file {teams_file}: {exc}; it holds JSON like {{"team": "token"}}', 2) from None
+        raise fail(
+            f'--teams-file {teams_file}: {exc}; it holds JSON like {{"team": "token"}}', USAGE
+        ) from None
     typed = set()  # the teams given with --team
     for item in team:
         name, sep, token = item.rpartition(":") if ":" in item else (item, "", secrets.token_hex(16))

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from kdq.cli.common import err, fail, get_or_exit, nudge, open_store, say, settings, warn
+from kdq.cli.common import ERROR, err, fail, get_or_exit, nudge, open_store, say, settings, warn
 
 PRIORITY_LIMIT = 1_000_000
 
@@ -36,7 +36,7 @@ def expand(patterns: list[str]) -> list[str]:
         for line in problems:
             err().print(f"[red]error:[/red] {line}", markup=True, highlight=False, soft_wrap=True)
         err().print("nothing was queued", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        raise typer.Exit(ERROR)
     return paths
 
 
@@ -77,7 +77,7 @@ def enqueue(
             err().print("[red]error:[/red] ", end="", markup=True)
             err().print(line, markup=False, highlight=False, soft_wrap=True)
         err().print("nothing was queued", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(ERROR) from None
     from kdq.train.estimate import slow_cpu_runs
 
     for line in [*warnings, *slow_cpu_runs(specs)]:  # queued all the same: the user may mean it
@@ -123,7 +123,7 @@ def _report(results: list[dict], as_json: bool) -> None:
     for r in [] if as_json else results:
         (say if r["ok"] else warn)(f"{'' if r['ok'] else 'error: '}{r['id']}: {r['message']}")
     if any(not r["ok"] for r in results):
-        raise typer.Exit(1)
+        raise typer.Exit(ERROR)
 
 
 def cancel(ids: IDS, as_json: AS_JSON = False) -> None:

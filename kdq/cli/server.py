@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from kdq.cli.common import ERROR, RATE_LIMITED, UNREACHABLE, console, fail, settings, warn
+from kdq.cli.common import ERROR, RATE_LIMITED, UNREACHABLE, USAGE, console, fail, settings, warn
 
 app = typer.Typer(
     help="Talk to the course grading server (needs the UVA network or VPN).", no_args_is_help=True
@@ -222,7 +222,7 @@ def submit(
     from kdq.course import CourseError
 
     if not path.is_file():
-        raise fail(f"{path}: no such file; pass the model file (e.g. .kdq/artifacts/ID/model.pt)", 2)
+        raise fail(f"{path}: no such file; pass the model file (e.g. .kdq/artifacts/ID/model.pt)", USAGE)
     if not yes and not typer.confirm(f"upload {path}? it replaces the team's live submission", default=False):
         raise fail("nothing was uploaded")
     with _client() as client:
