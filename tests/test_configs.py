@@ -44,3 +44,37 @@ def test_competition_students_fit_the_size_limit(path):
     for spec in load_file(path):
         model = build(spec.student.model_copy(update={"pretrained": False}), num_classes=10)
         assert check_size(model, spec.student.name) < 23.0
+
+
+@pytest.mark.slow
+def test_the_local_example_trains_on_this_machine_on_the_users_dataset(settings, synth_dataset):
+    """configs/local-example.toml as its comment says: the dataset at .kdq/datasets/hw3, `kdq enqueue`,
+    then the local backend trains it (shortened here: one epoch on small pictures)."""
+    import time
+
+    from typer.testing import CliRunner
+
+    from kdq import runfolder
+    from kdq.backends.local import LocalBackend
+    from kdq.cli.main import app
+    from kdq.store import Store
+
+    [path] = [p for p in CONFIGS if p.name == "local-example.toml"]
+    short = ["train.epochs=1", "train.image_size=64", "data.decode_size=72", "train.device=cpu"]
+    args = ["enqueue", str(path), *(a for s in short for a in ("--set", s))]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 1 and "data.dataset = 'hw3': no dataset at" in refused.stderr
+    settings.datasets_dir.mkdir(parents=True)
+    (settings.datasets_dir / "hw3").symlink_to(synth_dataset, target_is_directory=True)
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    with Store.open(settings) as store:
+        [exp] = store.list()
+    backend = LocalBackend(settings)
+    handle = backend.launch("example-1", exp.spec)
+    deadline = time.time() + 300
+    while (state := backend.poll(handle).state) == "running" and time.time() < deadline:
+        time.sleep(0.5)
+    assert state == "succeeded", backend.poll(handle).error
+    metrics = runfolder.read_json(backend.run_dir("example-1") / runfolder.METRICS)
+    assert metrics["model_mb"] < 25 and metrics["best_epoch"] == 1
