@@ -43,13 +43,31 @@ def test_the_exit_code_table_is_the_one_in_the_code():
     assert "| 4 | the course server is unreachable" in DOC.read_text()
 
 
-def test_links_in_the_readme_and_the_user_docs_lead_somewhere():
+def _anchors(page: Path) -> set[str]:
+    """GitHub's ids of a page's headings: lower case, punctuation dropped, spaces as hyphens."""
+    import re
+
+    return {
+        re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+        for title in re.findall(r"^#+ (.+)$", page.read_text(), flags=re.M)
+    }
+
+
+def test_every_relative_link_in_the_readme_and_the_docs_leads_somewhere():
     import re
 
     root = DOC.parents[1]
-    for page in ("README.md", "docs/getting-started.md", "docs/overnight.md", "docs/troubleshooting.md"):
-        text = (root / page).read_text()
-        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
-            if "://" not in target:
-                assert ((root / page).parent / target).exists(), f"{page} links {target}, which is not there"
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    assert len(pages) > 5
+    for page in pages:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)  # code blocks hold no links
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", text):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            linked = (page.parent / target) if target else page
+            assert linked.exists(), f"{page.relative_to(root)} links {target}, which is not there"
+            if anchor and linked.suffix == ".md":
+                assert anchor in _anchors(linked), (
+                    f"{page.relative_to(root)} links {target}#{anchor}: no such heading"
+                )
         assert "honcho start" not in text or "pip install honcho" in text, page
