@@ -109,3 +109,28 @@ def test_a_secret_deleted_on_modal_or_another_workspace_is_written_again(setting
     assert hf.sync_secret(settings, gw, GOOD) is False  # there with HF_TOKEN, this token: nothing to do
     assert hf.sync_secret(settings, gw, GOOD, force=True) is True
     assert len(gw.puts) == 4
+
+
+def test_a_hub_that_never_answers_is_unreachable_after_the_bound_not_a_hang(monkeypatch):
+    """huggingface_hub's own client has no timeout: a network that drops packets would hang enqueue."""
+    import socket
+
+    monkeypatch.setattr(hf, "HUB_TIMEOUT_S", 0.5)
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        with pytest.raises(TransientError, match="could not reach huggingface.co.*TimeoutError"):
+            hf.check_access(GOOD, hf.TEACHER, endpoint=f"http://127.0.0.1:{silent.getsockname()[1]}")
+
+
+def test_verdicts_ask_once_per_repo_and_keep_each_answer(monkeypatch):
+    with serve() as hub:
+        import huggingface_hub.constants
+
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", GATED)
+        from kdq.settings import Settings
+
+        found = hf.verdicts(Settings(), ["google/medsiglip-448", "org/other", "google/medsiglip-448"])
+    assert list(found) == ["google/medsiglip-448", "org/other"] and len(hub.calls) == 2
+    assert all(isinstance(v, PermanentError) and "terms" in str(v) for v in found.values())
