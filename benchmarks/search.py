@@ -22,31 +22,24 @@ import argparse
 import itertools
 import json
 import math
+import sys
 import tempfile
 import time
 import tomllib
 from pathlib import Path
 
-BASE = """
-name = "bench"
-[student]
-library = "kdq"
-name = "tiny_cnn"
-[teacher]
-kind = "none"
-[distill]
-loss = "ce"
-[train]
-epochs = {epochs}
-batch_size = 32
-image_size = 32
-device = "cpu"
-[data]
-dataset = "synth"
-decode_size = 40
-val_fraction = 0.2
-holdout_fraction = 0.25
-"""
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def base(epochs: int, extra: str = "") -> str:
+    """The spec both sides train: the tests' tiny spec (tests/spectext.py) on the CPU, with a holdout."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from spectext import tiny_spec
+
+    holdout = "val_fraction = 0.2\nholdout_fraction = 0.25"
+    return tiny_spec("bench", epochs=epochs, train_extra='device = "cpu"', data_extra=holdout, extra=extra)
+
+
 LR = (3e-4, 1e-1)
 WEIGHT_DECAY = (0.0, 0.1)
 LABEL_SMOOTHING = (0.0, 0.1)
@@ -88,7 +81,7 @@ def grid(epochs: int, work: Path, data: Path, cache: Path) -> dict:
     lrs = [math.exp(math.log(LR[0]) + i * (math.log(LR[1]) - math.log(LR[0])) / 5) for i in range(6)]
     spent, best, points = 0, None, 0
     for lr, wd, ls in itertools.product(lrs, WEIGHT_DECAY, LABEL_SMOOTHING):
-        raw = tomllib.loads(BASE.format(epochs=epochs))
+        raw = tomllib.loads(base(epochs))
         raw["train"].update(lr=lr, weight_decay=wd)
         raw["distill"]["label_smoothing"] = ls
         [spec] = expand(raw, "grid.toml")
@@ -108,7 +101,7 @@ def search(epochs: int, seed: int, work: Path, data: Path, cache: Path) -> dict:
     from kdq.search.spec import document, fewest_epochs, params_of, trial_spec
     from kdq.specfile import expand
 
-    first = expand(tomllib.loads(BASE.format(epochs=epochs) + SEARCH.format(seed=seed)), "search.toml")
+    first = expand(tomllib.loads(base(epochs, SEARCH.format(seed=seed))), "search.toml")
     s = first[0].search
     study = studies.open_study(work, s, fewest_epochs(first[0]))
     for spec in first:  # the trials `kdq enqueue` queued, handed to the study as the worker does
@@ -120,7 +113,7 @@ def search(epochs: int, seed: int, work: Path, data: Path, cache: Path) -> dict:
 
         def report(run_dir: Path, epoch: int, trial: optuna.Trial = trial) -> None:
             progress = runfolder.read_json(run_dir / runfolder.PROGRESS)
-            trial.report(float(progress["val_f1"]), epoch + 1)
+            trial.report(studies.intermediate(progress), epoch + 1)  # as the worker reports
             if trial.should_prune():
                 raise Pruned(epoch + 1)
 

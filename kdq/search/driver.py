@@ -6,7 +6,7 @@ A tick, for each search with a live or unfinished trial:
    enqueued trial (its parameters fixed) and asked for; an asked trial that has no experiment row (a
    worker killed between the two writes) gets its row now, and one killed inside ``ask`` (some
    parameters not yet written) gets the rest first. So no trial is lost and none is made twice.
-2. **Report and prune.** A training trial's latest epoch (``progress.json``: epoch, validation F1) is
+2. **Report and prune.** A training trial's latest epoch (``progress.json``: epoch, best validation F1) is
    reported to the study; when the pruner says stop, the trial moves ``training → pruned`` first, then
    its run is cancelled on its backend. A two-sided study (F1 and size) takes no reports, and no pruner.
 3. **Tell.** A trial that ended is told: validated → its objective (two values when two-sided);
@@ -134,7 +134,7 @@ def _row_for(ctx: Context, trials: list[Experiment], t: optuna.trial.FrozenTrial
 
 def _report(ctx: Context, study: optuna.Study, frozen: optuna.trial.FrozenTrial, exp: Experiment) -> None:
     p = exp.progress or {}
-    epoch, value = p.get("epoch"), p.get("val_f1")
+    epoch, value = p.get("epoch"), studies.intermediate(p)
     if not epoch or value is None or p.get("phase") != "training":
         return
     trial = optuna.trial.Trial(study, frozen._trial_id)
@@ -142,7 +142,7 @@ def _report(ctx: Context, study: optuna.Study, frozen: optuna.trial.FrozenTrial,
         trial.report(float(value), int(epoch))
     if not trial.should_prune():
         return
-    message = f"pruned by {exp.spec.search.pruner} at epoch {epoch}: validation F1 {value:.4f}"
+    message = f"pruned by {exp.spec.search.pruner} at epoch {epoch}: best validation F1 {value:.4f}"
     if ctx.store.move(exp.id, Stage.TRAINING, Stage.PRUNED, message):
         log.info("search trial pruned", search=exp.search, trial=exp.trial, exp=exp.id, epoch=epoch)
         _tell(ctx, study, frozen, ctx.store.get(exp.id))

@@ -71,8 +71,9 @@ def sampler(search: SearchSpec, offset: int = 0) -> optuna.samplers.BaseSampler:
     seed = (search.seed * 1_000_003 + offset) % 2**32
     if search.two_sided:
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=population(search))
-    # constant_liar: trials still running count as bad guesses, so parallel trials spread out.
-    return optuna.samplers.TPESampler(seed=seed, constant_liar=search.parallel > 1)
+    # multivariate: one joint density over the space, not one per parameter (lr and weight decay act
+    # together); constant_liar: trials still running count as bad guesses, so parallel trials spread out.
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=search.parallel > 1)
 
 
 def ask(study: optuna.Study, search: SearchSpec) -> optuna.Trial:
@@ -100,6 +101,15 @@ def complete(study: optuna.Study, frozen: optuna.trial.FrozenTrial, search: Sear
         else:
             trial.suggest_float(key, d.low, d.high, log=d.log)
     return True
+
+
+def intermediate(progress: dict) -> float | None:
+    """What a training trial reports at its latest epoch: the best validation F1 so far (``best_f1``;
+    the trial ends with its best epoch's model, so an epoch that dips is not the trial), or that
+    epoch's F1 from a run that does not say."""
+    value = progress.get("best_f1")
+    value = progress.get("val_f1") if value is None else value
+    return None if value is None else float(value)
 
 
 def first_look(epochs: int) -> int:

@@ -250,3 +250,24 @@ def test_a_two_sided_search_runs_to_its_total_and_tells_every_trial_its_f1_and_s
     assert len({e.spec.train.lr for e in exps}) == 8
     front = pareto_front({e.trial: (e.metrics["holdout_f1"], e.metrics["model_mb"]) for e in exps})
     assert {t.number for t in study.best_trials} == front and 1 < len(front) < 8
+
+
+def test_a_training_trial_is_judged_by_its_best_epoch_so_far_not_by_a_dip(ctx):
+    backend = ctx.backend("local")
+    poll = backend.poll
+
+    def dipping(handle):  # every other epoch's F1 falls by 0.2; progress.json's best_f1 keeps the best
+        status = poll(handle)
+        p = status.progress
+        if p.get("val_f1") is not None:
+            run = backend.runs[handle["run_id"]]
+            p["val_f1"] -= 0.2 * (p["epoch"] % 2)
+            run["best"] = p["best_f1"] = max(run.get("best", 0.0), p["val_f1"])
+        return status
+
+    backend.poll = dipping
+    enqueue(ctx.store, trials=2)
+    run_search(ctx)
+    for t in study_of(ctx).get_trials():
+        values = [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
+        assert values and values == sorted(values), values  # what was reported never fell

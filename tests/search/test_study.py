@@ -50,3 +50,9 @@ def test_the_two_sided_objective_is_holdout_f1_up_and_file_size_down_with_nsga_i
     a = [studies.ask(studies.open_study(tmp_path / "a", two, 9), two).params for _ in range(3)]
     b = [studies.ask(studies.open_study(tmp_path / "b", two, 9), two).params for _ in range(3)]
     assert a == b and len({p["train.lr"] for p in a}) == 3  # seeded like TPE: per point of the study
+
+
+def test_a_trial_reports_its_best_validation_f1_so_far_the_epoch_it_will_keep():
+    assert studies.intermediate({"epoch": 5, "val_f1": 0.31, "best_f1": 0.44}) == 0.44
+    assert studies.intermediate({"epoch": 5, "val_f1": 0.31}) == 0.31  # a run that does not say
+    assert studies.intermediate({"epoch": 0, "val_f1": None, "best_f1": None}) is None
