@@ -125,9 +125,9 @@ def check_course(env: Env) -> Check:
         ping = client.ping()
     if ping.reachable:
         return Check("course server", True, f"{ping.url} answers ({ping.detail}, {ping.elapsed_s} s)")
-    from kdq.course.client import unreachable_hint
+    from kdq.course.errors import Unreachable
 
-    fix = unreachable_hint(ping.url)
+    fix = Unreachable.hint(ping.url)
     return Check("course server", False, f"{ping.url}: {ping.detail.replace(fix, '').strip()}", fix)
 
 

@@ -192,12 +192,9 @@ class ModalBackend:
                 log.info("uploading the dataset to the Volume", dataset=name, path=str(local))
                 mark = upload_dataset(self.gateway, local, name)
         teacher = spec.teacher
-        if (
-            teacher.kind == "siglip"
-            and not hf.is_stand_in(teacher.model)
-            and teacher.model not in self._hf_checked
-        ):
-            hf.ensure_access(self.settings, teacher.model, gateway=self.gateway)
+        if teacher.kind == "siglip" and teacher.model not in self._hf_checked:
+            if not hf.is_stand_in(teacher.model):
+                hf.ensure_access(self.settings, teacher.model, gateway=self.gateway)
             self._hf_checked.add(teacher.model)
         return mark
 

@@ -33,17 +33,6 @@ from kdq.log import MASK, add_secret, get_logger, redact
 
 log = get_logger("kdq.course")
 
-VPN_HINT = "The course server answers only on the university network: is this machine on the UVA VPN?"
-STAND_IN_HINT = "Nothing answers on this machine: is `kdq fake-server` running? (KDQ_SERVER_URL is loopback)"
-
-
-def unreachable_hint(url: str) -> str:
-    """What to check when nothing answers at ``url``: the stand-in on a loopback address, else the VPN."""
-    from urllib.parse import urlsplit
-
-    return STAND_IN_HINT if (urlsplit(url).hostname or "") in ("127.0.0.1", "localhost", "::1") else VPN_HINT
-
-
 ALLOWED_SUFFIXES = (".pt", ".pth")
 DISCOVERY_PAGES = ("/", "/homework/3", "/instructions-hw3")  # pages that link to the leaderboard
 OTHER_PORT = {8000: 9000, 9000: 8000}  # the homework pages say 8000, older notes 9000
@@ -168,7 +157,7 @@ class CourseClient:
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise Unreachable(
                 f"cannot connect to {shown} ({type(exc).__name__}: {self._redact(str(exc)) or 'no detail'}). "
-                + unreachable_hint(shown),
+                + Unreachable.hint(shown),
                 maybe_sent=False,
             ) from None
         except httpx.TimeoutException as exc:

@@ -33,8 +33,20 @@ class CourseError(Exception):
         return f"{type(self).__name__}({self.message!r}, status_code={self.status_code})"
 
 
+VPN_HINT = "The course server answers only on the university network: is this machine on the UVA VPN?"
+STAND_IN_HINT = "Nothing answers on this machine: is `kdq fake-server` running? (KDQ_SERVER_URL is loopback)"
+
+
 class Unreachable(CourseError):
     """No HTTP answer. ``maybe_sent`` is False when the connection was never made."""
+
+    @staticmethod
+    def hint(url: str) -> str:
+        """What to check when nothing answers at ``url``: the stand-in on a loopback address, else the VPN."""
+        from urllib.parse import urlsplit
+
+        loopback = (urlsplit(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
+        return STAND_IN_HINT if loopback else VPN_HINT
 
 
 class RateLimited(CourseError):
