@@ -114,7 +114,7 @@ def search(epochs: int, seed: int, work: Path, data: Path, cache: Path) -> dict:
         def report(run_dir: Path, epoch: int, trial: optuna.Trial = trial) -> None:
             progress = runfolder.read_json(run_dir / runfolder.PROGRESS)
             trial.report(studies.intermediate(progress), epoch + 1)  # as the worker reports
-            if trial.should_prune():
+            if studies.prunable(progress) and trial.should_prune():
                 raise Pruned(epoch + 1)
 
         n, f1 = train(spec, work, data, cache, on_epoch=report)

@@ -140,7 +140,7 @@ def _report(ctx: Context, study: optuna.Study, frozen: optuna.trial.FrozenTrial,
     trial = optuna.trial.Trial(study, frozen._trial_id)
     if epoch not in frozen.intermediate_values:
         trial.report(float(value), int(epoch))
-    if not trial.should_prune():
+    if not studies.prunable(p) or not trial.should_prune():
         return
     message = f"pruned by {exp.spec.search.pruner} at epoch {epoch}: best validation F1 {value:.4f}"
     if ctx.store.move(exp.id, Stage.TRAINING, Stage.PRUNED, message):

@@ -112,6 +112,13 @@ def intermediate(progress: dict) -> float | None:
     return None if value is None else float(value)
 
 
+def prunable(progress: dict) -> bool:
+    """Whether the pruner may still stop a trial: not at its last epoch. A trial that trained every
+    epoch costs only its export now; stopping it would save nothing and throw its model away."""
+    epoch, epochs = progress.get("epoch"), progress.get("epochs")
+    return bool(epoch) and (epochs is None or epoch < epochs)
+
+
 def first_look(epochs: int) -> int:
     """The epoch of the pruner's first look, for trials of ``epochs`` epochs (the fewest in the space)."""
     return max(1, int(epochs * FIRST_LOOK))

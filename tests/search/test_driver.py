@@ -24,9 +24,9 @@ pruner = "{pruner}"
 """
 
 
-def search_doc(trials: int, pruner: str = "none") -> dict:
-    """A search over the tiny spec's learning rate (9 epochs per trial), as a parsed document."""
-    return tomllib.loads(tiny_spec("s", epochs=9, extra=SEARCH.format(trials=trials, pruner=pruner)))
+def search_doc(trials: int, pruner: str = "none", epochs: int = 9) -> dict:
+    """A search over the tiny spec's learning rate, as a parsed document."""
+    return tomllib.loads(tiny_spec("s", epochs=epochs, extra=SEARCH.format(trials=trials, pruner=pruner)))
 
 
 def curve(lr: float, epoch: int) -> float:
@@ -41,6 +41,7 @@ class ScriptedBackend:
 
     def __init__(self, fail=()):
         self.runs, self.cancelled, self.most, self.fail = {}, [], 0, set(fail)
+        self.linger = False  # True: the last epoch is seen once still training, as the export runs
 
     def launch(self, run_id, spec):
         self.runs[run_id] = {"spec": spec, "epoch": 0}
@@ -55,10 +56,12 @@ class ScriptedBackend:
         if spec.name in self.fail:
             run["over"] = True
             return RunStatus("failed", {}, "boom")
-        run["epoch"] += 1
+        run["epoch"] = min(run["epoch"] + 1, spec.train.epochs)
         progress = {"epoch": run["epoch"], "epochs": spec.train.epochs, "phase": "training"}
         progress["val_f1"] = curve(spec.train.lr, run["epoch"])
-        if run["epoch"] < spec.train.epochs:
+        last = run["epoch"] == spec.train.epochs
+        if not last or (self.linger and not run.get("lingered")):
+            run["lingered"] = last
             return RunStatus("running", progress)
         run["over"] = True
         return RunStatus("succeeded", {**progress, "phase": "done"})
@@ -271,3 +274,20 @@ def test_a_training_trial_is_judged_by_its_best_epoch_so_far_not_by_a_dip(ctx):
     for t in study_of(ctx).get_trials():
         values = [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
         assert values and values == sorted(values), values  # what was reported never fell
+
+
+def test_a_trial_at_its_last_epoch_is_never_pruned(ctx, monkeypatch):
+    """Stopping a trial that trained every epoch saves nothing and throws its model away. With 8 epochs
+    the pruner's rungs are at epochs 2, 4 and 8: the last epoch is a rung. The curves cross (a high lr
+    leads early, a low one late), so a trial that passed epoch 4 can be among the worse at epoch 8."""
+    import math
+
+    monkeypatch.setitem(globals(), "curve", lambda lr, epoch: 0.6 + 0.02 * math.log10(lr) * (epoch - 5))
+    ctx.backend("local").linger = True
+    ctx.store.add([("s.toml", s) for s in expand(search_doc(12, "successive_halving", epochs=8), "s.toml")])
+    run_search(ctx)
+    exps = ctx.store.list()
+    pruned = [e for e in exps if e.stage is Stage.PRUNED]
+    assert len(exps) == 12 and pruned
+    assert all(e.progress["epoch"] < 8 for e in pruned), [e.progress["epoch"] for e in pruned]
+    assert all(e.stage is Stage.DONE for e in exps if e.progress["epoch"] == 8)

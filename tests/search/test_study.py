@@ -56,3 +56,8 @@ def test_a_trial_reports_its_best_validation_f1_so_far_the_epoch_it_will_keep():
     assert studies.intermediate({"epoch": 5, "val_f1": 0.31, "best_f1": 0.44}) == 0.44
     assert studies.intermediate({"epoch": 5, "val_f1": 0.31}) == 0.31  # a run that does not say
     assert studies.intermediate({"epoch": 0, "val_f1": None, "best_f1": None}) is None
+
+
+def test_a_trial_may_be_pruned_until_its_last_epoch_not_at_it():
+    assert studies.prunable({"epoch": 7, "epochs": 8}) and not studies.prunable({"epoch": 8, "epochs": 8})
+    assert not studies.prunable({"epoch": 0, "epochs": 8}) and studies.prunable({"epoch": 3})
