@@ -103,6 +103,7 @@ def side_by_side(env: dict, repeats: int) -> dict[str, float]:
         "kdq status --json (1,000)": ([*KDQ, "status", "--json"], env),
         "TAB completion": ([*KDQ], complete),
     }
+
     def run(name: str, cmd: list[str], e: dict) -> float:
         return (timed_tty if "terminal" in name else timed)(cmd, e)
 
