@@ -98,11 +98,21 @@ def _m4_resume_from(db: sqlite_utils.Database) -> None:
     db["experiments"].add_column("resume_from", str)
 
 
+def _m5_best_epoch_from_one(db: sqlite_utils.Database) -> None:
+    """``metrics.best_epoch`` counts from 1, as people do (training recorded it from 0 before)."""
+    db.execute(
+        "update experiments set metrics = json_set(metrics, '$.best_epoch', "
+        "json_extract(metrics, '$.best_epoch') + 1) where json_valid(metrics) "
+        "and json_type(metrics, '$.best_epoch') = 'integer'"
+    )
+
+
 # Append only: a migration, once released, is never edited. The schema version is its index + 1.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m1_initial,
     _m2_submission_identity,
     _m3_search_trials,
     _m4_resume_from,
+    _m5_best_epoch_from_one,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -241,3 +241,14 @@ def test_enqueue_whose_nudge_fails_queues_nothing_and_says_so_in_one_line(
     assert "Traceback" not in r.output
     with Store.open(settings) as s:
         assert s.list() == []
+
+
+def test_a_store_from_before_best_epoch_counted_from_one_is_migrated_once(settings):
+    with Store.open(settings) as old:
+        a, b = old.add([("a.toml", spec("a", lr=0.1)), ("b.toml", spec("b", lr=0.2))])
+        old.update(a, metrics={"best_epoch": 2, "val_f1": 0.5})  # recorded 0-based: the third epoch
+        old.set_meta("schema_version", "4")
+    for _ in range(2):  # migrated once: opening again changes nothing
+        with Store.open(settings) as s:
+            assert s.schema_version() == SCHEMA_VERSION
+            assert s.get(a).metrics == {"best_epoch": 3, "val_f1": 0.5} and s.get(b).metrics is None
