@@ -23,8 +23,23 @@ def check(specs: list, settings) -> list[str]:
     problems = students(specs, settings.cache_dir) + datasets(specs, settings)
     denied, warnings = teachers(specs, settings)
     if problems + denied:
-        raise SpecError(sorted(set(problems + denied), key=(problems + denied).index))
+        raise SpecError(grouped(problems + denied))
     return warnings
+
+
+def grouped(problems: list[str], shown: int = 3) -> list[str]:
+    """``path: problem`` lines, one per problem: 200 specs without their dataset are one line that names
+    the first files and counts the rest, not 200 of the same."""
+    files: dict[str, list[str]] = {}
+    for line in problems:
+        path, _, problem = line.partition(": ")
+        if path not in files.setdefault(problem, []):
+            files[problem].append(path)
+    out = []
+    for problem, paths in files.items():
+        more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+        out.append(f"{', '.join(paths[:shown])}{more}: {problem}")
+    return out
 
 
 def students(specs: list, cache_dir: Path) -> list[str]:

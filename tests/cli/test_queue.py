@@ -217,7 +217,7 @@ NO_TEACHER = '[teacher]\nkind = "none"\n[distill]\nloss = "ce"\n'
 
 
 def test_a_local_spec_whose_dataset_is_missing_is_refused_at_enqueue(settings, tmp_path):
-    """One line per file naming data.dataset and the fix, nothing queued; a Modal spec is not checked here."""
+    """One line naming the files, data.dataset and the fix, nothing queued; a Modal spec is not checked."""
     a, b, m = tmp_path / "a.toml", tmp_path / "b.toml", tmp_path / "m.toml"
     a.write_text(f'[data]\ndataset = "mine"\n{NO_TEACHER}')
     b.write_text(f'[data]\ndataset = "mine"\n{NO_TEACHER}[sweep]\n"train.lr" = [0.002, 0.01]\n')
@@ -226,7 +226,7 @@ def test_a_local_spec_whose_dataset_is_missing_is_refused_at_enqueue(settings, t
     assert r.exit_code == 1 and "Traceback" not in r.output
     folder = settings.datasets_dir / "mine"
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert [e.split(": data.dataset")[0] for e in errors] == [f"error: {a}", f"error: {b}"]  # once per file
+    assert [e.split(": data.dataset")[0] for e in errors] == [f"error: {a}, {b}"]  # one problem, one line
     assert all(
         f"data.dataset = 'mine': no dataset at {folder}" in e and "kdq data synth" in e for e in errors
     )
@@ -237,6 +237,18 @@ def test_a_local_spec_whose_dataset_is_missing_is_refused_at_enqueue(settings, t
     assert kdq("enqueue", a, b).exit_code == 0
     with Store.open(settings) as store:
         assert len(store.list()) == 4
+
+
+def test_two_hundred_specs_without_their_dataset_are_one_line_not_two_hundred(settings, tmp_path):
+    paths = [tmp_path / f"s{i:03d}.toml" for i in range(200)]
+    for i, path in enumerate(paths):
+        path.write_text(f"[train]\nseed = {i}\n{NO_TEACHER}")
+    (tmp_path / "big.toml").write_text(f'[student]\nname = "no_such_net"\n{NO_TEACHER}')
+    r = runner.invoke(app, ["enqueue", str(tmp_path / "*.toml")])
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.exit_code == 1 and len(errors) == 2, r.stderr  # the missing dataset; the unknown student
+    [dataset] = [e for e in errors if "data.dataset" in e]
+    assert dataset.startswith(f"error: {tmp_path / 'big.toml'}, {paths[0]}, {paths[1]} and 198 more: ")
 
 
 @pytest.fixture
