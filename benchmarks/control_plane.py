@@ -119,7 +119,9 @@ def side_by_side(env: dict, repeats: int) -> dict[str, float]:
 def enqueue_200(env: dict, tmp: Path) -> dict[str, float]:
     specs = tmp / "specs"
     specs.mkdir()
-    (Path(env["KDQ_HOME"]) / "datasets" / "hw3").mkdir(parents=True)  # enqueue checks the specs' dataset
+    from kdq.synth import synth
+
+    synth(Path(env["KDQ_HOME"]) / "datasets" / "hw3", per_class=1, seed=0)  # enqueue checks the dataset
     for i in range(200):
         (specs / f"s{i:03d}.toml").write_text(
             f'name = "s{i}"\n[train]\nseed = {i}\n[teacher]\nkind = "none"\n[distill]\nloss = "ce"\n'

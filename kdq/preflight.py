@@ -78,17 +78,30 @@ def students(specs: list, cache_dir: Path) -> list[str]:
 
 def datasets(specs: list, settings) -> list[str]:
     """A local spec's dataset must be the folder its training will read (the local backend's
-    ``data_dir``: ``$KDQ_HOME/datasets/<data.dataset>``). Modal specs are not checked: their data is on
-    the Volume, or uploaded from here at launch."""
+    ``data_dir``: ``$KDQ_HOME/datasets/<data.dataset>``), with class folders of pictures in it (found as
+    the training finds them, without decoding). Modal specs are not checked: their data is on the
+    Volume, or uploaded from here at launch."""
     from kdq.backends.local import LocalBackend
+    from kdq.train.layout import DataError, find_root
 
     local = LocalBackend(settings)
+    seen: dict[Path, str | None] = {}
     problems = []
     for path, spec in specs:
+        if spec.backend.kind != "local":
+            continue
         folder = local.data_dir(spec)
-        if spec.backend.kind == "local" and not folder.is_dir():
+        if folder not in seen:
+            try:
+                find_root(folder)
+                seen[folder] = None
+            except DataError as exc:
+                seen[folder] = (
+                    f"no dataset at {folder}" if not folder.is_dir() else str(exc).removeprefix(f"{folder}: ")
+                )
+        if seen[folder]:
             problems.append(
-                f"{path}: data.dataset = {spec.data.dataset!r}: no dataset at {folder}: unzip the course's "
+                f"{path}: data.dataset = {spec.data.dataset!r}: {seen[folder]}: unzip the course's "
                 f"train_dataset there, link one there (ln -s), or make one with `kdq data synth {folder}`"
             )
     return problems

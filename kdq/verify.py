@@ -251,7 +251,7 @@ def holdout_check(data_dir: Path, metrics: dict) -> dict:
     """``verify_file``'s ``holdout`` and ``expect_f1`` for a run whose metrics list its holdout pictures
     (``holdout_files``, ``holdout_labels``, relative to the dataset's class folders); ``{}`` when the run
     has none or the dataset is not on this machine."""
-    from kdq.train.data import DataError, find_root
+    from kdq.train.layout import DataError, find_root
 
     if not metrics.get("holdout_files"):
         return {}

@@ -54,11 +54,10 @@ def test_huey_and_httpx_stay_at_warning_unless_verbose(restore_logging):
     assert logging.getLogger("huey").getEffectiveLevel() == logging.INFO
 
 
-def test_a_cli_command_does_not_echo_its_own_stage_change(settings, tmp_path, restore_logging):
+def test_a_cli_command_does_not_echo_its_own_stage_change(settings, hw3, tmp_path, restore_logging):
     from kdq.cli.main import app
 
     (tmp_path / "one.toml").write_text("[train]\nepochs = 3\n")
-    (settings.datasets_dir / "hw3").mkdir(parents=True)  # enqueue checks the dataset is there
     runner = CliRunner()
     assert runner.invoke(app, ["enqueue", str(tmp_path / "one.toml")]).exit_code == 0
     r = runner.invoke(app, ["cancel", "1"])

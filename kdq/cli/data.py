@@ -158,7 +158,7 @@ def inspect(
 
     from kdq.cli.report import inspect_summary
     from kdq.datainspect import inspect_dataset, write_report
-    from kdq.train.data import DataError
+    from kdq.train.layout import DataError
 
     try:
         with Progress(console=console(), transient=True, disable=as_json) as bar:

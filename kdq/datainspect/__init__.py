@@ -18,7 +18,7 @@ from pathlib import Path
 from kdq.datainspect.findings import Findings, summarize
 from kdq.datainspect.render import write_report
 from kdq.datainspect.scan import ImageInfo, scan_files
-from kdq.train.data import discover
+from kdq.train.layout import discover
 
 
 def inspect_dataset(

@@ -1,6 +1,7 @@
 """Training: ``python -m kdq.train RUN_DIR --data DIR --cache DIR`` runs ``kdq.train.loop.run``.
 
-data.py      class folders, decode once (uint8, bounded memory), duplicate groups, train/val/holdout
+layout.py    the class folders and their pictures, found without decoding (no torch)
+data.py      decode once (uint8, bounded memory), duplicate groups, train/val/holdout
 augment.py   replayable on-device views (squashed or padded) and the grader's normalization
 teacher.py   SigLIP embeddings of the plain picture and V views, cached once; probe or zero-shot logits
 probe.py     the linear probe (L-BFGS), out-of-fold by duplicate group

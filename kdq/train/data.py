@@ -5,9 +5,8 @@
     train, val, holdout = three_way(ds.labels, gid, val_fraction=0.15, holdout_fraction=0.08, seed=0)
     for start, chunk in stream(root, ds.files, 448):    # the same pictures at the teacher's size, in chunks
 
-Class order is the grader's (``kdq.grader.class_order``). The layout may be ``data_dir/<class>/`` or
-the archive's nested ``data_dir/train_dataset/train_dataset/<class>/``; ``__MACOSX/``, hidden files and
-other extensions are ignored. Pictures are decoded straight into a preallocated uint8 tensor (peak
+The class folders are found by ``kdq.train.layout`` (the grader's class order; the nested layout of the
+course's archive). Pictures are decoded straight into a preallocated uint8 tensor (peak
 memory about that tensor, whatever N), squashed to a square like the grader's ``Resize((224, 224))``.
 16-bit and float pictures are scaled to 8 bits (``to_rgb8``); files that do not decode are skipped and
 listed with the reason. EXIF orientation is *not* applied: the grader's loader (``Image.open`` then
@@ -30,32 +29,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kdq import grader, runfolder
+from kdq import runfolder
+from kdq.train.layout import DataError, discover, find_root  # noqa: F401 (find_root: data.find_root)
 
-EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".jfif", ".webp", ".gif"})
 HASH_SIDE = 16  # average hash of 16x16 = 256 bits
 NEAR_COLOUR = 8.0  # 16x16 colour thumbnails this close (mean |diff|, 0..255): the same picture, resized
 NEAR_BITS = 32  # ... and average hashes at most this far apart (of 256 bits)
-CACHE_VERSION = 3
 CHUNK = 64  # pictures per chunk when streaming to the teacher
-
-
-class DataError(ValueError):
-    pass
-
-
-@dataclass
-class Dataset:
-    root: Path  # the folder that holds the class folders
-    classes: list[str]  # grader order
-    files: list[Path]  # relative to root
-    labels: list[int]
-
-    def fingerprint(self) -> str:
-        h = hashlib.sha256(f"v{CACHE_VERSION}".encode())
-        for f, y in zip(self.files, self.labels):
-            h.update(f"{f}\0{y}\0{(self.root / f).stat().st_size}\n".encode())
-        return h.hexdigest()[:16]
 
 
 @dataclass
@@ -71,55 +51,6 @@ class Decoded:
     sizes: torch.Tensor  # int64 [N,2]: width, height of the file's picture (its aspect, for padding)
     root: str = ""
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
-
-
-def _visible(p: Path | str) -> bool:
-    name = Path(p).name
-    return not name.startswith(".") and name != "__MACOSX"
-
-
-def find_root(data_dir: Path) -> Path:
-    """The folder whose sub-folders are the classes (follows single-folder nesting like the zip's)."""
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise DataError(
-            f"dataset folder {data_dir} does not exist: create it with `kdq data synth {data_dir}` "
-            "or unzip the course's train_dataset.zip there"
-        )
-    node = data_dir
-    for _ in range(4):
-        subdirs = [d for d in sorted(node.iterdir()) if d.is_dir() and _visible(d)]
-        has_images = any(f.suffix.lower() in EXTENSIONS for d in subdirs for f in d.iterdir() if _visible(f))
-        if len(subdirs) == 1 and not has_images:
-            node = subdirs[0]
-            continue
-        if subdirs and has_images:
-            return node
-        break
-    raise DataError(
-        f"{data_dir}: found no class folders with images (expected <class>/<image> or "
-        f"train_dataset/train_dataset/<class>/<image>; extensions {', '.join(sorted(EXTENSIONS))})"
-    )
-
-
-def discover(data_dir: Path, limit_per_class: int | None = None) -> Dataset:
-    root = find_root(data_dir)
-    classes = grader.class_order(d.name for d in root.iterdir() if d.is_dir() and _visible(d))
-    files, labels = [], []
-    for y, cls in enumerate(classes):
-        found = sorted(
-            p.relative_to(root)
-            for p in (root / cls).rglob("*")
-            if p.is_file()
-            and p.suffix.lower() in EXTENSIONS
-            and all(_visible(part) for part in p.relative_to(root).parts)
-        )
-        if not found:
-            raise DataError(f"{root / cls}: class folder has no images; remove it or add images")
-        found = found[:limit_per_class] if limit_per_class else found
-        files += found
-        labels += [y] * len(found)
-    return Dataset(root, classes, files, labels)
 
 
 # ---------------------------------------------------------------- decoding

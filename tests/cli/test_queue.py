@@ -17,8 +17,7 @@ def kdq(*args):
 
 
 @pytest.fixture
-def specs(settings, tmp_path):
-    (settings.datasets_dir / "hw3").mkdir(parents=True)  # the specs' dataset: enqueue checks it is there
+def specs(settings, hw3, tmp_path):  # hw3: the specs' dataset, which enqueue checks
     (tmp_path / "sweep.toml").write_text(
         '[submit]\npolicy = "never"\n[sweep]\n"train.lr" = [0.001, 0.003, 0.01]\n'
     )
@@ -216,7 +215,7 @@ def test_a_restarted_worker_forgets_the_stored_tick_so_new_settings_count(settin
 NO_TEACHER = '[teacher]\nkind = "none"\n[distill]\nloss = "ce"\n'
 
 
-def test_a_local_spec_whose_dataset_is_missing_is_refused_at_enqueue(settings, tmp_path):
+def test_a_local_spec_whose_dataset_is_missing_is_refused_at_enqueue(settings, synth_dataset, tmp_path):
     """One line naming the files, data.dataset and the fix, nothing queued; a Modal spec is not checked."""
     a, b, m = tmp_path / "a.toml", tmp_path / "b.toml", tmp_path / "m.toml"
     a.write_text(f'[data]\ndataset = "mine"\n{NO_TEACHER}')
@@ -233,7 +232,12 @@ def test_a_local_spec_whose_dataset_is_missing_is_refused_at_enqueue(settings, t
     assert "nothing was queued" in r.stderr
     assert not settings.db_path.exists() or Store.open(settings).list() == []
     assert kdq("enqueue", m).exit_code == 0  # Modal: its data is on the Volume
-    folder.mkdir(parents=True)
+    (folder / "1. Eczema").mkdir(parents=True)  # a folder without pictures is no dataset either
+    r = runner.invoke(app, ["enqueue", str(a)])
+    assert r.exit_code == 1 and "found no class folders with images" in r.stderr, r.stderr
+    (folder / "1. Eczema").rmdir()
+    folder.rmdir()
+    folder.symlink_to(synth_dataset, target_is_directory=True)
     assert kdq("enqueue", a, b).exit_code == 0
     with Store.open(settings) as store:
         assert len(store.list()) == 4
@@ -264,7 +268,6 @@ def hub(monkeypatch):
 
 
 def gated_specs(settings, tmp_path, n: int = 200) -> list:
-    (settings.datasets_dir / "hw3").mkdir(parents=True, exist_ok=True)
     seeds = ", ".join(map(str, range(n)))
     (tmp_path / "gated.toml").write_text(f'[sweep]\n"train.seed" = [{seeds}]\n')  # medsiglip, local
     (tmp_path / "tiny.toml").write_text('[teacher]\nmodel = "tiny"\n')  # a stand-in: no check
@@ -280,7 +283,7 @@ def gated_specs(settings, tmp_path, n: int = 200) -> list:
     ],
 )
 def test_a_gated_teacher_that_this_user_cannot_read_is_refused_at_enqueue(
-    settings, tmp_path, hub, monkeypatch, token, said
+    settings, hw3, tmp_path, hub, monkeypatch, token, said
 ):
     import hf_hub
 
@@ -297,7 +300,7 @@ def test_a_gated_teacher_that_this_user_cannot_read_is_refused_at_enqueue(
 
 
 def test_a_readable_teacher_queues_with_one_call_and_an_unreachable_hub_only_warns(
-    settings, tmp_path, hub, monkeypatch
+    settings, hw3, tmp_path, hub, monkeypatch
 ):
     import huggingface_hub.constants
     from hf_hub import BUSY, GOOD

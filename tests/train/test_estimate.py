@@ -39,14 +39,13 @@ def test_gpu_modal_tiny_and_teacherless_runs_are_not_flagged():
     assert len(estimate.slow_cpu_runs([("c.toml", forced)], cuda=True, cores=8)) == 1
 
 
-def test_enqueue_says_so_and_queues_all_the_same(home, tmp_path, monkeypatch):
+def test_enqueue_says_so_and_queues_all_the_same(home, hw3, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from kdq.cli.main import app
 
     monkeypatch.setattr(estimate, "has_cuda", lambda: False)
     (tmp_path / "cpu.toml").write_text('name = "cpu"\n[student]\nname = "shufflenet_v2_x0_5"\n')
-    (home / "datasets" / "hw3").mkdir(parents=True)  # enqueue checks the dataset is there
     r = CliRunner().invoke(app, ["enqueue", str(tmp_path / "cpu.toml"), "--dry-run"])
     assert r.exit_code == 0, r.output
     assert (
