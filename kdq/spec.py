@@ -9,11 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import unicodedata
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from kdq.search.spec import SearchSpec
+from kdq.search.space import SearchSpec
 
 MAX_SEED = 2**32 - 1  # every random generator kdq seeds takes this range
 KDQ_STUDENTS = ("tiny_cnn",)  # the models of student.library = "kdq" (kdq.train.students.KDQ_MODELS)
@@ -171,3 +171,16 @@ class ExperimentSpec(Section):
         """Stable hash of what the experiment does (its name excluded)."""
         body = self.model_dump(mode="json", exclude={"name"})
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    """Set a dotted field (``distill.temperature``) in a spec document as TOML parses it, making the
+    tables on the way; ``KeyError`` when a part of the way is a value, not a table."""
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise KeyError(f"{'.'.join(parts[:-1])} is not a table")
+        node = child
+    node[parts[-1]] = value

@@ -10,6 +10,9 @@ A spec file is one experiment, or many when it has a ``[sweep]`` table of dotted
     [sweep]
     "distill.temperature" = [2.0, 4.0, 8.0]
 
+A ``[search]`` table instead makes it a search: its space is checked against the spec
+(``kdq.search.spec``) and its first ``parallel`` trials are drawn (``kdq.search.study``).
+
 Only regular files are read (a pipe or a device would hang), at most ``MAX_SPEC_BYTES``; every problem
 names the file, the field, the value (cut short) and the fix. ``--set KEY=VALUE`` overrides apply before
 validation. The models themselves are ``kdq.spec``.
@@ -29,7 +32,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from kdq.spec import ExperimentSpec
+from kdq.search import spec as search
+from kdq.spec import ExperimentSpec, set_dotted
 
 MAX_SWEEP = 256  # a sweep larger than this is almost certainly a typo
 MAX_SPEC_BYTES = 1 << 20  # a spec file is a few hundred bytes; more is the wrong file
@@ -117,17 +121,6 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def set_dotted(raw: dict, key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = raw
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise KeyError(f"{'.'.join(parts[:-1])} is not a table")
-        node = child
-    node[parts[-1]] = value
-
-
 def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
     out = []
     for item in items:
@@ -157,10 +150,8 @@ def expand(raw: dict, source: str, overrides: list[tuple[str, Any]] = ()) -> lis
     """Validate one spec document into one spec per point of its sweep (raises ``SpecError``)."""
     raw = copy.deepcopy(raw)
     raw.setdefault("name", Path(source).stem)
-    if "search" in raw:  # a search: its first trials (kdq.search.spec)
-        from kdq.search.spec import expand_search
-
-        return expand_search(raw, source, overrides)
+    if "search" in raw:  # a search: its first trials
+        return _expand_search(raw, source, overrides)
     sweep = raw.pop("sweep", {}) or {}
     problems: list[str] = []
     if not isinstance(sweep, dict):
@@ -210,6 +201,48 @@ def expand(raw: dict, source: str, overrides: list[tuple[str, Any]] = ()) -> lis
     if problems:
         raise SpecError(sorted(set(problems), key=problems.index))
     return specs
+
+
+def _expand_search(raw: dict, source: str, overrides: list[tuple[str, Any]]) -> list[ExperimentSpec]:
+    """A document with a ``[search]`` table → the specs of its first ``parallel`` trials (``SpecError``)."""
+    from kdq.search.study import first_params  # Optuna is loaded for a search only
+
+    raw = copy.deepcopy(raw)
+    for key, value in overrides:
+        try:
+            set_dotted(raw, key, value)
+        except KeyError as exc:
+            raise SpecError([f"{source}: --set {key}: {exc.args[0]}"]) from None
+    table = raw.pop("search")
+    if "sweep" in raw:
+        raise SpecError([f"{source}: a spec has [sweep] (every point) or [search] (the sampler), not both"])
+    if not isinstance(table, dict):
+        raise SpecError([f"{source}: search: must be a table, e.g. [search] trials = 12"])
+    problems = search.check_space(table.get("space"), f"{source}: search")
+    table = {"name": raw.get("name"), **table}
+    # The rest is checked too (with a stand-in space if the space is bad): every problem at once.
+    checked = {**table, "space": {"train.seed": [0]}} if problems else table
+    try:
+        base = ExperimentSpec.model_validate({**raw, "search": checked})
+    except ValidationError as exc:
+        problems += [_describe(source, e, raw) for e in exc.errors()]
+    if problems:
+        raise SpecError(problems)
+    table_spec = base.search
+    if table_spec.parallel > table_spec.trials:
+        too_many = f"search.parallel = {table_spec.parallel} is more than search.trials = {table_spec.trials}"
+        raise SpecError([f"{source}: {too_many}: lower parallel or raise trials"])
+    for point in search.corners(table_spec):
+        try:
+            ExperimentSpec.model_validate(search.with_params({**raw, "search": table}, point))
+        except ValidationError as exc:
+            where = f"{source} (search point {search.point_name(point)})"
+            problems.extend(_describe(where, e, raw) for e in exc.errors())
+    if problems:
+        raise SpecError(sorted(set(problems), key=problems.index))
+    doc = {**raw, "search": table_spec.model_dump(mode="json")}
+    first = first_params(table_spec, table_spec.parallel)
+    return [search.trial_spec(doc, params, number) for number, params in enumerate(first)]
 
 
 def read_spec_text(path: Path) -> str:

@@ -18,7 +18,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from kdq.search.spec import TWO_SIDED, Range, SearchSpec, is_int_field
+from kdq.search.space import TWO_SIDED, Range, SearchSpec
+from kdq.search.spec import is_int_field
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

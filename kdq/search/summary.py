@@ -14,7 +14,8 @@ from typing import Any
 from kdq.experiment import Experiment
 from kdq.search import study as studies
 from kdq.search.driver import VALIDATED, by_search, training_seconds
-from kdq.search.spec import TWO_SIDED, params_of
+from kdq.search.space import TWO_SIDED
+from kdq.search.spec import params_of
 
 STYLE = "body{font-family:sans-serif;margin:2em} td,th{padding:2px 8px;border-bottom:1px solid #ddd}"
 

@@ -3,7 +3,7 @@
 import pytest
 
 from kdq.search import study as studies
-from kdq.search.spec import SearchSpec
+from kdq.search.space import SearchSpec
 
 
 def spec(**kw):
