@@ -105,7 +105,9 @@ class Settings(BaseSettings):
     local_max_running: int = Field(1, ge=1, description="Local trainings at once; the rest wait queued.")
     modal_max_running: int = Field(8, ge=1, description="Modal trainings at once; the rest wait queued.")
 
-    log_json: bool | None = Field(None, description="JSON logs; default: JSON unless on a TTY.")
+    log_json: bool | None = Field(
+        None, description="JSON logs; default: worker and fake-server unless on a TTY, other commands never."
+    )
 
     # Playing for the score (docs/submission-policy.md)
     size_factor: str = Field(

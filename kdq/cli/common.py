@@ -77,7 +77,7 @@ def open_store(create: bool = True, s=None, force: bool = False, look: bool = Fa
 
     s = s or settings()
     if not look:  # commands say what they did themselves: only warnings are logged
-        kdqlog.configure(s.log_json, level=logging.WARNING, settings=s)
+        kdqlog.configure(bool(s.log_json), level=logging.WARNING, settings=s)
     if (look or not create) and not s.db_path.exists():
         raise fail(f"no kdq state here: {s.where()}; `kdq enqueue SPEC` or `kdq demo` starts one")
     try:

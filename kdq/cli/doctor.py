@@ -38,7 +38,7 @@ def doctor(
     from kdq import log as kdqlog
 
     s = settings()
-    kdqlog.configure(s.log_json, settings=s)
+    kdqlog.configure(bool(s.log_json), settings=s)  # a short command: JSON only when asked
     checks = doc.run_checks(doc.Env(s, dataset=dataset, modal=modal), timeout_s=timeout)
     if as_json:
         print(json.dumps(doc.to_json(checks), indent=2))

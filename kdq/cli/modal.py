@@ -28,7 +28,7 @@ def deploy(
     from kdq.backends.modal_gateway import ModalGateway, guarded
 
     settings = get_settings()
-    kdqlog.configure(settings.log_json, settings=settings)
+    kdqlog.configure(bool(settings.log_json), settings=settings)
     try:
         with guarded(live_run=False):
             done = ensure_deployed(settings, ModalGateway(settings), force=force, show_output=True)
@@ -49,7 +49,7 @@ def secret() -> None:
     from kdq.backends.modal_gateway import ModalGateway, guarded
 
     settings = get_settings()
-    kdqlog.configure(settings.log_json, settings=settings)
+    kdqlog.configure(bool(settings.log_json), settings=settings)
     try:
         with guarded(live_run=False):
             hf.ensure_access(settings, hf.TEACHER, gateway=ModalGateway(settings), force=True)

@@ -20,7 +20,7 @@ def _client():
     from kdq.course import CourseClient
 
     s = settings()
-    kdqlog.configure(s.log_json, settings=s)
+    kdqlog.configure(bool(s.log_json), settings=s)  # a short command: JSON only when asked
     return CourseClient.from_settings(s)
 
 

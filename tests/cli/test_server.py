@@ -29,6 +29,19 @@ def test_unreachable_is_exit_code_4_for_ping_and_status(home, monkeypatch):
         assert "is `kdq fake-server` running?" in r.output and "VPN" not in r.output  # 127.0.0.1: not the VPN
 
 
+def test_a_short_command_logs_its_retries_for_people_even_when_piped(home, monkeypatch):
+    """JSON log lines are for the worker's log file (or KDQ_LOG_JSON=1), not a user's piped command."""
+    monkeypatch.setenv("KDQ_SERVER_URL", DOWN)
+    monkeypatch.setenv("KDQ_TOKEN", secrets.token_hex(16))
+    r = runner.invoke(app, ["server", "status"])
+    retries = [line for line in r.stderr.splitlines() if "course.retry" in line]
+    assert r.exit_code == 4 and retries, r.stderr
+    assert not any(line.lstrip().startswith("{") for line in retries), r.stderr
+    monkeypatch.setenv("KDQ_LOG_JSON", "1")
+    r = runner.invoke(app, ["server", "status"])
+    assert any(line.startswith("{") and "course.retry" in line for line in r.stderr.splitlines()), r.stderr
+
+
 def test_the_leaderboard_off_the_vpn_is_the_last_stored_one_with_its_age(store, monkeypatch):
     from kdq.course.ledger import Ledger
     from kdq.course.models import Leaderboard, LeaderboardRow
