@@ -71,7 +71,7 @@ def image_sizes(widths: Sequence[int], heights: Sequence[int], path: Path) -> Pa
 
 def training_curves(history: list[dict], path: Path) -> Path:
     """Loss components, and validation macro-F1 / accuracy, per epoch (from history.csv rows)."""
-    epochs = [int(float(r["epoch"])) + 1 for r in history]
+    epochs = [int(float(r["epoch"])) for r in history]  # history.csv counts from 1
 
     def col(name: str) -> list[float] | None:
         vals = [r.get(name) for r in history]

@@ -113,7 +113,7 @@ def test_report_of_a_finished_run_has_every_figure(runs, store, tmp_path):
     assert "4.2500" in html and "Attempt #2." in html  # the server's result and the submission
     assert "seconds per epoch (mean)" in html
     data = json.loads((tmp_path / "rep" / "report.json").read_text())
-    assert [int(r["epoch"]) for r in data["history"]] == [0, 1]
+    assert [int(r["epoch"]) for r in data["history"]] == [1, 2]  # counted from 1
     assert data["metrics"]["confusion"] and data["teacher_per_class_f1"] is None
     assert "no per-class F1 of the teacher probe" in html
 

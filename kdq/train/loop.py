@@ -222,7 +222,7 @@ def run(
             state["bad_epochs"] += 1
         n = len(train_idx)
         row = {
-            "epoch": epoch,
+            "epoch": epoch + 1,  # counted from 1, like best_epoch and progress.json
             "lr": opt.param_groups[0]["lr"],
             **{k: round(float(sums[k]) / n, 6) for k in PARTS},
             "train_acc": round(float(sums["correct"]) / n, 6),

@@ -83,7 +83,7 @@ def test_full_run_through_the_entry_point_writes_every_file(clean_dataset, tmp_p
     assert m["val_f1_bias_in_sample"] >= m["val_f1_before_bias"]  # tuning never lowers F1 where it was tuned
     assert m["val_f1"] <= m["val_f1_bias_in_sample"] and m["bias"] is not None and len(m["bias"]) == 10
     h = rows(run_dir)
-    assert [int(r["epoch"]) for r in h] == [0, 1, 2]
+    assert [int(r["epoch"]) for r in h] == [1, 2, 3]  # counted from 1, as best_epoch
     f1 = [float(r["val_f1"]) for r in h]
     assert m["best_epoch"] == f1.index(max(f1)) + 1  # the first epoch with the best F1, counted from 1
     assert all(float(r["kd"]) > 0 and float(r["embed"]) > 0 and float(r["ce"]) > 0 for r in h)
@@ -104,7 +104,7 @@ def test_resume_after_an_interruption_continues_where_it_stopped(clean_dataset, 
 
     with pytest.raises(KeyboardInterrupt):
         loop.run(s, run_dir, clean_dataset, cache, on_epoch=stop)
-    assert [int(r["epoch"]) for r in rows(run_dir)] == [0, 1]
+    assert [int(r["epoch"]) for r in rows(run_dir)] == [1, 2]
     assert not (run_dir / runfolder.MODEL).exists()
     before = torch.load(run_dir / runfolder.CHECKPOINT, weights_only=False)["state"]["history"]
 
@@ -118,7 +118,7 @@ def test_resume_after_an_interruption_continues_where_it_stopped(clean_dataset, 
     summary = loop.run(s, run_dir, clean_dataset, cache, on_epoch=watch)
     assert seen == [2, 3]  # only the missing epochs ran
     h = rows(run_dir)
-    assert [int(r["epoch"]) for r in h] == [0, 1, 2, 3]
+    assert [int(r["epoch"]) for r in h] == [1, 2, 3, 4]
     assert h[0]["loss"] == str(before[0]["loss"])
     assert (run_dir / runfolder.MODEL).exists() and summary["best_epoch"] == (
         f1 := [float(r["val_f1"]) for r in h]
