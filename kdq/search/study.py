@@ -27,6 +27,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 # then at twice that, and so on; a trial goes on past each look only if it is in the better half there.
 FIRST_LOOK = 0.25
 REDUCTION_FACTOR = 2
+# Hyperband: brackets of successive halving from the first look to the epochs, each keeping the best
+# third (Optuna's default); 12 epochs make two brackets, looking first at epoch 3 and at epoch 9.
+HYPERBAND_REDUCTION_FACTOR = 3
 # NSGA-II (the two-sided objective) breeds each generation from the best of the ones before; its first
 # is drawn at random. Optuna's population of 50 would leave a search of a few dozen trials all random:
 # kdq sizes it so that a search sees about this many generations (at least 2, and at least `parallel`).
@@ -128,6 +131,10 @@ def first_look(epochs: int) -> int:
 def pruner(search: SearchSpec, epochs: int) -> optuna.pruners.BasePruner:
     if search.pruner == "none":
         return optuna.pruners.NopPruner()
+    if search.pruner == "hyperband":  # max_resource fixed: "auto" would prune nothing until a trial completes
+        return optuna.pruners.HyperbandPruner(
+            min_resource=first_look(epochs), max_resource=epochs, reduction_factor=HYPERBAND_REDUCTION_FACTOR
+        )
     return optuna.pruners.SuccessiveHalvingPruner(
         min_resource=first_look(epochs), reduction_factor=REDUCTION_FACTOR
     )

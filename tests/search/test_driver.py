@@ -130,19 +130,22 @@ def test_a_search_runs_its_trials_to_the_total_two_at_a_time(ctx):
     assert [t.params for t in trials[:2]] == [params_of(ctx.store.get(i).spec) for i in ids]
 
 
-def test_successive_halving_prunes_bad_trials_and_cancels_their_runs(ctx):
-    enqueue(ctx.store, trials=12, pruner="successive_halving")
+@pytest.mark.parametrize(
+    "pruner, looks",  # 9 epochs: first look at 2; halving keeps half at 2, 4, 8, Hyperband a third at 2, 6
+    [("successive_halving", {2, 4, 8}), ("hyperband", {2, 6})],
+)
+def test_the_pruner_stops_bad_trials_at_its_looks_and_cancels_their_runs(ctx, pruner, looks):
+    enqueue(ctx.store, trials=12, pruner=pruner)
     run_search(ctx)
     exps = ctx.store.list()
     pruned = [e for e in exps if e.stage is Stage.PRUNED]
     assert len(exps) == 12 and pruned and len(pruned) < 12
+    assert {e.progress["epoch"] for e in pruned} <= looks
     backend = ctx.backend("local")
     assert sorted(backend.cancelled) == sorted(e.run_id for e in pruned)
     trials = study_of(ctx).get_trials()
     assert {trials[e.trial].state for e in pruned} == {TrialState.PRUNED}
-    assert all(
-        "pruned by successive_halving at epoch" in ctx.store.events(e.id)[-1]["message"] for e in pruned
-    )
+    assert all(f"pruned by {pruner} at epoch" in ctx.store.events(e.id)[-1]["message"] for e in pruned)
     epochs = sum((e.progress or {}).get("epoch", 0) for e in exps)
     assert epochs < 12 * 9
 

@@ -59,7 +59,8 @@ def test_the_search_table_itself_is_checked():
     assert "search.trials = 0" in problems(trials=0)
     assert "search.parallel = 3 is more than search.trials = 2" in problems(trials=2, parallel=3)
     assert "search.objective" in problems(objective="accuracy")
-    assert "search.pruner" in problems(pruner="hyperband")
+    assert "search.pruner" in problems(pruner="asha")
+    assert load(pruner="hyperband")[0].search.pruner == "hyperband"
     assert "search.trails: unknown key" in problems(trails=3)
     raw = tomllib.loads(SEARCH)
     raw["sweep"] = {"train.seed": [1, 2]}

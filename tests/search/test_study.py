@@ -1,6 +1,8 @@
 """The Optuna side: the objective's value, the pruner's first look, the sampler's seeds, the study file."""
 
+import optuna
 import pytest
+from optuna.trial import TrialState
 
 from kdq.search import study as studies
 from kdq.search.space import SearchSpec
@@ -22,6 +24,26 @@ def test_holdout_f1_falls_back_to_val_f1_for_a_run_without_a_holdout():
 def test_the_pruner_looks_first_at_a_quarter_of_the_epochs():
     assert [studies.first_look(n) for n in (1, 3, 8, 60)] == [1, 1, 2, 15]
     assert type(studies.pruner(spec(pruner="none"), 60)).__name__ == "NopPruner"
+
+
+def test_hyperband_runs_brackets_whose_first_looks_differ_from_a_quarter_of_the_epochs_to_the_end():
+    """Hyperband's min resource is the first look, its max the epochs, reduction factor 3 (Optuna's
+    default): 12 epochs give two brackets, one looking first at epoch 3, the other at epoch 9."""
+    hb = studies.pruner(spec(pruner="hyperband"), 12)
+    assert type(hb).__name__ == "HyperbandPruner"
+    assert (hb._min_resource, hb._max_resource, hb._reduction_factor) == (3, 12, 3)
+    study = optuna.create_study(study_name="s", direction="maximize", pruner=hb)
+    firsts = set()
+    for _ in range(24):  # each trial worse than every one before it: pruned at its bracket's first look
+        trial, pruned = study.ask(), False
+        for epoch in range(1, 13):
+            trial.report(-trial.number, epoch)
+            if trial.should_prune():
+                firsts.add(epoch)
+                pruned = True
+                break
+        study.tell(trial, state=TrialState.PRUNED) if pruned else study.tell(trial, -trial.number)
+    assert firsts == {3, 9}
 
 
 def test_each_point_of_a_study_has_its_own_seed_and_the_same_one_every_time(tmp_path):
