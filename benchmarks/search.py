@@ -2,14 +2,15 @@
 
     .venv/bin/python -W ignore benchmarks/search.py                 # defaults: small enough for 2 cores
     .venv/bin/python -W ignore benchmarks/search.py --per-class 80 --epochs 12 --json out.json
+    .venv/bin/python -W ignore benchmarks/search.py --pruner successive_halving   # another pruner
 
 On one seeded generated dataset, with the tiny student on 32-pixel pictures:
 
 - **grid**: the 24 points of lr (6, log-spaced) x weight_decay (2) x label_smoothing (2), each trained
   to the end;
-- **search**: 24 trials over the same ranges, drawn by kdq's own study (``kdq.search.study``: TPE,
-  successive halving on each epoch's validation F1, the same distributions), the first trial queued
-  up front as ``kdq enqueue`` does. A pruned trial stops at the epoch the pruner says.
+- **search**: 24 trials over the same ranges, drawn by kdq's own study (``kdq.search.study``: TPE, the
+  default pruner or ``--pruner`` on each epoch's validation F1, the same distributions), the first
+  trial queued up front as ``kdq enqueue`` does. A pruned trial stops at the epoch the pruner says.
 
 Both use the real training loop (``kdq.train.loop.run``) in this process, one trial at a time, and each
 picks its best by the untouched holdout's F1. Target (issue 17): the search spends <= 60% of the grid's
@@ -27,8 +28,13 @@ import tempfile
 import time
 import tomllib
 from pathlib import Path
+from typing import get_args
+
+from kdq.search.space import SearchSpec
 
 ROOT = Path(__file__).resolve().parents[1]
+PRUNERS = get_args(SearchSpec.model_fields["pruner"].annotation)
+DEFAULT_PRUNER = SearchSpec.model_fields["pruner"].default
 
 
 def base(epochs: int, extra: str = "") -> str:
@@ -48,7 +54,7 @@ SEARCH = """
 trials = 24
 parallel = 1
 objective = "holdout_f1"
-pruner = "successive_halving"
+pruner = "{pruner}"
 seed = {seed}
 [search.space]
 "train.lr" = {{ low = 3e-4, high = 1e-1, log = true }}
@@ -92,7 +98,7 @@ def grid(epochs: int, work: Path, data: Path, cache: Path) -> dict:
     return {"trials": points, "epochs": spent, "best_holdout_f1": best[0], "best_params": best[1]}
 
 
-def search(epochs: int, seed: int, work: Path, data: Path, cache: Path) -> dict:
+def search(epochs: int, seed: int, pruner: str, work: Path, data: Path, cache: Path) -> dict:
     import optuna
     from optuna.trial import TrialState
 
@@ -101,7 +107,7 @@ def search(epochs: int, seed: int, work: Path, data: Path, cache: Path) -> dict:
     from kdq.search.spec import document, fewest_epochs, params_of, trial_spec
     from kdq.specfile import expand
 
-    first = expand(tomllib.loads(base(epochs, SEARCH.format(seed=seed))), "search.toml")
+    first = expand(tomllib.loads(base(epochs, SEARCH.format(seed=seed, pruner=pruner))), "search.toml")
     s = first[0].search
     study = studies.open_study(work, s, fewest_epochs(first[0]))
     for spec in first:  # the trials `kdq enqueue` queued, handed to the study as the worker does
@@ -139,6 +145,7 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=100, help="generated pictures per class")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0, help="data and sampler seed")
+    ap.add_argument("--pruner", choices=PRUNERS, default=DEFAULT_PRUNER, help="the search's pruner")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
@@ -155,12 +162,12 @@ def main() -> None:
         g = grid(args.epochs, work, data, cache)
         g["seconds"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
-        s = search(args.epochs, args.seed, work, data, cache)
+        s = search(args.epochs, args.seed, args.pruner, work, data, cache)
         s["seconds"] = round(time.perf_counter() - t, 1)
     ratio = s["epochs"] / g["epochs"]
     gap = g["best_holdout_f1"] - s["best_holdout_f1"]
     print(f"{'':26}{'grid':>12}{'search':>12}")
-    print(f"{'trials':26}{g['trials']:>12}{s['trials']:>12}   ({s['pruned']} pruned)")
+    print(f"{'trials':26}{g['trials']:>12}{s['trials']:>12}   ({s['pruned']} pruned by {args.pruner})")
     print(f"{'epochs spent':26}{g['epochs']:>12}{s['epochs']:>12}   search/grid {ratio:.2f} (target <= 0.60)")
     print(
         f"{'best holdout F1':26}{g['best_holdout_f1']:>12.4f}{s['best_holdout_f1']:>12.4f}"
