@@ -64,16 +64,17 @@ def synth_dataset(tmp_path_factory) -> Path:
 @pytest.fixture
 def hw3(settings, synth_dataset) -> Path:
     """The session dataset as the default ``data.dataset = "hw3"`` (enqueue checks a local spec's dataset)."""
-    settings.datasets_dir.mkdir(parents=True, exist_ok=True)
-    link = settings.datasets_dir / "hw3"
-    link.symlink_to(synth_dataset, target_is_directory=True)
-    return link
+    return linked(settings, synth_dataset, "hw3")
 
 
 @pytest.fixture
 def dataset(settings, synth_dataset) -> Path:
     """The session dataset, visible as ``data.dataset = "synth"`` in this test's KDQ_HOME."""
+    return linked(settings, synth_dataset, "synth")
+
+
+def linked(settings, target: Path, name: str) -> Path:
     settings.datasets_dir.mkdir(parents=True, exist_ok=True)
-    link = settings.datasets_dir / "synth"
-    link.symlink_to(synth_dataset, target_is_directory=True)
+    link = settings.datasets_dir / name
+    link.symlink_to(target, target_is_directory=True)
     return link
