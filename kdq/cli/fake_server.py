@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 import shlex
 from pathlib import Path
 from typing import Annotated
@@ -63,6 +62,8 @@ def fake_server(
       kdq fake-server --port 0 --data-dir .kdq/demo/server/test_dataset
       kdq fake-server --submit-interval-s 10 --fault error:3,status=502
     """  # noqa: E501 (one paragraph in --help)
+    import secrets
+
     from kdq import log as kdqlog
     from kdq.course.fake_server import FakeServer, parse_fault
 
