@@ -60,7 +60,10 @@ class FakeServer:
 
     @property
     def up(self) -> bool:
-        return self._server is not None
+        """Accepting connections. Waits for a start or a stop under way: a connection can be accepted
+        (the socket listens) a moment before a start has finished."""
+        with self._lock:
+            return self._server is not None
 
     # ---------------------------------------------------------------- life cycle
 
