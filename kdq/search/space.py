@@ -6,7 +6,7 @@ section; ``kdq.search.spec`` checks the space against the spec's fields and expa
     trials = 24                      # total trials, across worker restarts
     parallel = 2                     # trials training at once
     objective = "holdout_f1"         # or "expected_score", or "f1_and_size" (two-sided: NSGA-II)
-    pruner = "successive_halving"    # or "hyperband", or "none" (the two-sided objective's only choice)
+    pruner = "hyperband"             # or "successive_halving", or "none" (the two-sided objective's only one)
     [search.space]
     "train.lr" = { low = 1e-4, high = 1e-2, log = true }
     "student.name" = ["shufflenet_v2_x0_5", "mobilenetv3_small_100"]
@@ -41,11 +41,12 @@ class SearchSpec(BaseModel):
         description="What a trial is scored by: `holdout_f1`, `expected_score` (kdq.course), or "
         "`f1_and_size`: holdout F1 up and the model file's MiB down, searched by NSGA-II.",
     )
-    pruner: Literal["successive_halving", "hyperband", "none"] = Field(
-        "successive_halving",
-        description="Stop bad trials early on their per-epoch validation F1: `successive_halving`, or "
-        "`hyperband` (several successive halvings, each with its own first look); `none` for "
-        "`f1_and_size` (its default: Optuna prunes single-objective studies only).",
+    pruner: Literal["hyperband", "successive_halving", "none"] = Field(
+        "hyperband",
+        description="Stop bad trials early on their per-epoch validation F1: `hyperband` (two successive "
+        "halvings side by side, one looking first at a sixth of the epochs, the other at a half), "
+        "`successive_halving` (one, looking first at a quarter), or `none`: the only choice for "
+        "`f1_and_size`, and its default (Optuna prunes single-objective studies only).",
     )
     gpu_hours: float | None = Field(None, gt=0, description="Stop proposing trials once this much is spent.")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the sampler.")

@@ -27,8 +27,12 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 # then at twice that, and so on; a trial goes on past each look only if it is in the better half there.
 FIRST_LOOK = 0.25
 REDUCTION_FACTOR = 2
-# Hyperband: brackets of successive halving from the first look to the epochs, each keeping the best
-# third (Optuna's default); 12 epochs make two brackets, looking first at epoch 3 and at epoch 9.
+# Hyperband (the default): successive halvings side by side, each keeping the best third (Optuna's
+# reduction factor). Its first look at a sixth of the epochs (rounded up) makes two brackets for any trial
+# of 3 epochs or more: an eager one looking at a sixth and at a half, a patient one first at a half.
+# (At a quarter, as successive halving looks, the patient bracket would look first at three quarters
+# and the search would expect to spend 60% of every trial's epochs before any overhead; at a sixth, 47%.)
+HYPERBAND_FIRST_LOOK = 6  # the epochs divided by this, rounded up
 HYPERBAND_REDUCTION_FACTOR = 3
 # NSGA-II (the two-sided objective) breeds each generation from the best of the ones before; its first
 # is drawn at random. Optuna's population of 50 would leave a search of a few dozen trials all random:
@@ -128,12 +132,19 @@ def first_look(epochs: int) -> int:
     return max(1, int(epochs * FIRST_LOOK))
 
 
+def hyperband_first_look(epochs: int) -> int:
+    """The epoch of Hyperband's earliest look, for trials of ``epochs`` epochs (the fewest in the space)."""
+    return max(1, -(-epochs // HYPERBAND_FIRST_LOOK))
+
+
 def pruner(search: SearchSpec, epochs: int) -> optuna.pruners.BasePruner:
     if search.pruner == "none":
         return optuna.pruners.NopPruner()
     if search.pruner == "hyperband":  # max_resource fixed: "auto" would prune nothing until a trial completes
         return optuna.pruners.HyperbandPruner(
-            min_resource=first_look(epochs), max_resource=epochs, reduction_factor=HYPERBAND_REDUCTION_FACTOR
+            min_resource=hyperband_first_look(epochs),
+            max_resource=epochs,
+            reduction_factor=HYPERBAND_REDUCTION_FACTOR,
         )
     return optuna.pruners.SuccessiveHalvingPruner(
         min_resource=first_look(epochs), reduction_factor=REDUCTION_FACTOR

@@ -105,4 +105,4 @@ def test_the_two_sided_objective_is_never_pruned_by_default_and_refuses_a_pruner
     found = problems(objective="f1_and_size", pruner="successive_halving")
     assert found.count("\n") == 0 and found.startswith("s.toml: search.pruner = ")
     assert '"successive_halving"' in found and 'set pruner = "none"' in found
-    assert load(objective="holdout_f1")[0].search.pruner == "successive_halving"  # the default stays
+    assert load(objective="holdout_f1")[0].search.pruner == "hyperband"  # the default stays

@@ -26,12 +26,14 @@ def test_the_pruner_looks_first_at_a_quarter_of_the_epochs():
     assert type(studies.pruner(spec(pruner="none"), 60)).__name__ == "NopPruner"
 
 
-def test_hyperband_runs_brackets_whose_first_looks_differ_from_a_quarter_of_the_epochs_to_the_end():
-    """Hyperband's min resource is the first look, its max the epochs, reduction factor 3 (Optuna's
-    default): 12 epochs give two brackets, one looking first at epoch 3, the other at epoch 9."""
+def test_hyperband_runs_two_brackets_an_eager_one_and_one_that_looks_first_at_half_the_epochs():
+    """Hyperband's min resource is a sixth of the epochs (rounded up), its max the epochs, reduction
+    factor 3 (Optuna's default): 12 epochs give two brackets, one looking at epochs 2 and 6, one at 6."""
+    assert [studies.hyperband_first_look(n) for n in (1, 3, 9, 12, 13, 60)] == [1, 1, 2, 2, 3, 10]
     hb = studies.pruner(spec(pruner="hyperband"), 12)
     assert type(hb).__name__ == "HyperbandPruner"
-    assert (hb._min_resource, hb._max_resource, hb._reduction_factor) == (3, 12, 3)
+    assert (hb._min_resource, hb._max_resource, hb._reduction_factor) == (2, 12, 3)
+    assert type(studies.pruner(spec(), 12)).__name__ == "HyperbandPruner"  # the default
     study = optuna.create_study(study_name="s", direction="maximize", pruner=hb)
     firsts = set()
     for _ in range(24):  # each trial worse than every one before it: pruned at its bracket's first look
@@ -43,7 +45,7 @@ def test_hyperband_runs_brackets_whose_first_looks_differ_from_a_quarter_of_the_
                 pruned = True
                 break
         study.tell(trial, state=TrialState.PRUNED) if pruned else study.tell(trial, -trial.number)
-    assert firsts == {3, 9}
+    assert firsts == {2, 6}
 
 
 def test_each_point_of_a_study_has_its_own_seed_and_the_same_one_every_time(tmp_path):
