@@ -99,7 +99,9 @@ def complete(study: optuna.Study, frozen: optuna.trial.FrozenTrial, search: Sear
     missing = {k: d for k, d in distributions(search).items() if k not in frozen.params}
     if not missing:
         return False
-    study.sampler = sampler(search, offset=len(study.get_trials(deepcopy=False)))
+    # The seed of the ask that was cut short (its trial's number): the count of trials, as ``ask`` seeds,
+    # would be the next trial's seed too, and both would draw the same guess.
+    study.sampler = sampler(search, offset=frozen.number)
     trial = optuna.Trial(study, frozen._trial_id)
     for key, d in missing.items():
         if isinstance(d, CategoricalDistribution):

@@ -85,3 +85,16 @@ def test_a_trial_reports_its_best_validation_f1_so_far_the_epoch_it_will_keep():
 def test_a_trial_may_be_pruned_until_its_last_epoch_not_at_it():
     assert studies.prunable({"epoch": 7, "epochs": 8}) and not studies.prunable({"epoch": 8, "epochs": 8})
     assert not studies.prunable({"epoch": 0, "epochs": 8}) and studies.prunable({"epoch": 3})
+
+
+def test_a_trial_completed_after_a_kill_inside_ask_does_not_share_its_guess_with_the_next(tmp_path):
+    """A worker killed inside ``ask`` leaves a trial without parameters; the next tick completes it and
+    then asks for the next trial. Each must be drawn with its own seed, or both get the same guess."""
+    study = studies.open_study(tmp_path, spec(), 9)
+    studies.ask(study, spec())
+    bare = study.ask()  # trial 1 written, the worker killed before its parameters
+    assert studies.complete(study, study.get_trials(deepcopy=False)[bare.number], spec())
+    following = studies.ask(study, spec())
+    lrs = [t.params["train.lr"] for t in study.get_trials()]
+    assert len(set(lrs)) == 3, lrs
+    assert following.number == 2
