@@ -53,7 +53,7 @@ class Experiment:
 
     @classmethod
     def from_row(cls, row: dict) -> Experiment:
-        values = {f.name: row.get(f.name) for f in fields(cls) if f.name != "spec_json"}
+        values = {name: row.get(name) for name in _COLUMNS}
         for key in JSON_FIELDS:
             values[key] = json.loads(row[key]) if row[key] else None
         for key in ("cancel_requested", "submit_requested"):
@@ -85,3 +85,6 @@ class Experiment:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
+
+
+_COLUMNS = tuple(f.name for f in fields(Experiment) if f.name != "spec_json")  # once, not per row

@@ -73,7 +73,7 @@ def plain(markup_line: str) -> str:
 # ---------------------------------------------------------------- status
 
 
-def status_header(store: Store, interval_s: float | None = None) -> list[str]:
+def status_header(store: Store, settings, interval_s: float | None = None) -> list[str]:
     """The lines above the table (rich markup): the worker, the counts, the course server."""
     from kdq.course.status import header_lines
     from kdq.homelock import heartbeat_age
@@ -89,10 +89,9 @@ def status_header(store: Store, interval_s: float | None = None) -> list[str]:
     if counts:
         lines.append("  ".join(f"{stage} {counts[stage]}" for stage in Stage if stage in counts))
     from kdq.course.scoring import header_lines as score_lines
-    from kdq.settings import get_settings
 
     lines += header_lines(store, interval_s=interval_s)
-    return lines + score_lines(store, get_settings(), time.time())
+    return lines + score_lines(store, settings, time.time())
 
 
 def pick(exps: list[Experiment], show_all: bool) -> tuple[list[Experiment], int, int]:
@@ -212,8 +211,11 @@ def status_view(
     from rich.console import Group
     from rich.text import Text
 
+    from kdq.settings import get_settings
+
+    s = get_settings()  # once a view: pydantic-settings reads the environment and .env each time
     shown, hidden_queued, hidden_older = pick(store.list(order="id"), show_all)
-    header = status_header(store, interval_s)
+    header = status_header(store, s, interval_s)
     notes = _notes(shown, hidden_queued, hidden_older)
     if height is not None:
         shown, cut = fit_rows(shown, height - len(header) - len(notes) - 4)
@@ -221,26 +223,28 @@ def status_view(
         notes = _notes(shown, hidden_queued, hidden_older)
     parts: list[Any] = [*(Text.from_markup(h) for h in header)]
     if shown:
-        parts.append(experiments_table(shown, _expected(store, shown)))
+        parts.append(experiments_table(shown, _expected(store, s, shown)))
     parts += [Text(n, style="red" if " failed: " in n else "dim") for n in notes]
     return Group(*parts)
 
 
-def _expected(store: Store, exps: list[Experiment]) -> dict:
+def _expected(store: Store, settings, exps: list[Experiment]) -> dict:
     """Expected leaderboard scores of the validated ones (kdq.course.scoring)."""
     from kdq.course.scoring import expected_all
-    from kdq.settings import get_settings
 
-    return expected_all(store, get_settings(), exps)
+    return expected_all(store, settings, exps)
 
 
 def status_plain(store: Store, show_all: bool = False, interval_s: float | None = None) -> str:
     """The same, for pipes: the header lines, then every shown row tab-separated, full width."""
+    from kdq.settings import get_settings
+
+    s = get_settings()
     shown, hidden_queued, hidden_older = pick(store.list(order="id"), show_all)
     now = time.time()
     cols = ["id", "name", "stage", "backend", "epoch", "val F1", "expected", "teacher F1", "score", "rank"]
     cols.append("updated")
-    expected = _expected(store, shown)
+    expected = _expected(store, s, shown)
     rows = []
     for e in shown:
         cells = {
@@ -248,7 +252,7 @@ def status_plain(store: Store, show_all: bool = False, interval_s: float | None 
             "expected": expected[e.id].text() if e.id in expected else "",
         }
         rows.append([*(cells[c] for c in cols), e.error or ""])
-    lines = [plain(h) for h in status_header(store, interval_s)]
+    lines = [plain(h) for h in status_header(store, s, interval_s)]
     lines.append(tsv([c.replace(" ", "_") for c in cols] + ["error"], rows))
     lines += [n for n in _notes([], hidden_queued, hidden_older)]
     return "\n".join(lines)
