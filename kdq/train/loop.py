@@ -181,7 +181,7 @@ def run(
         if proj and ck.get("proj"):
             proj.load_state_dict(ck["proj"])
         state = ck["state"]
-        log(f"resumed from {ckpt_path} after epoch {state['epoch']}")
+        log(f"resumed from {ckpt_path} after epoch {state['epoch'] + 1}")  # counted from 1
 
     # ---- epochs
     for epoch in range(state["epoch"] + 1, tr.epochs):

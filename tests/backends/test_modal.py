@@ -906,7 +906,7 @@ def test_a_training_process_that_dies_is_retried_and_resumes_from_its_checkpoint
     assert "resumed from" in log and "after epoch" in log  # not from epoch 0
     with open(run_dir / runfolder.HISTORY) as f:
         epochs = [int(row.split(",")[0]) for row in f.read().splitlines()[1:]]
-    assert epochs == list(range(8))  # every epoch once: the resumed run continued, it did not restart
+    assert epochs == list(range(1, 9))  # every epoch once: the resumed run continued, it did not restart
     backend.fetch(handle, tmp_path / "art")
     assert sorted(p.name for p in (tmp_path / "art").iterdir()) == sorted(runfolder.ARTIFACTS)
 
