@@ -71,4 +71,5 @@ def test_demo_survives_ctrl_c_then_runs_to_the_end(tmp_path):
         skipped = [e for e in exps if e.stage is Stage.SKIPPED]
         assert all("chance better" in store.events(e.id)[-1]["message"] for e in skipped)
     assert "kdq-demo" in out and "leaderboard" in out
+    assert not [line for line in out.splitlines() if "[debug" in line or "[info" in line]  # its own words
     assert f"export KDQ_HOME={home.resolve()}" in out  # the closing hint holds for every later command

@@ -41,6 +41,11 @@ def demo(
     ]
     if not paths:
         raise typer.BadParameter("no demo spec files found", param_hint="--config")
+    import logging
+
+    from kdq import log as kdqlog
+
+    kdqlog.configure(False, level=logging.WARNING, settings=settings())  # the demo says what it does itself
     opts = DemoOptions(
         home=home or settings().root / "demo",
         configs=paths,
