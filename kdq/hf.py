@@ -34,11 +34,13 @@ def is_stand_in(model: str) -> bool:
     return model == "tiny" or model.startswith(("tiny-", "random-"))
 
 
-def on_the_hub(model: str) -> bool:
-    """A teacher fetched from the Hub: neither a stand-in nor a folder of this machine."""
+def on_the_hub(teacher) -> bool:
+    """A teacher (``spec.teacher``) fetched from the Hub: one there is, neither a stand-in nor a folder of
+    this machine."""
     from pathlib import Path
 
-    return not is_stand_in(model) and not Path(model).expanduser().is_dir()
+    model = teacher.model
+    return teacher.kind != "none" and not is_stand_in(model) and not Path(model).expanduser().is_dir()
 
 
 def find_token(settings) -> str | None:

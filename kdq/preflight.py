@@ -111,8 +111,7 @@ def needs_hub(spec) -> bool:
     """A local spec whose teacher comes from the Hugging Face Hub (Modal launches check theirs)."""
     from kdq import hf
 
-    teacher = spec.teacher
-    return spec.backend.kind == "local" and teacher.kind != "none" and hf.on_the_hub(teacher.model)
+    return spec.backend.kind == "local" and hf.on_the_hub(spec.teacher)
 
 
 def teachers(specs: list, settings) -> tuple[list[str], list[str]]:

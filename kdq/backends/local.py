@@ -47,7 +47,7 @@ class LocalBackend:
                 f"dataset {spec.data.dataset!r} not found at {data}: put the course's train_dataset there "
                 f"(unzipped), or generate one with `kdq data synth {data}`"
             )
-        if spec.teacher.kind != "none" and hf.on_the_hub(spec.teacher.model):
+        if hf.on_the_hub(spec.teacher):
             hf.before_local_training(self.settings, spec.teacher.model)  # a denial: failed now, for good
         run_dir.mkdir(parents=True, exist_ok=True)
         runfolder.write_json(run_dir / runfolder.SPEC, spec.model_dump(mode="json"))

@@ -131,14 +131,16 @@ def _status_columns(exps: list[Experiment], expected: dict | None = None) -> lis
 
 def _expected_cell(x) -> str:
     """``2.73 ±1.57``: the table's short form (``kdq show`` and ``--json`` have the interval itself)."""
-    if x is None:
-        return ""
     return f"{x.score:.2f}" if x.low == x.high else f"{x.score:.2f} ±{(x.high - x.low) / 2:.2f}"
 
 
-def _status_cells(e: Experiment, now: float, expected: dict | None = None) -> dict[str, str]:
+def _status_cells(
+    e: Experiment, now: float, expected: dict | None = None, full: bool = False
+) -> dict[str, str]:
+    """One row's cells; ``full``: the expected score with its whole interval (piped rows)."""
+    x = (expected or {}).get(e.id)
     return {
-        "expected": _expected_cell(expected.get(e.id)) if expected else "",
+        "expected": "" if x is None else (x.text() if full else _expected_cell(x)),
         "id": str(e.id),
         "name": e.name,
         "stage": str(e.stage),
@@ -245,13 +247,7 @@ def status_plain(store: Store, show_all: bool = False, interval_s: float | None 
     cols = ["id", "name", "stage", "backend", "epoch", "val F1", "expected", "teacher F1", "score", "rank"]
     cols.append("updated")
     expected = _expected(store, s, shown)
-    rows = []
-    for e in shown:
-        cells = {
-            **_status_cells(e, now, expected),
-            "expected": expected[e.id].text() if e.id in expected else "",
-        }
-        rows.append([*(cells[c] for c in cols), e.error or ""])
+    rows = [[*(_status_cells(e, now, expected, full=True)[c] for c in cols), e.error or ""] for e in shown]
     lines = [plain(h) for h in status_header(store, s, interval_s)]
     lines.append(tsv([c.replace(" ", "_") for c in cols] + ["error"], rows))
     lines += [n for n in _notes([], hidden_queued, hidden_older)]
