@@ -445,6 +445,16 @@ def owner_with_pid(fake: FakeModal, run_id: str) -> dict:
     return wait_for(lambda: (o := runfolder.read_json(path)) and o.get("pid") and o, every=0.02)
 
 
+def frozen_after_checkpoint(fake: FakeModal, run_id: str) -> int:
+    """The training process's pid, stopped (SIGSTOP) the moment its first checkpoint is on the Volume:
+    a tiny run trains in about a second, and it must not finish before the test kills or preempts it."""
+    pid = owner_with_pid(fake, run_id)["pid"]
+    wait_for(lambda: (fake.root / vol.run_path(run_id) / runfolder.CHECKPOINT).exists(), every=0.005)
+    os.kill(pid, signal.SIGSTOP)
+    assert not (fake.root / vol.run_path(run_id) / runfolder.DONE).exists(), "it finished before the test"
+    return pid
+
+
 @pytest.fixture
 def restore_logging():
     """The CLI configures logging onto CliRunner's stderr, which closes after the call: put it back."""
@@ -896,8 +906,7 @@ def test_the_doctor_check_creates_no_volume(settings, monkeypatch):
 def test_a_training_process_that_dies_is_retried_and_resumes_from_its_checkpoint(backend, fake, tmp_path):
     handle = backend.launch("pre-1", tiny_spec(train={"epochs": 8}))
     run_dir = fake.root / "runs/pre-1"
-    wait_for(lambda: (run_dir / runfolder.CHECKPOINT).exists(), every=0.01)
-    os.kill(owner_with_pid(fake, "pre-1")["pid"], signal.SIGKILL)  # the process dies mid-training
+    os.kill(frozen_after_checkpoint(fake, "pre-1"), signal.SIGKILL)  # the process dies mid-training
     status = poll_until_done(backend, handle)
     assert status.state == "succeeded", status.error
     call = fake.calls[handle["call_id"]]
@@ -916,8 +925,7 @@ def test_a_preempted_container_stops_its_child_and_the_same_input_resumes(backen
     """Preemption: SIGINT in the container (KeyboardInterrupt), then Modal restarts the same input."""
     handle = backend.launch("pre-2", tiny_spec(train={"epochs": 8}))
     run_dir = fake.root / "runs/pre-2"
-    wait_for(lambda: (run_dir / runfolder.CHECKPOINT).exists(), every=0.01)
-    first_pid = owner_with_pid(fake, "pre-2")["pid"]
+    first_pid = frozen_after_checkpoint(fake, "pre-2")  # stopped: only the container can end it now
     fake.preempt(handle["call_id"])
     status = poll_until_done(backend, handle)
     assert status.state == "succeeded", status.error
