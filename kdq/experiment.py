@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from kdq.stages import Stage
 
@@ -87,4 +87,16 @@ class Experiment:
         }
 
 
+class Outline(NamedTuple):
+    """The few columns that decide whether ``kdq status`` shows an experiment (kdq.cli.views.pick):
+    read for every row, so that only the rows shown are read whole."""
+
+    id: int
+    stage: Stage
+    priority: int
+    updated_at: float | None
+    server_attempt: int | None
+
+
+OUTLINE_COLUMNS = Outline._fields
 _COLUMNS = tuple(f.name for f in fields(Experiment) if f.name != "spec_json")  # once, not per row

@@ -25,7 +25,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from kdq import gate
-from kdq.experiment import JSON_FIELDS, Experiment
+from kdq.experiment import JSON_FIELDS, OUTLINE_COLUMNS, Experiment, Outline
 from kdq.log import stage_changed
 from kdq.requests import UserRequests
 from kdq.schema import MIGRATIONS, SCHEMA_VERSION
@@ -185,6 +185,17 @@ class Store(UserRequests):
             Experiment.from_row(r)
             for r in self.query(f"select * from experiments {where} order by {order}", params)
         ]
+
+    def many(self, ids: Iterable[int]) -> list[Experiment]:
+        """These experiments, by id (unknown ids are left out)."""
+        ids = list(ids)
+        sql = f"select * from experiments where id in ({','.join('?' * len(ids))}) order by id"
+        return [Experiment.from_row(r) for r in self.query(sql, ids)] if ids else []
+
+    def outlines(self) -> list[Outline]:
+        """Every experiment's ``Outline``, by id: a thousand in a millisecond (no spec, no JSON)."""
+        sql = f"select {', '.join(OUTLINE_COLUMNS)} from experiments order by id"
+        return [Outline(i, Stage(st), p or 0, u, a) for i, st, p, u, a in self.conn.execute(sql)]
 
     def live(self) -> list[Experiment]:
         return self.list(set(LIVE))

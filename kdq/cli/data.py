@@ -1,7 +1,5 @@
 """``kdq data ...``: datasets. ``kdq data synth OUT`` writes a synthetic stand-in for the course dataset."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

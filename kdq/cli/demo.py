@@ -1,7 +1,5 @@
 """``kdq demo``: the README's main job (see kdq/demo.py)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

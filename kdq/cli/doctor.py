@@ -1,7 +1,5 @@
 """``kdq doctor``: every precondition of an overnight run, one line each, with what to do."""
 
-from __future__ import annotations
-
 import json
 from typing import Annotated
 

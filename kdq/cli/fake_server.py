@@ -1,7 +1,5 @@
 """``kdq fake-server``: the stand-in of the course server, for the demo, the tests and trying things out."""
 
-from __future__ import annotations
-
 import json
 import shlex
 from pathlib import Path

@@ -1,8 +1,6 @@
 """``kdq modal ...``: the Modal app. ``deploy`` pushes kdq's code when it changed (or always, ``--force``);
 ``secret`` copies the Hugging Face token the user already has into the Modal secret."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

@@ -1,7 +1,5 @@
 """The commands that change the queue: ``enqueue``, ``cancel``, ``retry``, ``submit``, and ``worker``."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import Annotated

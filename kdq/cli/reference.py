@@ -3,8 +3,6 @@
 python -m kdq.cli.reference > docs/cli-reference.md       (a test keeps the file in sync)
 """
 
-from __future__ import annotations
-
 from kdq.cli.common import ERROR, OK, RATE_LIMITED, UNREACHABLE, USAGE
 
 WIDTH = 100

@@ -3,8 +3,6 @@
 Also the terminal summary that ``kdq data inspect`` prints (``inspect_summary``).
 """
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import Annotated

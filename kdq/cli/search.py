@@ -1,7 +1,5 @@
 """``kdq search status [NAME]`` and ``kdq search report NAME``: how a search is going (docs/search.md)."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import Annotated

@@ -1,7 +1,5 @@
 """``kdq server ping|status|leaderboard|submit``: the course server (its stand-in: kdq/cli/fake_server.py)."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import Annotated

@@ -1,7 +1,5 @@
 """The commands that only look: ``status``, ``show``, ``results``. None of them creates state."""
 
-from __future__ import annotations
-
 import json
 import sys
 import time
@@ -60,7 +58,7 @@ def status(
             age = heartbeat_age(store)
             from kdq.course.scoring import expected_all
 
-            exps = views.pick(store.list(order="id"), show_all)[0]
+            exps = views.glance(store, show_all)[0]
             expected = expected_all(store, s, exps)
             data = {
                 "worker_alive": age is not None and age < 30,

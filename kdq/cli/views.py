@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -31,6 +31,7 @@ STAGE_STYLE = {
 PHASES = {"data": "data", "teacher": "teacher", "export": "export", "done": "done"}  # in the epoch column
 QUEUED_SHOWN = 10
 RECENT_SHOWN = 10
+E = TypeVar("E")  # an Experiment, or its Outline
 
 
 def ago(ts: float | None, now: float | None = None) -> str:
@@ -94,10 +95,19 @@ def status_header(store: Store, settings, interval_s: float | None = None) -> li
     return lines + score_lines(store, settings, time.time())
 
 
-def pick(exps: list[Experiment], show_all: bool) -> tuple[list[Experiment], int, int]:
+def glance(store: Store, show_all: bool) -> tuple[list[Experiment], int, int]:
+    """``pick`` over every experiment's outline, then only the rows it shows are read whole."""
+    if show_all:
+        return store.list(order="id"), 0, 0
+    shown, hidden_queued, hidden_older = pick(store.outlines(), show_all)
+    return store.many(e.id for e in shown), hidden_queued, hidden_older
+
+
+def pick(exps: Sequence[E], show_all: bool) -> tuple[list[E], int, int]:
     """What the status table shows, and how many queued and how many older finished ones it leaves out.
 
     At a glance: everything in flight, the live submission, the next few queued, the last few finished.
+    ``exps``: experiments, or their outlines (``kdq.experiment.Outline``: the fields this reads).
     """
     from kdq.stages import LIVE, Stage
 
@@ -216,7 +226,7 @@ def status_view(
     from kdq.settings import get_settings
 
     s = get_settings()  # once a view: pydantic-settings reads the environment and .env each time
-    shown, hidden_queued, hidden_older = pick(store.list(order="id"), show_all)
+    shown, hidden_queued, hidden_older = glance(store, show_all)
     header = status_header(store, s, interval_s)
     notes = _notes(shown, hidden_queued, hidden_older)
     if height is not None:
@@ -242,7 +252,7 @@ def status_plain(store: Store, show_all: bool = False, interval_s: float | None 
     from kdq.settings import get_settings
 
     s = get_settings()
-    shown, hidden_queued, hidden_older = pick(store.list(order="id"), show_all)
+    shown, hidden_queued, hidden_older = glance(store, show_all)
     now = time.time()
     cols = ["id", "name", "stage", "backend", "epoch", "val F1", "expected", "teacher F1", "score", "rank"]
     cols.append("updated")

@@ -60,6 +60,19 @@ def test_the_live_submission_stays_on_screen_and_older_ones_are_counted(settings
     assert "older" not in runner.invoke(app, ["status", "--all"]).stdout
 
 
+def test_the_glance_reads_whole_only_the_rows_it_shows(settings, store):
+    """The outlines decide what is shown exactly as whole rows would; only those rows are then read."""
+    rows = [row(f"done-{i}", "done", 60, 0.5) for i in range(14)]
+    rows += [row("live-one", "done", 60, 0.8, server_score=7.5, server_rank=1, server_attempt=4)]
+    rows += [row(f"queued-{i}", "queued", 0) for i in range(13)] + [row("run", "training", 5)]
+    fill(store, rows)
+    shown, queued, older = views.glance(store, show_all=False)
+    whole = views.pick(store.list(), show_all=False)
+    assert (shown, queued, older) == whole and (queued, older) == (3, 5)
+    assert all(type(e).__name__ == "Experiment" for e in shown)
+    assert views.glance(store, show_all=True) == (store.list(), 0, 0)
+
+
 def test_the_epoch_column_says_the_phase():
     def exp(progress):
         return SimpleNamespace(progress=progress)
