@@ -6,6 +6,9 @@ a GPU hour: the student exists and fits, a local spec's dataset is there, its te
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from functools import cache
 from importlib.metadata import version
 from pathlib import Path
@@ -19,9 +22,12 @@ installed = cache(version)  # each call reads the package metadata from disk: on
 
 
 def check(specs: list, settings) -> list[str]:
-    """Every check below; all their problems at once in one ``SpecError``, else the warnings to print."""
-    problems = students(specs, settings.cache_dir) + datasets(specs, settings)
-    denied, warnings = teachers(specs, settings)
+    """Every check below; all their problems at once in one ``SpecError``, else the warnings to print.
+    The students are checked in a process of their own while the others run."""
+    with StudentCheck(specs, settings.cache_dir) as pending:
+        problems = datasets(specs, settings)
+        denied, warnings = teachers(specs, settings)
+        problems = pending.problems() + problems
     if problems + denied:
         raise SpecError(grouped(problems + denied))
     return warnings
@@ -42,38 +48,58 @@ def grouped(problems: list[str], shown: int = 3) -> list[str]:
     return out
 
 
-def students(specs: list, cache_dir: Path) -> list[str]:
+class StudentCheck:
     """timm/torchvision students must exist and fit the size limit: checked now, not after a GPU hour.
 
-    Verdicts are remembered per library version in ``cache_dir/students.json``, so queueing
-    known students again does not even import torch.
+    Verdicts are remembered per library version in ``cache_dir/students.json``, so queueing known
+    students again does not even start the check. Unknown ones are checked by ``python -m
+    kdq.train.students``, started as this is made: the imports of torch and torchvision (2 s) happen
+    there, beside the other checks, and the command itself never imports them.
     """
-    cache_file = cache_dir / "students.json"
-    known: dict = runfolder.read_json(cache_file) or {}
-    verdicts: dict[str, str | None] = {}
-    problems = []
-    # A search may train any student of its space: every one is checked now.
-    for path, student in ((path, student) for path, spec in specs for student in search.students(spec)):
-        lib = student.library
-        if lib == "kdq":
-            continue  # the spec itself knows kdq's students
-        key = f"{lib}=={installed(lib)}:{student.name}"
-        if key not in verdicts:
-            if key in known:
-                verdicts[key] = known[key]
-            else:
-                from kdq.train.students import StudentError, preflight
 
-                try:
-                    preflight(student)
-                    verdicts[key] = None
-                except StudentError as exc:
-                    verdicts[key] = str(exc)
-        if verdicts[key]:
-            problems.append(f"{path}: {verdicts[key]}")
-    if verdicts.keys() - known.keys():
-        runfolder.write_json(cache_file, {**known, **verdicts})
-    return problems
+    def __init__(self, specs: list, cache_dir: Path):
+        self.cache_file = cache_dir / "students.json"
+        self.known: dict[str, str | None] = runfolder.read_json(self.cache_file) or {}
+        self.asked: list[tuple[str, str]] = []  # (spec file, key), every student of every spec
+        self.unknown: dict[str, dict] = {}  # key: the student spec, for those never checked
+        # A search may train any student of its space: every one is checked now.
+        for path, student in ((path, student) for path, spec in specs for student in search.students(spec)):
+            if student.library == "kdq":
+                continue  # the spec itself knows kdq's students
+            key = f"{student.library}=={installed(student.library)}:{student.name}"
+            self.asked.append((str(path), key))
+            if key not in self.known:
+                self.unknown[key] = student.model_dump(mode="json")
+        self.proc = None
+        if self.unknown:
+            cmd = [sys.executable, "-P", "-m", "kdq.train.students"]  # -P: no module from the cwd
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+
+    def __enter__(self) -> StudentCheck:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None and self.proc.poll() is None:  # left early: nothing waits for it
+            self.proc.kill()
+            self.proc.wait()
+
+    def problems(self) -> list[str]:
+        """``path: problem`` for each spec whose student is refused (waits for the check)."""
+        verdicts = dict(self.known)
+        if self.proc is not None:
+            out, err = self.proc.communicate(json.dumps(self.unknown))
+            if self.proc.returncode:
+                last = (err.strip().splitlines() or [f"exit code {self.proc.returncode}"])[-1]
+                return [
+                    f"{path}: the student check failed ({last})"
+                    for path, k in self.asked
+                    if k in self.unknown
+                ]
+            verdicts.update(json.loads(out))
+            runfolder.write_json(self.cache_file, verdicts)
+        return [f"{path}: {verdicts[key]}" for path, key in self.asked if verdicts[key]]
 
 
 def datasets(specs: list, settings) -> list[str]:

@@ -4,6 +4,9 @@
     check_size(model, name)                          # StudentError when the exported fp32 file would not fit
     preflight(spec.student)                          # the same check at enqueue, on the meta device
 
+``python -m kdq.train.students`` is that check in a process of its own (kdq.preflight runs it at
+enqueue): JSON ``{key: student spec}`` on stdin, ``{key: None or the error}`` on stdout.
+
 ``library="kdq"`` has ``tiny_cnn``: a few thousand parameters, trains in seconds on a CPU (tests,
 demos). timm models are created with ``scriptable=True`` so that ``torch.jit.script`` works on them;
 families with training-time branches (RepVGG, MobileOne, FastViT...) are reparameterized by
@@ -14,6 +17,9 @@ warning. The size limit is ``kdq.grader.MAX_MIB``, with ``grader.PARAM_HEADROOM`
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 import warnings
 
 import torch
@@ -182,3 +188,22 @@ def preflight(spec: StudentSpec, num_classes: int = 10, max_mb: float = grader.M
     if size_mb(model) > 8 * max_mb:  # not even reparameterization (at most ~4x smaller) brings it under
         _too_large(model, spec.name, max_mb)
     return check_size(build(spec, num_classes), spec.name, max_mb)
+
+
+def main() -> None:
+    """Verdicts for the students on stdin (see the module's docstring). It ends with ``os._exit``: the
+    teardown of torch and torchvision at a normal exit takes longer (0.75 s here) than the check."""
+    verdicts: dict[str, str | None] = {}
+    for key, fields in json.load(sys.stdin).items():
+        try:
+            preflight(StudentSpec.model_validate(fields))
+            verdicts[key] = None
+        except StudentError as exc:
+            verdicts[key] = str(exc)
+    sys.stdout.write(json.dumps(verdicts))
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
