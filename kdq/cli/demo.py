@@ -51,5 +51,7 @@ def demo(
         timeout_s=timeout,
         watch=watch,
     )
-    drawn = Views(status=lambda store: views.status_view(store, True), leaderboard=tables.leaderboard_table)
+    drawn = Views(  # the settings read as it draws: the demo's own, once it has set them
+        status=lambda store: views.status_view(store, settings(), True), leaderboard=tables.leaderboard_table
+    )
     raise typer.Exit(run(opts, Console(), drawn))

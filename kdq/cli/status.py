@@ -74,10 +74,10 @@ def status(
             return
         out = console()
         if not out.is_terminal:
-            print(views.status_plain(store, show_all, every))
+            print(views.status_plain(store, s, show_all, every))
             return
         if not watch:
-            out.print(views.status_view(store, show_all, interval_s=every))
+            out.print(views.status_view(store, s, show_all, interval_s=every))
             return
         from rich.live import Live
 
@@ -85,7 +85,7 @@ def status(
             """The view with as many rows as fit the screen, wrapped names and header lines counted."""
             rows = out.size.height
             for spare in range(0, rows, 2):
-                shown = views.status_view(store, show_all, height=rows - spare, interval_s=every)
+                shown = views.status_view(store, s, show_all, height=rows - spare, interval_s=every)
                 if len(out.render_lines(shown, out.options, pad=False)) < rows:
                     break
             return shown

@@ -217,15 +217,13 @@ def fit_rows(exps: list[Experiment], max_rows: int | None) -> tuple[list[Experim
 
 
 def status_view(
-    store: Store, show_all: bool = False, height: int | None = None, interval_s: float | None = None
+    store: Store, s, show_all: bool = False, height: int | None = None, interval_s: float | None = None
 ) -> RenderableType:
-    """Header, table, notes; with ``height`` (``--watch``) only as many rows as fit, newest kept."""
+    """Header, table, notes; with ``height`` (``--watch``) only as many rows as fit, newest kept.
+    ``s``: the settings, read once by the command (pydantic-settings reads the environment and .env)."""
     from rich.console import Group
     from rich.text import Text
 
-    from kdq.settings import get_settings
-
-    s = get_settings()  # once a view: pydantic-settings reads the environment and .env each time
     shown, hidden_queued, hidden_older = glance(store, show_all)
     header = status_header(store, s, interval_s)
     notes = _notes(shown, hidden_queued, hidden_older)
@@ -247,11 +245,8 @@ def _expected(store: Store, settings, exps: list[Experiment]) -> dict:
     return expected_all(store, settings, exps)
 
 
-def status_plain(store: Store, show_all: bool = False, interval_s: float | None = None) -> str:
+def status_plain(store: Store, s, show_all: bool = False, interval_s: float | None = None) -> str:
     """The same, for pipes: the header lines, then every shown row tab-separated, full width."""
-    from kdq.settings import get_settings
-
-    s = get_settings()
     shown, hidden_queued, hidden_older = glance(store, show_all)
     now = time.time()
     cols = ["id", "name", "stage", "backend", "epoch", "val F1", "expected", "teacher F1", "score", "rank"]
