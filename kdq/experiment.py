@@ -98,5 +98,4 @@ class Outline(NamedTuple):
     server_attempt: int | None
 
 
-OUTLINE_COLUMNS = Outline._fields
 _COLUMNS = tuple(f.name for f in fields(Experiment) if f.name != "spec_json")  # once, not per row

@@ -25,7 +25,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from kdq import gate
-from kdq.experiment import JSON_FIELDS, OUTLINE_COLUMNS, Experiment, Outline
+from kdq.experiment import JSON_FIELDS, Experiment, Outline
 from kdq.log import stage_changed
 from kdq.requests import UserRequests
 from kdq.schema import MIGRATIONS, SCHEMA_VERSION
@@ -176,25 +176,24 @@ class Store(UserRequests):
             raise NotFound(f"no experiment {exp_id}")
         return Experiment.from_row(rows[0])
 
-    def list(self, stages: set[Stage] | None = None, order: str = "id") -> list[Experiment]:
-        where, params = "", []
+    def list(
+        self, stages: set[Stage] | None = None, order: str = "id", ids: Iterable[int] | None = None
+    ) -> list[Experiment]:
+        """Experiments in ``stages`` (all if none given), and with these ``ids`` if given."""
+        where, params = [], []
         if stages:
-            where = f"where stage in ({','.join('?' * len(stages))})"
-            params = [str(s) for s in stages]
-        return [
-            Experiment.from_row(r)
-            for r in self.query(f"select * from experiments {where} order by {order}", params)
-        ]
-
-    def many(self, ids: Iterable[int]) -> list[Experiment]:
-        """These experiments, by id (unknown ids are left out)."""
-        ids = list(ids)
-        sql = f"select * from experiments where id in ({','.join('?' * len(ids))}) order by id"
-        return [Experiment.from_row(r) for r in self.query(sql, ids)] if ids else []
+            where.append(f"stage in ({','.join('?' * len(stages))})")
+            params += [str(s) for s in stages]
+        if ids is not None:
+            ids = [*ids]
+            where.append(f"id in ({','.join('?' * len(ids))})")  # SQLite takes an empty list: no rows
+            params += ids
+        sql = f"select * from experiments {'where ' + ' and '.join(where) if where else ''} order by {order}"
+        return [Experiment.from_row(r) for r in self.query(sql, params)]
 
     def outlines(self) -> list[Outline]:
         """Every experiment's ``Outline``, by id: a thousand in a millisecond (no spec, no JSON)."""
-        sql = f"select {', '.join(OUTLINE_COLUMNS)} from experiments order by id"
+        sql = f"select {', '.join(Outline._fields)} from experiments order by id"
         return [Outline(i, Stage(st), p or 0, u, a) for i, st, p, u, a in self.conn.execute(sql)]
 
     def live(self) -> list[Experiment]:

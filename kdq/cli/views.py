@@ -100,7 +100,7 @@ def glance(store: Store, show_all: bool) -> tuple[list[Experiment], int, int]:
     if show_all:
         return store.list(order="id"), 0, 0
     shown, hidden_queued, hidden_older = pick(store.outlines(), show_all)
-    return store.many(e.id for e in shown), hidden_queued, hidden_older
+    return store.list(ids=[e.id for e in shown]), hidden_queued, hidden_older
 
 
 def pick(exps: Sequence[E], show_all: bool) -> tuple[list[E], int, int]:
@@ -224,6 +224,8 @@ def status_view(
     from rich.console import Group
     from rich.text import Text
 
+    from kdq.course.scoring import expected_all
+
     shown, hidden_queued, hidden_older = glance(store, show_all)
     header = status_header(store, s, interval_s)
     notes = _notes(shown, hidden_queued, hidden_older)
@@ -233,25 +235,20 @@ def status_view(
         notes = _notes(shown, hidden_queued, hidden_older)
     parts: list[Any] = [*(Text.from_markup(h) for h in header)]
     if shown:
-        parts.append(experiments_table(shown, _expected(store, s, shown)))
+        parts.append(experiments_table(shown, expected_all(store, s, shown)))
     parts += [Text(n, style="red" if " failed: " in n else "dim") for n in notes]
     return Group(*parts)
 
 
-def _expected(store: Store, settings, exps: list[Experiment]) -> dict:
-    """Expected leaderboard scores of the validated ones (kdq.course.scoring)."""
-    from kdq.course.scoring import expected_all
-
-    return expected_all(store, settings, exps)
-
-
 def status_plain(store: Store, s, show_all: bool = False, interval_s: float | None = None) -> str:
     """The same, for pipes: the header lines, then every shown row tab-separated, full width."""
+    from kdq.course.scoring import expected_all
+
     shown, hidden_queued, hidden_older = glance(store, show_all)
     now = time.time()
     cols = ["id", "name", "stage", "backend", "epoch", "val F1", "expected", "teacher F1", "score", "rank"]
     cols.append("updated")
-    expected = _expected(store, s, shown)
+    expected = expected_all(store, s, shown)
     rows = [[*(_status_cells(e, now, expected, full=True)[c] for c in cols), e.error or ""] for e in shown]
     lines = [plain(h) for h in status_header(store, s, interval_s)]
     lines.append(tsv([c.replace(" ", "_") for c in cols] + ["error"], rows))
