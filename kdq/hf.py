@@ -69,19 +69,18 @@ def check_access(token: str | None, repo: str = TEACHER, *, endpoint: str | None
     from huggingface_hub import HfApi
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
+    def denied(message: str) -> PermanentError:  # without a token, every denial means: log in first
+        return PermanentError(message if token else _no_token(repo, then))
+
     try:
         _bounded(lambda: HfApi(endpoint=endpoint).auth_check(repo, token=token or False))
     except GatedRepoError:
-        if not token:
-            raise PermanentError(_no_token(repo, then)) from None
-        raise PermanentError(
+        raise denied(
             f"your Hugging Face account has not accepted the terms of {repo}: open {repo_page(repo)}, "
             f"accept them (approval is usually immediate), then {then}"
         ) from None
     except RepositoryNotFoundError:
-        if not token:
-            raise PermanentError(_no_token(repo, then)) from None
-        raise PermanentError(
+        raise denied(
             f"the Hugging Face token cannot see {repo}: it may be invalid or expired. Create a read token "
             f"at https://huggingface.co/settings/tokens, {LOGIN}, accept the terms at {repo_page(repo)}, "
             f"then {then}"
@@ -89,9 +88,7 @@ def check_access(token: str | None, repo: str = TEACHER, *, endpoint: str | None
     except HfHubHTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", None)
         if status == 401:
-            if not token:
-                raise PermanentError(_no_token(repo, then)) from None
-            raise PermanentError(
+            raise denied(
                 f"Hugging Face rejected the token (401): {LOGIN} with a valid read token, then {then}"
             ) from None
         if status is not None and status < 500 and status != 429:
