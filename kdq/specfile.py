@@ -204,10 +204,10 @@ def expand(raw: dict, source: str, overrides: list[tuple[str, Any]] = ()) -> lis
 
 
 def _expand_search(raw: dict, source: str, overrides: list[tuple[str, Any]]) -> list[ExperimentSpec]:
-    """A document with a ``[search]`` table → the specs of its first ``parallel`` trials (``SpecError``)."""
+    """A document with a ``[search]`` table → the specs of its first ``parallel`` trials (``SpecError``).
+    ``raw``: ``expand``'s own copy, changed here."""
     from kdq.search.study import first_params  # Optuna is loaded for a search only
 
-    raw = copy.deepcopy(raw)
     for key, value in overrides:
         try:
             set_dotted(raw, key, value)
