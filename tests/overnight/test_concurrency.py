@@ -19,13 +19,14 @@ from collections import defaultdict
 
 import pytest
 
-from kdq.stages import Stage
+from kdq.stages import LIVE, RETRYABLE, Stage
 
 from .conftest import HERE, spec_text
 
 HAMMERS = 2
 ROUNDS = 63  # 8 commands a round: 2 x 63 x 8 = 1,008 commands
-REFUSED = re.compile(r"only cancelled, failed, skipped can be retried")
+# What `kdq retry` says of an experiment still on its way (requests.retry's own words).
+REFUSED = re.compile(rf"is ({'|'.join(sorted(LIVE))}); only {', '.join(sorted(RETRYABLE))} can be retried")
 ABSENT = "dataset 'absent' not found"
 
 
