@@ -164,7 +164,7 @@ class UserRequests:
         return self.get(exp_id)
 
     def retry(self, exp_id: int, fresh: bool = False) -> Experiment:
-        """Queue a failed, cancelled or skipped experiment again as a new attempt (a new run id). It
+        """Queue a failed, cancelled, skipped or pruned experiment again as a new attempt (a new run id). It
         starts from the last run's last checkpoint (the training checks the spec is the same) unless
         ``fresh``."""
         exp = self.get(exp_id)

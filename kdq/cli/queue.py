@@ -193,7 +193,7 @@ def retry(
     ] = False,
     as_json: AS_JSON = False,
 ) -> None:
-    """Queue failed, cancelled or skipped experiments again (a new attempt with a new run id).
+    """Queue failed, cancelled, skipped or pruned experiments again (a new attempt, a new run id).
 
     A local training resumes from the last run's last checkpoint (same spec) unless --fresh.
 
