@@ -243,3 +243,10 @@ def test_specs_and_searches_import_in_one_direction_lazy_imports_counted():
         c for c in circles(import_graph()) if any(m == p or m.startswith(f"{p}.") for m in c for p in ours)
     ]
     assert not found, f"import circles: {found}"
+
+
+def test_the_backends_and_the_package_that_picks_one_import_in_one_direction():
+    # kdq.backends.base (the shared types) <- local, modal <- kdq.backends (get_backend): a backend
+    # never imports the package that chooses it, not even inside a function.
+    found = [c for c in circles(import_graph()) if any(m.startswith("kdq.backends") for m in c)]
+    assert not found, f"import circles: {found}"

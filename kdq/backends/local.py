@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kdq import hf, runfolder
-from kdq.backends import RunStatus
+from kdq.backends.base import RunStatus
 from kdq.errors import PermanentError, disk_full_at
 from kdq.spec import ExperimentSpec
 

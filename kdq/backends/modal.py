@@ -26,9 +26,9 @@ from typing import Any
 
 from filelock import FileLock
 
+import kdq.backends.modal_gateway as vol
 from kdq import hf, runfolder
-from kdq.backends import RunStatus
-from kdq.backends import modal_gateway as vol
+from kdq.backends.base import RunStatus
 from kdq.backends.modal_gateway import CallState, Gateway, ModalGateway, guarded
 from kdq.errors import PermanentError, TransientError
 from kdq.log import get_logger
