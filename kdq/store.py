@@ -133,7 +133,7 @@ class Store(UserRequests):
     def _migrate(self) -> None:
         found = self.schema_version()
         if found > SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path} was written by a newer kdq (schema {found}); upgrade kdq")
+            raise StoreError(f"{self.path} was written by a newer kdq (schema {found}); upgrade kdq")
         if found == SCHEMA_VERSION:
             return
         with self.transaction() as db:

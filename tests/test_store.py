@@ -110,7 +110,7 @@ def test_get_unknown_raises(store):
 def test_newer_schema_is_refused(settings):
     with Store.open(settings) as s:
         s.set_meta("schema_version", str(SCHEMA_VERSION + 1))
-    with pytest.raises(RuntimeError, match="newer kdq"):
+    with pytest.raises(StoreError, match="newer kdq"):
         Store.open(settings)
 
 

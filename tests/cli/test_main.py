@@ -41,3 +41,17 @@ def test_top_level_leaderboard_reads_the_server(settings, monkeypatch):
     board = json.loads(r.stdout)
     assert board["rows"] == [] and board["ours"] is None
     assert token not in r.output
+
+
+def test_a_database_from_a_newer_kdq_is_one_line_at_every_command(settings):
+    from kdq.schema import SCHEMA_VERSION
+    from kdq.store import Store
+
+    with Store.open(settings) as s:
+        s.set_meta("schema_version", str(SCHEMA_VERSION + 1))
+    for args in (["status"], ["show", "1"], ["results"], ["cancel", "1"], ["worker"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 1, (args, r.output)
+        assert "Traceback" not in r.output, (args, r.output)
+        [line] = r.stderr.strip().splitlines()
+        assert "newer kdq" in line and "upgrade kdq" in line, (args, line)
