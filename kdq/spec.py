@@ -110,10 +110,11 @@ class DataSpec(Section):
 
 
 class SubmitSpec(Section):
-    policy: Literal["if_better", "always", "never", "manual"] = Field(
+    policy: Literal["if_better", "explore", "always", "never", "manual"] = Field(
         "if_better",
-        description="`if_better`: submit only if better than the live submission; "
-        "`manual`: wait for `kdq submit`.",
+        description="`if_better`: submit only if better than the live submission; `explore`: try "
+        "models within the noise of the best graded one, and put the best graded back when nothing is "
+        "left to try; `manual`: wait for `kdq submit` (docs/submission-policy.md).",
     )
 
 

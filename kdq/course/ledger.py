@@ -29,6 +29,7 @@ BOARD_AT = "course.leaderboard_at"
 NEXT_TICK = "course.next_tick_at"
 ERROR = "course.error"  # the last tick that failed, until one succeeds
 SIZE_FACTOR = "course.size_factor"  # the size factor last fitted from a snapshot (kdq status reads it)
+DECISION = "course.decision"  # the policy's last skip or restore, with its numbers (kdq status)
 
 
 class Ledger:
@@ -137,6 +138,13 @@ class Ledger:
         error = self.error()
         if error and "recovered_at" not in error:
             self.store.set_meta(ERROR, "")
+
+    def decision(self) -> dict | None:
+        return self._get(DECISION) or None
+
+    def note_decision(self, text: str) -> None:
+        """A skip or a restore, with the numbers that made it (``kdq status`` shows the last one)."""
+        self.store.set_meta(DECISION, {"ts": self.clock(), "text": text[:500]})
 
     # ------------------------------------------------------------ submissions
 

@@ -10,13 +10,21 @@ Policies (``spec.submit.policy``):
                least ``confidence``; one that is not is skipped, with the numbers, once the live
                one is graded
     always     submit whenever a slot is free
+    explore    the leaderboard's test set is the one that counts, so among models within each
+               other's noise the best *graded* is worth more than the best guess: once the live
+               submission is graded, submit a candidate whose expected score's upper bound reaches
+               the best score graded so far (ours, or the live one made elsewhere); one whose upper
+               bound is below it is skipped, with the numbers. The best graded is put back
+               (``Plan.restore``) when nothing is left to try: no candidate, nothing queued or
+               training (``work_left``)
     never      never submit (the worker finishes it as done)
     manual     only after ``kdq submit ID``
 ``kdq submit ID`` (``requested``) bypasses the policy, never the rate limit.
 
-Order among the eligible: requested first, then the highest expected score, then the smaller model,
-then the older experiment. The live submission is the server's latest attempt that has not failed
-(only the latest submission counts), whether kdq made it or not.
+Order among the eligible: requested first, then the highest expected score (for ``explore``: the
+highest upper bound), then the smaller model, then the older experiment. The live submission is the
+server's latest attempt that has not failed (only the latest submission counts), whether kdq made it
+or not.
 
 With a deadline (``expected.Deadline``): in the final windows only a candidate whose expected score
 is the best of every model validated so far goes; once closing (one interval plus the grading delay
@@ -42,6 +50,7 @@ from kdq.course.size_factor import SizeFactor, assumed
 
 SLACK_S = 2.0  # the server's clock shows whole seconds; don't knock a second early
 CONFIDENCE = 0.8  # KDQ_SUBMIT_CONFIDENCE's default
+AUTO = ("always", "if_better", "explore")  # the policies that submit on their own
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,7 @@ class Live:
     ci: tuple[float, float] | None = None
     holdout: bool = False
     score: float | None = None  # the server's score once graded (outside kdq: the leaderboard's)
+    policy: str | None = None  # ours: its submit.policy (``explore``: put the best graded back after it)
 
 
 @dataclass(frozen=True)
@@ -84,7 +94,7 @@ class Plan:
     wait_s: float | None = None  # look again after this long; None: nothing to wait for
     finish: tuple[tuple[int, str, str], ...] = ()  # (exp_id, "done" | "skipped", why) never to be submitted
     reason: str = ""
-    restore: int | None = None  # a graded experiment to submit again (``kdq submit``): the deadline's best
+    restore: int | None = None  # a graded experiment to submit again (``kdq submit``): the best graded
 
 
 def live_submission(
@@ -148,10 +158,34 @@ class _Judge:
         ok = p >= self.confidence and mine.score > score
         return ok, numbers + (f" ≥ {self.confidence:.2f}" if ok else f" < {self.confidence:.2f} needed")
 
+    def explore(self, c: Candidate, bar: tuple[float, str] | None) -> tuple[bool, str]:
+        """Whether ``c``'s upper bound reaches ``bar`` (the best graded score), and the numbers."""
+        mine = self.expected(c)
+        if mine is None:
+            return False, "no local F1"
+        if bar is None:
+            return True, f"upper bound {mine.high:.3f} of expected {mine.text()}; nothing graded yet"
+        score, what = bar
+        ok = mine.high >= score - 1e-9
+        verb = "reaches" if ok else "is below"
+        return (
+            ok,
+            f"upper bound {mine.high:.3f} of expected {mine.text()} {verb} the best graded score {what}",
+        )
+
+
+def _bar(live: Live | None, graded: Sequence[Graded]) -> tuple[float, str] | None:
+    """The best score graded so far, ours or the live one made outside kdq, with what it is."""
+    bars = [(g.score, f"{g.score:.3f} (experiment {g.exp_id}, attempt #{g.attempt})") for g in graded]
+    if live is not None and live.exp_id is None and live.score is not None:
+        bars.append((live.score, f"{live.score:.3f} (attempt #{live.attempt}, made outside kdq)"))
+    return max(bars, key=lambda b: b[0], default=None)
+
 
 def _order(judge: _Judge, c: Candidate) -> tuple:
     e = judge.expected(c)
-    return (not c.requested, -(e.score if e is not None else float("-inf")), c.size_mb or 0.0, c.exp_id)
+    key = float("-inf") if e is None else e.high if c.policy == "explore" and not c.requested else e.score
+    return (not c.requested, -key, c.size_mb or 0.0, c.exp_id)
 
 
 def plan(
@@ -168,71 +202,113 @@ def plan(
     deadline: Deadline | None = None,
     best_known: float | None = None,
     graded: Sequence[Graded] = (),
+    work_left: bool = False,
 ) -> Plan:
     """``best_known``: the highest expected score of every model validated so far (the final windows);
-    ``graded``: our successfully graded submissions (what to put back when closing)."""
+    ``graded``: our successfully graded submissions (what to put back); ``work_left``: experiments are
+    still queued or training (``explore`` puts the best graded back only once there are none)."""
     judge = _Judge(factor or assumed(), calibration, confidence)
     phase = deadline.phase(now) if deadline is not None else "open"
-    candidates = list(candidates)
-    ordered = sorted(candidates, key=lambda c: _order(judge, c))
-    finish: list[tuple[int, str, str]] = []
-    eligible: list[Candidate] = []
-    held: list[str] = []
-    waiting_on_manual = False
-    for c in candidates:
-        if c.requested:
-            eligible.append(c)
-        elif c.policy == "never":
-            finish.append((c.exp_id, "done", "submit.policy = never: not submitted"))
-        elif c.policy == "manual":
-            waiting_on_manual = True
-        elif phase == "over" or (phase == "closing" and live is not None):
-            held.append(f"experiment {c.exp_id} held: the deadline is {phase}")
-        elif phase == "final" and not _best_so_far(judge, c, ordered, best_known):
-            held.append(f"experiment {c.exp_id} held: not the best expected score so far (final windows)")
-        elif c.policy == "always":
-            eligible.append(c)
-        else:
-            ok, numbers = judge.verdict(c, live)
-            if ok:
-                eligible.append(c)
-            elif live is not None and live.state == "successful":
-                finish.append(
-                    (c.exp_id, "skipped", f"not submitted: {numbers}; `kdq submit {c.exp_id}` overrides")
-                )
-            # else: the live one is still pending and may yet fail; decide once it is graded
-    restore = _restore(live, graded) if phase in ("final", "closing") and not eligible else None
+    bar = _bar(live, graded)
+    s = _sort(judge, list(candidates), live, phase, best_known, bar)
+    restore = _restore(live, graded) if not s.eligible else None
     if restore is not None:
-        return Plan(
-            finish=tuple(finish),
-            restore=restore.exp_id,
-            reason=f"deadline {phase}: experiment {restore.exp_id} (score {restore.score:.3f}, attempt "
-            f"#{restore.attempt}) is the best graded; putting it back so it is what counts",
+        when = _restore_when(phase, live, work_left)
+        numbers = (
+            f"experiment {restore.exp_id} (score {restore.score:.3f}, attempt #{restore.attempt}) is the "
+            f"best graded; the live attempt #{live.attempt} scored {live.score:.3f}"
         )
-    if not eligible:
-        why = "waiting for `kdq submit ID` (manual policy)" if waiting_on_manual else "nothing to submit"
-        return Plan(finish=tuple(finish), reason="; ".join([*held, why]) if held else why)
-    best = min(eligible, key=lambda c: _order(judge, c))
+        if when is not None:
+            why = f"{when}: {numbers}; putting it back so it is what counts"
+            return Plan(finish=tuple(s.finish), restore=restore.exp_id, reason=why)
+        if live.policy == "explore" and phase == "open":
+            s.held.append(f"{numbers}; experiment {restore.exp_id} goes back once nothing is left to try")
+    if not s.eligible:
+        why = "waiting for `kdq submit ID` (manual policy)" if s.manual else "nothing to submit"
+        return Plan(finish=tuple(s.finish), reason="; ".join([*s.held, why]))
+    best = min(s.eligible, key=lambda c: _order(judge, c))
     slot = next_slot(last_submit_at, interval_s, blocked_until)
     if now < slot:
         return Plan(
             wait_s=slot - now,
-            finish=tuple(finish),
+            finish=tuple(s.finish),
             reason=f"experiment {best.exp_id} next; the server's window opens in {slot - now:.0f} s",
         )
     e = judge.expected(best)
     why = f"expected score {e.text()}" if e is not None else "requested"
+    if best.policy == "explore" and not best.requested:
+        why = f"explore: {judge.explore(best, bar)[1]}"
     return Plan(
-        submit=best.exp_id, finish=tuple(finish), reason=f"experiment {best.exp_id}: best eligible, {why}"
+        submit=best.exp_id, finish=tuple(s.finish), reason=f"experiment {best.exp_id}: best eligible, {why}"
     )
 
 
-def _best_so_far(judge: _Judge, c: Candidate, ordered: list[Candidate], best_known: float | None) -> bool:
+@dataclass
+class _Sorted:
+    eligible: list[Candidate]
+    finish: list[tuple[int, str, str]]
+    held: list[str]
+    manual: bool = False  # a candidate waits for ``kdq submit ID``
+
+
+def _sort(
+    judge: _Judge,
+    candidates: list[Candidate],
+    live: Live | None,
+    phase: str,
+    best_known: float | None,
+    bar: tuple[float, str] | None,
+) -> _Sorted:
+    """Each candidate: eligible now, finished (never / skipped, with the numbers) or held (and why)."""
+    s = _Sorted([], [], [])
+    graded = live is not None and live.state == "successful"
+    for c in candidates:
+        if c.requested:
+            s.eligible.append(c)
+        elif c.policy == "never":
+            s.finish.append((c.exp_id, "done", "submit.policy = never: not submitted"))
+        elif c.policy == "manual":
+            s.manual = True
+        elif phase == "over" or (phase == "closing" and live is not None):
+            s.held.append(f"experiment {c.exp_id} held: the deadline is {phase}")
+        elif phase == "final" and not _best_so_far(judge, c, candidates, best_known):
+            s.held.append(f"experiment {c.exp_id} held: not the best expected score so far (final windows)")
+        elif c.policy == "always":
+            s.eligible.append(c)
+        else:
+            ok, numbers = judge.explore(c, bar) if c.policy == "explore" else judge.verdict(c, live)
+            if ok and (graded or live is None or c.policy != "explore"):
+                s.eligible.append(c)
+            elif ok:  # explore learns from each grade: the live one's comes first
+                s.held.append(
+                    f"experiment {c.exp_id} waits: the live attempt #{live.attempt} is being graded"
+                )
+            elif graded or c.policy == "explore":  # a bar already graded only rises
+                s.finish.append(
+                    (c.exp_id, "skipped", f"not submitted: {numbers}; `kdq submit {c.exp_id}` overrides")
+                )
+            # else (if_better): the live one is still pending and may yet fail; decide once it is graded
+    return s
+
+
+def _restore_when(phase: str, live: Live, work_left: bool) -> str | None:
+    """When the best graded goes back: in the deadline's last windows; after an exploration, at the end
+    of the night (nothing queued or training); ``None``: not now."""
+    if phase in ("final", "closing"):
+        return f"deadline {phase}"
+    if phase == "open" and live.policy == "explore" and not work_left:
+        return "end of the night, nothing left to try"
+    return None
+
+
+def _best_so_far(judge: _Judge, c: Candidate, candidates: list[Candidate], best_known: float | None) -> bool:
     """Whether ``c`` has the highest expected score of the candidates and of every model seen so far."""
     mine = judge.expected(c)
     if mine is None:
         return False
-    top = next((o for o in ordered if not o.requested and o.policy in ("always", "if_better")), None)
+    auto = [o for o in candidates if not o.requested and o.policy in AUTO]
+    scored = [(e.score, -(o.size_mb or 0.0), -o.exp_id, o) for o in auto if (e := judge.expected(o))]
+    top = max(scored, key=lambda t: t[:3], default=(None,) * 4)[3]
     return top is c and (best_known is None or mine.score >= best_known - 1e-9)
 
 

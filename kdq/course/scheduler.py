@@ -95,8 +95,10 @@ class Scheduler:
         self._refresh_rank()
         ready = self.store.list({Stage.READY})
         if not ready and not scoring.deadline_ahead(self.settings, self.clock()):
-            return min((d for d, _ in delays), default=None)
-        return self._next(ready)  # before a deadline also with nothing ready: the best graded may go back
+            if not scoring.explored_worse(self.store, self.ledger):
+                return min((d for d, _ in delays), default=None)
+        return self._next(ready)  # with nothing ready too, before a deadline or after an exploration:
+        # the best graded may go back
 
     def _refresh_rank(self) -> None:
         """Ranks move as other teams submit: now and then re-read our row for the live submission."""
@@ -214,12 +216,17 @@ class Scheduler:
             blocked_until=self.ledger.blocked_until(),
             **scoring.inputs(self.store, self.ledger, self.settings, self.interval_s),
         )
-        if p.restore is not None:  # the deadline: the best graded model goes back up, as `kdq submit ID`
+        for exp_id, kind, why in p.finish:
+            self.store.move(exp_id, Stage.READY, Stage.SKIPPED if kind == "skipped" else Stage.DONE, why)
+            if kind == "skipped":
+                log.info("course.skipped", exp=exp_id, why=why)
+                self.ledger.note_decision(f"experiment {exp_id} {why}")
+        if p.restore is not None:  # the best graded model goes back up, as `kdq submit ID`
+            log.info("course.restore", exp=p.restore, why=p.reason)
+            self.ledger.note_decision(p.reason)
             self.store.request_submit(p.restore)
             self.store.event(p.restore, "submit", p.reason)
             return 0.0
-        for exp_id, kind, why in p.finish:
-            self.store.move(exp_id, Stage.READY, Stage.SKIPPED if kind == "skipped" else Stage.DONE, why)
         if p.submit is not None:
             return self.uploads.submit(self.store.get(p.submit), attempts)
         if p.wait_s is not None:

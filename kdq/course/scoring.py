@@ -20,6 +20,7 @@ from kdq.experiment import Experiment
 from kdq.stages import Stage
 
 VALIDATED = {Stage.READY, Stage.SUBMITTING, Stage.EVALUATING, Stage.DONE, Stage.SKIPPED}
+WORKING = {Stage.QUEUED, Stage.LAUNCHING, Stage.TRAINING, Stage.FETCHING, Stage.VALIDATING}
 
 
 def local_f1(metrics: dict | None) -> tuple[float | None, tuple[float, float] | None, bool]:
@@ -147,8 +148,8 @@ def live_details(store, ledger, live: Live | None, team: str | None) -> Live | N
         exp = store.get(live.exp_id)
         f1, ci, holdout = local_f1(exp.metrics)
         score = next((g.score for g in graded(ledger) if g.attempt == live.attempt), None)
-        size = (exp.metrics or {}).get("model_mb")
-        return replace(live, val_f1=f1, ci=ci, holdout=holdout, size_mb=size, score=score)
+        size, policy = (exp.metrics or {}).get("model_mb"), exp.spec.submit.policy
+        return replace(live, val_f1=f1, ci=ci, holdout=holdout, size_mb=size, score=score, policy=policy)
     latest = ledger.latest_board()
     want = " ".join((team or "").split()).casefold()
     row = next(
@@ -182,7 +183,18 @@ def inputs(store, ledger, settings, interval_s: float) -> dict:
         "deadline": deadline(settings, store, ledger, interval_s),
         "best_known": best_known(store, factor, cal),
         "graded": graded(ledger),
+        "work_left": bool(store.list(WORKING)),
     }
+
+
+def explored_worse(store, ledger) -> bool:
+    """Whether our latest graded submission was an exploration (``submit.policy = explore``) that graded
+    below our best: the scheduler then keeps looking, to put the best back once nothing is left to try."""
+    done = graded(ledger)
+    if not done:
+        return False
+    latest, best = max(done, key=lambda g: g.attempt), max(done, key=lambda g: g.score)
+    return latest.score < best.score - 1e-9 and store.get(latest.exp_id).spec.submit.policy == "explore"
 
 
 # ---------------------------------------------------------------- for people (status, results, show, report)
@@ -213,6 +225,9 @@ def header_lines(store, settings, now: float) -> list[str]:
     curve = ", ".join(f"{s:g} MiB {v:.2f}" for s, v in factor.table((2.0, 10.0, 20.0)))
     how = "assumed (KDQ_SIZE_FACTOR)" if factor.assumed else factor.method
     lines = [f"size factor {how}: {curve}", f"calibration: {cal.text()}"]
+    decided = ledger.decision()
+    if decided:
+        lines.append(f"policy, {_span(now - decided['ts'])} ago: {decided['text']}")
     d = deadline(settings, store, ledger, settings.submit_interval_s)
     if d is None:
         return lines

@@ -1,5 +1,7 @@
 """The pure submission policy."""
 
+from dataclasses import replace
+
 from kdq.course.expected import Deadline
 from kdq.course.models import Attempt
 from kdq.course.policy import SLACK_S, Candidate, Graded, Live, live_submission, next_slot, plan
@@ -231,3 +233,104 @@ def test_a_worse_model_is_never_left_live_at_the_deadline():
         now += 60
     assert [e for _, e in uploads] == [1, 2, 3, 2]  # 3 went in the final windows, 4 came too late
     assert live.state == "successful" and live.exp_id == 2 and live.score == max(truth.values()) == 7.6
+
+
+# ---------------------------------------------------------------- explore: the best graded of several
+
+# Two models within each other's noise: 0.805 [0.785, 0.825] against a live 0.800 [0.780, 0.820],
+# both 4 MiB (expected 7.925 [7.725, 8.125] against 7.875 [7.675, 8.075]: chance better 0.61).
+GRADED_LIVE = Live(
+    attempt=5,
+    state="successful",
+    exp_id=7,
+    val_f1=0.800,
+    size_mb=4.0,
+    ci=(0.78, 0.82),
+    holdout=True,
+    score=7.90,
+    policy="explore",
+)
+
+
+def near(exp_id, f1, policy="explore", lo=0.02):
+    return Candidate(exp_id, f1, policy, size_mb=4.0, ci=(f1 - lo, f1 + lo), holdout=True)
+
+
+LIVE_GRADED = (Graded(7, 5, 7.90),)
+
+
+def explore(cands, live=GRADED_LIVE, graded=LIVE_GRADED, work_left=True, **kw):
+    return plan(
+        cands, live, now=NOW, last_submit_at=None, interval_s=900.0, graded=graded, work_left=work_left, **kw
+    )
+
+
+def test_explore_submits_an_overlapping_candidate_that_if_better_skips():
+    assert explore([near(1, 0.805, "if_better")]).finish[0][:2] == (1, "skipped")  # chance better 0.61
+    p = explore([near(1, 0.805)])
+    assert p.submit == 1 and p.finish == ()
+    assert (
+        "upper bound 8.125" in p.reason and "best graded score 7.900 (experiment 7, attempt #5)" in p.reason
+    )
+
+
+def test_explore_takes_the_highest_upper_bound_not_the_highest_expected_score():
+    steady, wide = (
+        near(1, 0.810, lo=0.005),
+        near(2, 0.805, lo=0.03),
+    )  # 7.975 [7.925, 8.025], 7.925 [7.625, 8.225]
+    assert explore([steady, wide]).submit == 2
+
+
+def test_explore_never_submits_a_candidate_whose_upper_bound_is_below_the_best_graded():
+    graded = (Graded(4, 3, 8.20), Graded(7, 5, 7.90))  # the live one (7) graded worse than 4 did
+    p = explore([near(1, 0.805)], graded=graded)  # upper bound 8.125 < 8.200
+    assert p.submit is None and [(i, kind) for i, kind, _ in p.finish] == [(1, "skipped")]
+    why = p.finish[0][2]
+    assert (
+        "upper bound 8.125" in why and "below the best graded score 8.200 (experiment 4, attempt #3)" in why
+    )
+    assert "kdq submit 1" in why
+    assert (
+        explore([near(1, 0.805)], graded=(), live=None).submit == 1
+    )  # nothing graded: nothing to stay under
+
+
+def test_explore_waits_for_the_live_submission_to_be_graded():
+    pending = Live(attempt=6, state="pending", exp_id=8, val_f1=0.80, size_mb=4.0, policy="explore")
+    p = explore([near(1, 0.805)], live=pending)
+    assert p.submit is None and p.finish == () and "being graded" in p.reason
+
+
+def test_explore_restores_the_best_graded_at_the_end_of_the_night():
+    graded = (Graded(4, 3, 8.20), Graded(7, 5, 7.90))
+    p = explore([], graded=graded, work_left=True)  # more runs to come: they may be worth a try
+    assert p.restore is None and "experiment 4 goes back" in p.reason and "7.900" in p.reason
+    p = explore([], graded=graded, work_left=False)  # the queue is empty and nothing trains
+    assert p.restore == 4 and p.submit is None
+    assert "end of the night" in p.reason and "8.200" in p.reason and "7.900" in p.reason
+    p = explore([near(1, 0.805)], graded=graded, work_left=False)  # only a candidate below the best graded
+    assert p.restore == 4 and p.finish[0][:2] == (1, "skipped")
+    best_live = replace(GRADED_LIVE, attempt=3, exp_id=4, score=8.20)
+    assert explore([], live=best_live, graded=graded, work_left=False).restore is None  # it already counts
+    as_today = replace(GRADED_LIVE, policy="if_better")
+    assert explore([], live=as_today, graded=graded, work_left=False).restore is None  # if_better: as today
+
+
+def test_explore_restores_the_best_graded_before_the_deadline():
+    graded = (Graded(4, 3, 8.20), Graded(7, 5, 7.90))
+    final = DEADLINE.final_at + 60
+    p = plan(
+        [],
+        GRADED_LIVE,
+        now=final,
+        last_submit_at=None,
+        interval_s=900.0,
+        deadline=DEADLINE,
+        graded=graded,
+        work_left=True,
+    )
+    assert p.restore == 4 and "deadline final" in p.reason
+    assert at(DEADLINE.final_at - 60, [near(1, 0.83)], GRADED_LIVE, graded).submit == 1  # open: it may go
+    held = at(DEADLINE.closing_at + 60, [near(1, 0.83)], GRADED_LIVE, graded)
+    assert held.submit is None and held.restore == 4  # closing: no new model, the best graded goes back

@@ -444,3 +444,21 @@ def test_score_comes_from_the_leaderboard_when_the_status_has_none(
     i = make_ready(store, tmp_path, models["perfect"], 0.9, "always")
     drive(sched, lambda: store.get(i).stage is Stage.DONE)
     assert store.get(i).server_score == pytest.approx(srv.course.submissions[0].score, abs=1e-4)
+
+
+def test_explore_tries_a_model_within_the_noise_then_puts_the_best_graded_back(
+    sched, store, srv, tmp_path, models, settings
+):
+    from kdq.course import scoring
+
+    good = make_ready(store, tmp_path, models["perfect"], 0.95, "explore")
+    drive(sched, lambda: store.get(good).stage is Stage.DONE)
+    close = make_ready(store, tmp_path, models["const0"], 0.96, "explore")  # upper bound 10: worth a try
+    store.update(close, metrics={"holdout_f1": 0.96, "holdout_f1_ci": [0.92, 1.0]})
+    drive(sched, lambda: len(srv.course.submissions) == 3 and store.get(good).stage is Stage.DONE)
+    assert [s.attempt for s in srv.course.submissions] == [1, 2, 3]
+    assert store.get(close).server_attempt == 2 and store.get(good).server_attempt == 3  # put back
+    assert srv.course.submissions[2].score == srv.course.submissions[0].score  # the best graded counts
+    assert any("end of the night" in e["message"] for e in store.events(good))
+    shown = scoring.header_lines(store, settings, time.time())
+    assert any("policy" in x and "end of the night" in x and f"experiment {good}" in x for x in shown)
