@@ -38,9 +38,11 @@ class LocalBackend:
         """Start the training; ``resume_from``: an earlier run of this home to take the checkpoint of."""
         run_dir = self.run_dir(run_id)
         handle = {"run_id": run_id, "run_dir": str(run_dir)}
-        if runfolder.is_running(run_dir) or runfolder.outcome(run_dir):
-            pid = (runfolder.read_json(run_dir / "launch.json") or {}).get("pid")
-            return {**handle, "pid": pid, "started_at": time.time()}  # launched before: never twice
+        if runfolder.is_running(run_dir) or runfolder.outcome(run_dir):  # launched before: never twice
+            launched = runfolder.read_json(run_dir / "launch.json") or {}
+            # backend.timeout_min counts from the training's start, not from this relaunch
+            started = launched.get("started_at", time.time())
+            return {**handle, "pid": launched.get("pid"), "started_at": started}
         data = self.data_dir(spec)
         if not data.is_dir():
             raise PermanentError(

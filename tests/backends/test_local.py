@@ -78,3 +78,28 @@ def test_a_hub_teacher_this_user_cannot_read_fails_the_launch_at_once_and_for_go
         assert GATED not in exp.error
         monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # offline
         backend.cancel(backend.launch("l-3", gated))  # the check could not be made: it launches
+
+
+def test_a_relaunch_after_a_worker_crash_keeps_the_trainings_start(settings, monkeypatch):
+    """The worker died after the launch and lost its handle; the next launch finds the training alive
+    and adopts it: backend.timeout_min still counts from the training's start, not from the relaunch."""
+    from kdq.synth import synth
+
+    synth(settings.datasets_dir / "synth", per_class=4, seed=0, size_range=(40, 48), balanced=True)
+    backend = LocalBackend(settings)
+    spec = ExperimentSpec.model_validate(json.loads(json.dumps(SPEC)))
+    first = backend.launch("l-4", spec)
+    try:
+        wait_for(lambda: runfolder.is_running(backend.run_dir("l-4")))
+        later = time.time() + 3600
+        monkeypatch.setattr("kdq.backends.local.time.time", lambda: later)
+        again = backend.launch("l-4", spec)  # the worker restarted an hour later
+        assert again["pid"] == first["pid"] and again["started_at"] == first["started_at"]
+        short = {**spec.model_dump(mode="json"), "backend": {"timeout_min": 30}}
+        (backend.run_dir("l-4") / runfolder.SPEC).write_text(json.dumps(short))
+        status = backend.poll(again)  # an hour after the start: past a 30-minute timeout
+        assert status.state == "failed" and "timeout_min" in status.error
+    finally:
+        monkeypatch.undo()
+        backend.cancel(first)
+        wait_for(lambda: not runfolder.is_running(backend.run_dir("l-4")))
