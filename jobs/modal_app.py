@@ -17,6 +17,7 @@ closed again before it commits.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -187,6 +188,8 @@ def run_training(
     resume_from: str | None = None,
     heartbeat_s: float = HEARTBEAT_S,
     stale_s: float = STALE_S,
+    device: str = "cuda",
+    env: dict[str, str] | None = None,
     python: str = sys.executable,
     log: Callable[[str], None] = lambda msg: print(msg, flush=True),
 ) -> dict[str, Any]:
@@ -195,7 +198,9 @@ def run_training(
     Returns ``{"outcome": "done" | "error" | "duplicate", ...}``; raises ``RunDied`` when the training
     process vanished without a verdict, so that Modal's retries start it again (it resumes).
     ``local_dir``: the container's own disk, for the training lock and the live log. ``resume_from``:
-    an earlier run on the Volume whose checkpoint the training starts from (``kdq retry``).
+    an earlier run on the Volume whose checkpoint the training starts from (``kdq retry``). ``device``:
+    what the training must run on (a GPU container: ``cuda``, never a silent CPU fallback); ``env``:
+    added to the training process's environment.
     """
     reload()  # see what other containers committed: an owner, a finished run
     run_dir = root / run_path(run_id)
@@ -236,11 +241,16 @@ def run_training(
     copy_log = _LogCopy(local / runfolder.LOG, run_dir / runfolder.LOG)
     lock = local / "train.lock"
     cmd = [python, "-m", "kdq.train", str(run_dir), "--data", str(data_dir), "--cache", str(root / CACHE)]
+    cmd += ["--device", device]
     cmd += ["--resume-from", str(root / run_path(resume_from))] if resume_from else []
     log(f"{run_id}: {' '.join(cmd)} --lock {lock}")
     with open(local / runfolder.LOG, "ab") as out:  # only the child keeps it open
         proc = subprocess.Popen(
-            [*cmd, "--lock", str(lock)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            [*cmd, "--lock", str(lock)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
         )
     code: int | None = None
     try:

@@ -1,7 +1,7 @@
 """The training contract: what a run folder holds. Every backend writes one; the worker only reads them.
 
 spec.json       the experiment spec (written by the launcher before training starts)
-progress.json   updated every epoch: {"epoch", "epochs", "val_f1", "best_f1", "phase", "updated_at"}
+progress.json   updated every epoch: {"epoch", "epochs", "val_f1", "best_f1", "phase", "gpu", "updated_at"}
 checkpoint.pt   the latest epoch, for resuming after a preemption
 metrics.json    final metrics of the best epoch
 model.pt        TorchScript, fp32, CPU: the best epoch
@@ -122,7 +122,10 @@ def log_tail(run_dir: Path, lines: int = 20) -> str:
 
 
 def write_progress(run_dir: Path, **fields: Any) -> None:
-    write_json(run_dir / PROGRESS, {**fields, "updated_at": time.time()})
+    """Update progress.json: ``fields`` replace those of the same name, the others stay (the ``gpu``
+    record written when the training starts, among them)."""
+    path = Path(run_dir) / PROGRESS
+    write_json(path, {**(read_json(path) or {}), **fields, "updated_at": time.time()})
 
 
 # ---------------------------------------------------------------- a killed training, and resuming it

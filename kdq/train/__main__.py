@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         "--resume-from", type=Path, help="an earlier run folder whose checkpoint to start from"
     )
     parser.add_argument("--supervise", action="store_true", help="a parent process names a killing signal")
+    parser.add_argument(
+        "--device", choices=["cuda", "cpu"], help="override train.device (a GPU container passes cuda)"
+    )
     args = parser.parse_args(argv)
     run_dir: Path = args.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -47,11 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume_from:
         print(runfolder.take_checkpoint(args.resume_from, run_dir), flush=True)
     try:
+        from kdq.train import gpu
         from kdq.train.loop import run
 
         spec = ExperimentSpec.model_validate_json((run_dir / runfolder.SPEC).read_text())
+        if args.device:  # on a paid GPU, train.device = "auto" must not mean "the CPU when CUDA fails"
+            spec = spec.model_copy(update={"train": spec.train.model_copy(update={"device": args.device})})
+        machine = gpu.describe()
+        runfolder.write_progress(run_dir, phase="start", gpu=machine)  # later writes keep it
+        if args.device == "cuda":
+            gpu.require_cuda(machine)
         started = time.time()
         summary = run(spec, run_dir, data_dir=args.data, cache_dir=args.cache) or {}
+        if metrics := runfolder.read_json(run_dir / runfolder.METRICS):
+            runfolder.write_json(run_dir / runfolder.METRICS, {**metrics, "gpu": machine})
         runfolder.write_json(run_dir / runfolder.DONE, {**summary, "seconds": time.time() - started})
         return 0
     except BaseException as exc:  # noqa: BLE001 — every failure must leave error.json behind

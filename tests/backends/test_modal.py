@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -268,6 +269,11 @@ class FakeModal(ModalGateway):
         self.secrets: dict[str, dict] = {}
         self.started_training: list[str] = []  # call ids that really started `python -m kdq.train`
         self.container_log: list[str] = []
+        # The container code's own periodic commit (``run_training``'s heartbeat). Nothing else commits
+        # but the code's claim and final commits and the commit at container exit, as on Modal.
+        self.heartbeat_s = 0.2
+        # The stand-in GPU is this machine's CPU; without one the container asks for CUDA and sees none.
+        self.cuda = True
 
     def _gate(self) -> None:
         if self.no_credentials:
@@ -327,7 +333,9 @@ class FakeModal(ModalGateway):
                     commit=mount.commit,
                     reload=mount.reload,
                     local_dir=self.base / "local" / f"{call.id}-{call.attempts}",
-                    heartbeat_s=0.2,
+                    heartbeat_s=self.heartbeat_s,
+                    device="cpu" if self.cuda else "cuda",
+                    env=None if self.cuda else {"CUDA_VISIBLE_DEVICES": ""},
                     log=lambda msg, c=call: self._log(c, msg),
                 )
                 call.state = "finished"
@@ -344,8 +352,17 @@ class FakeModal(ModalGateway):
             except BaseException as exc:  # noqa: BLE001 — what the function raised: get() re-raises it
                 call.exc, call.state = exc, "failed"
                 break
+            finally:
+                self._exit_commit(mount)
         if call.cancelled:
             call.state = "cancelled"
+
+    @staticmethod
+    def _exit_commit(mount: Mount) -> None:
+        """Modal commits a container's Volume once more when it exits, after the function's own code
+        (and after its result is out): the one commit the code does not make itself."""
+        with contextlib.suppress(RuntimeError):
+            mount.commit()
 
     def preempt(self, call_id: str) -> None:
         call = self.calls[call_id]
@@ -518,6 +535,7 @@ def test_relaunch_after_a_worker_crash_never_trains_twice(settings, store, fake)
     # spawn) and so is the database's (the worker died); the relaunch spawns again before the claim
     # is visible; its container starts later.
     fake.start_delays = [0.3, 1.5]
+    fake.heartbeat_s = 60  # no periodic commit: only the claim commit tells the second call to stand down
     orig_spawn = fake._spawn
 
     def spawn_then_crash(*a, **kw):
@@ -704,6 +722,84 @@ def test_a_commit_with_a_file_open_on_the_volume_is_refused(tmp_path):
     assert not (volume.root / "runs" / "log.txt").exists()  # not committed: not visible outside
     mount.commit()
     assert (volume.root / "runs" / "log.txt").exists()
+
+
+def stub_trainer(folder: Path) -> str:
+    """An executable that stands in for ``python`` in ``run_training``'s command (``-m kdq.train RUN_DIR
+    ...``): it says it started, waits for ``go`` beside itself, then ends the run with done.json. No
+    torch: a fast test of what the container commits, and when."""
+    script = folder / "python"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import json, pathlib, sys, time\n"
+        f"here = pathlib.Path({str(folder)!r})\n"
+        "(here / 'started').touch()\n"
+        "while not (here / 'go').exists():\n"
+        "    time.sleep(0.01)\n"
+        "(pathlib.Path(sys.argv[3]) / 'done.json').write_text(json.dumps({'best_f1': 0.5}))\n"
+    )
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.fixture
+def container(fake, tmp_path):
+    """``run_training`` of run ``cm-1`` on a thread, on its own mount, with a heartbeat that never comes:
+    the code's claim and final commits are the only ones (no commit at container exit either)."""
+    runfolder.write_json(fake.root / "runs/cm-1" / runfolder.SPEC, tiny_spec().model_dump(mode="json"))
+    mount = Mount(fake.volume, "cm")
+    folder = tmp_path / "stub"
+    folder.mkdir()
+    out: dict = {}
+
+    def run() -> None:
+        out["result"] = modal_app.run_training(
+            mount.dir, "cm-1", "synth", call_id="fc-1", commit=mount.commit, reload=mount.reload,
+            local_dir=tmp_path / "local", heartbeat_s=3600, python=stub_trainer(folder), log=lambda m: None,
+        )  # fmt: skip
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield folder, thread, out
+    (folder / "go").touch()
+    thread.join(30)
+
+
+def test_the_run_is_claimed_on_the_volume_before_its_training_starts(fake, container):
+    """Another container (a spawn retried after a lost reply) stands down only if it sees the claim."""
+    folder, _, _ = container
+    wait_for(lambda: (folder / "started").exists(), timeout=30)
+    owner = runfolder.read_json(fake.root / "runs/cm-1" / vol.OWNER)  # the committed Volume
+    assert owner and owner["call_id"] == "fc-1", "the claim was not committed before the training started"
+
+
+def test_the_run_folder_is_committed_before_the_call_returns(fake, container):
+    """The worker reads the verdict from the Volume as soon as the call ends: done.json must be there."""
+    folder, thread, out = container
+    wait_for(lambda: (folder / "started").exists(), timeout=30)
+    (folder / "go").touch()
+    thread.join(30)
+    assert out["result"]["outcome"] == "done"
+    assert (fake.root / "runs/cm-1" / runfolder.DONE).exists(), "done.json is not on the committed Volume"
+    assert runfolder.read_json(fake.root / "runs/cm-1" / vol.OWNER)["attempts"][-1][1] is not None
+
+
+def test_a_container_without_cuda_fails_the_run_at_once_naming_the_driver_and_is_not_retried(backend, fake):
+    """A torch build the driver cannot run, or no GPU attached: the run fails in seconds with what
+    to fix, instead of training on the container's CPU for hours while the GPU bills (and again on
+    each retry)."""
+    fake.cuda = False
+    handle = backend.launch("gpu-1", tiny_spec(train={"device": "auto"}))
+    status = poll_until_done(backend, handle)
+    assert status.state == "failed", status
+    first = status.error.splitlines()[0]
+    assert first.startswith("CudaUnusable: CUDA is not usable here, so nothing was trained"), first
+    assert "NVIDIA driver" in first and "torch 2." in first and "KDQ_MODAL_TORCH" in first
+    call = fake.calls[handle["call_id"]]
+    assert call.attempts == 1 and fake.started_training == [call.id]  # a verdict: Modal does not retry it
+    assert not (fake.root / "runs/gpu-1" / runfolder.CHECKPOINT).exists()  # not one epoch on the CPU
+    progress = runfolder.read_json(fake.root / "runs/gpu-1" / runfolder.PROGRESS)
+    assert progress["gpu"]["cuda_usable"] is False and progress["gpu"]["torch"].startswith("2.")
 
 
 # ---------------------------------------------------------------- how a call ended (3)
