@@ -1,22 +1,28 @@
-"""The training loop: ``run(spec, run_dir, data_dir, cache_dir) -> summary``.
+"""The training loop: ``run(spec, run_dir, data_dir, cache_dir) -> summary``, a sequence of phases.
 
-Read top to bottom: data (decoded once; train / val / holdout, no duplicate across two) -> teacher
-targets (cached once per dataset, on the device) -> student -> optimizer -> resume? -> epochs (train,
-validate, checkpoint, progress) -> export the best epoch -> holdout score -> metrics. A step copies
-nothing to the device and reads nothing back: the epoch's order, views and fresh crops go over once.
-Every file of the run-folder contract (kdq/runfolder.py) is written here; ``kdq.train.__main__`` adds
-done.json / error.json around it.
+    split   = load(spec, ...)                   # pictures decoded once; train / val / holdout
+    targets = teacher_targets(spec, split, ...) # the teacher's views, logits, embeddings (cached)
+    step    = student(spec, split, targets)     # model, optimizer, schedule, EMA: one training step
+    state   = resume(run_dir, step)             # the checkpoint's epochs, or none
+    epochs(spec, split, step, state, ...)       # train, validate, checkpoint, progress, per epoch
+    best    = export_best(spec, step, state, ...)  # the best epoch's weights and bias -> model.pt
+    metrics = evaluate(spec, best, state, ...)  # the holdout, scored once, on the CPU like the grader
+
+No duplicate picture is in two splits. A step copies nothing to the device and reads nothing back: the
+epoch's order, views and fresh crops go over once. Every file of the run-folder contract
+(kdq/runfolder.py) is written here; ``kdq.train.__main__`` adds done.json / error.json around it.
 """
 
 from __future__ import annotations
 
 import copy
 import csv
-import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,7 +31,7 @@ from kdq.spec import ExperimentSpec
 from kdq.train import augment, data, export, losses, students
 from kdq.train.bias import crossfit_f1, tune_bias
 from kdq.train.evaluate import holdout_scores, predict
-from kdq.train.step import Step
+from kdq.train.step import Step, optimizer, steps_per_epoch
 
 PARTS = ("loss", "ce", "kd", "tckd", "nckd", "embed")  # loss components, each its own history column
 HISTORY_FIELDS = ["epoch", "lr", *PARTS, "train_acc", "val_f1", "val_acc", "best_f1", "seconds"]
@@ -41,19 +47,20 @@ def pick_device(want: str) -> torch.device:
     return torch.device("cuda" if want in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
 
 
-def schedule(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up then cosine decay to 1% of the peak learning rate."""
-    if step < warmup:
-        return (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-
 def write_history(run_dir: Path, rows: list[dict]) -> None:
     with runfolder.atomic_path(run_dir / runfolder.HISTORY) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, HISTORY_FIELDS, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
+
+
+def progress(run_dir: Path, spec: ExperimentSpec, state: dict | None, phase: str, val_f1=None) -> None:
+    """progress.json: the phase, and the epochs done so far (none before the first)."""
+    state = state or {"epoch": -1, "best_f1": None}
+    best = state["best_f1"] if state["epoch"] >= 0 else None
+    runfolder.write_progress(
+        run_dir, epoch=state["epoch"] + 1, epochs=spec.train.epochs, val_f1=val_f1, best_f1=best, phase=phase
+    )
 
 
 def run(
@@ -64,56 +71,107 @@ def run(
     on_epoch: Callable[[int], None] | None = None,
 ) -> dict:
     run_dir, started = Path(run_dir), time.time()
-    tr, ds_spec, dist, t_spec = spec.train, spec.data, spec.distill, spec.teacher
-    device = pick_device(tr.device)
-    torch.manual_seed(tr.seed)
-    runfolder.write_progress(run_dir, epoch=0, epochs=tr.epochs, val_f1=None, best_f1=None, phase="data")
-
-    # ---- data: decoded once, split by duplicate groups
-    ds = data.load(data_dir, cache_dir, ds_spec.decode_size, ds_spec.limit_per_class)
-    nc = len(ds.classes)
-    gid = data.groups(ds.digests, ds.hashes, ds.thumbs)
-    train_idx, val_idx, hold_idx = data.three_way(
-        ds.labels, gid, ds_spec.val_fraction, ds_spec.holdout_fraction, ds_spec.split_seed
+    device = pick_device(spec.train.device)
+    torch.manual_seed(spec.train.seed)
+    progress(run_dir, spec, None, "data")
+    split = load(spec, data_dir, cache_dir, device)
+    targets = teacher_targets(spec, split, run_dir, data_dir, cache_dir)
+    step, hook = student(spec, split, targets)
+    state = resume(run_dir, step)
+    epochs(spec, split, step, state, run_dir, on_epoch)
+    progress(run_dir, spec, state, "export", state["history"][-1]["val_f1"])
+    hook.remove()  # the feature hook feeds embedding distillation only: the exported model has none
+    best = export_best(spec, step, state, split, run_dir)
+    metrics = evaluate(spec, best, state, split, targets)
+    metrics["seconds"] = round(time.time() - started, 2)
+    runfolder.write_json(run_dir / runfolder.METRICS, metrics)
+    progress(run_dir, spec, state, "done", state["history"][-1]["val_f1"])
+    h = metrics["holdout_f1"]
+    shown = "none" if h is None else f"{h:.4f} {metrics['holdout_f1_ci']}"
+    log(
+        f"best epoch {metrics['best_epoch']}: val macro-F1 {metrics['val_f1']:.4f}, holdout {shown}, "
+        f"model {metrics['model_mb']:.2f} MiB"
     )
-    labels, labels_dev = ds.labels, ds.labels.to(device)
-    weight = data.class_weights(labels[train_idx], nc).to(device) if dist.class_weighted else None
-    images = ds.images.to(device)
+    return {k: metrics[k] for k in ("val_f1", "holdout_f1", "best_epoch", "model_mb")}
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass
+class Split:
+    """Every picture, decoded once, and its three splits (no duplicate group across two)."""
+
+    ds: data.Decoded
+    groups: np.ndarray  # duplicate group per picture
+    train: np.ndarray
+    val: np.ndarray
+    hold: np.ndarray
+    images: torch.Tensor  # uint8 [N,3,S,S] on the training device
+    labels: torch.Tensor  # int64 [N] on the CPU
+
+    @property
+    def nc(self) -> int:
+        return len(self.ds.classes)
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+
+def load(spec: ExperimentSpec, data_dir: Path, cache_dir: Path, device: torch.device) -> Split:
+    d = spec.data
+    ds = data.load(data_dir, cache_dir, d.decode_size, d.limit_per_class)
+    gid = data.groups(ds.digests, ds.hashes, ds.thumbs)
+    train, val, hold = data.three_way(ds.labels, gid, d.val_fraction, d.holdout_fraction, d.split_seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
     log(
-        f"{len(ds.files)} images, {nc} classes, {len(train_idx)} train / {len(val_idx)} val / "
-        f"{len(hold_idx)} holdout, {len(ds.skipped)} skipped, device {device}"
+        f"{len(ds.files)} images, {len(ds.classes)} classes, {len(train)} train / {len(val)} val / "
+        f"{len(hold)} holdout, {len(ds.skipped)} skipped, device {device}"
     )
+    return Split(ds, gid, train, val, hold, ds.images.to(device), ds.labels)
 
-    # ---- teacher: targets for every training image under V cached views
-    targets = None
-    if spec.teacher.kind != "none":
-        from kdq.train import teacher
 
-        runfolder.write_progress(
-            run_dir, epoch=0, epochs=tr.epochs, val_f1=None, best_f1=None, phase="teacher"
-        )
-        targets = teacher.prepare(
-            spec.teacher,
-            ds,
-            train_idx,
-            val_idx,
-            cache_dir,
-            device,
-            seed=ds_spec.split_seed,
-            decode=lambda size: data.stream(data.find_root(data_dir), ds.files, size),  # not the cached root
-            groups=gid,
-        ).to(device)
-        log(f"teacher {spec.teacher.model} ({spec.teacher.head}): val macro-F1 {targets.val_f1:.4f}")
+# ---------------------------------------------------------------- targets
 
-    # ---- student (+ projection head for embedding distillation, dropped at export)
+
+def teacher_targets(spec: ExperimentSpec, split: Split, run_dir: Path, data_dir: Path, cache_dir: Path):
+    """The teacher's targets for every training picture under its cached views, on the device; or None."""
+    t = spec.teacher
+    if t.kind == "none":
+        return None
+    from kdq.train import teacher
+
+    progress(run_dir, spec, None, "teacher")
+    ds = split.ds
+    targets = teacher.prepare(
+        t,
+        ds,
+        split.train,
+        split.val,
+        cache_dir,
+        split.device,
+        seed=spec.data.split_seed,
+        decode=lambda size: data.stream(data.find_root(data_dir), ds.files, size),  # not the cached root
+        groups=split.groups,
+    ).to(split.device)
+    log(f"teacher {t.model} ({t.head}): val macro-F1 {targets.val_f1:.4f}")
+    return targets
+
+
+# ---------------------------------------------------------------- model
+
+
+def student(spec: ExperimentSpec, split: Split, targets) -> tuple[Step, torch.utils.hooks.RemovableHandle]:
+    """The student (+ a projection head for embedding distillation, dropped at export), its optimizer,
+    schedule and EMA, as one training step; and the hook that hands the step the pooled features."""
+    tr, dist, device = spec.train, spec.distill, split.device
     torch.manual_seed(tr.seed)  # the student's initial weights depend on the seed alone
-    model = students.build(spec.student, nc)
+    model = students.build(spec.student, split.nc)
     students.check_size(model, spec.student.name)
-    model = (
-        model.to(device).to(memory_format=torch.channels_last) if device.type == "cuda" else model.to(device)
-    )
+    model = model.to(device)
+    model = model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
     forward = torch.compile(model) if tr.compile else model  # trains; `model` itself is what is exported
     feats: dict[str, torch.Tensor] = {}
     head = students.classifier(model)
@@ -122,25 +180,16 @@ def run(
     if dist.embed_weight > 0 and targets is not None:
         proj = nn.Linear(head.in_features, targets.embeddings.shape[-1]).to(device)
     params = list(model.parameters()) + (list(proj.parameters()) if proj else [])
-    groups = [
-        {"params": [p for p in params if p.ndim > 1]},  # no weight decay on norms and biases
-        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
-    ]
-    if tr.optimizer == "adamw":
-        opt = torch.optim.AdamW(groups, lr=tr.lr, weight_decay=tr.weight_decay)
-    else:
-        opt = torch.optim.SGD(groups, lr=tr.lr, momentum=0.9, weight_decay=tr.weight_decay, nesterov=True)
-    steps = max(1, math.ceil(len(train_idx) / tr.batch_size))
-    total, warmup = tr.epochs * steps, round(tr.warmup_epochs * steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule(s, total, warmup))
-    ema = (
-        torch.optim.swa_utils.AveragedModel(
+    opt, sched = optimizer(tr, params, steps_per_epoch(tr, len(split.train)))
+    ema = None
+    if tr.ema_decay:
+        ema = torch.optim.swa_utils.AveragedModel(
             model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(tr.ema_decay), use_buffers=True
         )
-        if tr.ema_decay
-        else None
+    weight = (
+        data.class_weights(split.labels[split.train], split.nc).to(device) if dist.class_weighted else None
     )
-
+    labels = split.labels.to(device)
     step = Step(
         model,
         forward,
@@ -150,80 +199,59 @@ def run(
         proj,
         feats,
         params,
-        images,
-        labels_dev,
+        split.images,
+        labels,
         targets,
         dist,
         weight,
         tr.image_size,
     )
+    return step, hook
 
-    # ---- resume
-    state = {
-        "epoch": -1,
-        "best_f1": -1.0,
-        "best_epoch": -1,
-        "best_state": None,
-        "best_val_logits": None,
-        "bad_epochs": 0,
-        "history": [],
-    }
-    ckpt_path = run_dir / runfolder.CHECKPOINT
-    if ckpt_path.exists():
-        ck = torch.load(
-            ckpt_path, map_location="cpu", weights_only=False
-        )  # load_state_dict moves to the device
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        sched.load_state_dict(ck["sched"])
-        if ema and ck.get("ema"):
-            ema.load_state_dict(ck["ema"])
-        if proj and ck.get("proj"):
-            proj.load_state_dict(ck["proj"])
-        state = ck["state"]
-        log(f"resumed from {ckpt_path} after epoch {state['epoch'] + 1}")  # counted from 1
 
-    # ---- epochs
+# ---------------------------------------------------------------- epochs
+
+
+def resume(run_dir: Path, step: Step) -> dict:
+    """The run's state: fresh, or the checkpoint's (weights, optimizer, schedule, EMA, history)."""
+    path = run_dir / runfolder.CHECKPOINT
+    if not path.exists():
+        return {
+            "epoch": -1,
+            "best_f1": -1.0,
+            "best_epoch": -1,
+            "best_state": None,
+            "best_val_logits": None,
+            "bad_epochs": 0,
+            "history": [],
+        }
+    ck = torch.load(path, map_location="cpu", weights_only=False)  # load_state_dict moves to the device
+    step.model.load_state_dict(ck["model"])
+    step.opt.load_state_dict(ck["opt"])
+    step.sched.load_state_dict(ck["sched"])
+    if step.ema and ck.get("ema"):
+        step.ema.load_state_dict(ck["ema"])
+    if step.proj and ck.get("proj"):
+        step.proj.load_state_dict(ck["proj"])
+    log(f"resumed from {path} after epoch {ck['state']['epoch'] + 1}")  # counted from 1
+    return ck["state"]
+
+
+def epochs(
+    spec: ExperimentSpec, split: Split, step: Step, state: dict, run_dir: Path, on_epoch: Callable | None
+) -> None:
+    """Every epoch not yet run: train, validate, checkpoint; stops early after ``patience`` bad epochs."""
+    tr = spec.train
     for epoch in range(state["epoch"] + 1, tr.epochs):
         if tr.patience and state["bad_epochs"] >= tr.patience:
             break
         t0 = time.time()
-        model.train()
-        if proj:
-            proj.train()
-        gen = torch.Generator().manual_seed(tr.seed * 100_003 + epoch)  # replayable epoch: order, views
-        n_tr = len(train_idx)
-        order = torch.as_tensor(train_idx)[torch.randperm(n_tr, generator=gen)].to(device)
-        view = torch.randint(targets.views, (n_tr,), generator=gen).to(device) if targets else None
-        fresh_p = augment.sample(n_tr, gen).to(device)  # fresh random crops, trained on the label alone
-        sums = dict.fromkeys((*PARTS, "correct"), 0.0)
-        for b in range(steps):
-            sl = slice(b * tr.batch_size, (b + 1) * tr.batch_size)
-            parts, logits, y = step(order[sl], None if view is None else view[sl], fresh_p[sl])
-            for key in parts:  # summed on the device: no synchronisation per step
-                sums[key] = sums[key] + parts[key].detach() * len(y)
-            sums["correct"] = sums["correct"] + (logits.argmax(1) == y).sum()
-
-        eval_model = ema.module if ema else model
-        val_logits = predict(
-            eval_model, images[torch.as_tensor(val_idx).to(device)], tr.image_size, device, tr.tta_flip
-        )
-        val_f1, _, _ = losses.macro_f1(val_logits.argmax(1), labels[val_idx], nc)
-        val_acc = float((val_logits.argmax(1) == labels[val_idx]).float().mean())
-        if val_f1 > state["best_f1"]:
-            state.update(
-                best_f1=val_f1,
-                best_epoch=epoch,
-                bad_epochs=0,
-                best_val_logits=val_logits,
-                best_state={k: t.detach().cpu().clone() for k, t in eval_model.state_dict().items()},
-            )
-        else:
-            state["bad_epochs"] += 1
-        n = len(train_idx)
+        sums = train_epoch(spec, split, step, epoch)
+        val_f1, val_acc = validate(spec, split, step, state, epoch)
+        n = len(split.train)
         row = {
             "epoch": epoch + 1,  # counted from 1, like best_epoch and progress.json
-            "lr": opt.param_groups[0]["lr"],
+            "lr": step.opt.param_groups[0]["lr"],
             **{k: round(float(sums[k]) / n, 6) for k in PARTS},
             "train_acc": round(float(sums["correct"]) / n, 6),
             "val_f1": round(val_f1, 6),
@@ -234,24 +262,8 @@ def run(
         state["history"].append(row)
         state["epoch"] = epoch
         write_history(run_dir, state["history"])
-        ck = {
-            "model": model.state_dict(),
-            "opt": opt.state_dict(),
-            "sched": sched.state_dict(),
-            "ema": ema.state_dict() if ema else None,
-            "proj": proj.state_dict() if proj else None,
-            "state": state,
-        }
-        with runfolder.atomic_path(ckpt_path) as tmp:
-            torch.save(ck, tmp)
-        runfolder.write_progress(
-            run_dir,
-            epoch=epoch + 1,
-            epochs=tr.epochs,
-            val_f1=val_f1,
-            best_f1=state["best_f1"],
-            phase="training",
-        )
+        checkpoint(run_dir, step, state)
+        progress(run_dir, spec, state, "training", val_f1)
         log(
             f"epoch {epoch + 1}/{tr.epochs} loss {row['loss']:.4f} train_acc {row['train_acc']:.3f} "
             f"val_f1 {val_f1:.4f} ({row['seconds']:.1f}s)"
@@ -259,80 +271,124 @@ def run(
         if on_epoch:
             on_epoch(epoch)
 
-    # ---- export the best epoch
-    def finished(phase: str) -> None:
-        last = state["history"][-1]["val_f1"]
-        runfolder.write_progress(
-            run_dir,
-            epoch=state["epoch"] + 1,
-            epochs=tr.epochs,
-            val_f1=last,
-            best_f1=state["best_f1"],
-            phase=phase,
-        )
 
-    finished("export")
-    hook.remove()
-    best = copy.deepcopy(ema.module if ema else model).cpu()
-    best.load_state_dict(state["best_state"])
-    y_val = labels[val_idx]
+def train_epoch(spec: ExperimentSpec, split: Split, step: Step, epoch: int) -> dict:
+    """One pass over the training pictures; the loss parts and correct answers summed on the device."""
+    tr, device, targets = spec.train, split.device, step.targets
+    step.model.train()
+    if step.proj:
+        step.proj.train()
+    gen = torch.Generator().manual_seed(tr.seed * 100_003 + epoch)  # replayable epoch: order, views
+    n = len(split.train)
+    order = torch.as_tensor(split.train)[torch.randperm(n, generator=gen)].to(device)
+    view = torch.randint(targets.views, (n,), generator=gen).to(device) if targets else None
+    fresh = augment.sample(n, gen).to(device)  # fresh random crops, trained on the label alone
+    sums = dict.fromkeys((*PARTS, "correct"), 0.0)
+    for b in range(steps_per_epoch(tr, n)):
+        sl = slice(b * tr.batch_size, (b + 1) * tr.batch_size)
+        parts, logits, y = step(order[sl], None if view is None else view[sl], fresh[sl])
+        for key in parts:  # summed on the device: no synchronisation per step
+            sums[key] = sums[key] + parts[key].detach() * len(y)
+        sums["correct"] = sums["correct"] + (logits.argmax(1) == y).sum()
+    return sums
+
+
+def validate(spec: ExperimentSpec, split: Split, step: Step, state: dict, epoch: int) -> tuple[float, float]:
+    """Macro-F1 and accuracy on validation of the weights that would be exported; keeps the best."""
+    tr, y = spec.train, split.labels[split.val]
+    model = step.ema.module if step.ema else step.model
+    idx = torch.as_tensor(split.val).to(split.device)
+    logits = predict(model, split.images[idx], tr.image_size, split.device, tr.tta_flip)
+    f1, _, _ = losses.macro_f1(logits.argmax(1), y, split.nc)
+    if f1 > state["best_f1"]:
+        best = {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}
+        state.update(best_f1=f1, best_epoch=epoch, bad_epochs=0, best_val_logits=logits, best_state=best)
+    else:
+        state["bad_epochs"] += 1
+    return f1, float((logits.argmax(1) == y).float().mean())
+
+
+def checkpoint(run_dir: Path, step: Step, state: dict) -> None:
+    ck = {
+        "model": step.model.state_dict(),
+        "opt": step.opt.state_dict(),
+        "sched": step.sched.state_dict(),
+        "ema": step.ema.state_dict() if step.ema else None,
+        "proj": step.proj.state_dict() if step.proj else None,
+        "state": state,
+    }
+    with runfolder.atomic_path(run_dir / runfolder.CHECKPOINT) as tmp:
+        torch.save(ck, tmp)
+
+
+# ---------------------------------------------------------------- export
+
+
+@dataclass
+class Best:
+    """The exported model: the best epoch's weights on the CPU, the bias tuned on validation, the
+    cross-fitted validation F1 that tuning leaves honest, and the file's size."""
+
+    model: nn.Module
+    bias: torch.Tensor | None
+    honest_f1: float | None
+    mb: float
+
+
+def export_best(spec: ExperimentSpec, step: Step, state: dict, split: Split, run_dir: Path) -> Best:
+    """The best epoch's weights and bias, written to model.pt."""
+    tr = spec.train
+    model = copy.deepcopy(step.ema.module if step.ema else step.model).cpu()
+    model.load_state_dict(state["best_state"])
     bias, honest = None, None
     if tr.tune_bias:
+        y_val = split.labels[split.val]
         bias, _, _ = tune_bias(state["best_val_logits"], y_val)
         honest = crossfit_f1(state["best_val_logits"], y_val, seed=tr.seed)
-    model_mb = export.save(
-        best, run_dir / runfolder.MODEL, bias=bias, tta_flip=tr.tta_flip, train_size=tr.image_size
+    mb = export.save(
+        model, run_dir / runfolder.MODEL, bias=bias, tta_flip=tr.tta_flip, train_size=tr.image_size
     )
-    # ---- the holdout, scored once, on the CPU like the grader: nothing above has seen it
-    hold_logits = predict(best, ds.images[hold_idx], tr.image_size, torch.device("cpu"), tr.tta_flip)
-    holdout = holdout_scores(hold_logits, bias, labels[hold_idx], nc, seed=tr.seed)
+    return Best(model, bias, honest, mb)
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def evaluate(spec: ExperimentSpec, best: Best, state: dict, split: Split, targets) -> dict:
+    """metrics.json: the holdout, scored once, on the CPU like the grader (nothing above has seen it),
+    beside validation's scores and what the run was."""
+    tr, t, ds, labels, nc, bias = spec.train, spec.teacher, split.ds, split.labels, split.nc, best.bias
+    hold_logits = predict(best.model, ds.images[split.hold], tr.image_size, torch.device("cpu"), tr.tta_flip)
+    holdout = holdout_scores(hold_logits, bias, labels[split.hold], nc, seed=tr.seed)
+    y_val = labels[split.val]
     final_logits = state["best_val_logits"] + (bias if bias is not None else 0)
     in_sample, per_class, confusion = losses.macro_f1(final_logits.argmax(1), y_val, nc)
     # A bias tuned on validation and scored on it overstates its gain: then val_f1 is the cross-fitted
     # estimate (tuned on one half, scored on the other); per_class_f1 and confusion are the exported
     # model's own predictions on validation.
-    val_f1 = honest if honest is not None else in_sample
-    metrics = {
-        "val_f1": val_f1,
+    return {
+        "val_f1": best.honest_f1 if best.honest_f1 is not None else in_sample,
         **holdout,
         # the holdout pictures, so verification can score the exported file on them as the grader would
-        "holdout_files": [str(ds.files[int(i)]) for i in hold_idx],
-        "holdout_labels": [int(y) for y in labels[hold_idx]],
+        "holdout_files": [str(ds.files[int(i)]) for i in split.hold],
+        "holdout_labels": [int(y) for y in labels[split.hold]],
         "val_acc": float((final_logits.argmax(1) == y_val).float().mean()),
         "per_class_f1": dict(zip(ds.classes, per_class)),
         "confusion": confusion,
         "classes": ds.classes,
         "best_epoch": state["best_epoch"] + 1,  # people count epochs from 1: every view shows it as is
         "epochs_run": state["epoch"] + 1,
-        "model_mb": round(model_mb, 4),
-        "params": sum(p.numel() for p in best.parameters()),
+        "model_mb": round(best.mb, 4),
+        "params": sum(p.numel() for p in best.model.parameters()),
         "torch_version": torch.__version__,
-        "device": str(device),
-        "n_train": len(train_idx),
-        "n_val": len(val_idx),
+        "device": str(split.device),
+        "n_train": len(split.train),
+        "n_val": len(split.val),
         "skipped_files": ds.skipped,
         "dataset_fingerprint": ds.fingerprint,
         "val_f1_before_bias": state["best_f1"],
         "val_f1_bias_in_sample": in_sample if tr.tune_bias else None,
         "bias": bias.tolist() if bias is not None else None,
         "teacher_probe_f1": targets.val_f1 if targets is not None else None,  # the head's F1: the ceiling
-        "teacher": None
-        if targets is None
-        else f"{t_spec.model} ({t_spec.head}, {t_spec.resize}, {t_spec.views} views)",
-        "seconds": round(time.time() - started, 2),
-    }
-    runfolder.write_json(run_dir / runfolder.METRICS, metrics)
-    finished("done")
-    shown = (
-        "none" if holdout["holdout_f1"] is None else f"{holdout['holdout_f1']:.4f} {holdout['holdout_f1_ci']}"
-    )
-    log(
-        f"best epoch {metrics['best_epoch']}: val macro-F1 {val_f1:.4f}, holdout {shown}, "
-        f"model {model_mb:.2f} MiB"
-    )
-    return {
-        "val_f1": val_f1,
-        "holdout_f1": holdout["holdout_f1"],
-        "best_epoch": metrics["best_epoch"],
-        "model_mb": round(model_mb, 4),
+        "teacher": None if targets is None else f"{t.model} ({t.head}, {t.resize}, {t.views} views)",
     }

@@ -2,6 +2,7 @@
 
     step = Step(model, forward, opt, sched, ...)      # everything on the training device
     parts, logits, y = step(idx, view, fresh)          # device tensors in, nothing read back
+    opt, sched = optimizer(spec.train, params, steps_per_epoch(spec.train, n_train))
 
 A batch's first ``k`` pictures are rendered as the teacher saw them (view ``view`` of each, with its
 logits and embedding); the rest are fresh random crops (``fresh``) trained on the label alone. Every
@@ -11,6 +12,7 @@ index is already on the device, so a step neither copies to it nor waits on it.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -65,3 +67,31 @@ class Step:
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         return parts, logits, y
+
+
+def schedule(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up then cosine decay to 1% of the peak learning rate."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def steps_per_epoch(tr, n_train: int) -> int:
+    """Steps in an epoch of ``n_train`` pictures under the spec's ``train`` section (the last one short)."""
+    return max(1, math.ceil(n_train / tr.batch_size))
+
+
+def optimizer(tr, params: list, steps: int):
+    """The spec's optimizer (no weight decay on norms and biases) and its per-step schedule: a linear
+    warm-up, then a cosine over every remaining step of ``tr.epochs`` epochs of ``steps`` steps."""
+    groups = [
+        {"params": [p for p in params if p.ndim > 1]},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    if tr.optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=tr.lr, weight_decay=tr.weight_decay)
+    else:
+        opt = torch.optim.SGD(groups, lr=tr.lr, momentum=0.9, weight_decay=tr.weight_decay, nesterov=True)
+    total, warmup = tr.epochs * steps, round(tr.warmup_epochs * steps)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule(s, total, warmup))

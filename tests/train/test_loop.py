@@ -264,3 +264,24 @@ def test_compile_trains_the_compiled_module_and_exports_the_plain_one(clean_data
     exported = torch.jit.load(str(tmp_path / "run" / runfolder.MODEL))
     assert not any("_orig_mod" in k for k in exported.state_dict())
     assert verify_file(tmp_path / "run" / runfolder.MODEL)["output_shape"] == [4, 10]
+
+
+def test_no_function_in_kdq_train_is_over_80_lines():
+    """The loop reads as a sequence of named phases: no function of kdq/train grows past 80 lines."""
+    import ast
+    from pathlib import Path
+
+    import kdq.train
+
+    long = []
+    for path in sorted(Path(kdq.train.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                if (n := node.end_lineno - node.lineno + 1) > 80:
+                    long.append(f"{path.name}:{node.lineno} {node.name} ({n} lines)")
+    assert not long
+    phases = ("load", "teacher_targets", "student", "resume", "epochs", "export_best", "evaluate")
+    body = ast.unparse(
+        next(n for n in ast.parse(Path(loop.__file__).read_text()).body if getattr(n, "name", "") == "run")
+    )
+    assert [p for p in phases if f"{p}(" in body] == list(phases)  # run calls every phase by name
