@@ -65,6 +65,17 @@ class DuplicateSearch(DuplicateSpec):
         )
 
 
+def _trained_to_the_end(exp: Experiment) -> str | None:
+    """Why resuming ``exp`` from its checkpoint is pointless, or None: it has a verified model, or its
+    last run reached its last epoch."""
+    if exp.stage is Stage.SKIPPED and exp.artifacts:
+        return "has a trained, verified model"
+    progress = exp.progress or {}
+    if progress.get("epochs") and progress.get("epoch", 0) >= progress["epochs"]:
+        return f"already trained to its last epoch ({progress['epoch']}/{progress['epochs']})"
+    return None
+
+
 class UserRequests:
     """Mixed into ``kdq.store.Store``: uses its ``get``, ``move``, ``update``, ``event``, ``transaction``."""
 
@@ -171,6 +182,12 @@ class UserRequests:
         if exp.stage not in RETRYABLE:
             raise ValueError(
                 f"experiment {exp_id} is {exp.stage}; only {', '.join(sorted(RETRYABLE))} can be retried"
+            )
+        if not fresh and (done := _trained_to_the_end(exp)):
+            submit = f"`kdq submit {exp_id}` submits it, or " if exp.stage is Stage.SKIPPED else ""
+            raise ValueError(
+                f"experiment {exp_id} {done}, so a resumed run would train nothing: "
+                f"{submit}`kdq retry {exp_id} --fresh` trains it again from epoch 1"
             )
         resume = None if fresh else exp.run_id or exp.resume_from
         how = f", from run {resume}'s last checkpoint" if resume else ", from epoch 1"

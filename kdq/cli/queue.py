@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from kdq.cli.common import ERROR, err, fail, get_or_exit, nudge, open_store, say, settings, warn
+from kdq.cli.common import ERROR, err, fail, nudge, open_store, say, settings, warn
+from kdq.cli.pick import FAILED, IDS, STAGES, pick
 
 PRIORITY_LIMIT = 1_000_000
 
@@ -111,7 +112,6 @@ def enqueue(
         say(f"queued {i}: {s.name}")
 
 
-IDS = Annotated[list[int], typer.Argument(help="One or more experiment ids.")]
 AS_JSON = Annotated[bool, typer.Option("--json", help="One JSON object per id: id, stage, what happened.")]
 
 
@@ -124,7 +124,7 @@ def _report(results: list[dict], as_json: bool) -> None:
         raise typer.Exit(ERROR)
 
 
-def cancel(ids: IDS, as_json: AS_JSON = False) -> None:
+def cancel(ids: IDS = None, stage: STAGES = None, as_json: AS_JSON = False) -> None:
     """Cancel experiments (a running training is stopped by the worker).
 
     Examples:
@@ -132,6 +132,8 @@ def cancel(ids: IDS, as_json: AS_JSON = False) -> None:
     \b
       kdq cancel 7
       kdq cancel 7 8 9 --json
+      kdq cancel 1-6
+      kdq cancel --stage queued
     """
     from kdq.homelock import heartbeat_age
     from kdq.stages import Stage
@@ -140,7 +142,7 @@ def cancel(ids: IDS, as_json: AS_JSON = False) -> None:
     with open_store(create=False) as store:
         age = heartbeat_age(store)
         alone = age is None or age > 30  # no worker will see the request soon
-        for e in [get_or_exit(store, i) for i in ids]:
+        for e in pick(store, ids, stage):
             exp = store.request_cancel(e.id)
             if exp.stage is Stage.CANCELLED:
                 msg = "cancelled"
@@ -151,7 +153,7 @@ def cancel(ids: IDS, as_json: AS_JSON = False) -> None:
             else:
                 msg = f"already {exp.stage}, nothing to cancel"
             results.append({"id": e.id, "stage": str(exp.stage), "ok": True, "message": msg})
-    nudge(list(ids))
+    nudge([r["id"] for r in results])
     _report(results, as_json)
 
 
@@ -187,7 +189,9 @@ def _still_running(s) -> list[str]:
 
 
 def retry(
-    ids: IDS,
+    ids: IDS = None,
+    failed: FAILED = False,
+    stage: STAGES = None,
     fresh: Annotated[
         bool, typer.Option("--fresh", help="Start from epoch 1, not from the last run's checkpoint.")
     ] = False,
@@ -195,7 +199,8 @@ def retry(
 ) -> None:
     """Queue failed, cancelled, skipped or pruned experiments again (a new attempt, a new run id).
 
-    A local training resumes from the last run's last checkpoint (same spec) unless --fresh.
+    A training resumes from the last run's last checkpoint (same spec) unless --fresh. One that already
+    trained to its last epoch is refused: `kdq submit ID` submits a skipped model, --fresh trains again.
 
     Examples:
 
@@ -203,10 +208,12 @@ def retry(
       kdq retry 7
       kdq retry 7 8 --json
       kdq retry 7 --fresh
+      kdq retry 1-6
+      kdq retry --failed
     """
     results = []
     with open_store(create=False) as store:
-        for e in [get_or_exit(store, i) for i in ids]:
+        for e in pick(store, ids, stage, failed):
             try:
                 exp = store.retry(e.id, fresh=fresh)
             except ValueError as exc:
@@ -219,7 +226,7 @@ def retry(
     _report(results, as_json)
 
 
-def submit(ids: IDS, as_json: AS_JSON = False) -> None:
+def submit(ids: IDS = None, as_json: AS_JSON = False) -> None:
     """Submit these experiments' models next, whatever their policy (the rate limit still applies).
 
     Examples:
@@ -230,7 +237,7 @@ def submit(ids: IDS, as_json: AS_JSON = False) -> None:
     """
     results = []
     with open_store(create=False) as store:
-        for e in [get_or_exit(store, i) for i in ids]:
+        for e in pick(store, ids, None):
             try:
                 store.request_submit(e.id)
             except ValueError as exc:

@@ -335,3 +335,44 @@ def test_best_epoch_is_shown_as_recorded_1_based_in_show_json_compare_and_the_re
     assert json.loads(kdq("show", i, "--json").stdout)["metrics"]["best_epoch"] == 3
     assert side_by_side([store.get(i)])["best_epoch"] == [3]
     assert experiment_data(store.get(i), [], settings)["timings"]["best epoch"] == 3
+
+
+def test_retry_of_a_trained_verified_model_keeps_it_and_names_the_way_forward(settings, store):
+    from cli_helpers import fill, row
+
+    [skipped, pruned] = fill(
+        store,
+        [
+            {**row("trained", "skipped", 60, 0.81), "artifacts": "/a", "run_id": "x-e1-a1"},
+            {**row("stopped-early", "pruned", 20, 0.5), "run_id": "x-e2-a1"},
+        ],
+    )
+    r = kdq("retry", skipped)
+    assert r.exit_code == 1
+    line = " ".join(r.stderr.split())
+    assert f"kdq submit {skipped}" in line and f"kdq retry {skipped} --fresh" in line, line
+    exp = store.get(skipped)
+    assert exp.stage is Stage.SKIPPED and exp.attempt == 1 and exp.artifacts == "/a"
+    r = kdq("retry", pruned)  # not trained to the end: it resumes
+    assert r.exit_code == 0 and "from run x-e2-a1's checkpoint" in r.stdout
+    r = kdq("retry", skipped, "--fresh")
+    assert r.exit_code == 0 and store.get(skipped).resume_from is None
+
+
+def test_retry_and_cancel_take_ranges_failed_and_stage(settings, store):
+    from cli_helpers import fill, row
+
+    ids = fill(
+        store, [row(f"f{i}", "failed", 3) for i in range(4)] + [row("q", "queued"), row("d", "done", 60)]
+    )
+    r = kdq("retry", "1-2", "--json")
+    assert r.exit_code == 0 and [x["id"] for x in json.loads(r.stdout)] == [1, 2]
+    r = kdq("retry", "--failed", "--json")
+    assert r.exit_code == 0 and [x["id"] for x in json.loads(r.stdout)] == [3, 4]
+    r = kdq("cancel", "--stage", "queued", "--json")
+    assert r.exit_code == 0 and [x["id"] for x in json.loads(r.stdout)] == [1, 2, 3, 4, 5]
+    assert all(store.get(i).stage is Stage.CANCELLED for i in ids[:5]) and store.get(6).stage is Stage.DONE
+    for args in (["retry", "2-x"], ["retry", "5-3"], ["cancel"], ["retry", "--stage", "nonsense"]):
+        r = kdq(*args)
+        assert r.exit_code == 2 and "Traceback" not in r.output, (args, r.output)
+    assert "1-6" in kdq("cancel").stderr
