@@ -119,6 +119,23 @@ class Settings(BaseSettings):
     )
     deadline: datetime | None = Field(None, description="The homework deadline; without a zone, US Eastern.")
 
+    # The night: cost, notifications, keep-awake (docs/overnight.md)
+    gpu_price_per_hour: str | None = Field(
+        None, description="Dollars per GPU-hour: one number, or GPU:price pairs over Modal's list prices."
+    )
+    notify: SecretStr | None = Field(
+        None, description="Apprise URLs (space or comma separated) the worker notifies. Secret."
+    )
+    allow_sleep: bool = Field(False, description="Let the machine sleep while experiments are live.")
+
+    @field_validator("gpu_price_per_hour")
+    @classmethod
+    def _prices(cls, text: str | None) -> str | None:
+        from kdq.cost import parse_prices
+
+        parse_prices(text)  # a ValueError says what is wrong and gives an example
+        return text
+
     @field_validator("size_factor")
     @classmethod
     def _size_factor_pairs(cls, text: str) -> str:
@@ -203,7 +220,13 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every secret value this process knows, for redaction."""
-        return [s.get_secret_value() for s in (self.token, self.hf_token) if s and s.get_secret_value()]
+        values = [s.get_secret_value() for s in (self.token, self.hf_token, self.notify) if s]
+        return [v for v in values + self.notify_urls() if v]
+
+    def notify_urls(self) -> list[str]:
+        """``KDQ_NOTIFY``'s Apprise URLs, one by one (each is a secret: it holds the webhook's key)."""
+        text = self.notify.get_secret_value() if self.notify else ""
+        return [u for u in text.replace(",", " ").split() if u]
 
 
 def _one_line(exc: ValidationError) -> str:

@@ -57,16 +57,24 @@ def status(
 
             age = heartbeat_age(store)
             from kdq.course.scoring import expected_all
+            from kdq.night import Night
 
             exps = views.glance(store, show_all)[0]
             expected = expected_all(store, s, exps)
+            night = Night.read(store, s)
             data = {
                 "worker_alive": age is not None and age < 30,
                 "worker_heartbeat_age_s": age,
                 "counts": store.count_by_stage(),
                 "course_server": Ledger(store).server() or None,
+                **night.as_json(),  # "eta" (the queue's end) and "cost" (GPU-hours, dollars, worst case)
                 "experiments": [
-                    {**e.summary(), "expected_score": expected[e.id].as_json() if e.id in expected else None}
+                    {
+                        **e.summary(),
+                        "expected_score": expected[e.id].as_json() if e.id in expected else None,
+                        "eta": night.etas[e.id].as_json() if e.id in night.etas else None,
+                        "cost": night.costs[e.id].as_json(),
+                    }
                     for e in exps
                 ],
             }

@@ -74,8 +74,9 @@ def plain(markup_line: str) -> str:
 # ---------------------------------------------------------------- status
 
 
-def status_header(store: Store, settings, interval_s: float | None = None) -> list[str]:
-    """The lines above the table (rich markup): the worker, the counts, the course server."""
+def status_header(store: Store, settings, interval_s: float | None = None, night=None) -> list[str]:
+    """The lines above the table (rich markup): the worker, the counts, the course server, the night's
+    end and cost (``night``: kdq.night.Night)."""
     from kdq.course.status import header_lines
     from kdq.homelock import heartbeat_age
     from kdq.stages import Stage
@@ -92,6 +93,7 @@ def status_header(store: Store, settings, interval_s: float | None = None) -> li
     from kdq.course.scoring import header_lines as score_lines
 
     lines += header_lines(store, interval_s=interval_s)
+    lines += [night.line()] if night is not None else []
     return lines + score_lines(store, settings, time.time())
 
 
@@ -145,17 +147,19 @@ def _expected_cell(x) -> str:
 
 
 def _status_cells(
-    e: Experiment, now: float, expected: dict | None = None, full: bool = False
+    e: Experiment, now: float, expected: dict | None = None, full: bool = False, night=None
 ) -> dict[str, str]:
-    """One row's cells; ``full``: the expected score with its whole interval (piped rows)."""
+    """One row's cells; ``full``: the expected score with its whole interval (piped rows); ``night``:
+    a training's epoch cell with its elapsed and remaining time (``3/10 4m+9m``, ``teacher 3,200/10,000``)."""
     x = (expected or {}).get(e.id)
+    eta = night.etas.get(e.id) if night is not None else None
     return {
         "expected": "" if x is None else (x.text() if full else _expected_cell(x)),
         "id": str(e.id),
         "name": e.name,
         "stage": str(e.stage),
         "backend": e.backend or "",
-        "epoch": progress(e),
+        "epoch": eta.cell() if eta is not None else progress(e),
         "val F1": num(e.val_f1 if e.val_f1 is not None else (e.progress or {}).get("best_f1")),
         "teacher F1": num(e.teacher_f1),
         "server": " ".join(filter(None, [num(e.server_score), e.server_rank and f"#{e.server_rank}"])),
@@ -165,7 +169,7 @@ def _status_cells(
     }
 
 
-def experiments_table(exps: list[Experiment], expected: dict | None = None):
+def experiments_table(exps: list[Experiment], expected: dict | None = None, night=None):
     """The rich table: the name column is the only one that wraps; every other keeps its width."""
     from rich import box
     from rich.table import Table
@@ -184,7 +188,7 @@ def experiments_table(exps: list[Experiment], expected: dict | None = None):
             min_width=12 if col == "name" else None,
         )
     for e in exps:
-        cells = _status_cells(e, now, expected)
+        cells = _status_cells(e, now, expected, night=night)
         table.add_row(
             *(Text(cells[c], style=STAGE_STYLE.get(cells[c], "") if c == "stage" else "") for c in cols)
         )
@@ -225,9 +229,11 @@ def status_view(
     from rich.text import Text
 
     from kdq.course.scoring import expected_all
+    from kdq.night import Night
 
     shown, hidden_queued, hidden_older = glance(store, show_all)
-    header = status_header(store, s, interval_s)
+    night = Night.read(store, s)
+    header = status_header(store, s, interval_s, night)
     notes = _notes(shown, hidden_queued, hidden_older)
     if height is not None:
         shown, cut = fit_rows(shown, height - len(header) - len(notes) - 4)
@@ -235,7 +241,7 @@ def status_view(
         notes = _notes(shown, hidden_queued, hidden_older)
     parts: list[Any] = [*(Text.from_markup(h) for h in header)]
     if shown:
-        parts.append(experiments_table(shown, expected_all(store, s, shown)))
+        parts.append(experiments_table(shown, expected_all(store, s, shown), night))
     parts += [Text(n, style="red" if " failed: " in n else "dim") for n in notes]
     return Group(*parts)
 
@@ -243,14 +249,19 @@ def status_view(
 def status_plain(store: Store, s, show_all: bool = False, interval_s: float | None = None) -> str:
     """The same, for pipes: the header lines, then every shown row tab-separated, full width."""
     from kdq.course.scoring import expected_all
+    from kdq.night import Night
 
     shown, hidden_queued, hidden_older = glance(store, show_all)
     now = time.time()
+    night = Night.read(store, s, now)
     cols = ["id", "name", "stage", "backend", "epoch", "val F1", "expected", "teacher F1", "score", "rank"]
     cols.append("updated")
     expected = expected_all(store, s, shown)
-    rows = [[*(_status_cells(e, now, expected, full=True)[c] for c in cols), e.error or ""] for e in shown]
-    lines = [plain(h) for h in status_header(store, s, interval_s)]
+    rows = [
+        [*(_status_cells(e, now, expected, full=True, night=night)[c] for c in cols), e.error or ""]
+        for e in shown
+    ]
+    lines = [plain(h) for h in status_header(store, s, interval_s, night)]
     lines.append(tsv([c.replace(" ", "_") for c in cols] + ["error"], rows))
     lines += [n for n in _notes([], hidden_queued, hidden_older)]
     return "\n".join(lines)

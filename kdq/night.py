@@ -1,0 +1,158 @@
+"""The night in numbers, read from the database: each experiment's ETA and cost, the queue's end, the total.
+
+    night = Night.read(store, settings)      # no network call, no run folder read
+    night.etas[7].cell()                     # "3/10 4m+9m"
+    night.line()                             # kdq status's line: queue empty at, GPU-hours, dollars
+    night.as_json()                          # kdq status --json: {"eta": ..., "cost": ...}
+
+The arithmetic is kdq.eta and kdq.cost (pure); this module only gathers their inputs: the stage events
+(when each attempt launched and ended), progress.json as the worker last copied it, and each spec's
+backend, GPU, caps and epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from kdq import cost, eta
+from kdq.stages import LIVE, Stage
+
+if TYPE_CHECKING:
+    from kdq.experiment import Experiment
+    from kdq.store import Store
+
+TRAINING = frozenset({Stage.LAUNCHING, Stage.TRAINING})
+
+
+def stage_events(store: Store) -> dict[int, list[tuple[float, str]]]:
+    """Every experiment's ``(ts, stage)`` moves, in order."""
+    out: dict[int, list[tuple[float, str]]] = defaultdict(list)
+    sql = "select exp_id, ts, stage from events where kind = 'stage' order by id"
+    for exp_id, ts, stage in store.conn.execute(sql):
+        out[exp_id].append((ts, stage))
+    return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a spec says about its cost and length (read from its JSON: no validation per row)."""
+
+    backend: str
+    gpu: str
+    max_gpu_hours: float
+    timeout_min: float
+    epochs: int
+
+    @classmethod
+    def of(cls, exp: Experiment) -> Plan:
+        from kdq.spec import BackendSpec, TrainSpec
+
+        spec = json.loads(exp.spec_json)
+        b, t = spec.get("backend") or {}, spec.get("train") or {}
+
+        def default(model, name):
+            return model.model_fields[name].default
+
+        return cls(
+            exp.backend or b.get("kind", "local"),
+            b.get("gpu", default(BackendSpec, "gpu")),
+            float(b.get("max_gpu_hours", default(BackendSpec, "max_gpu_hours"))),
+            float(b.get("timeout_min", default(BackendSpec, "timeout_min"))),
+            int(t.get("epochs", default(TrainSpec, "epochs"))),
+        )
+
+
+@dataclass(frozen=True)
+class Night:
+    now: float
+    etas: dict[int, eta.Eta]
+    costs: dict[int, cost.Cost]
+    empty_at: float | None
+    waiting: int  # live trainings and queued experiments the end time waits for
+    totals: dict
+
+    @classmethod
+    def read(cls, store: Store, settings, now: float | None = None) -> Night:
+        now = time.time() if now is None else now
+        prices = cost.parse_prices(settings.gpu_price_per_hour)
+        events = stage_events(store)
+        exps = store.list()
+        plans = {e.id: Plan.of(e) for e in exps}
+        spans = {e.id: cost.attempts(events.get(e.id, [])) for e in exps}
+        costs = {}
+        for e in exps:
+            p = plans[e.id]
+            hours = cost.gpu_hours(spans[e.id], now)
+            costs[e.id] = cost.Cost.of(
+                p.backend, p.gpu, hours, prices, e.stage in LIVE, p.max_gpu_hours, p.timeout_min
+            )
+        typical = {
+            backend: eta.typical_epoch_s(
+                (3600 * cost.gpu_hours(spans[e.id][-1:], now), (e.metrics or {}).get("epochs_run") or 0)
+                for e in exps
+                if e.backend == backend and e.metrics and spans[e.id]
+            )
+            for backend in {p.backend for p in plans.values()}
+        }
+        etas = {}
+        for e in exps:
+            if e.stage in TRAINING:
+                started = spans[e.id][-1][0] if spans[e.id] else None
+                etas[e.id] = eta.Eta.of(e.progress, started, now, typical[plans[e.id].backend])
+        empty_at, waiting = cls._empty_at(exps, plans, etas, typical, settings, now)
+        return cls(now, etas, costs, empty_at, waiting, cost.total(costs.values()))
+
+    @staticmethod
+    def _empty_at(exps, plans, etas, typical, settings, now) -> tuple[float | None, int]:
+        """The launch gate simulated per backend: the last backend to finish ends the night."""
+        from kdq.gate import launch_order
+
+        ends, waiting = [], 0
+        for backend in sorted({p.backend for p in plans.values()}):
+            running = [
+                etas[e.id].remaining_s for e in exps if e.id in etas and plans[e.id].backend == backend
+            ]
+            queued = sorted(
+                (e for e in exps if e.stage is Stage.QUEUED and plans[e.id].backend == backend),
+                key=launch_order,
+            )
+            per = typical[backend]
+            todo = [None if per is None else per * plans[e.id].epochs for e in queued]
+            waiting += len(running) + len(todo)
+            ends.append(eta.queue_empty_at(running, todo, settings.max_running(backend), now))
+        return (None if None in ends else max(ends, default=now)), waiting
+
+    def line(self) -> str:
+        """``night: queue empty ~04:10 (in 2h10m)  GPU 1.3 h $4.94, worst case $31.60  local 0.4 h``."""
+        t = self.totals
+        if not self.waiting:
+            parts = ["queue empty"]
+        elif self.empty_at is None:
+            parts = ["queue end not known (no training timed yet)"]
+        else:
+            clock = datetime.fromtimestamp(self.empty_at).strftime("%H:%M")
+            parts = [f"queue empty ~{clock} (in {eta.short(self.empty_at - self.now)})"]
+        if t["gpu_hours"] or t["worst_case_dollars"]:
+            parts.append(
+                f"GPU {t['gpu_hours']:.1f} h ${t['dollars']:.2f}, worst case ${t['worst_case_dollars']:.2f}"
+            )
+        if t["local_hours"]:
+            parts.append(f"local {t['local_hours']:.1f} h")
+        if t["unpriced_gpus"]:
+            parts.append(f"no price for {', '.join(t['unpriced_gpus'])}: KDQ_GPU_PRICE_PER_HOUR")
+        return "night: " + "  ".join(parts)
+
+    def as_json(self) -> dict:
+        return {
+            "eta": {
+                "queue_empty_at": self.empty_at,
+                "queue_empty_in_s": None if self.empty_at is None else round(self.empty_at - self.now, 1),
+                "waiting_for": self.waiting,
+            },
+            "cost": self.totals,
+        }
