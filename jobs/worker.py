@@ -15,7 +15,7 @@ import time
 
 from kdq import worker
 from kdq.errors import disk_full
-from kdq.homelock import HomeLock
+from kdq.homelock import HomeLock, HomeLocked
 from kdq.log import get_logger
 from kdq.store import Store
 
@@ -27,14 +27,23 @@ def _beat(store: Store, started_at: float, **extra: float) -> None:
     store.set_meta("worker", {**holder, "ts": time.time(), **extra})
 
 
-def _heartbeat(settings, stop: threading.Event, started_at: float) -> None:
+def _heartbeat(settings, stop: threading.Event, started_at: float, lost=None) -> None:
     """Beat into the database and touch the home lock's file: a full disk refuses the first but not the
     second (a timestamp needs no room), so `kdq status` still sees a live worker. A failing beat is
-    logged when it starts failing and when it recovers, not at every beat."""
+    logged when it starts failing and when it recovers, not at every beat. A database deleted or
+    replaced under the worker ends it (``lost``): it would carry on against a file nobody else sees."""
     lock = HomeLock(settings.root).path
     failing = False
     with Store.open(settings) as store:
+        inode = _inode(settings.db_path)
         while not stop.is_set():
+            if lost is not None and _inode(settings.db_path) != inode:
+                log.error(
+                    f"{settings.db_path} was deleted or replaced while this worker ran: stopping (put it "
+                    "back and start `kdq worker` again, or `kdq worker --force` for an empty one)"
+                )
+                lost()
+                return
             try:
                 os.utime(lock)
             except OSError:
@@ -55,9 +64,39 @@ def _heartbeat(settings, stop: threading.Event, started_at: float) -> None:
             log.warning("the last heartbeat failed", error=disk_full(exc, settings.db_path) or repr(exc))
 
 
+def _inode(path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def _refuse_a_live_beat(settings) -> None:
+    """The lock file can be deleted under a running worker (a cleanup of ``*.lock``), which frees the
+    flock for a newcomer: a fresh heartbeat of another live process on this host refuses it too."""
+    with Store.open(settings) as store:
+        beat = store.get_meta_json("worker") or {}
+    pid, host = beat.get("pid"), beat.get("host")
+    if not pid or pid == os.getpid() or host != socket.gethostname() or beat.get("stopped_at"):
+        return
+    if time.time() - beat.get("ts", 0) > 3 * settings.heartbeat_s + 5:
+        return
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        pass
+    raise HomeLocked(
+        f"another kdq worker is running for {settings.root}: pid {pid} on host {host} (its heartbeat is "
+        "fresh, though worker.lock was removed); stop it first, or set KDQ_HOME to another folder"
+    )
+
+
 def run(settings) -> None:
     """Run until SIGINT or SIGTERM. ``HomeLocked`` if another worker holds this home."""
     with HomeLock(settings.root):
+        _refuse_a_live_beat(settings)
         q = worker.queue(settings)
         with Store.open(settings) as store:
             names = [worker.lock_name(e.id) for e in store.list()]
@@ -79,7 +118,10 @@ def run(settings) -> None:
         signal.signal(signal.SIGTERM, lambda signum, frame: consumer.stop_flag.set())
         stop = threading.Event()
         beat = threading.Thread(
-            target=_heartbeat, args=(settings, stop, time.time()), daemon=True, name="heartbeat"
+            target=_heartbeat,
+            args=(settings, stop, time.time(), consumer.stop_flag.set),
+            daemon=True,
+            name="heartbeat",
         )
         beat.start()
         ids = worker.redrive(q, grace_s=-1e9)  # at start, look at every live experiment once

@@ -156,9 +156,10 @@ class Store(UserRequests):
         return rows[0]["value"] if rows else None
 
     def set_meta(self, key: str, value: Any) -> None:
-        self.db["meta"].upsert(
-            {"key": key, "value": value if isinstance(value, str) else json.dumps(value)}, pk="key"
-        )
+        with self.transaction() as db:
+            db["meta"].upsert(
+                {"key": key, "value": value if isinstance(value, str) else json.dumps(value)}, pk="key"
+            )
 
     def get_meta_json(self, key: str) -> Any:
         value = self.get_meta(key)
@@ -206,34 +207,36 @@ class Store(UserRequests):
 
     def move(self, exp_id: int, src: Stage, dst: Stage, message: str = "", **fields: Any) -> bool:
         """Move ``src → dst`` (and set ``fields``) only if the experiment is still in ``src``."""
-        check_move(src, dst)
-        now = time.time()
         with self.transaction() as db:
-            cur = db.execute(
-                "update experiments set stage = ?, updated_at = ? where id = ? and stage = ?",
-                [str(dst), now, exp_id, str(src)],
-            )
-            if cur.rowcount != 1:
-                return False
-            if fields:
-                self._set(db, exp_id, fields)
-            db["events"].insert(
-                {
-                    "exp_id": exp_id,
-                    "ts": now,
-                    "kind": "stage",
-                    "stage": str(dst),
-                    "message": message or f"{src} → {dst}",
-                }
-            )
-            name = db.execute("select name from experiments where id = ?", [exp_id]).fetchone()[0]
+            name = self._move(db, exp_id, src, dst, message, fields)
+        if name is None:
+            return False
         stage_changed(exp_id, name, src, dst, message, fields.get("progress"))
         return True
+
+    def _move(self, db, exp_id: int, src: Stage, dst: Stage, message: str, fields: dict) -> str | None:
+        """The one way a stage changes, inside the caller's transaction: the name, or ``None`` if the
+        experiment is not in ``src`` any more."""
+        check_move(src, dst)
+        now = time.time()
+        # A model whose cancel was requested is never submitted (`kdq cancel` during a put-back upload).
+        uncancelled = " and cancel_requested = 0" if dst is Stage.SUBMITTING else ""
+        cur = db.execute(
+            f"update experiments set stage = ?, updated_at = ? where id = ? and stage = ?{uncancelled}",
+            [str(dst), now, exp_id, str(src)],
+        )
+        if cur.rowcount != 1:
+            return None
+        if fields:
+            self._set(db, exp_id, fields)
+        event = {"exp_id": exp_id, "ts": now, "kind": "stage", "stage": str(dst)}
+        db["events"].insert({**event, "message": message or f"{src} → {dst}"})
+        return db.execute("select name from experiments where id = ?", [exp_id]).fetchone()[0]
 
     def start_launch(self, exp_id: int, backend: str, limit: int, message: str = "", **fields: Any) -> bool:
         """``queued → launching`` only if the launch gate (kdq.gate) lets it through, checked in the same
         transaction as the move, so two workers never both take the last of ``limit`` slots."""
-        now, stages = time.time(), [str(s) for s in (Stage.QUEUED, Stage.LAUNCHING, Stage.TRAINING)]
+        stages = [str(s) for s in (Stage.QUEUED, Stage.LAUNCHING, Stage.TRAINING)]
         with self.transaction() as db:
             sql = (
                 "select id, name, priority, created_at, stage from experiments"
@@ -244,10 +247,10 @@ class Store(UserRequests):
             me = next((r for r in queued if r.id == exp_id), None)
             if me is None or not gate.may_launch(me, queued, len(rows) - len(queued), limit):
                 return False
-            self._set(db, exp_id, {**fields, "stage": str(Stage.LAUNCHING), "updated_at": now})
-            event = {"exp_id": exp_id, "ts": now, "kind": "stage", "stage": str(Stage.LAUNCHING)}
-            db["events"].insert({**event, "message": message})
-        stage_changed(exp_id, me.name, Stage.QUEUED, Stage.LAUNCHING, message)
+            name = self._move(db, exp_id, Stage.QUEUED, Stage.LAUNCHING, message, fields)
+        if name is None:
+            return False
+        stage_changed(exp_id, name, Stage.QUEUED, Stage.LAUNCHING, message)
         return True
 
     def supersede_ranks(self, live_id: int) -> None:
@@ -277,16 +280,9 @@ class Store(UserRequests):
         db["experiments"].update(exp_id, encoded)
 
     def event(self, exp_id: int, kind: str, message: str, **data: Any) -> None:
-        self.db["events"].insert(
-            {
-                "exp_id": exp_id,
-                "ts": time.time(),
-                "kind": kind,
-                "stage": None,
-                "message": message,
-                "data": _dumps(data) if data else None,
-            }
-        )
+        row = {"exp_id": exp_id, "ts": time.time(), "kind": kind, "stage": None, "message": message}
+        with self.transaction() as db:
+            db["events"].insert({**row, "data": _dumps(data) if data else None})
 
     def events(self, exp_id: int) -> list[dict]:
         return list(self.query("select * from events where exp_id = ? order by id", [exp_id]))

@@ -252,3 +252,42 @@ def test_a_store_from_before_best_epoch_counted_from_one_is_migrated_once(settin
         with Store.open(settings) as s:
             assert s.schema_version() == SCHEMA_VERSION
             assert s.get(a).metrics == {"best_epoch": 3, "val_f1": 0.5} and s.get(b).metrics is None
+
+
+def _writes_outside_transactions(store, action) -> list[str]:
+    """The write statements ``action`` runs outside a ``BEGIN IMMEDIATE … COMMIT`` of the store's own."""
+    inside, stray = False, []
+
+    def trace(sql: str) -> None:
+        nonlocal inside
+        word = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
+        if sql.strip().upper() == "BEGIN IMMEDIATE":
+            inside = True
+        elif word in ("COMMIT", "ROLLBACK"):
+            inside = False
+        elif word in ("INSERT", "UPDATE", "DELETE", "REPLACE") and not inside:
+            stray.append(sql.strip())
+
+    store.conn.set_trace_callback(trace)
+    try:
+        action()
+    finally:
+        store.conn.set_trace_callback(None)
+    return stray
+
+
+def test_every_write_of_the_store_takes_the_write_lock_first(store):
+    """set_meta and event wait their turn like every other write (BEGIN IMMEDIATE), never write bare."""
+    [i] = store.add([(None, ExperimentSpec(name="a"))])
+    assert _writes_outside_transactions(store, lambda: store.set_meta("k", {"v": 1})) == []
+    assert _writes_outside_transactions(store, lambda: store.event(i, "note", "hello")) == []
+    assert store.get_meta_json("k") == {"v": 1} and store.events(i)[-1]["message"] == "hello"
+
+
+def test_a_launch_changes_the_stage_the_one_way_every_move_does(store):
+    """start_launch is a compare-and-set move like the others: the same event, the same stage check."""
+    [i] = store.add([(None, ExperimentSpec(name="a"))])
+    assert store.start_launch(i, "local", limit=1, run_id="r1")
+    [event] = [e for e in store.events(i) if e["stage"] == "launching"]
+    assert event["message"] == "queued → launching" and store.get(i).run_id == "r1"
+    assert not store.start_launch(i, "local", limit=1)  # not queued any more

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import time
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from kdq.course.models import Attempt, Leaderboard, LeaderboardRow
@@ -32,9 +34,18 @@ SIZE_FACTOR = "course.size_factor"  # the size factor last fitted from a snapsho
 DECISION = "course.decision"  # the policy's last skip or restore, with its numbers (kdq status)
 
 
+@cache
+def boot_id() -> str:
+    """This boot of this machine (Linux), so a monotonic time is compared only with one of the same boot."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
 class Ledger:
-    def __init__(self, store: Store, clock=time.time) -> None:
-        self.store, self.clock = store, clock
+    def __init__(self, store: Store, clock=time.time, monotonic=time.monotonic) -> None:
+        self.store, self.clock, self.monotonic = store, clock, monotonic
 
     # ------------------------------------------------------------ meta keys
 
@@ -45,7 +56,16 @@ class Ledger:
         return self._get(INTENT) or None
 
     def set_intent(self, intent: dict) -> None:
-        self.store.set_meta(INTENT, intent)
+        """The upload about to start; stamped with the monotonic clock, so the time it has been unknown
+        is measured by a clock that NTP and suspend do not step (``elapsed``)."""
+        self.store.set_meta(INTENT, {**intent, "mono": self.monotonic(), "boot": boot_id()})
+
+    def elapsed(self, intent: dict) -> float:
+        """Seconds since ``intent`` was written: by the monotonic clock on the machine and boot that
+        wrote it, else (a reboot, an intent from an older kdq) by the wall clock."""
+        if intent.get("mono") is not None and intent.get("boot") == boot_id():
+            return self.monotonic() - intent["mono"]
+        return self.clock() - intent["at"]
 
     def clear_intent(self) -> None:
         self.store.set_meta(INTENT, "")

@@ -49,6 +49,7 @@ class Scheduler:
         settings,
         *,
         clock=time.time,
+        monotonic=time.monotonic,
         retry_s: float | None = None,
         max_retry_s: float | None = None,
         eval_timeout_s: float | None = None,
@@ -58,7 +59,7 @@ class Scheduler:
         retried after 1, 2, 4... minutes up to 15, a never-graded attempt stops blocking after an hour,
         a pending one is looked at every minute; a stand-in with short windows gets shorter waits."""
         self.store, self.client, self.settings, self.clock = store, client, settings, clock
-        self.ledger = Ledger(store, clock)
+        self.ledger = Ledger(store, clock, monotonic)
         self.interval_s = settings.submit_interval_s
         self.status_interval_s = settings.status_interval_s
         pace = max(1.0, self.interval_s / 4)

@@ -68,8 +68,9 @@ class Uploader:
                 )
             self.ledger.clear_intent()
             return
-        deadline = intent["at"] + self.interval_s + self.grace_s
-        settled = self.ledger.clock() >= deadline
+        left_s = self.interval_s + self.grace_s - self.ledger.elapsed(intent)
+        settled = left_s <= 0
+        deadline = self.ledger.clock() + left_s  # the same instant on the wall clock, as of now
         attempts = self.view.attempts(newer_than=deadline if settled else intent["at"])
         size = intent["size"] if "size" in intent else file_bytes(Path(exp.artifacts or "") / runfolder.MODEL)
         found = matching.find_upload(
@@ -92,12 +93,8 @@ class Uploader:
                 sub_id, state="unknown", message=f"not listed yet; looking until {until}"
             )
             raise Wait(self.view.status_wait(), "an upload whose outcome is unknown")
-        self.ledger.update_submission(sub_id, state="not_sent", message="the upload never reached the server")
         why = "the upload did not reach the server (not on the status list a full window later)"
-        self.store.move(
-            exp.id, Stage.SUBMITTING, Stage.READY, f"{why}; it will be submitted at the next free window"
-        )
-        self.ledger.clear_intent()
+        self._put_back(exp, sub_id, "not_sent", why, 0.0, "it will be submitted at the next free window")
 
     # ---------------------------------------------------------------- the POST
 
@@ -120,11 +117,13 @@ class Uploader:
         moved = self.store.move(
             exp.id, Stage.READY, Stage.SUBMITTING, f"submitting {model.name} (after attempt #{baseline})"
         )
-        if not moved:
+        if not moved:  # it changed since the plan (a cancel, a second tick): nothing is sent
             self.ledger.update_submission(
                 sub_id, state="abandoned", message="the experiment changed before the upload"
             )
             self.ledger.clear_intent()
+            if self.store.get(exp.id).cancel_requested:  # a cancel that came as it was put back
+                self.store.move(exp.id, Stage.READY, Stage.CANCELLED, "cancelled by the user (not submitted)")
             return 0.0
         log.info("course.submitting", exp=exp.id, file=str(path), sha256=sha, baseline=baseline)
         try:
@@ -167,9 +166,17 @@ class Uploader:
 
     # ---------------------------------------------------------------- bookkeeping
 
-    def _put_back(self, exp: Experiment, sub_id: int, state: str, message: str, delay: float) -> float:
+    def _put_back(
+        self, exp: Experiment, sub_id: int | None, state: str, message: str, delay: float, then: str = ""
+    ) -> float:
+        """Certainly not sent: back to ``ready``, or ``cancelled`` if the user asked meanwhile."""
         self.ledger.update_submission(sub_id, state=state, message=message)
-        self.store.move(exp.id, Stage.SUBMITTING, Stage.READY, f"not submitted: {message}"[:500])
+        if self.store.get(exp.id).cancel_requested:
+            why = f"cancelled by the user (not submitted: {message})"
+            self.store.move(exp.id, Stage.SUBMITTING, Stage.CANCELLED, why[:500])
+        else:
+            why = f"not submitted: {message}" + (f"; {then}" if then else "")
+            self.store.move(exp.id, Stage.SUBMITTING, Stage.READY, why[:500])
         self.ledger.clear_intent()
         return delay
 
