@@ -226,18 +226,33 @@ def retry(
     _report(results, as_json)
 
 
-def submit(ids: IDS = None, as_json: AS_JSON = False) -> None:
+def submit(
+    ids: IDS = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask when the live one scores higher.")
+    ] = False,
+    as_json: AS_JSON = False,
+) -> None:
     """Submit these experiments' models next, whatever their policy (the rate limit still applies).
+
+    A submission replaces the live one: when a model's expected score is below the live submission's,
+    it asks first (with both numbers) unless --yes.
 
     Examples:
 
     \b
       kdq submit 12
       kdq submit 12 14 --json
+      kdq submit 12 --yes
     """
+    from kdq.cli.ask import below_live, confirm
+
     results = []
     with open_store(create=False) as store:
-        for e in pick(store, ids, None):
+        chosen = pick(store, ids, None)
+        if question := below_live(store, settings(), chosen):
+            confirm(question, yes, "submit")
+        for e in chosen:
             try:
                 store.request_submit(e.id)
             except ValueError as exc:

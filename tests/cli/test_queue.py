@@ -376,3 +376,34 @@ def test_retry_and_cancel_take_ranges_failed_and_stage(settings, store):
         r = kdq(*args)
         assert r.exit_code == 2 and "Traceback" not in r.output, (args, r.output)
     assert "1-6" in kdq("cancel").stderr
+
+
+def test_submit_of_a_model_worse_than_the_live_one_asks_with_the_numbers(settings, store, monkeypatch):
+    from cli_helpers import fill, row
+
+    from kdq.course.ledger import Ledger
+
+    good = {"val_f1": 0.9, "holdout_f1": 0.9, "holdout_f1_ci": [0.85, 0.95], "model_mb": 2.0}
+    worse = {"val_f1": 0.5, "holdout_f1": 0.5, "holdout_f1_ci": [0.45, 0.55], "model_mb": 2.0}
+    live, weak, strong = fill(
+        store,
+        [
+            {**row("live", "done", 60, 0.9), "artifacts": "/a", "metrics": good},
+            {**row("weak", "skipped", 60, 0.5), "artifacts": "/b", "metrics": worse},
+            {**row("strong", "skipped", 60, 0.95), "artifacts": "/c", "metrics": good},
+        ],
+    )
+    Ledger(store).open_submission(live, attempt=4, state="successful", score=8.7, rank=1)
+    r = kdq("submit", weak)  # no terminal to ask on, no --yes
+    assert r.exit_code == 2 and store.get(weak).stage is Stage.SKIPPED
+    line = " ".join(r.stderr.split())
+    assert "--yes" in line and "8.700" in line and "attempt #4" in line and f"{weak}" in line, line
+    assert "4.958 [4.458, 5.458]" in line, line  # 10 x 0.5 - the size factor at 2 MiB (1/24)
+    monkeypatch.setattr("kdq.cli.ask.interactive", lambda: True)
+    r = runner.invoke(app, ["submit", str(weak)], input="n\n")
+    assert r.exit_code == 1 and "8.700" in r.output and store.get(weak).stage is Stage.SKIPPED
+    r = runner.invoke(app, ["submit", str(weak)], input="y\n")
+    assert r.exit_code == 0 and store.get(weak).submit_requested
+    monkeypatch.setattr("kdq.cli.ask.interactive", lambda: False)
+    r = kdq("submit", strong)  # expected above the live one: nothing to ask
+    assert r.exit_code == 0, r.output
