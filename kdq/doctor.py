@@ -247,7 +247,7 @@ def check_worker(env: Env) -> Check:
         age = heartbeat_age(store)
     if age is None:
         return Check("worker", False, "no worker is running", "start one: `kdq worker` (leave it running)")
-    if age > 3 * env.settings.heartbeat_s + 5:
+    if not env.settings.worker_alive(age):
         return Check(
             "worker",
             False,

@@ -50,6 +50,9 @@ def parse_prior(text: str) -> tuple[tuple[float, float], ...]:
     return tuple(points)
 
 
+WORKER_SILENT_BEATS = 6  # heartbeats missed before the worker counts as not running (30 s by default)
+
+
 class SettingsError(ValueError):
     """A bad ``KDQ_*`` value: one line naming the variable, where it came from and the fix."""
 
@@ -101,7 +104,11 @@ class Settings(BaseSettings):
     # Worker
     poll_interval_s: float = Field(5.0, gt=0, description="How often a running step looks again.")
     worker_threads: int = Field(4, ge=1)
-    heartbeat_s: float = Field(5.0, gt=0)
+    heartbeat_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often the worker says it is alive; after 6 missed beats it counts as not running.",
+    )
     local_max_running: int = Field(1, ge=1, description="Local trainings at once; the rest wait queued.")
     modal_max_running: int = Field(8, ge=1, description="Modal trainings at once; the rest wait queued.")
 
@@ -213,6 +220,10 @@ class Settings(BaseSettings):
     def cache_dir(self) -> Path:
         """Decoded-image and teacher caches, shared by every experiment."""
         return self.root / "cache"
+
+    def worker_alive(self, heartbeat_age: float | None) -> bool:
+        """The one rule (status, cancel, doctor): the worker was heard within WORKER_SILENT_BEATS beats."""
+        return heartbeat_age is not None and heartbeat_age < WORKER_SILENT_BEATS * self.heartbeat_s
 
     def max_running(self, backend: str) -> int:
         """How many trainings of this backend kind may run at once (the launch gate, kdq.gate)."""

@@ -141,7 +141,7 @@ def cancel(ids: IDS = None, stage: STAGES = None, as_json: AS_JSON = False) -> N
     results = []
     with open_store(create=False) as store:
         age = heartbeat_age(store)
-        alone = age is None or age > 30  # no worker will see the request soon
+        alone = not settings().worker_alive(age)  # no worker will see the request soon
         for e in pick(store, ids, stage):
             exp = store.request_cancel(e.id)
             if exp.stage is Stage.CANCELLED:

@@ -63,7 +63,7 @@ def status(
             expected = expected_all(store, s, exps)
             night = Night.read(store, s)
             data = {
-                "worker_alive": age is not None and age < 30,
+                "worker_alive": s.worker_alive(age),
                 "worker_heartbeat_age_s": age,
                 "counts": store.count_by_stage(),
                 "course_server": Ledger(store).server() or None,

@@ -84,7 +84,7 @@ def status_header(store: Store, settings, interval_s: float | None = None, night
     age = heartbeat_age(store)
     lines = [
         "worker: [green]alive[/green]"
-        if age is not None and age < 30
+        if settings.worker_alive(age)
         else "worker: [red]not running[/red] — start it with `kdq worker`"
     ]
     counts = store.count_by_stage()

@@ -135,3 +135,25 @@ def test_expected_scores_do_not_squeeze_the_name_out_at_80_columns(settings, sto
     assert "…" not in out and all(f"net-{i}" in out for i in range(3)) and ids  # wrapped, never cut
     piped = runner.invoke(app, ["status"]).stdout
     assert any("\t0.8" in line and "[" in line for line in piped.splitlines())  # piped: the interval, whole
+
+
+@pytest.mark.parametrize(
+    ("beat_s", "silent_s", "alive"), [(20.0, 40.0, True), (5.0, 25.0, True), (5.0, 40.0, False)]
+)
+def test_status_status_json_and_doctor_agree_when_the_worker_is_alive(
+    settings, store, monkeypatch, beat_s, silent_s, alive
+):
+    """One rule, following KDQ_HEARTBEAT_S: six beats missed (30 s by default). A worker that beats every
+    20 s and was heard 40 s ago lives."""
+    import json
+    import time
+
+    from kdq.doctor import Env, check_worker
+    from kdq.settings import Settings
+
+    monkeypatch.setenv("KDQ_HEARTBEAT_S", str(beat_s))
+    store.set_meta("worker", {"pid": 1, "host": "h", "started_at": 0, "ts": time.time() - silent_s})
+    text = runner.invoke(app, ["status"]).stdout
+    assert ("worker: alive" in text) is alive, text
+    assert json.loads(runner.invoke(app, ["status", "--json"]).stdout)["worker_alive"] is alive
+    assert check_worker(Env(Settings())).ok is alive
