@@ -62,24 +62,44 @@ def fill(store, rows=MORNING) -> list[int]:
     return ids
 
 
-def in_terminal(args, env: dict, cols: int = 80, rows: int = 24, seconds: float | None = None) -> str:
+GRACE_S = 10.0  # after Ctrl-C, then after SIGTERM: how long a child may take to go
+
+
+def in_terminal(
+    args, env: dict, cols: int = 80, rows: int = 24, seconds: float | None = None, until: str | None = None
+) -> str:
     """Run ``kdq ARGS`` on a pseudo-terminal of ``cols`` x ``rows``; its screen output, escape codes removed.
 
-    ``seconds``: send Ctrl-C (SIGINT) after that long (``--watch``), else wait for the end.
+    ``until``: send Ctrl-C (SIGINT) once the screen shows this text (``--watch``: a frame is drawn, however
+    slow the machine); ``seconds``: send it after that long. Without either, wait for the end. Nothing
+    waits forever: a child still there ``GRACE_S`` after Ctrl-C gets SIGTERM, then SIGKILL, and one that
+    never shows ``until`` (or never ends) is stopped the same way after 120 s.
     """
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
     env = {**env, "TERM": "xterm-256color"}
     for var in ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR"):
         env.pop(var, None)
-    proc = subprocess.Popen([*KDQ, *args], stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    proc = subprocess.Popen(
+        [*KDQ, *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        close_fds=True,
+        # A suite run as a background job starts with SIGINT ignored, and children inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     os.close(slave)
     out = b""
-    deadline = time.time() + (seconds if seconds is not None else 60)
+    interrupt = until is not None or seconds is not None
+    stops = [signal.SIGINT] * interrupt + [signal.SIGTERM, signal.SIGKILL]
+    deadline = time.monotonic() + (seconds if seconds is not None else 120)
     while True:
-        if seconds is not None and time.time() > deadline and proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            deadline, seconds = time.time() + 60, None
+        shown = until is not None and until in strip_escapes(out.decode("utf-8", "replace"))
+        if proc.poll() is None and stops and (shown or time.monotonic() > deadline):
+            proc.send_signal(stops.pop(0))
+            until, deadline = None, time.monotonic() + GRACE_S
         ready, _, _ = select.select([master], [], [], 0.1)
         if ready:
             try:
@@ -91,7 +111,11 @@ def in_terminal(args, env: dict, cols: int = 80, rows: int = 24, seconds: float 
             out += chunk
         elif proc.poll() is not None:
             break
-    proc.wait(30)
+    try:
+        proc.wait(GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
     os.close(master)
     return strip_escapes(out.decode("utf-8", "replace"))
 

@@ -88,7 +88,8 @@ def test_watch_on_a_short_screen_keeps_the_newest_rows(settings, store):
     rows = [row(f"old-{i}", "done", 60, 0.5) for i in range(8)]
     rows += [row(f"run-{i}-hinton-sweep[temperature=4.0,alpha=0.3]", "training", i) for i in range(30)]
     ids = fill(store, rows)  # names that wrap onto two lines each
-    out = in_terminal(["status", "--watch"], kdq_env(settings.root), cols=80, rows=24, seconds=4)
+    env = kdq_env(settings.root)
+    out = in_terminal(["status", "--watch"], env, cols=80, rows=24, until="older (kdq status --all)")
     frame = out.split("worker: ")[-1]  # the last refresh
     lines = frame.splitlines()
     assert max(map(len, out.splitlines())) <= 80
