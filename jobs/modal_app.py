@@ -78,6 +78,7 @@ PACKAGES = [
     "pydantic==2.14.4",
     "pydantic-settings==2.16.3",
     "structlog==26.1.0",
+    "tensorboard==2.21.0",  # each run's curves as event files (kdq/train/curves.py)
 ]
 
 image = (

@@ -6,6 +6,7 @@ checkpoint.pt   the latest epoch, for resuming after a preemption
 metrics.json    final metrics of the best epoch
 model.pt        TorchScript, fp32, CPU: the best epoch
 history.csv     one row per epoch
+events.out.tfevents.*  the same curves for TensorBoard (kdq/train/curves.py)
 log.txt         what the training process printed
 done.json       written last on success
 error.json      written on failure: {"error": ..., "traceback": ...}
@@ -38,6 +39,7 @@ ERROR = "error.json"
 LOCK = "train.lock"  # held by the training process while it lives
 EXIT_DISK_FULL = 28  # the training's exit status when not even error.json could be written (errno ENOSPC)
 ARTIFACTS = (MODEL, METRICS, HISTORY)  # what the worker fetches
+EVENTS = "events.out.tfevents."  # TensorBoard's own file names (one per training process): fetched too
 
 
 @contextmanager

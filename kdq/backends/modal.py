@@ -339,6 +339,8 @@ class ModalBackend:
                     raise TransientError(
                         f"{run}/{name}: downloaded {size} bytes, the Volume lists {entry.size}"
                     )
+            for name in (n for n in sorted(listing) if n.startswith(runfolder.EVENTS)):  # beside local runs
+                self.gateway.download(f"{run}/{name}", self.settings.runs_dir / handle["run_id"] / name)
 
     def cancel(self, handle: dict[str, Any]) -> None:
         run = vol.run_path(handle["run_id"])

@@ -54,12 +54,21 @@ def write_history(run_dir: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def progress(run_dir: Path, spec: ExperimentSpec, state: dict | None, phase: str, val_f1=None) -> None:
-    """progress.json: the phase, and the epochs done so far (none before the first)."""
+def progress(
+    run_dir: Path, spec: ExperimentSpec, state: dict | None, phase: str, val_f1=None, **extra
+) -> None:
+    """progress.json: the phase, and the epochs done so far (none before the first); ``extra``: what
+    kdq status times the run by (``epoch_s``; the teacher's ``embedded`` of ``to_embed`` in ``teacher_s``)."""
     state = state or {"epoch": -1, "best_f1": None}
     best = state["best_f1"] if state["epoch"] >= 0 else None
     runfolder.write_progress(
-        run_dir, epoch=state["epoch"] + 1, epochs=spec.train.epochs, val_f1=val_f1, best_f1=best, phase=phase
+        run_dir,
+        epoch=state["epoch"] + 1,
+        epochs=spec.train.epochs,
+        val_f1=val_f1,
+        best_f1=best,
+        phase=phase,
+        **extra,
     )
 
 
@@ -144,7 +153,11 @@ def teacher_targets(spec: ExperimentSpec, split: Split, run_dir: Path, data_dir:
     from kdq.train import teacher
 
     progress(run_dir, spec, None, "teacher")
-    ds = split.ds
+    ds, t0 = split.ds, time.time()
+
+    def embedded(done: int, n: int) -> None:
+        progress(run_dir, spec, None, "teacher", embedded=done, to_embed=n, teacher_s=time.time() - t0)
+
     targets = teacher.prepare(
         t,
         ds,
@@ -155,6 +168,7 @@ def teacher_targets(spec: ExperimentSpec, split: Split, run_dir: Path, data_dir:
         seed=spec.data.split_seed,
         decode=lambda size: data.stream(data.find_root(data_dir), ds.files, size),  # not the cached root
         groups=split.groups,
+        on_progress=embedded,
     ).to(split.device)
     log(f"teacher {t.model} ({t.head}): val macro-F1 {targets.val_f1:.4f}")
     return targets
@@ -241,35 +255,50 @@ def epochs(
     spec: ExperimentSpec, split: Split, step: Step, state: dict, run_dir: Path, on_epoch: Callable | None
 ) -> None:
     """Every epoch not yet run: train, validate, checkpoint; stops early after ``patience`` bad epochs."""
+    from kdq.train.curves import Curves
+
     tr = spec.train
-    for epoch in range(state["epoch"] + 1, tr.epochs):
-        if tr.patience and state["bad_epochs"] >= tr.patience:
-            break
-        t0 = time.time()
-        sums = train_epoch(spec, split, step, epoch)
-        val_f1, val_acc = validate(spec, split, step, state, epoch)
-        n = len(split.train)
-        row = {
-            "epoch": epoch + 1,  # counted from 1, like best_epoch and progress.json
-            "lr": step.opt.param_groups[0]["lr"],
-            **{k: round(float(sums[k]) / n, 6) for k in PARTS},
-            "train_acc": round(float(sums["correct"]) / n, 6),
-            "val_f1": round(val_f1, 6),
-            "val_acc": round(val_acc, 6),
-            "best_f1": round(state["best_f1"], 6),
-            "seconds": round(time.time() - t0, 3),
-        }
-        state["history"].append(row)
-        state["epoch"] = epoch
-        write_history(run_dir, state["history"])
-        checkpoint(run_dir, step, state)
-        progress(run_dir, spec, state, "training", val_f1)
-        log(
-            f"epoch {epoch + 1}/{tr.epochs} loss {row['loss']:.4f} train_acc {row['train_acc']:.3f} "
-            f"val_f1 {val_f1:.4f} ({row['seconds']:.1f}s)"
-        )
-        if on_epoch:
-            on_epoch(epoch)
+    with Curves(run_dir) as curves:
+        for epoch in range(state["epoch"] + 1, tr.epochs):
+            if not one_epoch(spec, split, step, state, run_dir, epoch, curves):
+                break
+            if on_epoch:
+                on_epoch(epoch)
+
+
+def one_epoch(
+    spec: ExperimentSpec, split: Split, step: Step, state: dict, run_dir: Path, epoch: int, curves
+) -> bool:
+    """Train, validate, record (history.csv, TensorBoard, checkpoint, progress); False: patience ran out."""
+    tr = spec.train
+    if tr.patience and state["bad_epochs"] >= tr.patience:
+        return False
+    t0 = time.time()
+    sums = train_epoch(spec, split, step, epoch)
+    val_f1, val_acc = validate(spec, split, step, state, epoch)
+    n = len(split.train)
+    row = {
+        "epoch": epoch + 1,  # counted from 1, like best_epoch and progress.json
+        "lr": step.opt.param_groups[0]["lr"],
+        **{k: round(float(sums[k]) / n, 6) for k in PARTS},
+        "train_acc": round(float(sums["correct"]) / n, 6),
+        "val_f1": round(val_f1, 6),
+        "val_acc": round(val_acc, 6),
+        "best_f1": round(state["best_f1"], 6),
+        "seconds": round(time.time() - t0, 3),
+    }
+    state["history"].append(row)
+    state["epoch"] = epoch
+    write_history(run_dir, state["history"])
+    curves.epoch(row)
+    checkpoint(run_dir, step, state)
+    epoch_s = sum(r["seconds"] for r in state["history"]) / len(state["history"])
+    progress(run_dir, spec, state, "training", val_f1, epoch_s=round(epoch_s, 3))
+    log(
+        f"epoch {epoch + 1}/{tr.epochs} loss {row['loss']:.4f} train_acc {row['train_acc']:.3f} "
+        f"val_f1 {val_f1:.4f} ({row['seconds']:.1f}s)"
+    )
+    return True
 
 
 def train_epoch(spec: ExperimentSpec, split: Split, step: Step, epoch: int) -> dict:

@@ -193,9 +193,11 @@ def embed_stream(
     views: int,
     aspect: torch.Tensor | None = None,
     batch: int = 64,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """``{"params": [N,V,9], "views": [N,V,D] fp16, "plain": [N,D] fp16}`` from ``(start, uint8 chunk)``
-    pairs covering the N pictures in order: only one chunk of pictures is in memory at a time."""
+    pairs covering the N pictures in order: only one chunk of pictures is in memory at a time.
+    ``on_progress(done, N)`` after each chunk: the pictures embedded so far (kdq status shows them)."""
     params = view_params(n, views, fingerprint)
     plain_out, views_out = None, None
     for start, imgs in chunks:
@@ -217,6 +219,8 @@ def embed_stream(
             plain_out = torch.empty(n, emb.shape[-1], dtype=torch.float16)
             views_out = torch.empty(n, views, emb.shape[-1], dtype=torch.float16)
         plain_out[start : start + c], views_out[start : start + c] = emb[:, 0], emb[:, 1:]
+        if on_progress:
+            on_progress(start + c, n)
     return {"params": params, "views": views_out, "plain": plain_out}
 
 
@@ -284,6 +288,7 @@ def prepare(
     seed: int = 0,
     decode: Callable[[int], Iterable[tuple[int, torch.Tensor]]] | None = None,
     groups=None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> Targets:
     """Targets for every image of ``ds``. ``decode(size)`` streams the same pictures decoded at another
     size, as ``(start, uint8 chunk)``: when the teacher's input is larger than ``ds``'s pictures, its
@@ -304,7 +309,9 @@ def prepare(
     else:
         chunks = decode(size) if size != ds.images.shape[-1] else [(0, ds.images)]
         aspect = ds.sizes[:, 0] / ds.sizes[:, 1] if spec.resize == "pad" else None
-        cached = embed_stream(teacher, chunks, len(ds.files), ds.fingerprint, spec.views, aspect)
+        cached = embed_stream(
+            teacher, chunks, len(ds.files), ds.fingerprint, spec.views, aspect, on_progress=on_progress
+        )
         if path:
             _save(cached, path)
     n = len(ds.files)

@@ -1242,3 +1242,14 @@ def test_the_real_gateway_asks_modal_whether_the_secret_holds_the_token(settings
     )
     assert ModalGateway(settings).has_secret("kdq-hf", ["HF_TOKEN"]) is there
     assert asked == [("kdq-hf", {"required_keys": ["HF_TOKEN"]})]
+
+
+def test_fetch_brings_the_tensorboard_curves_beside_the_local_runs(backend, fake, settings, tmp_path):
+    _finished_run(fake.root, "f-2", "done")
+    run_dir = fake.root / "runs/f-2"
+    for name in runfolder.ARTIFACTS:
+        (run_dir / name).write_bytes(b"x" * 10)
+    (run_dir / f"{runfolder.EVENTS}1.host.1.0").write_bytes(b"curve")
+    backend.fetch({"run_id": "f-2", "call_id": "fc-2"}, tmp_path / "dest")
+    assert (settings.runs_dir / "f-2" / f"{runfolder.EVENTS}1.host.1.0").read_bytes() == b"curve"
+    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == sorted(runfolder.ARTIFACTS)
