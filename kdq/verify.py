@@ -60,8 +60,8 @@ def check(
     path = Path(path)
     if not path.is_file():
         raise VerifyError(f"{path}: no such file")
-    mb = path.stat().st_size / 2**20
-    if mb >= max_mb:
+    mb = grader.size_mib(path)
+    if not grader.fits(mb, max_mb):
         raise VerifyError(f"{path}: {mb:.2f} MiB, over the {max_mb} MiB limit; choose a smaller student")
     torch.manual_seed(0)
     try:
@@ -72,9 +72,10 @@ def check(
             f"{path}: not a loadable TorchScript file ({type(exc).__name__}: {first}); "
             "save it with torch.jit.save(torch.jit.script(model), path)"
         ) from None
+    old_torch_check(path)
     # no model.eval(): a file saved in training mode is a risk if the grader does not call it either
     dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
-    if any(d != "float32" for d in dtypes):
+    if any(d != grader.DTYPE for d in dtypes):
         raise VerifyError(
             f"{path}: parameters are {', '.join(dtypes)}; the server needs float32 (call .float())"
         )
@@ -132,6 +133,21 @@ def check(
         "cuda": cuda,
         **scored,
     }
+
+
+def old_torch_check(path: Path) -> None:
+    """``VerifyError`` naming each operator of the file's code that the grader's oldest torch lacks: that
+    torch compiles the code again when it loads the file and refuses the whole file (kdq.grader_ops)."""
+    from kdq import grader_ops
+
+    unknown = grader_ops.unknown_calls(path)
+    if unknown:
+        raise VerifyError(
+            f"{path}: calls what torch {grader_ops.shipped()['torch']} (the oldest torch the grader may "
+            f"run) lacks, so it would not load there: {'; '.join(unknown[:3])}"
+            f"{f' and {len(unknown) - 3} more' if len(unknown) > 3 else ''}; export it with kdq's exporter "
+            "(no F.interpolate inside forward: call the aten op it needs)"
+        )
 
 
 def _on_cuda(path: Path, x, want) -> str | None:
@@ -268,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("path", type=Path)
     parser.add_argument("--json", action="store_true", help="print one JSON line {ok, report|error}")
     parser.add_argument("--max-mb", type=float, default=grader.MAX_MIB)
-    parser.add_argument("--num-classes", type=int, default=10)
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--num-classes", type=int, default=grader.NUM_CLASSES)
+    parser.add_argument("--image-size", type=int, default=grader.INPUT_SIZE)
     parser.add_argument(
         "--holdout", type=Path, help='JSON {"root", "files", "labels"}: score the file on them'
     )

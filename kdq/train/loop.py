@@ -375,7 +375,11 @@ def export_best(spec: ExperimentSpec, step: Step, state: dict, split: Split, run
         bias, _, _ = tune_bias(state["best_val_logits"], y_val)
         honest = crossfit_f1(state["best_val_logits"], y_val, seed=tr.seed)
     mb = export.save(
-        model, run_dir / runfolder.MODEL, bias=bias, tta_flip=tr.tta_flip, train_size=tr.image_size
+        model,
+        run_dir / runfolder.MODEL,
+        bias=bias,
+        tta="hflip" if tr.tta_flip else "none",
+        train_size=tr.image_size,
     )
     return Best(model, bias, honest, mb)
 

@@ -1,8 +1,12 @@
 """The exported file takes the grader's 224 input and resizes it to the training size inside."""
 
+import warnings
+
+import pytest
 import torch
 import torch.nn.functional as F
 
+from kdq import grader_ops
 from kdq.spec import StudentSpec
 from kdq.train import augment, export, students
 
@@ -31,3 +35,44 @@ def test_a_student_trained_at_224_is_exported_as_it_is(tmp_path):
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         assert torch.allclose(loaded(x), model(x), atol=1e-5) and loaded.train_size == 224
+
+
+# Every student family the project names (configs, docs), with every export option the file can carry.
+# The fast suite scripts the smallest of each library; the slow suite (CI) the others (10-40 s each here).
+slow = pytest.mark.slow
+FAMILIES = [
+    ("kdq", "tiny_cnn"),
+    pytest.param("torchvision", "shufflenet_v2_x1_0", marks=slow),
+    ("torchvision", "mobilenet_v3_small"),
+    pytest.param("timm", "mobilenetv3_large_100", marks=slow),
+    pytest.param("timm", "efficientnet_b0", marks=slow),
+    pytest.param("timm", "mobilenetv4_conv_small", marks=slow),
+    ("timm", "convnext_atto"),
+]
+EVERY_OPTION = dict(bias=torch.linspace(-1, 1, 10), tta="dihedral8", train_size=160, weights="int8")
+
+
+@pytest.mark.parametrize("options", [{}, EVERY_OPTION], ids=["plain", "resize+tta+bias+int8"])
+@pytest.mark.parametrize("library, name", FAMILIES)
+def test_every_family_and_option_calls_only_what_the_graders_old_torch_has(tmp_path, library, name, options):
+    torch.manual_seed(0)
+    model = students.build(StudentSpec(library=library, name=name), 10).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # scripted, not traced: the code is all there
+        info = export.export(model, tmp_path / "m.pt", **options)
+    assert grader_ops.unknown_calls(tmp_path / "m.pt") == [] and info["ops_torch"] == "2.4.1"
+    loaded = torch.jit.load(str(tmp_path / "m.pt"))
+    assert loaded(torch.randn(2, 3, 224, 224)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("tta", ["none", "hflip", "dihedral4", "dihedral8"])
+def test_each_tta_is_the_mean_over_its_views(tmp_path, tta):
+    model = students.build(StudentSpec(library="kdq", name="tiny_cnn"), 10).eval()
+    export.save(model, tmp_path / "m.pt", tta=tta)
+    loaded = torch.jit.load(str(tmp_path / "m.pt"))
+    x = torch.randn(2, 3, 224, 224)
+    t = x.transpose(2, 3)
+    pictures = [x, x.flip(3), x.flip(2), x.flip(2).flip(3), t, t.flip(3), t.flip(2), t.flip(2).flip(3)]
+    with torch.no_grad():
+        want = torch.stack([model(p) for p in pictures[: export.TTA_VIEWS[tta]]]).mean(0)
+        assert torch.allclose(loaded(x), want, atol=1e-5)

@@ -9,7 +9,7 @@ from kdq.verify import check
 def test_tiny_cnn_builds_and_exports(tmp_path):
     model = students.build(StudentSpec(library="kdq", name="tiny_cnn"), 10)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
-    mb = export.save(model, tmp_path / "m.pt", bias=torch.arange(10.0), tta_flip=True)
+    mb = export.save(model, tmp_path / "m.pt", bias=torch.arange(10.0), tta="hflip")
     assert mb < 1
     report = check(tmp_path / "m.pt")
     assert report["output_shape"] == [4, 10]
