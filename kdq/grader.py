@@ -43,7 +43,8 @@ def size_mib(path: str | os.PathLike) -> float:
 
 
 def fits(size: float, max_mib: float = MAX_MIB) -> bool:
-    """Whether a file of ``size`` MiB is accepted, with kdq's margin."""
+    """Whether a file of ``size`` MiB is accepted, with kdq's margin: under the limit (a file of exactly
+    the limit is refused). Verification and the upload's pre-check both ask this."""
     return size < max_mib
 
 

@@ -125,3 +125,47 @@ def test_on_a_tiny_holdout_one_flipped_picture_is_not_a_mismatch(tmp_path):
     report = verify_file(save(Colour(), tmp_path / "m.pt"), holdout=holdout, expect_f1=0.83, num_classes=2)
     assert report["grader_f1"] == 1.0
     assert f1_tolerance(6) == pytest.approx(2 / 6) and f1_tolerance(800) == 0.01  # the real holdout: 0.01
+
+
+class Resizes(nn.Module):
+    """Resizes with F.interpolate inside forward: the scripted file carries every mode of this torch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != 48:
+            x = torch.nn.functional.interpolate(x, size=[48, 48], mode="bilinear", antialias=True)
+        return x.mean((2, 3)).repeat(1, 4)[:, :10]
+
+
+def test_a_file_calling_an_operator_the_graders_old_torch_lacks_fails_naming_it(tmp_path):
+    import inspect
+
+    if "lanczos" not in inspect.getsource(torch.nn.functional.interpolate):
+        pytest.skip(f"torch {torch.__version__}'s F.interpolate has no lanczos mode (new in 2.12)")
+    with pytest.raises(VerifyError, match=r"torch 2\.4\.1 .* lacks.*aten::_upsample_lanczos2d_aa"):
+        check(save(Resizes(), tmp_path / "m.pt"))
+
+
+def test_a_file_of_exactly_the_limit_is_refused_by_verify_and_by_the_upload_alike(tmp_path):
+    from kdq import grader
+    from kdq.course.client import CourseClient
+    from kdq.course.errors import Rejected
+
+    path = save(Net(), tmp_path / "m.pt")
+    limit = grader.size_mib(path)  # the file is exactly at the limit
+    assert not grader.fits(limit, limit) and grader.fits(limit, limit + 1e-6)
+    with pytest.raises(VerifyError, match="over the"):
+        check(path, max_mb=limit)
+    client = CourseClient("http://127.0.0.1:9", token="t", max_upload_mb=limit)
+    with pytest.raises(Rejected, match="over the"):
+        client.check_upload(path)
+    assert check(path, max_mb=limit + 1e-3)["size_mb"] == pytest.approx(limit, abs=1e-4)
+
+
+def test_the_validating_step_asks_for_the_grader_f1_when_the_pictures_are_here(tmp_path):
+    from kdq.verify import holdout_check
+
+    holdout = pictures(tmp_path / "data")
+    metrics = {"holdout_files": holdout["files"], "holdout_labels": holdout["labels"], "holdout_f1": 0.75}
+    asked = holdout_check(tmp_path / "data", metrics)
+    assert asked == {"holdout": holdout, "expect_f1": 0.75}
+    assert holdout_check(tmp_path / "elsewhere", metrics) == {}  # the pictures are not on this machine

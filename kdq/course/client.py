@@ -306,8 +306,8 @@ class CourseClient:
             raise Rejected(f"{path}: no such file")
         if not path.name.endswith(ALLOWED_SUFFIXES):
             raise Rejected(f"{path}: the server accepts only files ending in .pt or .pth; rename it")
-        size_mb = path.stat().st_size / 1024 / 1024
-        if size_mb > self.max_upload_mb:
+        size_mb = grader.size_mib(path)
+        if not grader.fits(size_mb, self.max_upload_mb):
             raise Rejected(
                 f"{path}: {size_mb:.2f} MB is over the {self.max_upload_mb} MB limit; export a smaller model"
             )
