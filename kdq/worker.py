@@ -25,7 +25,7 @@ from huey import SqliteHuey, crontab
 from huey.exceptions import RetryTask, TaskLockedException
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from kdq import steps
+from kdq import notify, steps
 from kdq.log import get_logger
 from kdq.stages import Stage
 from kdq.store import Store
@@ -219,6 +219,7 @@ def _reconcile(q: Queue) -> None:
         if scheduler_has_work(store):
             q.submissions()  # a lost scheduler task costs a minute at most; an extra tick is harmless
     q.searches()  # trials are re-driven like experiments; a search also asks for its next ones here
+    notify.check(q.settings)  # KDQ_NOTIFY: what became news this minute; it never raises
 
 
 def nudge(ids: list[int], settings, scheduler: bool = False) -> None:

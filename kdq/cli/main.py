@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from typer.core import TyperGroup
 
-from kdq.cli import data, demo, doctor, fake_server, modal, queue, report, search, server, status
+from kdq.cli import data, demo, doctor, fake_server, modal, night, queue, report, search, server, status
 
 if TYPE_CHECKING:
     import click
@@ -94,3 +94,4 @@ app.add_typer(data.app, name="data", rich_help_panel=SET_UP)
 app.add_typer(modal.app, name="modal", rich_help_panel=SET_UP)
 app.add_typer(server.app, name="server", rich_help_panel=COURSE)
 app.add_typer(search.app, name="search", rich_help_panel=QUEUE)
+app.add_typer(night.notify_app, name="notify", rich_help_panel=SET_UP)
