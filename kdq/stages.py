@@ -3,7 +3,7 @@
 queued → launching → training → fetching → validating → ready → submitting → evaluating → done
 any live stage → failed | cancelled;  ready → skipped | done;  training → pruned (a search's pruner)
 failed | cancelled | skipped | pruned → queued (retry)
-submitting → ready (put back);  done | skipped → ready (`kdq submit ID`)
+submitting → ready (put back) | done (outcome unknown for good);  done | skipped → ready (`kdq submit ID`)
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ def can_move(src: Stage, dst: Stage) -> bool:
     if src is Stage.READY and dst in (Stage.SKIPPED, Stage.DONE):
         return True
     if src is Stage.SUBMITTING and dst is Stage.READY:  # a submission put back (rate limit, server down)
+        return True
+    if src is Stage.SUBMITTING and dst is Stage.DONE:  # its outcome unknown for good: never sent again
         return True
     return dst is next_stage(src)
 

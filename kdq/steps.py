@@ -32,7 +32,7 @@ from kdq.experiment import Experiment
 from kdq.log import get_logger, redact
 from kdq.settings import Settings
 from kdq.stages import SUBMITTED, TERMINAL, Stage, after_ready
-from kdq.store import Store
+from kdq.store import Busy, Store
 
 log = get_logger("kdq.steps")
 TRANSIENT_BACKOFF_S = (5, 15, 30, 60, 120, 300)
@@ -165,6 +165,9 @@ def advance(ctx: Context, exp_id: int) -> float | None:
     except PermanentError as exc:
         _fail(ctx, exp, redact(str(exc)))
         return None
+    except Busy as exc:  # another process held kdq.db's write lock a long while: look again, fail nothing
+        log.warning("kdq.db busy", exp=exp.id, stage=str(exp.stage), error=str(exc))
+        return ctx.settings.poll_interval_s
     except Exception as exc:  # a bug or a surprise: fail loudly, lose nothing (`kdq retry` brings it back)
         log.error("step crashed", exp=exp.id, stage=str(exp.stage), error=redact(repr(exc)))
         _fail(

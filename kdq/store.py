@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from kdq import gate
 from kdq.experiment import JSON_FIELDS, Experiment, Outline
-from kdq.log import stage_changed
+from kdq.log import get_logger, stage_changed
 from kdq.requests import UserRequests
 from kdq.schema import MIGRATIONS, SCHEMA_VERSION
 from kdq.stages import LIVE, Stage, check_move
@@ -34,7 +34,9 @@ from kdq.stages import LIVE, Stage, check_move
 if TYPE_CHECKING:
     import sqlite_utils
 
-BUSY_TIMEOUT_S = 60
+log = get_logger("kdq.store")
+BUSY_TIMEOUT_S = 5  # SQLite's own wait for the write lock, each try
+BUSY_WAIT_S = 900  # then tenacity tries again, saying so once, for up to this long (then ``Busy``)
 
 
 class NotFound(KeyError):
@@ -43,6 +45,14 @@ class NotFound(KeyError):
 
 class StoreError(ValueError):
     """The database cannot be used as it is: one line naming the file and what to do."""
+
+
+class Busy(StoreError):
+    """Another process held the write lock for longer than ``BUSY_WAIT_S``: transient, nothing written."""
+
+
+def _locked(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
 
 def _dumps(value: Any) -> str | None:
@@ -121,7 +131,7 @@ class Store(UserRequests):
     def transaction(self) -> Iterator[sqlite_utils.Database]:
         """A write transaction that holds the write lock from its first statement."""
         db = self.db  # made before BEGIN: sqlite-utils sets its pragmas as it opens
-        self.conn.execute("BEGIN IMMEDIATE")
+        self._begin()
         try:
             yield db
         except BaseException:
@@ -129,6 +139,36 @@ class Store(UserRequests):
             raise
         else:
             self.conn.execute("COMMIT")
+
+    def _begin(self) -> None:
+        """``BEGIN IMMEDIATE``, waiting while another process holds the write lock (a `sqlite3` shell, a
+        backup): a busy database is transient, said once in the log, never a failure of its own."""
+        from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+
+        def say(state) -> None:
+            if state.attempt_number == 1:
+                log.warning(
+                    f"{self.path} is busy: another process holds its write lock; waiting (up to "
+                    f"{BUSY_WAIT_S / 60:.0f} min)"
+                )
+
+        retrying = Retrying(
+            retry=retry_if_exception(_locked),
+            wait=wait_exponential(multiplier=0.5, max=10),
+            stop=stop_after_delay(BUSY_WAIT_S),
+            before_sleep=say,
+            reraise=True,
+        )
+        try:
+            retrying(self.conn.execute, "BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if not _locked(exc):
+                raise
+            raise Busy(
+                f"{self.path} is busy: another process has held its write lock for over "
+                f"{BUSY_WAIT_S / 60:.0f} min (a `sqlite3` shell or a backup? `fuser {self.path}` names it); "
+                "nothing was written, try again once it is released"
+            ) from None
 
     def _migrate(self) -> None:
         found = self.schema_version()

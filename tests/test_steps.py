@@ -316,3 +316,30 @@ def test_a_launch_through_the_gate_is_one_log_line_like_every_move(settings, sto
     with capture_logs() as logs:
         steps.advance(ctx, i)
     assert f"{i} tiny: queued → launching" in [e["event"] for e in logs]
+
+
+def test_a_database_locked_for_long_fails_no_experiment_and_says_so_once(settings, monkeypatch):
+    """A `BEGIN EXCLUSIVE` held past every busy timeout (a `sqlite3` shell, a backup) is transient: the
+    step waits, says so in one log line, and looks again; nothing fails."""
+    import sqlite3
+
+    from kdq import store as store_module
+    from kdq.spec import ExperimentSpec
+
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(store_module, "BUSY_WAIT_S", 0.3, raising=False)
+    said = []
+    monkeypatch.setattr(store_module.log, "warning", lambda *a, **k: said.append(a[0]), raising=False)
+    with Store.open(settings) as store:
+        [i] = store.add([(None, ExperimentSpec(name="a"))])
+        other = sqlite3.connect(settings.db_path, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        context = steps.Context(settings=settings, store=store)
+        try:
+            delay = steps.advance(context, i)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert delay is not None and store.get(i).stage is Stage.QUEUED
+        assert steps.advance(context, i) == 0 and store.get(i).stage is Stage.LAUNCHING
+    assert len(said) == 1 and "is busy: another process holds its write lock" in said[0]

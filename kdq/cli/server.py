@@ -223,6 +223,7 @@ def submit(
         raise fail(f"{path}: no such file; pass the model file (e.g. .kdq/artifacts/ID/model.pt)", USAGE)
     if not yes and not typer.confirm(f"upload {path}? it replaces the team's live submission", default=False):
         raise fail("nothing was uploaded")
+    _warn_if_an_upload_is_in_flight()
     with _client() as client:
         try:
             receipt = client.submit(path)
@@ -230,7 +231,7 @@ def submit(
             if exc.maybe_sent:
                 warn("the upload may have reached the server: check `kdq server status` before resending")
             raise _fail(exc) from None
-    _record_manual_upload()
+    _record_manual_upload(receipt.attempt, path.stat().st_size)
     if as_json:
         _print_json(receipt.model_dump(mode="json"))
     else:
@@ -241,8 +242,9 @@ def submit(
         )
 
 
-def _record_manual_upload() -> None:
-    """The window it spent, in the ledger: ``kdq status`` and the scheduler count the next one from it."""
+def _record_manual_upload(attempt: int | None, size: int) -> None:
+    """The window it spent, in the ledger: ``kdq status`` and the scheduler count the next one from it;
+    and the attempt, which the scheduler never takes for an upload of its own whose answer was lost."""
     import time
 
     from kdq.course.ledger import Ledger
@@ -250,3 +252,19 @@ def _record_manual_upload() -> None:
 
     with Store.open(settings()) as store:
         Ledger(store).note_submit(time.time())
+        Ledger(store).note_outside(attempt, size=size)
+
+
+def _warn_if_an_upload_is_in_flight() -> None:
+    from kdq.course.ledger import Ledger
+    from kdq.store import Store
+
+    if not settings().db_path.exists():
+        return
+    with Store.open(settings()) as store:
+        intent = Ledger(store).intent()
+    if intent:
+        warn(
+            f"the worker's upload of experiment {intent['exp_id']} has no known outcome yet; this upload "
+            "is recorded as made outside the queue, and may be refused by the server's rate limit"
+        )

@@ -31,6 +31,8 @@ BOARD_AT = "course.leaderboard_at"
 NEXT_TICK = "course.next_tick_at"
 ERROR = "course.error"  # the last tick that failed, until one succeeds
 SIZE_FACTOR = "course.size_factor"  # the size factor last fitted from a snapshot (kdq status reads it)
+MISSING = "course.missing"  # submission id → when its attempt was first missing from the status list
+OUTSIDE = "course.outside"  # uploads made with `kdq server submit`: never taken for the queue's own
 DECISION = "course.decision"  # the policy's last skip or restore, with its numbers (kdq status)
 
 
@@ -58,14 +60,42 @@ class Ledger:
     def set_intent(self, intent: dict) -> None:
         """The upload about to start; stamped with the monotonic clock, so the time it has been unknown
         is measured by a clock that NTP and suspend do not step (``elapsed``)."""
-        self.store.set_meta(INTENT, {**intent, "mono": self.monotonic(), "boot": boot_id()})
+        self.store.set_meta(INTENT, {**self.stamp(), **intent})
 
-    def elapsed(self, intent: dict) -> float:
-        """Seconds since ``intent`` was written: by the monotonic clock on the machine and boot that
-        wrote it, else (a reboot, an intent from an older kdq) by the wall clock."""
-        if intent.get("mono") is not None and intent.get("boot") == boot_id():
-            return self.monotonic() - intent["mono"]
-        return self.clock() - intent["at"]
+    def stamp(self) -> dict:
+        """Now, on both clocks: ``elapsed`` measures from it."""
+        return {"at": self.clock(), "mono": self.monotonic(), "boot": boot_id()}
+
+    def elapsed(self, stamp: dict) -> float:
+        """Seconds since ``stamp``: by the monotonic clock on the machine and boot that wrote it, else
+        (a reboot, an intent from an older kdq) by the wall clock."""
+        if stamp.get("mono") is not None and stamp.get("boot") == boot_id():
+            return self.monotonic() - stamp["mono"]
+        return self.clock() - stamp["at"]
+
+    def missing_for(self, sub_id: int | None) -> float:
+        """Seconds the attempt of submission ``sub_id`` has been missing from the status list (0 at the
+        first read without it): one read without it is not loss."""
+        marks = self._get(MISSING) or {}
+        if str(sub_id) not in marks:
+            self.store.set_meta(MISSING, {**marks, str(sub_id): self.stamp()})
+            return 0.0
+        return self.elapsed(marks[str(sub_id)])
+
+    def found(self, sub_id: int | None) -> None:
+        marks = self._get(MISSING) or {}
+        if marks.pop(str(sub_id), None) is not None:
+            self.store.set_meta(MISSING, marks)
+
+    def note_outside(self, attempt: int | None, size: int | None = None) -> None:
+        """An upload made outside the queue (``kdq server submit``): its attempt is never one of ours."""
+        rows = [*(self._get(OUTSIDE) or [])[-20:], {"attempt": attempt, "size": size, "at": self.clock()}]
+        self.store.set_meta(OUTSIDE, rows)
+
+    def outside_since(self, at: float) -> set[int]:
+        """The attempt numbers of outside uploads noted after ``at`` (older numbers may be reused by a
+        server that restarted)."""
+        return {r["attempt"] for r in self._get(OUTSIDE) or [] if r["attempt"] and r["at"] >= at}
 
     def clear_intent(self) -> None:
         self.store.set_meta(INTENT, "")
@@ -171,7 +201,8 @@ class Ledger:
     def open_submission(self, exp_id: int, **fields: Any) -> int:
         now = self.clock()
         row = {"exp_id": exp_id, "state": "posting", "created_at": now, "updated_at": now, **fields}
-        return self.store.db["submissions"].insert(row).last_pk
+        with self.store.transaction() as db:
+            return db["submissions"].insert(row).last_pk
 
     def update_submission(self, sub_id: int | None, **fields: Any) -> None:
         if sub_id is None:
@@ -233,7 +264,8 @@ class Ledger:
         """Our latest submission that has an attempt number, with its experiment's name."""
         rows = list(
             self.store.query(
-                "select s.exp_id, s.attempt, s.state, s.score, s.rank, e.name from submissions s "
+                "select s.exp_id, s.attempt, s.state, s.score, s.rank, s.server_status, e.name "
+                "from submissions s "
                 "join experiments e on e.id = s.exp_id where s.attempt is not null "
                 "order by s.id desc limit 1"
             )
@@ -245,14 +277,15 @@ class Ledger:
     def save_board(self, board: Leaderboard, ours: LeaderboardRow | None) -> None:
         now = self.clock()
         self.store.set_meta(BOARD_AT, now)
-        self.store.db["leaderboard"].insert(
-            {
-                "ts": now,
-                "rows": json.dumps([r.model_dump(mode="json") for r in board.rows]),
-                "own_rank": ours.rank if ours else None,
-                "own_score": ours.score if ours else None,
-            }
-        )
+        with self.store.transaction() as db:
+            db["leaderboard"].insert(
+                {
+                    "ts": now,
+                    "rows": json.dumps([r.model_dump(mode="json") for r in board.rows]),
+                    "own_rank": ours.rank if ours else None,
+                    "own_score": ours.score if ours else None,
+                }
+            )
 
     def size_factor_fit(self) -> dict | None:
         return self._get(SIZE_FACTOR) or None

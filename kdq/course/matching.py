@@ -25,10 +25,19 @@ def tolerance_s(interval_s: float) -> float:
 
 
 def same_size(size_mb: float | None, size_bytes: int | None) -> bool:
-    """Could an attempt of ``size_mb`` be our file? Unknown sizes count as yes (MiB or MB, 2% slack)."""
+    """Could an attempt of ``size_mb`` be our file? To the precision the server shows it (half a unit of
+    its last decimal: ``0.1434`` is 0.14335 to 0.14345), in MiB or MB. Unknown sizes count as yes."""
     if size_mb is None or size_bytes is None:
         return True
-    return any(abs(size_mb - size_bytes / unit) <= max(0.01, 0.02 * size_mb) for unit in (1024 * 1024, 1e6))
+    slack = _half_unit(size_mb) + 1e-9 * size_mb
+    return any(abs(size_mb - size_bytes / unit) <= slack for unit in (1024 * 1024, 1e6))
+
+
+def _half_unit(value: float) -> float:
+    text = repr(float(value))
+    if "e" in text or "." not in text:
+        return max(0.005, 1e-6 * abs(value))  # no decimals to go by: the 2 decimals a page shows
+    return 0.5 * 10 ** -len(text.split(".")[1])
 
 
 @dataclass(frozen=True)
@@ -90,19 +99,21 @@ def find_upload(
     baseline: int,
     tol_s: float,
     restarted: bool = False,
-) -> Attempt | None:
-    """The first attempt that can be the upload started at ``since``: our size, and a number after the
-    ones listed before it; when the list restarted since, recorded after ``since`` instead."""
+    outside: frozenset[int] | set[int] = frozenset(),
+) -> list[Attempt]:
+    """The attempts that can be the upload started at ``since``: our size, a number after the ones
+    listed before it and not an upload kdq made outside the queue (``outside``); when the list
+    restarted since, the first recorded after ``since`` instead. More than one: kdq cannot tell."""
 
     def fits(a: Attempt) -> bool:
         if not same_size(a.size_mb, size_bytes):
             return False
         if restarted:  # numbers say nothing any more: only the time the server recorded it
             return a.submitted_at is not None and a.submitted_at.timestamp() >= since - tol_s
-        return a.attempt > baseline
+        return a.attempt > baseline and a.attempt not in outside
 
-    found = [a for a in attempts if fits(a)]
-    return min(found, key=lambda a: a.attempt) if found else None
+    found = sorted((a for a in attempts if fits(a)), key=lambda a: a.attempt)
+    return found[:1] if restarted else found
 
 
 def is_ours(

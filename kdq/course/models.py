@@ -22,9 +22,13 @@ ATTEMPT_RE = re.compile(r"attempt\s*#\s*(\d+)", re.IGNORECASE)
 TEAM_RE = re.compile(r"team\s+'([^']*)'", re.IGNORECASE)
 
 # The two documented good values, plus in-progress words a server might plausibly use instead of
-# "pending": mistaking one of those for a failure would end a live submission, so they count as pending.
+# "pending". Only a known final word (or a score) ends an attempt: a word kdq does not know ("evaluation
+# pending", "in queue", none at all) is "not final yet", since taking it for a failure loses the grade.
 PENDING_WORDS = ("pending", "queued", "evaluating", "processing", "running", "in progress", "waiting")
 SUCCESS_WORDS = ("successful", "success", "succeeded", "completed", "evaluated", "done")
+# The failures the course's server writes: `broken file`, `rejected (file too large)`, `internal cache
+# error`, `eval failed with error: ...`; and the words any error text carries.
+FAILURE_MARKS = ("broken", "reject", "error", "fail", "invalid", "too large", "exception", "traceback")
 
 State = Literal["pending", "successful", "failed"]
 
@@ -77,13 +81,25 @@ def parse_eastern(text: Any) -> datetime | None:
     return None
 
 
-def classify(status: str) -> State:
-    word = status.strip().lower()
-    if word.startswith(PENDING_WORDS):
-        return "pending"
+def _words(status: str) -> str:
+    return " ".join(status.lower().split())
+
+
+def classify(status: str, score: float | None = None) -> State:
+    """A known success word, or a score with any word but a failure's: successful; a failure's words:
+    failed; anything else (pending, and every word kdq does not know): not final yet."""
+    word = _words(status)
     if word in SUCCESS_WORDS:
         return "successful"
-    return "failed"
+    if any(mark in word for mark in FAILURE_MARKS):
+        return "failed"
+    return "successful" if score is not None else "pending"
+
+
+def known_word(status: str) -> bool:
+    """Whether ``status`` is a word kdq knows (else a pending state is only "not final yet")."""
+    word = _words(status)
+    return word in SUCCESS_WORDS or word.startswith(PENDING_WORDS) or any(m in word for m in FAILURE_MARKS)
 
 
 class Attempt(Result):
@@ -99,7 +115,7 @@ class Attempt(Result):
 
     @property
     def state(self) -> State:
-        return classify(self.status)
+        return classify(self.status, self.score)
 
     @property
     def terminal(self) -> bool:

@@ -28,7 +28,7 @@ from kdq import runfolder
 from kdq.course import matching, scoring
 from kdq.course.client import CourseClient
 from kdq.course.ledger import BLOCKED_UNTIL, ERROR, INTENT, LAST_SUBMIT, NEXT_TICK, SERVER, STATUS, Ledger
-from kdq.course.models import Attempt
+from kdq.course.models import Attempt, known_word
 from kdq.course.policy import live_submission, plan
 from kdq.course.server_view import ServerView, Wait
 from kdq.course.upload import Uploader, file_bytes
@@ -142,7 +142,8 @@ class Scheduler:
             None,
         )
         if mine is None:
-            return self._lost(exp, sub_id, attempts)
+            return self._missing(exp, sub_id, attempts)
+        self.ledger.found(sub_id)
         if recorded is None and mine.submitted_at is not None:
             self.ledger.update_submission(sub_id, recorded_at=mine.submitted_at.timestamp())
         if mine.state == "pending":
@@ -152,6 +153,13 @@ class Scheduler:
                 why = f"attempt #{mine.attempt} superseded by attempt #{max(newer)} before it was graded"
                 self.store.move(exp.id, Stage.EVALUATING, Stage.DONE, why)
                 return None
+            if not known_word(mine.status) and sub.get("server_status") != mine.status:
+                self.store.event(
+                    exp.id,
+                    "submission",
+                    f"the server says {mine.status!r} for attempt #{mine.attempt}: not a final word kdq "
+                    "knows, so not graded yet (a known word or a score ends it)",
+                )
             self.ledger.update_submission(sub_id, server_status=mine.status, model_size=mine.size_mb)
             return self.view.status_wait(), exp
         self.ledger.update_submission(
@@ -181,16 +189,23 @@ class Scheduler:
             self.ledger.update_submission(sub_id, rank=row.rank, leaderboard_score=row.score)
         return None
 
-    def _lost(self, exp: Experiment, sub_id: int | None, attempts: list[Attempt]) -> None:
-        """Our attempt is not on a list fetched after the upload: the server lost it (a restart?)."""
+    def _missing(
+        self, exp: Experiment, sub_id: int | None, attempts: list[Attempt]
+    ) -> tuple[float, Experiment] | None:
+        """Our attempt is not on a list fetched after the upload. Absent from one read (an empty or
+        renumbered list) is not loss: only a full window plus the grace without it is."""
+        gone_s = self.ledger.missing_for(sub_id)
+        if gone_s < self.interval_s + self.uploads.grace_s:
+            return self.view.status_wait(), exp
         shown = ", ".join(f"#{a.attempt}" for a in attempts) or "none"
         why = (
-            f"attempt #{exp.server_attempt} is no longer on the server's status list (it shows {shown}: "
-            f"the server restarted without its state?); it was not graded. "
-            f"`kdq submit {exp.id}` sends it again"
+            f"attempt #{exp.server_attempt} is no longer on the server's status list ({gone_s / 60:.0f} min "
+            f"without it; it shows {shown}: the server restarted without its state?); no grade was "
+            "recorded. It may have been graded: `kdq server status` shows what the server has"
         )
         log.warning("course.attempt_lost", exp=exp.id, attempt=exp.server_attempt, shown=shown)
         self.ledger.update_submission(sub_id, state="lost", message=why[:500])
+        self.ledger.found(sub_id)
         self.store.move(exp.id, Stage.EVALUATING, Stage.DONE, why[:500])
         return None
 

@@ -11,6 +11,7 @@ import time
 from rich.markup import escape
 
 from kdq.course.ledger import Ledger
+from kdq.course.models import known_word
 from kdq.store import Store
 
 
@@ -53,8 +54,15 @@ def header_lines(store: Store, now: float | None = None, interval_s: float | Non
         score = "" if r["score"] is None else f", score {r['score']:.3f}"
         rank = "" if r["rank"] is None else f", rank {r['rank']}"
         name = escape(r["name"])
+        said = r.get("server_status")
+        unknown = (
+            f", the server says {escape(repr(said))}: not final yet"
+            if r["state"] == "evaluating" and said is not None and not known_word(said)
+            else ""
+        )
         parts.append(
-            f"last submission: attempt #{r['attempt']} = {r['exp_id']} {name} ({r['state']}{score}{rank})"
+            f"last submission: attempt #{r['attempt']} = {r['exp_id']} {name} "
+            f"({r['state']}{score}{rank}{unknown})"
         )
     intent = ledger.intent()
     if intent:  # an upload whose outcome is not known yet: nothing else goes until it is settled

@@ -80,21 +80,43 @@ class Uploader:
             baseline=intent["baseline"],
             tol_s=self.tol_s,
             restarted=self.ledger.restarted_since(intent["at"]),
+            outside=self.ledger.outside_since(intent["at"] - self.interval_s),
         )
-        if found is not None:
-            at = found.submitted_at.timestamp() if found.submitted_at else intent["at"]
+        if len(found) == 1:
+            [ours] = found
+            at = ours.submitted_at.timestamp() if ours.submitted_at else intent["at"]
             note = "the answer was lost, but the status list shows it went through"
-            self.accepted(exp, intent, found.attempt, "reconciled with the status list", at, note, found)
+            self.accepted(exp, intent, ours.attempt, "reconciled with the status list", at, note, ours)
             return
         sub_id = intent.get("sub_id")
+        until = time.strftime("%H:%M:%S", time.localtime(deadline))
+        if found:  # ours and someone else's, of one size: adopting either could record a wrong grade
+            which = " and ".join(f"#{a.attempt}" for a in found)
+            why = f"attempts {which} could each be this upload (same size); kdq cannot tell which"
+            if not settled:
+                self.ledger.update_submission(
+                    sub_id, state="unknown", message=f"{why}; looking until {until}"
+                )
+                raise Wait(self.view.status_wait(), "an upload whose outcome is unknown")
+            return self._unknown_for_good(exp, sub_id, why)
         if not settled:  # unknown: it may still appear; nothing else is uploaded meanwhile
-            until = time.strftime("%H:%M:%S", time.localtime(deadline))
             self.ledger.update_submission(
                 sub_id, state="unknown", message=f"not listed yet; looking until {until}"
             )
             raise Wait(self.view.status_wait(), "an upload whose outcome is unknown")
         why = "the upload did not reach the server (not on the status list a full window later)"
         self._put_back(exp, sub_id, "not_sent", why, 0.0, "it will be submitted at the next free window")
+
+    def _unknown_for_good(self, exp: Experiment, sub_id: int | None, why: str) -> None:
+        """It may be on the server: never sent again, no grade recorded; the user can look and decide."""
+        message = (
+            f"outcome unknown: {why}. It is not uploaded again and no grade is recorded; "
+            "`kdq server status` shows what the server has"
+        )
+        log.warning("course.upload_unknown", exp=exp.id, why=why)
+        self.ledger.update_submission(sub_id, state="unknown", message=message[:500])
+        self.store.move(exp.id, Stage.SUBMITTING, Stage.DONE, message[:500], submit_requested=0)
+        self.ledger.clear_intent()
 
     # ---------------------------------------------------------------- the POST
 

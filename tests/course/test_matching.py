@@ -28,16 +28,30 @@ def test_an_upload_is_found_by_size_and_time_not_by_number():
     before = attempt(1, T0 - 900)  # our previous upload: a full window earlier
     ours = attempt(3, T0 + 8)
     found = find_upload([before, theirs, ours], since=T0, size_bytes=MB, baseline=1, tol_s=tolerance_s(900))
-    assert found == ours
-    assert find_upload([before, theirs], since=T0, size_bytes=MB, baseline=1, tol_s=450) is None
+    assert found == [ours]
+    assert find_upload([before, theirs], since=T0, size_bytes=MB, baseline=1, tol_s=450) == []
     restarted = attempt(1, T0 + 3)  # numbers started again: found by its time all the same
-    assert find_upload([restarted], since=T0, size_bytes=MB, baseline=5, tol_s=450) is None
-    assert (
-        find_upload([restarted], since=T0, size_bytes=MB, baseline=5, tol_s=450, restarted=True) == restarted
-    )
-    assert find_upload([before], since=T0, size_bytes=MB, baseline=0, tol_s=450, restarted=True) is None
+    assert find_upload([restarted], since=T0, size_bytes=MB, baseline=5, tol_s=450) == []
+    assert find_upload([restarted], since=T0, size_bytes=MB, baseline=5, tol_s=450, restarted=True) == [
+        restarted
+    ]
+    assert find_upload([before], since=T0, size_bytes=MB, baseline=0, tol_s=450, restarted=True) == []
     behind = attempt(2, T0 - 3 * 3600)  # a server clock hours behind: the number still tells
-    assert find_upload([before, behind], since=T0, size_bytes=MB, baseline=1, tol_s=450) == behind
+    assert find_upload([before, behind], since=T0, size_bytes=MB, baseline=1, tol_s=450) == [behind]
+
+
+def test_an_upload_kdq_made_outside_the_queue_is_never_a_candidate_and_two_candidates_are_both_told():
+    ours, theirs = attempt(2, T0 + 5), attempt(3, T0 + 9)
+    kw = {"since": T0, "size_bytes": MB, "baseline": 1, "tol_s": 450}
+    assert find_upload([ours, theirs], **kw) == [ours, theirs]  # one size, two attempts: cannot tell
+    assert find_upload([ours, theirs], **kw, outside={3}) == [ours]
+
+
+def test_sizes_match_to_the_precision_the_server_shows():
+    assert same_size(round(150_326 / 2**20, 2), 150_390)  # 0.14: either file
+    assert same_size(150_326 / 2**20, 150_326) and not same_size(150_326 / 2**20, 150_390)
+    assert same_size(round(1_500_000 / 2**20, 4), 1_500_000)
+    assert not same_size(round(1_500_000 / 2**20, 4), 1_500_400)
 
 
 def test_our_attempt_is_the_one_with_our_time_and_size():

@@ -211,3 +211,114 @@ def test_a_cancel_during_an_upload_is_honoured_when_the_upload_is_put_back(
         clocks.advance(WINDOW_S)
         sched.tick()
     assert len(server.posts) == 1 and server.recorded == []
+
+
+def evaluating(sched, store, server, tmp_path, model, clocks) -> int:
+    i = make_ready(store, tmp_path, model, 0.9, "always")
+    sched.tick()
+    assert store.get(i).stage is Stage.EVALUATING
+    clocks.advance(1)
+    return i
+
+
+@pytest.mark.parametrize("word", ["evaluation pending", "in queue", "", None])
+def test_a_status_word_kdq_does_not_know_is_not_final(sched, store, server, clocks, tmp_path, model, word):
+    """Only a known final word or a score ends an attempt: 'evaluation pending' or no status at all
+    is not yet graded, and the real grade is recorded when it comes."""
+    i = evaluating(sched, store, server, tmp_path, model, clocks)
+    if word is None:
+        del server.recorded[0]["status"]
+    else:
+        server.recorded[0]["status"] = word
+    for _ in range(3):
+        sched.tick()
+        clocks.advance(5)
+    assert store.get(i).stage is Stage.EVALUATING
+    assert any("not a final word" in e["message"] for e in store.events(i))
+    from kdq.course.status import header_lines
+
+    assert "not final yet" in header_lines(store, now=clocks.now, interval_s=WINDOW_S)[-1]
+    server.grade(1, "successful", 8.5)
+    sched.tick()
+    assert store.get(i).stage is Stage.DONE and store.get(i).server_score == 8.5
+
+
+def test_a_score_with_an_unknown_word_is_a_grade(sched, store, server, clocks, tmp_path, model):
+    i = evaluating(sched, store, server, tmp_path, model, clocks)
+    server.grade(1, "scored", 7.25)
+    sched.tick()
+    assert store.get(i).stage is Stage.DONE and store.get(i).server_score == 7.25
+
+
+@pytest.mark.parametrize("fault", ["empty", "renumbered"])
+def test_an_attempt_missing_from_one_list_is_not_lost(sched, store, server, clocks, tmp_path, model, fault):
+    i = evaluating(sched, store, server, tmp_path, model, clocks)
+    if fault == "empty":
+        server.listing = lambda rows: []
+    else:
+        server.listing = lambda rows: [{**r, "attempt": r["attempt"] + 100} for r in rows]
+    for _ in range(3):
+        sched.tick()
+        clocks.advance(10)
+    assert store.get(i).stage is Stage.EVALUATING
+    server.listing = None
+    server.grade(1, "successful", 9.5)
+    sched.tick()
+    assert store.get(i).stage is Stage.DONE and store.get(i).server_score == 9.5
+    assert len(server.posts) == 1
+
+
+def test_an_attempt_gone_for_a_full_window_is_lost_without_advice_to_upload_it_again(
+    sched, store, server, clocks, tmp_path, model
+):
+    i = evaluating(sched, store, server, tmp_path, model, clocks)
+    server.listing = lambda rows: []
+    for _ in range(8):
+        sched.tick()
+        clocks.advance(UNKNOWN_FOR_S / 6)
+    assert store.get(i).stage is Stage.DONE
+    why = store.events(i)[-1]["message"]
+    assert "no longer on the server's status list" in why and "sends it again" not in why
+    assert len(server.posts) == 1
+
+
+def test_an_outside_upload_of_the_same_size_made_with_kdq_server_submit_is_never_taken_for_ours(
+    sched, store, server, clocks, tmp_path, model
+):
+    """Our answer is lost and our upload never recorded; meanwhile `kdq server submit` uploads another
+    model of nearly the same size. kdq knows that upload is not its lost one."""
+    from kdq.course.ledger import Ledger
+
+    i = make_ready(store, tmp_path, model, 0.9, "always")
+    server.on_post = lose_the_answer
+    sched.tick()
+    clocks.advance(5)
+    receipt = server.record(model, size=150_390)  # what `kdq server submit` does, and writes down:
+    Ledger(store, clocks.wall).note_outside(receipt.attempt, size=150_390)
+    for _ in range(5):
+        sched.tick()
+        assert store.get(i).stage is Stage.SUBMITTING and store.get(i).server_attempt is None
+        clocks.advance(UNKNOWN_FOR_S / 6)
+    clocks.advance(UNKNOWN_FOR_S / 6)
+    server.on_post = server.record
+    sched.tick()  # a full window and no attempt of ours: it never arrived, so it goes (once)
+    assert store.get(i).server_attempt == 2 and len(server.posts) == 2
+
+
+def test_two_attempts_that_could_be_ours_leave_the_upload_unknown_and_never_resend_it(
+    sched, store, server, clocks, tmp_path, model
+):
+    """A web upload of the same size (not through kdq) and ours both appear: kdq cannot tell which is
+    its own. It adopts neither grade, says so, and never uploads it again."""
+    i = make_ready(store, tmp_path, model, 0.9, "always")
+    server.on_post = lose_the_answer
+    sched.tick()
+    server.record(model, size=150_390)  # a teammate's upload from the web page
+    server.record(model)  # ours, recorded late
+    for _ in range(8):
+        sched.tick()
+        clocks.advance(UNKNOWN_FOR_S / 6)
+    exp = store.get(i)
+    assert exp.stage is Stage.DONE and exp.server_attempt is None and exp.server_score is None
+    assert "cannot tell" in store.events(i)[-1]["message"]
+    assert len(server.posts) == 1
