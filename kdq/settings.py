@@ -81,33 +81,48 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=_default_home, description="State folder: database, queue, runs.")
 
     # The course server (see docs/course-server.md). Every path is a setting, never a constant.
-    server_url: str = "http://hadi.cs.virginia.edu:9000"
+    server_url: str = Field(
+        "http://hadi.cs.virginia.edu:9000", description="The course server (on the UVA VPN)."
+    )
     token: SecretStr | None = Field(None, description="Team token, 32 hex characters. Secret.")
     team: str | None = Field(None, description="Team name as shown on the leaderboard.")
-    submit_path: str = "/submit"
-    status_path: str = "/submission-status/{token}"
-    leaderboard_path: str = "/leaderboard3"
+    submit_path: str = Field("/submit", description="The server's upload path.")
+    status_path: str = Field(
+        "/submission-status/{token}", description="The server's path listing the team's attempts."
+    )
+    leaderboard_path: str = Field("/leaderboard3", description="The server's leaderboard path.")
     submit_interval_s: float = Field(900.0, ge=0, description="One submission per this many seconds.")
     status_interval_s: float = Field(15.0, ge=0, description="One status call per this many seconds.")
-    connect_timeout_s: float = Field(5.0, gt=0)
-    request_timeout_s: float = Field(60.0, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0, description="Seconds to reach the course server.")
+    request_timeout_s: float = Field(60.0, gt=0, description="Seconds for one answer of the course server.")
 
     # Hugging Face: HF_TOKEN is what huggingface_hub itself reads, so accept it as is.
-    hf_token: SecretStr | None = Field(None, validation_alias=AliasChoices("KDQ_HF_TOKEN", "HF_TOKEN"))
+    hf_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("KDQ_HF_TOKEN", "HF_TOKEN"),
+        description="Hugging Face token for a gated teacher (MedSigLIP); HF_TOKEN works too. Secret.",
+    )
 
     # Modal
-    modal_app: str = "kdq"
-    modal_volume: str = "kdq"
-    modal_secret: str = "kdq-hf"
+    modal_app: str = Field("kdq", description="The Modal app kdq deploys and calls.")
+    modal_volume: str = Field("kdq", description="The Modal Volume with the datasets and run folders.")
+    modal_secret: str = Field("kdq-hf", description="The Modal secret holding the Hugging Face token.")
     modal_torch: str = Field("2.14.1", description="torch version in the Modal image (it writes model.pt).")
 
     # Worker
     poll_interval_s: float = Field(5.0, gt=0, description="How often a running step looks again.")
-    worker_threads: int = Field(4, ge=1)
+    worker_threads: int = Field(
+        4, ge=1, description="Worker threads: steps of different experiments at once."
+    )
     heartbeat_s: float = Field(
         5.0,
         gt=0,
         description="How often the worker says it is alive; after 6 missed beats it counts as not running.",
+    )
+    student_cache: Path | None = Field(
+        None,
+        description="The file where enqueue's student check keeps its verdicts; default: cache/students.json "
+        "in the home. One file for several homes checks each student once.",
     )
     local_max_running: int = Field(1, ge=1, description="Local trainings at once; the rest wait queued.")
     modal_max_running: int = Field(8, ge=1, description="Modal trainings at once; the rest wait queued.")
@@ -220,6 +235,11 @@ class Settings(BaseSettings):
     def cache_dir(self) -> Path:
         """Decoded-image and teacher caches, shared by every experiment."""
         return self.root / "cache"
+
+    @property
+    def student_verdicts(self) -> Path:
+        """The student check's verdicts (they depend on the library versions only, not on the home)."""
+        return self.student_cache or self.cache_dir / "students.json"
 
     def worker_alive(self, heartbeat_age: float | None) -> bool:
         """The one rule (status, cancel, doctor): the worker was heard within WORKER_SILENT_BEATS beats."""
