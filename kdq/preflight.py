@@ -24,7 +24,7 @@ installed = cache(version)  # each call reads the package metadata from disk: on
 def check(specs: list, settings) -> list[str]:
     """Every check below; all their problems at once in one ``SpecError``, else the warnings to print.
     The students are checked in a process of their own while the others run."""
-    with StudentCheck(specs, settings.cache_dir) as pending:
+    with StudentCheck(specs, settings.student_verdicts) as pending:
         problems = datasets(specs, settings)
         denied, warnings = teachers(specs, settings)
         problems = pending.problems() + problems
@@ -51,14 +51,14 @@ def grouped(problems: list[str], shown: int = 3) -> list[str]:
 class StudentCheck:
     """timm/torchvision students must exist and fit the size limit: checked now, not after a GPU hour.
 
-    Verdicts are remembered per library version in ``cache_dir/students.json``, so queueing known
+    Verdicts are remembered per library version in ``cache_file``, so queueing known
     students again does not even start the check. Unknown ones are checked by ``python -m
     kdq.train.students``, started as this is made: the imports of torch and torchvision (2 s) happen
     there, beside the other checks, and the command itself never imports them.
     """
 
-    def __init__(self, specs: list, cache_dir: Path):
-        self.cache_file = cache_dir / "students.json"
+    def __init__(self, specs: list, cache_file: Path):
+        self.cache_file = cache_file
         self.known: dict[str, str | None] = runfolder.read_json(self.cache_file) or {}
         self.asked: list[tuple[str, str]] = []  # (spec file, key), every student of every spec
         self.unknown: dict[str, dict] = {}  # key: the student spec, for those never checked

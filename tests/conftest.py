@@ -11,6 +11,10 @@ from spectext import tiny_spec
 
 # A session-wide home, so that nothing a test forgets to point elsewhere lands in the repository.
 os.environ.setdefault("KDQ_HOME", tempfile.mkdtemp(prefix="kdq-session-"))
+# The student check's verdicts, shared by every test's home (they depend on the installed libraries only):
+# each enqueue of a known student then starts no torch process. tests/test_preflight.py, and the tests
+# that run kdq without the KDQ_* variables (tests/cli/test_imports.py), keep their own, empty.
+os.environ["KDQ_STUDENT_CACHE"] = os.path.join(tempfile.mkdtemp(prefix="kdq-students-"), "students.json")
 for _var in ("KDQ_TOKEN", "KDQ_TEAM", "KDQ_SERVER_URL", "HF_TOKEN", "KDQ_HF_TOKEN"):
     os.environ.pop(_var, None)
 # No test reaches huggingface.co: the Hub is a port nothing listens on (tests/hf_hub.py stands in for it).

@@ -19,7 +19,7 @@ def specs(*students: dict) -> list:
 
 
 def test_new_students_are_checked_once_in_their_own_process_then_remembered(tmp_path, monkeypatch):
-    cache = tmp_path / "cache"  # made as the verdicts are written
+    cache = tmp_path / "cache" / "students.json"  # made as the verdicts are written
     with preflight.StudentCheck(specs(GOOD, UNKNOWN, UNKNOWN), cache) as check:
         assert check.proc is not None  # started: torch is imported there, not here
         problems = check.problems()
@@ -41,7 +41,7 @@ def test_a_check_process_that_fails_says_why_for_each_spec_and_remembers_nothing
     )
     broken.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(broken))
-    with preflight.StudentCheck(specs(GOOD, GOOD), tmp_path / "cache") as check:
+    with preflight.StudentCheck(specs(GOOD, GOOD), tmp_path / "cache" / "students.json") as check:
         problems = check.problems()
     assert problems == [
         f"s{i}.toml: the student check failed (ModuleNotFoundError: No module named torch)" for i in (0, 1)
@@ -50,7 +50,7 @@ def test_a_check_process_that_fails_says_why_for_each_spec_and_remembers_nothing
 
 
 def test_leaving_early_stops_the_check(tmp_path):
-    with pytest.raises(RuntimeError), preflight.StudentCheck(specs(GOOD), tmp_path) as check:
+    with pytest.raises(RuntimeError), preflight.StudentCheck(specs(GOOD), tmp_path / "s.json") as check:
         raise RuntimeError("another check failed first")
     assert check.proc.returncode is not None  # not left running behind the command
 
@@ -61,3 +61,16 @@ def test_problems_of_many_files_are_grouped():
         "s0.toml, s1.toml, s2.toml and 2 more: no dataset at /x",
         "t.toml: other",
     ]
+
+
+def test_enqueue_keeps_the_verdicts_where_KDQ_STUDENT_CACHE_says(settings, tmp_path, monkeypatch):
+    from kdq.settings import Settings
+
+    shared = tmp_path / "shared" / "students.json"
+    monkeypatch.setenv("KDQ_STUDENT_CACHE", str(shared))
+    monkeypatch.setattr(preflight, "datasets", lambda specs, s: [])
+    monkeypatch.setattr(preflight, "teachers", lambda specs, s: ([], []))
+    assert preflight.check(specs(GOOD), Settings()) == []
+    assert "torchvision==" in shared.read_text() and not (settings.cache_dir / "students.json").exists()
+    monkeypatch.delenv("KDQ_STUDENT_CACHE")
+    assert Settings().student_verdicts == settings.cache_dir / "students.json"  # the default: the home's
