@@ -83,6 +83,8 @@ for _panel, _commands in (
             ("results", status.results),
             ("report", report.report),
             ("compare", report.compare),
+            ("logs", night.logs),
+            ("export", night.export),
         ],
     ),
     (COURSE, [("leaderboard", server.leaderboard), ("fake-server", fake_server.fake_server)]),
