@@ -14,6 +14,7 @@ import threading
 import time
 
 from kdq import worker
+from kdq.awake import KeepAwake
 from kdq.errors import disk_full
 from kdq.homelock import HomeLock, HomeLocked
 from kdq.log import get_logger
@@ -33,7 +34,7 @@ def _heartbeat(settings, stop: threading.Event, started_at: float, lost=None) ->
     logged when it starts failing and when it recovers, not at every beat. A database deleted or
     replaced under the worker ends it (``lost``): it would carry on against a file nobody else sees."""
     lock = HomeLock(settings.root).path
-    failing = False
+    failing, awake = False, KeepAwake(settings.allow_sleep)  # kdq/awake.py: the lock, and sleeps found
     with Store.open(settings) as store:
         inode = _inode(settings.db_path)
         while not stop.is_set():
@@ -42,6 +43,7 @@ def _heartbeat(settings, stop: threading.Event, started_at: float, lost=None) ->
                     f"{settings.db_path} was deleted or replaced while this worker ran: stopping (put it "
                     "back and start `kdq worker` again, or `kdq worker --force` for an empty one)"
                 )
+                awake.release()
                 lost()
                 return
             try:
@@ -50,6 +52,7 @@ def _heartbeat(settings, stop: threading.Event, started_at: float, lost=None) ->
                 pass  # no lock file: a heartbeat outside `kdq worker` (tests)
             try:
                 _beat(store, started_at)
+                awake.beat(store, settings)
                 if failing:
                     log.info("heartbeat recovered")
                 failing = False
@@ -58,6 +61,7 @@ def _heartbeat(settings, stop: threading.Event, started_at: float, lost=None) ->
                     log.warning("heartbeat failed", error=disk_full(exc, settings.db_path) or repr(exc))
                 failing = True
             stop.wait(settings.heartbeat_s)
+        awake.release()
         try:
             _beat(store, started_at, stopped_at=time.time())
         except Exception as exc:

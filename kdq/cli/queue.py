@@ -275,8 +275,16 @@ def worker(
     force: Annotated[
         bool, typer.Option("--force", help="Start an empty database in a home whose kdq.db is gone.")
     ] = False,
+    allow_sleep: Annotated[
+        bool,
+        typer.Option(
+            "--allow-sleep", help="Let the machine sleep while experiments are live (KDQ_ALLOW_SLEEP)."
+        ),
+    ] = False,
 ) -> None:
     """Run the worker (Huey consumer) until Ctrl-C or SIGTERM. Leave it running overnight.
+
+    While any experiment is live it keeps the machine awake (wakepy), until the queue is empty.
 
     Examples:
 
@@ -287,6 +295,8 @@ def worker(
     from kdq import log as kdqlog
 
     s = settings()
+    if allow_sleep:
+        s = s.model_copy(update={"allow_sleep": True})
     kdqlog.configure(log_json if log_json is not None else s.log_json, settings=s, verbose=verbose)
     from jobs.worker import run
     from kdq.course.ledger import Ledger

@@ -65,6 +65,7 @@ def status(
             data = {
                 "worker_alive": s.worker_alive(age),
                 "worker_heartbeat_age_s": age,
+                "worker_slept": store.get_meta_json("worker.slept"),  # its last sleep found (kdq/awake.py)
                 "counts": store.count_by_stage(),
                 "course_server": Ledger(store).server() or None,
                 **night.as_json(),  # "eta" (the queue's end) and "cost" (GPU-hours, dollars, worst case)

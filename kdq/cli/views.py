@@ -87,6 +87,10 @@ def status_header(store: Store, settings, interval_s: float | None = None, night
         if settings.worker_alive(age)
         else "worker: [red]not running[/red] — start it with `kdq worker`"
     ]
+    from kdq.awake import slept_line
+
+    if slept := slept_line(store):  # a gap in the worker's own heartbeat: the machine slept
+        lines.append(f"[yellow]{slept}[/yellow]")
     counts = store.count_by_stage()
     if counts:
         lines.append("  ".join(f"{stage} {counts[stage]}" for stage in Stage if stage in counts))
