@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import unicodedata
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -17,6 +17,7 @@ from kdq.search.space import SearchSpec
 
 MAX_SEED = 2**32 - 1  # every random generator kdq seeds takes this range
 KDQ_STUDENTS = ("tiny_cnn",)  # the models of student.library = "kdq" (kdq.train.students.KDQ_MODELS)
+L2_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # the teacher head's L2 candidates
 
 
 class Section(BaseModel):
@@ -49,9 +50,23 @@ class TeacherSpec(Section):
         "google/medsiglip-448",
         description="Hugging Face model id, or `tiny` for a tiny random SigLIP (tests, demo).",
     )
-    head: Literal["probe", "zeroshot"] = Field(
-        "probe", description="Linear probe on embeddings (out-of-fold) or zero-shot text prompts."
+    head: Literal["probe", "mlp", "ensemble", "zeroshot"] = Field(
+        "probe",
+        description="Head on the frozen embeddings, out-of-fold for training pictures: a linear probe, a "
+        "one-hidden-layer MLP, a bagged ensemble of both (`members`), or zero-shot text prompts.",
     )
+    features: Literal["pooled", "pooled+patch"] = Field(
+        "pooled",
+        description="Head input: the pooled embedding, or beside it the mean of the last layer's patch "
+        "tokens (its own cache entry).",
+    )
+    l2: list[Annotated[float, Field(gt=0, le=100)]] = Field(
+        default_factory=lambda: list(L2_GRID),
+        min_length=1,
+        max_length=30,
+        description="L2 values the head's grouped cross-validation chooses from (one value: fixed).",
+    )
+    members: int = Field(5, ge=2, le=20, description="`head = 'ensemble'`: bagged members (probe, MLP, ...).")
     views: int = Field(
         4, ge=1, le=256, description="Augmented views per image in the teacher cache (the plain picture too)."
     )

@@ -423,5 +423,9 @@ def evaluate(spec: ExperimentSpec, best: Best, state: dict, split: Split, target
         "val_f1_bias_in_sample": in_sample if tr.tune_bias else None,
         "bias": bias.tolist() if bias is not None else None,
         "teacher_probe_f1": targets.val_f1 if targets is not None else None,  # the head's F1: the ceiling
+        "teacher_probe": targets.probe if targets is not None else None,  # head, l2, cv_f1, temperature
+        "teacher_per_class_f1": None
+        if targets is None or targets.per_class_f1 is None
+        else dict(zip(ds.classes, targets.per_class_f1)),
         "teacher": None if targets is None else f"{t.model} ({t.head}, {t.resize}, {t.views} views)",
     }

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -29,9 +29,8 @@ import torch.nn.functional as F
 
 from kdq import hf, runfolder
 from kdq.spec import TeacherSpec
-from kdq.train import augment
+from kdq.train import augment, probe
 from kdq.train.losses import macro_f1
-from kdq.train.probe import features, fit_probe, oof_logits
 
 
 def _tower(hidden: int, inter: int, layers: int, heads: int, **extra) -> dict:
@@ -56,29 +55,35 @@ RANDOM = {  # name -> (vision config, text config): randomly initialised stand-i
     "random-so400m-448": (_tower(1152, 4304, 27, 16, image_size=448, patch_size=14), _SMALL_TEXT),
 }
 TEXT_LENGTH = 64  # SigLIP's text tower was trained on prompts padded to 64 tokens
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: the cache key names the head's input (teacher.features)
+BATCH = 256  # views per teacher forward
 
 
 @dataclass
 class Teacher:
-    model: torch.nn.Module  # a transformers SiglipModel
+    vision: torch.nn.Module  # the vision tower (a transformers SiglipVisionModel)
     name: str
     image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     device: torch.device
     dtype: torch.dtype
+    model: torch.nn.Module | None = None  # the whole SiglipModel: loaded only for zero-shot prompts
+    features: str = "pooled"  # or "pooled+patch": the mean of the last layer's patch tokens beside it
 
     @torch.no_grad()
     def embed(
         self, images: torch.Tensor, params: torch.Tensor | None, aspect: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Image embeddings (float32 [B, D]) of views of uint8 ``images`` (padded when ``aspect``)."""
+        """Image embeddings (float32 [B, D], or [B, 2D] with the patch mean) of views of uint8
+        ``images`` (padded when ``aspect``), on the teacher's device."""
         x = augment.render(
             images.to(self.device), params, self.image_size, self.mean, self.std, self.dtype, aspect
         )
-        out = self.model.get_image_features(pixel_values=x)
-        return (out if isinstance(out, torch.Tensor) else out.pooler_output).float()
+        out = self.vision(pixel_values=x)
+        if self.features == "pooled":
+            return out.pooler_output.float()
+        return torch.cat([out.pooler_output, out.last_hidden_state.mean(1)], -1).float()
 
     @torch.no_grad()
     def embed_text(self, prompts: list[str]) -> torch.Tensor:
@@ -95,7 +100,7 @@ class Teacher:
             vocab = self.model.config.text_config.vocab_size
             rows = [[(b % (vocab - 2)) + 2 for b in p.encode()[:length]] for p in prompts]
             ids = torch.tensor([r + [1] * (length - len(r)) for r in rows], device=self.device)
-        out = self.model.get_text_features(input_ids=ids)
+        out = self.model.get_text_features(input_ids=ids)  # type: ignore[union-attr]
         return (out if isinstance(out, torch.Tensor) else out.pooler_output).float()
 
 
@@ -109,31 +114,41 @@ def _unavailable(name: str, exc: OSError) -> RuntimeError:
     )
 
 
-def load(name: str, device: torch.device) -> Teacher:
+def load(name: str, device: torch.device, text: bool = False, features: str = "pooled") -> Teacher:
+    """The teacher on ``device``: only its vision tower, unless ``text`` (zero-shot prompts) needs the
+    whole model (half the weights of a SigLIP are its text tower)."""
     from transformers import SiglipConfig, SiglipModel
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if name in RANDOM:
-        vision, text = RANDOM[name]
-        cfg = SiglipConfig(vision_config=vision, text_config=text)
+        vision, txt = RANDOM[name]
+        cfg = SiglipConfig(vision_config=vision, text_config=txt)
         cfg._attn_implementation = "sdpa"
         with torch.random.fork_rng(devices=[]):  # the same random teacher every time (its cache stays
             torch.manual_seed(0)  # valid), without touching the caller's random stream
             model = SiglipModel(cfg)
         model = model.to(device=device, dtype=dtype).eval()
-        return Teacher(model, name, vision["image_size"], (0.5,) * 3, (0.5,) * 3, device, dtype)
+        prep = (vision["image_size"], (0.5,) * 3, (0.5,) * 3)
+        return Teacher(model.vision_model, name, *prep, device, dtype, model if text else None, features)
     if hf.is_stand_in(name):
         raise ValueError(f"teacher.model = {name!r}: unknown stand-in; choose one of {', '.join(RANDOM)}")
-    from transformers import AutoModel
+    from transformers import AutoModel, SiglipVisionModel
+    from transformers.utils import logging as hf_logging
 
+    kind = AutoModel if text else SiglipVisionModel  # the vision tower's weights alone are read
+    was = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # not a table of the text tower's weights, "unexpected" by design
     try:  # huggingface_hub finds the token (HF_TOKEN or `hf auth login`) by itself
-        model = AutoModel.from_pretrained(name, dtype=dtype, attn_implementation="sdpa").to(device).eval()
+        model = kind.from_pretrained(name, dtype=dtype, attn_implementation="sdpa").to(device).eval()
         size, mean, std = preprocessing(name)
     except OSError as exc:
         raise _unavailable(name, exc) from None
+    finally:
+        hf_logging.set_verbosity(was)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    return Teacher(model, name, size, mean, std, device, dtype)
+    vision = model.vision_model if text else model
+    return Teacher(vision, name, size, mean, std, device, dtype, model if text else None, features)
 
 
 def preprocessing(name: str) -> tuple[int, tuple, tuple]:
@@ -167,6 +182,7 @@ def cache_path(
     views: int,
     preprocessing: tuple[int, tuple, tuple],
     resize: str = "squash",
+    features: str = "pooled",
 ) -> Path:
     size, mean, std = preprocessing
     body = {
@@ -179,6 +195,7 @@ def cache_path(
         "std": list(std),
         "views": views,
         "resize": resize,
+        "features": features,
         "augment": augment.FIELDS,
     }
     key = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:20]
@@ -192,17 +209,18 @@ def embed_stream(
     fingerprint: str,
     views: int,
     aspect: torch.Tensor | None = None,
-    batch: int = 64,
+    batch: int = BATCH,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """``{"params": [N,V,9], "views": [N,V,D] fp16, "plain": [N,D] fp16}`` from ``(start, uint8 chunk)``
-    pairs covering the N pictures in order: only one chunk of pictures is in memory at a time.
+    """``{"params": [N,V,F], "views": [N,V,D] fp16, "plain": [N,D] fp16}`` from ``(start, uint8 chunk)``
+    pairs covering the N pictures in order: only one chunk of pictures is in memory at a time, and its
+    embeddings stay on the device until the chunk is done (one copy back per chunk).
     ``on_progress(done, N)`` after each chunk: the pictures embedded so far (kdq status shows them)."""
     params = view_params(n, views, fingerprint)
     plain_out, views_out = None, None
     for start, imgs in chunks:
         c = len(imgs)
-        flat = torch.cat([augment.identity(c).unsqueeze(1), params[start : start + c]], 1).view(-1, 9)
+        flat = torch.cat([augment.identity(c).unsqueeze(1), params[start : start + c]], 1).flatten(0, 1)
         order = torch.arange(c).repeat_interleave(views + 1)
         asp = aspect[start : start + c][order] if aspect is not None else None
         emb = torch.cat(
@@ -211,10 +229,11 @@ def embed_stream(
                     imgs[order[i : i + batch]],
                     flat[i : i + batch],
                     None if asp is None else asp[i : i + batch],
-                ).cpu()
+                ).half()
                 for i in range(0, len(order), batch)
             ]
-        ).view(c, views + 1, -1)
+        )
+        emb = emb.cpu().view(c, views + 1, -1)
         if plain_out is None:
             plain_out = torch.empty(n, emb.shape[-1], dtype=torch.float16)
             views_out = torch.empty(n, views, emb.shape[-1], dtype=torch.float16)
@@ -235,7 +254,7 @@ def embeddings(
     fingerprint: str,
     views: int,
     cache_dir: Path | None,
-    batch: int = 64,
+    batch: int = BATCH,
 ) -> dict:
     """``embed_stream`` of an in-memory uint8 tensor, from the cache or computed once (squashed)."""
     prep = (teacher.image_size, teacher.mean, teacher.std)
@@ -266,16 +285,65 @@ def zero_shot_logits(teacher: Teacher, classes: list[str], emb: torch.Tensor) ->
 
 @dataclass
 class Targets:
-    params: torch.Tensor  # [N,V+1,9]: view 0 is the plain picture
-    embeddings: torch.Tensor  # [N,V+1,D] float16
-    logits: torch.Tensor  # [N,V+1,C]
+    params: torch.Tensor  # [N,V+1,F]: view 0 is the plain picture
+    embeddings: torch.Tensor  # [N,V+1,D] float16: the pooled embedding (what embedding distillation fits)
+    logits: torch.Tensor  # [N,V+1,C], temperature-calibrated
     val_f1: float
     views: int  # V+1
+    probe: dict | None = None  # the head: {head, l2, cv_f1, temperature} (None for zero-shot)
+    per_class_f1: list[float] | None = None  # the head's F1 per class on the plain validation pictures
 
     def to(self, device: torch.device) -> Targets:
         """The same targets on ``device``: a training step then indexes them there, no copy per step."""
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731 — three uses in one line
-        return Targets(move(self.params), move(self.embeddings), move(self.logits), self.val_f1, self.views)
+        return replace(
+            self, params=move(self.params), embeddings=move(self.embeddings), logits=move(self.logits)
+        )
+
+
+def _cached(
+    spec: TeacherSpec, ds, cache_dir, device, decode, on_progress=None
+) -> tuple[dict, Teacher | None]:
+    """The cached embeddings of ``ds`` (computed once on a miss), and the teacher if it was loaded: a
+    cache miss needs its vision tower, zero-shot prompts its text tower."""
+    prep = preprocessing(spec.model)
+    size = max(prep[0], ds.images.shape[-1]) if decode else ds.images.shape[-1]
+    path = None
+    if cache_dir:
+        path = cache_path(
+            cache_dir, spec.model, ds.fingerprint, size, spec.views, prep, spec.resize, spec.features
+        )
+    teacher = None  # loaded only when needed
+    if path is None or not path.exists() or spec.head == "zeroshot":
+        teacher = load(spec.model, device, text=spec.head == "zeroshot", features=spec.features)
+    if path and path.exists():
+        return torch.load(path, weights_only=True), teacher
+    chunks = decode(size) if size != ds.images.shape[-1] else [(0, ds.images)]
+    aspect = ds.sizes[:, 0] / ds.sizes[:, 1] if spec.resize == "pad" else None
+    cached = embed_stream(
+        teacher, chunks, len(ds.files), ds.fingerprint, spec.views, aspect, on_progress=on_progress
+    )
+    if path:
+        _save(cached, path)
+    return cached, teacher
+
+
+def _head(spec: TeacherSpec, emb, y, train_idx, val_idx, nc, device, seed, groups):
+    """Calibrated logits [N,V+1,C] of every picture from the head fitted on the training pictures
+    (out-of-fold for them), and the head's record."""
+    parts = 2 if spec.features == "pooled+patch" else 1
+    x = probe.features(emb[train_idx].to(device), parts)  # fitted where the student trains
+    counts = torch.bincount(y[train_idx], minlength=nc).float()
+    weight = counts.sum() / (nc * counts.clamp(min=1))
+    g = None if groups is None else torch.as_tensor(groups)[train_idx].numpy()
+    fold = probe.assign_folds(y[train_idx], g, 5, seed)
+    fitted = probe.fit_head(spec.head, x, y[train_idx], nc, fold, spec.l2, weight, seed, spec.members)
+    del x
+    logits = torch.zeros(len(y), emb.shape[1], nc)
+    logits[train_idx] = fitted.oof
+    x_val = probe.features(emb[val_idx].to(device), parts)
+    logits[val_idx] = fitted.predict(x_val.flatten(0, 1)).view(len(val_idx), emb.shape[1], nc)
+    return logits, fitted.info
 
 
 def prepare(
@@ -293,48 +361,24 @@ def prepare(
     """Targets for every image of ``ds``. ``decode(size)`` streams the same pictures decoded at another
     size, as ``(start, uint8 chunk)``: when the teacher's input is larger than ``ds``'s pictures, its
     views are rendered from that (once, on a cache miss), so it never sees upsampled pictures.
-    ``groups`` (duplicate group per image) keeps near-copies in one fold of the out-of-fold probe."""
-    prep = preprocessing(spec.model)
-    size = max(prep[0], ds.images.shape[-1]) if decode else ds.images.shape[-1]
-    path = (
-        cache_path(cache_dir, spec.model, ds.fingerprint, size, spec.views, prep, spec.resize)
-        if cache_dir
-        else None
-    )
-    teacher = None  # loaded only when needed: the cache is missing, or text prompts must be embedded
-    if path is None or not path.exists() or spec.head == "zeroshot":
-        teacher = load(spec.model, device)
-    if path and path.exists():
-        cached = torch.load(path, weights_only=True)
-    else:
-        chunks = decode(size) if size != ds.images.shape[-1] else [(0, ds.images)]
-        aspect = ds.sizes[:, 0] / ds.sizes[:, 1] if spec.resize == "pad" else None
-        cached = embed_stream(
-            teacher, chunks, len(ds.files), ds.fingerprint, spec.views, aspect, on_progress=on_progress
-        )
-        if path:
-            _save(cached, path)
-    n = len(ds.files)
+    ``groups`` (duplicate group per image) keeps near-copies in one fold of the out-of-fold head.
+    ``on_progress(done, N)``: the pictures embedded so far, on a cache miss."""
+    cached, teacher = _cached(spec, ds, cache_dir, device, decode, on_progress)
+    n, nc, y = len(ds.files), len(ds.classes), ds.labels
     params = torch.cat([augment.identity(n).unsqueeze(1), cached["params"]], 1)
     emb = torch.cat([cached["plain"].unsqueeze(1), cached["views"]], 1)
-    nc, y, v = len(ds.classes), ds.labels, emb.shape[1]
+    v = emb.shape[1]
     train_idx, val_idx = torch.as_tensor(train_idx), torch.as_tensor(val_idx)
-    logits = torch.zeros(n, v, nc)
+    info = None
+    pooled = emb[..., : emb.shape[-1] // 2] if spec.features == "pooled+patch" else emb
     if spec.head == "zeroshot":
-        logits = zero_shot_logits(teacher, ds.classes, emb.reshape(n * v, -1)).view(n, v, nc)
+        logits = zero_shot_logits(teacher, ds.classes, pooled.reshape(n * v, -1)).view(n, v, nc)
     else:
-        x = features(emb[train_idx].to(device))  # the probe is fitted where the student trains
-        counts = torch.bincount(y[train_idx], minlength=nc).float()
-        weight = counts.sum() / (nc * counts.clamp(min=1))
-        g = None if groups is None else torch.as_tensor(groups)[train_idx].numpy()
-        logits[train_idx] = oof_logits(x, y[train_idx], nc, seed=seed, weight=weight, groups=g)
-        probe = fit_probe(x.reshape(-1, x.shape[-1]), y[train_idx].repeat_interleave(v), nc, weight=weight)
-        del x
-        x_val = features(emb[val_idx].to(device))
-        logits[val_idx] = probe(x_val.reshape(-1, x_val.shape[-1])).view(len(val_idx), v, nc).cpu()
-    val_pred = logits[val_idx, 0]  # the plain picture
-    val_f1 = macro_f1(val_pred.argmax(1), y[val_idx], nc)[0] if len(val_idx) else float("nan")
+        logits, info = _head(spec, emb, y, train_idx, val_idx, nc, device, seed, groups)
+    val_f1, per_class = float("nan"), None
+    if len(val_idx):
+        val_f1, per_class, _ = macro_f1(logits[val_idx, 0].argmax(1), y[val_idx], nc)  # plain pictures
     del teacher
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return Targets(params, emb, logits, val_f1, v)
+    return Targets(params, pooled.contiguous(), logits, val_f1, v, info, per_class)

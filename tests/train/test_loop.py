@@ -16,7 +16,7 @@ def spec(**over) -> ExperimentSpec:
     raw = {
         "name": "tiny",
         "student": {"library": "kdq", "name": "tiny_cnn"},
-        "teacher": {"model": "tiny", "views": 2},
+        "teacher": {"model": "tiny", "views": 2, "l2": [1e-3]},
         "distill": {"loss": "hinton", "temperature": 2.0, "alpha": 0.5},
         "train": {"epochs": 3, "batch_size": 32, "image_size": 32, "lr": 3e-3, "device": "cpu"},
         "data": {"decode_size": 32},
@@ -80,6 +80,8 @@ def test_full_run_through_the_entry_point_writes_every_file(clean_dataset, tmp_p
     assert len(m["holdout_f1_ci"]) == 2 and m["holdout_f1_ci"][0] <= m["holdout_f1"] <= m["holdout_f1_ci"][1]
     assert list(m["per_class_f1"]) == m["classes"] == sorted(m["classes"])
     assert len(m["confusion"]) == 10 and 0 <= m["val_f1"] <= 1 and 0 <= m["teacher_probe_f1"] <= 1
+    assert m["teacher_probe"]["head"] == "probe" and m["teacher_probe"]["l2"] == 1e-3  # the spec's one value
+    assert m["teacher_probe"]["temperature"] > 0 and list(m["teacher_per_class_f1"]) == m["classes"]
     assert m["val_f1_bias_in_sample"] >= m["val_f1_before_bias"]  # tuning never lowers F1 where it was tuned
     assert m["val_f1"] <= m["val_f1_bias_in_sample"] and m["bias"] is not None and len(m["bias"]) == 10
     h = rows(run_dir)

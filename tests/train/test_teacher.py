@@ -7,7 +7,7 @@ from kdq.train import augment, data, teacher
 
 @pytest.fixture(scope="module")
 def tiny():
-    return teacher.load("tiny", torch.device("cpu"))
+    return teacher.load("tiny", torch.device("cpu"), text=True)
 
 
 def test_embedding_cache_is_computed_once_and_reused(tiny, tmp_path, monkeypatch):
@@ -40,7 +40,7 @@ def test_prepare_gives_targets_for_every_image(clean_dataset, tmp_path):
     tr, va = data.split(d.labels, data.groups(d.digests, d.hashes, d.thumbs), 0.2, 0)
     for head in ("probe", "zeroshot"):
         t = teacher.prepare(
-            TeacherSpec(model="tiny", views=2, head=head), d, tr, va, tmp_path, torch.device("cpu")
+            TeacherSpec(model="tiny", l2=[1e-3], views=2, head=head), d, tr, va, tmp_path, torch.device("cpu")
         )
         # view 0 is the plain picture, then the two cached views
         assert t.logits.shape == (len(d.files), 3, 10) and t.embeddings.shape == (len(d.files), 3, 32)
@@ -50,9 +50,10 @@ def test_prepare_gives_targets_for_every_image(clean_dataset, tmp_path):
 def test_prepare_does_not_load_the_teacher_when_its_cache_exists(clean_dataset, tmp_path, monkeypatch):
     d = data.load(clean_dataset, tmp_path, decode_size=32)
     tr, va = data.split(d.labels, data.groups(d.digests, d.hashes, d.thumbs), 0.2, 0)
-    spec = TeacherSpec(model="tiny", views=2)
+    spec = TeacherSpec(model="tiny", l2=[1e-3], views=2)
     first = teacher.prepare(spec, d, tr, va, tmp_path, torch.device("cpu"))
-    monkeypatch.setattr(teacher, "load", lambda *a: (_ for _ in ()).throw(AssertionError("teacher loaded")))
+    refuse = lambda *a, **k: (_ for _ in ()).throw(AssertionError("teacher loaded"))  # noqa: E731
+    monkeypatch.setattr(teacher, "load", refuse)
     second = teacher.prepare(spec, d, tr, va, tmp_path, torch.device("cpu"))
     assert torch.equal(first.embeddings, second.embeddings) and torch.allclose(first.logits, second.logits)
 
@@ -76,7 +77,12 @@ def test_a_hugging_face_checkpoint_loads_with_its_own_preprocessing(tmp_path):
     t = teacher.load(str(tmp_path), torch.device("cpu"))
     assert (t.image_size, t.mean, t.std) == (48, (0.4,) * 3, (0.3,) * 3)
     imgs = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8)
-    assert t.embed(imgs, torch.zeros(2, 9) + teacher.augment.identity(2)).shape == (2, 32)
+    emb = t.embed(imgs, teacher.augment.identity(2))
+    assert emb.shape == (2, 32)
+    # only the vision tower was loaded, and it embeds as the whole model does
+    assert t.model is None and not any("text" in k for k in t.vision.state_dict())
+    whole = teacher.load(str(tmp_path), torch.device("cpu"), text=True)
+    assert torch.allclose(whole.embed(imgs, teacher.augment.identity(2)), emb, atol=1e-5)
     with pytest.raises(RuntimeError, match="could not be loaded.*hf auth login.*'tiny'"):
         teacher.load(str(tmp_path / "missing"), torch.device("cpu"))
 
@@ -96,7 +102,13 @@ def test_a_larger_teacher_sees_pictures_decoded_at_its_own_size(clean_dataset, t
         teacher.Teacher, "embed", lambda self, imgs, *a: seen.append(imgs.shape[-1]) or real(self, imgs, *a)
     )
     teacher.prepare(
-        TeacherSpec(model="tiny", views=1), small, tr, va, tmp_path, torch.device("cpu"), decode=decode
+        TeacherSpec(model="tiny", l2=[1e-3], views=1),
+        small,
+        tr,
+        va,
+        tmp_path,
+        torch.device("cpu"),
+        decode=decode,
     )
     assert asked == [32] and set(seen) == {32}
     assert len(teacher.view_params(len(small.files), 1, small.fingerprint)) == len(small.files)
@@ -106,7 +118,7 @@ def test_the_student_gets_the_plain_picture_among_the_teachers_views(clean_datas
     d = data.load(clean_dataset, None, decode_size=32)
     tr, va = data.split(d.labels, data.groups(d.digests, d.hashes, d.thumbs), 0.2, 0)
     t = teacher.prepare(
-        TeacherSpec(model="tiny", views=2, resize="squash"), d, tr, va, None, torch.device("cpu")
+        TeacherSpec(model="tiny", l2=[1e-3], views=2, resize="squash"), d, tr, va, None, torch.device("cpu")
     )
     assert t.views == 3 and torch.equal(t.params[:, 0], augment.identity(len(d.files)))
     plain = tiny.embed(d.images[:4], None)
@@ -124,13 +136,20 @@ def test_pad_shows_the_teacher_each_picture_with_its_own_aspect(clean_dataset, t
         "embed",
         lambda self, imgs, p, aspect=None: got.append(aspect) or real(self, imgs, p, aspect),
     )
-    pad = teacher.prepare(TeacherSpec(model="tiny", views=1), d, tr, va, tmp_path, torch.device("cpu"))
+    pad = teacher.prepare(
+        TeacherSpec(model="tiny", l2=[1e-3], views=1), d, tr, va, tmp_path, torch.device("cpu")
+    )
     aspects = torch.cat(got)
     want = (d.sizes[:, 0] / d.sizes[:, 1]).repeat_interleave(2)  # plain + one view of each picture
     assert torch.allclose(aspects, want) and not torch.allclose(aspects, torch.ones_like(aspects))
     got.clear()
     squash = teacher.prepare(
-        TeacherSpec(model="tiny", views=1, resize="squash"), d, tr, va, tmp_path, torch.device("cpu")
+        TeacherSpec(model="tiny", l2=[1e-3], views=1, resize="squash"),
+        d,
+        tr,
+        va,
+        tmp_path,
+        torch.device("cpu"),
     )
     assert all(a is None for a in got) and not torch.allclose(
         pad.embeddings.float(), squash.embeddings.float()
@@ -164,7 +183,7 @@ def test_zero_shot_loads_a_sentencepiece_tokenizer_and_pads_prompts_to_64_tokens
     )
     SiglipModel(cfg).save_pretrained(ckpt)
     SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(ckpt)
-    t = teacher.load(str(ckpt), torch.device("cpu"))
+    t = teacher.load(str(ckpt), torch.device("cpu"), text=True)
     seen = []
     real = t.model.get_text_features
     t.model.get_text_features = lambda input_ids: seen.append(input_ids.shape) or real(input_ids=input_ids)
@@ -185,3 +204,44 @@ def test_a_teacher_that_cannot_be_loaded_says_what_to_do_in_one_whole_line():
     assert first.startswith("teacher.model = 'google/medsiglip-448' could not be loaded: accept its terms")
     assert "https://huggingface.co/google/medsiglip-448" in first and "hf auth login" in first
     assert first.endswith(said.splitlines()[0])  # the hub's own first line, whole
+
+
+def test_prepare_records_the_heads_choice_and_its_per_class_f1(clean_dataset, tmp_path):
+    d = data.load(clean_dataset, None, decode_size=32)
+    tr, va = data.split(d.labels, data.groups(d.digests, d.hashes, d.thumbs), 0.25, 0)
+    spec = TeacherSpec(model="tiny", views=1, l2=[1e-3, 1e-1], resize="squash")
+    t = teacher.prepare(spec, d, tr, va, None, torch.device("cpu"))
+    assert t.probe["head"] == "probe" and t.probe["l2"] in (1e-3, 1e-1) and t.probe["temperature"] > 0
+    assert 0 <= t.probe["cv_f1"] <= 1 and len(t.per_class_f1) == 10
+    assert abs(sum(t.per_class_f1) / 10 - t.val_f1) < 1e-5
+
+
+def test_pooled_and_patch_features_have_their_own_cache_and_keep_the_pooled_embedding(
+    clean_dataset, tmp_path, tiny
+):
+    d = data.load(clean_dataset, None, decode_size=32)
+    tr, va = data.split(d.labels, data.groups(d.digests, d.hashes, d.thumbs), 0.25, 0)
+    spec = TeacherSpec(model="tiny", views=1, l2=[1e-3], resize="squash")
+    pooled = teacher.prepare(spec, d, tr, va, tmp_path, torch.device("cpu"))
+    both = teacher.prepare(
+        spec.model_copy(update={"features": "pooled+patch"}), d, tr, va, tmp_path, torch.device("cpu")
+    )
+    caches = list((tmp_path / "teacher").iterdir())
+    assert len(caches) == 2
+    wide = next(
+        torch.load(c, weights_only=True)
+        for c in caches
+        if c
+        != teacher.cache_path(
+            tmp_path, "tiny", d.fingerprint, 32, 1, teacher.preprocessing("tiny"), "squash", "pooled"
+        )
+    )
+    out = tiny.vision(pixel_values=teacher.augment.render(d.images[:3], None, 32, (0.5,) * 3, (0.5,) * 3))
+    patch = out.last_hidden_state.mean(1)
+    assert wide["plain"].shape == (len(d.files), 64)
+    assert torch.allclose(wide["plain"][:3, 32:].float(), patch, atol=1e-2)
+    # embedding distillation fits the pooled embedding either way; the head sees the patch mean too
+    assert both.embeddings.shape == pooled.embeddings.shape and torch.equal(
+        both.embeddings, pooled.embeddings
+    )
+    assert not torch.allclose(both.logits, pooled.logits)
