@@ -12,6 +12,16 @@ class PermanentError(RuntimeError):
     """Trouble that waiting will not fix (no credentials, a broken run): the stage fails with this text."""
 
 
+class CredentialError(PermanentError):
+    """A login this machine lacks (no Modal login, no Hugging Face token): every experiment that needs it
+    would fail alike, so the worker pauses them instead (kdq/pause.py) and goes on once it works.
+    ``key``: which login ("modal", "huggingface")."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
 LOW_DISK_BYTES = 32 << 20  # less free than this on the disk a write failed on: that disk is full
 
 

@@ -18,14 +18,14 @@ import hashlib
 import threading
 import time
 
-from kdq.errors import PermanentError, TransientError
+from kdq.errors import CredentialError, PermanentError, TransientError
 from kdq.log import add_secret, get_logger
 
 log = get_logger("kdq.hf")
 TEACHER = "google/medsiglip-448"
 SECRET_META = "hf_secret"
 LOGIN = "run `hf auth login` (or put HF_TOKEN=... in .env)"
-RETRY = "`kdq retry`"
+RETRY = "the paused experiments go on by themselves"
 HUB_TIMEOUT_S = 10.0  # huggingface_hub's own client waits forever on a network that drops packets
 
 
@@ -70,7 +70,7 @@ def check_access(token: str | None, repo: str = TEACHER, *, endpoint: str | None
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
     def denied(message: str) -> PermanentError:  # without a token, every denial means: log in first
-        return PermanentError(message if token else _no_token(repo, then))
+        return CredentialError("huggingface", message if token else _no_token(repo, then))
 
     try:
         _bounded(lambda: HfApi(endpoint=endpoint).auth_check(repo, token=token or False))
@@ -164,7 +164,7 @@ def ensure_access(
     """Find the token, check it reads ``repo``, sync the Modal secret (when a gateway is given)."""
     token = find_token(settings)
     if not token:
-        raise PermanentError(_no_token(repo, RETRY))
+        raise CredentialError("huggingface", _no_token(repo, RETRY))
     check_access(token, repo, endpoint=endpoint)
     if gateway is not None:
         sync_secret(settings, gateway, token, force=force)

@@ -30,7 +30,27 @@ def check(specs: list, settings) -> list[str]:
         problems = pending.problems() + problems
     if problems + denied:
         raise SpecError(grouped(problems + denied))
-    return warnings
+    return warnings + logins(specs, settings)
+
+
+def logins(specs: list, settings) -> list[str]:
+    """Warnings for the Modal specs this machine cannot launch yet: no Modal login, or no Hugging Face
+    token for a Hub teacher. Queued all the same: the worker pauses them until it works (kdq/pause.py)."""
+    modal = [spec for _, spec in specs if spec.backend.kind == "modal"]
+    if not modal:
+        return []
+    from modal.config import config  # what the SDK itself will use: MODAL_TOKEN_* or ~/.modal.toml
+
+    from kdq import hf
+
+    waits = "the worker pauses these experiments until it works (`kdq doctor` checks)"
+    found = []
+    if not (config.get("token_id") and config.get("token_secret")):
+        found.append(f"Modal: not logged in on this machine: run `modal token new`; {waits}")
+    hub = sorted({spec.teacher.model for spec in modal if hf.on_the_hub(spec.teacher)})
+    if hub and not hf.find_token(settings):
+        found.append(f"no Hugging Face token for {', '.join(hub)}: {hf.LOGIN}; {waits}")
+    return found
 
 
 def grouped(problems: list[str], shown: int = 3) -> list[str]:

@@ -13,7 +13,8 @@ held across a backend call.
     validating  → verify model.pt as the grader loads it, keep its sha256       → ready (done: policy never)
     ready, submitting, evaluating: the submission scheduler (kdq.course.scheduler)
 
-A backend's ``TransientError`` makes the step wait with back-off; a ``PermanentError`` fails the stage
+A backend's ``TransientError`` makes the step wait with back-off; a ``CredentialError`` (a login this
+machine lacks) pauses what needs it (kdq/pause.py); a ``PermanentError`` fails the stage
 with its message; any other exception fails it with its traceback (``kdq retry ID`` brings it back).
 """
 
@@ -25,9 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdq import runfolder
+from kdq import pause, runfolder
 from kdq.backends import Backend, get_backend
-from kdq.errors import PermanentError, TransientError
+from kdq.errors import CredentialError, PermanentError, TransientError
 from kdq.experiment import Experiment
 from kdq.log import get_logger, redact
 from kdq.settings import Settings
@@ -36,6 +37,7 @@ from kdq.store import Busy, Store
 
 log = get_logger("kdq.steps")
 TRANSIENT_BACKOFF_S = (5, 15, 30, 60, 120, 300)
+PAUSED_RECHECK_S = 60.0  # a missing login (kdq/pause.py): how often a waiting experiment tries again
 
 
 @dataclass
@@ -69,6 +71,8 @@ def step_launching(ctx: Context, exp: Experiment) -> float:
     resume = {"resume_from": exp.resume_from} if exp.resume_from else {}  # kdq retry (kdq.requests)
     handle = ctx.backend(exp.backend).launch(exp.run_id, exp.spec, **resume)
     ctx.store.move(exp.id, Stage.LAUNCHING, Stage.TRAINING, f"launched run {exp.run_id}", handle=handle)
+    for key in pause.clear(ctx.store, pause.needs(exp)):
+        log.info("queue goes on", login=key, exp=exp.id)
     return ctx.settings.poll_interval_s
 
 
@@ -162,6 +166,12 @@ def advance(ctx: Context, exp_id: int) -> float | None:
         message = redact(str(exc))
         ctx.store.event(exp.id, "transient", f"{exp.stage}: {message} (trying again in {delay:.0f} s)")
         log.warning("transient trouble", exp=exp.id, stage=str(exp.stage), error=message, retry_in=delay)
+    except CredentialError as exc:  # the machine's trouble: wait, fail nothing (kdq/pause.py)
+        delay = PAUSED_RECHECK_S
+        message = redact(str(exc))
+        if pause.record(ctx.store, exc.key, message):
+            ctx.store.event(exp.id, "paused", message)
+            log.warning(f"queue paused: {message}; what needs it waits, `kdq doctor` says when it works")
     except PermanentError as exc:
         _fail(ctx, exp, redact(str(exc)))
         return None

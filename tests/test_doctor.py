@@ -265,3 +265,22 @@ def test_a_refused_loopback_server_points_at_the_stand_in_not_the_vpn(settings):
 def test_the_doctor_creates_no_state(settings):
     doctor.run_checks(Env(settings, gateway=Volume(), modal=False), timeout_s=5)
     assert not settings.root.exists()
+
+
+def test_a_passing_doctor_ends_the_pause_of_its_login_and_nudges_the_waiting(settings, store, monkeypatch):
+    from kdq import pause
+    from kdq.cli import doctor as doctor_cli
+    from kdq.cli.main import app
+    from kdq.doctor import Check
+    from kdq.spec import ExperimentSpec
+
+    [i] = store.add([(None, ExperimentSpec(name="m", backend={"kind": "modal"}))])
+    pause.record(store, "modal", "Modal has no valid credentials")
+    pause.record(store, "huggingface", "no Hugging Face token")
+    checks = [Check("modal", True, "credentials work"), Check("huggingface", False, "no token")]
+    monkeypatch.setattr(doctor, "run_checks", lambda env, timeout_s: checks)
+    nudged = []
+    monkeypatch.setattr(doctor_cli, "nudge", lambda ids: nudged.append(ids), raising=False)
+    r = CliRunner().invoke(app, ["doctor", "--no-modal"])
+    assert r.exit_code == 1 and "the queue goes on" in r.stdout
+    assert list(pause.active(store)) == ["huggingface"] and nudged == [[i]]

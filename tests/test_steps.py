@@ -343,3 +343,35 @@ def test_a_database_locked_for_long_fails_no_experiment_and_says_so_once(setting
         assert delay is not None and store.get(i).stage is Stage.QUEUED
         assert steps.advance(context, i) == 0 and store.get(i).stage is Stage.LAUNCHING
     assert len(said) == 1 and "is busy: another process holds its write lock" in said[0]
+
+
+def test_a_missing_credential_pauses_the_queue_says_so_once_and_fails_nothing(settings, store):
+    """No Modal login (or no Hugging Face token) is the machine's trouble, not the experiments': like the
+    VPN, the queue waits with one line in the log and in `kdq status`, and goes on once it is fixed."""
+    from structlog.testing import capture_logs
+
+    from kdq import log as kdqlog
+    from kdq import pause
+    from kdq.errors import CredentialError
+
+    kdqlog.configure(json=True)
+    settings.local_max_running = 3
+    no_login = CredentialError("modal", "Modal has no valid credentials: run `modal token new`")
+    backend = FlakyBackend([no_login] * 6 + [{"ok": 1}] * 3)
+    ctx = steps.Context(settings=settings, store=store, backend_factory=lambda kind, s: backend)
+    ids = store.add([(None, tiny(train__seed=k, backend__kind="modal")) for k in range(3)])
+    with capture_logs() as logs:
+        for _ in range(3):  # queued → launching, then two launches refused each
+            delays = [steps.advance(ctx, i) for i in ids]
+    assert [store.get(i).stage for i in ids] == [Stage.LAUNCHING] * 3  # waiting, not failed
+    assert all(d == steps.PAUSED_RECHECK_S for d in delays)
+    [line] = [e["event"] for e in logs if "paused" in e["event"]]
+    assert "modal token new" in line and "kdq doctor" in line
+    assert (
+        list(pause.active(store)) == ["modal"]
+        and "modal token new" in pause.active(store)["modal"]["message"]
+    )
+    for i in ids:  # the login is back
+        steps.advance(ctx, i)
+    assert [store.get(i).stage for i in ids] == [Stage.TRAINING] * 3
+    assert pause.active(store) == {}

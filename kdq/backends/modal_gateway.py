@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
 from kdq import runfolder
-from kdq.errors import PermanentError, TransientError
+from kdq.errors import CredentialError, PermanentError, TransientError
 
 MOUNT = "/vol"
 RUNS = "runs"
@@ -128,9 +128,7 @@ def classify(exc: BaseException, *, live_run: bool) -> Exception | None:
     if isinstance(exc, me.AuthError):
         if live_run:
             return TransientError(f"Modal refused the credentials: {LOGIN}; the run goes on. (Modal: {exc})")
-        return PermanentError(
-            f"Modal has no valid credentials: {LOGIN}, then `kdq retry` this experiment. (Modal: {exc})"
-        )
+        return CredentialError("modal", f"Modal has no valid credentials: {LOGIN} (Modal: {exc})")
     if isinstance(exc, me.ResourceExhaustedError):
         return TransientError(
             f"Modal refused for a workspace limit (ResourceExhaustedError: {exc}): too many containers or "

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from kdq.cli.common import ERROR, OK, console, settings
+from kdq.cli.common import ERROR, OK, console, nudge, settings
 
 
 def doctor(
@@ -44,4 +44,26 @@ def doctor(
         for check, line in zip(checks, doc.format_lines(checks)):
             style = "dim" if check.skipped else "green" if check.ok else "red"
             console().print(Text(line, style=style), highlight=False, soft_wrap=True)
+    ended = _end_pauses(s, checks)
+    if not as_json:
+        for key in ended:
+            console().print(f"{key} works again: the queue goes on", highlight=False, markup=False)
     raise typer.Exit(OK if all(c.ok for c in checks) else ERROR)
+
+
+def _end_pauses(s, checks) -> list[str]:
+    """The logins the worker paused for (kdq/pause.py) that a check just found working: end those pauses
+    and nudge the experiments waiting for them, so the queue goes on now, not at its next look."""
+    from kdq import pause
+    from kdq.stages import Stage
+    from kdq.store import Store
+
+    works = {c.name for c in checks if c.ok and not c.skipped}
+    if not s.db_path.exists():
+        return []
+    with Store.open(s) as store:
+        ended = pause.clear(store, [k for k in pause.active(store) if k in works])
+        waiting = [e.id for e in store.list({Stage.QUEUED, Stage.LAUNCHING}) if pause.needs(e) & set(ended)]
+    if waiting:
+        nudge(waiting)
+    return ended

@@ -52,6 +52,7 @@ def status(
         raise typer.Exit(ERROR)
     with open_store(s=s, look=True) as store:
         if as_json:
+            from kdq import pause
             from kdq.course.ledger import Ledger
             from kdq.homelock import heartbeat_age
 
@@ -68,6 +69,7 @@ def status(
                 "worker_slept": store.get_meta_json("worker.slept"),  # its last sleep found (kdq/awake.py)
                 "counts": store.count_by_stage(),
                 "course_server": Ledger(store).server() or None,
+                "paused": pause.active(store),  # a login this machine lacks: what needs it waits
                 **night.as_json(),  # "eta" (the queue's end) and "cost" (GPU-hours, dollars, worst case)
                 "experiments": [
                     {

@@ -91,6 +91,11 @@ def status_header(store: Store, settings, interval_s: float | None = None, night
 
     if slept := slept_line(store):  # a gap in the worker's own heartbeat: the machine slept
         lines.append(f"[yellow]{slept}[/yellow]")
+    from rich.markup import escape
+
+    from kdq import pause
+
+    lines += [f"[red]{escape(line)}[/red]" for line in pause.lines(store)]
     counts = store.count_by_stage()
     if counts:
         lines.append("  ".join(f"{stage} {counts[stage]}" for stage in Stage if stage in counts))

@@ -42,7 +42,7 @@ def test_cancel_with_only_the_run_id_stops_the_training(settings):
     assert handle["pid"]
 
 
-def test_a_hub_teacher_this_user_cannot_read_fails_the_launch_at_once_and_for_good(settings, monkeypatch):
+def test_a_hub_teacher_this_user_cannot_read_refuses_the_launch_at_once_and_pauses(settings, monkeypatch):
     """No training process, no transient wait: one whole line saying what to do; an unreachable Hub
     does not stop a launch (the weights may be in the local cache)."""
     import huggingface_hub.constants
@@ -66,16 +66,19 @@ def test_a_hub_teacher_this_user_cannot_read_fails_the_launch_at_once_and_for_go
             raise AssertionError("launched")
         except PermanentError as exc:
             assert str(exc).startswith("your Hugging Face account has not accepted the terms of google/med")
-            assert str(exc).endswith("then `kdq retry`") and "\n" not in str(exc)
+            assert str(exc).endswith("then the paused experiments go on by themselves") and "\n" not in str(
+                exc
+            )
         assert not backend.run_dir("l-2").exists()  # no training was started
         [exp_id] = store.add([(None, gated)])
         ctx = Context(settings, store)
-        for _ in range(3):  # queued -> launching -> failed, with no transient wait on the way
+        for _ in range(3):  # queued -> launching, then paused (kdq/pause.py): a login this machine lacks
             advance(ctx, exp_id)
         exp = store.get(exp_id)
-        assert exp.stage == "failed" and "accept them" in exp.error
+        [paused] = [e["message"] for e in store.events(exp_id) if e["kind"] == "paused"]
+        assert exp.stage == "launching" and "accept them" in paused
         assert [e for e in store.events(exp_id) if e["kind"] == "transient"] == []
-        assert GATED not in exp.error
+        assert GATED not in paused
         monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # offline
         backend.cancel(backend.launch("l-3", gated))  # the check could not be made: it launches
 

@@ -43,7 +43,7 @@ from kdq.backends import modal_gateway as vol
 from kdq.backends.modal import DEPLOY_META, ModalBackend, upload_dataset
 from kdq.backends.modal import code_fingerprint as real_fingerprint
 from kdq.backends.modal_gateway import ModalGateway, classify
-from kdq.errors import PermanentError, TransientError
+from kdq.errors import CredentialError, PermanentError, TransientError
 from kdq.spec import ExperimentSpec
 from kdq.stages import Stage
 
@@ -687,7 +687,7 @@ def test_deploy_runs_the_app_as_it_is_on_disk_not_as_this_process_imported_it(se
         ModalGateway(settings).deploy(show_output=True)
     assert "modal token new" in capsys.readouterr().out  # `kdq modal deploy` shows Modal's own output
     mapped = classify(me.AuthError("Token missing ... `modal token new`"), live_run=False)
-    assert isinstance(mapped, PermanentError) and "kdq retry" in str(mapped)
+    assert isinstance(mapped, CredentialError) and mapped.key == "modal"  # the queue pauses (kdq/pause.py)
 
 
 # ---------------------------------------------------------------- the Volume is committable (2)
@@ -1100,16 +1100,20 @@ def test_done_reported_but_not_yet_visible_waits(backend, fake):
 # ---------------------------------------------------------------- credentials and errors
 
 
-def test_missing_credentials_fail_the_launch_with_what_to_run_then_retry_proceeds(settings, store, fake):
+def test_missing_credentials_pause_the_launch_with_what_to_run_then_it_proceeds(settings, store, fake):
+    from kdq import pause
+
     [exp_id] = store.add([(None, tiny_spec())])
     ctx = context(settings, store, fake)
     fake.no_credentials = True
-    exp = drive(ctx, exp_id, {Stage.FAILED})
-    assert "modal token new" in exp.error and "kdq retry" in exp.error and not fake.calls
-    fake.no_credentials = False  # the user logged in and ran `kdq retry`
+    for _ in range(3):
+        steps.advance(ctx, exp_id)
+    assert store.get(exp_id).stage is Stage.LAUNCHING and not fake.calls  # waiting, not failed
+    assert "modal token new" in pause.active(store)["modal"]["message"]
+    fake.no_credentials = False  # the user logged in: the next look launches, no `kdq retry` needed
     fake.start_delays = [3600]
-    store.retry(exp_id)
     exp = drive(ctx, exp_id, {Stage.TRAINING})
+    assert pause.active(store) == {}
     assert len(fake.calls) == 1 and exp.handle["call_id"] == "fc-0001"
     fake.no_credentials = True  # credentials gone while a run lives: wait, never abandon the run
     steps.advance(ctx, exp_id)

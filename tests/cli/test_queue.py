@@ -407,3 +407,23 @@ def test_submit_of_a_model_worse_than_the_live_one_asks_with_the_numbers(setting
     monkeypatch.setattr("kdq.cli.ask.interactive", lambda: False)
     r = kdq("submit", strong)  # expected above the live one: nothing to ask
     assert r.exit_code == 0, r.output
+
+
+def test_enqueue_and_dry_run_say_when_a_modal_spec_has_no_modal_login_or_hf_token(
+    settings, tmp_path, monkeypatch
+):
+    for var in ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "HF_TOKEN", "KDQ_HF_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "no-modal.toml"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no token saved by `hf auth login`
+    import modal.config
+
+    monkeypatch.setattr(modal.config, "_user_config", {}, raising=False)
+    spec = tmp_path / "m.toml"
+    spec.write_text('name = "m"\n[teacher]\nmodel = "google/medsiglip-448"\n[backend]\nkind = "modal"\n')
+    for args in (["enqueue", spec, "--dry-run"], ["enqueue", spec]):
+        r = kdq(*args)
+        assert r.exit_code == 0, r.output
+        said = " ".join(r.stderr.split())
+        assert "Modal: not logged in" in said and "modal token new" in said, said
+        assert "no Hugging Face token" in said and "hf auth login" in said, said

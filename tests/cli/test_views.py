@@ -158,3 +158,17 @@ def test_status_status_json_and_doctor_agree_when_the_worker_is_alive(
     assert ("worker: alive" in text) is alive, text
     assert json.loads(runner.invoke(app, ["status", "--json"]).stdout)["worker_alive"] is alive
     assert check_worker(Env(Settings())).ok is alive
+
+
+def test_a_paused_queue_is_one_line_of_status_and_in_its_json(settings, store):
+    import json
+
+    from kdq import pause
+
+    fill(store, [row("waits", "launching")])
+    pause.record(store, "modal", "Modal has no valid credentials: run `modal token new`")
+    out = runner.invoke(app, ["status"]).stdout
+    [line] = [x for x in out.splitlines() if x.startswith("paused")]
+    assert "Modal" in line and "modal token new" in line and "kdq doctor" in line
+    data = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
+    assert "modal token new" in data["paused"]["modal"]["message"]
