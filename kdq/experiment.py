@@ -41,6 +41,7 @@ class Experiment:
     search: str | None
     trial: int | None
     resume_from: str | None  # the run whose checkpoint this attempt starts from (kdq retry)
+    refit_of: int | None  # the experiment this one retrains on every picture (data.refit, kdq.refit)
     created_at: float
     updated_at: float
     next_check_at: float | None
@@ -78,6 +79,7 @@ class Experiment:
             "search": self.search,
             "trial": self.trial,
             "resume_from": self.resume_from,
+            "refit_of": self.refit_of,
             "progress": self.progress,
             "error": self.error,
             "artifacts": self.artifacts,

@@ -132,6 +132,7 @@ def experiment_data(
         "backend": exp.backend,
         "attempt": exp.attempt,
         "run_id": exp.run_id,
+        "refit_of": exp.refit_of,
         "error": exp.error,
         "folder": str(folder) if folder else None,
         "spec": flatten(json.loads(exp.spec_json)),

@@ -107,6 +107,12 @@ def _m5_best_epoch_from_one(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m6_refit_of(db: sqlite_utils.Database) -> None:
+    """The experiment a refit run retrains on every picture (``data.refit``, kdq.refit)."""
+    if "refit_of" not in db["experiments"].columns_dict:
+        db["experiments"].add_column("refit_of", int)
+
+
 # Append only: a migration, once released, is never edited. The schema version is its index + 1.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m1_initial,
@@ -114,5 +120,6 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m3_search_trials,
     _m4_resume_from,
     _m5_best_epoch_from_one,
+    _m6_refit_of,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -122,6 +122,17 @@ class DataSpec(Section):
     limit_per_class: int | None = Field(
         None, ge=1, le=10**9, description="Use at most this many images per class."
     )
+    refit: bool = Field(
+        False,
+        description="Once this run is validated, queue its refit: the same spec trained on every picture "
+        "(train + val + holdout) for this run's best epoch count; it is submitted in this run's place, "
+        "expected to score this run's holdout F1 (docs/submission-policy.md).",
+    )
+    train_on: Literal["split", "all"] = Field(
+        "split",
+        description="`all`: train on every picture for exactly `train.epochs`, no validation or holdout "
+        "(the refit run `data.refit` queues); the teacher's logits are out-of-fold over all of them.",
+    )
 
 
 class SubmitSpec(Section):
@@ -176,6 +187,12 @@ class ExperimentSpec(Section):
             )
         if self.teacher.kind == "none" and self.distill.embed_weight > 0:
             raise ValueError("distill.embed_weight > 0 needs a teacher: set it to 0 or choose a teacher")
+        if self.data.train_on == "all" and (self.data.refit or self.train.tune_bias):
+            what = "data.refit" if self.data.refit else "train.tune_bias"
+            raise ValueError(
+                f"data.train_on = 'all' keeps no pictures to validate on, which {what} needs: "
+                f"set {what} = false or data.train_on = 'split'"
+            )
         if self.data.val_fraction + self.data.holdout_fraction >= 0.9:
             raise ValueError(
                 "data.val_fraction + data.holdout_fraction leave under 10% of the pictures to train on: "

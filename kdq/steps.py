@@ -11,6 +11,7 @@ held across a backend call.
     training    → backend.poll: running (look again) | failed | succeeded       → fetching
     fetching    → backend.fetch into $KDQ_HOME/artifacts/<run id>               → validating
     validating  → verify model.pt as the grader loads it, keep its sha256       → ready (done: policy never)
+                  (data.refit: its refit is queued, kdq.refit; a validated refit replaces its parent)
     ready, submitting, evaluating: the submission scheduler (kdq.course.scheduler)
 
 A backend's ``TransientError`` makes the step wait with back-off; a ``CredentialError`` (a login this
@@ -96,6 +97,7 @@ def step_fetching(ctx: Context, exp: Experiment) -> float:
 
 
 def step_validating(ctx: Context, exp: Experiment) -> float | None:
+    from kdq import refit
     from kdq.course.sealed import sha256_of
     from kdq.verify import VerifyError, holdout_check, verify_file
 
@@ -112,18 +114,31 @@ def step_validating(ctx: Context, exp: Experiment) -> float | None:
         raise PermanentError(f"model.pt fails the grader's checks: {exc}") from None
     metrics = {**metrics, "verify": report, "grader_f1": report.get("grader_f1")}
     metrics["sha256"] = sha256
-    ctx.store.move(
+    metrics = refit.carry(ctx.store, exp, metrics)
+    moved = ctx.store.move(
         exp.id,
         Stage.VALIDATING,
         Stage.READY,
-        f"verified: val macro-F1 {metrics['val_f1']:.4f}",
+        _verified(metrics),
         metrics=metrics,
         val_f1=metrics["val_f1"],
         teacher_f1=metrics.get("teacher_probe_f1"),
     )
+    if moved:
+        refit.replace(ctx.store, exp)
+        if exp.search is None:  # a search refits its best trial once it ends (kdq.search.driver)
+            refit.spawn(ctx.store, exp, metrics)
     if after_ready(exp.spec.submit.policy) is Stage.DONE:
         ctx.store.move(exp.id, Stage.READY, Stage.DONE, "submit.policy = never: not submitted")
     return None
+
+
+def _verified(metrics: dict) -> str:
+    if metrics.get("refit_of") is not None:
+        f1 = metrics.get("parent_f1")
+        shown = "none" if f1 is None else f"{f1:.4f}"
+        return f"verified: refit of experiment {metrics['refit_of']}, expected F1 {shown} (its parent's)"
+    return f"verified: val macro-F1 {metrics['val_f1']:.4f}"
 
 
 STEPS: dict[Stage, Callable[[Context, Experiment], float | None]] = {

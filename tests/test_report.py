@@ -217,3 +217,11 @@ def test_holdout_f1_and_its_interval_are_shown_beside_val_f1(runs, store, tmp_pa
     assert "holdout_f1" in table.splitlines()[0] and f"[{lo:.3f}, {hi:.3f}]" in table
     shown = CliRunner().invoke(app, ["show", str(eid)]).output
     assert "holdout_f1" in shown and f"[{lo:.4f}, {hi:.4f}]" in shown
+
+
+def test_a_refit_says_it_has_no_holdout_and_whose_expected_score_it_carries(store, tmp_path):
+    [parent] = store.add([("test", tiny_spec("parent"))])
+    [eid] = store.add([("test", tiny_spec("parent (refit)", lr=2e-3))], columns={"refit_of": parent})
+    page = write_experiment_report(store.get(eid), tmp_path / "rep", []).read_text()
+    assert f"A refit of experiment {parent}" in page and "no holdout of its\nown" in page
+    assert experiment_data(store.get(eid), [])["refit_of"] == parent

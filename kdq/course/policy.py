@@ -19,7 +19,9 @@ Policies (``spec.submit.policy``):
                training (``work_left``)
     never      never submit (the worker finishes it as done)
     manual     only after ``kdq submit ID``
-``kdq submit ID`` (``requested``) bypasses the policy, never the rate limit.
+``kdq submit ID`` (``requested``) bypasses the policy, never the rate limit. A refit (kdq.refit) is its
+parent's successor: the parent waits while its refit is on its way (not in the final windows), and a
+refit whose parent is live and graded goes whatever the policy.
 
 Order among the eligible: requested first, then the highest expected score (for ``explore``: the
 highest upper bound), then the smaller model, then the older experiment. The live submission is the
@@ -62,6 +64,8 @@ class Candidate:
     size_mb: float | None = None
     ci: tuple[float, float] | None = None  # holdout_f1_ci, the 90% bootstrap interval
     holdout: bool = False  # whether ``f1`` is the holdout F1
+    refit: int | None = None  # its refit (kdq.refit), still on its way: the successor goes instead
+    refit_of: int | None = None  # it is the refit of this experiment: it succeeds it when that one is live
 
 
 @dataclass(frozen=True)
@@ -269,12 +273,19 @@ def _sort(
             s.finish.append((c.exp_id, "done", "submit.policy = never: not submitted"))
         elif c.policy == "manual":
             s.manual = True
+        elif c.refit is not None and phase == "open":
+            s.held.append(f"experiment {c.exp_id} waits for its refit, experiment {c.refit}")
         elif phase == "over" or (phase == "closing" and live is not None):
             s.held.append(f"experiment {c.exp_id} held: the deadline is {phase}")
         elif phase == "final" and not _best_so_far(judge, c, candidates, best_known):
             s.held.append(f"experiment {c.exp_id} held: not the best expected score so far (final windows)")
         elif c.policy == "always":
             s.eligible.append(c)
+        elif live is not None and c.refit_of is not None and live.exp_id == c.refit_of:
+            if graded:  # the same recipe on every picture succeeds its live parent, whatever the policy
+                s.eligible.append(c)
+            else:
+                s.held.append(f"experiment {c.exp_id} waits: its parent, live, is being graded")
         else:
             ok, numbers = judge.explore(c, bar) if c.policy == "explore" else judge.verdict(c, live)
             if ok and (graded or live is None or c.policy != "explore"):

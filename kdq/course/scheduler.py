@@ -224,7 +224,7 @@ class Scheduler:
             if sent is not None and self.clock() - sent.timestamp() > self.eval_timeout_s:
                 live = replace(live, state="successful")  # never graded: judge candidates against it anyway
         p = plan(
-            [scoring.candidate(e) for e in ready],
+            scoring.candidates(self.store, ready),
             scoring.live_details(self.store, self.ledger, live, self.client.team),
             now=self.clock(),
             last_submit_at=self.ledger.last_submit_at(attempts),

@@ -24,15 +24,19 @@ WORKING = {Stage.QUEUED, Stage.LAUNCHING, Stage.TRAINING, Stage.FETCHING, Stage.
 
 
 def local_f1(metrics: dict | None) -> tuple[float | None, tuple[float, float] | None, bool]:
-    """(F1, its 90% interval, whether it is the holdout's): ``holdout_f1`` when the run has one."""
+    """(F1, its 90% interval, whether it is the holdout's): ``holdout_f1`` when the run has one; a refit
+    (kdq.refit), which has none, its parent's."""
     m = metrics or {}
     if m.get("holdout_f1") is not None:
         ci = m.get("holdout_f1_ci")
         return float(m["holdout_f1"]), (float(ci[0]), float(ci[1])) if ci else None, True
+    if m.get("parent_f1") is not None:
+        ci = m.get("parent_f1_ci")
+        return float(m["parent_f1"]), (float(ci[0]), float(ci[1])) if ci else None, bool(m["parent_holdout"])
     return (None if m.get("val_f1") is None else float(m["val_f1"])), None, False
 
 
-def candidate(exp: Experiment) -> Candidate:
+def candidate(exp: Experiment, refit: int | None = None) -> Candidate:
     f1, ci, holdout = local_f1(exp.metrics)
     return Candidate(
         exp.id,
@@ -42,7 +46,17 @@ def candidate(exp: Experiment) -> Candidate:
         (exp.metrics or {}).get("model_mb"),
         ci=ci,
         holdout=holdout,
+        refit=refit,
+        refit_of=exp.refit_of,
     )
+
+
+def candidates(store, ready: list[Experiment]) -> list[Candidate]:
+    """The ready models as the policy sees them; a parent whose refit is on its way knows it."""
+    from kdq import refit
+
+    coming = refit.coming(store)
+    return [candidate(e, coming.get(e.id)) for e in ready]
 
 
 def expected_of(exp: Experiment, factor: SizeFactor, calibration: Calibration) -> Expected | None:

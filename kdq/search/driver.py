@@ -93,7 +93,25 @@ def _tick_one(ctx: Context, name: str, trials: list[Experiment]) -> list[int]:
             _tell(ctx, study, frozen, ctx.store.get(exp.id))
     trials = sorted((e for e in ctx.store.list() if e.search == name), key=lambda e: e.id)  # after prunes
     new += _ask(ctx, study, trials)
+    if not new:
+        new += _refit_best(ctx, study, trials)
     return new
+
+
+def _refit_best(ctx: Context, study: optuna.Study, trials: list[Experiment]) -> list[int]:
+    """``data.refit``: once no trial is left to run, the best one's refit (kdq.refit), queued once."""
+    from kdq import refit
+
+    if not trials[0].spec.data.refit or trials[0].spec.search.two_sided:
+        return []
+    if any(e.stage in refit.WORKING for e in trials):
+        return []
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
+        return []
+    best = next((e for e in trials if e.trial == study.best_trial.number), None)
+    made = None if best is None else refit.spawn(ctx.store, best, best.metrics or {})
+    return [] if made is None else [made]
 
 
 def _adopt(ctx: Context, study: optuna.Study, trials: list[Experiment]) -> list[int]:

@@ -254,6 +254,16 @@ def three_way(
     return rest[tr], rest[va], holdout
 
 
+def split_for(spec_data, labels, group_ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The run's ``(train, val, holdout)`` indices under ``spec.data``: ``three_way``; or, with
+    ``train_on = "all"`` (a refit), every picture to train on and none to validate or hold out."""
+    if spec_data.train_on == "all":
+        none = np.zeros(0, dtype=np.int64)
+        return np.arange(len(labels), dtype=np.int64), none, none
+    d = spec_data
+    return three_way(labels, group_ids, d.val_fraction, d.holdout_fraction, d.split_seed)
+
+
 def class_weights(labels, num_classes: int) -> torch.Tensor:
     """Inverse-frequency weights, mean 1 over classes (a class with no images gets 0)."""
     counts = torch.bincount(torch.as_tensor(labels), minlength=num_classes).float()

@@ -34,6 +34,7 @@ from kdq.train.evaluate import holdout_scores, predict
 from kdq.train.step import Step, optimizer, steps_per_epoch
 
 PARTS = ("loss", "ce", "kd", "tckd", "nckd", "embed")  # loss components, each its own history column
+NO_VALIDATION = ("val_f1", "val_acc", "per_class_f1", "confusion", "val_f1_before_bias", "teacher_probe_f1")
 HISTORY_FIELDS = ["epoch", "lr", *PARTS, "train_acc", "val_f1", "val_acc", "best_f1", "seconds"]
 
 
@@ -98,7 +99,7 @@ def run(
     h = metrics["holdout_f1"]
     shown = "none" if h is None else f"{h:.4f} {metrics['holdout_f1_ci']}"
     log(
-        f"best epoch {metrics['best_epoch']}: val macro-F1 {metrics['val_f1']:.4f}, holdout {shown}, "
+        f"best epoch {metrics['best_epoch']}: val macro-F1 {_shown(metrics['val_f1'])}, holdout {shown}, "
         f"model {metrics['model_mb']:.2f} MiB"
     )
     return {k: metrics[k] for k in ("val_f1", "holdout_f1", "best_epoch", "model_mb")}
@@ -132,7 +133,7 @@ def load(spec: ExperimentSpec, data_dir: Path, cache_dir: Path, device: torch.de
     d = spec.data
     ds = data.load(data_dir, cache_dir, d.decode_size, d.limit_per_class)
     gid = data.groups(ds.digests, ds.hashes, ds.thumbs)
-    train, val, hold = data.three_way(ds.labels, gid, d.val_fraction, d.holdout_fraction, d.split_seed)
+    train, val, hold = data.split_for(d, ds.labels, gid)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
     log(
@@ -282,9 +283,9 @@ def one_epoch(
         "lr": step.opt.param_groups[0]["lr"],
         **{k: round(float(sums[k]) / n, 6) for k in PARTS},
         "train_acc": round(float(sums["correct"]) / n, 6),
-        "val_f1": round(val_f1, 6),
-        "val_acc": round(val_acc, 6),
-        "best_f1": round(state["best_f1"], 6),
+        "val_f1": _round(val_f1),
+        "val_acc": _round(val_acc),
+        "best_f1": _round(state["best_f1"] if val_f1 is not None else None),
         "seconds": round(time.time() - t0, 3),
     }
     state["history"].append(row)
@@ -296,7 +297,7 @@ def one_epoch(
     progress(run_dir, spec, state, "training", val_f1, epoch_s=round(epoch_s, 3))
     log(
         f"epoch {epoch + 1}/{tr.epochs} loss {row['loss']:.4f} train_acc {row['train_acc']:.3f} "
-        f"val_f1 {val_f1:.4f} ({row['seconds']:.1f}s)"
+        f"val_f1 {_shown(val_f1)} ({row['seconds']:.1f}s)"
     )
     return True
 
@@ -322,10 +323,17 @@ def train_epoch(spec: ExperimentSpec, split: Split, step: Step, epoch: int) -> d
     return sums
 
 
-def validate(spec: ExperimentSpec, split: Split, step: Step, state: dict, epoch: int) -> tuple[float, float]:
-    """Macro-F1 and accuracy on validation of the weights that would be exported; keeps the best."""
+def validate(
+    spec: ExperimentSpec, split: Split, step: Step, state: dict, epoch: int
+) -> tuple[float | None, float | None]:
+    """Macro-F1 and accuracy on validation of the weights that would be exported; keeps the best. With
+    no validation pictures (``data.train_on = "all"``, a refit) the last epoch is the one kept."""
     tr, y = spec.train, split.labels[split.val]
     model = step.ema.module if step.ema else step.model
+    if len(split.val) == 0:
+        last = {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}
+        state.update(best_epoch=epoch, best_state=last)
+        return None, None
     idx = torch.as_tensor(split.val).to(split.device)
     logits = predict(model, split.images[idx], tr.image_size, split.device, tr.tta_flip)
     f1, _, _ = losses.macro_f1(logits.argmax(1), y, split.nc)
@@ -335,6 +343,14 @@ def validate(spec: ExperimentSpec, split: Split, step: Step, state: dict, epoch:
     else:
         state["bad_epochs"] += 1
     return f1, float((logits.argmax(1) == y).float().mean())
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 6)
+
+
+def _shown(x: float | None) -> str:
+    return "none" if x is None else f"{x:.4f}"
 
 
 def checkpoint(run_dir: Path, step: Step, state: dict) -> None:
@@ -394,12 +410,13 @@ def evaluate(spec: ExperimentSpec, best: Best, state: dict, split: Split, target
     hold_logits = predict(best.model, ds.images[split.hold], tr.image_size, torch.device("cpu"), tr.tta_flip)
     holdout = holdout_scores(hold_logits, bias, labels[split.hold], nc, seed=tr.seed)
     y_val = labels[split.val]
-    final_logits = state["best_val_logits"] + (bias if bias is not None else 0)
+    val_logits = state["best_val_logits"] if len(y_val) else torch.zeros(0, nc)  # a refit: none
+    final_logits = val_logits + (bias if bias is not None else 0)
     in_sample, per_class, confusion = losses.macro_f1(final_logits.argmax(1), y_val, nc)
     # A bias tuned on validation and scored on it overstates its gain: then val_f1 is the cross-fitted
     # estimate (tuned on one half, scored on the other); per_class_f1 and confusion are the exported
     # model's own predictions on validation.
-    return {
+    metrics = {
         "val_f1": best.honest_f1 if best.honest_f1 is not None else in_sample,
         **holdout,
         # the holdout pictures, so verification can score the exported file on them as the grader would
@@ -429,3 +446,6 @@ def evaluate(spec: ExperimentSpec, best: Best, state: dict, split: Split, target
         else dict(zip(ds.classes, targets.per_class_f1)),
         "teacher": None if targets is None else f"{t.model} ({t.head}, {t.resize}, {t.views} views)",
     }
+    if len(y_val) == 0:  # a refit (data.train_on = "all"): nothing was validated
+        metrics.update(dict.fromkeys(NO_VALIDATION, None))
+    return metrics

@@ -334,3 +334,24 @@ def test_explore_restores_the_best_graded_before_the_deadline():
     assert at(DEADLINE.final_at - 60, [near(1, 0.83)], GRADED_LIVE, graded).submit == 1  # open: it may go
     held = at(DEADLINE.closing_at + 60, [near(1, 0.83)], GRADED_LIVE, graded)
     assert held.submit is None and held.restore == 4  # closing: no new model, the best graded goes back
+
+
+def test_a_parent_waits_for_its_refit_except_in_the_final_windows():
+    parent = Candidate(1, 0.85, size_mb=2.0, refit=2)
+    p = go([parent])
+    assert (
+        p.submit is None and p.finish == () and "experiment 1 waits for its refit, experiment 2" in p.reason
+    )
+    assert at(DEADLINE.final_at + 60, [parent]).submit == 1  # a model in hand beats one still training
+
+
+def test_a_refit_succeeds_its_live_parent_whatever_the_policy():
+    live = Live(
+        attempt=3, state="successful", exp_id=1, val_f1=0.80, size_mb=2.0, ci=(0.78, 0.82), holdout=True
+    )
+    same = dict(size_mb=2.0, ci=(0.78, 0.82), holdout=True)
+    assert go([Candidate(2, 0.80, **same)], live).finish[0][:2] == (2, "skipped")  # a mere equal: skipped
+    assert go([Candidate(2, 0.80, refit_of=1, **same)], live).submit == 2  # its refit: goes
+    assert go([Candidate(2, 0.80, "explore", refit_of=1, **same)], live).submit == 2
+    pending = replace(live, state="pending")
+    assert go([Candidate(2, 0.80, refit_of=1, **same)], pending).submit is None  # once it is graded

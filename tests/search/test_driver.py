@@ -294,3 +294,16 @@ def test_a_trial_at_its_last_epoch_is_never_pruned(ctx, monkeypatch):
     assert len(exps) == 12 and pruned
     assert all(e.progress["epoch"] < 8 for e in pruned), [e.progress["epoch"] for e in pruned]
     assert all(e.stage is Stage.DONE for e in exps if e.progress["epoch"] == 8)
+
+
+def test_a_search_with_refit_refits_its_best_trial_once_every_trial_has_ended(ctx):
+    doc = search_doc(4)
+    doc["data"]["refit"] = True
+    ctx.store.add([("s.toml", s) for s in expand(doc, "s.toml")])
+    run_search(ctx)
+    driver.tick(ctx)  # a tick more: still one refit
+    refits = [e for e in ctx.store.list() if e.refit_of is not None]
+    assert len(refits) == 1 and ctx.store.get(refits[0].refit_of).trial == study_of(ctx).best_trial.number
+    r = refits[0]
+    assert r.search is None and r.spec.data.train_on == "all" and r.stage is Stage.DONE
+    assert len(study_of(ctx).get_trials()) == 4  # the refit is no trial of the study
