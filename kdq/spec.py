@@ -146,15 +146,30 @@ class SubmitSpec(Section):
 
 class BackendSpec(Section):
     kind: Literal["local", "modal"] = "local"
-    gpu: str = Field("H100", description="Modal GPU type (ignored by the local backend).")
-    timeout_min: int = Field(240, ge=1, le=24 * 60, description="Wall-clock limit of one training attempt.")
-    max_gpu_hours: float = Field(
-        8.0,
-        gt=0,
-        le=72,
-        description="Modal: GPU-hours one run may use, all its attempts together (Modal retries a failed "
-        "or preempted attempt up to 2 times); kdq cancels the call past it.",
+    gpu: str = Field(
+        "H100",
+        description="Modal GPU type (ignored by the local backend). `H100` may be served by an H200; "
+        "`H100!` insists on an H100 (benchmark runs, so timings compare).",
     )
+    timeout_min: int | None = Field(
+        None,
+        ge=1,
+        le=24 * 60,
+        description="Wall-clock limit of one training attempt; default 30 on Modal (a normal run bills "
+        "2-4 minutes, a first run that builds the teacher cache about 10), 240 locally (a CPU).",
+    )
+    max_gpu_min: float = Field(
+        60,
+        gt=0,
+        le=72 * 60,
+        description="Modal: GPU-minutes one run may use, all its attempts together (Modal retries a "
+        "failed or preempted attempt once); kdq cancels the call past it.",
+    )
+
+    @property
+    def attempt_min(self) -> int:
+        """``timeout_min``, or its default for this backend."""
+        return self.timeout_min or (30 if self.kind == "modal" else 240)
 
 
 class ExperimentSpec(Section):

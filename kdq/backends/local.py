@@ -92,10 +92,10 @@ class LocalBackend:
             return RunStatus("failed", progress, f"{runfolder.error_message(run_dir)}\n{tail}".strip())
         if runfolder.is_running(run_dir):
             spec = ExperimentSpec.model_validate_json((run_dir / runfolder.SPEC).read_text())
-            if time.time() - handle.get("started_at", time.time()) > spec.backend.timeout_min * 60:
+            if time.time() - handle.get("started_at", time.time()) > spec.backend.attempt_min * 60:
                 self.cancel(handle)
                 return RunStatus(
-                    "failed", progress, f"training ran past backend.timeout_min = {spec.backend.timeout_min}"
+                    "failed", progress, f"training ran past backend.timeout_min = {spec.backend.attempt_min}"
                 )
             return RunStatus("running", progress)
         tail = runfolder.log_tail(run_dir)

@@ -5,7 +5,7 @@
             there, write spec.json + launch.json, spawn, keep the call id in the database, then on the
             Volume
     poll    the call's state + progress.json; an ended call is judged by the run folder (done.json,
-            error.json, the log); a run past backend.max_gpu_hours (all attempts together) is cancelled
+            error.json, the log); a run past backend.max_gpu_min (all attempts together) is cancelled
     fetch   stream model.pt, metrics.json, history.csv into dest, each checked against its size
     cancel  the handle's call and every call the run folder names (a handle may hold only the run id)
 
@@ -52,20 +52,21 @@ def memory_mib(images: int, decode_size: int, teacher_size: int | None = 448) ->
     return int(images * 3 * pixels * 1.5 / 2**20) + 4096
 
 
-def gpu_hours(attempts: list[list[float | None]], now: float) -> float:
-    """Hours of every attempt of one call together (``[start, end]``; a running one ends ``now``)."""
-    return sum((end if end is not None else now) - start for start, end in attempts) / 3600
+def gpu_minutes(attempts: list[list[float | None]], now: float) -> float:
+    """Minutes of every attempt of one call together (``[start, end]``; a running one ends ``now``)."""
+    return sum((end if end is not None else now) - start for start, end in attempts) / 60
 
 
 # ---------------------------------------------------------------- code fingerprint and deploy
 
 
 def code_fingerprint(settings, root: Path = vol.PACKAGE_ROOT) -> str:
-    """Hash of everything the deployed app is made of: kdq's sources, jobs/modal_app.py and the settings
-    it reads (torch in the image, the Volume and secret names)."""
+    """Hash of everything the deployed app is made of: kdq's sources, jobs/modal_app.py and
+    jobs/container.py, and the settings it reads (torch in the image, the Volume and secret names)."""
     named = f"torch={settings.modal_torch} volume={settings.modal_volume} secret={settings.modal_secret}\n"
     h = hashlib.sha256(named.encode())
-    files = sorted((root / "kdq").rglob("*.py")) + [root / "jobs" / "modal_app.py"]
+    remote = [root / "jobs" / name for name in ("modal_app.py", "container.py")]
+    files = sorted((root / "kdq").rglob("*.py")) + [p for p in remote if p.exists()]
     for path in files:
         if "__pycache__" in path.parts:
             continue
@@ -247,7 +248,7 @@ class ModalBackend:
         from modal.exception import NotFoundError
 
         b, teacher = spec.backend, 448 if spec.teacher.kind == "siglip" else None
-        timeout_s = int(min(b.timeout_min * 60, b.max_gpu_hours * 3600))
+        timeout_s = int(min(b.attempt_min, b.max_gpu_min) * 60)
         memory = memory_mib(images, spec.data.decode_size, teacher)
         kw = dict(gpu=b.gpu, timeout_s=timeout_s, memory_mib=memory, resume_from=resume_from)
         try:
@@ -258,7 +259,7 @@ class ModalBackend:
 
     def _handle(self, run_id: str, call_id: str, spec: ExperimentSpec) -> dict[str, Any]:
         b, volume = spec.backend, self.settings.modal_volume
-        handle = {"run_id": run_id, "call_id": call_id, "gpu": b.gpu, "max_gpu_hours": b.max_gpu_hours}
+        handle = {"run_id": run_id, "call_id": call_id, "gpu": b.gpu, "max_gpu_min": b.max_gpu_min}
         return {**handle, "volume": volume, "launched_at": time.time()}
 
     # ------------------------------------------------------------ poll
@@ -278,14 +279,14 @@ class ModalBackend:
             if state.state != "running":
                 return self._verdict(run, state, progress)
             owner = self._json(f"{run}/{vol.OWNER}") or {}
-            used = gpu_hours(owner.get("attempts") or [], time.time())
-            max_gpu_hours = handle.get("max_gpu_hours")
-            if max_gpu_hours is not None and used > max_gpu_hours:
+            used = gpu_minutes(owner.get("attempts") or [], time.time())
+            limit = handle.get("max_gpu_min")
+            if limit is not None and used > limit:
                 self.cancel(handle)
                 why = (
-                    f"stopped after {used:.2f} GPU-hours over {len(owner['attempts'])} attempt(s): "
-                    f"backend.max_gpu_hours = {max_gpu_hours:g} bounds all attempts together "
-                    "(backend.timeout_min bounds one; Modal retries a failed attempt up to 2 times). "
+                    f"stopped after {used:.1f} GPU-minutes over {len(owner['attempts'])} attempt(s): "
+                    f"backend.max_gpu_min = {limit:g} bounds all attempts together "
+                    "(backend.timeout_min bounds one; Modal retries a failed attempt once). "
                     "Raise it in the spec to allow more, then `kdq retry`."
                 )
                 return RunStatus("failed", progress, f"{why}\n{self._log_tail(run)}".strip())

@@ -13,7 +13,7 @@ it does for real. The stand-ins behave like modal 1.6.4:
   restarts the same input; a training process that dies is retried (``retries``);
 - Volume block downloads can fail halfway with aiohttp's errors.
 
-A spawned call runs the real container code (``jobs.modal_app.run_training``) on a thread, which
+A spawned call runs the real container code (``jobs.container.run_training``) on a thread, which
 runs the real training entry point (``python -m kdq.train``) in a subprocess.
 """
 
@@ -37,7 +37,7 @@ import pytest
 from modal import exception as me
 from modal.volume import FileEntry, FileEntryType
 
-from jobs import modal_app
+from jobs import container
 from kdq import runfolder, steps
 from kdq.backends import modal_gateway as vol
 from kdq.backends.modal import DEPLOY_META, ModalBackend, upload_dataset
@@ -324,7 +324,7 @@ class FakeModal(ModalGateway):
             mount = Mount(self.volume, f"{call.id}-{call.attempts}")
             call.mounts.append(mount)
             try:
-                call.result = modal_app.run_training(
+                call.result = container.run_training(
                     mount.dir,
                     call.run_id,
                     call.dataset,
@@ -340,7 +340,7 @@ class FakeModal(ModalGateway):
                 )
                 call.state = "finished"
                 break
-            except modal_app.RunDied as exc:  # Modal retries the input (the run resumes)
+            except container.RunDied as exc:  # Modal retries the input (the run resumes)
                 failures += 1
                 if failures > self.retries:
                     call.exc, call.state = exc, "failed"
@@ -724,26 +724,28 @@ def test_a_commit_with_a_file_open_on_the_volume_is_refused(tmp_path):
     assert (volume.root / "runs" / "log.txt").exists()
 
 
-def stub_trainer(folder: Path) -> str:
+WAIT_FOR_GO = """
+(here / 'started').touch()
+while not (here / 'go').exists():
+    time.sleep(0.01)
+(run / 'done.json').write_text(json.dumps({'best_f1': 0.5}))
+"""
+
+
+def stub_trainer(folder: Path, body: str = WAIT_FOR_GO) -> str:
     """An executable that stands in for ``python`` in ``run_training``'s command (``-m kdq.train RUN_DIR
-    ...``): it says it started, waits for ``go`` beside itself, then ends the run with done.json. No
-    torch: a fast test of what the container commits, and when."""
+    ...``) and runs ``body`` with ``here`` (``folder``) and ``run`` (the run folder). The default says it
+    started, waits for ``go`` in ``folder``, then ends the run with done.json. No torch: a fast test of
+    what the container does, and when."""
     script = folder / "python"
-    script.write_text(
-        f"#!{sys.executable}\n"
-        "import json, pathlib, sys, time\n"
-        f"here = pathlib.Path({str(folder)!r})\n"
-        "(here / 'started').touch()\n"
-        "while not (here / 'go').exists():\n"
-        "    time.sleep(0.01)\n"
-        "(pathlib.Path(sys.argv[3]) / 'done.json').write_text(json.dumps({'best_f1': 0.5}))\n"
-    )
+    head = "import json, pathlib, sys, time\nrun = pathlib.Path(sys.argv[3])\n"
+    script.write_text(f"#!{sys.executable}\n{head}here = pathlib.Path({str(folder)!r})\n{body}")
     script.chmod(0o755)
     return str(script)
 
 
 @pytest.fixture
-def container(fake, tmp_path):
+def one_container(fake, tmp_path):
     """``run_training`` of run ``cm-1`` on a thread, on its own mount, with a heartbeat that never comes:
     the code's claim and final commits are the only ones (no commit at container exit either)."""
     runfolder.write_json(fake.root / "runs/cm-1" / runfolder.SPEC, tiny_spec().model_dump(mode="json"))
@@ -753,7 +755,7 @@ def container(fake, tmp_path):
     out: dict = {}
 
     def run() -> None:
-        out["result"] = modal_app.run_training(
+        out["result"] = container.run_training(
             mount.dir, "cm-1", "synth", call_id="fc-1", commit=mount.commit, reload=mount.reload,
             local_dir=tmp_path / "local", heartbeat_s=3600, python=stub_trainer(folder), log=lambda m: None,
         )  # fmt: skip
@@ -765,23 +767,47 @@ def container(fake, tmp_path):
     thread.join(30)
 
 
-def test_the_run_is_claimed_on_the_volume_before_its_training_starts(fake, container):
+def test_the_run_is_claimed_on_the_volume_before_its_training_starts(fake, one_container):
     """Another container (a spawn retried after a lost reply) stands down only if it sees the claim."""
-    folder, _, _ = container
+    folder, _, _ = one_container
     wait_for(lambda: (folder / "started").exists(), timeout=30)
     owner = runfolder.read_json(fake.root / "runs/cm-1" / vol.OWNER)  # the committed Volume
     assert owner and owner["call_id"] == "fc-1", "the claim was not committed before the training started"
 
 
-def test_the_run_folder_is_committed_before_the_call_returns(fake, container):
+def test_the_run_folder_is_committed_before_the_call_returns(fake, one_container):
     """The worker reads the verdict from the Volume as soon as the call ends: done.json must be there."""
-    folder, thread, out = container
+    folder, thread, out = one_container
     wait_for(lambda: (folder / "started").exists(), timeout=30)
     (folder / "go").touch()
     thread.join(30)
     assert out["result"]["outcome"] == "done"
     assert (fake.root / "runs/cm-1" / runfolder.DONE).exists(), "done.json is not on the committed Volume"
     assert runfolder.read_json(fake.root / "runs/cm-1" / vol.OWNER)["attempts"][-1][1] is not None
+
+
+HANG_IN_THE_TEACHER_PASS = """
+(run / 'progress.json').write_text(json.dumps({'phase': 'teacher', 'epoch': 0, 'epochs': 30}))
+print('loading the teacher', flush=True)
+time.sleep(3600)
+"""
+
+
+def test_a_training_that_hangs_is_stopped_with_the_phase_it_hung_in(fake, tmp_path):
+    """No progress and no output for the watchdog's window: the child is stopped and the run fails with
+    the phase, instead of billing the GPU until the timeout (and again on each retry)."""
+    runfolder.write_json(fake.root / "runs/st-1" / runfolder.SPEC, tiny_spec().model_dump(mode="json"))
+    mount, echoed = Mount(fake.volume, "st"), []
+    result = container.run_training(
+        mount.dir, "st-1", "synth", call_id="fc-1", commit=mount.commit, reload=mount.reload,
+        local_dir=tmp_path / "local", heartbeat_s=0.1, stall_s=1.0,
+        python=stub_trainer(tmp_path, HANG_IN_THE_TEACHER_PASS), log=lambda m: None, echo=echoed.append,
+    )  # fmt: skip
+    assert result["outcome"] == "error" and result["exit_code"] is not None  # the child was stopped
+    assert result["error"].startswith("stalled in phase 'teacher' (epoch 0/30): no progress and no log")
+    assert runfolder.error_message(fake.root / "runs/st-1").startswith("stalled in phase 'teacher'")
+    assert b"loading the teacher" in b"".join(echoed)  # the child's output reaches the container's log
+    assert "loading the teacher" in (fake.root / "runs/st-1" / runfolder.LOG).read_text()
 
 
 def test_a_container_without_cuda_fails_the_run_at_once_naming_the_driver_and_is_not_retried(backend, fake):
@@ -903,26 +929,26 @@ def test_cancel_finds_the_calls_from_the_run_id_alone(backend, fake):
 # ---------------------------------------------------------------- the cost bound (7)
 
 
-def test_a_run_past_max_gpu_hours_is_cancelled_with_the_bound_in_its_error(settings, store, fake):
-    spec = tiny_spec(train={"epochs": 500}, backend={"max_gpu_hours": 0.0005})  # 1.8 s
+def test_a_run_past_max_gpu_min_is_cancelled_with_the_bound_in_its_error(settings, store, fake):
+    spec = tiny_spec(train={"epochs": 500}, backend={"max_gpu_min": 0.03})  # 1.8 s
     [exp_id] = store.add([(None, spec)])
     ctx = context(settings, store, fake)
     exp = drive(ctx, exp_id, {Stage.TRAINING})
     call = fake.calls[exp.handle["call_id"]]
     assert call.options["timeout"] == 1  # no single attempt may outlast the bound either
     exp = drive(ctx, exp_id, {Stage.FAILED, Stage.DONE})
-    assert exp.stage is Stage.FAILED and "backend.max_gpu_hours = 0.0005" in exp.error, exp.error
+    assert exp.stage is Stage.FAILED and "backend.max_gpu_min = 0.03" in exp.error, exp.error
     assert "timeout_min" in exp.error and call.cancelled
 
 
-def test_gpu_hours_add_up_every_attempt():
-    from kdq.backends.modal import gpu_hours
+def test_gpu_minutes_add_up_every_attempt():
+    from kdq.backends.modal import gpu_minutes
 
-    assert gpu_hours([[0, 3600], [4000, 7600], [8000, None]], now=9800) == pytest.approx(2.5)
-    assert modal_app._attempts(None, "fc-1", 10.0) == [[10.0, None]]
+    assert gpu_minutes([[0, 60], [100, 160], [200, None]], now=230) == pytest.approx(2.5)
+    assert container._attempts(None, "fc-1", 10.0) == [[10.0, None]]
     cut = {"call_id": "fc-1", "heartbeat": 50.0, "attempts": [[0.0, None]]}  # preempted at ~50 s
-    assert modal_app._attempts(cut, "fc-1", 80.0) == [[0.0, 50.0], [80.0, None]]
-    assert modal_app._attempts(cut, "fc-2", 80.0) == [[80.0, None]]  # another call's attempts are not ours
+    assert container._attempts(cut, "fc-1", 80.0) == [[0.0, 50.0], [80.0, None]]
+    assert container._attempts(cut, "fc-2", 80.0) == [[80.0, None]]  # another call's attempts are not ours
 
 
 def test_memory_is_sized_from_the_dataset():
@@ -950,8 +976,8 @@ def test_a_retry_that_resumes_names_the_earlier_run_to_the_training(backend, fak
     assert fake.calls[handle["call_id"]].options["resume_from"] == "again-a1"
     mount = tmp_path / "mount"
     shutil.copytree(fake.root, mount)
-    with pytest.raises(modal_app.RunDied):  # `echo` stands in for python: it trains nothing
-        modal_app.run_training(
+    with pytest.raises(container.RunDied):  # `echo` stands in for python: it trains nothing
+        container.run_training(
             mount, "again-a2", "synth", call_id="fc-1", resume_from="again-a1", python="echo", heartbeat_s=0.1
         )
     logged = (mount / "runs/again-a2" / runfolder.LOG).read_text()

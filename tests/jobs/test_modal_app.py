@@ -43,12 +43,22 @@ def test_the_training_function_is_built_with_its_defaults(app_module):
     m = app_module()
     assert isinstance(m.train, modal.Function) and m.app.name == "kdq"
     opts = m.FUNCTION_OPTIONS
-    assert opts["gpu"] == BackendSpec().gpu and opts["timeout"] == BackendSpec().timeout_min * 60
-    assert opts["retries"].max_retries == 2 and opts["single_use_containers"] is True
+    assert opts["gpu"] == BackendSpec().gpu
+    assert opts["timeout"] == BackendSpec(kind="modal").attempt_min * 60 == 30 * 60
+    assert opts["retries"].max_retries == 1 and opts["single_use_containers"] is True
     assert opts["memory"] >= 16 * 1024  # spawns size it from the dataset; the default is generous
     assert "kdq-hf" in repr(m.hf_secret) and "kdq-test-vol" in repr(m.volume)
     other = m.train.with_options(gpu="A100-80GB", timeout=600, memory=40_000)  # what a spawn does
     assert isinstance(other, modal.Function)
+
+
+def test_the_bounds_are_sized_to_a_run_that_bills_minutes():
+    """A normal run bills 2-4 minutes, a first run that builds the teacher cache about 10: a hung or
+    CPU-bound attempt stops at 30 minutes, and a run with all its attempts at an hour."""
+    modal, local = BackendSpec(kind="modal"), BackendSpec()
+    assert (modal.attempt_min, modal.max_gpu_min) == (30, 60)
+    assert local.attempt_min == 240  # a CPU trains for hours
+    assert BackendSpec(kind="modal", timeout_min=45).attempt_min == 45
 
 
 def test_the_image_pins_everything_training_imports(app_module):

@@ -1,0 +1,248 @@
+"""What the Modal container runs for one experiment: ``run_training``.
+
+It claims the run folder on the Volume (owner.json, committed before the training starts), runs
+``python -m kdq.train --device cuda`` (which resumes from checkpoint.pt when Modal restarts a
+preempted call), and every ``HEARTBEAT_S`` seconds copies the training log to the Volume and commits
+it, so progress.json and the log are visible outside; the last commit comes before it returns. A
+Volume commit (and the reload it ends with) fails while any file on the Volume is open, and a file open
+for writing is left out of it: so the training process's lock and its live output stay on the
+container's own disk, and every file this code writes on the Volume is closed again before it commits.
+A training that shows no progress and writes nothing for ``STALL_S`` is stopped with an error naming
+its phase. Nothing here imports modal: the tests run it as it runs in the container.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kdq import runfolder
+from kdq.backends.modal_gateway import CACHE, DATASET_MARK, OWNER, dataset_path, run_path
+
+HEARTBEAT_S = 30.0
+STALE_S = 180.0  # an owner silent this long is gone (its container died without Modal restarting it)
+STALL_S = 10 * 60.0  # no progress.json and no log output this long: the training hangs, stop it
+STOP_GRACE_S = 15.0  # of Modal's ~30 s after a preemption: time for the training's last checkpoint
+
+
+class RunDied(RuntimeError):
+    """The training process ended without done.json or error.json: let Modal retry (it resumes)."""
+
+
+def _owner_is_other_and_alive(owner: dict | None, call_id: str, now: float, stale_s: float) -> bool:
+    return bool(
+        owner and owner.get("call_id") != call_id and now - float(owner.get("heartbeat", 0)) < stale_s
+    )
+
+
+def _attempts(owner: dict | None, call_id: str, now: float) -> list[list[float | None]]:
+    """This call's attempts so far (``[start, end]``, seconds), closed, plus a new one from ``now``. An
+    attempt a preemption cut off ends at its last heartbeat."""
+    if not owner or owner.get("call_id") != call_id:
+        return [[now, None]]
+    done = [
+        [start, end if end is not None else owner.get("heartbeat")]
+        for start, end in owner.get("attempts", [])
+    ]
+    return [*done, [now, None]]
+
+
+def _result(run_dir: Path, run_id: str, call_id: str, **extra: Any) -> dict[str, Any]:
+    outcome = runfolder.outcome(run_dir)
+    out: dict[str, Any] = {"run_id": run_id, "call_id": call_id, "outcome": outcome, **extra}
+    if outcome == "done":
+        out["summary"] = runfolder.read_json(run_dir / runfolder.DONE)
+    elif outcome == "error":
+        out["error"] = runfolder.error_message(run_dir)
+    return out
+
+
+def _echo(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+
+
+class _LogCopy:
+    """Appends what the training process wrote to its local log onto the Volume's log.txt, each time
+    opening and closing that file (a commit leaves out, and its reload fails on, an open file), and
+    echoes it on the container's stdout, which is what `modal app logs` and the dashboard show."""
+
+    def __init__(self, local: Path, remote: Path, echo: Callable[[bytes], None] = _echo):
+        self.local, self.remote, self.echo, self.done = local, remote, echo, 0
+
+    def __call__(self) -> None:
+        if not self.local.exists():
+            return
+        with open(self.local, "rb") as f:
+            f.seek(self.done)
+            new = f.read()
+        if new:
+            with open(self.remote, "ab") as out:
+                out.write(new)
+            self.done += len(new)
+            self.echo(new)
+
+
+class _Watchdog:
+    """A training that wrote no progress.json and no log line for ``stall_s`` hangs (a stuck read, a
+    CUDA hang, a deadlocked decode pool): the container's heartbeat alone would keep paying for it."""
+
+    def __init__(self, files: tuple[Path, ...], stall_s: float):
+        self.files, self.stall_s = files, stall_s
+        self.seen, self.since = self._state(), time.monotonic()
+
+    def _state(self) -> tuple:
+        return tuple((p.stat().st_mtime_ns, p.stat().st_size) if p.exists() else None for p in self.files)
+
+    def stalled(self) -> bool:
+        if (now := self._state()) != self.seen:
+            self.seen, self.since = now, time.monotonic()
+        return time.monotonic() - self.since > self.stall_s
+
+
+def _stall_error(run_dir: Path, stall_s: float) -> str:
+    progress = runfolder.read_json(run_dir / runfolder.PROGRESS) or {}
+    where = f"phase {progress.get('phase') or 'start'!r}"
+    if progress.get("epochs"):
+        where += f" (epoch {progress.get('epoch', 0)}/{progress['epochs']})"
+    return (
+        f"stalled in {where}: no progress and no log output for {stall_s / 60:g} min, so the training "
+        "process was stopped (a hung run bills its GPU until backend.timeout_min); `kdq retry ID` "
+        "resumes from its last checkpoint"
+    )
+
+
+def _stop(proc: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM, then SIGKILL after ``grace_s``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_training(
+    root: Path,
+    run_id: str,
+    dataset: str,
+    *,
+    call_id: str,
+    commit: Callable[[], None] = lambda: None,
+    reload: Callable[[], None] = lambda: None,
+    local_dir: Path | None = None,
+    resume_from: str | None = None,
+    heartbeat_s: float = HEARTBEAT_S,
+    stale_s: float = STALE_S,
+    stall_s: float = STALL_S,
+    device: str = "cuda",
+    env: dict[str, str] | None = None,
+    python: str = sys.executable,
+    log: Callable[[str], None] = lambda msg: print(msg, flush=True),
+    echo: Callable[[bytes], None] = _echo,
+) -> dict[str, Any]:
+    """Train ``runs/<run_id>`` under ``root`` to the end and return a plain dict (Modal pickles it).
+
+    Returns ``{"outcome": "done" | "error" | "duplicate", ...}``; raises ``RunDied`` when the training
+    process vanished without a verdict, so that Modal's retries start it again (it resumes).
+    ``local_dir``: the container's own disk, for the training lock and the live log. ``resume_from``:
+    an earlier run on the Volume whose checkpoint the training starts from (``kdq retry``). ``device``:
+    what the training must run on (a GPU container: ``cuda``, never a silent CPU fallback); ``env``:
+    added to the training process's environment.
+    """
+    reload()  # see what other containers committed: an owner, a finished run
+    run_dir = root / run_path(run_id)
+    if runfolder.outcome(run_dir) == "done":
+        log(f"{run_id}: already done, not training again")
+        return _result(run_dir, run_id, call_id)
+    if not (run_dir / runfolder.SPEC).exists():
+        return {
+            "run_id": run_id,
+            "call_id": call_id,
+            "outcome": "error",
+            "error": f"{run_path(run_id)}/{runfolder.SPEC} is not on the Volume: launch the run with kdq",
+        }
+    owner = runfolder.read_json(run_dir / OWNER)
+    if _owner_is_other_and_alive(owner, call_id, time.time(), stale_s):
+        log(f"{run_id}: call {owner['call_id']} is training this run; this call {call_id} stands down")
+        return {"run_id": run_id, "call_id": call_id, "outcome": "duplicate", "owner": owner["call_id"]}
+    data_dir = root / dataset_path(dataset)
+    if not (data_dir / DATASET_MARK).exists():
+        error = (
+            f"dataset {dataset!r} is not on the Volume ({dataset_path(dataset)}): "
+            f"run `kdq data upload PATH --name {dataset}`, then `kdq retry`"
+        )
+        runfolder.write_json(run_dir / runfolder.ERROR, {"error": error, "traceback": ""})
+        commit()
+        return {"run_id": run_id, "call_id": call_id, "outcome": "error", "error": error}
+
+    attempts = _attempts(owner, call_id, time.time())
+
+    def beat(pid: int | None, **extra: Any) -> None:
+        record = {"call_id": call_id, "heartbeat": time.time(), "pid": pid, "attempts": attempts, **extra}
+        runfolder.write_json(run_dir / OWNER, record)
+
+    beat(None)
+    commit()  # claim the run before the (long) start of training
+    local = Path(local_dir or tempfile.mkdtemp(prefix=f"kdq-{run_id}-"))
+    local.mkdir(parents=True, exist_ok=True)
+    copy_log = _LogCopy(local / runfolder.LOG, run_dir / runfolder.LOG, echo)
+    watchdog = _Watchdog((run_dir / runfolder.PROGRESS, local / runfolder.LOG), stall_s)
+    lock = local / "train.lock"
+    cmd = [python, "-m", "kdq.train", str(run_dir), "--data", str(data_dir), "--cache", str(root / CACHE)]
+    cmd += ["--device", device]
+    cmd += ["--resume-from", str(root / run_path(resume_from))] if resume_from else []
+    log(f"{run_id}: {' '.join(cmd)} --lock {lock}")
+    with open(local / runfolder.LOG, "ab") as out:  # only the child keeps it open
+        proc = subprocess.Popen(
+            [*cmd, "--lock", str(lock)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,  # a preemption's SIGINT reaches this process; it stops the child
+        )
+    code: int | None = None
+    try:
+        while code is None:
+            try:
+                code = proc.wait(timeout=heartbeat_s)
+            except subprocess.TimeoutExpired:
+                if watchdog.stalled():
+                    _stop(proc, STOP_GRACE_S)
+                    error = _stall_error(run_dir, stall_s)
+                    log(f"{run_id}: {error}")
+                    runfolder.write_json(run_dir / runfolder.ERROR, {"error": error, "traceback": ""})
+                    code = proc.returncode
+                    break
+                copy_log()
+                beat(proc.pid)
+                try:
+                    commit()  # progress.json, checkpoints and the log become visible outside
+                except Exception as exc:  # noqa: BLE001 — a failed periodic commit is retried next beat
+                    log(f"{run_id}: periodic volume commit failed (will retry): {exc!r}")
+    finally:
+        _stop(proc, STOP_GRACE_S)  # cancelled, preempted (SIGINT) or crashing: stop the child
+        copy_log()
+        attempts[-1][1] = time.time()
+        beat(None, exit_code=proc.returncode, ended_at=time.time())
+        try:
+            commit()  # the final commit: every file the run wrote is visible outside before we return
+        except Exception as exc:  # noqa: BLE001 — on the way out of a cancel or a crash: do not mask it
+            if code is not None:
+                raise
+            log(f"{run_id}: the last volume commit failed: {exc!r}")
+    result = _result(run_dir, run_id, call_id, exit_code=code)
+    if result["outcome"] is None:
+        raise RunDied(
+            f"{run_id}: the training process exited with code {code} without done.json or error.json. "
+            f"Last lines of its log:\n{runfolder.log_tail(run_dir)}"
+        )
+    return result
