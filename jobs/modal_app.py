@@ -23,7 +23,8 @@ settings = Settings()
 
 PYTHON = "3.11"
 DEFAULT_GPU = "H100"
-DEFAULT_TIMEOUT_S = 30 * 60  # BackendSpec.attempt_min on Modal; spawns override it per spec
+DEFAULT_TIMEOUT_S = 20 * 60  # BackendSpec.attempt_min on Modal; spawns override it per spec
+CPU = 8.0
 DEFAULT_MEMORY_MIB = 32 * 1024  # spawns ask for what their dataset needs (kdq.backends.modal.memory_mib)
 # One retry: a preemption or a vanished training resumes once; a hang or a timeout is not paid twice more.
 RETRIES = modal.Retries(max_retries=1, initial_delay=10.0)
@@ -45,10 +46,12 @@ def torch_packages(torch_version: str) -> tuple[list[str], str | None]:
 
 
 TORCH, TORCH_INDEX = torch_packages(settings.modal_torch)
-# What kdq's training imports, pinned. torch is a setting (KDQ_MODAL_TORCH): it writes model.pt,
-# which the course server must be able to load.
+# The uv that installs them, pinned: Modal copies uv's `latest` image otherwise, and a new uv can change
+# how an unchanged list resolves.
+UV_VERSION = "0.13.8"
+# What kdq's training imports besides torch, pinned, from PyPI. torch is a setting (KDQ_MODAL_TORCH): it
+# writes model.pt, which the course server must be able to load.
 PACKAGES = [
-    *TORCH,
     "timm==1.0.31",
     "transformers==5.24.0",
     "huggingface_hub==2.4.0",
@@ -68,7 +71,11 @@ PACKAGES = [
 
 image = (
     modal.Image.debian_slim(python_version=PYTHON)
-    .uv_pip_install(*PACKAGES, extra_index_url=TORCH_INDEX)
+    # torch and torchvision in a layer of their own, from their own index: with the PyTorch index as an
+    # extra one, uv takes every package that index also hosts (numpy, pillow, ...) from it alone, where
+    # the pins below may not exist, and the build fails.
+    .uv_pip_install(*TORCH, index_url=TORCH_INDEX, uv_version=UV_VERSION)
+    .uv_pip_install(*PACKAGES, uv_version=UV_VERSION)
     .env(
         {
             "HF_HOME": f"{MOUNT}/{CACHE}/huggingface",  # teacher weights downloaded once
@@ -87,6 +94,9 @@ app = modal.App(settings.modal_app, image=image, include_source=False)
 
 FUNCTION_OPTIONS = dict(
     gpu=DEFAULT_GPU,
+    # Reserved cores: the JPEG decode, the holdout, the export and Python's dispatch of the student
+    # run on them (the default reservation is 1/8 of a core, and a core-hour costs 1/84 of an H100's).
+    cpu=CPU,
     memory=DEFAULT_MEMORY_MIB,
     timeout=DEFAULT_TIMEOUT_S,
     retries=RETRIES,

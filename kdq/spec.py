@@ -155,11 +155,11 @@ class BackendSpec(Section):
         None,
         ge=1,
         le=24 * 60,
-        description="Wall-clock limit of one training attempt; default 30 on Modal (a normal run bills "
+        description="Wall-clock limit of one training attempt; default 20 on Modal (a normal run bills "
         "2-4 minutes, a first run that builds the teacher cache about 10), 240 locally (a CPU).",
     )
     max_gpu_min: float = Field(
-        60,
+        40,
         gt=0,
         le=72 * 60,
         description="Modal: GPU-minutes one run may use, all its attempts together (Modal retries a "
@@ -169,7 +169,7 @@ class BackendSpec(Section):
     @property
     def attempt_min(self) -> int:
         """``timeout_min``, or its default for this backend."""
-        return self.timeout_min or (30 if self.kind == "modal" else 240)
+        return self.timeout_min or (20 if self.kind == "modal" else 240)
 
 
 class ExperimentSpec(Section):

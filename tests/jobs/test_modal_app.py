@@ -44,9 +44,10 @@ def test_the_training_function_is_built_with_its_defaults(app_module):
     assert isinstance(m.train, modal.Function) and m.app.name == "kdq"
     opts = m.FUNCTION_OPTIONS
     assert opts["gpu"] == BackendSpec().gpu
-    assert opts["timeout"] == BackendSpec(kind="modal").attempt_min * 60 == 30 * 60
+    assert opts["timeout"] == BackendSpec(kind="modal").attempt_min * 60 == 20 * 60
     assert opts["retries"].max_retries == 1 and opts["single_use_containers"] is True
     assert opts["memory"] >= 16 * 1024  # spawns size it from the dataset; the default is generous
+    assert opts["cpu"] >= 8  # not Modal's 1/8-core default: decode, holdout and export run on it
     assert "kdq-hf" in repr(m.hf_secret) and "kdq-test-vol" in repr(m.volume)
     other = m.train.with_options(gpu="A100-80GB", timeout=600, memory=40_000)  # what a spawn does
     assert isinstance(other, modal.Function)
@@ -54,26 +55,33 @@ def test_the_training_function_is_built_with_its_defaults(app_module):
 
 def test_the_bounds_are_sized_to_a_run_that_bills_minutes():
     """A normal run bills 2-4 minutes, a first run that builds the teacher cache about 10: a hung or
-    CPU-bound attempt stops at 30 minutes, and a run with all its attempts at an hour."""
+    CPU-bound attempt stops at 20 minutes, and a run with all its attempts at 40."""
     modal, local = BackendSpec(kind="modal"), BackendSpec()
-    assert (modal.attempt_min, modal.max_gpu_min) == (30, 60)
+    assert (modal.attempt_min, modal.max_gpu_min) == (20, 40)
     assert local.attempt_min == 240  # a CPU trains for hours
     assert BackendSpec(kind="modal", timeout_min=45).attempt_min == 45
 
 
 def test_the_image_pins_everything_training_imports(app_module):
     m = app_module()
-    assert m.PACKAGES[:2] == ["torch==2.14.1", "torchvision==0.29.1"] and m.TORCH_INDEX is None
-    assert all("==" in p for p in m.PACKAGES)
+    assert m.TORCH == ["torch==2.14.1", "torchvision==0.29.1"] and m.TORCH_INDEX is None
+    assert all("==" in p for p in m.PACKAGES) and m.UV_VERSION.count(".") == 2
     names = {p.split("==")[0] for p in m.PACKAGES}
     assert {"timm", "transformers", "numpy", "scipy", "sentencepiece", "protobuf"} <= names
     assert isinstance(m.image, modal.Image)
 
 
 def test_a_cuda_build_of_torch_comes_from_the_pytorch_index(app_module):
+    """torch and torchvision from the PyTorch index alone, in their own layer; every other pin from PyPI
+    (with that index as an extra one, uv would look for numpy and pillow only there)."""
     m = app_module(KDQ_MODAL_TORCH="2.14.1+cu130")
-    assert m.PACKAGES[:2] == ["torch==2.14.1+cu130", "torchvision==0.29.1+cu130"]
+    assert m.TORCH == ["torch==2.14.1+cu130", "torchvision==0.29.1+cu130"]
     assert m.TORCH_INDEX == "https://download.pytorch.org/whl/cu130"
+    assert not any(p.startswith(("torch==", "torchvision==")) for p in m.PACKAGES)
+    source = Path(m.__file__).read_text()
+    assert "extra_index_url" not in source
+    assert ".uv_pip_install(*TORCH, index_url=TORCH_INDEX, uv_version=UV_VERSION)" in source
+    assert ".uv_pip_install(*PACKAGES, uv_version=UV_VERSION)" in source
 
 
 @pytest.mark.parametrize(
@@ -148,7 +156,7 @@ def test_the_image_holds_every_package_the_container_code_imports(app_module):
                 third.add(top)
     dists = packages_distributions()
     with_modal = {re.split(r"[^A-Za-z0-9_.-]", r, maxsplit=1)[0] for r in requires("modal") or []}
-    pinned = {p.split("==")[0] for p in m.PACKAGES} | {"modal"} | with_modal  # modal brings its own
+    pinned = {p.split("==")[0] for p in m.PACKAGES + m.TORCH} | {"modal"} | with_modal  # modal brings its own
     pinned = {p.lower().replace("_", "-") for p in pinned}
     missing = {t for t in third if not {d.lower().replace("_", "-") for d in dists.get(t, [t])} & pinned}
     assert not missing, (
