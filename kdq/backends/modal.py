@@ -30,6 +30,7 @@ import kdq.backends.modal_gateway as vol
 from kdq import hf, runfolder
 from kdq.backends.base import RunStatus
 from kdq.backends.modal_gateway import CallState, Gateway, ModalGateway, guarded
+from kdq.backends.modal_sizing import gpu_minutes, memory_mib
 from kdq.errors import PermanentError, TransientError
 from kdq.log import get_logger
 from kdq.spec import ExperimentSpec
@@ -41,27 +42,6 @@ UPLOAD_BATCH = 200  # files per Volume batch (the progress bar moves once per ba
 QUOTA_PATIENCE_S = 30 * 60  # a launch refused for a workspace limit this long fails
 _PREPARE = threading.Lock()  # with the file lock of the home: one deploy or dataset upload at a time
 _REFUSED_SINCE: dict[str, float] = {}  # run id → first workspace-limit refusal, for the worker's life
-
-# ---------------------------------------------------------------- pure sums
-
-
-MEMORY_BUCKETS_MIB = (16 * 1024, 32 * 1024, 64 * 1024, 128 * 1024)
-
-
-def memory_mib(images: int, decode_size: int, teacher_size: int | None = 448) -> int:
-    """Memory to request for a dataset of ``images``: the uint8 decode at ``decode_size`` and, for a
-    teacher run, the one at the teacher's input size, times 1.5, plus 4 GiB for Python and torch,
-    rounded up to one of a few buckets: each distinct set of options is a container pool of its own
-    on Modal, so specs that differ a little must still ask for the same."""
-    pixels = decode_size**2 + (teacher_size or 0) ** 2
-    need = int(images * 3 * pixels * 1.5 / 2**20) + 4096
-    return next((b for b in MEMORY_BUCKETS_MIB if b >= need), need)
-
-
-def gpu_minutes(attempts: list[list[float | None]], now: float) -> float:
-    """Minutes of every attempt of one call together (``[start, end]``; a running one ends ``now``)."""
-    return sum((end if end is not None else now) - start for start, end in attempts) / 60
-
 
 # ---------------------------------------------------------------- code fingerprint and deploy
 

@@ -942,7 +942,7 @@ def test_a_run_past_max_gpu_min_is_cancelled_with_the_bound_in_its_error(setting
 
 
 def test_gpu_minutes_add_up_every_attempt():
-    from kdq.backends.modal import gpu_minutes
+    from kdq.backends.modal_sizing import gpu_minutes
 
     assert gpu_minutes([[0, 60], [100, 160], [200, None]], now=230) == pytest.approx(2.5)
     assert container._attempts(None, "fc-1", 10.0) == [[10.0, None]]
@@ -952,7 +952,7 @@ def test_gpu_minutes_add_up_every_attempt():
 
 
 def test_memory_is_sized_from_the_dataset():
-    from kdq.backends.modal import memory_mib
+    from kdq.backends.modal_sizing import memory_mib
 
     # 20,000 images: decode at 256 (3.9 GB) + teacher at 448 (12 GB), x 1.5, + 4 GiB = 26.6 GiB
     assert memory_mib(20_000, 256, 448) == 32 * 1024
@@ -962,7 +962,7 @@ def test_memory_is_sized_from_the_dataset():
 
 
 def test_the_spawn_asks_for_the_memory_its_dataset_needs(backend, fake):
-    from kdq.backends.modal import memory_mib
+    from kdq.backends.modal_sizing import memory_mib
 
     fake.start_delays = [3600]
     files = json.loads((fake.root / "datasets/synth" / vol.DATASET_MARK).read_text())["files"]
