@@ -1,7 +1,8 @@
 # The two set-up commands of the README: `make demo` and `make test`. Both create the virtualenv first.
 # The virtualenv is made and filled by uv (https://docs.astral.sh/uv/): from PyPI into the virtualenv
 # when it is not installed. PyTorch comes as the build for this machine (--torch-backend=auto: the CPU
-# wheels where there is no NVIDIA driver, a fraction of the CUDA ones' several GB).
+# wheels where there is no NVIDIA driver, a fraction of the CUDA ones' several GB), from PyPI when
+# PyTorch's own index cannot be reached. `make demo TORCH_BACKEND=cu128` picks a build.
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -17,7 +18,9 @@ $(VENV)/.installed: pyproject.toml
 		test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); $(BIN)/python -m pip install -q uv; }
 	@test -x $(BIN)/python || $(UV) venv -q --python $(PYTHON) $(VENV)
 	@echo "installing kdq and its dependencies into $(VENV) with uv: PyTorch is the big one, a few minutes the first time"
-	$(UV) pip install --python $(BIN)/python --torch-backend=$(TORCH_BACKEND) -e '.[dev]'
+	$(UV) pip install --python $(BIN)/python --torch-backend=$(TORCH_BACKEND) -e '.[dev]' || { \
+		echo "PyTorch's own index (download.pytorch.org) did not answer: PyTorch from PyPI instead"; \
+		$(UV) pip install --python $(BIN)/python -e '.[dev]'; }
 	touch $@
 
 demo: install
