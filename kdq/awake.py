@@ -19,6 +19,7 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from kdq import gaps
 from kdq.log import get_logger
 
 if TYPE_CHECKING:
@@ -108,6 +109,7 @@ def note_sleep(store: Store, since: float, now: float, interval_s: float) -> str
     said = f"the worker was asleep {short(seconds)}: {missed} submission window{'s' * (missed != 1)} missed"
     log.warning(said, since=datetime.fromtimestamp(since).isoformat(timespec="minutes"))
     store.set_meta(META, {"from": since, "to": now, "seconds": seconds, "windows": missed})
+    gaps.add(store, "asleep", since, now, said)
     return said
 
 

@@ -45,6 +45,7 @@ class Facts:
     live: int  # experiments not yet finished (queued to evaluating)
     paused: str | None  # why the queue waits for the outside world, if it does
     finished: dict[str, int] = field(default_factory=dict)  # stage -> count, for the empty-queue message
+    why: dict[str, str] = field(default_factory=dict)  # the same by kind (kdq.gaps): vpn, scheduler
 
 
 @dataclass(frozen=True)
@@ -104,16 +105,18 @@ def facts(store: Store) -> Facts:
     }
     ledger = Ledger(store)
     server, error = ledger.server(), ledger.error()
-    paused = None
+    why = {}
     if server and not server.get("reachable", True):
-        paused = f"The course server is unreachable (off the VPN?): {server.get('detail', '')[:200]}"
-    elif error and error.get("recovered_at") is None:
-        paused = f"The submission scheduler keeps failing: {error.get('error', '')[:200]}"
+        why["vpn"] = f"The course server is unreachable (off the VPN?): {server.get('detail', '')[:200]}"
+    if error and error.get("recovered_at") is None:
+        why["scheduler"] = f"The submission scheduler keeps failing: {error.get('error', '')[:200]}"
+    paused = next(iter(why.values()), None)
     finished: dict[str, int] = {}
     for e in exps:
         if e.stage not in LIVE:
             finished[str(e.stage)] = finished.get(str(e.stage), 0) + 1
-    return Facts(max(graded, default=None), failed, sum(e.stage in LIVE for e in exps), paused, finished)
+    live = sum(e.stage in LIVE for e in exps)
+    return Facts(max(graded, default=None), failed, live, paused, finished, why)
 
 
 def send(settings, messages: list[Message]) -> list[str]:
@@ -141,17 +144,21 @@ def _scheme(url: str) -> str:
 
 
 def check(settings, now: float | None = None) -> list[Message]:
-    """One look (the worker's, once a minute): send what is new. Never raises; returns what it sent."""
-    if not settings.notify_urls():
-        return []
+    """One look (the worker's, once a minute): note the gaps (kdq.gaps), send what is new. Never
+    raises; returns what it sent."""
+    from kdq import gaps
     from kdq.store import Store
 
     now = time.time() if now is None else now
     try:
         with Store.open(settings) as store:
+            seen = facts(store)
+            gaps.note(store, seen.why, now)
+            if not settings.notify_urls():
+                return []
             raw = store.get_meta_json(META)
             told = Told(**{**raw, "failed": tuple(raw.get("failed", ()))}) if raw else None
-            messages, after = news(told, facts(store), now)
+            messages, after = news(told, seen, now)
             store.set_meta(META, asdict(after))
         for problem in send(settings, messages):
             log.warning("notification not sent", problem=problem)

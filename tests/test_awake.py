@@ -93,3 +93,13 @@ def test_the_heartbeat_beats_the_keep_awake(settings, store, monkeypatch):
     stop.set()
     t.join(10)
     assert released
+
+
+def test_a_sleep_is_a_gap_of_the_night(fake_wakepy, settings, store):
+    from kdq import gaps
+
+    awake = KeepAwake(allow_sleep=True)
+    awake.beat(store, settings, now=1000.0)
+    awake.beat(store, settings, now=4600.0)
+    (gap,) = gaps.read(store)
+    assert (gap["kind"], gap["from"], gap["to"]) == ("asleep", 1000.0, 4600.0)

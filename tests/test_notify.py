@@ -145,3 +145,14 @@ def test_the_worker_looks_once_a_minute(settings, monkeypatch):
     q = worker.queue(settings)
     q.tasks["reconcile"].call_local()
     assert seen == [settings]
+
+
+def test_each_look_notes_the_gaps_even_without_notifiers(settings, store):
+    from kdq import gaps
+    from kdq.course.ledger import Ledger
+
+    Ledger(store).record_server(False, "connection refused")
+    check(settings, now=1000.0)
+    Ledger(store).record_server(True, "ok")
+    check(settings, now=1600.0)
+    assert [(g["kind"], g["from"], g["to"]) for g in gaps.read(store)] == [("vpn", 1000.0, 1600.0)]

@@ -18,10 +18,14 @@ def _fmt(v) -> str:
 
 
 def report(
-    exp_id: int,
+    exp_id: Annotated[int | None, typer.Argument(help="The experiment's id (or --night).")] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Folder to write (default: $KDQ_HOME/reports/<id>).")
+        Path | None,
+        typer.Option("--out", "-o", help="Folder to write (default: $KDQ_HOME/reports/<id>, or night)."),
     ] = None,
+    night: Annotated[
+        bool, typer.Option("--night", help="The whole night on one page: timeline, windows, score, cost.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the page's data as JSON too.")] = False,
 ) -> None:
     """One experiment as an HTML page: curves, confusion matrix, per-class F1, spec, timings, server score.
@@ -31,11 +35,16 @@ def report(
     \b
       kdq report 12
       kdq report 12 --out /tmp/report-12 --json
+      kdq report --night -o morning.html   # every experiment's stages, windows, live score, gaps, cost
     """
     from kdq.course.scoring import calibration_points, expected_all
     from kdq.report import experiment_data, submissions_for, write_experiment_report
 
     s = settings()
+    if night:
+        return _night(s, out, exp_id, as_json)
+    if exp_id is None:
+        raise fail("give an experiment id (`kdq status --all` lists them), or --night for the whole night", 2)
     with open_store(look=True) as store:
         exp = get_or_exit(store, exp_id)
         subs, events = submissions_for(store, exp_id), store.events(exp_id)
@@ -46,6 +55,19 @@ def report(
     if as_json:
         data = experiment_data(exp, subs, s, events, expected)
         print(json.dumps({**data, "report": str(page)}, indent=2, default=str))
+    else:
+        console().print(f"report: {page}", highlight=False)
+
+
+def _night(s, out: Path | None, exp_id: int | None, as_json: bool) -> None:
+    from kdq.nightpage import write_night_report
+
+    if exp_id is not None:
+        raise fail("give an experiment id or --night, not both", 2)
+    with open_store(look=True, s=s) as store:
+        page = write_night_report(store, s, out or s.root / "reports" / "night")
+    if as_json:
+        print(json.dumps({"report": str(page)}, indent=2))
     else:
         console().print(f"report: {page}", highlight=False)
 
