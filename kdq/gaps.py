@@ -4,9 +4,9 @@
     add(store, "asleep", since, now, "the worker was asleep 2h10m")   # a gap found after the fact
     read(store)                                                   # [{kind, from, to, detail}], oldest first
 
-Kinds: ``vpn`` (the course server unreachable), ``scheduler`` (the submission scheduler failing),
-``asleep`` (a gap in the worker's own heartbeat). An open gap has ``to = None``. Only the last
-``KEEP`` are kept (the ``night.gaps`` meta key).
+Kinds: ``vpn`` (the course server unreachable), ``credentials`` (a login missing: kdq/pause.py),
+``scheduler`` (the submission scheduler failing), ``asleep`` (a gap in the worker's own heartbeat).
+An open gap has ``to = None``. Only the last ``KEEP`` are kept (the ``night.gaps`` meta key).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 META = "night.gaps"
 KEEP = 200
-KINDS = ("vpn", "scheduler", "asleep")
+KINDS = ("vpn", "credentials", "scheduler", "asleep")
 
 
 def read(store: Store) -> list[dict]:

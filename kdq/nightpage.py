@@ -41,7 +41,7 @@ COLORS = {
     "skipped": "#999999",
     "pruned": "#999999",
 }
-GAP_COLORS = {"vpn": "#ff7f0e", "scheduler": "#8c564b", "asleep": "#444444"}
+GAP_COLORS = {"vpn": "#ff7f0e", "credentials": "#e377c2", "scheduler": "#8c564b", "asleep": "#444444"}
 LABEL_W, CHART_W, ROW_H = 230, 750, 18
 TICKS_S = (60, 300, 900, 1800, 3600, 7200, 10800, 21600)
 
@@ -118,7 +118,7 @@ def gantt(exps, events, subs, night_gaps, axis: Axis, interval_s: float, now: fl
                     f"<title>{escape(f'{e.id} {e.name} skipped at {_clock(ts)}')}</title></path>"
                 )
     y += ROW_H
-    out.append(f'<text x="4" y="{y + 12}" font-size="12">gaps (VPN, scheduler, asleep)</text>')
+    out.append(f'<text x="4" y="{y + 12}" font-size="12">gaps (VPN, login, asleep)</text>')
     for g in night_gaps:
         end = g["to"] if g["to"] is not None else now
         tip = f"{g['kind']} {_clock(g['from'])}-{_clock(end)}: {g['detail']}"

@@ -5,10 +5,10 @@
     send(settings, [Message("kdq: test", "...")])   # kdq notify test
 
 Four things are worth a message, each said once: a new best graded score, an experiment that failed,
-a queue paused for more than ``PAUSED_FOR_S`` (the course server unreachable: off the VPN; or the
-scheduler failing), and a queue that became empty. ``news`` decides, from what the database says now
-and what was already told (kept in the ``notify`` meta key); it is pure. The first look only takes
-note: turning notifications on does not replay the night. Every message passes ``kdq.log.redact``
+a queue paused for more than ``PAUSED_FOR_S`` (the course server unreachable: off the VPN; a login
+missing; the scheduler failing), and a queue that became empty. ``news`` decides, from what the
+database says now and what was already told (kept in the ``notify`` meta key); it is pure. The first
+look only takes note: turning notifications on does not replay the night. Every message passes ``kdq.log.redact``
 (no token, no Apprise URL ever leaves in one), and a notifier that fails is logged, never raised: the
 worker goes on.
 """
@@ -93,6 +93,7 @@ def news(told: Told | None, now_: Facts, now: float) -> tuple[list[Message], Tol
 
 
 def facts(store: Store) -> Facts:
+    from kdq import pause
     from kdq.course.ledger import Ledger
     from kdq.stages import LIVE, Stage
 
@@ -110,6 +111,10 @@ def facts(store: Store) -> Facts:
         why["vpn"] = f"The course server is unreachable (off the VPN?): {server.get('detail', '')[:200]}"
     if error and error.get("recovered_at") is None:
         why["scheduler"] = f"The submission scheduler keeps failing: {error.get('error', '')[:200]}"
+    logins = pause.active(store)  # a login this machine lacks (kdq/pause.py): what needs it waits
+    if logins:
+        said = "; ".join(f"{pause.LOGINS.get(k, k)}: {v['message'][:200]}" for k, v in logins.items())
+        why["credentials"] = f"A login is missing, the experiments that need it wait: {said}"
     paused = next(iter(why.values()), None)
     finished: dict[str, int] = {}
     for e in exps:

@@ -156,3 +156,22 @@ def test_each_look_notes_the_gaps_even_without_notifiers(settings, store):
     Ledger(store).record_server(True, "ok")
     check(settings, now=1600.0)
     assert [(g["kind"], g["from"], g["to"]) for g in gaps.read(store)] == [("vpn", 1000.0, 1600.0)]
+
+
+def test_a_missing_login_is_a_pause_and_a_gap(settings, store, receiver, monkeypatch):
+    from kdq import gaps, pause
+    from kdq.settings import Settings
+
+    url, got = receiver
+    monkeypatch.setenv("KDQ_NOTIFY", url)
+    s = Settings()
+    store.add([(None, ExperimentSpec(name="a", backend={"kind": "modal"}))])
+    check(s, now=1000.0)
+    pause.record(store, "modal", "Modal has no valid credentials: run `modal token new`")
+    check(s, now=1060.0)
+    assert got == []  # not yet: a pause of a minute is not news
+    check(s, now=1060.0 + PAUSED_FOR_S)
+    assert [g["title"] for g in got] == ["kdq: queue paused for 5 min"]
+    assert "Modal: Modal has no valid credentials" in got[0]["message"]
+    (gap,) = gaps.read(store)
+    assert (gap["kind"], gap["from"], gap["to"]) == ("credentials", 1060.0, None)
