@@ -8,8 +8,8 @@
 An attempt runs from its ``launching`` event to the next stage that leaves training behind (fetching,
 failed, cancelled, pruned, queued): that is the time a Modal container can hold its GPU. A local
 attempt costs nothing (the laptop's own GPU or CPU) but its hours are counted. The worst case is what
-the caps still allow: ``backend.max_gpu_hours`` less what the experiment already used, or three
-attempts of ``backend.timeout_min`` (Modal retries an attempt up to twice), whichever is less. Pure.
+the caps still allow: ``backend.max_gpu_min`` less what the experiment already used, or two
+attempts of ``backend.timeout_min`` (Modal retries an attempt once), whichever is less. Pure.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ DEFAULT_PRICES: dict[str, float] = {
     "H200": 4.54,
     "B200": 6.25,
 }
-MODAL_ATTEMPTS = 3  # one attempt and Modal's two retries
+MODAL_ATTEMPTS = 2  # one attempt and Modal's retry (jobs/modal_app.py: RETRIES)
 ATTEMPT_ENDS = frozenset(
     {"fetching", "validating", "failed", "cancelled", "pruned", "queued", "ready", "done"}
 )
@@ -66,7 +66,7 @@ def price_per_hour(backend: str, gpu: str, prices: Mapping[str, float]) -> float
     """Dollars per hour of one attempt; 0 for the local backend; ``None`` for a GPU type with no price."""
     if backend != "modal":
         return 0.0
-    gpu, _, n = gpu.upper().partition(":")  # "H100:2" is two H100s: Modal bills each
+    gpu, _, n = gpu.upper().rstrip("!").partition(":")  # "H100:2" is two H100s: Modal bills each
     count = int(n) if n.isdigit() else 1
     price = prices.get(gpu, prices.get("*"))
     return None if price is None else price * count

@@ -53,18 +53,9 @@ class Plan:
         from kdq.spec import BackendSpec, TrainSpec
 
         spec = json.loads(exp.spec_json)
-        b, t = spec.get("backend") or {}, spec.get("train") or {}
-
-        def default(model, name):
-            return model.model_fields[name].default
-
-        return cls(
-            exp.backend or b.get("kind", "local"),
-            b.get("gpu", default(BackendSpec, "gpu")),
-            float(b.get("max_gpu_hours", default(BackendSpec, "max_gpu_hours"))),
-            float(b.get("timeout_min", default(BackendSpec, "timeout_min"))),
-            int(t.get("epochs", default(TrainSpec, "epochs"))),
-        )
+        b = BackendSpec.model_validate(spec.get("backend") or {})  # its defaults and rules, not copies
+        epochs = (spec.get("train") or {}).get("epochs", TrainSpec.model_fields["epochs"].default)
+        return cls(exp.backend or b.kind, b.gpu, b.max_gpu_min / 60, float(b.attempt_min), int(epochs))
 
 
 @dataclass(frozen=True)

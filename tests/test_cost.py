@@ -47,8 +47,8 @@ def test_cost_and_the_worst_case_under_the_caps():
     prices = parse_prices(None)
     live = Cost.of("modal", "H100", 1.0, prices, live=True, max_gpu_hours=8.0, timeout_min=60)
     assert live.dollars == pytest.approx(3.95)
-    # three attempts of an hour cap it at 3 h, less the hour used: 2 h more at most
-    assert live.worst_case_dollars == pytest.approx(3 * 3.95)
+    # two attempts of an hour (Modal retries once) cap it at 2 h, less the hour used: 1 h more at most
+    assert live.worst_case_dollars == pytest.approx(2 * 3.95)
     capped = Cost.of("modal", "H100", 1.0, prices, live=True, max_gpu_hours=1.5, timeout_min=240)
     assert capped.worst_case_dollars == pytest.approx(1.5 * 3.95)
     over = Cost.of("modal", "H100", 9.0, prices, live=True, max_gpu_hours=8.0, timeout_min=240)
@@ -61,4 +61,5 @@ def test_cost_and_the_worst_case_under_the_caps():
     night = total([live, done, local, unknown])
     assert night["gpu_hours"] == pytest.approx(4.0) and night["local_hours"] == pytest.approx(2.0)
     assert night["dollars"] == pytest.approx(3.95 + 2.2) and night["unpriced_gpus"] == ["RTX9090"]
-    assert live.as_json()["worst_case_dollars"] == 11.85
+    assert live.as_json()["worst_case_dollars"] == 7.9
+    assert price_per_hour("modal", "H100!", prices) == 3.95  # insists on an H100: the same price

@@ -48,17 +48,17 @@ def test_eta_and_cost_per_experiment_and_for_the_night(settings, store, night):
     assert night["done"] not in n.etas and night["queued"] not in n.etas  # only trainings have one
     assert n.costs[night["done"]].dollars == pytest.approx(3.95)  # an hour of H100
     assert n.costs[night["running"]].dollars == pytest.approx(3.95 / 2)
-    # the running one may still take 3 attempts x 60 min in all: 2.5 h more
-    assert n.costs[night["running"]].worst_case_dollars == pytest.approx(3 * 3.95)
+    # the running one may use backend.max_gpu_min (40 by default) in all: 10 minutes more
+    assert n.costs[night["running"]].worst_case_dollars == pytest.approx(40 / 60 * 3.95)
     assert n.costs[night["local"]].dollars == 0.0
     # 8 Modal slots: the queued one (5 epochs x 360 s) starts now and ends before the running one
     assert n.empty_at == NOW + 1800.0 and n.waiting == 2
     t = n.totals
     assert t["gpu_hours"] == pytest.approx(1.5) and t["local_hours"] == pytest.approx(600 / 3600, abs=1e-4)
     assert t["dollars"] == pytest.approx(1.5 * 3.95, abs=0.01)
-    assert t["worst_case_dollars"] == pytest.approx(3.95 + 3 * 3.95 + 3 * 3.95, abs=0.01)
+    assert t["worst_case_dollars"] == pytest.approx(3.95 + 2 * 40 / 60 * 3.95, abs=0.01)
     assert n.line().startswith("night: queue empty ~") and "(in 30m)" in n.line()
-    assert "GPU 1.5 h $5.93, worst case $27.65  local 0.2 h" in n.line()
+    assert "GPU 1.5 h $5.93, worst case $9.22  local 0.2 h" in n.line()
 
 
 def test_one_slot_queues_them_and_a_price_setting_changes_dollars(settings, store, night, monkeypatch):
