@@ -8,9 +8,9 @@ Four things are worth a message, each said once: a new best graded score, an exp
 a queue paused for more than ``PAUSED_FOR_S`` (the course server unreachable: off the VPN; a login
 missing; the scheduler failing), and a queue that became empty. ``news`` decides, from what the
 database says now and what was already told (kept in the ``notify`` meta key); it is pure. The first
-look only takes note: turning notifications on does not replay the night. Every message passes ``kdq.log.redact``
-(no token, no Apprise URL ever leaves in one), and a notifier that fails is logged, never raised: the
-worker goes on.
+look only takes note: turning notifications on does not replay the night. Every message passes
+``kdq.log.redact`` (no token, no Apprise URL ever leaves in one), and a notifier that fails is logged,
+never raised: the worker goes on.
 """
 
 from __future__ import annotations
