@@ -19,11 +19,10 @@ from __future__ import annotations
 from kdq.experiment import Experiment
 from kdq.log import get_logger
 from kdq.spec import ExperimentSpec
-from kdq.stages import Stage
+from kdq.stages import WORKING, Stage
 from kdq.store import Store
 
 log = get_logger("kdq.refit")
-WORKING = frozenset({Stage.QUEUED, Stage.LAUNCHING, Stage.TRAINING, Stage.FETCHING, Stage.VALIDATING})
 
 
 def spec_for(spec: ExperimentSpec, best_epoch: int) -> ExperimentSpec:

@@ -41,6 +41,8 @@ PIPELINE: tuple[Stage, ...] = (
 TERMINAL = frozenset({Stage.DONE, Stage.FAILED, Stage.CANCELLED, Stage.SKIPPED, Stage.PRUNED})
 LIVE = frozenset(set(Stage) - TERMINAL)
 RETRYABLE = frozenset({Stage.FAILED, Stage.CANCELLED, Stage.SKIPPED, Stage.PRUNED})
+# Still on its way to a model: queued or training (what is left of the night).
+WORKING = frozenset({Stage.QUEUED, Stage.LAUNCHING, Stage.TRAINING, Stage.FETCHING, Stage.VALIDATING})
 # Once submitted, a model is on the server: cancelling cannot take it back.
 SUBMITTED = frozenset({Stage.SUBMITTING, Stage.EVALUATING})
 

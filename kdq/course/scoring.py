@@ -17,10 +17,9 @@ from kdq.course.expected import Calibration, Deadline, Expected, expected_score
 from kdq.course.policy import CONFIDENCE, Candidate, Graded, Live
 from kdq.course.size_factor import DEFAULT_PRIOR, SizeFactor, fit
 from kdq.experiment import Experiment
-from kdq.stages import Stage
+from kdq.stages import WORKING, Stage
 
 VALIDATED = {Stage.READY, Stage.SUBMITTING, Stage.EVALUATING, Stage.DONE, Stage.SKIPPED}
-WORKING = {Stage.QUEUED, Stage.LAUNCHING, Stage.TRAINING, Stage.FETCHING, Stage.VALIDATING}
 
 
 def local_f1(metrics: dict | None) -> tuple[float | None, tuple[float, float] | None, bool]:
@@ -197,7 +196,7 @@ def inputs(store, ledger, settings, interval_s: float) -> dict:
         "deadline": deadline(settings, store, ledger, interval_s),
         "best_known": best_known(store, factor, cal),
         "graded": graded(ledger),
-        "work_left": bool(store.list(WORKING)),
+        "work_left": bool(store.list(set(WORKING))),
     }
 
 

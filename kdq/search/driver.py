@@ -30,7 +30,7 @@ from kdq.experiment import Experiment
 from kdq.log import get_logger
 from kdq.search import study as studies
 from kdq.search.spec import document, fewest_epochs, params_of, trial_spec
-from kdq.stages import LIVE, Stage
+from kdq.stages import LIVE, WORKING, Stage
 from kdq.steps import Context
 
 log = get_logger("kdq.search")
@@ -104,7 +104,7 @@ def _refit_best(ctx: Context, study: optuna.Study, trials: list[Experiment]) -> 
 
     if not trials[0].spec.data.refit or trials[0].spec.search.two_sided:
         return []
-    if any(e.stage in refit.WORKING for e in trials):
+    if any(e.stage in WORKING for e in trials):
         return []
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:
