@@ -142,6 +142,7 @@ def run_training(
     heartbeat_s: float = HEARTBEAT_S,
     stale_s: float = STALE_S,
     stall_s: float = STALL_S,
+    lease: Callable[[str, str], str] = lambda run_id, call_id: call_id,
     device: str = "cuda",
     env: dict[str, str] | None = None,
     python: str = sys.executable,
@@ -153,7 +154,9 @@ def run_training(
     Returns ``{"outcome": "done" | "error" | "duplicate", ...}``; raises ``RunDied`` when the training
     process vanished without a verdict, so that Modal's retries start it again (it resumes).
     ``local_dir``: the container's own disk, for the training lock and the live log. ``resume_from``:
-    an earlier run on the Volume whose checkpoint the training starts from (``kdq retry``). ``device``:
+    an earlier run on the Volume whose checkpoint the training starts from (``kdq retry``). ``lease``:
+    ``(run_id, call_id) -> the call that holds the run``, first writer wins, atomically and at once
+    (the Volume's owner.json is seen only after a commit and a reload). ``device``:
     what the training must run on (a GPU container: ``cuda``, never a silent CPU fallback); ``env``:
     added to the training process's environment.
     """
@@ -169,6 +172,9 @@ def run_training(
             "outcome": "error",
             "error": f"{run_path(run_id)}/{runfolder.SPEC} is not on the Volume: launch the run with kdq",
         }
+    if (holder := lease(run_id, call_id)) != call_id:  # a second call for one run (a lost spawn reply)
+        log(f"{run_id}: call {holder} holds this run's lease; this call {call_id} stands down")
+        return {"run_id": run_id, "call_id": call_id, "outcome": "duplicate", "owner": holder}
     owner = runfolder.read_json(run_dir / OWNER)
     if _owner_is_other_and_alive(owner, call_id, time.time(), stale_s):
         log(f"{run_id}: call {owner['call_id']} is training this run; this call {call_id} stands down")

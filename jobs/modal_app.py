@@ -89,6 +89,16 @@ volume = modal.Volume.from_name(settings.modal_volume, create_if_missing=True)
 # The secret must exist before the first deploy: `kdq modal deploy` creates it (kdq/hf.py fills it).
 hf_secret = modal.Secret.from_name(settings.modal_secret)
 
+# Leases, visible to every container at once (a Volume file is seen only after a commit and a reload).
+live = modal.Dict.from_name(f"{settings.modal_app}-live", create_if_missing=True)
+
+
+def lease(run_id: str, call_id: str) -> str:
+    """The call that holds run ``run_id``: this one if it is the first to ask (an atomic put)."""
+    key = f"lease:{run_id}"
+    return call_id if live.put(key, call_id, skip_if_exists=True) else live.get(key)
+
+
 # The image carries kdq and jobs (add_local_python_source): no second, automatic copy of this module.
 app = modal.App(settings.modal_app, image=image, include_source=False)
 
@@ -115,4 +125,5 @@ def train(run_id: str, dataset: str, resume_from: str | None = None) -> dict:
         call_id=modal.current_function_call_id() or "unknown",
         commit=volume.commit,
         reload=volume.reload,
+        lease=lease,
     )

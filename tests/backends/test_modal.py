@@ -274,6 +274,8 @@ class FakeModal(ModalGateway):
         self.heartbeat_s = 0.2
         # The stand-in GPU is this machine's CPU; without one the container asks for CUDA and sees none.
         self.cuda = True
+        self.live: dict = {}  # the modal.Dict of leases
+        self.live_lock = threading.Lock()
 
     def _gate(self) -> None:
         if self.no_credentials:
@@ -334,6 +336,7 @@ class FakeModal(ModalGateway):
                     reload=mount.reload,
                     local_dir=self.base / "local" / f"{call.id}-{call.attempts}",
                     heartbeat_s=self.heartbeat_s,
+                    lease=self.lease,
                     device="cpu" if self.cuda else "cuda",
                     env=None if self.cuda else {"CUDA_VISIBLE_DEVICES": ""},
                     log=lambda msg, c=call: self._log(c, msg),
@@ -363,6 +366,11 @@ class FakeModal(ModalGateway):
         (and after its result is out): the one commit the code does not make itself."""
         with contextlib.suppress(RuntimeError):
             mount.commit()
+
+    def lease(self, run_id: str, call_id: str) -> str:
+        """``modal.Dict.put(key, value, skip_if_exists=True)``: atomic, first writer wins."""
+        with self.live_lock:
+            return self.live.setdefault(f"lease:{run_id}", call_id)
 
     def preempt(self, call_id: str) -> None:
         call = self.calls[call_id]
@@ -773,6 +781,32 @@ def test_the_run_is_claimed_on_the_volume_before_its_training_starts(fake, one_c
     wait_for(lambda: (folder / "started").exists(), timeout=30)
     owner = runfolder.read_json(fake.root / "runs/cm-1" / vol.OWNER)  # the committed Volume
     assert owner and owner["call_id"] == "fc-1", "the claim was not committed before the training started"
+
+
+def test_a_second_call_for_one_run_stands_down_before_any_commit_is_visible(fake, tmp_path):
+    """A spawn whose reply was lost is spawned again: both containers start before either commit is
+    visible (no Volume file can tell them apart); the lease lets one train."""
+    runfolder.write_json(fake.root / "runs/ls-1" / runfolder.SPEC, tiny_spec().model_dump(mode="json"))
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+
+    def call(call_id: str, folder: Path) -> dict:
+        mount = Mount(fake.volume, call_id)
+        return container.run_training(
+            mount.dir, "ls-1", "synth", call_id=call_id, commit=lambda: None, reload=lambda: None,
+            local_dir=folder / "local", heartbeat_s=3600, python=stub_trainer(folder), log=lambda m: None,
+            lease=fake.lease,
+        )  # fmt: skip
+
+    thread = threading.Thread(target=call, args=("fc-1", first), daemon=True)
+    thread.start()
+    wait_for(lambda: (first / "started").exists(), timeout=30)
+    (second / "go").touch()  # were it to train, it would finish at once
+    result = call("fc-2", second)
+    (first / "go").touch()
+    thread.join(30)
+    assert (result["outcome"], result["owner"]) == ("duplicate", "fc-1")
+    assert not (second / "started").exists()  # the second call never trained
 
 
 def test_the_run_folder_is_committed_before_the_call_returns(fake, one_container):

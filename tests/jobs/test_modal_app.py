@@ -49,6 +49,7 @@ def test_the_training_function_is_built_with_its_defaults(app_module):
     assert opts["memory"] >= 16 * 1024  # spawns size it from the dataset; the default is generous
     assert opts["cpu"] >= 8  # not Modal's 1/8-core default: decode, holdout and export run on it
     assert "kdq-hf" in repr(m.hf_secret) and "kdq-test-vol" in repr(m.volume)
+    assert isinstance(m.live, modal.Dict)  # the leases: one training per run, whatever was spawned
     other = m.train.with_options(gpu="A100-80GB", timeout=600, memory=40_000)  # what a spawn does
     assert isinstance(other, modal.Function)
 
