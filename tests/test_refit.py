@@ -111,3 +111,16 @@ def test_a_refit_that_failed_lets_its_parent_go(settings, store):
     assert refit.coming(store) == {}
     assert refit.spawn(store, store.get(p), {"best_epoch": 2}) is not None  # a cancelled one is no refit
     assert refit.spawn(store, store.get(p), {"best_epoch": 2}) is None  # ... but one queued is
+
+
+def test_kdq_show_json_carries_refit_of(settings, store):
+    from typer.testing import CliRunner
+
+    from kdq.cli.main import app
+
+    [p] = store.add([(None, parent_spec())])
+    [c] = store.add([(None, refit.spec_for(parent_spec(), 2))], columns={"refit_of": p})
+    r = CliRunner().invoke(app, ["show", str(c), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["refit_of"] == p
+    assert json.loads(CliRunner().invoke(app, ["show", str(p), "--json"]).stdout)["refit_of"] is None
