@@ -53,7 +53,14 @@ class Plan:
         from kdq.spec import BackendSpec, TrainSpec
 
         spec = json.loads(exp.spec_json)
-        b = BackendSpec.model_validate(spec.get("backend") or {})  # its defaults and rules, not copies
+        raw = spec.get("backend") or {}
+        if "max_gpu_hours" in raw:  # a spec stored before the cap was counted in minutes
+            raw = {"max_gpu_min": raw["max_gpu_hours"] * 60, **raw}
+        known = {k: v for k, v in raw.items() if k in BackendSpec.model_fields}
+        try:
+            b = BackendSpec.model_validate(known)  # its defaults and rules, not copies of them
+        except ValueError:  # a row no spec of this kdq would make: its cost still counts, by the defaults
+            b = BackendSpec(kind="modal" if exp.backend == "modal" else "local")
         epochs = (spec.get("train") or {}).get("epochs", TrainSpec.model_fields["epochs"].default)
         return cls(exp.backend or b.kind, b.gpu, b.max_gpu_min / 60, float(b.attempt_min), int(epochs))
 

@@ -92,3 +92,15 @@ def test_a_bad_price_is_a_one_line_settings_error(settings, store, monkeypatch):
     monkeypatch.setenv("KDQ_GPU_PRICE_PER_HOUR", "cheap")
     r = CliRunner().invoke(app, ["status"])
     assert r.exit_code == 2 and "KDQ_GPU_PRICE_PER_HOUR" in r.output and "Traceback" not in r.output
+
+
+def test_a_spec_stored_by_an_older_kdq_is_still_costed(settings, store):
+    """A database from before the cap was counted in minutes: its rows hold backend.max_gpu_hours."""
+    exp_id = _add(store, "old", "training", [(-600, "launching")])
+    with store.transaction() as db:
+        spec = json.loads(db.execute("select spec from experiments where id = ?", [exp_id]).fetchone()[0])
+        spec["backend"] = {"kind": "modal", "gpu": "H100", "timeout_min": 240, "max_gpu_hours": 0.5}
+        db.execute("update experiments set spec = ? where id = ?", [json.dumps(spec), exp_id])
+    n = Night.read(store, settings, now=NOW)
+    assert n.costs[exp_id].worst_case_dollars == pytest.approx(0.5 * 3.95)
+    assert CliRunner().invoke(app, ["status"]).exit_code == 0
