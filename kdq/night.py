@@ -127,6 +127,10 @@ class Night:
 
     def line(self) -> str:
         """``night: queue empty ~04:10 (in 2h10m)  GPU 1.3 h $4.94, worst case $31.60  local 0.4 h``."""
+        return "night: " + "  ".join(self.parts())
+
+    def parts(self) -> list[str]:
+        """The line's parts: when the queue should be empty, the GPU's cost, the local hours."""
         t = self.totals
         if not self.waiting:
             parts = ["queue empty"]
@@ -143,7 +147,7 @@ class Night:
             parts.append(f"local {t['local_hours']:.1f} h")
         if t["unpriced_gpus"]:
             parts.append(f"no price for {', '.join(t['unpriced_gpus'])}: KDQ_GPU_PRICE_PER_HOUR")
-        return "night: " + "  ".join(parts)
+        return parts
 
     def as_json(self) -> dict:
         return {

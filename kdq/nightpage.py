@@ -200,7 +200,7 @@ def write_night_report(store: Store, settings, out: Path, now: float | None = No
         span=f"{_clock(axis.start)} to {_clock(axis.end)}",
         counts=store.count_by_stage(),
         night=n,
-        night_line=n.line().removeprefix("night: "),
+        night_line="; ".join(n.parts()),
         rows=rows,
         best=max(graded, key=lambda g: g["score"], default=None),
         live=graded[-1] if graded else None,
