@@ -30,7 +30,10 @@ class StudentSpec(Section):
         "torchvision", description="Where the architecture comes from. `kdq` has a small CNN for tests."
     )
     name: str = Field("shufflenet_v2_x1_0", description="Model name in that library.")
-    pretrained: bool = Field(False, description="Start from ImageNet weights (when they can be fetched).")
+    pretrained: bool = Field(True, description="Start from ImageNet weights (kdq's own models have none).")
+    allow_scratch: bool = Field(
+        False, description="When the pretrained weights cannot be fetched, train from scratch (else: fail)."
+    )
     drop_rate: float = Field(0.0, ge=0, lt=1, description="Dropout before the classifier.")
 
     @model_validator(mode="after")
@@ -68,19 +71,35 @@ class TeacherSpec(Section):
     )
     members: int = Field(5, ge=2, le=20, description="`head = 'ensemble'`: bagged members (probe, MLP, ...).")
     views: int = Field(
-        4, ge=1, le=256, description="Augmented views per image in the teacher cache (the plain picture too)."
+        32,
+        ge=1,
+        le=256,
+        description="Augmented views per image in the teacher cache (the plain picture too).",
     )
     resize: Literal["pad", "squash"] = Field(
         "pad", description="Teacher input: pad to a square then resize (MedSigLIP's own code), or squash."
     )
 
 
+TEMPERATURE = {"hinton": 4.0, "dkd": 1.0, "dist": 1.0}  # each loss's own T (docs/training.md: sources)
+
+
 class DistillSpec(Section):
-    loss: Literal["ce", "hinton", "dkd"] = Field("hinton", description="Logit loss.")
-    temperature: float = Field(4.0, gt=0, le=100, description="Softmax temperature T.")
+    loss: Literal["ce", "hinton", "dkd", "dist"] = Field("hinton", description="Logit loss.")
+    temperature: float = Field(
+        4.0,
+        gt=0,
+        le=100,
+        description="Softmax temperature T. Unset: the loss's own (hinton 4, dkd 1, dist 1).",
+    )
     alpha: float = Field(0.3, ge=0, le=1, description="Weight of cross-entropy: alpha*CE + (1-alpha)*T^2*KL.")
-    dkd_alpha: float = Field(1.0, ge=0, description="DKD weight of target-class KD.")
-    dkd_beta: float = Field(8.0, ge=0, description="DKD weight of non-target-class KD.")
+    dkd_alpha: float = Field(0.5, ge=0, description="DKD weight of target-class KD.")
+    dkd_beta: float = Field(0.5, ge=0, description="DKD weight of non-target-class KD.")
+    dist_beta: float = Field(1.0, ge=0, description="DIST weight of the inter-class (per picture) relation.")
+    dist_gamma: float = Field(1.0, ge=0, description="DIST weight of the intra-class (per class) relation.")
+    kd_warmup_epochs: float = Field(
+        1.0, ge=0, description="The distillation term's weight ramps from 0 to 1 over these epochs."
+    )
     embed_weight: float = Field(0.0, ge=0, description="Weight of embedding distillation (0: off).")
     embed_loss: Literal["cosine", "mse"] = "cosine"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
@@ -89,17 +108,29 @@ class DistillSpec(Section):
         0.0, ge=0, le=1, description="Share of each batch on fresh random views, trained on the label alone."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _loss_temperature(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("temperature") is None:
+            return {**data, "temperature": TEMPERATURE.get(data.get("loss", "hinton"), 4.0)}
+        return data
+
 
 class TrainSpec(Section):
-    epochs: int = Field(30, ge=1, le=1000)
+    epochs: int = Field(300, ge=1, le=1000, description="Epochs; the cosine schedule ends with the last.")
     batch_size: int = Field(128, ge=1, le=8192)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(1e-3, gt=0, le=10)
     weight_decay: float = Field(0.05, ge=0, le=1)
     warmup_epochs: float = Field(1.0, ge=0)
-    ema_decay: float | None = Field(None, gt=0, lt=1, description="EMA of weights; none: off.")
+    ema_decay: float | None = Field(
+        0.998, gt=0, lt=1, description="EMA of weights, validated and exported; its decay ramps up to this."
+    )
     patience: int | None = Field(
-        10, ge=1, le=1000, description="Early stop after this many epochs without gain."
+        None,
+        ge=1,
+        le=1000,
+        description="Early stop after this many epochs without gain, never in the schedule's first 2/3.",
     )
     image_size: int = Field(224, ge=32, le=512, description="Student input size (the grader uses 224).")
     seed: int = Field(0, ge=0, le=MAX_SEED)
@@ -118,7 +149,7 @@ class DataSpec(Section):
         0.08, ge=0, lt=1, description="Untouched split for an honest F1 estimate (never used to train)."
     )
     split_seed: int = Field(0, ge=0, le=MAX_SEED)
-    decode_size: int = Field(256, ge=32, le=1024, description="Images are decoded once at this size.")
+    decode_size: int = Field(384, ge=32, le=1024, description="Images are decoded once at this size.")
     limit_per_class: int | None = Field(
         None, ge=1, le=10**9, description="Use at most this many images per class."
     )

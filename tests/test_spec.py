@@ -68,7 +68,10 @@ def test_bad_override_syntax_is_explained():
             "[distill]\ntemprature = 3\n",
             "distill.temprature: unknown key. Allowed at distill: loss, temperature",
         ),
-        ('[distill]\nloss = "hintn"\n', "distill.loss = \"hintn\": Input should be 'ce', 'hinton' or 'dkd'"),
+        (
+            '[distill]\nloss = "hintn"\n',
+            "distill.loss = \"hintn\": Input should be 'ce', 'hinton', 'dkd' or 'dist'",
+        ),
         ('[train]\nepochs = "ten"\n', 'train.epochs = "ten"'),
         ("[colour]\nx = 1\n", "colour: unknown key. Allowed at top level: name, student"),
         ('[teacher]\nkind = "none"\n', "needs a teacher"),

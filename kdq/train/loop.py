@@ -25,15 +25,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from kdq import runfolder
 from kdq.spec import ExperimentSpec
 from kdq.train import augment, data, export, losses, students
 from kdq.train.bias import crossfit_f1, tune_bias
 from kdq.train.evaluate import holdout_scores, predict
-from kdq.train.step import Step, optimizer, steps_per_epoch
+from kdq.train.step import Step, ema, optimizer, steps_per_epoch
 
-PARTS = ("loss", "ce", "kd", "tckd", "nckd", "embed")  # loss components, each its own history column
+PARTS = ("loss", "ce", "kd", "tckd", "nckd", "inter", "intra", "embed")  # loss parts: history columns
 NO_VALIDATION = ("val_f1", "val_acc", "per_class_f1", "confusion", "val_f1_before_bias", "teacher_probe_f1")
 HISTORY_FIELDS = ["epoch", "lr", *PARTS, "train_acc", "val_f1", "val_acc", "best_f1", "seconds"]
 
@@ -86,8 +87,8 @@ def run(
     progress(run_dir, spec, None, "data")
     split = load(spec, data_dir, cache_dir, device)
     targets = teacher_targets(spec, split, run_dir, data_dir, cache_dir)
-    step, hook = student(spec, split, targets)
-    state = resume(run_dir, step)
+    step, hook, pretrained_loaded = student(spec, split, targets)
+    state = resume(run_dir, step, pretrained_loaded)
     epochs(spec, split, step, state, run_dir, on_epoch)
     progress(run_dir, spec, state, "export", state["history"][-1]["val_f1"])
     hook.remove()  # the feature hook feeds embedding distillation only: the exported model has none
@@ -178,16 +179,18 @@ def teacher_targets(spec: ExperimentSpec, split: Split, run_dir: Path, data_dir:
 # ---------------------------------------------------------------- model
 
 
-def student(spec: ExperimentSpec, split: Split, targets) -> tuple[Step, torch.utils.hooks.RemovableHandle]:
+def student(spec: ExperimentSpec, split: Split, targets) -> tuple[Step, RemovableHandle, bool]:
     """The student (+ a projection head for embedding distillation, dropped at export), its optimizer,
-    schedule and EMA, as one training step; and the hook that hands the step the pooled features."""
+    schedule and EMA, as one training step; the hook that hands the step the pooled features; and
+    whether the student starts from pretrained weights."""
     tr, dist, device = spec.train, spec.distill, split.device
     torch.manual_seed(tr.seed)  # the student's initial weights depend on the seed alone
-    model = students.build(spec.student, split.nc)
+    model, pretrained_loaded = students.build_loaded(spec.student, split.nc)
     students.check_size(model, spec.student.name)
     model = model.to(device)
     model = model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
     forward = torch.compile(model) if tr.compile else model  # trains; `model` itself is what is exported
+    averaged = ema(model, tr.ema_decay)  # copied before the feature hook: the EMA's model has none
     feats: dict[str, torch.Tensor] = {}
     head = students.classifier(model)
     hook = head.register_forward_hook(lambda m, inp, out: feats.__setitem__("f", inp[0]))
@@ -195,12 +198,8 @@ def student(spec: ExperimentSpec, split: Split, targets) -> tuple[Step, torch.ut
     if dist.embed_weight > 0 and targets is not None:
         proj = nn.Linear(head.in_features, targets.embeddings.shape[-1]).to(device)
     params = list(model.parameters()) + (list(proj.parameters()) if proj else [])
-    opt, sched = optimizer(tr, params, steps_per_epoch(tr, len(split.train)))
-    ema = None
-    if tr.ema_decay:
-        ema = torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(tr.ema_decay), use_buffers=True
-        )
+    steps = steps_per_epoch(tr, len(split.train))
+    opt, sched = optimizer(tr, params, steps)
     weight = (
         data.class_weights(split.labels[split.train], split.nc).to(device) if dist.class_weighted else None
     )
@@ -210,7 +209,7 @@ def student(spec: ExperimentSpec, split: Split, targets) -> tuple[Step, torch.ut
         forward,
         opt,
         sched,
-        ema,
+        averaged,
         proj,
         feats,
         params,
@@ -220,18 +219,20 @@ def student(spec: ExperimentSpec, split: Split, targets) -> tuple[Step, torch.ut
         dist,
         weight,
         tr.image_size,
+        kd_warmup_steps=round(dist.kd_warmup_epochs * steps),
     )
-    return step, hook
+    return step, hook, pretrained_loaded
 
 
 # ---------------------------------------------------------------- epochs
 
 
-def resume(run_dir: Path, step: Step) -> dict:
+def resume(run_dir: Path, step: Step, pretrained_loaded: bool) -> dict:
     """The run's state: fresh, or the checkpoint's (weights, optimizer, schedule, EMA, history)."""
     path = run_dir / runfolder.CHECKPOINT
     if not path.exists():
         return {
+            "pretrained_loaded": pretrained_loaded,  # how the first epoch started, whatever resumes it
             "epoch": -1,
             "best_f1": -1.0,
             "best_epoch": -1,
@@ -249,7 +250,7 @@ def resume(run_dir: Path, step: Step) -> dict:
     if step.proj and ck.get("proj"):
         step.proj.load_state_dict(ck["proj"])
     log(f"resumed from {path} after epoch {ck['state']['epoch'] + 1}")  # counted from 1
-    return ck["state"]
+    return {"pretrained_loaded": pretrained_loaded, **ck["state"]}
 
 
 def epochs(
@@ -272,7 +273,7 @@ def one_epoch(
 ) -> bool:
     """Train, validate, record (history.csv, TensorBoard, checkpoint, progress); False: patience ran out."""
     tr = spec.train
-    if tr.patience and state["bad_epochs"] >= tr.patience:
+    if stop_early(tr, epoch, state["bad_epochs"]):
         return False
     t0 = time.time()
     sums = train_epoch(spec, split, step, epoch)
@@ -300,6 +301,12 @@ def one_epoch(
         f"val_f1 {_shown(val_f1)} ({row['seconds']:.1f}s)"
     )
     return True
+
+
+def stop_early(tr, epoch: int, bad_epochs: int) -> bool:
+    """``patience`` epochs without gain stop the run, but never in the cosine schedule's first two thirds:
+    a high learning rate's plateau is no verdict."""
+    return bool(tr.patience) and bad_epochs >= tr.patience and epoch >= tr.epochs - tr.epochs // 3
 
 
 def train_epoch(spec: ExperimentSpec, split: Split, step: Step, epoch: int) -> dict:
@@ -439,6 +446,7 @@ def evaluate(spec: ExperimentSpec, best: Best, state: dict, split: Split, target
         "val_f1_before_bias": state["best_f1"],
         "val_f1_bias_in_sample": in_sample if tr.tune_bias else None,
         "bias": bias.tolist() if bias is not None else None,
+        "pretrained_loaded": state["pretrained_loaded"],  # False: from scratch (or a kdq model)
         "teacher_probe_f1": targets.val_f1 if targets is not None else None,  # the head's F1: the ceiling
         "teacher_probe": targets.probe if targets is not None else None,  # head, l2, cv_f1, temperature
         "teacher_per_class_f1": None

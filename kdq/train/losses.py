@@ -2,9 +2,13 @@
 
     hinton:  alpha * CE(s, y) + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T))   (the course's KD)
     dkd:     CE(s, y) + a * TCKD + b * NCKD    (Decoupled KD, Zhao et al. 2022)
+    dist:    CE(s, y) + b * inter + g * intra   (DIST, Huang et al. 2022: 1 - Pearson correlation of the
+             softmax outputs, per picture across classes and per class across the batch, times T^2)
     embed:   1 - cos(proj(f_s), e_t)  or  MSE(proj(f_s), e_t)   (the projection is dropped at export)
 
-KL uses ``reduction="batchmean"``, the mathematically correct KL per sample (PyTorch's advice).
+KL uses ``reduction="batchmean"``, the mathematically correct KL per sample (PyTorch's advice). No loss
+reads a value back or indexes with a boolean mask (which waits for the device to count the mask): they
+run on PyTorch's meta device (tests/train/test_step.py).
 """
 
 from __future__ import annotations
@@ -41,18 +45,20 @@ def hinton(
     alpha: float,
     weight: Tensor | None = None,
     label_smoothing: float = 0.0,
+    kd_scale: float = 1.0,
 ) -> dict[str, Tensor]:
     c = ce(student, y, weight, label_smoothing)
     kd = kl_soft(student, teacher, T)
-    return {"loss": alpha * c + (1 - alpha) * kd, "ce": c, "kd": kd}
+    return {"loss": alpha * c + kd_scale * (1 - alpha) * kd, "ce": c, "kd": kd}
 
 
 def dkd_parts(student: Tensor, teacher: Tensor, y: Tensor, T: float) -> tuple[Tensor, Tensor]:
     """(TCKD, NCKD): KL of the binary target/other split, and KL among the non-target classes."""
-    gt = F.one_hot(y, student.shape[1]).bool()
+    gt = torch.zeros_like(student, dtype=torch.bool).scatter_(1, y.unsqueeze(1), True)
     ps, pt = F.softmax(student / T, 1), F.softmax(teacher / T, 1)
-    bs = torch.stack([ps[gt], ps.masked_fill(gt, 0).sum(1)], 1)
-    bt = torch.stack([pt[gt], pt.masked_fill(gt, 0).sum(1)], 1)
+    col = y.unsqueeze(1)
+    bs = torch.cat([ps.gather(1, col), ps.masked_fill(gt, 0).sum(1, keepdim=True)], 1)
+    bt = torch.cat([pt.gather(1, col), pt.masked_fill(gt, 0).sum(1, keepdim=True)], 1)
     tckd = F.kl_div(bs.clamp_min(1e-12).log(), bt, reduction="batchmean") * T * T
     big = 1000.0
     nckd = (
@@ -76,11 +82,38 @@ def dkd(
     beta: float,
     weight: Tensor | None = None,
     label_smoothing: float = 0.0,
+    kd_scale: float = 1.0,
 ) -> dict[str, Tensor]:
     c = ce(student, y, weight, label_smoothing)
     tckd, nckd = dkd_parts(student, teacher, y, T)
     kd = alpha * tckd + beta * nckd
-    return {"loss": c + kd, "ce": c, "kd": kd, "tckd": tckd, "nckd": nckd}
+    return {"loss": c + kd_scale * kd, "ce": c, "kd": kd, "tckd": tckd, "nckd": nckd}
+
+
+def pearson_loss(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
+    """``1 - `` the Pearson correlation of each row of ``a`` with the same row of ``b``, mean over rows."""
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return 1 - ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + eps)).mean()
+
+
+def dist(
+    student: Tensor,
+    teacher: Tensor,
+    y: Tensor,
+    T: float,
+    beta: float,
+    gamma: float,
+    weight: Tensor | None = None,
+    label_smoothing: float = 0.0,
+    kd_scale: float = 1.0,
+) -> dict[str, Tensor]:
+    """DIST: the student matches the teacher's relations, not its exact probabilities (a stronger
+    teacher's are hard to match): inter-class per picture, intra-class per class over the batch."""
+    c = ce(student, y, weight, label_smoothing)
+    ps, pt = F.softmax(student / T, 1), F.softmax(teacher / T, 1)
+    inter, intra = pearson_loss(ps, pt) * T * T, pearson_loss(ps.T, pt.T) * T * T
+    kd = beta * inter + gamma * intra
+    return {"loss": c + kd_scale * kd, "ce": c, "kd": kd, "inter": inter, "intra": intra}
 
 
 def embed(pred: Tensor, target: Tensor, kind: str = "cosine") -> Tensor:
@@ -106,32 +139,45 @@ def macro_f1(pred: Tensor, y: Tensor, num_classes: int) -> tuple[float, list[flo
 # ---------------------------------------------------------------- what the spec asks for
 
 
+def kd_ramp(step: int, warmup_steps: int) -> float:
+    """The distillation term's weight at optimizer step ``step`` (from 0): a linear ramp to 1 over the
+    warm-up (DKD's), a Python number so the step waits for nothing."""
+    return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
+
+
 def spec_loss(
-    dist, logits: torch.Tensor, t_logits: torch.Tensor | None, y: torch.Tensor, weight: torch.Tensor | None
-) -> dict[str, torch.Tensor]:
-    """The spec's logit loss and its parts (``loss`` is what is minimised)."""
-    if dist.loss == "hinton":
-        return hinton(logits, t_logits, y, dist.temperature, dist.alpha, weight, dist.label_smoothing)
-    if dist.loss == "dkd":
-        return dkd(
-            logits, t_logits, y, dist.temperature, dist.dkd_alpha, dist.dkd_beta, weight, dist.label_smoothing
-        )
-    c = ce(logits, y, weight, dist.label_smoothing)
+    dist_spec,
+    logits: Tensor,
+    t_logits: Tensor | None,
+    y: Tensor,
+    weight: Tensor | None,
+    kd_scale: float = 1.0,
+) -> dict[str, Tensor]:
+    """The spec's logit loss and its parts (``loss`` is what is minimised; ``kd_scale`` weighs its
+    distillation term, the KD warm-up)."""
+    d, T, smooth = dist_spec, dist_spec.temperature, dist_spec.label_smoothing
+    if d.loss == "hinton":
+        return hinton(logits, t_logits, y, T, d.alpha, weight, smooth, kd_scale)
+    if d.loss == "dkd":
+        return dkd(logits, t_logits, y, T, d.dkd_alpha, d.dkd_beta, weight, smooth, kd_scale)
+    if d.loss == "dist":
+        return dist(logits, t_logits, y, T, d.dist_beta, d.dist_gamma, weight, smooth, kd_scale)
+    c = ce(logits, y, weight, smooth)
     return {"loss": c, "ce": c}
 
 
 def batch_loss(
-    dist, logits: torch.Tensor, t_logits: torch.Tensor | None, y: torch.Tensor, k: int, weight
-) -> dict[str, torch.Tensor]:
+    dist_spec, logits: Tensor, t_logits: Tensor | None, y: Tensor, k: int, weight, kd_scale: float = 1.0
+) -> dict[str, Tensor]:
     """The loss of one batch whose first ``k`` pictures are teacher views (the spec's logit loss) and the
     rest fresh crops (cross-entropy on the label alone), each part weighted by its share of the batch."""
-    n = len(y)
+    n, smooth = len(y), dist_spec.label_smoothing
     if k == 0:
-        c = ce(logits, y, weight, dist.label_smoothing)
+        c = ce(logits, y, weight, smooth)
         return {"loss": c, "ce": c}
-    parts = spec_loss(dist, logits[:k], t_logits, y[:k], weight)
+    parts = spec_loss(dist_spec, logits[:k], t_logits, y[:k], weight, kd_scale)
     if k < n:
-        fresh = ce(logits[k:], y[k:], weight, dist.label_smoothing)
+        fresh = ce(logits[k:], y[k:], weight, smooth)
         parts = {key: val * (k / n) for key, val in parts.items()}
         parts["loss"] = parts["loss"] + fresh * ((n - k) / n)
         parts["ce"] = parts.get("ce", 0) + fresh * ((n - k) / n)

@@ -10,9 +10,10 @@ enqueue): JSON ``{key: student spec}`` on stdin, ``{key: None or the error}`` on
 ``library="kdq"`` has ``tiny_cnn``: a few thousand parameters, trains in seconds on a CPU (tests,
 demos). timm models are created with ``scriptable=True`` so that ``torch.jit.script`` works on them;
 families with training-time branches (RepVGG, MobileOne, FastViT...) are reparameterized by
-``timm.utils.reparameterize_model`` before they are measured and exported. ``pretrained = true``
-fetches ImageNet weights; when they cannot be fetched (offline) the model starts from scratch with a
-warning. The size limit is ``kdq.grader.MAX_MIB``, with ``grader.PARAM_HEADROOM`` for the file's code.
+``timm.utils.reparameterize_model`` before they are measured and exported. ``pretrained = true`` (the
+default) fetches ImageNet weights; when they cannot be fetched (offline) the run fails, or, with
+``allow_scratch = true``, starts from scratch with a warning (``build_loaded`` says which).
+The size limit is ``kdq.grader.MAX_MIB``, with ``grader.PARAM_HEADROOM`` for the file's code.
 """
 
 from __future__ import annotations
@@ -81,47 +82,60 @@ def _unknown(spec: StudentSpec) -> StudentError:
 
 
 def build(spec: StudentSpec, num_classes: int) -> nn.Module:
-    if spec.library == "kdq":
+    return build_loaded(spec, num_classes)[0]
+
+
+def build_loaded(spec: StudentSpec, num_classes: int) -> tuple[nn.Module, bool]:
+    """The student, and whether it starts from pretrained weights. When they cannot be fetched the build
+    fails (``StudentError``) unless ``student.allow_scratch``: then it starts from scratch, warned."""
+    if spec.library == "kdq":  # no pretrained weights exist for kdq's own models
         if spec.name not in KDQ_MODELS:
             raise _unknown(spec)
-        return KDQ_MODELS[spec.name](num_classes=num_classes, drop_rate=spec.drop_rate)
-    if spec.library == "timm":
-        import timm
+        return KDQ_MODELS[spec.name](num_classes=num_classes, drop_rate=spec.drop_rate), False
+    make = _timm(spec, num_classes) if spec.library == "timm" else _torchvision(spec, num_classes)
+    if spec.pretrained:
+        try:
+            return make(True), True
+        except Exception as exc:  # noqa: BLE001 — offline, gated, no weights: all mean "none to start from"
+            why = f"{spec.library} {spec.name}: pretrained weights unavailable ({type(exc).__name__}: "
+            why += f"{str(exc)[:200]})"
+            if not spec.allow_scratch:
+                raise StudentError(
+                    f"{why}; set student.allow_scratch = true to train from scratch, "
+                    "or student.pretrained = false"
+                ) from exc
+            warnings.warn(f"{why}; training from scratch (student.allow_scratch)", stacklevel=2)
+    return make(False), False
 
-        if spec.name.split(".")[0] not in timm.list_models():  # "name.pretrained_tag" is fine too
-            raise _unknown(spec)
-        kw = dict(num_classes=num_classes, drop_rate=spec.drop_rate, scriptable=True)
-        if spec.pretrained:
-            try:
-                return timm.create_model(spec.name, pretrained=True, **kw)
-            except Exception as exc:  # noqa: BLE001 — offline, gated, no weights: all mean "from scratch"
-                warnings.warn(
-                    f"timm {spec.name}: pretrained weights unavailable ({type(exc).__name__}: "
-                    f"{str(exc)[:200]}); training from scratch",
-                    stacklevel=2,
-                )
-        return timm.create_model(spec.name, pretrained=False, **kw)
+
+def _timm(spec: StudentSpec, num_classes: int):
+    import timm
+
+    if spec.name.split(".")[0] not in timm.list_models():  # "name.pretrained_tag" is fine too
+        raise _unknown(spec)
+    kw = dict(num_classes=num_classes, drop_rate=spec.drop_rate, scriptable=True)
+    return lambda pretrained: timm.create_model(spec.name, pretrained=pretrained, **kw)
+
+
+def _torchvision(spec: StudentSpec, num_classes: int):
     import torchvision
 
     if spec.name not in available("torchvision"):
         raise _unknown(spec)
-    model = None
-    if spec.pretrained:
-        try:
-            model = torchvision.models.get_model(spec.name, weights="DEFAULT")
-        except Exception as exc:  # noqa: BLE001
-            warnings.warn(
-                f"torchvision {spec.name}: pretrained weights unavailable ({type(exc).__name__}: "
-                f"{str(exc)[:200]}); training from scratch",
-                stacklevel=2,
-            )
-    if model is None:
-        model = torchvision.models.get_model(spec.name, weights=None)
+
+    def make(pretrained: bool) -> nn.Module:
+        model = torchvision.models.get_model(spec.name, weights="DEFAULT" if pretrained else None)
+        return _new_head(model, num_classes, spec.drop_rate)
+
+    return make
+
+
+def _new_head(model: nn.Module, num_classes: int, drop_rate: float) -> nn.Module:
     head = classifier(model)
     new = nn.Linear(head.in_features, num_classes)
     _replace(model, head, new)
-    if spec.drop_rate:
-        _replace(model, new, nn.Sequential(nn.Dropout(spec.drop_rate), new))
+    if drop_rate:
+        _replace(model, new, nn.Sequential(nn.Dropout(drop_rate), new))
     return model
 
 

@@ -157,13 +157,16 @@ def test_dkd_with_early_stopping(clean_dataset, tmp_path):
         train__optimizer="sgd",
         distill__label_smoothing=0.1,
         distill__class_weighted=False,
+        train__ema_decay=None,
     )
     loop.run(s, tmp_path / "run", clean_dataset, tmp_path / "cache")
     h = rows(tmp_path / "run")
     assert len(h) < 6  # no gain with a tiny learning rate: stopped early
     m = json.loads((tmp_path / "run" / runfolder.METRICS).read_text())
     assert m["epochs_run"] == len(h) and float(h[0]["kd"]) > 0
-    assert float(h[0]["kd"]) == pytest.approx(float(h[0]["tckd"]) + 8.0 * float(h[0]["nckd"]), rel=1e-3)
+    assert len(h) >= 4  # never in the schedule's first two thirds
+    a, b = s.distill.dkd_alpha, s.distill.dkd_beta
+    assert float(h[0]["kd"]) == pytest.approx(a * float(h[0]["tckd"]) + b * float(h[0]["nckd"]), rel=1e-3)
 
 
 def _only_in_loop(render):
@@ -287,3 +290,41 @@ def test_no_function_in_kdq_train_is_over_80_lines():
         next(n for n in ast.parse(Path(loop.__file__).read_text()).body if getattr(n, "name", "") == "run")
     )
     assert [p for p in phases if f"{p}(" in body] == list(phases)  # run calls every phase by name
+
+
+def test_patience_never_stops_in_the_schedules_first_two_thirds():
+    from kdq.spec import TrainSpec
+
+    tr = TrainSpec(epochs=300, patience=5)
+    assert (
+        not loop.stop_early(tr, 199, 50) and loop.stop_early(tr, 200, 5) and not loop.stop_early(tr, 250, 4)
+    )
+    assert not loop.stop_early(TrainSpec(epochs=300), 299, 299)  # off by default
+
+
+def test_the_ema_weights_are_validated_and_exported(clean_dataset, tmp_path, monkeypatch):
+    exported = {}
+    real_save = loop.export.save
+    monkeypatch.setattr(
+        loop.export,
+        "save",
+        lambda model, *a, **k: exported.update(model.state_dict()) or real_save(model, *a, **k),
+    )
+    s = spec(teacher__kind="none", distill__loss="ce", train__epochs=1, train__ema_decay=0.5)
+    loop.run(s, tmp_path / "run", clean_dataset, tmp_path / "cache")
+    ck = torch.load(tmp_path / "run" / runfolder.CHECKPOINT, weights_only=False)
+    w = "conv.0.weight" if "conv.0.weight" in exported else next(k for k in exported if k.endswith("weight"))
+    assert torch.equal(exported[w], ck["ema"][f"module.{w}"].cpu())  # the one epoch is the best one
+    assert not torch.equal(exported[w], ck["model"][w].cpu())  # not the raw weights
+    m = json.loads((tmp_path / "run" / runfolder.METRICS).read_text())
+    assert m["pretrained_loaded"] is False  # kdq's models have no pretrained weights
+
+
+def test_metrics_say_whether_the_student_started_from_pretrained_weights(
+    clean_dataset, tmp_path, monkeypatch
+):
+    real = loop.students.build_loaded
+    monkeypatch.setattr(loop.students, "build_loaded", lambda spec, nc: (real(spec, nc)[0], True))
+    s = spec(teacher__kind="none", distill__loss="ce", train__epochs=1)
+    loop.run(s, tmp_path / "run", clean_dataset, tmp_path / "cache")
+    assert json.loads((tmp_path / "run" / runfolder.METRICS).read_text())["pretrained_loaded"] is True

@@ -94,3 +94,73 @@ def test_bias_tuning_recovers_a_shifted_class_and_crossfit_is_honest():
     noise = torch.randn(200, 4, generator=g)  # nothing to learn: in-sample tuning still "gains"
     _, b0, b1 = tune_bias(noise, y)
     assert crossfit_f1(noise, y) < b1
+
+
+def pearson(a, b):
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(a, b))
+    return cov / math.sqrt(sum((x - ma) ** 2 for x in a) * sum((y - mb) ** 2 for y in b))
+
+
+def test_dist_matches_hand_computation():
+    """DIST (Huang et al. 2022): 1 - Pearson correlation of the softmax outputs, per picture across classes
+    (inter-class) and per class across the batch (intra-class), each times T^2."""
+    s = [[1.0, 2.0, 0.5], [0.3, -1.0, 2.0]]
+    t = [[0.2, 3.0, -1.0], [1.0, 0.0, 1.5]]
+    y, T, beta, gamma = [1, 2], 2.0, 1.0, 2.0
+    ps, pt = [softmax(r, T) for r in s], [softmax(r, T) for r in t]
+    inter = (1 - (pearson(ps[0], pt[0]) + pearson(ps[1], pt[1])) / 2) * T * T
+    cols = lambda m, c: [m[0][c], m[1][c]]  # noqa: E731
+    intra = (1 - sum(pearson(cols(ps, c), cols(pt, c)) for c in range(3)) / 3) * T * T
+    ce = (-math.log(softmax(s[0])[1]) - math.log(softmax(s[1])[2])) / 2
+    got = losses.dist(torch.tensor(s), torch.tensor(t), torch.tensor(y), T, beta, gamma)
+    assert math.isclose(float(got["inter"]), inter, rel_tol=1e-4)
+    assert math.isclose(float(got["intra"]), intra, rel_tol=1e-4)
+    assert math.isclose(float(got["kd"]), beta * inter + gamma * intra, rel_tol=1e-4)
+    assert math.isclose(float(got["loss"]), ce + beta * inter + gamma * intra, rel_tol=1e-4)
+    same = losses.dist(torch.tensor(t), torch.tensor(t), torch.tensor(y), T, beta, gamma)
+    assert abs(float(same["kd"])) < 1e-5  # a student that matches its teacher pays nothing
+
+
+def test_dkd_imagenet_defaults_match_hand_computation():
+    """The spec's DKD defaults are DKD's ImageNet setting: alpha 0.5, beta 0.5, T = 1."""
+    from kdq.spec import DistillSpec
+
+    d = DistillSpec(loss="dkd")
+    assert (d.dkd_alpha, d.dkd_beta, d.temperature, d.kd_warmup_epochs) == (0.5, 0.5, 1.0, 1.0)
+    s, t, y = [1.0, 2.0, 0.5, -0.5], [0.2, 3.0, -1.0, 0.0], 1
+    ps, pt = softmax(s), softmax(t)
+    tckd = pt[y] * math.log(pt[y] / ps[y]) + (1 - pt[y]) * math.log((1 - pt[y]) / (1 - ps[y]))
+    ns = softmax([v for k, v in enumerate(s) if k != y])
+    nt = softmax([v for k, v in enumerate(t) if k != y])
+    nckd = sum(q * math.log(q / p) for p, q in zip(ns, nt))
+    ce = -math.log(ps[y])
+    parts = losses.spec_loss(d, torch.tensor([s]), torch.tensor([t]), torch.tensor([y]), None, kd_scale=1.0)
+    assert math.isclose(float(parts["loss"]), ce + 0.5 * tckd + 0.5 * nckd, rel_tol=1e-4)
+
+
+def test_each_loss_has_its_own_default_temperature():
+    from kdq.spec import DistillSpec
+
+    assert [DistillSpec(loss=k).temperature for k in ("hinton", "dkd", "dist")] == [4.0, 1.0, 1.0]
+    assert DistillSpec(loss="dkd", temperature=3.0).temperature == 3.0
+
+
+def test_the_kd_warm_up_scales_only_the_distillation_term():
+    from kdq.spec import DistillSpec
+
+    s, t, y = torch.randn(6, 5), torch.randn(6, 5), torch.arange(6) % 5
+    for loss in ("hinton", "dkd", "dist"):
+        d = DistillSpec(loss=loss, class_weighted=False)
+        full = losses.spec_loss(d, s, t, y, None, kd_scale=1.0)
+        half = losses.spec_loss(d, s, t, y, None, kd_scale=0.5)
+        kd_share = full["loss"] - half["loss"]  # half the distillation term
+        assert torch.isclose(full["kd"], half["kd"]) and float(kd_share) > 0, loss
+        assert torch.isclose(
+            losses.spec_loss(d, s, t, y, None, kd_scale=0.0)["loss"], full["loss"] - 2 * kd_share
+        )
+
+
+def test_the_warm_up_ramps_over_its_epochs():
+    assert [losses.kd_ramp(s, 10) for s in (0, 4, 9, 10, 500)] == [0.1, 0.5, 1.0, 1.0, 1.0]
+    assert losses.kd_ramp(0, 0) == 1.0

@@ -38,14 +38,16 @@ def test_unknown_names_say_how_to_list_valid_ones(library, name):
         students.build(StudentSpec(library=library, name=name), 10)
 
 
-def test_torchvision_student_gets_a_fresh_head_offline():
-    model = students.build(StudentSpec(library="torchvision", name="shufflenet_v2_x0_5", drop_rate=0.1), 10)
+def test_torchvision_student_gets_a_fresh_head_offline():  # pretrained = false: no download here
+    model = students.build(
+        StudentSpec(library="torchvision", name="shufflenet_v2_x0_5", drop_rate=0.1, pretrained=False), 10
+    )
     assert students.classifier(model).out_features == 10
     assert students.check_size(model, "shufflenet_v2_x0_5") < 23
 
 
 def test_timm_student_scripts_and_reparameterizes(tmp_path):
-    model = students.build(StudentSpec(library="timm", name="mobileone_s0"), 10)
+    model = students.build(StudentSpec(library="timm", name="mobileone_s0", pretrained=False), 10)
     deployed = students.check_size(model, "mobileone_s0")
     assert deployed < students.size_mb(model)  # the training-time branches are fused for export
     mb = export.save(model, tmp_path / "m.pt")
@@ -53,12 +55,14 @@ def test_timm_student_scripts_and_reparameterizes(tmp_path):
 
 
 def test_timm_names_may_carry_a_pretrained_tag():
-    model = students.build(StudentSpec(library="timm", name="mobilenetv4_conv_small.e2400_r224_in1k"), 10)
+    model = students.build(
+        StudentSpec(library="timm", name="mobilenetv4_conv_small.e2400_r224_in1k", pretrained=False), 10
+    )
     assert students.classifier(model).out_features == 10
 
 
 def test_too_large_students_fail_before_training():
-    model = students.build(StudentSpec(library="torchvision", name="resnet50"), 10)
+    model = students.build(StudentSpec(library="torchvision", name="resnet50", pretrained=False), 10)
     with pytest.raises(students.StudentError, match=r"resnet50.*M parameters.*MiB.*over the 23.0 MiB limit"):
         students.check_size(model, "resnet50")
 
@@ -74,22 +78,42 @@ def test_preflight_checks_names_and_sizes_without_training():
         students.preflight(StudentSpec(library="timm", name="mobilenet_v99"))
 
 
-def test_pretrained_weights_that_cannot_be_fetched_fall_back_with_a_warning(monkeypatch):
+def test_pretrained_weights_that_cannot_be_fetched_fail_the_build_unless_scratch_is_allowed(monkeypatch):
+    import timm
+    import torchvision
+
+    real_timm, real_tv = timm.create_model, torchvision.models.get_model
+
+    def offline_timm(name, pretrained=False, **kw):
+        if pretrained:
+            raise ConnectionError("hub unreachable")
+        return real_timm(name, pretrained=False, **kw)
+
+    def offline_tv(name, weights=None, **kw):
+        if weights:
+            raise ConnectionError("download.pytorch.org unreachable")
+        return real_tv(name, weights=None, **kw)
+
+    monkeypatch.setattr(timm, "create_model", offline_timm)
+    monkeypatch.setattr(torchvision.models, "get_model", offline_tv)
+    for library, name in (("timm", "mobilenetv4_conv_small"), ("torchvision", "shufflenet_v2_x0_5")):
+        spec = StudentSpec(library=library, name=name)  # pretrained by default
+        with pytest.raises(students.StudentError, match="unavailable.*student.allow_scratch = true"):
+            students.build_loaded(spec, 10)
+        with pytest.warns(UserWarning, match="pretrained weights unavailable.*from scratch"):
+            model, loaded = students.build_loaded(spec.model_copy(update={"allow_scratch": True}), 10)
+        assert students.classifier(model).out_features == 10 and loaded is False
+        assert students.build_loaded(spec.model_copy(update={"pretrained": False}), 10)[1] is False
+
+
+def test_pretrained_weights_that_load_are_recorded(monkeypatch):
     import timm
 
     real = timm.create_model
-
-    def offline(name, pretrained=False, **kw):
-        if pretrained:
-            raise ConnectionError("hub unreachable")
-        return real(name, pretrained=False, **kw)
-
-    monkeypatch.setattr(timm, "create_model", offline)
-    with pytest.warns(UserWarning, match="pretrained weights unavailable.*from scratch"):
-        model = students.build(
-            StudentSpec(library="timm", name="mobilenetv4_conv_small", pretrained=True), 10
-        )
-    assert students.classifier(model).out_features == 10
+    monkeypatch.setattr(timm, "create_model", lambda name, pretrained=False, **kw: real(name, **kw))
+    model, loaded = students.build_loaded(StudentSpec(library="timm", name="mobilenetv4_conv_small"), 10)
+    assert loaded is True and students.classifier(model).out_features == 10
+    assert students.build_loaded(StudentSpec(library="kdq", name="tiny_cnn"), 10)[1] is False  # none exist
 
 
 def test_export_scripts_a_model_that_still_has_training_hooks(tmp_path):
