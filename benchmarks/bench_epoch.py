@@ -45,7 +45,7 @@ from kdq.synth import synth
 from kdq.train import data, students, teacher
 from kdq.train.loop import run
 
-STUDENT = {"library": "torchvision", "name": "shufflenet_v2_x1_0"}  # --student changes the name
+STUDENT = {"library": "torchvision", "name": "shufflenet_v2_x1_0", "pretrained": False}  # --student: name
 TEACHER = "random-b16-224"
 
 

@@ -41,7 +41,7 @@ def student_rate(
     library: str, name: str, device: torch.device, batch: int, size: int, steps: int, compile_: bool = False
 ) -> float:
     n, views, dim = batch * 4, 5, 64
-    model = students.build(StudentSpec(library=library, name=name), 10).to(device)
+    model = students.build(StudentSpec(library=library, name=name, pretrained=False), 10).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     feats: dict = {}
