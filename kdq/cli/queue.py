@@ -77,19 +77,28 @@ def enqueue(
             err().print(line, markup=False, highlight=False, soft_wrap=True)
         err().print("nothing was queued", highlight=False, soft_wrap=True)
         raise typer.Exit(ERROR) from None
-    from kdq.train.estimate import slow_cpu_runs
+    from kdq.train.estimate import cost_line, slow_cpu_runs
 
     for line in [*warnings, *slow_cpu_runs(specs)]:  # queued all the same: the user may mean it
         warn(f"warning: {line}")
     if dry_run:
+        from kdq.train.estimate import recipe_cost
+
         rows = [
-            {"source": str(p), "name": s.name, "hash": s.content_hash(), "backend": s.backend.kind}
+            {
+                "source": str(p),
+                "name": s.name,
+                "hash": s.content_hash(),
+                "backend": s.backend.kind,
+                "h100_minutes": round(recipe_cost(s).total_min, 1),
+            }
             for p, s in specs
         ]
         if as_json:
             print(json.dumps(rows, indent=2))
-        for r in [] if as_json else rows:
+        for r, (path, spec) in [] if as_json else zip(rows, specs):
             say(f"would queue {r['name']} ({r['source']}, {r['backend']})")
+            say(cost_line(path, spec))
         return
     from kdq.requests import DuplicateSpec
 

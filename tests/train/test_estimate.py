@@ -1,3 +1,5 @@
+import pytest
+
 from kdq.spec import ExperimentSpec
 from kdq.train import estimate
 
@@ -53,3 +55,44 @@ def test_enqueue_says_so_and_queues_all_the_same(home, hw3, tmp_path, monkeypatc
         and "hours to embed 10,000 pictures" in r.output
         and "would queue cpu" in r.output
     )
+
+
+def test_the_recipe_cost_counts_teacher_forwards_student_epochs_and_h100_minutes():
+    s = ExperimentSpec.model_validate(
+        {"name": "r", "teacher": {"views": 32}, "train": {"epochs": 300}, "backend": {"kind": "modal"}}
+    )
+    c = estimate.recipe_cost(s)
+    assert c.teacher_forwards == 10_000 * 33  # every picture, plain + 32 views, once per dataset
+    # 0.97 TFLOP per forward at 45% of the H100's 989 bf16 TFLOP/s: about 446 pictures/s
+    assert c.teacher_min == pytest.approx(
+        330_000 * estimate.teacher_flops(s.teacher.model) / (989e12 * 0.45) / 60
+    )
+    assert 10 < c.teacher_min < 15
+    n_train, n_val = round(10_000 * 0.77), round(10_000 * 0.15)
+    per_epoch_s = (n_train + n_val / 3) / estimate.STUDENT_IMAGES_PER_S
+    assert c.epochs == 300 and c.student_min == pytest.approx(300 * per_epoch_s / 60, rel=1e-3)
+    assert c.total_min == pytest.approx(c.teacher_min + c.student_min + estimate.RUN_OVERHEAD_MIN)
+    line = estimate.cost_line("r.toml", s)
+    assert line.startswith("r.toml: r: ") and "330,000 teacher forwards" in line
+    assert "300 student epochs" in line and f"{c.total_min:,.0f} GPU-minutes on an H100" in line
+
+
+def test_a_run_without_a_teacher_costs_its_epochs_alone():
+    s = ExperimentSpec.model_validate(
+        {"name": "n", "teacher": {"kind": "none"}, "distill": {"loss": "ce"}, "data": {"limit_per_class": 10}}
+    )
+    c = estimate.recipe_cost(s)
+    assert c.teacher_forwards == 0 and c.teacher_min == 0 and c.epochs == s.train.epochs
+    assert c.student_min == pytest.approx(s.train.epochs * (77 + 15 / 3) / estimate.STUDENT_IMAGES_PER_S / 60)
+
+
+def test_enqueue_dry_run_prints_the_cost(home, hw3, tmp_path):
+    from typer.testing import CliRunner
+
+    from kdq.cli.main import app
+
+    (tmp_path / "d.toml").write_text('name = "d"\n[backend]\nkind = "modal"\n')
+    r = CliRunner().invoke(app, ["enqueue", str(tmp_path / "d.toml"), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "d.toml: d: cost: 330,000 teacher forwards" in r.output.replace("\n", " ")
+    assert "GPU-minutes on an H100" in r.output.replace("\n", " ")
