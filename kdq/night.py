@@ -17,13 +17,13 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from functools import lru_cache
+from typing import TYPE_CHECKING, NamedTuple
 
 from kdq import cost, eta
 from kdq.stages import LIVE, Stage
 
 if TYPE_CHECKING:
-    from kdq.experiment import Experiment
     from kdq.store import Store
 
 TRAINING = frozenset({Stage.LAUNCHING, Stage.TRAINING})
@@ -40,7 +40,7 @@ def stage_events(store: Store) -> dict[int, list[tuple[float, str]]]:
 
 @dataclass(frozen=True)
 class Plan:
-    """What a spec says about its cost and length (read from its JSON: no validation per row)."""
+    """What a spec says about its cost and length."""
 
     backend: str
     gpu: str
@@ -48,21 +48,45 @@ class Plan:
     timeout_min: float
     epochs: int
 
-    @classmethod
-    def of(cls, exp: Experiment) -> Plan:
-        from kdq.spec import BackendSpec, TrainSpec
 
-        spec = json.loads(exp.spec_json)
-        raw = spec.get("backend") or {}
-        if "max_gpu_hours" in raw:  # a spec stored before the cap was counted in minutes
-            raw = {"max_gpu_min": raw["max_gpu_hours"] * 60, **raw}
-        known = {k: v for k, v in raw.items() if k in BackendSpec.model_fields}
-        try:
-            b = BackendSpec.model_validate(known)  # its defaults and rules, not copies of them
-        except ValueError:  # a row no spec of this kdq would make: its cost still counts, by the defaults
-            b = BackendSpec(kind="modal" if exp.backend == "modal" else "local")
-        epochs = (spec.get("train") or {}).get("epochs", TrainSpec.model_fields["epochs"].default)
-        return cls(exp.backend or b.kind, b.gpu, b.max_gpu_min / 60, float(b.attempt_min), int(epochs))
+@lru_cache(maxsize=256)
+def plan(kind: str, backend_json: str | None, epochs: int | None) -> Plan:
+    """A spec's backend section (its JSON text: a night has few distinct ones) read through BackendSpec."""
+    from kdq.spec import BackendSpec, TrainSpec
+
+    raw = json.loads(backend_json) if backend_json else {}
+    if "max_gpu_hours" in raw:  # a spec stored before the cap was counted in minutes
+        raw = {"max_gpu_min": raw["max_gpu_hours"] * 60, **raw}
+    known = {k: v for k, v in raw.items() if k in BackendSpec.model_fields}
+    try:
+        b = BackendSpec.model_validate(known)  # its defaults and rules, not copies of them
+    except ValueError:  # a row no spec of this kdq would make: its cost still counts, by the defaults
+        b = BackendSpec(kind="modal" if kind == "modal" else "local")
+    epochs = epochs if epochs is not None else TrainSpec.model_fields["epochs"].default
+    return Plan(kind or b.kind, b.gpu, b.max_gpu_min / 60, float(b.attempt_min), int(epochs))
+
+
+class Row(NamedTuple):
+    """The columns the night reads of each experiment (one query; no spec parsed whole)."""
+
+    id: int
+    stage: Stage
+    priority: int
+    created_at: float
+    progress: str | None
+    epochs_run: int | None
+    plan: Plan
+
+
+def rows(store: Store) -> list[Row]:
+    sql = (
+        "select id, stage, priority, created_at, progress, json_extract(metrics, '$.epochs_run'), backend,"
+        " json_extract(spec, '$.backend'), json_extract(spec, '$.train.epochs') from experiments order by id"
+    )
+    return [
+        Row(i, Stage(st), pr or 0, ca or 0.0, pg, er, plan(kind, b, ep))
+        for i, st, pr, ca, pg, er, kind, b, ep in store.conn.execute(sql)
+    ]
 
 
 @dataclass(frozen=True)
@@ -79,48 +103,42 @@ class Night:
         now = time.time() if now is None else now
         prices = cost.parse_prices(settings.gpu_price_per_hour)
         events = stage_events(store)
-        exps = store.list()
-        plans = {e.id: Plan.of(e) for e in exps}
+        exps = rows(store)
         spans = {e.id: cost.attempts(events.get(e.id, [])) for e in exps}
         costs = {}
         for e in exps:
-            p = plans[e.id]
-            hours = cost.gpu_hours(spans[e.id], now)
-            costs[e.id] = cost.Cost.of(
-                p.backend, p.gpu, hours, prices, e.stage in LIVE, p.max_gpu_hours, p.timeout_min
-            )
+            p, hours = e.plan, cost.gpu_hours(spans[e.id], now)
+            live = e.stage in LIVE
+            costs[e.id] = cost.Cost.of(p.backend, p.gpu, hours, prices, live, p.max_gpu_hours, p.timeout_min)
         typical = {
             backend: eta.typical_epoch_s(
-                (3600 * cost.gpu_hours(spans[e.id][-1:], now), (e.metrics or {}).get("epochs_run") or 0)
+                (3600 * cost.gpu_hours(spans[e.id][-1:], now), e.epochs_run or 0)
                 for e in exps
-                if e.backend == backend and e.metrics and spans[e.id]
+                if e.plan.backend == backend and e.epochs_run and spans[e.id]
             )
-            for backend in {p.backend for p in plans.values()}
+            for backend in {e.plan.backend for e in exps}
         }
         etas = {}
         for e in exps:
             if e.stage in TRAINING:
                 started = spans[e.id][-1][0] if spans[e.id] else None
-                etas[e.id] = eta.Eta.of(e.progress, started, now, typical[plans[e.id].backend])
-        empty_at, waiting = cls._empty_at(exps, plans, etas, typical, settings, now)
+                progress = json.loads(e.progress) if e.progress else None
+                etas[e.id] = eta.Eta.of(progress, started, now, typical[e.plan.backend])
+        empty_at, waiting = cls._empty_at(exps, etas, typical, settings, now)
         return cls(now, etas, costs, empty_at, waiting, cost.total(costs.values()))
 
     @staticmethod
-    def _empty_at(exps, plans, etas, typical, settings, now) -> tuple[float | None, int]:
+    def _empty_at(exps, etas, typical, settings, now) -> tuple[float | None, int]:
         """The launch gate simulated per backend: the last backend to finish ends the night."""
         from kdq.gate import launch_order
 
         ends, waiting = [], 0
-        for backend in sorted({p.backend for p in plans.values()}):
-            running = [
-                etas[e.id].remaining_s for e in exps if e.id in etas and plans[e.id].backend == backend
-            ]
-            queued = sorted(
-                (e for e in exps if e.stage is Stage.QUEUED and plans[e.id].backend == backend),
-                key=launch_order,
-            )
+        for backend in sorted({e.plan.backend for e in exps}):
+            mine = [e for e in exps if e.plan.backend == backend]
+            running = [etas[e.id].remaining_s for e in mine if e.id in etas]
+            queued = sorted((e for e in mine if e.stage is Stage.QUEUED), key=launch_order)
             per = typical[backend]
-            todo = [None if per is None else per * plans[e.id].epochs for e in queued]
+            todo = [None if per is None else per * e.plan.epochs for e in queued]
             waiting += len(running) + len(todo)
             ends.append(eta.queue_empty_at(running, todo, settings.max_running(backend), now))
         return (None if None in ends else max(ends, default=now)), waiting
