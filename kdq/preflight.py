@@ -83,13 +83,16 @@ class StudentCheck:
         self.asked: list[tuple[str, str]] = []  # (spec file, key), every student of every spec
         self.unknown: dict[str, dict] = {}  # key: the student spec, for those never checked
         # A search may train any student of its space: every one is checked now.
-        for path, student in ((path, student) for path, spec in specs for student in search.students(spec)):
-            if student.library == "kdq":
-                continue  # the spec itself knows kdq's students
-            key = f"{student.library}=={installed(student.library)}:{student.name}"
-            self.asked.append((str(path), key))
-            if key not in self.known:
-                self.unknown[key] = student.model_dump(mode="json")
+        # Its size is the file's in the spec's export.weights (int8: about a quarter of fp32).
+        for path, spec in specs:
+            for student in search.students(spec):
+                if student.library == "kdq":
+                    continue  # the spec itself knows kdq's students
+                weights = spec.export.weights
+                key = f"{student.library}=={installed(student.library)}:{student.name}:{weights}"
+                self.asked.append((str(path), key))
+                if key not in self.known:
+                    self.unknown[key] = {**student.model_dump(mode="json"), "weights": weights}
         self.proc = None
         if self.unknown:
             cmd = [sys.executable, "-P", "-m", "kdq.train.students"]  # -P: no module from the cwd

@@ -135,9 +135,21 @@ class TrainSpec(Section):
     image_size: int = Field(224, ge=32, le=512, description="Student input size (the grader uses 224).")
     seed: int = Field(0, ge=0, le=MAX_SEED)
     tune_bias: bool = Field(False, description="Tune a per-class logit bias on validation for macro-F1.")
-    tta_flip: bool = Field(False, description="Average with the horizontal flip inside the exported model.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = Field(False, description="torch.compile the student for training (export is uncompiled).")
+
+
+class ExportSpec(Section):
+    weights: Literal["fp32", "int8"] = Field(
+        "int8",
+        description="How model.pt stores the weights: `int8` (per output channel, float32 scales, "
+        "dequantised in forward: float32 in, compute and out; ~4x smaller) or `fp32`.",
+    )
+    tta: Literal["none", "hflip", "dihedral4", "dihedral8"] = Field(
+        "none",
+        description="Views averaged inside model.pt: the picture and its mirror (`hflip`), its 4 flips, "
+        "or all 8 flips and rotations. `train.tta_flip = true` of older specs reads as `hflip`.",
+    )
 
 
 class DataSpec(Section):
@@ -220,9 +232,25 @@ class ExperimentSpec(Section):
     distill: DistillSpec = DistillSpec()
     train: TrainSpec = TrainSpec()
     data: DataSpec = DataSpec()
+    export: ExportSpec = ExportSpec()
     submit: SubmitSpec = SubmitSpec()
     backend: BackendSpec = BackendSpec()
     search: SearchSpec | None = Field(None, description="A search over this spec: docs/search.md.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tta_flip_is_export_tta(cls, raw: Any) -> Any:
+        """``train.tta_flip`` (older specs) is ``export.tta = "hflip"`` (false: the default)."""
+        train = raw.get("train") if isinstance(raw, dict) else None
+        if not isinstance(train, dict) or "tta_flip" not in train:
+            return raw
+        if not isinstance(train["tta_flip"], bool):
+            raise ValueError("train.tta_flip: true or false; better, export.tta = 'hflip' (or 'none')")
+        raw = {**raw, "train": {k: v for k, v in train.items() if k != "tta_flip"}}
+        if train["tta_flip"] is True:
+            export = raw.get("export") if isinstance(raw.get("export"), dict) else {}
+            raw["export"] = {"tta": "hflip", **export}
+        return raw
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentSpec:

@@ -198,3 +198,15 @@ def test_a_repeated_sweep_value_is_refused_before_the_store_sees_it(tmp_path):
         load_file(p)
     [one, two] = load_file(write(tmp_path, "ok.toml", 'name = "ok"\n[sweep]\n"train.seed" = [1, 2]\n'))
     assert (one.train.seed, two.train.seed) == (1, 2)
+
+
+def test_an_older_specs_train_tta_flip_reads_as_export_tta_hflip():
+    from kdq.spec import ExperimentSpec
+
+    old = ExperimentSpec.model_validate({"name": "a", "train": {"tta_flip": True}})
+    assert old.export.tta == "hflip" and old.export.weights == "int8"
+    assert ExperimentSpec.model_validate({"name": "a", "train": {"tta_flip": False}}).export.tta == "none"
+    both = {"name": "a", "train": {"tta_flip": True}, "export": {"tta": "dihedral8"}}
+    assert ExperimentSpec.model_validate(both).export.tta == "dihedral8"  # the new field wins
+    with pytest.raises(ValueError, match="train.tta_flip: true or false"):
+        ExperimentSpec.model_validate({"name": "a", "train": {"tta_flip": "yes"}})

@@ -1,6 +1,6 @@
 """What a trained student scores: predictions on whole pictures, macro-F1 with a bootstrap interval.
 
-    logits = predict(model, images, 224, device, tta_flip)      # rendered exactly like the grader's input
+    logits = predict(model, images, 224, device, views)         # rendered exactly like the grader's input
     lo, hi = bootstrap_ci(pred, y, num_classes)                  # 90% interval of macro-F1 (percentiles)
 
 The holdout split is scored only here, once, after the model is chosen: nothing that trains, stops,
@@ -18,18 +18,19 @@ from kdq.train.losses import macro_f1
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, images: torch.Tensor, size: int, device: torch.device, tta_flip: bool, batch: int = 256
+    model: nn.Module, images: torch.Tensor, size: int, device: torch.device, views: int = 1, batch: int = 256
 ) -> torch.Tensor:
-    """Logits (CPU float) for whole uint8 pictures, rendered exactly like the grader's input."""
-    model.eval()
+    """Logits (CPU float) for whole uint8 pictures, rendered exactly like the grader's input; ``views``:
+    averaged over that many flips and rotations, as the exported file does (kdq.train.export.Views)."""
+    from kdq.train.export import Views
+
+    model = Views(model, views).eval()
     out = []
     for i in range(0, len(images), batch):
         x = augment.render(images[i : i + batch].to(device), None, size)
         x = x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
             y = model(x).float()
-            if tta_flip:
-                y = 0.5 * (y + model(torch.flip(x, dims=[3])).float())
         out.append(y.cpu())
     return torch.cat(out) if out else torch.zeros(0, 0)
 

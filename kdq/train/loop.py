@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from kdq import runfolder
+from kdq import grader, runfolder
 from kdq.spec import ExperimentSpec
 from kdq.train import augment, data, export, losses, students
 from kdq.train.bias import crossfit_f1, tune_bias
@@ -186,7 +186,7 @@ def student(spec: ExperimentSpec, split: Split, targets) -> tuple[Step, Removabl
     tr, dist, device = spec.train, spec.distill, split.device
     torch.manual_seed(tr.seed)  # the student's initial weights depend on the seed alone
     model, pretrained_loaded = students.build_loaded(spec.student, split.nc)
-    students.check_size(model, spec.student.name)
+    students.check_size(model, spec.student.name, spec.export.weights)
     model = model.to(device)
     model = model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
     forward = torch.compile(model) if tr.compile else model  # trains; `model` itself is what is exported
@@ -342,7 +342,7 @@ def validate(
         state.update(best_epoch=epoch, best_state=last)
         return None, None
     idx = torch.as_tensor(split.val).to(split.device)
-    logits = predict(model, split.images[idx], tr.image_size, split.device, tr.tta_flip)
+    logits = predict(model, split.images[idx], tr.image_size, split.device, export.TTA_VIEWS[spec.export.tta])
     f1, _, _ = losses.macro_f1(logits.argmax(1), y, split.nc)
     if f1 > state["best_f1"]:
         best = {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}
@@ -379,12 +379,17 @@ def checkpoint(run_dir: Path, step: Step, state: dict) -> None:
 @dataclass
 class Best:
     """The exported model: the best epoch's weights on the CPU, the bias tuned on validation, the
-    cross-fitted validation F1 that tuning leaves honest, and the file's size."""
+    cross-fitted validation F1 that tuning leaves honest, and the file (``export.export``'s facts)."""
 
     model: nn.Module
     bias: torch.Tensor | None
     honest_f1: float | None
-    mb: float
+    file: Path
+    export: dict
+
+    @property
+    def mb(self) -> float:
+        return self.export["model_mb"]
 
 
 def export_best(spec: ExperimentSpec, step: Step, state: dict, split: Split, run_dir: Path) -> Best:
@@ -397,14 +402,15 @@ def export_best(spec: ExperimentSpec, step: Step, state: dict, split: Split, run
         y_val = split.labels[split.val]
         bias, _, _ = tune_bias(state["best_val_logits"], y_val)
         honest = crossfit_f1(state["best_val_logits"], y_val, seed=tr.seed)
-    mb = export.save(
-        model,
-        run_dir / runfolder.MODEL,
-        bias=bias,
-        tta="hflip" if tr.tta_flip else "none",
-        train_size=tr.image_size,
+    # the float and the exported model compared on validation pictures as the grader renders them
+    shown = split.ds.images[split.val[:64]]
+    example = augment.render(shown, None, grader.INPUT_SIZE) if len(shown) else None
+    file = run_dir / runfolder.MODEL
+    ex = spec.export
+    info = export.export(
+        model, file, bias=bias, tta=ex.tta, train_size=tr.image_size, weights=ex.weights, example=example
     )
-    return Best(model, bias, honest, mb)
+    return Best(model, bias, honest, file, info)
 
 
 # ---------------------------------------------------------------- evaluate
@@ -414,8 +420,10 @@ def evaluate(spec: ExperimentSpec, best: Best, state: dict, split: Split, target
     """metrics.json: the holdout, scored once, on the CPU like the grader (nothing above has seen it),
     beside validation's scores and what the run was."""
     tr, t, ds, labels, nc, bias = spec.train, spec.teacher, split.ds, split.labels, split.nc, best.bias
-    hold_logits = predict(best.model, ds.images[split.hold], tr.image_size, torch.device("cpu"), tr.tta_flip)
-    holdout = holdout_scores(hold_logits, bias, labels[split.hold], nc, seed=tr.seed)
+    # the file itself (its bias, views, resize and int8 weights inside) on the grader's 224 input
+    file = torch.jit.load(str(best.file), map_location="cpu")
+    hold_logits = predict(file, ds.images[split.hold], grader.INPUT_SIZE, torch.device("cpu"))
+    holdout = holdout_scores(hold_logits, None, labels[split.hold], nc, seed=tr.seed)
     y_val = labels[split.val]
     val_logits = state["best_val_logits"] if len(y_val) else torch.zeros(0, nc)  # a refit: none
     final_logits = val_logits + (bias if bias is not None else 0)
@@ -436,6 +444,7 @@ def evaluate(spec: ExperimentSpec, best: Best, state: dict, split: Split, target
         "best_epoch": state["best_epoch"] + 1,  # people count epochs from 1: every view shows it as is
         "epochs_run": state["epoch"] + 1,
         "model_mb": round(best.mb, 4),
+        "export": best.export,  # weights, tta, agreement and max_logit_error against the float model
         "params": sum(p.numel() for p in best.model.parameters()),
         "torch_version": torch.__version__,
         "device": str(split.device),

@@ -1,11 +1,11 @@
 """Student models by name, checked against the size limit before any training.
 
     model = build(spec.student, num_classes=10)     # kdq | timm | torchvision
-    check_size(model, name)                          # StudentError when the exported fp32 file would not fit
+    check_size(model, name, "int8")                  # StudentError when the exported file would not fit
     preflight(spec.student)                          # the same check at enqueue, on the meta device
 
 ``python -m kdq.train.students`` is that check in a process of its own (kdq.preflight runs it at
-enqueue): JSON ``{key: student spec}`` on stdin, ``{key: None or the error}`` on stdout.
+enqueue): JSON ``{key: student spec + "weights"}`` on stdin, ``{key: None or the error}`` on stdout.
 
 ``library="kdq"`` has ``tiny_cnn``: a few thousand parameters, trains in seconds on a CPU (tests,
 demos). timm models are created with ``scriptable=True`` so that ``torch.jit.script`` works on them;
@@ -28,6 +28,7 @@ from torch import nn
 
 from kdq import grader
 from kdq.spec import StudentSpec
+from kdq.train.quantize import file_mib
 
 
 class StudentError(ValueError):
@@ -159,28 +160,24 @@ def _replace(root: nn.Module, old: nn.Module, new: nn.Module) -> None:
     raise StudentError("could not find the classifier to replace")
 
 
-def size_mb(model: nn.Module) -> float:
-    """fp32 size of parameters and buffers in MiB (the TorchScript file is a little larger)."""
-    n = sum(t.numel() for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point())
-    return n * 4 / 2**20
-
-
-def check_size(model: nn.Module, name: str, max_mb: float = grader.MAX_MIB) -> float:
-    """The exported fp32 size in MiB (after reparameterization), or ``StudentError`` when over the limit."""
+def check_size(model: nn.Module, name: str, weights: str = "fp32", max_mb: float = grader.MAX_MIB) -> float:
+    """The exported file's weights in MiB as ``weights`` stores them (after reparameterization), or
+    ``StudentError`` when over the limit."""
     import copy
 
     model = reparameterize(copy.deepcopy(model).cpu().eval())
-    if size_mb(model) > max_mb * grader.PARAM_HEADROOM:
-        _too_large(model, name, max_mb)
-    return size_mb(model)
+    if file_mib(model, weights) > max_mb * grader.PARAM_HEADROOM:
+        _too_large(model, name, weights, max_mb)
+    return file_mib(model, weights)
 
 
-def _too_large(model: nn.Module, name: str, max_mb: float) -> None:
+def _too_large(model: nn.Module, name: str, weights: str, max_mb: float) -> None:
     params = sum(p.numel() for p in model.parameters())
     raise StudentError(
-        f"student {name!r} has {params / 1e6:.1f}M parameters = {size_mb(model):.1f} MiB in fp32, over the "
-        f"{max_mb} MiB limit of the course server; choose a smaller model (e.g. torchvision "
-        f"shufflenet_v2_x1_0, mobilenet_v3_large; timm mobilenetv4_conv_small, efficientnet_b0)"
+        f"student {name!r} has {params / 1e6:.1f}M parameters = {file_mib(model, weights):.1f} MiB in "
+        f"{weights}, over the {max_mb} MiB limit of the course server; choose a smaller model (e.g. "
+        f"torchvision shufflenet_v2_x1_0, mobilenet_v3_large; timm mobilenetv4_conv_small, efficientnet_b0)"
+        + ("" if weights == "int8" else " or set export.weights = 'int8'")
     )
 
 
@@ -191,17 +188,19 @@ def reparameterize(model: nn.Module) -> nn.Module:
     return reparameterize_model(model)
 
 
-def preflight(spec: StudentSpec, num_classes: int = 10, max_mb: float = grader.MAX_MIB) -> float:
-    """Check a student spec without training (at enqueue time): the name exists and the exported
-    fp32 size is under the limit. Returns the size in MiB or raises ``StudentError``."""
+def preflight(
+    spec: StudentSpec, weights: str = "fp32", num_classes: int = 10, max_mb: float = grader.MAX_MIB
+) -> float:
+    """Check a student spec without training (at enqueue time): the name exists and the exported file's
+    size in ``weights`` is under the limit. Returns the size in MiB or raises ``StudentError``."""
     spec = spec.model_copy(update={"pretrained": False})
     with torch.device("meta"):  # no memory, no weights, no init: just the shapes
         model = build(spec, num_classes)
-    if size_mb(model) <= max_mb * grader.PARAM_HEADROOM:
-        return size_mb(model)  # reparameterization only ever shrinks a model
-    if size_mb(model) > 8 * max_mb:  # not even reparameterization (at most ~4x smaller) brings it under
-        _too_large(model, spec.name, max_mb)
-    return check_size(build(spec, num_classes), spec.name, max_mb)
+    if file_mib(model, weights) <= max_mb * grader.PARAM_HEADROOM:
+        return file_mib(model, weights)  # reparameterization only ever shrinks a model
+    if file_mib(model, weights) > 8 * max_mb:  # not even reparameterization (at most ~4x smaller) helps
+        _too_large(model, spec.name, weights, max_mb)
+    return check_size(build(spec, num_classes), spec.name, weights, max_mb)
 
 
 def main() -> None:
@@ -210,7 +209,8 @@ def main() -> None:
     verdicts: dict[str, str | None] = {}
     for key, fields in json.load(sys.stdin).items():
         try:
-            preflight(StudentSpec.model_validate(fields))
+            weights = fields.pop("weights", "fp32")
+            preflight(StudentSpec.model_validate(fields), weights)
             verdicts[key] = None
         except StudentError as exc:
             verdicts[key] = str(exc)

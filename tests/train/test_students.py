@@ -3,6 +3,7 @@ import torch
 
 from kdq.spec import StudentSpec
 from kdq.train import export, students
+from kdq.train.quantize import file_mib
 from kdq.verify import check
 
 
@@ -49,7 +50,7 @@ def test_torchvision_student_gets_a_fresh_head_offline():  # pretrained = false:
 def test_timm_student_scripts_and_reparameterizes(tmp_path):
     model = students.build(StudentSpec(library="timm", name="mobileone_s0", pretrained=False), 10)
     deployed = students.check_size(model, "mobileone_s0")
-    assert deployed < students.size_mb(model)  # the training-time branches are fused for export
+    assert deployed < file_mib(model)  # the training-time branches are fused for export
     mb = export.save(model, tmp_path / "m.pt")
     assert abs(mb - deployed) < 0.5 and check(tmp_path / "m.pt")["output_shape"] == [4, 10]
 
@@ -126,3 +127,10 @@ def test_export_scripts_a_model_that_still_has_training_hooks(tmp_path):
         warnings.filterwarnings("error", message=".*tracing instead")
         export.save(model, tmp_path / "m.pt")
     assert torch.jit.load(str(tmp_path / "m.pt"))(torch.randn(1, 3, 224, 224)).shape == (1, 10)
+
+
+def test_a_student_too_large_in_fp32_fits_in_int8_and_is_priced_so():
+    spec = StudentSpec(library="torchvision", name="efficientnet_b3")  # 10.7M parameters: 41.2 MiB in fp32
+    with pytest.raises(students.StudentError, match=r"41\.2 MiB in fp32.*export\.weights = 'int8'"):
+        students.preflight(spec, "fp32")
+    assert 10 < students.preflight(spec, "int8") < 12
