@@ -20,15 +20,33 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from kdq import runfolder
-from kdq.backends.modal_gateway import CACHE, DATASET_MARK, OWNER, dataset_path, run_path
+from kdq.backends.modal_gateway import CACHE, DATASET_MARK, OWNER, dataset_path, lease_key, run_key, run_path
 
 HEARTBEAT_S = 30.0
 STALE_S = 180.0  # an owner silent this long is gone (its container died without Modal restarting it)
 STALL_S = 10 * 60.0  # no progress.json and no log output this long: the training hangs, stop it
 STOP_GRACE_S = 15.0  # of Modal's ~30 s after a preemption: time for the training's last checkpoint
+
+
+class Live(Protocol):
+    """What this code uses of a ``modal.Dict``: seen by every container and the worker at once."""
+
+    def put(self, key: str, value: Any, *, skip_if_exists: bool = False) -> bool: ...
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+
+class _Unshared:
+    """No shared dict: every lease is granted, nothing is published (the container code alone)."""
+
+    def put(self, key: str, value: Any, *, skip_if_exists: bool = False) -> bool:
+        return True
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return default
 
 
 class RunDied(RuntimeError):
@@ -142,7 +160,7 @@ def run_training(
     heartbeat_s: float = HEARTBEAT_S,
     stale_s: float = STALE_S,
     stall_s: float = STALL_S,
-    lease: Callable[[str, str], str] = lambda run_id, call_id: call_id,
+    live: Live = _Unshared(),  # noqa: B008 — stateless
     device: str = "cuda",
     env: dict[str, str] | None = None,
     python: str = sys.executable,
@@ -154,9 +172,10 @@ def run_training(
     Returns ``{"outcome": "done" | "error" | "duplicate", ...}``; raises ``RunDied`` when the training
     process vanished without a verdict, so that Modal's retries start it again (it resumes).
     ``local_dir``: the container's own disk, for the training lock and the live log. ``resume_from``:
-    an earlier run on the Volume whose checkpoint the training starts from (``kdq retry``). ``lease``:
-    ``(run_id, call_id) -> the call that holds the run``, first writer wins, atomically and at once
-    (the Volume's owner.json is seen only after a commit and a reload). ``device``:
+    an earlier run on the Volume whose checkpoint the training starts from (``kdq retry``). ``live``:
+    the app's ``modal.Dict``: the run's lease (first writer wins, atomically and at once: the Volume's
+    owner.json is seen only after a commit and a reload) and each heartbeat with the run's progress,
+    which the worker reads even while commits fail. ``device``:
     what the training must run on (a GPU container: ``cuda``, never a silent CPU fallback); ``env``:
     added to the training process's environment.
     """
@@ -172,7 +191,8 @@ def run_training(
             "outcome": "error",
             "error": f"{run_path(run_id)}/{runfolder.SPEC} is not on the Volume: launch the run with kdq",
         }
-    if (holder := lease(run_id, call_id)) != call_id:  # a second call for one run (a lost spawn reply)
+    taken = live.put(lease_key(run_id), call_id, skip_if_exists=True)
+    if not taken and (holder := live.get(lease_key(run_id))) != call_id:  # a second call (lost reply)
         log(f"{run_id}: call {holder} holds this run's lease; this call {call_id} stands down")
         return {"run_id": run_id, "call_id": call_id, "outcome": "duplicate", "owner": holder}
     owner = runfolder.read_json(run_dir / OWNER)
@@ -194,6 +214,12 @@ def run_training(
     def beat(pid: int | None, **extra: Any) -> None:
         record = {"call_id": call_id, "heartbeat": time.time(), "pid": pid, "attempts": attempts, **extra}
         runfolder.write_json(run_dir / OWNER, record)
+        try:
+            live.put(
+                run_key(run_id), {**record, "progress": runfolder.read_json(run_dir / runfolder.PROGRESS)}
+            )
+        except Exception as exc:  # noqa: BLE001 — the Volume still carries it; the next beat tries again
+            log(f"{run_id}: publishing the heartbeat failed: {exc!r}")
 
     beat(None)
     commit()  # claim the run before the (long) start of training

@@ -16,7 +16,7 @@ from pathlib import Path
 import modal
 
 from jobs.container import run_training
-from kdq.backends.modal_gateway import CACHE, MOUNT
+from kdq.backends.modal_gateway import CACHE, MOUNT, live_name
 from kdq.settings import Settings
 
 settings = Settings()
@@ -89,15 +89,9 @@ volume = modal.Volume.from_name(settings.modal_volume, create_if_missing=True)
 # The secret must exist before the first deploy: `kdq modal deploy` creates it (kdq/hf.py fills it).
 hf_secret = modal.Secret.from_name(settings.modal_secret)
 
-# Leases, visible to every container at once (a Volume file is seen only after a commit and a reload).
-live = modal.Dict.from_name(f"{settings.modal_app}-live", create_if_missing=True)
-
-
-def lease(run_id: str, call_id: str) -> str:
-    """The call that holds run ``run_id``: this one if it is the first to ask (an atomic put)."""
-    key = f"lease:{run_id}"
-    return call_id if live.put(key, call_id, skip_if_exists=True) else live.get(key)
-
+# Leases and heartbeats, seen by every container and the worker at once (a Volume file only after a
+# commit and a reload).
+live = modal.Dict.from_name(live_name(settings.modal_app), create_if_missing=True)
 
 # The image carries kdq and jobs (add_local_python_source): no second, automatic copy of this module.
 app = modal.App(settings.modal_app, image=image, include_source=False)
@@ -125,5 +119,5 @@ def train(run_id: str, dataset: str, resume_from: str | None = None) -> dict:
         call_id=modal.current_function_call_id() or "unknown",
         commit=volume.commit,
         reload=volume.reload,
-        lease=lease,
+        live=live,
     )

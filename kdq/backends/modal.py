@@ -261,10 +261,12 @@ class ModalBackend:
                     call_id = result["owner"]
                     continue
                 break
-            progress = self._json(f"{run}/{runfolder.PROGRESS}") or {}
+            beat = self.gateway.live_get(vol.run_key(handle["run_id"])) or {}  # at once, without a commit
+            progress = self._json(f"{run}/{runfolder.PROGRESS}") or beat.get("progress") or {}
             if state.state != "running":
                 return self._verdict(run, state, progress)
-            owner = self._json(f"{run}/{vol.OWNER}") or {}
+            progress = beat.get("progress") or progress
+            owner = beat if beat.get("attempts") else self._json(f"{run}/{vol.OWNER}") or {}
             used = gpu_minutes(owner.get("attempts") or [], time.time())
             limit = handle.get("max_gpu_min")
             if limit is not None and used > limit:

@@ -50,6 +50,21 @@ def run_path(run_id: str) -> str:
     return f"{RUNS}/{run_id}"
 
 
+# The app's modal.Dict: what must be seen at once, without a Volume commit.
+def live_name(app: str) -> str:
+    return f"{app}-live"
+
+
+def lease_key(run_id: str) -> str:
+    """The call that holds the run (first writer wins)."""
+    return f"lease:{run_id}"
+
+
+def run_key(run_id: str) -> str:
+    """The container's latest heartbeat: owner.json's record plus progress.json."""
+    return f"run:{run_id}"
+
+
 def dataset_path(name: str) -> str:
     return f"{DATASETS}/{name}"
 
@@ -83,6 +98,9 @@ class Gateway(Protocol):
     def call_state(self, call_id: str) -> CallState: ...
 
     def cancel(self, call_id: str) -> None: ...
+
+    def live_get(self, key: str) -> Any:
+        """A value of the app's modal.Dict (``live_name``), or ``None``."""
 
     def read_file(self, path: str) -> bytes | None:
         """The whole (small) file, or ``None`` when it is not on the Volume."""
@@ -197,6 +215,11 @@ class ModalGateway:
 
         return modal.FunctionCall.from_id(call_id)
 
+    def _live(self):
+        import modal
+
+        return modal.Dict.from_name(live_name(self.settings.modal_app), create_if_missing=True)
+
     # ------------------------------------------------------------ calls
 
     def spawn(
@@ -240,6 +263,9 @@ class ModalGateway:
 
     def cancel(self, call_id: str) -> None:
         self._call(call_id).cancel(terminate_containers=True)
+
+    def live_get(self, key: str) -> Any:
+        return self._live().get(key)
 
     # ------------------------------------------------------------ the Volume
 

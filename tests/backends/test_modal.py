@@ -115,6 +115,9 @@ class Mount:
         self.seen = _files(self.dir)
 
     def _refuse_if_open(self) -> None:
+        if self.volume.held_open:
+            self.volume.refused += 1
+            raise RuntimeError(f"there are open files preventing the operation: {self.volume.held_open}")
         if open_files := _open_files_under(self.dir):
             self.volume.refused += 1
             raise RuntimeError(f"there are open files preventing the operation: {open_files[0]}")
@@ -171,6 +174,7 @@ class FakeVolume:
         self.fail_uploads = 0  # fail the next N batches with a ConnectionError
         self.block_faults: list[BaseException] = []  # raised, one per read, after the first block
         self.uploaded: list[str] = []
+        self.held_open = ""  # a file the training holds open (a cold teacher pass): commits fail
 
     def store(self, items) -> None:
         if self.fail_uploads:
@@ -207,6 +211,25 @@ class FakeVolume:
 
 
 # ---------------------------------------------------------------- calls
+
+
+class FakeDict:
+    """``modal.Dict``: ``put(..., skip_if_exists=True)`` is atomic, first writer wins; seen at once."""
+
+    def __init__(self):
+        self.data: dict = {}
+        self.lock = threading.Lock()
+
+    def put(self, key, value, *, skip_if_exists: bool = False) -> bool:
+        with self.lock:
+            if skip_if_exists and key in self.data:
+                return False
+            self.data[key] = json.loads(json.dumps(value))  # pickled on Modal: a copy
+            return True
+
+    def get(self, key, default=None):
+        with self.lock:
+            return self.data.get(key, default)
 
 
 @dataclass
@@ -274,8 +297,7 @@ class FakeModal(ModalGateway):
         self.heartbeat_s = 0.2
         # The stand-in GPU is this machine's CPU; without one the container asks for CUDA and sees none.
         self.cuda = True
-        self.live: dict = {}  # the modal.Dict of leases
-        self.live_lock = threading.Lock()
+        self.live = FakeDict()  # the app's modal.Dict
 
     def _gate(self) -> None:
         if self.no_credentials:
@@ -336,7 +358,7 @@ class FakeModal(ModalGateway):
                     reload=mount.reload,
                     local_dir=self.base / "local" / f"{call.id}-{call.attempts}",
                     heartbeat_s=self.heartbeat_s,
-                    lease=self.lease,
+                    live=self.live,
                     device="cpu" if self.cuda else "cuda",
                     env=None if self.cuda else {"CUDA_VISIBLE_DEVICES": ""},
                     log=lambda msg, c=call: self._log(c, msg),
@@ -367,10 +389,9 @@ class FakeModal(ModalGateway):
         with contextlib.suppress(RuntimeError):
             mount.commit()
 
-    def lease(self, run_id: str, call_id: str) -> str:
-        """``modal.Dict.put(key, value, skip_if_exists=True)``: atomic, first writer wins."""
-        with self.live_lock:
-            return self.live.setdefault(f"lease:{run_id}", call_id)
+    def _live(self) -> FakeDict:
+        self._gate()
+        return self.live
 
     def preempt(self, call_id: str) -> None:
         call = self.calls[call_id]
@@ -717,6 +738,24 @@ def test_progress_and_the_log_reach_the_volume_while_the_run_trains(backend, fak
     wait_for(lambda: fake.calls[handle["call_id"]].state != "running")
 
 
+def test_progress_reaches_the_worker_while_every_commit_fails(backend, fake):
+    """A cold run holds Volume files open for minutes, and every commit fails meanwhile: the heartbeat
+    and the progress still reach the worker, through the app's modal.Dict."""
+    handle = backend.launch("dict-1", tiny_spec(train={"epochs": 200}))
+    owner_with_pid(fake, "dict-1")  # claimed (committed)
+    fake.volume.held_open = "/vol/datasets/synth/img_00001.jpg"
+    try:
+        seen = (runfolder.read_json(fake.root / "runs/dict-1" / runfolder.PROGRESS) or {}).get("epoch", 0)
+        status = wait_for(lambda: (s := backend.poll(handle)).progress.get("epoch", 0) >= seen + 2 and s, 60)
+        assert status.state == "running"
+        on_volume = runfolder.read_json(fake.root / "runs/dict-1" / runfolder.PROGRESS) or {}
+        assert on_volume.get("epoch", 0) == seen  # the Volume lags: no commit got through
+    finally:
+        fake.volume.held_open = ""
+        backend.cancel(handle)
+        wait_for(lambda: fake.calls[handle["call_id"]].state != "running")
+
+
 def test_a_commit_with_a_file_open_on_the_volume_is_refused(tmp_path):
     """The stand-in itself: an open file under the mount makes commit and reload fail, like Modal."""
     volume = FakeVolume(tmp_path)
@@ -795,7 +834,7 @@ def test_a_second_call_for_one_run_stands_down_before_any_commit_is_visible(fake
         return container.run_training(
             mount.dir, "ls-1", "synth", call_id=call_id, commit=lambda: None, reload=lambda: None,
             local_dir=folder / "local", heartbeat_s=3600, python=stub_trainer(folder), log=lambda m: None,
-            lease=fake.lease,
+            live=fake.live,
         )  # fmt: skip
 
     thread = threading.Thread(target=call, args=("fc-1", first), daemon=True)
