@@ -78,3 +78,23 @@ def test_the_local_example_trains_on_this_machine_on_the_users_dataset(settings,
     assert state == "succeeded", backend.poll(handle).error
     metrics = runfolder.read_json(backend.run_dir("example-1") / runfolder.METRICS)
     assert metrics["model_mb"] < 25 and metrics["best_epoch"] == 1
+
+
+def test_the_recipe_is_a_real_night_and_enqueues_with_its_cost(home, hw3):
+    """configs/recipe.toml uses every lever of a real night, and `kdq enqueue --dry-run` prices it."""
+    from typer.testing import CliRunner
+
+    from kdq.cli.main import app
+
+    [path] = [p for p in CONFIGS if p.name == "recipe.toml"]
+    [s] = load_file(path)
+    assert s.student.pretrained and not s.student.allow_scratch and s.teacher.views >= 32
+    assert s.distill.loss in ("dist", "dkd") and s.distill.kd_warmup_epochs > 0
+    assert s.train.epochs >= 100 and s.train.patience is None and s.train.ema_decay
+    assert s.data.decode_size >= 320 and s.data.refit and s.backend.kind == "modal"
+    r = CliRunner().invoke(app, ["enqueue", str(path), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.output.split())
+    assert (
+        "would queue recipe" in out and "650,000 teacher forwards" in out and "GPU-minutes on an H100" in out
+    )
