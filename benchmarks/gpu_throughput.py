@@ -55,7 +55,7 @@ def student_rate(
     images = torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8, device=device)
     gen = torch.Generator().manual_seed(0)
     view_params = torch.cat(
-        [augment.identity(n).unsqueeze(1), augment.sample(n * views, gen).view(n, views, 9)], 1
+        [augment.identity(n).unsqueeze(1), augment.sample(n * views, gen).view(n, views, -1)], 1
     )
     targets = Targets(
         view_params, torch.randn(n, views + 1, dim).half(), torch.randn(n, views + 1, 10), 0.0, views + 1
@@ -69,7 +69,7 @@ def student_rate(
     )
     order = torch.randint(0, n, (steps + 3, batch), generator=gen).to(device)
     view = torch.randint(views + 1, (steps + 3, batch), generator=gen).to(device)
-    fresh = augment.sample((steps + 3) * batch, gen).view(steps + 3, batch, 9).to(device)
+    fresh = augment.sample((steps + 3) * batch, gen).view(steps + 3, batch, -1).to(device)
 
     model.train()
     for i in range(3):  # warm-up: cuDNN autotuning, the allocator, compilation

@@ -79,6 +79,22 @@ class TeacherSpec(Section):
     resize: Literal["pad", "squash"] = Field(
         "pad", description="Teacher input: pad to a square then resize (MedSigLIP's own code), or squash."
     )
+    mix_views: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Cached views per picture that mix it with a partner (mixup or cutmix), embedded once; "
+        "the student trains on exactly that mix.",
+    )
+    mix_alpha: float = Field(
+        1.0, gt=0, le=10, description="Mixed views: lambda ~ Beta(mix_alpha, mix_alpha)."
+    )
+    mix_cutmix: float = Field(0.5, ge=0, le=1, description="Share of the mixed views that are cutmix boxes.")
+    crop_min: float = Field(0.25, gt=0, le=1, description="Smallest crop of a view, a fraction of the area.")
+    dihedral: bool = Field(
+        True, description="Views turned by quarter turns too (with the flip: vertical flips as well)."
+    )
+    jitter: float = Field(0.25, ge=0, lt=1, description="Brightness, contrast and saturation jitter (+-).")
 
 
 TEMPERATURE = {"hinton": 4.0, "dkd": 1.0, "dist": 1.0}  # each loss's own T (docs/training.md: sources)

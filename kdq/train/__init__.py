@@ -4,7 +4,8 @@ layout.py    the class folders and their pictures, found without decoding (no to
 data.py      decode once (uint8, bounded memory), duplicate groups, train/val/holdout
 augment.py   replayable on-device views (squashed or padded) and the grader's normalization
 teacher.py   SigLIP embeddings of the plain picture and V views, cached once; probe or zero-shot logits
-probe.py     the linear probe (L-BFGS), out-of-fold by duplicate group
+probe.py     the teacher head (probe, MLP, ensemble): L2 by grouped CV, out-of-fold, calibrated
+mixing.py    mixed views (mixup, cutmix) cached with their partners, replayed by the student
 students.py  kdq / timm / torchvision students, size checked before training
 losses.py    CE, Hinton KD, DKD, embedding distillation, macro-F1; the spec's loss of one batch
 bias.py      per-class logit bias tuned on validation (cross-fitted score)

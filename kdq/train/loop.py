@@ -168,7 +168,9 @@ def teacher_targets(spec: ExperimentSpec, split: Split, run_dir: Path, data_dir:
         cache_dir,
         split.device,
         seed=spec.data.split_seed,
-        decode=lambda size: data.stream(data.find_root(data_dir), ds.files, size),  # not the cached root
+        decode=lambda size, index: data.stream(  # not the cached root
+            data.find_root(data_dir), [ds.files[i] for i in index], size
+        ),
         groups=split.groups,
         on_progress=embedded,
     ).to(split.device)
@@ -319,7 +321,7 @@ def train_epoch(spec: ExperimentSpec, split: Split, step: Step, epoch: int) -> d
     n = len(split.train)
     order = torch.as_tensor(split.train)[torch.randperm(n, generator=gen)].to(device)
     view = torch.randint(targets.views, (n,), generator=gen).to(device) if targets else None
-    fresh = augment.sample(n, gen).to(device)  # fresh random crops, trained on the label alone
+    fresh = augment.sample(n, gen, **augment.options(spec.teacher)).to(device)  # trained on labels alone
     sums = dict.fromkeys((*PARTS, "correct"), 0.0)
     for b in range(steps_per_epoch(tr, n)):
         sl = slice(b * tr.batch_size, (b + 1) * tr.batch_size)

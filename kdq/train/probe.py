@@ -102,15 +102,7 @@ def assign_folds(y: torch.Tensor, groups, k: int, seed: int) -> np.ndarray:
     from sklearn.model_selection import StratifiedGroupKFold
 
     y = np.asarray(torch.as_tensor(y).cpu())
-    counts = np.bincount(y)
-    counts = counts[counts > 0]
-    k = int(min(k, counts.min()))
-    if k < 2:
-        raise ValueError(
-            f"a class has {int(counts.min())} training image(s); out-of-fold teacher logits need 2 or "
-            "more per class: add images, lower data.val_fraction or data.holdout_fraction, or use "
-            "teacher.head = 'zeroshot'"
-        )
+    k = min(k, check_counts(y))
     groups = np.arange(len(y)) if groups is None else np.asarray(groups)
     fold = np.zeros(len(y), dtype=np.int64)
     splitter = StratifiedGroupKFold(k, shuffle=True, random_state=seed)
@@ -119,16 +111,32 @@ def assign_folds(y: torch.Tensor, groups, k: int, seed: int) -> np.ndarray:
     return fold
 
 
-def oof(fit, x: torch.Tensor, y: torch.Tensor, fold: np.ndarray) -> torch.Tensor:
+def check_counts(y) -> int:
+    """The fewest pictures of a class in ``y``: 2 or more, or a ``ValueError`` that says what to do."""
+    counts = np.bincount(np.asarray(torch.as_tensor(y).cpu()))
+    fewest = int(counts[counts > 0].min())
+    if fewest < 2:
+        raise ValueError(
+            f"a class has {fewest} training image(s); out-of-fold teacher logits need 2 or more per "
+            "class: add images, lower data.val_fraction or data.holdout_fraction, or use "
+            "teacher.head = 'zeroshot'"
+        )
+    return fewest
+
+
+def oof(fit, x: torch.Tensor, y: torch.Tensor, fold: np.ndarray, extra: torch.Tensor | None = None):
     """Out-of-fold logits [n,V,C] (CPU) of ``x`` [n,V,D]: each fold's from ``fit(x_rest, y_rest)``, a
-    module fitted on the other folds (``y_rest`` has one label per row of ``x_rest.flatten(0, 1)``)."""
+    module fitted on the other folds (``y_rest`` has one label per row of ``x_rest.flatten(0, 1)``).
+    ``extra`` [n,M,D]: more views, predicted by the same modules but never fitted on (the mixed views,
+    whose label is no one picture's): then [n,V+M,C]."""
     n, v, _ = x.shape
     y, out = y.cpu(), None
+    both = x if extra is None else torch.cat([x, extra], 1)
     for f in np.unique(fold):
         held, rest = (torch.as_tensor(np.flatnonzero(s)) for s in (fold == f, fold != f))
         net = fit(x[rest.to(x.device)], y[rest].repeat_interleave(v))
-        logits = net(x[held.to(x.device)].flatten(0, 1)).view(len(held), v, -1).cpu()
-        out = torch.zeros(n, v, logits.shape[-1]) if out is None else out
+        logits = net(both[held.to(x.device)].flatten(0, 1)).view(len(held), both.shape[1], -1).cpu()
+        out = torch.zeros(n, both.shape[1], logits.shape[-1]) if out is None else out
         out[held] = logits
     return out
 
@@ -201,14 +209,17 @@ class Fitted:
         return (self.module(x.float()) / self.info["temperature"]).cpu()
 
 
-def fit_head(head, x, y, nc, fold, grid=GRID, weight=None, seed: int = 0, members: int = 5) -> Fitted:
+def fit_head(
+    head, x, y, nc, fold, grid=GRID, weight=None, seed: int = 0, members: int = 5, extra=None
+) -> Fitted:
     """The teacher head ``head`` on training images ``x`` [n,V,D]: L2 chosen per kind by ``choose_l2``;
-    out-of-fold logits of every view; the temperature fitted on them; the head refitted on all images."""
+    out-of-fold logits of every view (and of the ``extra`` views, never fitted on); the temperature
+    fitted on those of ``x``; the head refitted on all images."""
     kinds = ("probe", "mlp") if head == "ensemble" else (head,)
     l2 = {k: choose_l2(k, x, y, nc, fold, grid, weight, seed)[0] for k in kinds}
     fit = _fitter(head, nc, l2 if head == "ensemble" else l2[head], weight, seed, members)
-    raw = oof(fit, x, y, fold)
-    t = calibrate(raw.flatten(0, 1), y.cpu().repeat_interleave(x.shape[1]), weight)
+    raw = oof(fit, x, y, fold, extra)
+    t = calibrate(raw[:, : x.shape[1]].flatten(0, 1), y.cpu().repeat_interleave(x.shape[1]), weight)
     info = {
         "head": head,
         "l2": l2 if head == "ensemble" else l2[head],

@@ -54,7 +54,7 @@ class Step:
             v = view[:k]
             p = torch.cat([t.params[idx[:k], v], fresh[k:]])
             t_logits = t.logits[idx[:k], v]
-        x = augment.render(self.images[idx], p, self.image_size)
+        x = augment.replay(self.images, idx, p, self.image_size, mixed=t is not None and t.mixed)
         cuda = device.type == "cuda"
         x = x.contiguous(memory_format=torch.channels_last) if cuda else x
         with torch.autocast("cuda", torch.bfloat16) if cuda else contextlib.nullcontext():

@@ -1,19 +1,22 @@
-"""The teacher: SigLIP image embeddings of the plain picture and V augmented views, computed once and
-cached; class logits from a linear probe (out-of-fold for training images) or from zero-shot prompts.
+"""The teacher: SigLIP image embeddings of the plain picture, V augmented views and M mixed views,
+computed once and cached; class logits from a head on them (``kdq.train.probe``: probe, MLP or
+ensemble, out-of-fold for training images, calibrated) or from zero-shot prompts.
 
     targets = prepare(spec.teacher, decoded, train_idx, val_idx, cache_dir, device, groups=gid)
     targets.params[i, v]      the view (augment parameters) the teacher saw of image i; v = 0 is the
-                              plain picture, 1..V the cached augmented views
-    targets.embeddings[i, v]  its image embedding
-    targets.logits[i, v]      its class logits (out-of-fold probe for training images)
+                              plain picture, 1..V the augmented views, then the mixed views
+    targets.embeddings[i, v]  its pooled image embedding
+    targets.logits[i, v]      its class logits (out-of-fold for training images)
     targets.val_f1            the head's macro-F1 on the plain validation images: the student's ceiling
+    targets.probe             the head's record: {head, l2, cv_f1, temperature}
 
 ``model`` is a Hugging Face id (``google/medsiglip-448``: gated; huggingface_hub finds the user's
-token), or a randomly initialised stand-in built from a SiglipConfig (``RANDOM``). Pictures reach the
-teacher decoded at its own input size, streamed in chunks (never all at once), padded to a square
-(``teacher.resize = "pad"``, MedSigLIP's own preprocessing) or squashed. The cache is keyed by
-teacher, dataset fingerprint, decode size, preprocessing, resize and V; the split and the head are not
-part of the key, so every experiment on the dataset reuses it.
+token), or a randomly initialised stand-in built from a SiglipConfig (``RANDOM``); only the vision
+tower is loaded unless zero-shot needs the text tower. Pictures reach the teacher decoded at its own
+input size, streamed in chunks (never all at once), padded to a square (``teacher.resize = "pad"``,
+MedSigLIP's own preprocessing) or squashed. The cache is keyed by teacher, dataset fingerprint, decode
+size, preprocessing, resize, features, V, the view ranges and the mixed views; the split and the head
+are not part of the key (the logits are computed per run), so every experiment on the dataset reuses it.
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from kdq import hf, runfolder
 from kdq.spec import TeacherSpec
-from kdq.train import augment, probe
+from kdq.train import augment, mixing, probe
 from kdq.train.losses import macro_f1
 
 
@@ -55,8 +59,9 @@ RANDOM = {  # name -> (vision config, text config): randomly initialised stand-i
     "random-so400m-448": (_tower(1152, 4304, 27, 16, image_size=448, patch_size=14), _SMALL_TEXT),
 }
 TEXT_LENGTH = 64  # SigLIP's text tower was trained on prompts padded to 64 tokens
-CACHE_VERSION = 3  # 3: the cache key names the head's input (teacher.features)
-BATCH = 256  # views per teacher forward
+CACHE_VERSION = 4  # 4: dihedral views, the augmentation ranges and the mixed views in the key
+FOLDS = 5  # folds of the out-of-fold head, fixed per dataset (the mixed views' partners share one)
+BATCH = mixing.BATCH  # views per teacher forward
 
 
 @dataclass
@@ -73,12 +78,25 @@ class Teacher:
 
     @torch.no_grad()
     def embed(
-        self, images: torch.Tensor, params: torch.Tensor | None, aspect: torch.Tensor | None = None
+        self,
+        images: torch.Tensor,
+        params: torch.Tensor | None,
+        aspect: torch.Tensor | None = None,
+        partners: torch.Tensor | None = None,
+        partner_aspect: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Image embeddings (float32 [B, D], or [B, 2D] with the patch mean) of views of uint8
-        ``images`` (padded when ``aspect``), on the teacher's device."""
+        ``images`` (padded when ``aspect``; mixed with ``partners`` as ``params`` say), on the device."""
         x = augment.render(
-            images.to(self.device), params, self.image_size, self.mean, self.std, self.dtype, aspect
+            images.to(self.device),
+            params,
+            self.image_size,
+            self.mean,
+            self.std,
+            self.dtype,
+            aspect,
+            None if partners is None else partners.to(self.device),
+            partner_aspect,
         )
         out = self.vision(pixel_values=x)
         if self.features == "pooled":
@@ -168,10 +186,11 @@ def preprocessing(name: str) -> tuple[int, tuple, tuple]:
 # ---------------------------------------------------------------- the embedding cache
 
 
-def view_params(n: int, views: int, fingerprint: str) -> torch.Tensor:
-    """The V views of every image: fixed per dataset, so any cache entry can be rendered again."""
+def view_params(n: int, views: int, fingerprint: str, options: dict | None = None) -> torch.Tensor:
+    """The V views of every image: fixed per dataset, so any cache entry can be rendered again;
+    ``options``: ``augment.sample``'s ranges (``augment.options(spec)``)."""
     gen = torch.Generator().manual_seed(int(fingerprint[:8], 16))
-    return augment.sample(n * views, gen).view(n, views, len(augment.FIELDS))
+    return augment.sample(n * views, gen, **(options or {})).view(n, views, len(augment.FIELDS))
 
 
 def cache_path(
@@ -183,7 +202,10 @@ def cache_path(
     preprocessing: tuple[int, tuple, tuple],
     resize: str = "squash",
     features: str = "pooled",
+    extra: dict | None = None,
 ) -> Path:
+    """The cache entry of these embeddings; ``extra``: what else they depend on (the view ranges, the
+    mixed views and their folds)."""
     size, mean, std = preprocessing
     body = {
         "v": CACHE_VERSION,
@@ -197,6 +219,7 @@ def cache_path(
         "resize": resize,
         "features": features,
         "augment": augment.FIELDS,
+        **(extra or {}),
     }
     key = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:20]
     return Path(cache_dir) / "teacher" / f"{name.replace('/', '--')}-{key}.pt"
@@ -211,12 +234,14 @@ def embed_stream(
     aspect: torch.Tensor | None = None,
     batch: int = BATCH,
     on_progress: Callable[[int, int], None] | None = None,
+    options: dict | None = None,
 ) -> dict:
     """``{"params": [N,V,F], "views": [N,V,D] fp16, "plain": [N,D] fp16}`` from ``(start, uint8 chunk)``
     pairs covering the N pictures in order: only one chunk of pictures is in memory at a time, and its
     embeddings stay on the device until the chunk is done (one copy back per chunk).
-    ``on_progress(done, N)`` after each chunk: the pictures embedded so far (kdq status shows them)."""
-    params = view_params(n, views, fingerprint)
+    ``on_progress(done, N)`` after each chunk: the pictures embedded so far (kdq status shows them).
+    ``options``: the views' ranges (``augment.options``)."""
+    params = view_params(n, views, fingerprint, options)
     plain_out, views_out = None, None
     for start, imgs in chunks:
         c = len(imgs)
@@ -292,6 +317,7 @@ class Targets:
     views: int  # V+1
     probe: dict | None = None  # the head: {head, l2, cv_f1, temperature} (None for zero-shot)
     per_class_f1: list[float] | None = None  # the head's F1 per class on the plain validation pictures
+    mixed: bool = False  # views after the first V+1 are mixed pictures: the student renders partners
 
     def to(self, device: torch.device) -> Targets:
         """The same targets on ``device``: a training step then indexes them there, no copy per step."""
@@ -301,44 +327,68 @@ class Targets:
         )
 
 
-def _cached(
-    spec: TeacherSpec, ds, cache_dir, device, decode, on_progress=None
-) -> tuple[dict, Teacher | None]:
-    """The cached embeddings of ``ds`` (computed once on a miss), and the teacher if it was loaded: a
-    cache miss needs its vision tower, zero-shot prompts its text tower."""
+def _cached(spec: TeacherSpec, ds, cache_dir, device, decode, fold, on_progress=None):
+    """``(cached embeddings of ds, the teacher if it was loaded)``, computed once on a cache miss (the
+    vision tower is loaded then; zero-shot prompts need the text tower anyway). ``decode(size, index)``
+    streams pictures ``index`` at the teacher's size; ``fold`` (dataset folds) pairs the mixed views."""
     prep = preprocessing(spec.model)
     size = max(prep[0], ds.images.shape[-1]) if decode else ds.images.shape[-1]
+    if size == ds.images.shape[-1]:  # the decoded pictures are the teacher's
+        decode = lambda _, index: _from_memory(ds.images, index)  # noqa: E731
+    extra = {"options": augment.options(spec)}
+    if spec.mix_views:
+        digest = hashlib.sha256(np.ascontiguousarray(fold, dtype=np.int64).tobytes()).hexdigest()[:12]
+        extra["mix"] = [spec.mix_views, spec.mix_alpha, spec.mix_cutmix, digest, mixing.BLOCK]
     path = None
     if cache_dir:
         path = cache_path(
-            cache_dir, spec.model, ds.fingerprint, size, spec.views, prep, spec.resize, spec.features
+            cache_dir, spec.model, ds.fingerprint, size, spec.views, prep, spec.resize, spec.features, extra
         )
     teacher = None  # loaded only when needed
     if path is None or not path.exists() or spec.head == "zeroshot":
         teacher = load(spec.model, device, text=spec.head == "zeroshot", features=spec.features)
     if path and path.exists():
         return torch.load(path, weights_only=True), teacher
-    chunks = decode(size) if size != ds.images.shape[-1] else [(0, ds.images)]
+    n = len(ds.files)
     aspect = ds.sizes[:, 0] / ds.sizes[:, 1] if spec.resize == "pad" else None
+    chunks = decode(size, np.arange(n))
     cached = embed_stream(
-        teacher, chunks, len(ds.files), ds.fingerprint, spec.views, aspect, on_progress=on_progress
+        teacher,
+        chunks,
+        n,
+        ds.fingerprint,
+        spec.views,
+        aspect,
+        on_progress=on_progress,
+        options=extra["options"],
     )
+    if spec.mix_views:
+        cached["mix_params"], blocks = mixing.plan(spec, fold, ds.fingerprint)
+        cached["mix"] = mixing.embed(teacher, decode, size, cached["mix_params"], blocks, aspect)
     if path:
         _save(cached, path)
     return cached, teacher
 
 
-def _head(spec: TeacherSpec, emb, y, train_idx, val_idx, nc, device, seed, groups):
-    """Calibrated logits [N,V+1,C] of every picture from the head fitted on the training pictures
-    (out-of-fold for them), and the head's record."""
+def _from_memory(images: torch.Tensor, index, chunk: int = 64):
+    """``(start, uint8 chunk)`` of in-memory pictures ``images[index]``, as ``data.stream`` gives them."""
+    index = torch.as_tensor(np.asarray(index))
+    return ((k, images[index[k : k + chunk]]) for k in range(0, len(index), chunk))
+
+
+def _head(spec: TeacherSpec, emb, y, train_idx, val_idx, nc, device, seed, fold, v):
+    """Calibrated logits [N,V+1+M,C] of every picture from the head fitted on the first ``v`` views of
+    the training pictures (out-of-fold for them, mixed views too), and the head's record."""
+    probe.check_counts(y[train_idx])
     parts = 2 if spec.features == "pooled+patch" else 1
     x = probe.features(emb[train_idx].to(device), parts)  # fitted where the student trains
     counts = torch.bincount(y[train_idx], minlength=nc).float()
     weight = counts.sum() / (nc * counts.clamp(min=1))
-    g = None if groups is None else torch.as_tensor(groups)[train_idx].numpy()
-    fold = probe.assign_folds(y[train_idx], g, 5, seed)
-    fitted = probe.fit_head(spec.head, x, y[train_idx], nc, fold, spec.l2, weight, seed, spec.members)
-    del x
+    extra = x[:, v:] if emb.shape[1] > v else None
+    fitted = probe.fit_head(
+        spec.head, x[:, :v], y[train_idx], nc, fold[train_idx], spec.l2, weight, seed, spec.members, extra
+    )
+    del x, extra
     logits = torch.zeros(len(y), emb.shape[1], nc)
     logits[train_idx] = fitted.oof
     x_val = probe.features(emb[val_idx].to(device), parts)
@@ -354,31 +404,38 @@ def prepare(
     cache_dir: Path | None,
     device: torch.device,
     seed: int = 0,
-    decode: Callable[[int], Iterable[tuple[int, torch.Tensor]]] | None = None,
+    decode: Callable[[int, np.ndarray], Iterable[tuple[int, torch.Tensor]]] | None = None,
     groups=None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Targets:
-    """Targets for every image of ``ds``. ``decode(size)`` streams the same pictures decoded at another
-    size, as ``(start, uint8 chunk)``: when the teacher's input is larger than ``ds``'s pictures, its
-    views are rendered from that (once, on a cache miss), so it never sees upsampled pictures.
-    ``groups`` (duplicate group per image) keeps near-copies in one fold of the out-of-fold head.
-    ``on_progress(done, N)``: the pictures embedded so far, on a cache miss."""
-    cached, teacher = _cached(spec, ds, cache_dir, device, decode, on_progress)
+    """Targets for every image of ``ds``. ``decode(size, index)`` streams pictures ``index`` of ``ds``
+    decoded at another size, as ``(start, uint8 chunk)``: when the teacher's input is larger than
+    ``ds``'s pictures, its views are rendered from that (once, on a cache miss), so it never sees
+    upsampled pictures. ``groups`` (duplicate group per image) keeps near-copies in one fold of the
+    out-of-fold head. ``on_progress(done, N)``: the pictures embedded so far, on a cache miss."""
     n, nc, y = len(ds.files), len(ds.classes), ds.labels
+    fold = None
+    if spec.head != "zeroshot" or spec.mix_views:  # per dataset: the mixed views' partners share it
+        fold = probe.assign_folds(y, groups, FOLDS, seed=0)
+    cached, teacher = _cached(spec, ds, cache_dir, device, decode, fold, on_progress)
     params = torch.cat([augment.identity(n).unsqueeze(1), cached["params"]], 1)
     emb = torch.cat([cached["plain"].unsqueeze(1), cached["views"]], 1)
-    v = emb.shape[1]
+    v = emb.shape[1]  # the plain picture and its augmented views; the mixed views after them
+    if spec.mix_views:
+        params, emb = torch.cat([params, cached["mix_params"]], 1), torch.cat([emb, cached["mix"]], 1)
     train_idx, val_idx = torch.as_tensor(train_idx), torch.as_tensor(val_idx)
     info = None
     pooled = emb[..., : emb.shape[-1] // 2] if spec.features == "pooled+patch" else emb
     if spec.head == "zeroshot":
-        logits = zero_shot_logits(teacher, ds.classes, pooled.reshape(n * v, -1)).view(n, v, nc)
+        logits = zero_shot_logits(teacher, ds.classes, pooled.flatten(0, 1)).view(n, emb.shape[1], nc)
     else:
-        logits, info = _head(spec, emb, y, train_idx, val_idx, nc, device, seed, groups)
+        logits, info = _head(spec, emb, y, train_idx, val_idx, nc, device, seed, fold, v)
+    pooled = pooled.contiguous()
+    mixing.partners_in_training(train_idx, v, params, pooled, logits)
     val_f1, per_class = float("nan"), None
     if len(val_idx):
         val_f1, per_class, _ = macro_f1(logits[val_idx, 0].argmax(1), y[val_idx], nc)  # plain pictures
     del teacher
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return Targets(params, pooled.contiguous(), logits, val_f1, v, info, per_class)
+    return Targets(params, pooled, logits, val_f1, emb.shape[1], info, per_class, spec.mix_views > 0)

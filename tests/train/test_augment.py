@@ -79,3 +79,51 @@ def test_pad_keeps_the_pictures_aspect_and_pads_with_black():
         squashed, augment.identity(1), 32, mean=(0, 0, 0), std=(1, 1, 1), aspect=torch.tensor([1.0])
     )
     assert torch.allclose(square, torch.tensor(200 / 255), atol=1e-3)  # a square picture is not padded
+
+
+def _affine(p):
+    p = p.clone()
+    p[:, 0] = 0.999999  # the affine path, the whole picture
+    return p
+
+
+def test_quarter_turns_and_flips_give_the_eight_symmetries_of_the_square():
+    """Skin pictures have no canonical orientation: a view may be turned by quarter turns, and a
+    horizontal flip with a half turn is the vertical flip."""
+    imgs = torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8)
+    plain = augment.render(imgs, augment.identity(1), 16)
+    for k in range(4):
+        p = _affine(augment.identity(1))
+        p[0, augment.QUARTER] = k
+        assert torch.allclose(augment.render(imgs, p, 16), torch.rot90(plain, k, dims=(2, 3)), atol=1e-3)
+    p = _affine(augment.identity(1))
+    p[0, 5], p[0, augment.QUARTER] = -1.0, 2
+    assert torch.allclose(augment.render(imgs, p, 16), torch.flip(plain, dims=[2]), atol=1e-3)
+    many = augment.sample(4000, torch.Generator().manual_seed(0))
+    assert set(many[:, augment.QUARTER].tolist()) == {0.0, 1.0, 2.0, 3.0}
+    assert many[:, 0].min() < 0.27 and (many[:, augment.PARTNER] == -1).all()
+    still = augment.sample(100, torch.Generator().manual_seed(0), quarters=False)
+    assert (still[:, augment.QUARTER] == 0).all()
+
+
+def test_mixed_views_blend_the_partner_as_their_parameters_say():
+    import numpy as np
+
+    a = torch.zeros(2, 3, 20, 20, dtype=torch.uint8)
+    b = torch.full((2, 3, 20, 20), 200, dtype=torch.uint8)
+    rng = np.random.default_rng(0)
+    p = augment.mix(_affine(augment.identity(2)), torch.tensor([5, 5]), rng, 1.0, cutmix=0.0)
+    plain = dict(mean=(0, 0, 0), std=(1, 1, 1))
+    x = augment.render(a, p, 20, partners=b, **plain)
+    lam = p[:, augment.LAM]
+    assert torch.allclose(x.mean((1, 2, 3)), (1 - lam) * 200 / 255, atol=2e-3)  # mixup: a uniform blend
+    p = augment.mix(_affine(augment.identity(2)), torch.tensor([5, 5]), rng, 1.0, cutmix=1.0)
+    x = augment.render(a, p, 20, partners=b, **plain)
+    x0, y0, x1, y1 = (p[0, augment.BOX] * 20).tolist()
+    inside = x[0, 0, int(y0) + 1 : int(y1) - 1, int(x0) + 1 : int(x1) - 1]
+    assert inside.numel() == 0 or torch.allclose(inside, torch.tensor(200 / 255), atol=1e-3)
+    share = (x[:, 0] > 0.5).float().mean((1, 2))  # the partner's share of the pixels
+    assert torch.allclose(1 - share, augment.own_share(p), atol=0.12)
+    # rows without a partner are untouched by the partner pictures
+    same = augment.render(a, _affine(augment.identity(2)), 20, partners=b, **plain)
+    assert torch.equal(same, augment.render(a, _affine(augment.identity(2)), 20, **plain))

@@ -175,7 +175,9 @@ def _only_in_loop(render):
 
     from kdq.train import augment
 
-    return types.SimpleNamespace(render=render, sample=augment.sample, identity=augment.identity)
+    return types.SimpleNamespace(
+        render=render, sample=augment.sample, identity=augment.identity, options=augment.options
+    )
 
 
 def _picture_keys(images: torch.Tensor) -> set[bytes]:
@@ -238,7 +240,7 @@ def test_the_student_sees_the_plain_picture_and_fresh_crops(clean_dataset, tmp_p
         run = tmp_path / f"run-{fresh}"
         loop.run(spec(distill__fresh_fraction=fresh), run, clean_dataset, tmp_path / "cache")
         cached = torch.load(next((tmp_path / "cache" / "teacher").iterdir()), weights_only=True)["params"]
-        teacher_views = {tuple(r.tolist()) for r in cached.reshape(-1, 9)} | {
+        teacher_views = {tuple(r.tolist()) for r in cached.reshape(-1, len(augment.FIELDS))} | {
             tuple(augment.identity(1)[0].tolist())
         }
         return [tuple(r.tolist()) for p in seen if p is not None and len(p) > 0 for r in p]

@@ -28,7 +28,7 @@ def _step(
         images = torch.randint(0, 256, (n, 3, 40, 40), dtype=torch.uint8)
         targets = Targets(
             torch.cat(
-                [augment.identity(n).unsqueeze(1), augment.sample(n * (v - 1)).view(n, v - 1, 9)], 1
+                [augment.identity(n).unsqueeze(1), augment.sample(n * (v - 1)).view(n, v - 1, -1)], 1
             ).to(device),
             torch.randn(n, v, 8).half(),
             torch.randn(n, v, c),

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -16,7 +17,7 @@ def test_embedding_cache_is_computed_once_and_reused(tiny, tmp_path, monkeypatch
     assert (
         first["views"].shape == (5, 3, 32)
         and first["plain"].shape == (5, 32)
-        and first["params"].shape == (5, 3, 9)
+        and first["params"].shape == (5, 3, len(augment.FIELDS))
     )
     # the cached view embedding is the embedding of that view rendered again
     again = tiny.embed(imgs[2:3], first["params"][2, 1:2])
@@ -92,17 +93,17 @@ def test_a_larger_teacher_sees_pictures_decoded_at_its_own_size(clean_dataset, t
     tr, va = data.split(small.labels, data.groups(small.digests, small.hashes, small.thumbs), 0.2, 0)
     asked = []
 
-    def decode(size):
+    def decode(size, index):
         asked.append(size)
-        return data.stream(small.root, small.files, size, chunk=5)
+        return data.stream(small.root, [small.files[i] for i in index], size, chunk=5)
 
     seen = []
     real = teacher.Teacher.embed
     monkeypatch.setattr(
         teacher.Teacher, "embed", lambda self, imgs, *a: seen.append(imgs.shape[-1]) or real(self, imgs, *a)
     )
-    teacher.prepare(
-        TeacherSpec(model="tiny", l2=[1e-3], views=1),
+    t = teacher.prepare(
+        TeacherSpec(model="tiny", l2=[1e-3], views=1, mix_views=1),
         small,
         tr,
         va,
@@ -110,7 +111,8 @@ def test_a_larger_teacher_sees_pictures_decoded_at_its_own_size(clean_dataset, t
         torch.device("cpu"),
         decode=decode,
     )
-    assert asked == [32] and set(seen) == {32}
+    assert asked == [32, 32] and set(seen) == {32}  # the plain and augmented views, then the mixed ones
+    assert t.params.shape[1] == 3 and t.mixed
     assert len(teacher.view_params(len(small.files), 1, small.fingerprint)) == len(small.files)
 
 
@@ -228,14 +230,8 @@ def test_pooled_and_patch_features_have_their_own_cache_and_keep_the_pooled_embe
     )
     caches = list((tmp_path / "teacher").iterdir())
     assert len(caches) == 2
-    wide = next(
-        torch.load(c, weights_only=True)
-        for c in caches
-        if c
-        != teacher.cache_path(
-            tmp_path, "tiny", d.fingerprint, 32, 1, teacher.preprocessing("tiny"), "squash", "pooled"
-        )
-    )
+    loaded = [torch.load(c, weights_only=True) for c in caches]
+    wide = next(c for c in loaded if c["plain"].shape[-1] != 32)
     out = tiny.vision(pixel_values=teacher.augment.render(d.images[:3], None, 32, (0.5,) * 3, (0.5,) * 3))
     patch = out.last_hidden_state.mean(1)
     assert wide["plain"].shape == (len(d.files), 64)
@@ -245,3 +241,60 @@ def test_pooled_and_patch_features_have_their_own_cache_and_keep_the_pooled_embe
         both.embeddings, pooled.embeddings
     )
     assert not torch.allclose(both.logits, pooled.logits)
+
+
+def test_mixed_views_replay_identically_for_teacher_and_student(clean_dataset, tmp_path, monkeypatch):
+    """The teacher embeds each mixed picture once; the student's replay of that view (its parameters,
+    partner included) renders the very same pixels. Partners share the picture's fold, and a training
+    picture is never mixed with a validation picture."""
+    d = data.load(clean_dataset, None, decode_size=32)  # the tiny teacher's own size: pixels comparable
+    gid = data.groups(d.digests, d.hashes, d.thumbs)
+    tr, va = data.split(d.labels, gid, 0.25, 0)
+    seen = {}
+    real = augment.render
+
+    def render(images, params, size, mean=None, std=None, *a, **k):
+        x = real(images, params, size, mean, std, *a, **k)
+        if len(a) > 2 and a[2] is not None:  # the teacher's mixed views (partners given)
+            m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+            seen.update({tuple(r.tolist()): px for r, px in zip(params, x * s + m)})
+        return x
+
+    monkeypatch.setattr(augment, "render", render)
+    spec = TeacherSpec(model="tiny", views=1, mix_views=3, l2=[1e-3], resize="squash")
+    t = teacher.prepare(spec, d, tr, va, tmp_path, torch.device("cpu"), groups=gid)
+    monkeypatch.setattr(augment, "render", real)
+    assert t.mixed and t.params.shape[1] == 2 + 3 and len(seen) == len(d.files) * 3
+    fold = teacher.probe.assign_folds(d.labels, gid, teacher.FOLDS, seed=0)
+    train = torch.as_tensor(tr)
+    mix = t.params[train, 2:]
+    partner = mix[..., augment.PARTNER].long()
+    is_mix = partner >= 0  # replaced slots (partner outside training) are augmented views again
+    assert is_mix.any() and set(partner[is_mix].tolist()) <= set(tr.tolist())
+    own = train[:, None].expand_as(partner)
+    assert (torch.as_tensor(fold)[partner[is_mix]] == torch.as_tensor(fold)[own[is_mix]]).all()
+    assert (partner[is_mix] != own[is_mix]).any()
+    rows, idx = mix[is_mix], own[is_mix]
+    student = augment.replay(d.images, idx, rows, 32, mixed=True)
+    from kdq import grader
+
+    m, s = torch.tensor(grader.MEAN).view(1, 3, 1, 1), torch.tensor(grader.STD).view(1, 3, 1, 1)
+    teacher_px = torch.stack([seen[tuple(r.tolist())] for r in rows])
+    assert torch.allclose(student * s + m, teacher_px, atol=1e-5)  # the same pixels
+    assert not torch.allclose(teacher_px, augment.replay(d.images, idx, rows, 32) * s + m, atol=1e-2)
+
+
+def test_the_cache_key_follows_the_mixed_views_and_the_view_ranges(clean_dataset, tmp_path):
+    d = data.load(clean_dataset, None, decode_size=32)
+    tr, va = data.split(d.labels, data.groups(d.digests, d.hashes, d.thumbs), 0.25, 0)
+    base = TeacherSpec(model="tiny", views=1, l2=[1e-3], resize="squash")
+    for change in (
+        {},
+        {"mix_views": 1},
+        {"mix_views": 1, "mix_alpha": 0.4},
+        {"crop_min": 0.5},
+        {"l2": [0.1]},
+    ):
+        teacher.prepare(base.model_copy(update=change), d, tr, va, tmp_path, torch.device("cpu"))
+    assert len(list((tmp_path / "teacher").iterdir())) == 4  # the head's L2 is not part of the embeddings
+    assert np.unique(teacher.probe.assign_folds(d.labels, None, 5, 0)).size == 5
