@@ -1,7 +1,9 @@
 """The two kinds of trouble a worker step can raise (the step machine, kdq/steps.py, sorts on them), and
-the one way a full disk is named."""
+the one way a full disk, and a database that cannot be used right now, are named."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class TransientError(RuntimeError):
@@ -59,3 +61,37 @@ def disk_full_at(path) -> str | None:
     if free >= LOW_DISK_BYTES:
         return None
     return f"disk full (ENOSPC): no space left to write {path} ({free // 1024} KiB free on its disk)"
+
+
+def database_locked(exc: BaseException) -> bool:
+    import sqlite3
+
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
+def database_trouble(exc: BaseException, path: Path) -> str | None:
+    """One line for a database that cannot be used right now (a command's ``error:``): busy, read-only,
+    deleted under a worker, a full disk; ``None`` if ``exc`` is none of those."""
+    import sqlite3
+
+    if not isinstance(exc, sqlite3.OperationalError):
+        return None
+    text = str(exc)
+    if full := disk_full(exc, path):
+        return full
+    if database_locked(exc):
+        return (
+            f"{path} is busy: another process holds its write lock (a `sqlite3` shell or a backup? "
+            f"`fuser {path}` names it); nothing was written, try again once it is released"
+        )
+    if "readonly" in text or "read-only" in text:
+        return (
+            f"{path} cannot be written ({text}): kdq keeps its state in KDQ_HOME; make {path.parent} "
+            "writable again, or set KDQ_HOME to a writable folder; nothing was changed"
+        )
+    if "disk I/O" in text or "unable to open" in text:
+        return (
+            f"{path} cannot be read or written ({text}): was it deleted or replaced while a worker ran? "
+            "Stop every `kdq worker`, then run the command again"
+        )
+    return None

@@ -142,7 +142,7 @@ def datasets(specs: list, settings) -> list[str]:
         folder = local.data_dir(spec)
         if folder not in seen:
             try:
-                find_root(folder)
+                _every_class_has_a_picture(find_root(folder))
                 seen[folder] = None
             except DataError as exc:
                 seen[folder] = (
@@ -154,6 +154,15 @@ def datasets(specs: list, settings) -> list[str]:
                 f"train_dataset there, link one there (ln -s), or make one with `kdq data synth {folder}`"
             )
     return problems
+
+
+def _every_class_has_a_picture(root: Path) -> None:
+    """An empty class folder fails the training in seconds: refuse it here (stops at the first picture)."""
+    from kdq.train.layout import EXTENSIONS, DataError, _visible
+
+    for d in sorted(root.iterdir()):
+        if d.is_dir() and _visible(d) and not any(f.suffix.lower() in EXTENSIONS for f in d.rglob("*")):
+            raise DataError(f"class folder {d} has no images; remove it or add images")
 
 
 def needs_hub(spec) -> bool:

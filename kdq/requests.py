@@ -221,6 +221,7 @@ class UserRequests:
             exp_id, exp.stage, Stage.READY, "submission requested"
         ):
             raise ValueError(f"experiment {exp_id} changed while requesting a submission; look again")
-        self.update(exp_id, submit_requested=1, next_check_at=time.time())
+        # a later `kdq submit` outranks a cancel that came during an earlier upload of it
+        self.update(exp_id, submit_requested=1, cancel_requested=0, next_check_at=time.time())
         self.event(exp_id, "submit", "submission requested by the user")
         return self.get(exp_id)

@@ -91,8 +91,12 @@ class Settings(BaseSettings):
         "/submission-status/{token}", description="The server's path listing the team's attempts."
     )
     leaderboard_path: str = Field("/leaderboard3", description="The server's leaderboard path.")
-    submit_interval_s: float = Field(900.0, ge=0, description="One submission per this many seconds.")
-    status_interval_s: float = Field(15.0, ge=0, description="One status call per this many seconds.")
+    submit_interval_s: float = Field(
+        900.0, ge=0, le=86400, allow_inf_nan=False, description="One submission per this many seconds."
+    )
+    status_interval_s: float = Field(
+        15.0, ge=0, le=86400, allow_inf_nan=False, description="One status call per this many seconds."
+    )
     connect_timeout_s: float = Field(5.0, gt=0, description="Seconds to reach the course server.")
     request_timeout_s: float = Field(60.0, gt=0, description="Seconds for one answer of the course server.")
 

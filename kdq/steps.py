@@ -221,10 +221,12 @@ def run_until_wait(ctx: Context, exp_id: int, max_steps: int = 20) -> float | No
 
 
 def due_for_redrive(store: Store, now: float, grace_s: float) -> list[int]:
-    """Live experiments the worker owns whose next look is overdue: their queue task was lost."""
+    """Live experiments the worker owns whose next look is overdue: their queue task was lost. A look
+    due further ahead than any step ever waits was set before the wall clock stepped back: overdue too."""
     owned = set(STEPS)
+    furthest = now + 2 * max(TRANSIENT_BACKOFF_S)
     return [
         e.id
         for e in store.live()
-        if e.stage in owned and (e.next_check_at is None or e.next_check_at < now - grace_s)
+        if e.stage in owned and (e.next_check_at is None or not now - grace_s <= e.next_check_at <= furthest)
     ]

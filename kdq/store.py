@@ -52,7 +52,9 @@ class Busy(StoreError):
 
 
 def _locked(exc: BaseException) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+    from kdq.errors import database_locked
+
+    return database_locked(exc)
 
 
 def _dumps(value: Any) -> str | None:

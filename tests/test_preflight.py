@@ -74,3 +74,20 @@ def test_enqueue_keeps_the_verdicts_where_KDQ_STUDENT_CACHE_says(settings, tmp_p
     assert "torchvision==" in shared.read_text() and not (settings.cache_dir / "students.json").exists()
     monkeypatch.delenv("KDQ_STUDENT_CACHE")
     assert Settings().student_verdicts == settings.cache_dir / "students.json"  # the default: the home's
+
+
+def test_an_empty_class_folder_is_refused_at_enqueue_in_one_line(settings, synth_dataset):
+    """The training would fail in seconds with a traceback; enqueue names the folder and the fix."""
+    import shutil
+
+    data = settings.datasets_dir / "hw3"
+    from kdq.train.layout import find_root
+
+    shutil.copytree(synth_dataset, data)
+    empty = find_root(data) / "99. Empty Class"
+    empty.mkdir()
+    [problem] = preflight.datasets([("a.toml", ExperimentSpec(name="a"))], settings)
+    assert problem.startswith("a.toml: data.dataset = 'hw3': ") and str(empty) in problem
+    assert "has no images" in problem and "\n" not in problem
+    empty.rmdir()
+    assert preflight.datasets([("a.toml", ExperimentSpec(name="a"))], settings) == []

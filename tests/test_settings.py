@@ -29,6 +29,8 @@ def one_line_error(r, *words):
         ("KDQ_SERVER_URL", "hadi.cs.virginia.edu:9000", ["KDQ_SERVER_URL", "http://"]),
         ("KDQ_SUBMIT_INTERVAL_S", "soon", ["KDQ_SUBMIT_INTERVAL_S", "'soon'", "number"]),
         ("KDQ_WORKER_THREADS", "0", ["KDQ_WORKER_THREADS", "greater than or equal to 1"]),
+        ("KDQ_STATUS_INTERVAL_S", "inf", ["KDQ_STATUS_INTERVAL_S", "'inf'", "finite"]),
+        ("KDQ_SUBMIT_INTERVAL_S", "1e300", ["KDQ_SUBMIT_INTERVAL_S", "less than or equal to 86400"]),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(home, monkeypatch, var, value, words):

@@ -375,3 +375,15 @@ def test_a_missing_credential_pauses_the_queue_says_so_once_and_fails_nothing(se
         steps.advance(ctx, i)
     assert [store.get(i).stage for i in ids] == [Stage.TRAINING] * 3
     assert pause.active(store) == {}
+
+
+def test_a_look_due_far_in_the_future_is_overdue_after_the_clock_went_back(store):
+    """next_check_at is wall-clock: after a -1 h step every look is "an hour away". No step asks for more
+    than minutes, so one due further ahead than the longest wait is re-driven now."""
+    from kdq.spec import ExperimentSpec
+
+    [a, b] = store.add([(None, ExperimentSpec(name="a")), (None, ExperimentSpec(name="b"))], force=True)
+    now = time.time()
+    store.update(a, next_check_at=now + 3600)
+    store.update(b, next_check_at=now + 5)
+    assert steps.due_for_redrive(store, now, grace_s=30) == [a]

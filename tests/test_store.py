@@ -291,3 +291,35 @@ def test_a_launch_changes_the_stage_the_one_way_every_move_does(store):
     [event] = [e for e in store.events(i) if e["stage"] == "launching"]
     assert event["message"] == "queued → launching" and store.get(i).run_id == "r1"
     assert not store.start_launch(i, "local", limit=1)  # not queued any more
+
+
+@pytest.mark.parametrize(
+    ("raised", "says"),
+    [
+        (sqlite3.OperationalError("attempt to write a readonly database"), "cannot be written"),
+        (sqlite3.OperationalError("disk I/O error"), "deleted or replaced"),
+        (sqlite3.OperationalError("database is locked"), "is busy"),
+    ],
+)
+def test_a_home_that_cannot_be_written_is_one_line_from_every_command(
+    settings, tiny_spec_file, dataset, monkeypatch, raised, says
+):
+    """A read-only KDQ_HOME, a kdq.db deleted under a running worker, a lock held for long: one
+    `error:` line naming the file and what to do, never a traceback."""
+    from typer.testing import CliRunner
+
+    from kdq.cli.main import app
+
+    with Store.open(settings) as store:
+        store.add([(None, ExperimentSpec(name="a"))])
+
+    def refuse(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(Store, "transaction", refuse)
+    for args in (["enqueue", str(tiny_spec_file)], ["cancel", "1"]):
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 1 and isinstance(r.exception, SystemExit | None), (args, r.exception)
+        line = " ".join(r.stderr.split())
+        assert line.startswith("error: ") and str(settings.db_path) in line and says in line, (args, line)
+        assert "Traceback" not in r.output

@@ -18,7 +18,25 @@ if TYPE_CHECKING:
 
 
 class Grouped(TyperGroup):
-    """Plain click help (no rich: faster, and flags without type tags), commands listed by group."""
+    """Plain click help (no rich: faster, and flags without type tags), commands listed by group; a
+    database that cannot be used right now (read-only, busy, deleted) is one ``error:`` line."""
+
+    def invoke(self, ctx: "click.Context"):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            import sqlite3
+
+            from kdq.cli.common import fail, settings
+            from kdq.errors import database_trouble
+            from kdq.store import StoreError
+
+            if not isinstance(exc, StoreError | sqlite3.OperationalError):
+                raise
+            line = str(exc) if isinstance(exc, StoreError) else database_trouble(exc, settings().db_path)
+            if line is None:
+                raise
+            raise fail(line) from None
 
     def format_commands(self, ctx: "click.Context", formatter: "click.HelpFormatter") -> None:
         groups: dict[str, list[tuple[str, str]]] = {}

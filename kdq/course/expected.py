@@ -4,7 +4,8 @@
 
 The interval comes from the holdout F1's 90% bootstrap interval (``holdout_f1_ci``); the chance that
 one model beats another reads each score as a normal whose spread is that interval's (plus the
-calibration's spread once there is one). Older runs without a holdout use ``val_f1`` and no interval.
+calibration's spread once there is one, and a fitted size factor's error). Older runs without a
+holdout use ``val_f1`` and no interval.
 """
 
 from __future__ import annotations
@@ -85,15 +86,17 @@ def expected_score(
     *,
     holdout: bool = True,
 ) -> Expected:
-    """``f1``: the holdout F1 (or ``val_f1`` with ``holdout=False``); ``ci``: its 90% interval."""
-    off, term = calibration.offset, factor(size_mib)
+    """``f1``: the holdout F1 (or ``val_f1`` with ``holdout=False``); ``ci``: its 90% interval. A fitted
+    size factor's error (the rows' scatter around the fit, in points) widens both, in quadrature."""
+    off, term, err = calibration.offset, factor(size_mib), factor.fit_error or 0.0
     lo, hi = (float(ci[0]), float(ci[1])) if ci else (f1, f1)
     sigma_f1 = math.hypot((hi - lo) / (2 * Z90), calibration.spread)
+    score = 10 * (f1 + off) - term
     return Expected(
-        score=10 * (f1 + off) - term,
-        low=10 * (lo + off) - term,
-        high=10 * (hi + off) - term,
-        sigma=10 * sigma_f1,
+        score=score,
+        low=score - math.hypot(10 * (f1 - lo), Z90 * err),
+        high=score + math.hypot(10 * (hi - f1), Z90 * err),
+        sigma=math.hypot(10 * sigma_f1, err),
         f1=f1 + off,
         size_term=term,
         holdout=holdout,

@@ -36,6 +36,10 @@ OUTSIDE = "course.outside"  # uploads made with `kdq server submit`: never taken
 DECISION = "course.decision"  # the policy's last skip or restore, with its numbers (kdq status)
 
 
+def _seen_key(a: Attempt) -> str:
+    return f"{a.attempt}|{a.submitted_at_text}"
+
+
 @cache
 def boot_id() -> str:
     """This boot of this machine (Linux), so a monotonic time is compared only with one of the same boot."""
@@ -126,10 +130,12 @@ class Ledger:
 
     def save_status(self, attempts: list[Attempt], at: float, restarted: bool = False) -> None:
         """The list just read; ``restarted``: it cannot be the previous one grown (remembered)."""
-        restarted_at = at if restarted else self.status_cache().get("restarted_at")
+        cache = self.status_cache()
+        restarted_at = at if restarted else cache.get("restarted_at")
         rows = [a.model_dump(mode="json") for a in attempts]
+        seen = {_seen_key(a): cache.get("seen", {}).get(_seen_key(a)) or self.stamp() for a in attempts}
         self.store.set_meta(
-            STATUS, {"ts": at, "called_at": at, "attempts": rows, "restarted_at": restarted_at}
+            STATUS, {"ts": at, "called_at": at, "attempts": rows, "restarted_at": restarted_at, "seen": seen}
         )
 
     def restarted_since(self, at: float | None) -> bool:
@@ -141,20 +147,47 @@ class Ledger:
         return [Attempt.model_validate(a) for a in self.status_cache().get("attempts", [])]
 
     def last_submit_at(self, attempts: list[Attempt] | None = None) -> float | None:
-        """The last upload the server knows of, ours or anyone's (``attempts``: default the cached list)."""
+        """The last upload the server knows of, ours or anyone's (``attempts``: default the cached list).
+        A server time in the future (our clock stepped back) is ours, or now."""
         attempts = self.cached_attempts() if attempts is None else attempts
-        server_last = max((a.submitted_at.timestamp() for a in attempts if a.submitted_at), default=None)
-        ours = self._get(LAST_SUBMIT)
+        now, seen = self.clock(), self.status_cache().get("seen", {})
+
+        def when(a: Attempt) -> float:  # a server time "in the future": when kdq first saw it
+            t = a.submitted_at.timestamp()
+            stamp = seen.get(_seen_key(a))
+            return t if t <= now else min(now, self._on_today(stamp)) if stamp else now
+
+        server_last = max((when(a) for a in attempts if a.submitted_at), default=None)
+        ours = self._instant(LAST_SUBMIT)
         return max((t for t in (server_last, ours) if t is not None), default=None)
 
     def note_submit(self, at: float) -> None:
-        self.store.set_meta(LAST_SUBMIT, max(at, self._get(LAST_SUBMIT) or 0))
+        ours = self._instant(LAST_SUBMIT)
+        if ours is None or at > ours:
+            self._put_instant(LAST_SUBMIT, at)
 
     def blocked_until(self) -> float | None:
-        return self._get(BLOCKED_UNTIL)
+        return self._instant(BLOCKED_UNTIL)
 
     def block_until(self, at: float) -> None:
-        self.store.set_meta(BLOCKED_UNTIL, at)
+        self._put_instant(BLOCKED_UNTIL, at)
+
+    def _put_instant(self, key: str, at: float | None) -> None:
+        """An instant (a wall-clock time), kept with a stamp of both clocks (``_instant``)."""
+        self.store.set_meta(key, None if at is None else {**self.stamp(), "when": at})
+
+    def _instant(self, key: str) -> float | None:
+        """The instant kept under ``key`` on today's wall clock: moved by the time elapsed since it was
+        written (monotonic), so a step of the wall clock since moves it too. A bare number: as it is."""
+        value = self._get(key)
+        if value is None or value == "":
+            return None
+        if not isinstance(value, dict):
+            return float(value)
+        return self._on_today(value)
+
+    def _on_today(self, stamp: dict) -> float:
+        return self.clock() - self.elapsed(stamp) + (stamp.get("when", stamp["at"]) - stamp["at"])
 
     def next_window(self, interval_s: float, attempts: list[Attempt] | None = None) -> float:
         """The earliest time the next upload may start: the one place this is worked out."""
@@ -167,10 +200,10 @@ class Ledger:
         self.store.set_meta(BOARD_AT, self.clock())
 
     def next_tick_at(self) -> float | None:
-        return self._get(NEXT_TICK)
+        return self._instant(NEXT_TICK)
 
     def set_next_tick(self, at: float | None) -> None:
-        self.store.set_meta(NEXT_TICK, at)
+        self._put_instant(NEXT_TICK, at)
 
     def error(self) -> dict | None:
         return self._get(ERROR) or None

@@ -271,6 +271,7 @@ def run_tick(
     *,
     force: bool = False,
     clock=time.time,
+    monotonic=time.monotonic,
     **options: Any,
 ) -> float | None:
     """One tick with the store and client the settings name (the worker's entry point).
@@ -286,7 +287,7 @@ def run_tick(
     own_store, own_client = store is None, client is None
     store = store or Store.open(settings)
     try:
-        ledger = Ledger(store, clock)
+        ledger = Ledger(store, clock, monotonic)
         due = ledger.next_tick_at()
         now = clock()
         if not force and due is not None and now < due - 0.05:
@@ -294,7 +295,7 @@ def run_tick(
         client = client or CourseClient.from_settings(
             settings, rate_limit_wait_max_s=0, read_attempts=2, backoff_s=0.5
         )
-        scheduler = Scheduler(store, client, settings, clock=clock, **options)
+        scheduler = Scheduler(store, client, settings, clock=clock, monotonic=monotonic, **options)
         try:
             delay = scheduler.tick()
         except Exception as exc:  # a bug or a surprise: say so in `kdq status`, look again later

@@ -68,11 +68,11 @@ class ServerView:
         cache = self.ledger.status_cache()
         now = self.clock()
         fetched_at = cache.get("ts", float("-inf"))
-        fresh = now - fetched_at < self.status_interval_s
+        fresh = 0 <= now - fetched_at < self.status_interval_s  # "in the future": the clock went back
         if "attempts" in cache and (newer_than is None or fetched_at > newer_than) and fresh:
             return self.ledger.cached_attempts()
         since_call = now - cache.get("called_at", float("-inf"))
-        if since_call < self.status_interval_s:
+        if 0 <= since_call < self.status_interval_s:
             raise Wait(self.status_interval_s - since_call + 0.01, "status throttle")
         self.ledger.status_called(now)
         raw = self.call("status", self.client.status)
@@ -93,7 +93,7 @@ class ServerView:
 
     def status_wait(self) -> float:
         called = self.ledger.status_cache().get("called_at", 0)
-        return max(0.01, called + self.status_interval_s - self.clock() + 0.01)
+        return max(0.01, min(self.status_interval_s, called + self.status_interval_s - self.clock()) + 0.01)
 
     def leaderboard_row(self) -> LeaderboardRow | None:
         """Our row, with a snapshot saved; ``None`` (logged) if the page cannot be had now."""

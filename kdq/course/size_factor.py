@@ -32,7 +32,7 @@ class SizeFactor:
 
     points: tuple[tuple[float, float], ...]
     method: str  # "fitted (...)" or "assumed (...)"
-    fit_error: float | None = None  # RMS of the rows around the fit, in points; None when assumed
+    fit_error: float | None = None  # RMS of the rows around the fit (points); widens expected scores
     rows: int = 0  # leaderboard rows the fit used
     snapshot_at: float | None = None  # the leaderboard snapshot it came from (its time)
     beyond: tuple[tuple[float, float], ...] | None = None

@@ -212,6 +212,7 @@ class Uploader:
         note: str = "",
         recorded: Attempt | None = None,
     ) -> None:
+        at = max(at, intent.get("at", at))  # never before our POST (a server clock behind ours)
         fields: dict[str, Any] = {
             "state": "evaluating",
             "attempt": attempt,

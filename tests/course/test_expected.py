@@ -31,3 +31,20 @@ def test_chance_better():
     assert chance_better(a, a.score - 1.0) > 0.99
     sure = expected_score(0.80, None, 1.0, PRIOR)
     assert chance_better(sure, 7.99) == 1.0 and chance_better(sure, 8.0) == 0.0
+
+
+def test_the_interval_widens_with_the_size_fits_error_never_below_the_scores_rounding():
+    """A fitted size factor is known only to its rows' scatter (at least the board's rounding): the
+    expected score's interval and spread carry it, so if_better never trusts the fit more than that."""
+    from dataclasses import replace
+
+    from kdq.course import size_factor
+
+    line = [{"f1": 0.9, "score": 9.0 - 0.1 * s, "size_mb": float(s)} for s in range(1, 7)]  # an exact line
+    fitted = size_factor.fit(line)
+    assert fitted.fit_error == pytest.approx(size_factor.ROUNDING / 2)  # exact rows: still the rounding
+    bare = expected_score(0.80, (0.78, 0.82), 3.0, replace(fitted, fit_error=None))
+    e = expected_score(0.80, (0.78, 0.82), 3.0, fitted)
+    assert e.score == bare.score and e.low < bare.low and e.high > bare.high and e.sigma > bare.sigma
+    wide = expected_score(0.80, (0.78, 0.82), 3.0, replace(fitted, fit_error=0.5))
+    assert wide.high - wide.low > 1.5  # 2 x 1.645 x 0.5 on top of the F1 interval's 0.4, in quadrature

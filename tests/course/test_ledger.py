@@ -11,7 +11,7 @@ from kdq.spec import ExperimentSpec
 
 
 def test_the_next_window_counts_ours_the_servers_and_a_named_wait(store):
-    ledger = Ledger(store, clock=lambda: 1000.0)
+    ledger = Ledger(store, clock=lambda: 1000.0, monotonic=lambda: 50.0)
     assert ledger.next_window(900) == 0.0
     ledger.note_submit(100.0)
     assert ledger.next_window(900) == 100.0 + 900 + SLACK_S
@@ -20,6 +20,8 @@ def test_the_next_window_counts_ours_the_servers_and_a_named_wait(store):
     assert ledger.next_window(900) == 500.0 + 900 + SLACK_S
     ledger.block_until(5000.0)
     assert ledger.next_window(900) == 5000.0
+    stepped = Ledger(store, clock=lambda: 1000.0 - 3600, monotonic=lambda: 50.0 + 60)  # -1 h, 60 s later
+    assert stepped.next_window(900) == 5000.0 - 3600 - 60  # the named wait moved with the clock
 
 
 def test_a_failure_clears_on_success_and_a_recovered_one_stays_shown(store):

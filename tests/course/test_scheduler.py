@@ -368,6 +368,7 @@ def test_a_refused_upload_fails_with_the_servers_words(make_server, store, setti
 
 
 def test_run_tick_ends_redundant_chains(store, settings, srv, tmp_path, models, token):
+    from kdq.course.ledger import Ledger
     from kdq.course.scheduler import NEXT_TICK, run_tick
 
     settings.submit_interval_s, settings.status_interval_s = 900.0, 0.0
@@ -376,13 +377,18 @@ def test_run_tick_ends_redundant_chains(store, settings, srv, tmp_path, models, 
     with CourseClient(srv.url, token) as other:
         other.submit(models["const0"])  # the window is closed for 15 minutes
     make_ready(store, tmp_path, models["perfect"], 0.9, "always")
-    now = time.time()
-    first = run_tick(settings, store, clock=lambda: now)
+    now, mono = time.time(), time.monotonic()
+
+    def at(t):
+        return {"clock": lambda: now + t, "monotonic": lambda: mono + t}
+
+    first = run_tick(settings, store, **at(0))
     assert first is not None and first > 800  # waiting for the window
-    assert store.get_meta_json(NEXT_TICK) == pytest.approx(now + first)
-    assert run_tick(settings, store, clock=lambda: now + 60) is None  # a second chain: ends here
-    assert run_tick(settings, store, clock=lambda: now + 60, force=True) is not None  # a nudge still ticks
-    assert run_tick(settings, store, clock=lambda: now + first) is not None  # the chain that is due goes on
+    assert Ledger(store, lambda: now, lambda: mono).next_tick_at() == pytest.approx(now + first)
+    assert store.get_meta_json(NEXT_TICK)["when"] == pytest.approx(now + first)
+    assert run_tick(settings, store, **at(60)) is None  # a second chain: ends here
+    assert run_tick(settings, store, **at(60), force=True) is not None  # a nudge still ticks
+    assert run_tick(settings, store, **at(first)) is not None  # the chain that is due goes on
     assert len(srv.course.submissions) == 1
 
 

@@ -322,3 +322,64 @@ def test_two_attempts_that_could_be_ours_leave_the_upload_unknown_and_never_rese
     assert exp.stage is Stage.DONE and exp.server_attempt is None and exp.server_score is None
     assert "cannot tell" in store.events(i)[-1]["message"]
     assert len(server.posts) == 1
+
+
+def test_a_backward_jump_of_the_wall_clock_does_not_stall_the_next_upload(
+    sched, store, server, clocks, tmp_path, model
+):
+    """The window counts from our last upload by the monotonic clock, and a status list fetched "in the
+    future" is stale, not fresh: a -1 h step costs nothing."""
+    first = evaluating(sched, store, server, tmp_path, model, clocks)
+    server.grade(1)
+    sched.tick()
+    assert store.get(first).stage is Stage.DONE
+    clocks.jump(-3600)
+    nxt = make_ready(store, tmp_path, model, 0.95, "always")
+    sched.tick()
+    assert store.get(nxt).stage is Stage.READY  # the window (60 s) is not over yet
+    clocks.advance(WINDOW_S + 3)  # the window and its slack, by the monotonic clock
+    sched.tick()
+    assert store.get(nxt).stage is Stage.EVALUATING and len(server.posts) == 2
+
+
+def test_a_backward_jump_does_not_end_the_chain_of_scheduler_ticks(
+    store, settings, server, clocks, tmp_path, model
+):
+    """The next tick is due by the monotonic clock; an outside upload whose server time is now "in the
+    future" holds the window for one interval at most, never for the jump."""
+    from kdq.course.scheduler import run_tick
+
+    settings.submit_interval_s, settings.status_interval_s = WINDOW_S, 0.0
+    server.record(model, size=1)  # an upload from elsewhere: the window is closed for 60 s
+    i = make_ready(store, tmp_path, model, 0.9, "always")
+    kw = {"client": server, "clock": clocks.wall, "monotonic": clocks.monotonic, "retry_s": 1.0}
+    delay = run_tick(settings, store, **kw)
+    assert store.get(i).stage is Stage.READY and 50 < delay <= WINDOW_S + 5
+    clocks.jump(-3600)
+    clocks.advance(delay)
+    delay = run_tick(settings, store, **kw)  # due by the monotonic clock: it ticks
+    assert delay is not None and delay <= WINDOW_S + 5
+    clocks.advance(delay)
+    run_tick(settings, store, **kw)
+    assert store.get(i).stage is Stage.EVALUATING
+
+
+def test_an_adopted_upload_from_a_server_clock_hours_behind_still_closes_the_window(
+    sched, store, server, clocks, tmp_path, model
+):
+    """The server records in its own time, 3 h behind ours: the window counts from our POST, not from
+    the server's time, so the next upload does not meet a 429 a few seconds later."""
+    first = make_ready(store, tmp_path, model, 0.9, "always")
+
+    def behind(path):
+        server.record(path, at=clocks.now - 3 * 3600)
+        raise ServerError("502 Bad Gateway (the answer was lost)")
+
+    server.on_post = behind
+    sched.tick()
+    clocks.advance(2)
+    server.on_post = server.record
+    nxt = make_ready(store, tmp_path, model, 0.95, "always")
+    sched.tick()
+    assert store.get(first).stage is Stage.EVALUATING and store.get(nxt).stage is Stage.READY
+    assert len(server.posts) == 1
