@@ -306,11 +306,11 @@ def test_patience_never_stops_in_the_schedules_first_two_thirds():
 
 def test_the_ema_weights_are_validated_and_exported(clean_dataset, tmp_path, monkeypatch):
     exported = {}
-    real_save = loop.export.save
+    real_export = loop.export.export
     monkeypatch.setattr(
         loop.export,
-        "save",
-        lambda model, *a, **k: exported.update(model.state_dict()) or real_save(model, *a, **k),
+        "export",
+        lambda model, *a, **k: exported.update(model.state_dict()) or real_export(model, *a, **k),
     )
     s = spec(teacher__kind="none", distill__loss="ce", train__epochs=1, train__ema_decay=0.5)
     loop.run(s, tmp_path / "run", clean_dataset, tmp_path / "cache")
