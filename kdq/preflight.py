@@ -24,33 +24,19 @@ installed = cache(version)  # each call reads the package metadata from disk: on
 def check(specs: list, settings) -> list[str]:
     """Every check below; all their problems at once in one ``SpecError``, else the warnings to print.
     The students are checked in a process of their own while the others run."""
-    with StudentCheck(specs, settings.student_verdicts) as pending:
-        problems = datasets(specs, settings)
-        denied, warnings = teachers(specs, settings)
-        problems = pending.problems() + problems
-    if problems + denied:
-        raise SpecError(grouped(problems + denied))
-    return warnings + logins(specs, settings)
+    from kdq import logins
 
-
-def logins(specs: list, settings) -> list[str]:
-    """Warnings for the Modal specs this machine cannot launch yet: no Modal login, or no Hugging Face
-    token for a Hub teacher. Queued all the same: the worker pauses them until it works (kdq/pause.py)."""
-    modal = [spec for _, spec in specs if spec.backend.kind == "modal"]
-    if not modal:
-        return []
-    from modal.config import config  # what the SDK itself will use: MODAL_TOKEN_* or ~/.modal.toml
-
-    from kdq import hf
-
-    waits = "the worker pauses these experiments until it works (`kdq doctor` checks)"
-    found = []
-    if not (config.get("token_id") and config.get("token_secret")):
-        found.append(f"Modal: not logged in on this machine: run `modal token new`; {waits}")
-    hub = sorted({spec.teacher.model for spec in modal if hf.on_the_hub(spec.teacher)})
-    if hub and not hf.find_token(settings):
-        found.append(f"no Hugging Face token for {', '.join(hub)}: {hf.LOGIN}; {waits}")
-    return found
+    asked = logins.start(specs)  # no Modal login, no HF token: warnings, from a process of its own
+    try:
+        with StudentCheck(specs, settings.student_verdicts) as pending:
+            problems = datasets(specs, settings)
+            denied, warnings = teachers(specs, settings)
+            problems = pending.problems() + problems
+        if problems + denied:
+            raise SpecError(grouped(problems + denied))
+        return warnings + logins.warnings(asked)
+    finally:
+        logins.stop(asked)
 
 
 def grouped(problems: list[str], shown: int = 3) -> list[str]:
