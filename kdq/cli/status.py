@@ -64,6 +64,7 @@ def status(
             expected = expected_all(store, s, exps)
             night = Night.read(store, s)
             data = {
+                "home": str(s.root),
                 "worker_alive": s.worker_alive(age),
                 "worker_heartbeat_age_s": age,
                 "worker_slept": store.get_meta_json("worker.slept"),  # its last sleep found (kdq/awake.py)

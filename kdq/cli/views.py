@@ -83,9 +83,10 @@ def status_header(store: Store, settings, interval_s: float | None = None, night
 
     age = heartbeat_age(store)
     lines = [
+        f"home: {_home(settings.root)}",
         "worker: [green]alive[/green]"
         if settings.worker_alive(age)
-        else "worker: [red]not running[/red] — start it with `kdq worker`"
+        else "worker: [red]not running[/red] — start it with `kdq worker`",
     ]
     from kdq.awake import slept_line
 
@@ -104,6 +105,14 @@ def status_header(store: Store, settings, interval_s: float | None = None, night
     lines += header_lines(store, interval_s=interval_s)
     lines += [night.line()] if night is not None else []
     return lines + score_lines(store, settings, time.time())
+
+
+def _home(root) -> str:
+    """The home a command shows, ``~`` for the user's own folder: a shell left on another home is seen."""
+    from pathlib import Path
+
+    mine = Path.home()
+    return f"~/{root.relative_to(mine)}" if root.is_relative_to(mine) else str(root)
 
 
 def glance(store: Store, show_all: bool) -> tuple[list[Experiment], int, int]:
@@ -151,8 +160,8 @@ def _status_columns(exps: list[Experiment], expected: dict | None = None) -> lis
 
 
 def _expected_cell(x) -> str:
-    """``2.73 ±1.57``: the table's short form (``kdq show`` and ``--json`` have the interval itself)."""
-    return f"{x.score:.2f}" if x.low == x.high else f"{x.score:.2f} ±{(x.high - x.low) / 2:.2f}"
+    """``2.73 [1.2,4.3]``: the table's short form of ``Expected.text`` (the interval is not symmetric)."""
+    return f"{x.score:.2f}" if x.low == x.high else f"{x.score:.2f} [{x.low:.1f},{x.high:.1f}]"
 
 
 def _status_cells(
@@ -178,33 +187,43 @@ def _status_cells(
     }
 
 
-def experiments_table(exps: list[Experiment], expected: dict | None = None, night=None):
-    """The rich table: the name column is the only one that wraps; every other keeps its width."""
+def experiments_table(
+    exps: list[Experiment], expected: dict | None = None, night=None, width: int | None = None
+):
+    """The rich table, one line per experiment within ``width`` (default: the terminal's): names shorten
+    to the part that differs and optional columns go first (kdq/cli/fit.py)."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
+    from kdq.cli import fit
+    from kdq.cli.common import console
+
     now = time.time()
-    cols = _status_columns(exps, expected)
+    rows = [_status_cells(e, now, expected, night=night) for e in exps]
+    labels = {c: "teacher" if c == "teacher F1" else c for c in _status_columns(exps, expected)}
+    widths = {c: max(len(labels[c]), *(len(r[c]) for r in rows)) for c in labels}
+    longest = max(
+        (len(fit.split(r["name"])[0] + fit.compact(fit.split(r["name"])[1])) for r in rows), default=4
+    )
+    cols, name_w = fit.columns(list(labels), widths, longest, width or console().width)
+    for r in rows:
+        r["name"] = fit.short_name(r["name"], name_w)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
     for col in cols:
-        right = col in ("id", "val F1", "teacher F1", "server")
         table.add_column(
-            "teacher" if col == "teacher F1" else col,  # its values are 5 wide: keep the header short too
-            justify="right" if right else "left",
-            no_wrap=col != "name",
-            overflow="fold" if col == "name" else "ellipsis",
-            min_width=12 if col == "name" else None,
+            labels[col],
+            justify="right" if col in ("id", "val F1", "teacher F1", "server") else "left",
+            no_wrap=True,
+            overflow="ellipsis",
+            width=min(name_w, max(len(r["name"]) for r in rows)) if col == "name" and rows else None,
         )
-    for e in exps:
-        cells = _status_cells(e, now, expected, night=night)
-        table.add_row(
-            *(Text(cells[c], style=STAGE_STYLE.get(cells[c], "") if c == "stage" else "") for c in cols)
-        )
+    for r in rows:
+        table.add_row(*(Text(r[c], style=STAGE_STYLE.get(r[c], "") if c == "stage" else "") for c in cols))
     return table
 
 
-def _notes(exps: list[Experiment], hidden_queued: int, hidden_older: int) -> list[str]:
+def _notes(exps: list[Experiment], hidden_queued: int, hidden_older: int, hidden_live: int = 0) -> list[str]:
     from kdq.stages import Stage
 
     notes = [
@@ -214,19 +233,11 @@ def _notes(exps: list[Experiment], hidden_queued: int, hidden_older: int) -> lis
     ]
     if hidden_queued:
         notes.append(f"… {hidden_queued} more queued (kdq status --all)")
+    if hidden_live:
+        notes.append(f"… {hidden_live} more in flight, the oldest (kdq status --all)")
     if hidden_older:
         notes.append(f"… {hidden_older} older (kdq status --all)")
     return notes
-
-
-def fit_rows(exps: list[Experiment], max_rows: int | None) -> tuple[list[Experiment], int]:
-    """Keep the newest rows when the screen is short (the ones in flight first); how many were cut."""
-    from kdq.stages import LIVE
-
-    if max_rows is None or len(exps) <= max_rows:
-        return exps, 0
-    keep = sorted(exps, key=lambda e: (e.stage in LIVE, e.id), reverse=True)[: max(1, max_rows)]
-    return sorted(keep, key=lambda e: e.id), len(exps) - len(keep)
 
 
 def status_view(
@@ -245,9 +256,17 @@ def status_view(
     header = status_header(store, s, interval_s, night)
     notes = _notes(shown, hidden_queued, hidden_older)
     if height is not None:
-        shown, cut = fit_rows(shown, height - len(header) - len(notes) - 4)
-        hidden_older += cut
-        notes = _notes(shown, hidden_queued, hidden_older)
+        from kdq.cli import fit
+
+        live = max((e for e in shown if e.server_attempt), key=lambda e: e.server_attempt, default=None)
+        every = shown
+        for room in range(height - len(header) - len(notes) - 4, 0, -1):  # the notes grow as rows hide
+            shown, cut = fit.keep_rows(every, room, live and live.id)
+            notes = _notes(
+                shown, hidden_queued + cut["queued"], hidden_older + cut["older"], cut["in flight"]
+            )
+            if len(header) + len(notes) + len(shown) + 4 <= height:
+                break
     parts: list[Any] = [*(Text.from_markup(h) for h in header)]
     if shown:
         parts.append(experiments_table(shown, expected_all(store, s, shown), night))

@@ -32,7 +32,7 @@ def test_status_at_80_columns_gives_the_width_to_name_and_stage(settings, mornin
     assert "teacher" in out and "22/60" in out  # the phase, not a frozen 0/60
     assert all(line.startswith("11 failed: ") for line in lines if "CUDA" in line)  # under the table
     assert " ".join(out.split()).count("11 failed: training exited with code 1: CUDA out of memory.") == 1
-    assert "lower train.batch_size or data.decode_size, then kdq retry 3" in " ".join(out.split())
+    assert "lower train.batch_size or data.decode_size, then kdq retry 11" in " ".join(out.split())
     assert "… 1 older (kdq status --all)" in out
 
 
@@ -132,7 +132,8 @@ def test_expected_scores_do_not_squeeze_the_name_out_at_80_columns(settings, sto
     out = in_terminal(["status"], kdq_env(settings.root), cols=80, rows=40)
     assert max(map(len, out.splitlines())) <= 80
     header = next(line for line in out.splitlines() if line.startswith("id "))
-    assert header.split()[:2] == ["id", "name"] and "expected" in header and "updated" in header, out
+    assert header.split()[:2] == ["id", "name"] and "expected" in header, out
+    assert "teacher" not in header  # optional columns go first (teacher, backend, updated), not the name
     assert "…" not in out and all(f"net-{i}" in out for i in range(3)) and ids  # wrapped, never cut
     piped = runner.invoke(app, ["status"]).stdout
     assert any("\t0.8" in line and "[" in line for line in piped.splitlines())  # piped: the interval, whole
@@ -172,3 +173,39 @@ def test_a_paused_queue_is_one_line_of_status_and_in_its_json(settings, store):
     assert "Modal" in line and "modal token new" in line and "kdq doctor" in line
     data = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
     assert "modal token new" in data["paused"]["modal"]["message"]
+
+
+def test_status_at_80x24_keeps_one_line_per_experiment_and_the_rows_that_matter(settings, store):
+    """Sweep and search names shorten to the part that differs instead of wrapping; optional columns go
+    before the name is crushed; under --watch only finished rows hide, never a queued one or the live
+    submission; the first line names the home."""
+    metrics = {"val_f1": 0.81, "holdout_f1": 0.8, "holdout_f1_ci": [0.7, 0.9], "model_mb": 4.5}
+    live = row("hinton-mnv3-local[temperature=2.0,alpha=0.1]", "done", 6, 0.8, metrics=metrics)
+    live.update(server_score=3.569, server_rank=1, server_attempt=4, teacher_f1=0.4)
+    rows = [live]
+    rows += [
+        row(f"hinton-mnv3-local[temperature={t}.0,alpha=0.{a}]", "done", 6, 0.7)
+        for t in (4, 8)
+        for a in (1, 3)
+    ]
+    rows += [row(f"tiny-search#{k}", "done", 6, 0.6) for k in range(12)]
+    rows += [row("hinton-mnv3-local[temperature=8.0,alpha=0.5]", "training", 3, phase="training")]
+    rows += [row(f"queued-long-name-number-{k}[lr=0.001]", "queued") for k in range(2)]
+    ids = fill(store, rows)
+    env = kdq_env(settings.root)
+    for args, until in ((["status"], None), (["status", "--watch"], "(kdq status --all)")):
+        out = in_terminal(args, env, cols=80, rows=24, until=until)
+        frame = "home: " + out.split("home: ")[-1]
+        lines = frame.splitlines()
+        assert max(map(len, lines)) <= 80, frame
+        assert str(settings.root.parent.name) in lines[0] and "home" in lines[0], lines[0]
+        header = next(line for line in lines if line.startswith("id "))
+        assert "updated" in header.split() or "updated" not in frame, header
+        table = [line for line in lines if line[:3].strip().isdigit()]
+        assert all(len(line.split()) >= 3 for line in table), frame  # no row wrapped onto a second line
+        assert "[T=8,a=0.5]" in frame and "[T=2,a=0.1]" in frame, frame  # the part that differs
+        shown = {int(line.split()[0]) for line in table}
+        assert {ids[0], ids[-1], ids[-2], ids[-3]} <= shown, frame  # live submission, training, queued
+        if until:
+            assert len(lines) <= 24, frame
+            assert "more queued" not in frame and "older (kdq status --all)" in frame
