@@ -269,3 +269,24 @@ def class_weights(labels, num_classes: int) -> torch.Tensor:
     counts = torch.bincount(torch.as_tensor(labels), minlength=num_classes).float()
     w = torch.where(counts > 0, counts.sum() / (num_classes * counts.clamp(min=1)), torch.zeros_like(counts))
     return w * num_classes / w.sum()
+
+
+@dataclass
+class Split:
+    """Every picture, decoded once, and its three splits (no duplicate group across two)."""
+
+    ds: Decoded
+    groups: np.ndarray  # duplicate group per picture
+    train: np.ndarray
+    val: np.ndarray
+    hold: np.ndarray
+    images: torch.Tensor  # uint8 [N,3,S,S] on the training device
+    labels: torch.Tensor  # int64 [N] on the CPU
+
+    @property
+    def nc(self) -> int:
+        return len(self.ds.classes)
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device

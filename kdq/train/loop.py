@@ -7,6 +7,7 @@
     epochs(spec, split, step, state, ...)       # train, validate, checkpoint, progress, per epoch
     best    = export_best(spec, step, state, ...)  # the best epoch's weights and bias -> model.pt
     metrics = evaluate(spec, best, state, ...)  # the holdout, scored once, on the CPU like the grader
+                                                # (the last two: kdq/train/finish.py)
 
 No duplicate picture is in two splits. A step copies nothing to the device and reads nothing back: the
 epoch's order, views and fresh crops go over once. Every file of the run-folder contract
@@ -15,27 +16,24 @@ epoch's order, views and fresh crops go over once. Every file of the run-folder 
 
 from __future__ import annotations
 
-import copy
 import csv
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from kdq import grader, runfolder
+from kdq import runfolder
 from kdq.spec import ExperimentSpec
 from kdq.train import augment, data, export, losses, students
-from kdq.train.bias import crossfit_f1, tune_bias
-from kdq.train.evaluate import holdout_scores, predict
+from kdq.train.data import Split
+from kdq.train.evaluate import predict
+from kdq.train.finish import evaluate, export_best
 from kdq.train.step import Step, ema, optimizer, steps_per_epoch
 
 PARTS = ("loss", "ce", "kd", "tckd", "nckd", "inter", "intra", "embed")  # loss parts: history columns
-NO_VALIDATION = ("val_f1", "val_acc", "per_class_f1", "confusion", "val_f1_before_bias", "teacher_probe_f1")
 HISTORY_FIELDS = ["epoch", "lr", *PARTS, "train_acc", "val_f1", "val_acc", "best_f1", "seconds"]
 
 
@@ -107,27 +105,6 @@ def run(
 
 
 # ---------------------------------------------------------------- data
-
-
-@dataclass
-class Split:
-    """Every picture, decoded once, and its three splits (no duplicate group across two)."""
-
-    ds: data.Decoded
-    groups: np.ndarray  # duplicate group per picture
-    train: np.ndarray
-    val: np.ndarray
-    hold: np.ndarray
-    images: torch.Tensor  # uint8 [N,3,S,S] on the training device
-    labels: torch.Tensor  # int64 [N] on the CPU
-
-    @property
-    def nc(self) -> int:
-        return len(self.ds.classes)
-
-    @property
-    def device(self) -> torch.device:
-        return self.images.device
 
 
 def load(spec: ExperimentSpec, data_dir: Path, cache_dir: Path, device: torch.device) -> Split:
@@ -373,98 +350,3 @@ def checkpoint(run_dir: Path, step: Step, state: dict) -> None:
     }
     with runfolder.atomic_path(run_dir / runfolder.CHECKPOINT) as tmp:
         torch.save(ck, tmp)
-
-
-# ---------------------------------------------------------------- export
-
-
-@dataclass
-class Best:
-    """The exported model: the best epoch's weights on the CPU, the bias tuned on validation, the
-    cross-fitted validation F1 that tuning leaves honest, and the file (``export.export``'s facts)."""
-
-    model: nn.Module
-    bias: torch.Tensor | None
-    honest_f1: float | None
-    file: Path
-    export: dict
-
-    @property
-    def mb(self) -> float:
-        return self.export["model_mb"]
-
-
-def export_best(spec: ExperimentSpec, step: Step, state: dict, split: Split, run_dir: Path) -> Best:
-    """The best epoch's weights and bias, written to model.pt."""
-    tr = spec.train
-    model = copy.deepcopy(step.ema.module if step.ema else step.model).cpu()
-    model.load_state_dict(state["best_state"])
-    bias, honest = None, None
-    if tr.tune_bias:
-        y_val = split.labels[split.val]
-        bias, _, _ = tune_bias(state["best_val_logits"], y_val)
-        honest = crossfit_f1(state["best_val_logits"], y_val, seed=tr.seed)
-    # the float and the exported model compared on validation pictures as the grader renders them
-    shown = split.ds.images[split.val[:64]]
-    example = augment.render(shown, None, grader.INPUT_SIZE) if len(shown) else None
-    file = run_dir / runfolder.MODEL
-    ex = spec.export
-    info = export.export(
-        model, file, bias=bias, tta=ex.tta, train_size=tr.image_size, weights=ex.weights, example=example
-    )
-    return Best(model, bias, honest, file, info)
-
-
-# ---------------------------------------------------------------- evaluate
-
-
-def evaluate(spec: ExperimentSpec, best: Best, state: dict, split: Split, targets) -> dict:
-    """metrics.json: the holdout, scored once, on the CPU like the grader (nothing above has seen it),
-    beside validation's scores and what the run was."""
-    tr, t, ds, labels, nc, bias = spec.train, spec.teacher, split.ds, split.labels, split.nc, best.bias
-    # the file itself (its bias, views, resize and int8 weights inside) on the grader's 224 input
-    file = torch.jit.load(str(best.file), map_location="cpu")
-    hold_logits = predict(file, ds.images[split.hold], grader.INPUT_SIZE, torch.device("cpu"))
-    holdout = holdout_scores(hold_logits, None, labels[split.hold], nc, seed=tr.seed)
-    y_val = labels[split.val]
-    val_logits = state["best_val_logits"] if len(y_val) else torch.zeros(0, nc)  # a refit: none
-    final_logits = val_logits + (bias if bias is not None else 0)
-    in_sample, per_class, confusion = losses.macro_f1(final_logits.argmax(1), y_val, nc)
-    # A bias tuned on validation and scored on it overstates its gain: then val_f1 is the cross-fitted
-    # estimate (tuned on one half, scored on the other); per_class_f1 and confusion are the exported
-    # model's own predictions on validation.
-    metrics = {
-        "val_f1": best.honest_f1 if best.honest_f1 is not None else in_sample,
-        **holdout,
-        # the holdout pictures, so verification can score the exported file on them as the grader would
-        "holdout_files": [str(ds.files[int(i)]) for i in split.hold],
-        "holdout_labels": [int(y) for y in labels[split.hold]],
-        "val_acc": float((final_logits.argmax(1) == y_val).float().mean()),
-        "per_class_f1": dict(zip(ds.classes, per_class)),
-        "confusion": confusion,
-        "classes": ds.classes,
-        "best_epoch": state["best_epoch"] + 1,  # people count epochs from 1: every view shows it as is
-        "epochs_run": state["epoch"] + 1,
-        "model_mb": round(best.mb, 4),
-        "export": best.export,  # weights, tta, agreement and max_logit_error against the float model
-        "params": sum(p.numel() for p in best.model.parameters()),
-        "torch_version": torch.__version__,
-        "device": str(split.device),
-        "n_train": len(split.train),
-        "n_val": len(split.val),
-        "skipped_files": ds.skipped,
-        "dataset_fingerprint": ds.fingerprint,
-        "val_f1_before_bias": state["best_f1"],
-        "val_f1_bias_in_sample": in_sample if tr.tune_bias else None,
-        "bias": bias.tolist() if bias is not None else None,
-        "pretrained_loaded": state["pretrained_loaded"],  # False: from scratch (or a kdq model)
-        "teacher_probe_f1": targets.val_f1 if targets is not None else None,  # the head's F1: the ceiling
-        "teacher_probe": targets.probe if targets is not None else None,  # head, l2, cv_f1, temperature
-        "teacher_per_class_f1": None
-        if targets is None or targets.per_class_f1 is None
-        else dict(zip(ds.classes, targets.per_class_f1)),
-        "teacher": None if targets is None else f"{t.model} ({t.head}, {t.resize}, {t.views} views)",
-    }
-    if len(y_val) == 0:  # a refit (data.train_on = "all"): nothing was validated
-        metrics.update(dict.fromkeys(NO_VALIDATION, None))
-    return metrics

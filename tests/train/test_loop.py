@@ -8,7 +8,7 @@ import torch
 
 from kdq import runfolder
 from kdq.spec import ExperimentSpec
-from kdq.train import loop
+from kdq.train import finish, loop
 from kdq.verify import verify_file
 
 
@@ -206,11 +206,12 @@ def test_the_holdout_is_scored_once_and_never_trained_validated_or_probed_on(
         return real_prepare(spec_, ds_, train_idx, val_idx, *a, **k)
 
     monkeypatch.setattr(loop, "augment", _only_in_loop(render))
-    monkeypatch.setattr(
-        loop,
-        "predict",
-        lambda m, imgs, *a: predicted.append(_picture_keys(imgs)) or real_predict(m, imgs, *a),
-    )
+    for module in (loop, finish):  # validation in the loop, the holdout at the end
+        monkeypatch.setattr(
+            module,
+            "predict",
+            lambda m, imgs, *a: predicted.append(_picture_keys(imgs)) or real_predict(m, imgs, *a),
+        )
     monkeypatch.setattr(teacher, "prepare", prepare)
     loop.run(s, tmp_path / "run", clean_dataset, tmp_path / "cache")
     assert not (trained & held) and not (probed[0] & set(map(int, hold)))
@@ -305,10 +306,12 @@ def test_patience_never_stops_in_the_schedules_first_two_thirds():
 
 
 def test_the_ema_weights_are_validated_and_exported(clean_dataset, tmp_path, monkeypatch):
+    from kdq.train import export
+
     exported = {}
-    real_export = loop.export.export
+    real_export = export.export
     monkeypatch.setattr(
-        loop.export,
+        export,
         "export",
         lambda model, *a, **k: exported.update(model.state_dict()) or real_export(model, *a, **k),
     )
