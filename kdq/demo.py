@@ -96,6 +96,41 @@ def worker_env(home: Path, server_url: str, token: str, opts: DemoOptions) -> di
     }
 
 
+def remember_settings(home: Path, server_url: str, opts: DemoOptions) -> None:
+    """The demo's settings in its home's ``.env``, so that a later `export KDQ_HOME=<home>` talks to the
+    stand-in (gone by then: one quick refusal) with the demo's windows, never to the course server. The
+    token is not kept: it dies with the stand-in."""
+    (home / ".env").write_text(
+        "# written by `kdq demo`: this home's course server was the demo's stand-in\n"
+        f"KDQ_SERVER_URL={server_url}\nKDQ_TEAM={TEAM}\n"
+        f"KDQ_SUBMIT_INTERVAL_S={opts.submit_interval_s}\nKDQ_STATUS_INTERVAL_S={opts.status_interval_s}\n"
+    )
+
+
+def kdq_command() -> str:
+    """How to type kdq in this shell: ``kdq`` when it is on the PATH, else this environment's script."""
+    if shutil.which("kdq"):
+        return "kdq"
+    script = Path(sys.executable).with_name("kdq")
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
+def closing_lines(home: Path, store: Store) -> list[str]:
+    """Where the models are (the real folders) and the commands to look around, ready to paste."""
+    made = [e for e in store.list() if e.artifacts]
+    lines = ["models and metrics (model.pt, metrics.json, history.csv), by experiment:"]
+    lines += [f"  {e.id} {e.name}: {e.artifacts}" for e in made] or [f"  none yet under {home / 'artifacts'}"]
+    kdq = kdq_command()
+    lines += ["look around (the demo's home, for every command in this shell):", f"  export KDQ_HOME={home}"]
+    lines.append(f"  {kdq} status --all; {kdq} results; {kdq} show {made[0].id if made else 'ID'}")
+    if kdq != "kdq":
+        lines.append(f"  (or `source {Path(kdq).parent / 'activate'}` to type plain `kdq`)")
+    return lines
+
+
 def stop_training(settings) -> int:
     """End every training process the demo started (they run in their own sessions, found by run folder)."""
     from kdq.backends.local import LocalBackend
@@ -122,6 +157,7 @@ def run(opts: DemoOptions, console: Console, views: Views) -> int:
         status_interval_s=opts.status_interval_s,
     )
     server.start()
+    remember_settings(home, server.url, opts)
     env = worker_env(home, server.url, token, opts)
     os.environ.update(
         {k: env[k] for k in env if k.startswith("KDQ_")}
@@ -206,8 +242,6 @@ def _finish(home: Path, console: Console, draw: Callable[[Any, str | None], Any]
     console.print("[bold]leaderboard[/bold] (the stand-in's, after the grader scored the submissions)")
     with CourseClient.from_settings(Settings()) as client:
         console.print(draw(client.leaderboard(), TEAM))
-    console.print(f"models and metrics: {home / 'artifacts'}/<id>/ (model.pt, metrics.json, history.csv)")
-    # One `export` for the whole shell: `KDQ_HOME=... kdq status · kdq results` set it for the first only.
-    console.print("look around (the demo's home, for every command in this shell):", highlight=False)
-    console.print(f"  export KDQ_HOME={home}", markup=False, highlight=False, soft_wrap=True)
-    console.print("  kdq status --all; kdq results; kdq show ID", markup=False, highlight=False)
+    with Store(home / "kdq.db") as store:
+        for line in closing_lines(home, store):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)

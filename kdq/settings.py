@@ -1,9 +1,9 @@
-"""Settings: environment variables prefixed ``KDQ_`` and a ``.env`` file, nothing else.
+"""Settings: environment variables prefixed ``KDQ_`` and ``.env`` files, nothing else.
 
 The home is found the way git finds a repository: ``KDQ_HOME`` if set, else the nearest folder, from
 the current one upwards, that holds a ``.kdq/`` folder or a ``.env`` file (its ``.kdq/`` is the home,
-its ``.env`` is read), else ``./.kdq``. Nothing is created here: the store makes the home when a
-command first writes.
+its ``.env`` is read), else ``./.kdq``. A ``KDQ_HOME`` with a ``.env`` of its own reads that too.
+Nothing is created here: the store makes the home when a command first writes.
 
 Secrets are ``SecretStr``: they print as ``**********`` and must be unwrapped on purpose
 (``settings.token.get_secret_value()``) at the one place that sends them.
@@ -70,9 +70,12 @@ def _default_home() -> Path:
     return (find_project() or Path.cwd()) / HOME_DIR
 
 
-def _env_file() -> Path | None:
+def _env_file() -> tuple[Path, ...]:
+    """The project's ``.env``, then the home's own (``$KDQ_HOME/.env``: the demo's stand-in), which wins."""
     project = find_project()
-    return project / ENV_FILE if project and (project / ENV_FILE).is_file() else None
+    home = Path(os.environ["KDQ_HOME"]).expanduser() if os.environ.get("KDQ_HOME") else None
+    found = [folder / ENV_FILE for folder in (project, home) if folder and (folder / ENV_FILE).is_file()]
+    return tuple(dict.fromkeys(found))
 
 
 class Settings(BaseSettings):

@@ -15,7 +15,8 @@ Generated from `kdq/settings.py` by `python -m kdq.settingsdoc`; a test fails wh
 code disagree, or when a doc names a `KDQ_*` variable that is not here.
 
 Every setting is an environment variable, or a line of the `.env` file next to the home's `.kdq/`
-folder (`KDQ_TEAM=uva-sleepers`). The environment wins over `.env`. A bad value is one line at the first
+folder (`KDQ_TEAM=uva-sleepers`), or of `$KDQ_HOME/.env` (a home's own, which wins: `kdq demo` keeps its
+stand-in's there). The environment wins over both. A bad value is one line at the first
 command, naming the variable and the fix. Secrets print as `**********` and never reach a log, an
 error or the database. `kdq doctor` checks the ones a night needs.
 

@@ -14,7 +14,6 @@ from kdq.runfolder import is_running
 from kdq.stages import LIVE, Stage
 from kdq.store import Store
 
-pytestmark = pytest.mark.slow
 KDQ = [sys.executable, "-c", "from kdq.cli.main import app; app()"]
 
 
@@ -37,6 +36,7 @@ def stages(home: Path) -> list[Stage]:
         return [e.stage for e in store.list()]
 
 
+@pytest.mark.slow
 def test_demo_survives_ctrl_c_then_runs_to_the_end(tmp_path):
     home = tmp_path / "demo"
     first = demo(home)
@@ -73,3 +73,34 @@ def test_demo_survives_ctrl_c_then_runs_to_the_end(tmp_path):
     assert "kdq-demo" in out and "leaderboard" in out
     assert not [line for line in out.splitlines() if "[debug" in line or "[info" in line]  # its own words
     assert f"export KDQ_HOME={home.resolve()}" in out  # the closing hint holds for every later command
+
+
+def test_the_demos_home_keeps_its_stand_in_settings_for_later_commands(tmp_path, monkeypatch):
+    """`export KDQ_HOME=<demo home>` afterwards: kdq talks to the (gone) stand-in, with the demo's windows,
+    not to the course server with the real 15 minutes."""
+    from kdq.demo import DemoOptions, remember_settings
+    from kdq.settings import Settings
+
+    home = tmp_path / "demo"
+    home.mkdir()
+    remember_settings(home, "http://127.0.0.1:40123", DemoOptions(home=home, configs=[]))
+    monkeypatch.chdir(tmp_path)
+    for var in ("KDQ_SERVER_URL", "KDQ_SUBMIT_INTERVAL_S", "KDQ_STATUS_INTERVAL_S"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("KDQ_HOME", str(home))
+    s = Settings()
+    assert s.server_url == "http://127.0.0.1:40123" and s.submit_interval_s == 8.0 and s.team == "kdq-demo"
+    assert "KDQ_TOKEN" not in (home / ".env").read_text()  # the token dies with the stand-in
+
+
+def test_the_demos_last_lines_name_the_real_folders_and_a_command_that_works(tmp_path, store, monkeypatch):
+    from kdq.demo import closing_lines
+    from kdq.spec import ExperimentSpec
+
+    [i] = store.add([(None, ExperimentSpec(name="demo-hinton"))])
+    store.update(i, run_id="ab12cd34-e1-a1", artifacts=str(tmp_path / "artifacts" / "ab12cd34-e1-a1"))
+    monkeypatch.setattr("shutil.which", lambda name: None)  # kdq is not on the PATH after `make demo`
+    text = "\n".join(closing_lines(tmp_path, store))
+    assert str(tmp_path / "artifacts" / "ab12cd34-e1-a1") in text and "<id>" not in text
+    kdq = str(Path(sys.executable).with_name("kdq"))
+    assert f"{kdq} status --all" in text or "activate" in text, text
