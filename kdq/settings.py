@@ -83,7 +83,7 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=_default_home, description="State folder: database, queue, runs.")
 
-    # The course server (see docs/course-server.md). Every path is a setting, never a constant.
+    # The course server (docs/getting-started.md). Every path is a setting, never a constant.
     server_url: str = Field(
         "http://hadi.cs.virginia.edu:9000", description="The course server (on the UVA VPN)."
     )

@@ -15,7 +15,7 @@
     status.py       the course server's lines in ``kdq status``
     fake_server/    FakeServer: a stand-in on a loopback port, with grading and faults
 
-docs/course-server.md says what is known about the real server and what kdq does not assume.
+docs/getting-started.md says what is known about the real server and what kdq does not assume.
 """
 
 from kdq.course.errors import (

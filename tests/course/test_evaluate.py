@@ -1,4 +1,4 @@
-"""Grading as docs/course-server.md describes: string-sorted classes, 224x224, ImageNet normalization."""
+"""Grading as docs/getting-started.md describes: string-sorted classes, 224x224, ImageNet normalization."""
 
 import pytest
 

@@ -1,7 +1,7 @@
 """The stand-in course server's state and rules, without HTTP: teams, rate limits, submissions,
 background grading, the leaderboard. ``app.py`` puts HTTP in front of it.
 
-Rules follow docs/course-server.md: one accepted submission per team per ``submit_interval_s``, one
+Rules follow docs/getting-started.md: one accepted submission per team per ``submit_interval_s``, one
 status call per ``status_interval_s``, uploads over ``max_size_mb`` refused, every attempt graded in
 the background, an attempt left pending for good once a newer one exists (``abandon_superseded``),
 the leaderboard showing each team's latest successful attempt.
