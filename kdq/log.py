@@ -108,11 +108,13 @@ def configure(
     if json is None:
         json = not sys.stderr.isatty()
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    # JSON: ISO 8601 in UTC, for machines; on a terminal: this machine's clock, to the second, for people.
+    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True) if json else _local_time
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            stamp,
             structlog.processors.format_exc_info,
             _redact_processor,
             renderer,
@@ -130,6 +132,13 @@ def configure(
     root.setLevel(level)
     for name in QUIET:
         logging.getLogger(name).setLevel(level if verbose else max(level, logging.WARNING))
+
+
+def _local_time(_logger, _name, event: dict) -> dict:
+    import time
+
+    event["timestamp"] = time.strftime("%H:%M:%S")
+    return event
 
 
 class _Logger:

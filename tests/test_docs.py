@@ -27,3 +27,18 @@ def test_every_page_is_linked_from_the_readme():
     readme = (ROOT / "README.md").read_text()
     unlinked = [p.name for p in PAGES[1:] if f"(docs/{p.name})" not in readme]
     assert not unlinked, f"docs the README's index does not link: {unlinked}"
+
+
+def test_the_worker_lines_in_overnight_md_are_what_the_worker_prints(capsys):
+    from kdq import log
+
+    log.configure(json=False)
+    log.stage_changed(7, "long-d", "queued", "launching", "queued → launching")
+    log.stage_changed(7, "long-d", "launching", "training", "launched run 1f2e-e7-a1")
+    progress = {"epoch": 60, "epochs": 60, "best_f1": 0.81}
+    log.stage_changed(7, "long-d", "training", "fetching", "training finished", progress)
+    log.stage_changed(7, "long-d", "validating", "ready", "verified: val macro-F1 0.8123")
+    printed = re.sub(r"^\d\d:\d\d:\d\d", "23:41:07", capsys.readouterr().err, flags=re.M)
+    text = (ROOT / "docs" / "overnight.md").read_text()
+    block = text.split("## What the worker prints", 1)[1].split("```\n", 2)[1]
+    assert block == printed
