@@ -88,7 +88,7 @@ def _student(library: str, name: str, device: torch.device, classes: int) -> tor
     from kdq.spec import StudentSpec
     from kdq.train import students
 
-    model = students.build(StudentSpec(library=library, name=name), classes).to(device)
+    model = students.build(StudentSpec(library=library, name=name, pretrained=False), classes).to(device)
     return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
 
 
@@ -218,7 +218,7 @@ def check_e2e(device: torch.device, smoke: bool) -> None:
         library, name = ("kdq", "tiny_cnn") if smoke else ("timm", "mobilenetv3_large_100")
         spec = {
             "name": "gpu-check",
-            "student": {"library": library, "name": name},
+            "student": {"library": library, "name": name, "pretrained": False},  # offline
             # the smoke run has no teacher (CPU time); on the GPU a stand-in of MedSigLIP's shape
             "teacher": {"kind": "none"} if smoke else {"model": "random-so400m-448", "views": 1},
             "distill": {"loss": "ce" if smoke else "hinton"},

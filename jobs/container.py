@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -136,6 +137,18 @@ def _stall_error(run_dir: Path, stall_s: float) -> str:
     )
 
 
+def _stage(data_dir: Path, dest: Path) -> Path:
+    """The dataset on this container's own disk, unpacked from its archive on the Volume (a dataset an
+    older kdq uploaded file by file is read where it is). The training then holds no Volume file open
+    for minutes, which would make every commit fail."""
+    archive = (runfolder.read_json(data_dir / DATASET_MARK) or {}).get("archive")
+    if not archive:
+        return data_dir
+    with tarfile.open(data_dir / archive) as tar:
+        tar.extractall(dest, filter="data")
+    return dest
+
+
 def _stop(proc: subprocess.Popen, grace_s: float) -> None:
     """SIGTERM, then SIGKILL after ``grace_s``."""
     if proc.poll() is None:
@@ -228,7 +241,8 @@ def run_training(
     copy_log = _LogCopy(local / runfolder.LOG, run_dir / runfolder.LOG, echo)
     watchdog = _Watchdog((run_dir / runfolder.PROGRESS, local / runfolder.LOG), stall_s)
     lock = local / "train.lock"
-    cmd = [python, "-m", "kdq.train", str(run_dir), "--data", str(data_dir), "--cache", str(root / CACHE)]
+    data = _stage(data_dir, local / dataset_path(dataset))  # named as on the Volume, in errors too
+    cmd = [python, "-m", "kdq.train", str(run_dir), "--data", str(data), "--cache", str(root / CACHE)]
     cmd += ["--device", device]
     cmd += ["--resume-from", str(root / run_path(resume_from))] if resume_from else []
     log(f"{run_id}: {' '.join(cmd)} --lock {lock}")

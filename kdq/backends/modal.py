@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tarfile
+import tempfile
 import threading
 import time
 import uuid
@@ -112,9 +114,12 @@ def dataset_fingerprint(folder: Path, files: list[Path] | None = None) -> str:
 def upload_dataset(
     gateway: Gateway, folder: Path, name: str, progress: Callable[[int, int], None] = lambda done, total: None
 ) -> dict[str, Any]:
-    """Upload ``folder`` as ``datasets/<name>`` unless the same fingerprint is there. Returns the mark.
+    """Upload ``folder`` as ``datasets/<name>/pictures.tar`` unless the same fingerprint is there.
+    Returns the mark.
 
-    The mark file is written last, so an interrupted upload is redone, never taken for complete.
+    One archive, not thousands of files: the latency of a Volume's mount, reload and commit grows with
+    its file count, and a container unpacks it onto its own disk before training. The mark file is
+    written last, so an interrupted upload is redone, never taken for complete.
     """
     files = dataset_files(folder)
     if not files:
@@ -128,14 +133,18 @@ def upload_dataset(
     base = vol.dataset_path(name)
     raw = gateway.read_file(f"{base}/{vol.DATASET_MARK}")
     there = json.loads(raw) if raw else {}
-    if there.get("fingerprint") == mark["fingerprint"]:
+    if there.get("fingerprint") == mark["fingerprint"] and there.get("archive"):
         progress(len(files), len(files))
         return {**there, "uploaded": False}
-    for i in range(0, len(files), UPLOAD_BATCH):
-        chunk = files[i : i + UPLOAD_BATCH]
-        gateway.upload((p, f"{base}/{p.relative_to(folder).as_posix()}") for p in chunk)
-        progress(i + len(chunk), len(files))
-    mark["uploaded_at"] = time.time()
+    with tempfile.TemporaryDirectory(prefix="kdq-upload-") as tmp:
+        archive = Path(tmp) / vol.DATASET_ARCHIVE
+        with tarfile.open(archive, "w") as tar:
+            for i, path in enumerate(files, 1):
+                tar.add(path, arcname=path.relative_to(folder).as_posix())
+                if i % UPLOAD_BATCH == 0 or i == len(files):
+                    progress(i, len(files))
+        gateway.upload([(archive, f"{base}/{vol.DATASET_ARCHIVE}")])
+    mark["archive"], mark["uploaded_at"] = vol.DATASET_ARCHIVE, time.time()
     gateway.upload([(json.dumps(mark).encode(), f"{base}/{vol.DATASET_MARK}")])
     return {**mark, "uploaded": True}
 

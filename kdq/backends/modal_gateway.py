@@ -40,6 +40,7 @@ CACHE = "cache"
 LAUNCH = "launch.json"
 OWNER = "owner.json"
 DATASET_MARK = ".kdq-dataset.json"
+DATASET_ARCHIVE = "pictures.tar"  # the dataset's files, one archive (the mark names it)
 TRAIN_FUNCTION = "train"
 APP_MODULE = "jobs.modal_app"
 LOGIN = "run `modal token new` (or `modal setup`) on this machine"

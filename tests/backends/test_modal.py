@@ -27,6 +27,7 @@ import os
 import shutil
 import signal
 import sys
+import tarfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -734,6 +735,8 @@ def test_progress_and_the_log_reach_the_volume_while_the_run_trains(backend, fak
     # A commit that meets a file mid-write is refused and retried next beat; a file held open is not.
     assert fake.volume.refused < fake.volume.commits, fake.container_log[-3:]
     assert not (run / "train.lock").exists()  # the training lock is on the container's own disk
+    [cmd] = [m for m in fake.container_log if " -m kdq.train " in m]
+    assert f"--data {fake.base}/local/" in cmd  # the pictures were unpacked onto the container's disk
     backend.cancel(handle)
     wait_for(lambda: fake.calls[handle["call_id"]].state != "running")
 
@@ -1233,8 +1236,11 @@ def test_upload_is_skipped_when_the_same_dataset_is_there(fake, dataset_dir):
     mark = upload_dataset(fake, dataset_dir, "synth", lambda done, total: seen.append((done, total)))
     assert mark["uploaded"] is False and seen[-1][0] == seen[-1][1] == mark["files"]
     on_volume = sorted(p.name for p in (fake.root / "datasets/synth").rglob("*") if p.is_file())
-    assert vol.DATASET_MARK in on_volume and "synth_manifest.json" in on_volume
-    assert "._img_00000.jpg" not in on_volume
+    assert on_volume == [vol.DATASET_MARK, vol.DATASET_ARCHIVE]  # one archive, not a file per picture
+    with tarfile.open(fake.root / "datasets/synth" / vol.DATASET_ARCHIVE) as tar:
+        names = tar.getnames()
+    assert len(names) == mark["files"] and "synth_manifest.json" in names
+    assert "._img_00000.jpg" not in names
 
 
 @pytest.mark.parametrize(
