@@ -90,6 +90,14 @@ def own_share(p: torch.Tensor) -> torch.Tensor:
     return p[:, LAM]
 
 
+def labels(all_labels: torch.Tensor, idx: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """The hard label [B] of views ``p`` of pictures ``idx``: a mixed view's is the label of the picture
+    that fills more of it (its own at a tie), what cross-entropy and DKD's target class then use; the
+    teacher's logits carry the mix itself. Nothing is read back from the device."""
+    partner = all_labels[p[:, PARTNER].long().clamp(min=0)]
+    return torch.where(own_share(p) >= 0.5, all_labels[idx], partner)
+
+
 def _theta(p: torch.Tensor) -> torch.Tensor:
     """The 2x3 affine map from output to input coordinates ([-1, 1] both) of each view: the crop with
     its flip and rotation, turned by ``quarter`` quarter turns of the output."""

@@ -112,7 +112,9 @@ def evaluate(spec: ExperimentSpec, best: Best, state: dict, split: Split, target
         "teacher_per_class_f1": None
         if targets is None or targets.per_class_f1 is None
         else dict(zip(ds.classes, targets.per_class_f1)),
-        "teacher": None if targets is None else f"{t.model} ({t.head}, {t.resize}, {t.views} views)",
+        "teacher": None
+        if targets is None
+        else f"{t.model} ({t.head}, {t.resize}, {t.views} views, {t.mix_views} mixed)",
     }
     if len(y_val) == 0:  # a refit (data.train_on = "all"): nothing was validated
         metrics.update(dict.fromkeys(NO_VALIDATION, None))

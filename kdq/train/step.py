@@ -55,6 +55,7 @@ class Step:
             p = torch.cat([t.params[idx[:k], v], fresh[k:]])
             t_logits = t.logits[idx[:k], v]
         x = augment.replay(self.images, idx, p, self.image_size, mixed=t is not None and t.mixed)
+        y = augment.labels(self.labels, idx, p) if t is not None and t.mixed else y  # a mix: its main picture
         cuda = device.type == "cuda"
         x = x.contiguous(memory_format=torch.channels_last) if cuda else x
         with torch.autocast("cuda", torch.bfloat16) if cuda else contextlib.nullcontext():

@@ -127,3 +127,15 @@ def test_mixed_views_blend_the_partner_as_their_parameters_say():
     # rows without a partner are untouched by the partner pictures
     same = augment.render(a, _affine(augment.identity(2)), 20, partners=b, **plain)
     assert torch.equal(same, augment.render(a, _affine(augment.identity(2)), 20, **plain))
+
+
+def test_a_mixed_views_label_is_the_label_of_the_picture_that_fills_more_of_it():
+    import numpy as np
+
+    all_labels = torch.tensor([0, 1, 2, 3])
+    p = augment.identity(3)
+    p = torch.cat([p[:1], augment.mix(p[1:], torch.tensor([3, 3]), np.random.default_rng(0), 1.0, 0.0)])
+    p[1, augment.LAM], p[2, augment.LAM] = 0.7, 0.2  # own picture: 70%, then 20%
+    assert augment.labels(all_labels, torch.tensor([0, 1, 2]), p).tolist() == [0, 1, 3]
+    meta = augment.labels(all_labels.to("meta"), torch.tensor([0, 1, 2], device="meta"), p.to("meta"))
+    assert meta.shape == (3,)  # no read-back from the device
