@@ -113,6 +113,7 @@ def build_app(
             fault = faults.take(route, "before")
             if fault is not None:
                 if fault.kind != "stall":
+                    await asyncio.sleep(fault.delay_s)  # the client waits, as for a slow refusal
                     return fault_response(fault, route)
                 await asyncio.sleep(fault.seconds)
             response = await handler(request)

@@ -39,6 +39,7 @@ class Fault(BaseModel):
     )
     body: Literal["html", "empty", "truncated"] = "html"
     seconds: float = Field(5.0, ge=0, description="stall: how long.")
+    delay_s: float = Field(0.0, ge=0, description="error, rate_limit, garbage: wait this long first.")
 
 
 def parse_fault(text: str) -> Fault:
