@@ -81,6 +81,59 @@ def synth(
 
 
 @app.command()
+def add(
+    path: Annotated[
+        Path,
+        typer.Argument(help="The dataset: a folder (<class>/<image>, or the course's nesting) or its .zip."),
+    ],
+    name: Annotated[str, typer.Option("--name", help="Name specs use as data.dataset.")] = "hw3",
+    link: Annotated[bool, typer.Option("--link", help="Link to the folder instead of copying it.")] = False,
+) -> None:
+    """Put a dataset into this home ($KDQ_HOME/datasets/NAME) for local training and verification.
+
+    Examples:
+
+    \b
+      kdq data add ~/Downloads/training_dataset.zip --name hw3
+      kdq data add ~/Downloads/training_dataset --name hw3 --link
+    """
+    from kdq.localdata import add as add_dataset
+    from kdq.train.layout import DataError
+
+    dest = settings().datasets_dir / _checked_name(name)
+    try:
+        ds = add_dataset(path, dest, link=link)
+    except (DataError, OSError) as exc:
+        raise fail(str(exc)) from None
+    how = f"linked to {dest.resolve()}" if link else "copied"
+    console().print(f"{name}: {len(ds.files)} images in {len(ds.classes)} classes at {dest} ({how})")
+
+
+def _checked_name(name: str) -> str:
+    from kdq.spec import DataSpec
+
+    try:
+        DataSpec(dataset=name)
+    except ValueError:
+        raise typer.BadParameter(f"--name {name!r}: use letters, digits, '.', '_' or '-'") from None
+    return name
+
+
+def _keep_local(path: Path, dest: Path) -> None:
+    """``upload`` keeps a copy in the home too: local training and the holdout check read it there."""
+    from kdq.localdata import add as add_dataset
+    from kdq.train.layout import DataError
+
+    if dest.exists():
+        return
+    try:
+        add_dataset(path, dest)
+    except (DataError, OSError) as exc:
+        raise fail(str(exc)) from None
+    console().print(f"{dest.name}: local copy at {dest} (local training and the holdout check read it)")
+
+
+@app.command()
 def upload(
     path: Annotated[
         Path,
@@ -88,7 +141,8 @@ def upload(
     ],
     name: Annotated[str, typer.Option("--name", help="Name specs use as data.dataset.")] = "hw3",
 ) -> None:
-    """Upload a dataset to the Modal Volume once (skipped when the same fingerprint is already there).
+    """Upload a dataset to the Modal Volume once (skipped when the same fingerprint is already there),
+    and keep a copy in this home ($KDQ_HOME/datasets/NAME) unless one is there.
 
     Examples:
 
@@ -99,13 +153,10 @@ def upload(
 
     from kdq.backends.modal import preparing, upload_dataset
     from kdq.backends.modal_gateway import ModalGateway, guarded
-    from kdq.spec import DataSpec
 
-    try:
-        DataSpec(dataset=name)
-    except ValueError:
-        raise typer.BadParameter(f"--name {name!r}: use letters, digits, '.', '_' or '-'") from None
+    _checked_name(name)
     s = settings()
+    _keep_local(path, s.datasets_dir / name)
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
