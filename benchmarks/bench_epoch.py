@@ -89,7 +89,7 @@ def starter_epochs(data_dir: Path, epochs: int, workers: int, batch: int) -> tup
     )
     val_dl = torch.utils.data.DataLoader(pick(va, val_tf), batch_size=batch, num_workers=workers)
 
-    vision = teacher.load(TEACHER, torch.device("cpu")).model.vision_model.eval()
+    vision = teacher.load(TEACHER, torch.device("cpu")).vision.eval()
     head = nn.Linear(768, 10)  # the starter's randomly initialised "classifier" on the teacher
     student = students.build(students.StudentSpec(**STUDENT), 10)
     opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
