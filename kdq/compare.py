@@ -3,7 +3,7 @@
     rows = select(rows, stage=["done"], name="hinton*", min_f1=0.5, sort="val_f1", descending=True, limit=10)
     diff = spec_diff([exp.spec_json ...])          # only the fields that differ
     table = side_by_side(exps)                     # metric -> one value per experiment
-    write_compare_report(exps, all_rows, out_dir)  # index.html + charts
+    write_compare_report(exps, points, out_dir)  # index.html + charts (points: the trust chart's)
 
 Pure except the last function.
 """
@@ -56,15 +56,6 @@ def select(
     return out[:limit] if limit else out
 
 
-def trust_points(rows: Iterable[dict]) -> list[tuple[str, float, float]]:
-    """(label, local val macro-F1, server score) for every submitted experiment with both numbers."""
-    return [
-        (f"{r['id']}: {r['name']}", r["val_f1"], r["server_score"])
-        for r in rows
-        if r.get("val_f1") is not None and r.get("server_score") is not None
-    ]
-
-
 # ---------------------------------------------------------------- specs and metrics side by side
 
 
@@ -111,7 +102,7 @@ def side_by_side(exps: list) -> dict[str, list[Any]]:
 # ---------------------------------------------------------------- the HTML page
 
 
-def write_compare_report(exps: list, all_rows: list[dict], out_dir: Path) -> Path:
+def write_compare_report(exps: list, points: list, out_dir: Path) -> Path:
     """``out_dir/index.html`` with the spec diff, the metrics, a per-class chart and the trust chart."""
     from kdq import plots
     from kdq.report import render, write_page
@@ -126,8 +117,7 @@ def write_compare_report(exps: list, all_rows: list[dict], out_dir: Path) -> Pat
     per_class = {n: v for n, v in per_class.items() if v}
     if per_class:
         plots.per_class_f1(per_class, out_dir / "per_class_f1.png")
-    points = trust_points(all_rows)
-    plots.local_vs_server(points, out_dir / "local_vs_server.png")
+    plots.trust(points, out_dir / "trust.png")  # every graded submission (scoring.TrustPoint)
     html = render(
         "compare.html",
         title="Comparison of " + ", ".join(str(e.id) for e in exps),

@@ -151,41 +151,54 @@ def per_class_f1(series: dict[str, dict[str, float]], path: Path) -> Path:
 # ---------------------------------------------------------------- many experiments
 
 
-def local_vs_server(
-    points: list[tuple[str, float, float]],
-    path: Path,
-    xlabel: str = "local validation macro-F1",
-    ylabel: str = "server score",
-) -> Path:
-    """Local validation macro-F1 against the server's score: how far local validation can be trusted."""
+def trust_figure(points: Sequence, current: int | None = None):
+    """The trust chart: our holdout F1 (its 90% interval as a bar) against the server's F1 for every
+    graded submission (``kdq.course.scoring.TrustPoint``); on the y = x line the holdout is trusted, and
+    the calibration is how far the points sit from it. ``current``: the experiment this page is about."""
     fig, ax = plt.subplots(figsize=(6.5, 5))
     if points:
-        x = np.array([p[1] for p in points], float)
-        y = np.array([p[2] for p in points], float)
-        ax.scatter(x, y, s=30)
-        for name, xi, yi in points:
-            ax.annotate(_short(name, 20), (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        if len(points) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
-            slope, icept = np.polyfit(x, y, 1)
-            xs = np.linspace(x.min(), x.max(), 2)
-            r = np.corrcoef(x, y)[0, 1]
-            rank = np.corrcoef(np.argsort(np.argsort(x)), np.argsort(np.argsort(y)))[0, 1]
-            ax.plot(
-                xs,
-                slope * xs + icept,
-                "--",
-                color="grey",
-                label=f"fit (n = {len(points)}): r = {r:.2f}, rank r = {rank:.2f}",
+        x = np.array([p.f1 for p in points], float)
+        y = np.array([p.server_f1 for p in points], float)
+        err = np.array([[p.f1 - p.ci[0], p.ci[1] - p.f1] if p.ci else [0.0, 0.0] for p in points], float).T
+        ax.errorbar(x, y, xerr=err, fmt="o", ms=5, capsize=3, color="tab:blue", label="graded submissions")
+        for p in points:
+            ax.annotate(
+                _short(p.label, 20),
+                (p.f1, p.server_f1),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
             )
-            ax.legend()
+        mine = [p for p in points if p.exp_id == current]
+        if mine:
+            ax.scatter(
+                [p.f1 for p in mine],
+                [p.server_f1 for p in mine],
+                s=140,
+                marker="*",
+                color="tab:red",
+                zorder=3,
+                label=f"this experiment ({current})",
+            )
+        lo, hi = min(x.min(), y.min(), *(p.ci[0] for p in points if p.ci)), max(x.max(), y.max())
+        pad = max(0.02, (hi - lo) * 0.1)
     else:
-        ax.text(
-            0.5, 0.5, "no experiment has a server score yet", ha="center", va="center", transform=ax.transAxes
-        )
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title("local validation vs. the server")
-    return _save(fig, path)
+        lo, hi, pad = 0.0, 1.0, 0.0
+        ax.text(0.5, 0.5, "no graded submission yet", ha="center", va="center", transform=ax.transAxes)
+    edge = [lo - pad, hi + pad]
+    ax.plot(edge, edge, "--", color="grey", lw=1, label="y = x (the holdout is right)")
+    ax.set_xlim(edge)
+    ax.set_ylim(edge)
+    ax.set_xlabel("our holdout macro-F1 (90% interval; val F1 where no holdout)")
+    ax.set_ylabel("the server's macro-F1")
+    ax.set_title("can the holdout be trusted? (graded submissions)")
+    ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+def trust(points: Sequence, path: Path, current: int | None = None) -> Path:
+    """``trust_figure``, saved: the one trust chart of the report, the comparison and ``results --plot``."""
+    return _save(trust_figure(points, current), path)
 
 
 def metric_bars(names: list[str], metrics: dict[str, list[float | None]], path: Path) -> Path:

@@ -197,10 +197,10 @@ def write_experiment_report(
     settings=None,
     events: list[dict] | None = None,
     expected: dict | None = None,
-    calibration: list[tuple[str, float, float]] | None = None,
+    calibration: list | None = None,
 ) -> Path:
-    """Write ``out_dir/index.html`` and its figures; returns the page's path. ``calibration``: (label,
-    local F1, server F1) of every graded submission, plotted when there is one."""
+    """Write ``out_dir/index.html`` and its figures; returns the page's path. ``calibration``: every graded
+    submission (``kdq.course.scoring.TrustPoint``), on the trust chart with this experiment marked."""
     out_dir = Path(out_dir)
     d = experiment_data(exp, submissions, settings, events, expected)
     m = d["metrics"]
@@ -211,8 +211,7 @@ def write_experiment_report(
         "calibration": None,
     }
     if calibration:
-        axes = {"xlabel": "local macro-F1 (holdout where measured)", "ylabel": "server macro-F1"}
-        plots.local_vs_server(calibration, out_dir / "calibration.png", **axes)
+        plots.trust(calibration, out_dir / "calibration.png", current=exp.id)
         figures["calibration"] = "calibration.png"
     if d["history"]:
         plots.training_curves(d["history"], out_dir / "curves.png")

@@ -11,7 +11,7 @@ from test_report import finish, runs, tiny_spec, valid_png  # noqa: F401 — `ru
 from typer.testing import CliRunner
 
 from kdq.cli.main import app
-from kdq.compare import select, side_by_side, spec_diff, trust_points
+from kdq.compare import select, side_by_side, spec_diff
 
 ROWS = [
     {"id": 1, "name": "hinton-t2", "stage": "done", "backend": "local", "val_f1": 0.61, "server_score": 5.5},
@@ -55,10 +55,6 @@ def test_select_sorts_both_ways_with_missing_values_last():
     assert ids(select(ROWS, sort="val_f1", limit=2)) == [2, 1]
 
 
-def test_trust_points_need_both_numbers():
-    assert trust_points(ROWS) == [("1: hinton-t2", 0.61, 5.5), ("3: dkd-base", 0.55, 5.1)]
-
-
 def test_spec_diff_keeps_only_the_fields_that_differ():
     a, b = tiny_spec("a", 1e-3), tiny_spec("b", 3e-3)
     diff = spec_diff([a.model_dump_json(), b.model_dump_json()])
@@ -90,10 +86,10 @@ def test_cli_compare_table_json_and_html(two, tmp_path):
     out = json.loads(result.output)
     assert out["spec_diff"]["train.lr"] == [1e-3, 3e-3] and out["metrics"]["server_rank"] == [4, 6]
     html = (tmp_path / "cmp" / "index.html").read_text()
-    for name in ("metrics.png", "per_class_f1.png", "local_vs_server.png"):
+    for name in ("metrics.png", "per_class_f1.png", "trust.png"):
         assert valid_png(tmp_path / "cmp" / name) and f'src="{name}"' in html
     assert "&lt;b&gt;fast&lt;/b&gt;-lr" in html and "<b>fast" not in html
-    assert "2 with a server score" in html
+    assert "(0 graded)" in html  # the trust chart: graded submissions of the ledger (none here)
 
 
 def test_cli_compare_needs_two_known_ids(two):

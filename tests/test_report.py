@@ -200,7 +200,7 @@ def test_report_and_compare_on_experiments_finished_by_the_local_backend(setting
     result = CliRunner().invoke(app, ["compare", *map(str, ids), "--html", str(tmp_path / "cmp")])
     assert result.exit_code == 0, result.output
     assert "train.lr" in result.output
-    for name in ("metrics.png", "per_class_f1.png", "local_vs_server.png"):
+    for name in ("metrics.png", "per_class_f1.png", "trust.png"):
         assert valid_png(tmp_path / "cmp" / name)
 
 

@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 
 from kdq.cli.common import console, fail, get_or_exit, open_store, settings
-from kdq.cli.status import result_row
 
 
 def _fmt(v) -> str:
@@ -91,14 +90,15 @@ def compare(
     from rich.text import Text
 
     from kdq.compare import side_by_side, spec_diff, write_compare_report
+    from kdq.course.scoring import calibration_points
 
     if len(ids) < 2:
         raise fail("compare needs at least two experiment ids, e.g. `kdq compare 3 7`", 2)
     with open_store(look=True) as store:
         exps = [get_or_exit(store, i) for i in ids]
-        all_rows = [result_row(e) for e in store.list() if e.val_f1 is not None]
+        points = calibration_points(store, settings()) if html else []
     diff, table = spec_diff([e.spec_json for e in exps]), side_by_side(exps)
-    page = write_compare_report(exps, all_rows, html) if html else None
+    page = write_compare_report(exps, points, html) if html else None
     if as_json:
         print(
             json.dumps(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
+from typing import NamedTuple
 
 from kdq.course.expected import Calibration, Deadline, Expected, expected_score
 from kdq.course.policy import CONFIDENCE, Candidate, Graded, Live
@@ -219,13 +220,32 @@ def expected_all(store, settings, exps) -> dict[int, Expected]:
     return {e.id: x for e in exps if (x := expected_of(e, factor, cal)) is not None}
 
 
-def calibration_points(store, settings) -> list[tuple[str, float, float]]:
-    """(label, local F1, server F1) for each graded submission of ours: the calibration, plotted."""
+class TrustPoint(NamedTuple):
+    """One graded submission of ours on the trust chart (kdq/plots.py ``trust``)."""
+
+    exp_id: int
+    label: str  # "ID #attempt"
+    f1: float  # our local F1: the holdout's where measured
+    ci: tuple[float, float] | None  # its 90% interval
+    server_f1: float  # the server's F1: its score plus the size factor at its size, over 10
+
+
+def calibration_points(store, settings) -> list[TrustPoint]:
+    """Every graded submission of ours: the calibration, as the one trust chart plots it."""
     from kdq.course.ledger import Ledger
 
     ledger = Ledger(store)
     factor = size_factor(ledger, settings)
-    return [(f"{r['exp_id']} #{r['attempt']}", loc, srv) for r, loc, srv in _pairs(store, ledger, factor)]
+    return [
+        TrustPoint(
+            r["exp_id"],
+            f"{r['exp_id']} #{r['attempt']}",
+            loc,
+            local_f1(store.get(r["exp_id"]).metrics)[1],
+            srv,
+        )
+        for r, loc, srv in _pairs(store, ledger, factor)
+    ]
 
 
 def header_lines(store, settings, now: float) -> list[str]:
