@@ -94,16 +94,23 @@ class Store(UserRequests):
     def open(cls, settings, *, force: bool = False) -> Store:
         """The store of this home. A home with runs or artifacts but no database lost its database:
         refused unless ``force`` (a new database gets a new instance id, so no old run id comes back)."""
-        if not force and not settings.db_path.exists():
-            left = [
-                d.name for d in (settings.runs_dir, settings.artifacts_dir) if d.is_dir() and any(d.iterdir())
-            ]
-            if left:
-                raise StoreError(
-                    f"{settings.root} has {' and '.join(left)} but no kdq.db: it was moved or deleted; put it"
-                    " back, or run `kdq worker --force` to start an empty one beside the old runs"
-                )
+        if not force:
+            cls.refuse_a_lost_database(settings)
         return cls(settings.db_path)
+
+    @staticmethod
+    def refuse_a_lost_database(settings) -> None:
+        """``StoreError`` if the home has runs or artifacts but its kdq.db is gone."""
+        if settings.db_path.exists():
+            return
+        left = [
+            d.name for d in (settings.runs_dir, settings.artifacts_dir) if d.is_dir() and any(d.iterdir())
+        ]
+        if left:
+            raise StoreError(
+                f"{settings.root} has {' and '.join(left)} but no kdq.db: it was moved or deleted; put it"
+                " back, or run `kdq worker --force` to start an empty one beside the old runs"
+            )
 
     @cached_property
     def db(self) -> sqlite_utils.Database:

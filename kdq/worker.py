@@ -26,6 +26,7 @@ from huey.exceptions import RetryTask, TaskLockedException
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from kdq import notify, steps
+from kdq.errors import database_trouble
 from kdq.log import get_logger
 from kdq.stages import Stage
 from kdq.store import Store
@@ -33,6 +34,7 @@ from kdq.store import Store
 log = get_logger("kdq.worker")
 REDRIVE_GRACE_S = 30.0
 DISK_RETRY_FOR_S = 600.0  # how long a tick that cannot write anything is retried in place
+DB_RETRY_S = 30.0  # a step that found kdq.db unusable (read-only, deleted, busy) looks again after this
 
 
 def lock_name(exp_id: int) -> str:
@@ -134,6 +136,12 @@ def _advance(q: Queue, exp_id: int) -> None:
                 search_trial = store.get(exp_id).search is not None
     except TaskLockedException:
         return  # another task is on this experiment right now; it reschedules itself
+    except Exception as exc:  # kdq.db read-only, deleted or busy: one line, look again later
+        line = database_trouble(exc, q.settings.db_path)
+        if line is None:
+            raise
+        log.error("kdq.db cannot be used now", exp=exp_id, error=line)
+        raise RetryTask(delay=DB_RETRY_S) from None
     if search_trial:
         q.searches()  # a trial moved on: report its epoch, tell its end, ask for the next one
     if delay is None:
@@ -212,12 +220,20 @@ def redrive(q: Queue, grace_s: float) -> list[int]:
 
 
 def _reconcile(q: Queue) -> None:
-    ids = redrive(q, REDRIVE_GRACE_S)
+    try:
+        ids = redrive(q, REDRIVE_GRACE_S)
+        with Store.open(q.settings) as store:
+            busy = scheduler_has_work(store)
+    except Exception as exc:  # kdq.db read-only, deleted or busy: one line a minute, no traceback
+        line = database_trouble(exc, q.settings.db_path)
+        if line is None:
+            raise
+        log.error("kdq.db cannot be used now", error=line)
+        return
     if ids:
         log.info("re-drove experiments whose task was lost", ids=ids)
-    with Store.open(q.settings) as store:
-        if scheduler_has_work(store):
-            q.submissions()  # a lost scheduler task costs a minute at most; an extra tick is harmless
+    if busy:
+        q.submissions()  # a lost scheduler task costs a minute at most; an extra tick is harmless
     q.searches()  # trials are re-driven like experiments; a search also asks for its next ones here
     notify.check(q.settings)  # KDQ_NOTIFY: what became news this minute; it never raises
 

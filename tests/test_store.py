@@ -323,3 +323,22 @@ def test_a_home_that_cannot_be_written_is_one_line_from_every_command(
         line = " ".join(r.stderr.split())
         assert line.startswith("error: ") and str(settings.db_path) in line and says in line, (args, line)
         assert "Traceback" not in r.output
+
+
+def test_every_command_on_a_home_that_lost_its_database_gives_the_documented_refusal(settings):
+    """Not "no kdq state here ... kdq enqueue SPEC starts one" (enqueue refuses such a home too)."""
+    from typer.testing import CliRunner
+
+    from kdq.cli.main import app
+
+    Store.open(settings).close()
+    (settings.runs_dir / "old-e1-a1").mkdir(parents=True)
+    for suffix in ("", "-wal", "-shm"):
+        settings.db_path.with_name(settings.db_path.name + suffix).unlink(missing_ok=True)
+    for args in (["status"], ["show", "1"], ["results"], ["cancel", "1"], ["retry", "1"], ["submit", "1"]):
+        r = CliRunner().invoke(app, args)
+        line = " ".join(r.stderr.split())
+        assert r.exit_code == 1 and "runs but no kdq.db" in line and "kdq worker --force" in line, (
+            args,
+            line,
+        )

@@ -36,3 +36,28 @@ def test_one_queue_per_home_and_nudges_land_in_it(tmp_path, monkeypatch):
     assert sorted((t.name, t.args) for t in huey.pending()) == [("advance", (7,)), ("advance", (8,))]
     worker.nudge([9], b)
     assert [t.args for t in huey.pending()][-1] == (9,)
+
+
+def test_a_database_that_cannot_be_written_is_one_log_line_and_a_later_look(settings, monkeypatch):
+    """A read-only home (or a kdq.db deleted under the worker): the task logs one line naming the file
+    and looks again later; no raw traceback from the task queue, nothing failed."""
+    import sqlite3
+
+    import pytest
+    from huey.exceptions import RetryTask
+
+    from kdq import worker
+    from kdq.store import Store
+
+    said = []
+    monkeypatch.setattr(worker.log, "error", lambda *a, **k: said.append(k.get("error", a[0])))
+
+    def readonly(*args, **kwargs):
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setattr(Store, "open", readonly)
+    q = worker.queue(settings)
+    with pytest.raises(RetryTask):
+        worker._advance(q, 1)
+    [line] = said
+    assert str(settings.db_path) in line and "cannot be written" in line

@@ -78,9 +78,10 @@ def open_store(create: bool = True, s=None, force: bool = False, look: bool = Fa
     s = s or settings()
     if not look:  # commands say what they did themselves: only warnings are logged
         kdqlog.configure(bool(s.log_json), level=logging.WARNING, settings=s)
-    if (look or not create) and not s.db_path.exists():
-        raise fail(f"no kdq state here: {s.where()}; `kdq enqueue SPEC` or `kdq demo` starts one")
     try:
+        if (look or not create) and not s.db_path.exists():
+            Store.refuse_a_lost_database(s)  # the runs are there, kdq.db is not: say that, not "start one"
+            raise fail(f"no kdq state here: {s.where()}; `kdq enqueue SPEC` or `kdq demo` starts one")
         return Store.open(s, force=force)
     except StoreError as exc:  # a damaged database, or runs left without one
         raise fail(str(exc)) from None
