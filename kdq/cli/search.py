@@ -28,25 +28,27 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Trials by state, the best so far (or the Pareto front), the budget used, importances."""
+    from kdq.course.scoring import expected_all
     from kdq.search.summary import searches, summarize
 
     root = settings().root
     with open_store(create=False) as store:
         picked = _pick(searches(store), name)
         summaries = [summarize(store, root, n, trials) for n, trials in sorted(picked.items())]
+        expected = expected_all(store, settings(), [e for trials in picked.values() for e in trials])
     if as_json:
         print(json.dumps(summaries if name is None else summaries[0], indent=2, default=str))
         return
     if not summaries:
         say("no searches yet: kdq enqueue a spec with a [search] table (docs/search.md)")
     for s in summaries:
-        _print(s)
+        _print(s, expected)
 
 
-def _print(s: dict) -> None:
+def _print(s: dict, expected: dict) -> None:
     from rich.table import Table
 
-    from kdq.search.summary import front_line, value_text
+    from kdq.search.summary import best_line, front_line, value_text
 
     states = "  ".join(f"{k} {v}" for k, v in s["by_state"].items() if v)
     budget = s["gpu_hours"]
@@ -65,7 +67,7 @@ def _print(s: dict) -> None:
         for r in front:
             say(f"  {front_line(r)}")
     elif best:
-        say(f"best: {front_line(best)}")
+        say(f"best: {best_line(best, s['objective'], expected.get(best['experiment']))}")
     else:
         say("best: no complete trial yet")
     if s["importances"]:

@@ -39,12 +39,13 @@ def summarize(store, root: Path, name: str, trials: list[Experiment]) -> dict[st
                 "stage": str(e.stage),
                 "study_state": t.state.name.lower() if t else None,
                 "value": _value(t),
+                "told_at": t.datetime_complete.timestamp() if t and t.datetime_complete else None,
                 "epochs": (e.progress or {}).get("epoch", 0),
                 "params": params_of(e.spec),
             }
         )
     done = [r for r in rows if r["study_state"] == "complete" and r["value"] is not None]
-    shown = ("trial", "experiment", "name", "value", "params")
+    shown = ("trial", "experiment", "name", "value", "told_at", "params")
     front = None
     if search.two_sided:  # no one best: the trials no other beats on both F1 and size, smallest first
         on_front = {t.number for t in study.best_trials} if study else set()
@@ -182,6 +183,18 @@ def value_text(value: float | list[float] | None) -> str:
     if isinstance(value, list):
         return f"F1 {value[0]:.4f}, {value[1]:.2f} MiB"
     return "" if value is None else f"{value:.4f}"
+
+
+def best_line(r: dict[str, Any], objective: str, expected=None) -> str:
+    """The best trial with one expected score, the one `kdq status` shows now (``expected``: its
+    ``Expected``), and the value the study was told labelled with when: a calibration since moves the
+    first, never the second."""
+    from datetime import datetime
+
+    now = f"expected {expected.text()} now; " if expected is not None else ""
+    when = datetime.fromtimestamp(r["told_at"]).strftime("%H:%M") if r.get("told_at") else "?"
+    told = f"{objective} {value_text(r['value'])} told to the study at {when}"
+    return f"trial {r['trial']} = experiment {r['experiment']}: {now}{told} {r['params']}"
 
 
 def front_line(r: dict[str, Any]) -> str:

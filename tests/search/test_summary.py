@@ -75,3 +75,14 @@ def test_report_of_a_two_sided_search_plots_the_pareto_front(ctx, tmp_path):  # 
     page = out.read_text()
     assert "Pareto front" in page and "Parallel coordinates" in page and "Optimization history" not in page
     assert page.count("data:image/png;base64,") == 2
+
+
+def test_the_best_trial_shows_one_expected_score_and_labels_the_value_the_study_was_told(ctx):  # noqa: F811
+    """`kdq search status` showed the study's value (an expected score told before later calibration) as
+    "best … 6.3072" beside a different expected score in `kdq status`: one number, the other labelled."""
+    enqueue(ctx.store, trials=3)
+    run_search(ctx)
+    r = CliRunner().invoke(app, ["search", "status"])
+    assert r.exit_code == 0, r.output
+    [line] = [x for x in r.stdout.splitlines() if x.startswith("best:")]
+    assert "expected " in line and "told to the study at " in line, line
