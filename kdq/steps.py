@@ -99,7 +99,7 @@ def step_fetching(ctx: Context, exp: Experiment) -> float:
 def step_validating(ctx: Context, exp: Experiment) -> float | None:
     from kdq import refit
     from kdq.course.sealed import sha256_of
-    from kdq.verify import VerifyError, holdout_check, verify_file
+    from kdq.verify import VerifyError, holdout_check, recorded, verify_file
 
     dest = Path(exp.artifacts)
     model = dest / runfolder.MODEL
@@ -107,12 +107,14 @@ def step_validating(ctx: Context, exp: Experiment) -> float | None:
     metrics = runfolder.read_json(dest / runfolder.METRICS)
     if not metrics or "val_f1" not in metrics:
         raise PermanentError(f"{dest / runfolder.METRICS} is missing or has no val_f1")
+    if metrics.get("grader_error"):  # the run scored its file where its pictures are, and it failed
+        raise PermanentError(f"model.pt fails the grader's checks (in the run): {metrics['grader_error']}")
     data_dir = ctx.settings.datasets_dir / exp.spec.data.dataset
     try:
         report = verify_file(dest / runfolder.MODEL, **holdout_check(data_dir, metrics))
     except VerifyError as exc:
         raise PermanentError(f"model.pt fails the grader's checks: {exc}") from None
-    metrics = {**metrics, "verify": report, "grader_f1": report.get("grader_f1")}
+    metrics = {**metrics, "verify": report, **recorded(report, metrics)}
     metrics["sha256"] = sha256
     metrics = refit.carry(ctx.store, exp, metrics)
     moved = ctx.store.move(

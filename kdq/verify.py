@@ -279,6 +279,37 @@ def holdout_check(data_dir: Path, metrics: dict) -> dict:
     return {"holdout": listing, "expect_f1": metrics.get("holdout_f1")}
 
 
+def score_in_run(path: Path, data_dir: Path, metrics: dict) -> dict:
+    """The training run's own check, where its pictures are (in the Modal container too): the file alone,
+    in a fresh process, scored on the holdout pictures as the grader renders them and held against
+    ``holdout_f1``. ``{"grader_f1", "grader_scored": "in the run"}``, ``{"grader_error": why}`` when the
+    file fails, or ``{}`` when the run has no holdout pictures."""
+    asked = holdout_check(data_dir, metrics)
+    if not asked:
+        return {}
+    try:
+        report = verify_file(
+            path, num_classes=len(metrics.get("classes") or range(grader.NUM_CLASSES)), **asked
+        )
+    except VerifyError as exc:
+        return {"grader_f1": None, "grader_error": str(exc)}
+    return {"grader_f1": report["grader_f1"], "grader_scored": "in the run"}
+
+
+def recorded(report: dict, metrics: dict) -> dict:
+    """What the validating step records: ``grader_f1`` scored here when the pictures are here, else the
+    run's own; ``grader_scored`` says where ("here", "in the run"), None when the file was never scored
+    on the holdout pictures (then the ``if_better`` policy waits for ``kdq submit``)."""
+    if report.get("grader_f1") is not None:
+        return {"grader_f1": report["grader_f1"], "grader_scored": "here"}
+    if metrics.get("grader_f1") is not None:
+        return {
+            "grader_f1": metrics["grader_f1"],
+            "grader_scored": metrics.get("grader_scored", "in the run"),
+        }
+    return {"grader_f1": None, "grader_scored": None}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kdq.verify", description=__doc__.splitlines()[0])
     parser.add_argument("path", type=Path)

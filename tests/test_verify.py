@@ -169,3 +169,22 @@ def test_the_validating_step_asks_for_the_grader_f1_when_the_pictures_are_here(t
     asked = holdout_check(tmp_path / "data", metrics)
     assert asked == {"holdout": holdout, "expect_f1": 0.75}
     assert holdout_check(tmp_path / "elsewhere", metrics) == {}  # the pictures are not on this machine
+
+
+def test_the_run_scores_its_file_where_its_pictures_are_and_says_so(tmp_path):
+    from kdq.verify import recorded, score_in_run
+
+    holdout = pictures(tmp_path / "data")
+    path = save(Colour(), tmp_path / "m.pt")
+    metrics = {"holdout_files": holdout["files"], "holdout_labels": holdout["labels"], "holdout_f1": 1.0}
+    metrics["classes"] = ["0", "1"]
+    scored = score_in_run(path, tmp_path / "data", {**metrics})
+    assert scored == {"grader_f1": 1.0, "grader_scored": "in the run"}
+    wrong = {**metrics, "holdout_labels": [1 - y for y in holdout["labels"]]}  # the file disagrees
+    failed = score_in_run(path, tmp_path / "data", wrong)
+    assert failed["grader_f1"] is None and "differs from holdout_f1" in failed["grader_error"]
+    assert score_in_run(path, tmp_path / "data", {}) == {}  # no holdout pictures: nothing to score
+    # the validating step: its own score when the pictures are here, else the run's, else none
+    assert recorded({"grader_f1": 0.9}, {**scored}) == {"grader_f1": 0.9, "grader_scored": "here"}
+    assert recorded({}, {**metrics, **scored}) == scored
+    assert recorded({}, metrics) == {"grader_f1": None, "grader_scored": None}

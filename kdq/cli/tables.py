@@ -56,6 +56,8 @@ def show_view(exp: Experiment, data: dict, events: list[dict]) -> list[Renderabl
     from rich.table import Table
     from rich.text import Text
 
+    from kdq.course import scoring
+
     parts: list[Any] = [
         Text(
             f"{exp.id}: {exp.name}  {exp.stage}  ({exp.backend}, attempt {exp.attempt}, run {exp.run_id})",
@@ -78,6 +80,7 @@ def show_view(exp: Experiment, data: dict, events: list[dict]) -> list[Renderabl
             "holdout_f1",
             "holdout_f1_ci",
             "grader_f1",
+            "grader_scored",
             "val_acc",
             "teacher_probe_f1",
             "model_mb",
@@ -90,6 +93,14 @@ def show_view(exp: Experiment, data: dict, events: list[dict]) -> list[Renderabl
                     value = "[{:.4f}, {:.4f}]".format(*value)
                 m.add_row(k, num(value, 4))
         parts.append(m)
+        if not scoring.scored(exp.metrics):
+            parts.append(
+                Text(
+                    "the file was never scored on the holdout pictures as the grader scores them "
+                    f"(they were not here, nor scored in the run): if_better waits for `kdq submit {exp.id}`",
+                    style="yellow",
+                )
+            )
     if e := data.get("expected_score"):
         lo, hi = e["interval"]
         band = "" if lo == hi else f" [{lo:.3f}, {hi:.3f}]"

@@ -66,6 +66,7 @@ class Candidate:
     holdout: bool = False  # whether ``f1`` is the holdout F1
     refit: int | None = None  # its refit (kdq.refit), still on its way: the successor goes instead
     refit_of: int | None = None  # it is the refit of this experiment: it succeeds it when that one is live
+    scored: bool = True  # its file was scored as the grader scores it (else if_better waits for kdq submit)
 
 
 @dataclass(frozen=True)
@@ -286,6 +287,11 @@ def _sort(
                 s.eligible.append(c)
             else:
                 s.held.append(f"experiment {c.exp_id} waits: its parent, live, is being graded")
+        elif not c.scored:
+            s.held.append(
+                f"experiment {c.exp_id} waits for `kdq submit {c.exp_id}`: its file was never scored on the "
+                "holdout pictures as the grader scores them"
+            )
         else:
             ok, numbers = judge.explore(c, bar) if c.policy == "explore" else judge.verdict(c, live)
             if ok and (graded or live is None or c.policy != "explore"):

@@ -48,7 +48,15 @@ def candidate(exp: Experiment, refit: int | None = None) -> Candidate:
         holdout=holdout,
         refit=refit,
         refit_of=exp.refit_of,
+        scored=scored(exp.metrics),
     )
+
+
+def scored(metrics: dict | None) -> bool:
+    """Whether the file was scored as the grader scores it (``grader_f1``), or could not be: a run with
+    no holdout pictures (a refit, ``data.holdout_fraction = 0``)."""
+    m = metrics or {}
+    return m.get("grader_f1") is not None or not m.get("holdout_files")
 
 
 def candidates(store, ready: list[Experiment]) -> list[Candidate]:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from kdq import runfolder
+from kdq import runfolder, verify
 from kdq.spec import ExperimentSpec
 from kdq.train import augment, data, export, losses, students
 from kdq.train.data import Split
@@ -92,6 +92,7 @@ def run(
     hook.remove()  # the feature hook feeds embedding distillation only: the exported model has none
     best = export_best(spec, step, state, split, run_dir)
     metrics = evaluate(spec, best, state, split, targets)
+    metrics.update(verify.score_in_run(best.file, data_dir, metrics))  # the file alone, as the grader
     metrics["seconds"] = round(time.time() - started, 2)
     runfolder.write_json(run_dir / runfolder.METRICS, metrics)
     progress(run_dir, spec, state, "done", state["history"][-1]["val_f1"])
@@ -99,7 +100,7 @@ def run(
     shown = "none" if h is None else f"{h:.4f} {metrics['holdout_f1_ci']}"
     log(
         f"best epoch {metrics['best_epoch']}: val macro-F1 {_shown(metrics['val_f1'])}, holdout {shown}, "
-        f"model {metrics['model_mb']:.2f} MiB"
+        f"model {metrics['model_mb']:.2f} MiB, grader_f1 {_shown(metrics.get('grader_f1'))}"
     )
     return {k: metrics[k] for k in ("val_f1", "holdout_f1", "best_epoch", "model_mb")}
 

@@ -548,6 +548,9 @@ def test_queued_to_ready_through_network_loss(settings, store, fake, dataset_dir
     exp = drive(ctx, exp_id, {Stage.DONE, Stage.READY, Stage.FAILED})
     assert exp.stage is Stage.DONE, exp.error  # submit.policy = never: ready, then done
     assert exp.progress["epoch"] == 2 and exp.metrics["val_f1"] == exp.val_f1
+    # the pictures are on the Volume, not here: the container scored the file as the grader does
+    assert not (settings.datasets_dir / spec.data.dataset).exists()
+    assert exp.metrics["grader_scored"] == "in the run" and exp.metrics["grader_f1"] is not None
     for name in runfolder.ARTIFACTS:
         assert (Path(exp.artifacts) / name).stat().st_size > 0
     assert fake.started_training == [call.id] and fake.volume.commits >= 3  # claim, periodic, final

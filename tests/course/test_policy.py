@@ -355,3 +355,16 @@ def test_a_refit_succeeds_its_live_parent_whatever_the_policy():
     assert go([Candidate(2, 0.80, "explore", refit_of=1, **same)], live).submit == 2
     pending = replace(live, state="pending")
     assert go([Candidate(2, 0.80, refit_of=1, **same)], pending).submit is None  # once it is graded
+
+
+def test_if_better_waits_for_kdq_submit_when_the_file_was_never_scored_as_the_grader_scores_it():
+    from kdq.course.scoring import scored
+
+    unscored = Candidate(1, 0.9, "if_better", scored=False)
+    p = go([unscored, Candidate(2, 0.6, "if_better")])
+    assert p.submit == 2  # the scored one goes, though its F1 is lower
+    alone = go([unscored])
+    assert alone.submit is None and "waits for `kdq submit 1`: its file was never scored" in alone.reason
+    assert go([replace(unscored, requested=True)]).submit == 1  # kdq submit 1: the user's decision
+    assert not scored({"holdout_files": ["a.jpg"], "grader_f1": None}) and scored({"holdout_files": []})
+    assert scored({"holdout_files": ["a.jpg"], "grader_f1": 0.8})
