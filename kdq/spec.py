@@ -80,7 +80,7 @@ class TeacherSpec(Section):
         "pad", description="Teacher input: pad to a square then resize (MedSigLIP's own code), or squash."
     )
     mix_views: int = Field(
-        0,
+        8,
         ge=0,
         le=64,
         description="Cached views per picture that mix it with a partner (mixup or cutmix), embedded once; "

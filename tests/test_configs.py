@@ -89,6 +89,7 @@ def test_the_recipe_is_a_real_night_and_enqueues_with_its_cost(home, hw3):
     [path] = [p for p in CONFIGS if p.name == "recipe.toml"]
     [s] = load_file(path)
     assert s.student.pretrained and not s.student.allow_scratch and s.teacher.views >= 32
+    assert s.teacher.mix_views > 0
     assert s.distill.loss in ("dist", "dkd") and s.distill.kd_warmup_epochs > 0
     assert s.train.epochs >= 100 and s.train.patience is None and s.train.ema_decay
     assert s.data.decode_size >= 320 and s.data.refit and s.backend.kind == "modal"
@@ -96,5 +97,5 @@ def test_the_recipe_is_a_real_night_and_enqueues_with_its_cost(home, hw3):
     assert r.exit_code == 0, r.output
     out = " ".join(r.output.split())
     assert (
-        "would queue recipe" in out and "650,000 teacher forwards" in out and "GPU-minutes on an H100" in out
+        "would queue recipe" in out and "810,000 teacher forwards" in out and "GPU-minutes on an H100" in out
     )

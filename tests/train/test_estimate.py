@@ -59,21 +59,26 @@ def test_enqueue_says_so_and_queues_all_the_same(home, hw3, tmp_path, monkeypatc
 
 def test_the_recipe_cost_counts_teacher_forwards_student_epochs_and_h100_minutes():
     s = ExperimentSpec.model_validate(
-        {"name": "r", "teacher": {"views": 32}, "train": {"epochs": 300}, "backend": {"kind": "modal"}}
+        {
+            "name": "r",
+            "teacher": {"views": 32, "mix_views": 8},
+            "train": {"epochs": 300},
+            "backend": {"kind": "modal"},
+        }
     )
     c = estimate.recipe_cost(s)
-    assert c.teacher_forwards == 10_000 * 33  # every picture, plain + 32 views, once per dataset
+    assert c.teacher_forwards == 10_000 * 41  # every picture, plain + 32 views + 8 mixed, once per dataset
     # 0.97 TFLOP per forward at 45% of the H100's 989 bf16 TFLOP/s: about 446 pictures/s
     assert c.teacher_min == pytest.approx(
-        330_000 * estimate.teacher_flops(s.teacher.model) / (989e12 * 0.45) / 60
+        410_000 * estimate.teacher_flops(s.teacher.model) / (989e12 * 0.45) / 60
     )
-    assert 10 < c.teacher_min < 15
+    assert 12 < c.teacher_min < 18
     n_train, n_val = round(10_000 * 0.77), round(10_000 * 0.15)
     per_epoch_s = (n_train + n_val / 3) / estimate.STUDENT_IMAGES_PER_S
     assert c.epochs == 300 and c.student_min == pytest.approx(300 * per_epoch_s / 60, rel=1e-3)
     assert c.total_min == pytest.approx(c.teacher_min + c.student_min + estimate.RUN_OVERHEAD_MIN)
     line = estimate.cost_line("r.toml", s)
-    assert line.startswith("r.toml: r: ") and "330,000 teacher forwards" in line
+    assert line.startswith("r.toml: r: ") and "410,000 teacher forwards" in line
     assert "300 student epochs" in line and f"{c.total_min:,.0f} GPU-minutes on an H100" in line
 
 
@@ -94,5 +99,5 @@ def test_enqueue_dry_run_prints_the_cost(home, hw3, tmp_path):
     (tmp_path / "d.toml").write_text('name = "d"\n[backend]\nkind = "modal"\n')
     r = CliRunner().invoke(app, ["enqueue", str(tmp_path / "d.toml"), "--dry-run"])
     assert r.exit_code == 0, r.output
-    assert "d.toml: d: cost: 330,000 teacher forwards" in r.output.replace("\n", " ")
+    assert "d.toml: d: cost: 410,000 teacher forwards" in r.output.replace("\n", " ")
     assert "GPU-minutes on an H100" in r.output.replace("\n", " ")

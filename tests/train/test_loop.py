@@ -16,7 +16,7 @@ def spec(**over) -> ExperimentSpec:
     raw = {
         "name": "tiny",
         "student": {"library": "kdq", "name": "tiny_cnn"},
-        "teacher": {"model": "tiny", "views": 2, "l2": [1e-3]},
+        "teacher": {"model": "tiny", "views": 2, "mix_views": 0, "l2": [1e-3]},
         "distill": {"loss": "hinton", "temperature": 2.0, "alpha": 0.5},
         "train": {"epochs": 3, "batch_size": 32, "image_size": 32, "lr": 3e-3, "device": "cpu"},
         "data": {"decode_size": 32},

@@ -41,7 +41,12 @@ def test_prepare_gives_targets_for_every_image(clean_dataset, tmp_path):
     tr, va = data.split(d.labels, data.groups(d.digests, d.hashes, d.thumbs), 0.2, 0)
     for head in ("probe", "zeroshot"):
         t = teacher.prepare(
-            TeacherSpec(model="tiny", l2=[1e-3], views=2, head=head), d, tr, va, tmp_path, torch.device("cpu")
+            TeacherSpec(model="tiny", l2=[1e-3], views=2, mix_views=0, head=head),
+            d,
+            tr,
+            va,
+            tmp_path,
+            torch.device("cpu"),
         )
         # view 0 is the plain picture, then the two cached views
         assert t.logits.shape == (len(d.files), 3, 10) and t.embeddings.shape == (len(d.files), 3, 32)
@@ -120,7 +125,12 @@ def test_the_student_gets_the_plain_picture_among_the_teachers_views(clean_datas
     d = data.load(clean_dataset, None, decode_size=32)
     tr, va = data.split(d.labels, data.groups(d.digests, d.hashes, d.thumbs), 0.2, 0)
     t = teacher.prepare(
-        TeacherSpec(model="tiny", l2=[1e-3], views=2, resize="squash"), d, tr, va, None, torch.device("cpu")
+        TeacherSpec(model="tiny", l2=[1e-3], views=2, mix_views=0, resize="squash"),
+        d,
+        tr,
+        va,
+        None,
+        torch.device("cpu"),
     )
     assert t.views == 3 and torch.equal(t.params[:, 0], augment.identity(len(d.files)))
     plain = tiny.embed(d.images[:4], None)
@@ -139,14 +149,14 @@ def test_pad_shows_the_teacher_each_picture_with_its_own_aspect(clean_dataset, t
         lambda self, imgs, p, aspect=None: got.append(aspect) or real(self, imgs, p, aspect),
     )
     pad = teacher.prepare(
-        TeacherSpec(model="tiny", l2=[1e-3], views=1), d, tr, va, tmp_path, torch.device("cpu")
+        TeacherSpec(model="tiny", l2=[1e-3], views=1, mix_views=0), d, tr, va, tmp_path, torch.device("cpu")
     )
     aspects = torch.cat(got)
     want = (d.sizes[:, 0] / d.sizes[:, 1]).repeat_interleave(2)  # plain + one view of each picture
     assert torch.allclose(aspects, want) and not torch.allclose(aspects, torch.ones_like(aspects))
     got.clear()
     squash = teacher.prepare(
-        TeacherSpec(model="tiny", l2=[1e-3], views=1, resize="squash"),
+        TeacherSpec(model="tiny", l2=[1e-3], views=1, mix_views=0, resize="squash"),
         d,
         tr,
         va,
