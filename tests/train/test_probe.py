@@ -125,3 +125,16 @@ def test_folds_keep_groups_together_and_say_what_to_do_when_a_class_is_too_small
     assert all(fold[i] == fold[i + 1] for i in range(0, 8, 2))
     with pytest.raises(ValueError, match="2 or more per class"):
         probe.assign_folds(torch.tensor([0, 0, 1]), None, 5, seed=0)
+
+
+def test_extra_views_are_predicted_out_of_fold_and_never_fitted_on():
+    """Mixed views ride along: each is predicted by the module of its picture's held-out fold, and the
+    modules are the same with or without them (they are not fitted on)."""
+    x, y = _blobs(n=80, d=16, noise=1.0)
+    fold = probe.assign_folds(y, None, 4, seed=0)
+    plain = probe.fit_head("probe", x, y, 4, fold, (1e-3,))
+    noise = torch.randn(80, 2, 16, generator=torch.Generator().manual_seed(5)) * 50  # would move any fit
+    both = probe.fit_head("probe", x, y, 4, fold, (1e-3,), extra=torch.cat([x, noise], 1))
+    assert both.oof.shape == (80, 4, 4) and torch.allclose(both.oof[:, :1], plain.oof, atol=1e-5)
+    assert torch.allclose(both.oof[:, 1], plain.oof[:, 0], atol=1e-5)  # a copy of x: its oof logits
+    assert both.info == plain.info
