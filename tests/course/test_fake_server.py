@@ -79,9 +79,14 @@ def test_grading_statuses_and_status_rows(make_server, token, models):
 
 
 def test_an_older_attempt_stays_pending_once_a_newer_one_exists(make_server, token, models):
-    srv = make_server(eval_delay_s=0.3)
+    """The grading delay runs on the stand-in's clock, which the test moves: however slow the machine
+    between the two uploads (the sleep stands for it), the first is not graded before the second."""
+    now = [time.time()]
+    srv = make_server(eval_delay_s=1.0, clock=lambda: now[0])
     post(srv, token, models["const0"])
+    time.sleep(1.5)  # a loaded machine: more real time than the delay passes before the next upload
     post(srv, token, models["perfect"])
+    now[0] += 2.0
     srv.course.wait_graded()
     rows = httpx.get(f"{srv.url}/submission-status/{token}").json()
     assert [r["status"] for r in rows] == ["pending", "successful"]

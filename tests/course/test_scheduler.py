@@ -367,29 +367,41 @@ def test_a_refused_upload_fails_with_the_servers_words(make_server, store, setti
     assert srv.course.submissions == []
 
 
-def test_run_tick_ends_redundant_chains(store, settings, srv, tmp_path, models, token):
+def test_run_tick_ends_redundant_chains(store, settings, dataset_dir, tmp_path, models, token):
+    """The scheduler and the stand-in share one clock that the test moves: the count of uploads is
+    the chains' doing, never the machine's speed against a real-time window."""
     from kdq.course.ledger import Ledger
     from kdq.course.scheduler import NEXT_TICK, run_tick
 
+    now, mono, moved = time.time(), time.monotonic(), [0.0]
+    server = FakeServer(
+        teams={"Team Rocket": token},
+        data_dir=dataset_dir,
+        submit_interval_s=900.0,
+        status_interval_s=0.0,
+        clock=lambda: now + moved[0],
+    )
     settings.submit_interval_s, settings.status_interval_s = 900.0, 0.0
     settings.token, settings.team = token, "Team Rocket"
-    settings.server_url = srv.url
-    with CourseClient(srv.url, token) as other:
-        other.submit(models["const0"])  # the window is closed for 15 minutes
-    make_ready(store, tmp_path, models["perfect"], 0.9, "always")
-    now, mono = time.time(), time.monotonic()
 
     def at(t):
+        moved[0] = t
         return {"clock": lambda: now + t, "monotonic": lambda: mono + t}
 
-    first = run_tick(settings, store, **at(0))
-    assert first is not None and first > 800  # waiting for the window
-    assert Ledger(store, lambda: now, lambda: mono).next_tick_at() == pytest.approx(now + first)
-    assert store.get_meta_json(NEXT_TICK)["when"] == pytest.approx(now + first)
-    assert run_tick(settings, store, **at(60)) is None  # a second chain: ends here
-    assert run_tick(settings, store, **at(60), force=True) is not None  # a nudge still ticks
-    assert run_tick(settings, store, **at(first)) is not None  # the chain that is due goes on
-    assert len(srv.course.submissions) == 1
+    with server as srv:
+        settings.server_url = srv.url
+        with CourseClient(srv.url, token) as other:
+            other.submit(models["const0"])  # the window is closed for 15 minutes
+        make_ready(store, tmp_path, models["perfect"], 0.9, "always")
+        first = run_tick(settings, store, **at(0))
+        assert first is not None and first > 800  # waiting for the window
+        assert Ledger(store, lambda: now, lambda: mono).next_tick_at() == pytest.approx(now + first)
+        assert store.get_meta_json(NEXT_TICK)["when"] == pytest.approx(now + first)
+        assert run_tick(settings, store, **at(60)) is None  # a second chain: ends here
+        assert run_tick(settings, store, **at(60), force=True) is not None  # a nudge still ticks
+        assert len(srv.course.submissions) == 1  # neither uploaded: the window is still closed
+        assert run_tick(settings, store, **at(first)) is not None  # the chain that is due goes on
+        assert len(srv.course.submissions) == 2  # and uploads, once
 
 
 def test_a_live_submission_never_graded_stops_blocking_if_better(

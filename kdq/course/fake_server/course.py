@@ -153,7 +153,7 @@ class FakeCourse:
             if size_mb > self.max_size_mb:
                 sub.status = "rejected (file too large)"
             else:
-                self._futures.append(self._pool.submit(self._grade, sub))
+                self._futures.append(self._pool.submit(self._grade, sub, self.clock() + self.eval_delay_s))
         log.info("fake_server.submitted", team=team, attempt=attempt, size_mb=sub.size_mb)
         return Outcome(200, self._receipt(sub))
 
@@ -208,12 +208,13 @@ class FakeCourse:
             self._dataset = load_dataset(self.data_dir)
         return self._dataset
 
-    def _grade(self, sub: Submission) -> None:
-        deadline = time.monotonic() + self.eval_delay_s
-        while not self._closing.wait(max(0.0, min(0.1, deadline - time.monotonic()))):
+    def _grade(self, sub: Submission, deadline: float) -> None:
+        """Grade ``sub`` once the stand-in's clock reaches ``deadline`` (its upload plus ``eval_delay_s``):
+        a test moves that clock, a loaded machine does not."""
+        while not self._closing.wait(max(0.0, min(0.1, deadline - self.clock()))):
             if any(s is sub for s in self.forgotten):
                 return  # lost in a restart: never graded
-            if time.monotonic() >= deadline:
+            if self.clock() >= deadline:
                 break
         if self._closing.is_set():
             return
