@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+import kdq.backends.modal_cache as modal_cache
 from kdq import runfolder
 from kdq.backends.modal_gateway import CACHE, DATASET_MARK, OWNER, dataset_path, lease_key, run_key, run_path
 
@@ -39,6 +40,8 @@ class Live(Protocol):
 
     def get(self, key: str, default: Any = None) -> Any: ...
 
+    def pop(self, key: str, default: Any = None) -> Any: ...
+
 
 class _Unshared:
     """No shared dict: every lease is granted, nothing is published (the container code alone)."""
@@ -47,6 +50,9 @@ class _Unshared:
         return True
 
     def get(self, key: str, default: Any = None) -> Any:
+        return default
+
+    def pop(self, key: str, default: Any = None) -> Any:
         return default
 
 
@@ -224,13 +230,17 @@ def run_training(
 
     attempts = _attempts(owner, call_id, time.time())
 
-    def beat(pid: int | None, **extra: Any) -> None:
+    spec, mark = runfolder.read_json(run_dir / runfolder.SPEC), runfolder.read_json(data_dir / DATASET_MARK)
+    cache = [modal_cache.cache_key(spec or {}, mark or {})]  # the teacher cache this run may be building
+
+    def beat(pid: int | None, outcome: str | None = None, **extra: Any) -> None:
         record = {"call_id": call_id, "heartbeat": time.time(), "pid": pid, "attempts": attempts, **extra}
         runfolder.write_json(run_dir / OWNER, record)
+        progress = runfolder.read_json(run_dir / runfolder.PROGRESS)
         try:
-            live.put(
-                run_key(run_id), {**record, "progress": runfolder.read_json(run_dir / runfolder.PROGRESS)}
-            )
+            live.put(run_key(run_id), {**record, "progress": progress})
+            if cache[0] and modal_cache.publish(live, cache[0], run_id, progress, outcome):
+                cache[0] = None
         except Exception as exc:  # noqa: BLE001 — the Volume still carries it; the next beat tries again
             log(f"{run_id}: publishing the heartbeat failed: {exc!r}")
 
@@ -278,7 +288,7 @@ def run_training(
         _stop(proc, STOP_GRACE_S)  # cancelled, preempted (SIGINT) or crashing: stop the child
         copy_log()
         attempts[-1][1] = time.time()
-        beat(None, exit_code=proc.returncode, ended_at=time.time())
+        beat(None, runfolder.outcome(run_dir), exit_code=proc.returncode, ended_at=time.time())
         try:
             commit()  # the final commit: every file the run wrote is visible outside before we return
         except Exception as exc:  # noqa: BLE001 — on the way out of a cancel or a crash: do not mask it

@@ -2,10 +2,10 @@
 
     launch  a call id in launch.json or owner.json → reuse it; otherwise (one deploy or upload at a
             time) deploy if the code changed, make sure the dataset and the Hugging Face secret are
-            there, write spec.json + launch.json, spawn, keep the call id in the database, then on the
-            Volume
-    poll    the call's state + progress.json; an ended call is judged by the run folder (done.json,
-            error.json, the log); a run past backend.max_gpu_min (all attempts together) is cancelled
+            there, wait while another run builds the teacher cache (modal_cache.py), write spec.json +
+            launch.json, spawn, keep the call id in the database, then on the Volume
+    poll    the call's state + the heartbeat (modal.Dict) or progress.json; an ended call is judged by
+            the run folder; a run past backend.max_gpu_min (all attempts together) is cancelled
     fetch   stream model.pt, metrics.json, history.csv into dest, each checked against its size
     cancel  the handle's call and every call the run folder names (a handle may hold only the run id)
 
@@ -28,6 +28,7 @@ from typing import Any
 
 from filelock import FileLock
 
+import kdq.backends.modal_cache as modal_cache
 import kdq.backends.modal_gateway as vol
 from kdq import hf, runfolder
 from kdq.backends.base import RunStatus
@@ -40,7 +41,7 @@ from kdq.store import Store
 
 log = get_logger("kdq.modal")
 DEPLOY_META = "modal_deploy"
-UPLOAD_BATCH = 200  # files per Volume batch (the progress bar moves once per batch)
+UPLOAD_BATCH = 200  # files archived between two moves of the progress bar
 QUOTA_PATIENCE_S = 30 * 60  # a launch refused for a workspace limit this long fails
 _PREPARE = threading.Lock()  # with the file lock of the home: one deploy or dataset upload at a time
 _REFUSED_SINCE: dict[str, float] = {}  # run id → first workspace-limit refusal, for the worker's life
@@ -97,9 +98,7 @@ def dataset_files(folder: Path) -> list[Path]:
     return sorted(
         p
         for p in folder.rglob("*")
-        if p.is_file()
-        and "__MACOSX" not in p.parts
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        if p.is_file() and not any(s.startswith(".") or s == "__MACOSX" for s in p.relative_to(folder).parts)
     )
 
 
@@ -224,6 +223,8 @@ class ModalBackend:
             return self._handle(run_id, call_id, spec)
         with guarded(live_run=bool(record)):  # a record means a call may live: never fail it away
             mark = self.prepare(spec)
+            if key := modal_cache.cache_key(spec.model_dump(mode="json"), mark):
+                modal_cache.wait_or_build(self.gateway, key, run_id, time.time())
             token = uuid.uuid4().hex
             spawning = json.dumps({"state": "spawning", "token": token, "at": time.time()}).encode()
             spec_json = spec.model_dump_json(indent=2).encode()
@@ -253,9 +254,8 @@ class ModalBackend:
             return self.gateway.spawn(run_id, spec.data.dataset, **kw)
 
     def _handle(self, run_id: str, call_id: str, spec: ExperimentSpec) -> dict[str, Any]:
-        b, volume = spec.backend, self.settings.modal_volume
-        handle = {"run_id": run_id, "call_id": call_id, "gpu": b.gpu, "max_gpu_min": b.max_gpu_min}
-        return {**handle, "volume": volume, "launched_at": time.time()}
+        b, at = spec.backend, time.time()
+        return dict(run_id=run_id, call_id=call_id, gpu=b.gpu, max_gpu_min=b.max_gpu_min, launched_at=at)
 
     # ------------------------------------------------------------ poll
 
@@ -346,3 +346,4 @@ class ModalBackend:
             named = [(self._json(f"{run}/{name}") or {}).get("call_id") for name in (vol.LAUNCH, vol.OWNER)]
             for call_id in dict.fromkeys(filter(None, [handle.get("call_id"), *named])):
                 self.gateway.cancel(call_id)
+            modal_cache.release(self.gateway, handle["run_id"])

@@ -103,6 +103,11 @@ class Gateway(Protocol):
     def live_get(self, key: str) -> Any:
         """A value of the app's modal.Dict (``live_name``), or ``None``."""
 
+    def live_put(self, key: str, value: Any, *, skip_if_exists: bool = False) -> bool:
+        """Put a value; with ``skip_if_exists`` only when the key is absent (atomic). Whether it put."""
+
+    def live_pop(self, key: str) -> Any: ...
+
     def read_file(self, path: str) -> bytes | None:
         """The whole (small) file, or ``None`` when it is not on the Volume."""
 
@@ -267,6 +272,12 @@ class ModalGateway:
 
     def live_get(self, key: str) -> Any:
         return self._live().get(key)
+
+    def live_put(self, key: str, value: Any, *, skip_if_exists: bool = False) -> bool:
+        return self._live().put(key, value, skip_if_exists=skip_if_exists)
+
+    def live_pop(self, key: str) -> Any:
+        return self._live().pop(key, None)
 
     # ------------------------------------------------------------ the Volume
 

@@ -40,6 +40,7 @@ from modal.volume import FileEntry, FileEntryType
 
 from jobs import container
 from kdq import runfolder, steps
+from kdq.backends import modal_cache
 from kdq.backends import modal_gateway as vol
 from kdq.backends.modal import DEPLOY_META, ModalBackend, upload_dataset
 from kdq.backends.modal import code_fingerprint as real_fingerprint
@@ -231,6 +232,10 @@ class FakeDict:
     def get(self, key, default=None):
         with self.lock:
             return self.data.get(key, default)
+
+    def pop(self, key, default=None):
+        with self.lock:
+            return self.data.pop(key, default)
 
 
 @dataclass
@@ -760,6 +765,64 @@ def test_progress_reaches_the_worker_while_every_commit_fails(backend, fake):
         fake.volume.held_open = ""
         backend.cancel(handle)
         wait_for(lambda: fake.calls[handle["call_id"]].state != "running")
+
+
+def teacher_spec(**sections) -> ExperimentSpec:
+    return tiny_spec(
+        **{"teacher": {"kind": "siglip", "model": "tiny"}, "distill": {"loss": "hinton"}, **sections}
+    )
+
+
+def test_a_teacher_cache_is_built_by_one_run_while_the_others_wait_for_it(backend, fake):
+    """Night one: every run with a teacher misses the cache. The first launch builds it; the others
+    wait in launching, with no container, until it is ready; a build that failed is taken over."""
+    fake.start_delays = [3600] * 3  # no container starts: the launches alone
+    backend.launch("tc-1", teacher_spec())
+    with pytest.raises(TransientError, match="waiting for the teacher cache, which run tc-1 is building"):
+        backend.launch("tc-2", teacher_spec(train={"epochs": 3}))  # another student, the same cache
+    assert len(fake.calls) == 1
+    backend.launch("tc-1", teacher_spec())  # the builder's own relaunch is not kept waiting
+    other_views = backend.launch(
+        "tv-1", teacher_spec(teacher={"kind": "siglip", "model": "tiny", "views": 2})
+    )
+    assert other_views["call_id"] and len(fake.calls) == 2  # another cache: built at once, in parallel
+    [key] = [k for k, v in fake.live.data.items() if k.startswith("cache:") and v["run"] == "tc-1"]
+    assert not modal_cache.publish(fake.live, key, "tc-1", {"phase": "teacher", "epoch": 0}, None)
+    assert modal_cache.publish(fake.live, key, "tc-1", {"phase": "data"}, "error")  # failed before it
+    backend.launch("tc-2", teacher_spec(train={"epochs": 3}))  # so tc-2 builds it now
+    assert fake.live.get(key)["run"] == "tc-2" and len(fake.calls) == 3
+    assert modal_cache.publish(fake.live, key, "tc-2", {"phase": "train", "epoch": 1}, None)
+    backend.launch("tc-3", teacher_spec(train={"epochs": 4}))  # ready: no wait
+    assert len(fake.calls) == 4 and fake.live.get(key)["state"] == "ready"
+    views_key = fake.live.get("builds:tv-1")
+    backend.cancel(other_views)  # cancelled while it builds: the next launch that needs it builds it
+    assert views_key and fake.live.get(views_key) is None
+
+
+def test_the_container_marks_the_cache_ready_once_its_training_is_past_the_teacher(fake, tmp_path):
+    runfolder.write_json(fake.root / "runs/tb-1" / runfolder.SPEC, teacher_spec().model_dump(mode="json"))
+    mark = json.loads((fake.root / "datasets/synth" / vol.DATASET_MARK).read_text())
+    key = modal_cache.cache_key(teacher_spec().model_dump(mode="json"), mark)
+    fake.live.put(key, {"state": "building", "run": "tb-1", "at": time.time()})
+    epoch_one = (
+        "(run / 'progress.json').write_text(json.dumps({'phase': 'train', 'epoch': 1}))\n" + WAIT_FOR_GO
+    )
+    mount = Mount(fake.volume, "tb")
+    thread = threading.Thread(
+        target=container.run_training,
+        args=(mount.dir, "tb-1", "synth"),
+        kwargs=dict(
+            call_id="fc-1", commit=mount.commit, reload=mount.reload, local_dir=tmp_path / "local",
+            heartbeat_s=0.1, python=stub_trainer(tmp_path, epoch_one), log=lambda m: None, live=fake.live,
+        ),
+        daemon=True,
+    )  # fmt: skip
+    thread.start()
+    try:
+        wait_for(lambda: fake.live.get(key)["state"] == "ready", timeout=30)  # while it still trains
+    finally:
+        (tmp_path / "go").touch()
+        thread.join(30)
 
 
 def test_a_commit_with_a_file_open_on_the_volume_is_refused(tmp_path):

@@ -1,0 +1,77 @@
+"""Each teacher cache is built once on Modal, by the first run that needs it.
+
+On the first night every run with a teacher misses the cache: each would decode the pictures,
+download the teacher and run the whole teacher pass, then commit gigabytes of identical files. So the
+first launch that needs a (dataset, teacher, views) cache takes a lease on it in the app's
+``modal.Dict`` (``put(..., skip_if_exists=True)``: first writer wins) and builds it as part of its
+training; the container marks it ready once its training has passed the teacher phase (or gives the
+lease back when it failed before that). Every other launch that needs the same cache waits in
+``launching`` with "waiting for the teacher cache" until it is ready. A lease whose run never
+started (a worker that died) is taken over after ``STALE_S``; a cancelled run gives its lease back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from kdq.errors import TransientError
+
+STALE_S = 45 * 60
+HEAD_ONLY = ("head", "l2", "members")  # fitted on the cached embeddings: the cache does not depend on them
+
+
+def cache_key(spec: dict[str, Any], mark: dict[str, Any]) -> str | None:
+    """The lease's key for the teacher cache a spec (as JSON) needs on a dataset (its mark on the
+    Volume); ``None`` without a teacher."""
+    teacher = dict(spec.get("teacher") or {})
+    if teacher.get("kind", "siglip") == "none":
+        return None
+    body = {k: v for k, v in teacher.items() if k not in HEAD_ONLY}
+    body |= {"data": mark.get("fingerprint"), "decode": (spec.get("data") or {}).get("decode_size")}
+    return "cache:" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def wait_or_build(gateway, key: str, run_id: str, now: float) -> None:
+    """Return when run ``run_id`` may start: its cache is ready, or this run builds it. Raises
+    ``TransientError`` while another run builds it (the worker asks again later)."""
+    state = gateway.live_get(key)
+    if state and state.get("state") == "building" and now - float(state.get("at", 0)) > STALE_S:
+        gateway.live_pop(key)
+        state = None
+    if state is None:
+        if gateway.live_put(key, {"state": "building", "run": run_id, "at": now}, skip_if_exists=True):
+            gateway.live_put(f"builds:{run_id}", key)  # so that a cancel gives the lease back
+            return
+        state = gateway.live_get(key) or {}
+    if state.get("state") == "ready" or state.get("run") == run_id:
+        return
+    raise TransientError(
+        f"waiting for the teacher cache, which run {state.get('run')} is building (each cache is built "
+        "once, for every experiment that needs it)"
+    )
+
+
+def release(gateway, run_id: str) -> None:
+    """A cancelled run gives back the lease of a cache it was building, so the next launch builds it."""
+    key = gateway.live_pop(f"builds:{run_id}")
+    state = gateway.live_get(key) if key else None
+    if state and state.get("state") == "building" and state.get("run") == run_id:
+        gateway.live_pop(key)
+
+
+def publish(live, key: str | None, run_id: str, progress: dict | None, outcome: str | None) -> bool:
+    """In the container: mark the cache ready once this run's training is past the teacher phase (the
+    cache is saved before the first epoch), or give the lease back when it ended before that. Returns
+    whether there is nothing more to do."""
+    if key is None:
+        return True
+    past_teacher = (progress or {}).get("epoch", 0) >= 1 or outcome == "done"
+    if past_teacher:
+        live.put(key, {"state": "ready", "run": run_id})
+        return True
+    state = live.get(key) or {}
+    if outcome is not None and state.get("state") == "building" and state.get("run") == run_id:
+        live.pop(key, None)  # failed before the cache was saved: the next launch builds it
+    return outcome is not None
