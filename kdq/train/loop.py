@@ -61,15 +61,8 @@ def progress(
     kdq status times the run by (``epoch_s``; the teacher's ``embedded`` of ``to_embed`` in ``teacher_s``)."""
     state = state or {"epoch": -1, "best_f1": None}
     best = state["best_f1"] if state["epoch"] >= 0 else None
-    runfolder.write_progress(
-        run_dir,
-        epoch=state["epoch"] + 1,
-        epochs=spec.train.epochs,
-        val_f1=val_f1,
-        best_f1=best,
-        phase=phase,
-        **extra,
-    )
+    done = {"epoch": state["epoch"] + 1, "epochs": spec.train.epochs, "val_f1": val_f1, "best_f1": best}
+    runfolder.write_progress(run_dir, **done, phase=phase, **extra)
 
 
 def run(
