@@ -77,6 +77,7 @@ METRICS = (
     "params",
     "best_epoch",
     "epochs_run",
+    "pretrained_loaded",  # False: asked for pretrained weights, trained from scratch
     "seconds",
 )
 

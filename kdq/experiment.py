@@ -52,6 +52,12 @@ class Experiment:
 
         return ExperimentSpec.model_validate_json(self.spec_json)
 
+    @property
+    def from_scratch(self) -> bool:
+        """Asked for pretrained weights, trained from scratch: they did not load (the training records
+        ``pretrained_loaded``)."""
+        return (self.metrics or {}).get("pretrained_loaded") is False and self.spec.student.pretrained
+
     @classmethod
     def from_row(cls, row: dict) -> Experiment:
         values = {name: row.get(name) for name in _COLUMNS}

@@ -139,6 +139,7 @@ def experiment_data(
         "metrics": metrics,
         "history": history,
         "teacher_per_class_f1": teacher_pc,
+        "from_scratch": exp.from_scratch,  # asked for pretrained weights, they did not load
         "timings": timings,
         "server": {"score": exp.server_score, "rank": exp.server_rank, "attempt": exp.server_attempt},
         "expected_score": expected,

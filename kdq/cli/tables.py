@@ -66,6 +66,10 @@ def show_view(exp: Experiment, data: dict, events: list[dict]) -> list[Renderabl
     ]
     if exp.error:
         parts.append(Text(f"error: {exp.error}", style="red"))
+    if exp.from_scratch:
+        parts.append(
+            Text("trained from scratch: student.pretrained = true, but the weights did not load", style="red")
+        )
     spec = Table(title="spec", show_header=False, title_justify="left")
     for section, values in data["spec"].items():
         if isinstance(values, dict):

@@ -223,6 +223,15 @@ def experiments_table(
     return table
 
 
+def scratch_notes(exps: list[Experiment]) -> list[str]:
+    """A run that asked for pretrained weights and trained from scratch is another experiment: say so."""
+    return [
+        f"{e.id} trained from scratch: its pretrained weights did not load (see its log.txt)"
+        for e in exps
+        if e.from_scratch
+    ]
+
+
 def _notes(exps: list[Experiment], hidden_queued: int, hidden_older: int, hidden_live: int = 0) -> list[str]:
     from kdq.stages import Stage
 
@@ -231,6 +240,7 @@ def _notes(exps: list[Experiment], hidden_queued: int, hidden_older: int, hidden
         for e in exps
         if e.stage is Stage.FAILED and e.error
     ]
+    notes += scratch_notes(exps)
     if hidden_queued:
         notes.append(f"… {hidden_queued} more queued (kdq status --all)")
     if hidden_live:
@@ -291,5 +301,5 @@ def status_plain(store: Store, s, show_all: bool = False, interval_s: float | No
     ]
     lines = [plain(h) for h in status_header(store, s, interval_s, night)]
     lines.append(tsv([c.replace(" ", "_") for c in cols] + ["error"], rows))
-    lines += [n for n in _notes([], hidden_queued, hidden_older)]
+    lines += [*scratch_notes(shown), *_notes([], hidden_queued, hidden_older)]
     return "\n".join(lines)

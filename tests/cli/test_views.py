@@ -209,3 +209,32 @@ def test_status_at_80x24_keeps_one_line_per_experiment_and_the_rows_that_matter(
         if until:
             assert len(lines) <= 24, frame
             assert "more queued" not in frame and "older (kdq status --all)" in frame
+
+
+def test_a_run_that_asked_for_pretrained_weights_and_trained_from_scratch_says_so(settings, store):
+    """The weights failed to load (no internet, a Hub hiccup): status, show and compare say the run is
+    a scratch one, not only its log."""
+    import json
+
+    from kdq.spec import ExperimentSpec
+
+    spec = ExperimentSpec(name="mnv3", student={"name": "mobilenet_v3_small", "pretrained": True})
+    a, b = store.add([(None, spec), (None, spec.model_copy(update={"name": "ok"}))], force=True)
+    with store.transaction() as db:
+        for i, loaded in ((a, False), (b, True)):
+            metrics = json.dumps({"val_f1": 0.5, "pretrained_loaded": loaded})
+            db.execute(
+                "update experiments set stage = 'done', val_f1 = 0.5, metrics = ? where id = ?", [metrics, i]
+            )
+    status = runner.invoke(app, ["status"]).stdout
+    assert f"{a} trained from scratch" in status and f"{b} trained from scratch" not in status
+    assert "from scratch" in runner.invoke(app, ["show", str(a)]).stdout
+    assert "from scratch" not in runner.invoke(app, ["show", str(b)]).stdout
+    compared = json.loads(runner.invoke(app, ["compare", str(a), str(b), "--json"]).stdout)
+    assert compared["metrics"]["pretrained_loaded"] == [False, True]
+    from kdq.report import experiment_data
+
+    assert (
+        experiment_data(store.get(a), [])["from_scratch"]
+        and not experiment_data(store.get(b), [])["from_scratch"]
+    )
