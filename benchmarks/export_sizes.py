@@ -39,7 +39,7 @@ def main() -> None:
     print(f"{'student':34} {'fp32 MiB':>9} {'int8 MiB':>9} {'ratio':>6} {'top-1':>7} {'max err':>8}")
     for item in args.students:
         library, name = item.split(":")
-        model = students.build(StudentSpec(library=library, name=name), 10).train()
+        model = students.build(StudentSpec(library=library, name=name, pretrained=False), 10).train()
         with torch.no_grad():
             for _ in range(2):
                 model(torch.randn(8, 3, 224, 224) * 2 + 0.5)

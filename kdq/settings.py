@@ -114,7 +114,10 @@ class Settings(BaseSettings):
     modal_app: str = Field("kdq", description="The Modal app kdq deploys and calls.")
     modal_volume: str = Field("kdq", description="The Modal Volume with the datasets and run folders.")
     modal_secret: str = Field("kdq-hf", description="The Modal secret holding the Hugging Face token.")
-    modal_torch: str = Field("2.14.1", description="torch version in the Modal image (it writes model.pt).")
+    modal_torch: str = Field(
+        "2.14.1",
+        description="torch in the Modal image: it writes model.pt, checked against torch 2.4.1's operators.",
+    )
 
     # Worker
     poll_interval_s: float = Field(5.0, gt=0, description="How often a running step looks again.")

@@ -1,5 +1,7 @@
 """The exported file takes the grader's 224 input and resizes it to the training size inside."""
 
+import os
+import subprocess
 import warnings
 
 import pytest
@@ -76,3 +78,42 @@ def test_each_tta_is_the_mean_over_its_views(tmp_path, tta):
     with torch.no_grad():
         want = torch.stack([model(p) for p in pictures[: export.TTA_VIEWS[tta]]]).mean(0)
         assert torch.allclose(loaded(x), want, atol=1e-5)
+
+
+OLD_TORCH = os.environ.get("KDQ_GRADER_PYTHON")  # a Python with the grader's old torch (torch==2.4.1)
+LOAD_IN_OLD_TORCH = """
+import sys, torch
+model = torch.jit.load(sys.argv[1], map_location="cpu")
+x = torch.frombuffer(bytearray(open(sys.argv[2], "rb").read()), dtype=torch.float32).view(-1, 3, 224, 224)
+with torch.no_grad():
+    y = model(x)
+print(torch.__version__, y.dtype, " ".join(repr(v) for v in y.flatten().tolist()))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not OLD_TORCH,
+    reason="SKIPPED, NOT RUN: set KDQ_GRADER_PYTHON to a Python with torch==2.4.1 to load for real",
+)
+@pytest.mark.parametrize("library, name", [("kdq", "tiny_cnn"), ("timm", "convnext_atto")])
+def test_a_file_written_here_loads_and_agrees_in_the_old_torch(tmp_path, library, name):
+    torch.manual_seed(0)
+    model = students.build(StudentSpec(library=library, name=name, pretrained=False), 10).eval()
+    export.export(model, tmp_path / "m.pt", **EVERY_OPTION)
+    x = torch.randn(4, 3, 224, 224)
+    (tmp_path / "x.bin").write_bytes(x.numpy().tobytes())
+    out = subprocess.run(
+        [OLD_TORCH, "-c", LOAD_IN_OLD_TORCH, str(tmp_path / "m.pt"), str(tmp_path / "x.bin")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    version, dtype, *values = out.stdout.split()
+    assert version.split("+")[0] == grader_ops.shipped()["torch"] != torch.__version__.split("+")[0]
+    with torch.no_grad():
+        want = torch.jit.load(str(tmp_path / "m.pt"))(x)
+    got = torch.tensor([float(v) for v in values]).view_as(want)
+    assert dtype == "torch.float32" and torch.allclose(got, want, atol=1e-4)
+    assert torch.equal(got.argmax(1), want.argmax(1))

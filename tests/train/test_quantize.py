@@ -13,7 +13,7 @@ from kdq.train import export, quantize, students
 def calibrated(library: str, name: str) -> nn.Module:
     """A student with BatchNorm statistics that are not the identity (as after training)."""
     torch.manual_seed(0)
-    model = students.build(StudentSpec(library=library, name=name), 10).train()
+    model = students.build(StudentSpec(library=library, name=name, pretrained=False), 10).train()
     with torch.no_grad():
         for _ in range(2):
             model(torch.randn(8, 3, 64, 64) * 2 + 0.5)
