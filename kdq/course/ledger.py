@@ -256,6 +256,14 @@ class Ledger:
         rows = list(self.store.query("select max(attempt) m from submissions where state != 'lost'"))
         return rows[0]["m"] or 0
 
+    def recently_lost(self, since: float) -> list[dict]:
+        """Our submissions declared lost after ``since`` (an attempt may yet come back graded)."""
+        sql = (
+            "select id, exp_id, attempt, recorded_at, posted_at from submissions "
+            "where state = 'lost' and attempt is not null and updated_at >= ?"
+        )
+        return list(self.store.query(sql, [since]))
+
     def our_attempts(self) -> dict[int, tuple[int, float | None]]:
         """Attempt number → (experiment id, its validation F1), for the attempts kdq made and still trusts."""
         return {

@@ -94,6 +94,7 @@ class Scheduler:
         if blocking:
             return min(blocking)
         self._refresh_rank()
+        self._relook_lost()
         ready = self.store.list({Stage.READY})
         if not ready and not scoring.deadline_ahead(self.settings, self.clock()):
             if not scoring.explored_worse(self.store, self.ledger):
@@ -122,29 +123,11 @@ class Scheduler:
         sub = self.ledger.latest_submission(exp.id) or {}
         sub_id, since = sub.get("id"), sub.get("posted_at")
         attempts = self.view.attempts(newer_than=since)
-        size, recorded = file_bytes(Path(exp.artifacts or "") / runfolder.MODEL), sub.get("recorded_at")
-        tol, restarted = self.uploads.tol_s, self.ledger.restarted_since(since)
-        number = exp.server_attempt
-        mine = next(
-            (
-                a
-                for a in attempts
-                if matching.is_ours(
-                    a,
-                    number=number,
-                    size_bytes=size,
-                    recorded_at=recorded,
-                    since=since,
-                    tol_s=tol,
-                    restarted=restarted,
-                )
-            ),
-            None,
-        )
+        mine = self._ours(attempts, exp, sub, exp.server_attempt)
         if mine is None:
             return self._missing(exp, sub_id, attempts)
         self.ledger.found(sub_id)
-        if recorded is None and mine.submitted_at is not None:
+        if sub.get("recorded_at") is None and mine.submitted_at is not None:
             self.ledger.update_submission(sub_id, recorded_at=mine.submitted_at.timestamp())
         if mine.state == "pending":
             newer = [a.attempt for a in attempts if a.attempt > mine.attempt]
@@ -189,6 +172,22 @@ class Scheduler:
             self.ledger.update_submission(sub_id, rank=row.rank, leaderboard_score=row.score)
         return None
 
+    def _ours(
+        self, attempts: list[Attempt], exp: Experiment, sub: dict, number: int | None
+    ) -> Attempt | None:
+        """Submission ``sub``'s attempt on the list: its number, size and time (``matching.is_ours``)."""
+        since, size = sub.get("posted_at"), file_bytes(Path(exp.artifacts or "") / runfolder.MODEL)
+        restarted = self.ledger.restarted_since(since)
+        kw = {
+            "size_bytes": size,
+            "recorded_at": sub.get("recorded_at"),
+            "since": since,
+            "restarted": restarted,
+        }
+        return next(
+            (a for a in attempts if matching.is_ours(a, number=number, tol_s=self.uploads.tol_s, **kw)), None
+        )
+
     def _missing(
         self, exp: Experiment, sub_id: int | None, attempts: list[Attempt]
     ) -> tuple[float, Experiment] | None:
@@ -201,13 +200,34 @@ class Scheduler:
         why = (
             f"attempt #{exp.server_attempt} is no longer on the server's status list ({gone_s / 60:.0f} min "
             f"without it; it shows {shown}: the server restarted without its state?); no grade was "
-            "recorded. It may have been graded: `kdq server status` shows what the server has"
+            "recorded (kdq records it if it comes back graded); `kdq server status` shows what the server has"
         )
         log.warning("course.attempt_lost", exp=exp.id, attempt=exp.server_attempt, shown=shown)
         self.ledger.update_submission(sub_id, state="lost", message=why[:500])
         self.ledger.found(sub_id)
         self.store.move(exp.id, Stage.EVALUATING, Stage.DONE, why[:500])
         return None
+
+    def _relook_lost(self) -> None:
+        """An attempt declared lost that comes back graded (the list was away longer than a window):
+        its grade is recorded after all. Looked for until the grading timeout has passed."""
+        lost = self.ledger.recently_lost(self.clock() - self.eval_timeout_s)
+        if not lost:
+            return
+        try:
+            attempts = self.view.attempts()
+        except Wait:
+            return
+        for sub in lost:
+            exp = self.store.get(sub["exp_id"])
+            mine = self._ours(attempts, exp, sub, sub["attempt"])
+            if mine is None or mine.state != "successful":
+                continue
+            fields = {"server_status": mine.status, "score": mine.score, "model_size": mine.size_mb}
+            self.ledger.update_submission(sub["id"], state="successful", **fields)
+            self.store.update(exp.id, server_score=mine.score)
+            why = f"attempt #{mine.attempt} is back on the server's status list, graded: score {mine.score}"
+            self.store.event(exp.id, "submission", why)
 
     # ---------------------------------------------------------------- what to submit next
 

@@ -383,3 +383,20 @@ def test_an_adopted_upload_from_a_server_clock_hours_behind_still_closes_the_win
     sched.tick()
     assert store.get(first).stage is Stage.EVALUATING and store.get(nxt).stage is Stage.READY
     assert len(server.posts) == 1
+
+
+def test_an_attempt_declared_lost_that_comes_back_graded_is_recorded(
+    sched, store, server, clocks, tmp_path, model
+):
+    i = evaluating(sched, store, server, tmp_path, model, clocks)
+    server.listing = lambda rows: []
+    for _ in range(8):
+        sched.tick()
+        clocks.advance(UNKNOWN_FOR_S / 6)
+    assert store.get(i).stage is Stage.DONE and store.get(i).server_score is None
+    server.listing = None
+    server.grade(1, "successful", 9.25)
+    clocks.advance(5)
+    sched.tick()
+    assert store.get(i).server_score == 9.25 and len(server.posts) == 1
+    assert "back on the server's status list, graded" in store.events(i)[-1]["message"]
