@@ -1,5 +1,6 @@
 """The exported file takes the grader's 224 input and resizes it to the training size inside."""
 
+import json
 import os
 import subprocess
 import warnings
@@ -117,3 +118,33 @@ def test_a_file_written_here_loads_and_agrees_in_the_old_torch(tmp_path, library
     got = torch.tensor([float(v) for v in values]).view_as(want)
     assert dtype == "torch.float32" and torch.allclose(got, want, atol=1e-4)
     assert torch.equal(got.argmax(1), want.argmax(1))
+
+
+@pytest.mark.slow
+def test_one_student_trained_on_generated_pictures_exported_fp32_and_int8(clean_dataset, tmp_path):
+    """int8: at most 0.35x the fp32 file, float32 in and out, and the file scored by the grader's rules
+    in a fresh process (in the run) matches the holdout F1 computed on the exported file."""
+    from kdq.spec import ExperimentSpec
+    from kdq.train import loop
+    from kdq.verify import f1_tolerance
+
+    metrics = {}
+    for weights in ("fp32", "int8"):
+        raw = {
+            "name": weights,
+            "student": {"library": "torchvision", "name": "mobilenet_v3_small", "pretrained": False},
+            "teacher": {"kind": "none"},
+            "distill": {"loss": "ce"},
+            "train": {"epochs": 2, "batch_size": 32, "image_size": 48, "device": "cpu"},
+            "data": {"decode_size": 64, "holdout_fraction": 0.2},
+            "export": {"weights": weights, "tta": "hflip"},
+        }
+        run_dir = tmp_path / weights
+        loop.run(ExperimentSpec.model_validate(raw), run_dir, clean_dataset, tmp_path / "cache")
+        m = metrics[weights] = json.loads((run_dir / "metrics.json").read_text())
+        assert m["grader_scored"] == "in the run" and "grader_error" not in m
+        assert abs(m["grader_f1"] - m["holdout_f1"]) <= f1_tolerance(m["n_holdout"])
+        loaded = torch.jit.load(str(run_dir / "model.pt"))
+        assert loaded(torch.rand(2, 3, 224, 224)).dtype == torch.float32
+    assert metrics["int8"]["model_mb"] <= 0.35 * metrics["fp32"]["model_mb"]
+    assert metrics["int8"]["export"]["weights"] == "int8" and 0 <= metrics["int8"]["export"]["agreement"] <= 1
