@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import modal
+from modal.file_pattern_matcher import FilePatternMatcher
 
 from jobs.container import run_training
 from kdq.backends.modal_gateway import CACHE, MOUNT, live_name
@@ -49,6 +50,10 @@ TORCH, TORCH_INDEX = torch_packages(settings.modal_torch)
 # The uv that installs them, pinned: Modal copies uv's `latest` image otherwise, and a new uv can change
 # how an unchanged list resolves.
 UV_VERSION = "0.13.8"
+# kdq's code and the data it reads in the container (the grader's operator list, kdq/data/*.json);
+# Modal's default would copy the .py files alone.
+SOURCE_IGNORED = ~FilePatternMatcher("**/*.py", "**/*.json")
+
 # What kdq's training imports besides torch, pinned, from PyPI. torch is a setting (KDQ_MODAL_TORCH): it
 # writes model.pt, which the course server must be able to load.
 PACKAGES = [
@@ -83,7 +88,7 @@ image = (
             "PYTHONUNBUFFERED": "1",
         }
     )
-    .add_local_python_source("kdq", "jobs")
+    .add_local_python_source("kdq", "jobs", ignore=SOURCE_IGNORED)
 )
 volume = modal.Volume.from_name(settings.modal_volume, create_if_missing=True)
 # The secret must exist before the first deploy: `kdq modal deploy` creates it (kdq/hf.py fills it).

@@ -163,3 +163,12 @@ def test_the_image_holds_every_package_the_container_code_imports(app_module):
     assert not missing, (
         f"imported in the container but not in jobs/modal_app.py's PACKAGES: {sorted(missing)}"
     )
+
+
+def test_the_image_carries_the_graders_operator_list_the_export_reads(app_module):
+    from kdq import grader_ops
+
+    ignored = app_module().SOURCE_IGNORED
+    listing = grader_ops.LIST.relative_to(REPO)
+    assert listing.is_relative_to("kdq") and not ignored(listing)  # Modal's default copies .py files alone
+    assert not ignored(Path("kdq/verify.py")) and ignored(Path("kdq/__pycache__/verify.cpython-311.pyc"))
