@@ -166,6 +166,80 @@ def _stop(proc: subprocess.Popen, grace_s: float) -> None:
             proc.wait()
 
 
+class _Heartbeat:
+    """owner.json on the Volume and the same record, with progress.json, in the app's ``modal.Dict``;
+    and the teacher cache's state, when this run is the one building it (kdq/backends/modal_cache.py)."""
+
+    def __init__(self, run_dir: Path, run_id: str, call_id: str, attempts: list, live: Live, cache, log):
+        self.run_dir, self.run_id, self.call_id, self.attempts = run_dir, run_id, call_id, attempts
+        self.live, self.cache, self.log = live, cache, log
+
+    def __call__(self, pid: int | None, outcome: str | None = None, **extra: Any) -> None:
+        record = {"call_id": self.call_id, "heartbeat": time.time(), "pid": pid, "attempts": self.attempts}
+        runfolder.write_json(self.run_dir / OWNER, {**record, **extra})
+        progress = runfolder.read_json(self.run_dir / runfolder.PROGRESS)
+        try:
+            self.live.put(run_key(self.run_id), {**record, **extra, "progress": progress})
+            if self.cache and modal_cache.publish(self.live, self.cache, self.run_id, progress, outcome):
+                self.cache = None
+        except Exception as exc:  # noqa: BLE001 — the Volume still carries it; the next beat tries again
+            self.log(f"{self.run_id}: publishing the heartbeat failed: {exc!r}")
+
+
+def _refusal(
+    root: Path, run_id: str, dataset: str, call_id: str, live: Live, stale_s: float, commit, log
+) -> dict[str, Any] | None:
+    """Why this call must not train the run (done already, not launched, another call has it, no
+    dataset), as the result to return; ``None``: it trains."""
+    run_dir, out = root / run_path(run_id), {"run_id": run_id, "call_id": call_id}
+    if runfolder.outcome(run_dir) == "done":
+        log(f"{run_id}: already done, not training again")
+        return _result(run_dir, run_id, call_id)
+    if not (run_dir / runfolder.SPEC).exists():
+        error = f"{run_path(run_id)}/{runfolder.SPEC} is not on the Volume: launch the run with kdq"
+        return {**out, "outcome": "error", "error": error}
+    taken = live.put(lease_key(run_id), call_id, skip_if_exists=True)
+    if not taken and (holder := live.get(lease_key(run_id))) != call_id:  # a second call (lost reply)
+        log(f"{run_id}: call {holder} holds this run's lease; this call {call_id} stands down")
+        return {**out, "outcome": "duplicate", "owner": holder}
+    owner = runfolder.read_json(run_dir / OWNER)
+    if _owner_is_other_and_alive(owner, call_id, time.time(), stale_s):
+        log(f"{run_id}: call {owner['call_id']} is training this run; this call {call_id} stands down")
+        return {**out, "outcome": "duplicate", "owner": owner["call_id"]}
+    if not (root / dataset_path(dataset) / DATASET_MARK).exists():
+        error = (
+            f"dataset {dataset!r} is not on the Volume ({dataset_path(dataset)}): "
+            f"run `kdq data upload PATH --name {dataset}`, then `kdq retry`"
+        )
+        runfolder.write_json(run_dir / runfolder.ERROR, {"error": error, "traceback": ""})
+        commit()
+        return {**out, "outcome": "error", "error": error}
+    return None
+
+
+def _supervise(
+    proc, run_dir: Path, beat: _Heartbeat, copy_log, watchdog: _Watchdog, commit, heartbeat_s, log
+):
+    """Wait for the training process, beating and committing every ``heartbeat_s``; stop it when the
+    watchdog says it hangs (its error.json names the phase). Returns its exit code."""
+    while True:
+        try:
+            return proc.wait(timeout=heartbeat_s)
+        except subprocess.TimeoutExpired:
+            if watchdog.stalled():
+                _stop(proc, STOP_GRACE_S)
+                error = _stall_error(run_dir, watchdog.stall_s)
+                log(f"{run_dir.name}: {error}")
+                runfolder.write_json(run_dir / runfolder.ERROR, {"error": error, "traceback": ""})
+                return proc.returncode
+            copy_log()
+            beat(proc.pid)
+            try:
+                commit()  # progress.json, checkpoints and the log become visible outside
+            except Exception as exc:  # noqa: BLE001 — a failed periodic commit is retried next beat
+                log(f"{run_dir.name}: periodic volume commit failed (will retry): {exc!r}")
+
+
 def run_training(
     root: Path,
     run_id: str,
@@ -190,60 +264,20 @@ def run_training(
 
     Returns ``{"outcome": "done" | "error" | "duplicate", ...}``; raises ``RunDied`` when the training
     process vanished without a verdict, so that Modal's retries start it again (it resumes).
-    ``local_dir``: the container's own disk, for the training lock and the live log. ``resume_from``:
-    an earlier run on the Volume whose checkpoint the training starts from (``kdq retry``). ``live``:
-    the app's ``modal.Dict``: the run's lease (first writer wins, atomically and at once: the Volume's
-    owner.json is seen only after a commit and a reload) and each heartbeat with the run's progress,
-    which the worker reads even while commits fail. ``device``:
-    what the training must run on (a GPU container: ``cuda``, never a silent CPU fallback); ``env``:
-    added to the training process's environment.
+    ``local_dir``: the container's own disk (lock, live log, pictures). ``resume_from``: an earlier run
+    whose checkpoint the training starts from (``kdq retry``). ``live``: the app's ``modal.Dict``: the
+    run's lease (first writer wins, at once: owner.json is seen only after a commit and a reload) and
+    each heartbeat, which the worker reads even while commits fail. ``device``: what the training must
+    run on (a GPU container: ``cuda``, never a silent CPU fallback); ``env``: added to its environment.
     """
     reload()  # see what other containers committed: an owner, a finished run
-    run_dir = root / run_path(run_id)
-    if runfolder.outcome(run_dir) == "done":
-        log(f"{run_id}: already done, not training again")
-        return _result(run_dir, run_id, call_id)
-    if not (run_dir / runfolder.SPEC).exists():
-        return {
-            "run_id": run_id,
-            "call_id": call_id,
-            "outcome": "error",
-            "error": f"{run_path(run_id)}/{runfolder.SPEC} is not on the Volume: launch the run with kdq",
-        }
-    taken = live.put(lease_key(run_id), call_id, skip_if_exists=True)
-    if not taken and (holder := live.get(lease_key(run_id))) != call_id:  # a second call (lost reply)
-        log(f"{run_id}: call {holder} holds this run's lease; this call {call_id} stands down")
-        return {"run_id": run_id, "call_id": call_id, "outcome": "duplicate", "owner": holder}
-    owner = runfolder.read_json(run_dir / OWNER)
-    if _owner_is_other_and_alive(owner, call_id, time.time(), stale_s):
-        log(f"{run_id}: call {owner['call_id']} is training this run; this call {call_id} stands down")
-        return {"run_id": run_id, "call_id": call_id, "outcome": "duplicate", "owner": owner["call_id"]}
-    data_dir = root / dataset_path(dataset)
-    if not (data_dir / DATASET_MARK).exists():
-        error = (
-            f"dataset {dataset!r} is not on the Volume ({dataset_path(dataset)}): "
-            f"run `kdq data upload PATH --name {dataset}`, then `kdq retry`"
-        )
-        runfolder.write_json(run_dir / runfolder.ERROR, {"error": error, "traceback": ""})
-        commit()
-        return {"run_id": run_id, "call_id": call_id, "outcome": "error", "error": error}
-
-    attempts = _attempts(owner, call_id, time.time())
-
+    if (refused := _refusal(root, run_id, dataset, call_id, live, stale_s, commit, log)) is not None:
+        return refused
+    run_dir, data_dir = root / run_path(run_id), root / dataset_path(dataset)
+    attempts = _attempts(runfolder.read_json(run_dir / OWNER), call_id, time.time())
     spec, mark = runfolder.read_json(run_dir / runfolder.SPEC), runfolder.read_json(data_dir / DATASET_MARK)
-    cache = [modal_cache.cache_key(spec or {}, mark or {})]  # the teacher cache this run may be building
-
-    def beat(pid: int | None, outcome: str | None = None, **extra: Any) -> None:
-        record = {"call_id": call_id, "heartbeat": time.time(), "pid": pid, "attempts": attempts, **extra}
-        runfolder.write_json(run_dir / OWNER, record)
-        progress = runfolder.read_json(run_dir / runfolder.PROGRESS)
-        try:
-            live.put(run_key(run_id), {**record, "progress": progress})
-            if cache[0] and modal_cache.publish(live, cache[0], run_id, progress, outcome):
-                cache[0] = None
-        except Exception as exc:  # noqa: BLE001 — the Volume still carries it; the next beat tries again
-            log(f"{run_id}: publishing the heartbeat failed: {exc!r}")
-
+    cache = modal_cache.cache_key(spec or {}, mark or {})  # the teacher cache this run may be building
+    beat = _Heartbeat(run_dir, run_id, call_id, attempts, live, cache, log)
     beat(None)
     commit()  # claim the run before the (long) start of training
     local = Path(local_dir or tempfile.mkdtemp(prefix=f"kdq-{run_id}-"))
@@ -267,23 +301,7 @@ def run_training(
         )
     code: int | None = None
     try:
-        while code is None:
-            try:
-                code = proc.wait(timeout=heartbeat_s)
-            except subprocess.TimeoutExpired:
-                if watchdog.stalled():
-                    _stop(proc, STOP_GRACE_S)
-                    error = _stall_error(run_dir, stall_s)
-                    log(f"{run_id}: {error}")
-                    runfolder.write_json(run_dir / runfolder.ERROR, {"error": error, "traceback": ""})
-                    code = proc.returncode
-                    break
-                copy_log()
-                beat(proc.pid)
-                try:
-                    commit()  # progress.json, checkpoints and the log become visible outside
-                except Exception as exc:  # noqa: BLE001 — a failed periodic commit is retried next beat
-                    log(f"{run_id}: periodic volume commit failed (will retry): {exc!r}")
+        code = _supervise(proc, run_dir, beat, copy_log, watchdog, commit, heartbeat_s, log)
     finally:
         _stop(proc, STOP_GRACE_S)  # cancelled, preempted (SIGINT) or crashing: stop the child
         copy_log()
