@@ -480,7 +480,8 @@ def wait_for(predicate, timeout: float = 120.0, every: float = 0.05):
 
 
 def poll_until_done(backend: ModalBackend, handle: dict):
-    return wait_for(lambda: (s := backend.poll(handle)).state != "running" and s)
+    # generous: a resumed run trains, exports and scores again, on a machine others load too
+    return wait_for(lambda: (s := backend.poll(handle)).state != "running" and s, timeout=300)
 
 
 def drive(ctx: steps.Context, exp_id: int, until: set[Stage], timeout: float = 120.0):
