@@ -425,3 +425,16 @@ def test_enqueue_and_dry_run_say_when_a_modal_spec_has_no_modal_login_or_hf_toke
         said = " ".join(r.stderr.split())
         assert "Modal: not logged in" in said and "modal token new" in said, said
         assert "no Hugging Face token" in said and "hf auth login" in said, said
+
+
+def test_show_says_when_the_file_was_never_scored_as_the_grader_scores_it(settings, store):
+    from kdq.spec import ExperimentSpec
+
+    [i, j] = store.add(
+        [(None, ExperimentSpec(name="unscored")), (None, ExperimentSpec(name="scored"))], force=True
+    )
+    store.update(i, metrics={"val_f1": 0.8, "holdout_files": ["1/a.jpg"], "grader_f1": None})
+    store.update(j, metrics={"val_f1": 0.8, "holdout_files": ["1/a.jpg"], "grader_f1": 0.8})
+    shown = " ".join(kdq("show", i).stdout.split())
+    assert "the file was never scored on the holdout pictures" in shown and f"kdq submit {i}" in shown
+    assert "never scored" not in kdq("show", j).stdout
