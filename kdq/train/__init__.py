@@ -3,7 +3,8 @@
 layout.py    the class folders and their pictures, found without decoding (no torch)
 data.py      decode once (uint8, bounded memory), duplicate groups, train/val/holdout
 augment.py   replayable on-device views (squashed or padded) and the grader's normalization
-teacher.py   SigLIP embeddings of the plain picture and V views, cached once; probe or zero-shot logits
+teacher.py   SigLIP embeddings of the plain picture, V views and mixed views, cached once; head logits
+siglip.py    the SigLIP model: vision tower only unless zero-shot, preprocessing, zero-shot logits
 probe.py     the teacher head (probe, MLP, ensemble): L2 by grouped CV, out-of-fold, calibrated
 mixing.py    mixed views (mixup, cutmix) cached with their partners, replayed by the student
 students.py  kdq / timm / torchvision students, size checked before training
