@@ -81,7 +81,7 @@ def test_each_tta_is_the_mean_over_its_views(tmp_path, tta):
         assert torch.allclose(loaded(x), want, atol=1e-5)
 
 
-OLD_TORCH = os.environ.get("KDQ_GRADER_PYTHON")  # a Python with the grader's old torch (torch==2.4.1)
+OLD_TORCH = os.environ.get("GRADER_TORCH_PYTHON")  # a Python with the grader's old torch (torch==2.4.1)
 LOAD_IN_OLD_TORCH = """
 import sys, torch
 model = torch.jit.load(sys.argv[1], map_location="cpu")
@@ -95,7 +95,7 @@ print(torch.__version__, y.dtype, " ".join(repr(v) for v in y.flatten().tolist()
 @pytest.mark.slow
 @pytest.mark.skipif(
     not OLD_TORCH,
-    reason="SKIPPED, NOT RUN: set KDQ_GRADER_PYTHON to a Python with torch==2.4.1 to load for real",
+    reason="SKIPPED, NOT RUN: set GRADER_TORCH_PYTHON to a Python with torch==2.4.1 to load for real",
 )
 @pytest.mark.parametrize("library, name", [("kdq", "tiny_cnn"), ("timm", "convnext_atto")])
 def test_a_file_written_here_loads_and_agrees_in_the_old_torch(tmp_path, library, name):
