@@ -138,7 +138,7 @@ def readme_morning(store) -> None:
     ids = fill(store)
     store.set_meta("worker", {"pid": _os.getpid(), "host": "h", "started_at": now - 9 * 3600, "ts": now})
     Ledger(store, clock=lambda: now - 12).record_server(True, "ok")
-    ledger = Ledger(store, clock=lambda: now - 540)
+    ledger = Ledger(store, lambda: now - 540, lambda: time.monotonic() - 540)  # both clocks, 9 min ago
     ledger.open_submission(ids[9], attempt=9, state="successful", score=7.912, rank=3)
     ledger.note_submit(now - 540)
 
