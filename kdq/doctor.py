@@ -80,7 +80,7 @@ def skipped(name: str) -> Check:
 def check_modal(env: Env) -> Check:
     if not env.modal:
         return skipped("modal")
-    from kdq.backends.modal_gateway import LOGIN, classify
+    from kdq.backends.modal_errors import LOGIN, classify
     from kdq.errors import PermanentError, TransientError
 
     try:

@@ -28,7 +28,8 @@ def reader(exp: Experiment, settings) -> Callable[[], str | None]:
     run_id = exp.run_id
     if exp.backend == "modal":
         from kdq.backends.modal import ModalBackend
-        from kdq.backends.modal_gateway import guarded, run_path
+        from kdq.backends.modal_errors import guarded
+        from kdq.backends.modal_gateway import run_path
 
         gateway = ModalBackend(settings).gateway
 

@@ -32,7 +32,8 @@ import kdq.backends.modal_cache as modal_cache
 import kdq.backends.modal_gateway as vol
 from kdq import hf, runfolder
 from kdq.backends.base import RunStatus
-from kdq.backends.modal_gateway import CallState, Gateway, ModalGateway, guarded
+from kdq.backends.modal_errors import guarded
+from kdq.backends.modal_gateway import CallState, Gateway, ModalGateway
 from kdq.backends.modal_sizing import gpu_minutes, memory_mib
 from kdq.errors import PermanentError, TransientError
 from kdq.log import get_logger

@@ -11,7 +11,7 @@ The Volume (mounted at ``MOUNT`` in the container) holds::
 ``ModalGateway`` is the only place that calls the modal SDK for the backend: spawn a call, look at a
 call, cancel it, read/list/upload files on the Volume, deploy the app, store and check a secret. Its
 errors are the SDK's own (``modal.exception.*``, aiohttp's for Volume blocks);
-``kdq.backends.modal.classify`` decides what they mean. The SDK objects it uses are reached through
+``kdq.backends.modal_errors.classify`` decides what they mean. The SDK objects it uses are reached through
 three small methods (``_volume``, ``_function``, ``_call``) that the tests replace with stand-ins
 behaving like Modal, so the rest of this class runs in the tests as it runs for real.
 """
@@ -24,14 +24,12 @@ import os
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
 from kdq import runfolder
-from kdq.errors import CredentialError, PermanentError, TransientError
 
 MOUNT = "/vol"
 RUNS = "runs"
@@ -43,7 +41,6 @@ DATASET_MARK = ".kdq-dataset.json"
 DATASET_ARCHIVE = "pictures.tar"  # the dataset's files, one archive (the mark names it)
 TRAIN_FUNCTION = "train"
 APP_MODULE = "jobs.modal_app"
-LOGIN = "run `modal token new` (or `modal setup`) on this machine"
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding kdq/ and jobs/
 
 
@@ -132,64 +129,6 @@ class Gateway(Protocol):
     def check(self) -> bool:
         """One cheap authenticated call, creating nothing: whether the Volume exists. Raises what the SDK
         raises without credentials or network."""
-
-
-# ---------------------------------------------------------------- what the SDK's errors mean
-
-
-def classify(exc: BaseException, *, live_run: bool) -> Exception | None:
-    """What a gateway exception means for the worker; ``None``: not a Modal problem (a bug: let it rise).
-
-    ``live_run``: a call may be running on Modal. Then even lost credentials only make us wait, because
-    failing the experiment would abandon a paid run; before a launch they fail it with what to run.
-    """
-    import aiohttp  # the SDK downloads Volume blocks with it
-    from modal import exception as me
-
-    if isinstance(exc, (TransientError, PermanentError)):
-        return exc
-    name = type(exc).__name__
-    if isinstance(exc, me.AuthError):
-        if live_run:
-            return TransientError(f"Modal refused the credentials: {LOGIN}; the run goes on. (Modal: {exc})")
-        return CredentialError("modal", f"Modal has no valid credentials: {LOGIN} (Modal: {exc})")
-    if isinstance(exc, me.ResourceExhaustedError):
-        return TransientError(
-            f"Modal refused for a workspace limit (ResourceExhaustedError: {exc}): too many containers or "
-            "GPUs at once, or the plan's spending limit; trying again"
-        )
-    transient = (
-        me.ConnectionError,
-        me.TimeoutError,
-        me.ServiceError,
-        me.InternalError,
-        builtins.ConnectionError,
-        builtins.TimeoutError,
-        aiohttp.ClientError,  # a Volume block download that failed after the SDK's own retries
-        OSError,
-    )
-    if isinstance(exc, transient) and not isinstance(exc, FileNotFoundError):
-        return TransientError(f"Modal is unreachable or busy ({name}: {exc}); trying again")
-    if isinstance(exc, me.PermissionDeniedError):
-        return PermanentError(
-            f"Modal denied access ({exc}): check the workspace of your token (`modal profile current`)"
-        )
-    if isinstance(exc, me.NotFoundError):
-        return PermanentError(f"Modal could not find it ({exc}): run `kdq modal deploy`, then `kdq retry`")
-    if isinstance(exc, me.Error):
-        return PermanentError(f"Modal error {name}: {exc}")
-    return None
-
-
-@contextmanager
-def guarded(*, live_run: bool) -> Iterator[None]:
-    try:
-        yield
-    except Exception as exc:
-        mapped = classify(exc, live_run=live_run)
-        if mapped is None or mapped is exc:
-            raise
-        raise mapped from exc
 
 
 # ---------------------------------------------------------------- the SDK behind the gateway

@@ -23,7 +23,8 @@ def deploy(
 ) -> None:
     """Deploy jobs/modal_app.py (kdq's code, the image, the Volume) when the code changed since last time."""
     from kdq.backends.modal import code_fingerprint, ensure_deployed
-    from kdq.backends.modal_gateway import ModalGateway, guarded
+    from kdq.backends.modal_errors import guarded
+    from kdq.backends.modal_gateway import ModalGateway
 
     settings = get_settings()
     kdqlog.configure(bool(settings.log_json), settings=settings)
@@ -44,7 +45,8 @@ def deploy(
 def secret() -> None:
     """Check the Hugging Face token can read the teacher and write it into the Modal secret (always)."""
     from kdq import hf
-    from kdq.backends.modal_gateway import ModalGateway, guarded
+    from kdq.backends.modal_errors import guarded
+    from kdq.backends.modal_gateway import ModalGateway
 
     settings = get_settings()
     kdqlog.configure(bool(settings.log_json), settings=settings)

@@ -44,7 +44,8 @@ from kdq.backends import modal_cache
 from kdq.backends import modal_gateway as vol
 from kdq.backends.modal import DEPLOY_META, ModalBackend, upload_dataset
 from kdq.backends.modal import code_fingerprint as real_fingerprint
-from kdq.backends.modal_gateway import ModalGateway, classify
+from kdq.backends.modal_errors import classify
+from kdq.backends.modal_gateway import ModalGateway
 from kdq.errors import CredentialError, PermanentError, TransientError
 from kdq.spec import ExperimentSpec
 from kdq.stages import Stage
