@@ -77,9 +77,13 @@ def enqueue(
             err().print(line, markup=False, highlight=False, soft_wrap=True)
         err().print("nothing was queued", highlight=False, soft_wrap=True)
         raise typer.Exit(ERROR) from None
-    from kdq.train.estimate import cost_line, slow_cpu_runs
+    from kdq.train.estimate import cost_line, over_the_limits, slow_cpu_runs
 
-    for line in [*warnings, *slow_cpu_runs(specs)]:  # queued all the same: the user may mean it
+    for line in [
+        *warnings,
+        *slow_cpu_runs(specs),
+        *over_the_limits(specs),
+    ]:  # queued all the same: the user may mean it
         warn(f"warning: {line}")
     if dry_run:
         from kdq.train.estimate import recipe_cost

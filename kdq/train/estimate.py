@@ -1,7 +1,7 @@
 """What a spec costs before it runs: a warning at enqueue, and the recipe's cost at ``--dry-run``.
 
-    for line in slow_cpu_runs(specs):   # [(path, spec)] -> one line per local CPU run that would take hours
-        warn(line)
+    for line in slow_cpu_runs(specs) + over_the_limits(specs):
+        warn(line)      # a local CPU run that would take hours; a Modal run its own limits would stop
     cost_line(path, spec)               # teacher forwards, student epochs, GPU-minutes on an H100
 
 A ViT forward costs ``2 * layers * (4 T d^2 + 2 T d d_ff + 2 T^2 d)`` FLOPs for T patch tokens of width
@@ -17,6 +17,7 @@ measurements: docs/training.md gives their sources.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -122,4 +123,29 @@ def slow_cpu_runs(specs: list, cuda: bool | None = None, cores: int | None = Non
                 "(once per dataset) before the first epoch; set backend.kind = 'modal' for a GPU (minutes), "
                 "or teacher.model = 'tiny' to try the pipeline"
             )
+    return out
+
+
+def over_the_limits(specs: list) -> list[str]:
+    """One line per Modal spec whose own limits would stop its run: a first run (it may be the one that
+    builds the teacher cache) needs ``recipe_cost`` plus the run's overhead; past ``backend.timeout_min``
+    the attempt is killed and retried, past ``backend.max_gpu_min`` the call is cancelled. Both are paid."""
+    out = []
+    for path, s in specs:
+        if s.backend.kind != "modal":
+            continue
+        need = recipe_cost(s).total_min + RUN_OVERHEAD_MIN
+        enough = 5 * math.ceil(need * 1.5 / 5)  # half again for the estimate's error, whole 5 minutes
+        b = s.backend
+        if need > b.attempt_min:
+            field = f"backend.timeout_min = {b.attempt_min}"
+        elif need > b.max_gpu_min:
+            field = f"backend.max_gpu_min = {b.max_gpu_min:g}"
+        else:
+            continue
+        out.append(
+            f"{path}: {s.name}: a first run needs about {need:,.0f} GPU-minutes (teacher cache included) but "
+            f"{field} stops it before then, and the minutes spent are paid; set backend.timeout_min = "
+            f"{enough} and backend.max_gpu_min = {2 * enough} (one retry)"
+        )
     return out

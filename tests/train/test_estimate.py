@@ -101,3 +101,26 @@ def test_enqueue_dry_run_prints_the_cost(home, hw3, tmp_path):
     assert r.exit_code == 0, r.output
     assert "d.toml: d: cost: 410,000 teacher forwards" in r.output.replace("\n", " ")
     assert "GPU-minutes on an H100" in r.output.replace("\n", " ")
+
+
+def test_a_modal_run_its_own_limits_would_stop_is_named_with_the_field_and_the_fix():
+    # The spec's defaults (32 + 8 views, 300 epochs) need about 25 GPU-minutes on a cold teacher cache;
+    # Modal's default attempt is 20: the run would time out and be retried, twice paid, nothing trained.
+    s = ExperimentSpec.model_validate({"name": "night", "backend": {"kind": "modal"}})
+    need = estimate.recipe_cost(s).total_min
+    assert need > s.backend.attempt_min
+    [line] = estimate.over_the_limits([("n.toml", s)])
+    assert line.startswith("n.toml: night: ") and "backend.timeout_min = 20" in line
+    fix = int(line.split("set backend.timeout_min = ")[1].split()[0])
+    assert fix >= need  # the fix it names is enough
+    roomy = s.model_copy(
+        update={"backend": s.backend.model_copy(update={"timeout_min": fix, "max_gpu_min": 2 * fix})}
+    )
+    assert estimate.over_the_limits([("n.toml", roomy)]) == []
+    tight_cap = s.model_copy(
+        update={"backend": s.backend.model_copy(update={"timeout_min": fix, "max_gpu_min": 10})}
+    )
+    [line] = estimate.over_the_limits([("n.toml", tight_cap)])
+    assert "backend.max_gpu_min = 10" in line
+    local = ExperimentSpec.model_validate({"name": "here"})
+    assert estimate.over_the_limits([("l.toml", local)]) == []  # the CPU's own warning is slow_cpu_runs
