@@ -56,7 +56,7 @@ class Experiment:
     def from_scratch(self) -> bool:
         """Asked for pretrained weights, trained from scratch: they did not load (the training records
         ``pretrained_loaded``)."""
-        return (self.metrics or {}).get("pretrained_loaded") is False and self.spec.student.pretrained
+        return (self.metrics or {}).get("pretrained_loaded") is False and self.spec.student.wants_weights
 
     @classmethod
     def from_row(cls, row: dict) -> Experiment:

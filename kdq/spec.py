@@ -46,6 +46,11 @@ class StudentSpec(Section):
             )
         return self
 
+    @property
+    def wants_weights(self) -> bool:
+        """Asked for pretrained weights that exist: kdq's own models have none to load."""
+        return self.pretrained and self.library != "kdq"
+
 
 class TeacherSpec(Section):
     kind: Literal["none", "siglip"] = Field("siglip", description="`none` trains without a teacher.")

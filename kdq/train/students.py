@@ -94,7 +94,7 @@ def build_loaded(spec: StudentSpec, num_classes: int) -> tuple[nn.Module, bool]:
             raise _unknown(spec)
         return KDQ_MODELS[spec.name](num_classes=num_classes, drop_rate=spec.drop_rate), False
     make = _timm(spec, num_classes) if spec.library == "timm" else _torchvision(spec, num_classes)
-    if spec.pretrained:
+    if spec.wants_weights:
         try:
             return make(True), True
         except Exception as exc:  # noqa: BLE001 — offline, gated, no weights: all mean "none to start from"

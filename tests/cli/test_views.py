@@ -240,3 +240,20 @@ def test_a_run_that_asked_for_pretrained_weights_and_trained_from_scratch_says_s
         experiment_data(store.get(a), [])["from_scratch"]
         and not experiment_data(store.get(b), [])["from_scratch"]
     )
+
+
+def test_a_kdq_model_has_no_pretrained_weights_so_it_is_never_called_a_scratch_run(settings, store):
+    """tiny_cnn (the demo's student) starts from scratch by design, whatever student.pretrained says."""
+    import json
+
+    from kdq.spec import ExperimentSpec
+
+    [a] = store.add([(None, ExperimentSpec(name="tiny", student={"library": "kdq", "name": "tiny_cnn"}))])
+    metrics = json.dumps({"val_f1": 0.5, "pretrained_loaded": False})
+    with store.transaction() as db:
+        db.execute(
+            "update experiments set stage = 'done', val_f1 = 0.5, metrics = ? where id = ?", [metrics, a]
+        )
+    assert store.get(a).spec.student.pretrained  # the default
+    assert "from scratch" not in runner.invoke(app, ["status"]).stdout
+    assert not store.get(a).from_scratch
