@@ -27,7 +27,7 @@ seed = {seed}
 {train_extra}
 [data]
 dataset = "{dataset}"
-decode_size = 40
+decode_size = {decode_size}
 {data_extra}
 [submit]
 policy = "{policy}"
@@ -54,9 +54,11 @@ def tiny_spec(
     train_extra: str = "",
     data_extra: str = "",
     extra: str = "",
+    decode_size: int = 40,
 ) -> str:
     return TEMPLATE.format(
         name=name,
+        decode_size=decode_size,
         epochs=epochs,
         policy=policy,
         seed=seed,
