@@ -77,7 +77,7 @@ def enqueue(
             err().print(line, markup=False, highlight=False, soft_wrap=True)
         err().print("nothing was queued", highlight=False, soft_wrap=True)
         raise typer.Exit(ERROR) from None
-    from kdq.train.estimate import cost_line, over_the_limits, slow_cpu_runs
+    from kdq.train.estimate import over_the_limits, slow_cpu_runs
 
     for line in [
         *warnings,
@@ -86,24 +86,7 @@ def enqueue(
     ]:  # queued all the same: the user may mean it
         warn(f"warning: {line}")
     if dry_run:
-        from kdq.train.estimate import recipe_cost
-
-        rows = [
-            {
-                "source": str(p),
-                "name": s.name,
-                "hash": s.content_hash(),
-                "backend": s.backend.kind,
-                "h100_minutes": round(recipe_cost(s).total_min, 1),
-            }
-            for p, s in specs
-        ]
-        if as_json:
-            print(json.dumps(rows, indent=2))
-        for r, (path, spec) in [] if as_json else zip(rows, specs):
-            say(f"would queue {r['name']} ({r['source']}, {r['backend']})")
-            say(cost_line(path, spec))
-        return
+        return dry_run_report(specs, as_json)
     from kdq.requests import DuplicateSpec
 
     with open_store() as store:
@@ -126,6 +109,27 @@ def enqueue(
 
 
 AS_JSON = Annotated[bool, typer.Option("--json", help="One JSON object per id: id, stage, what happened.")]
+
+
+def dry_run_report(specs: list, as_json: bool) -> None:
+    """What ``--dry-run`` prints: each spec that would be queued, and what its recipe costs."""
+    from kdq.train.estimate import cost_line, recipe_cost
+
+    rows = [
+        {
+            "source": str(p),
+            "name": s.name,
+            "hash": s.content_hash(),
+            "backend": s.backend.kind,
+            "h100_minutes": round(recipe_cost(s).total_min, 1),
+        }
+        for p, s in specs
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    for r, (path, spec) in [] if as_json else zip(rows, specs):
+        say(f"would queue {r['name']} ({r['source']}, {r['backend']})")
+        say(cost_line(path, spec))
 
 
 def _report(results: list[dict], as_json: bool) -> None:
