@@ -42,7 +42,7 @@ def vit_flops(
 
 def teacher_flops(model: str) -> float:
     """FLOPs of one teacher forward: a random stand-in's own shape, MedSigLIP's for a Hugging Face id."""
-    from kdq.train.teacher import RANDOM
+    from kdq.train.standins import RANDOM
 
     return vit_flops(**RANDOM.get(model, RANDOM[MEDSIGLIP])[0])
 

@@ -9,7 +9,7 @@ def _spec(**teacher) -> ExperimentSpec:
 
 
 def test_medsiglip_is_about_a_teraflop_per_picture():
-    from kdq.train.teacher import RANDOM
+    from kdq.train.standins import RANDOM
 
     assert 0.8e12 < estimate.vit_flops(**RANDOM["random-so400m-448"][0]) < 1.2e12
     assert 30e9 < estimate.vit_flops(**RANDOM["random-b16-224"][0]) < 40e9  # ViT-B/16: ~35 GFLOPs
