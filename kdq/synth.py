@@ -256,7 +256,28 @@ def synth(
     for cls in CLASS_NAMES:
         (root / cls).mkdir(exist_ok=True)
     draw = functools.partial(_clean_image, seed, size_range, height_range, overlays)
-    written: list[tuple[str, str]] = []  # (class, relpath); pictures are drawn again from their seed
+    written = _write_clean(out, man, draw, jobs, workers)
+    _write_quirks(out, man, seed, size_range, quirks)
+    plant = np.random.default_rng([seed, 1_000_003])
+    _plant_duplicates(
+        out,
+        man,
+        written,
+        plant,
+        (exact_duplicates, near_duplicates, cross_class),
+        lambda label, i: _picture(seed, size_range, height_range, overlays, label, i)[0],
+    )
+    _plant_corrupt(out, man, written, plant, corrupt)
+    if macosx:
+        _plant_junk(out, man, plant)
+    saved = {k: v for k, v in man.to_dict().items() if k != "root"}  # paths are relative to its folder
+    (out / MANIFEST).write_text(json.dumps(saved, indent=1))
+    return man
+
+
+def _write_clean(out: Path, man: Manifest, draw, jobs, workers: int) -> list[tuple[str, str]]:
+    """The clean pictures, drawn in ``workers`` processes; returns (class, relpath) of each."""
+    written: list[tuple[str, str]] = []  # pictures are drawn again from their seed when needed
     with ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
         results = pool.map(draw, jobs, chunksize=32) if pool else map(draw, jobs)
         for (_, cls, _), (rel, data, kind) in zip(jobs, results):
@@ -265,6 +286,11 @@ def synth(
             if kind:
                 man.overlays[rel] = kind
             written.append((cls, rel))
+    return written
+
+
+def _write_quirks(out: Path, man: Manifest, seed: int, size_range, quirks: int) -> None:
+    """``quirks`` pictures of each ``QUIRKS`` pixel format."""
     for j in range(quirks * len(QUIRKS)):
         kind, label = QUIRKS[j % len(QUIRKS)], j % 10
         rng = np.random.default_rng([seed, 2_000_003, j])
@@ -275,27 +301,33 @@ def synth(
         man.images.append(rel)
         man.quirks[rel] = kind
 
-    plant = np.random.default_rng([seed, 1_000_003])
+
+def _plant_duplicates(out: Path, man: Manifest, written, plant, counts, picture) -> None:
+    """Exact copies, smaller re-encodes and copies under another class, of pictures drawn by ``plant``."""
+    exact, near, cross = counts
 
     def picks(k: int) -> list[tuple[str, str]]:
         return [written[j] for j in plant.choice(len(written), size=min(k, len(written)), replace=False)]
 
-    for _, rel in picks(exact_duplicates):
+    for _, rel in picks(exact):
         copy = str(Path(rel).with_name(Path(rel).stem + "_copy" + Path(rel).suffix))
         (out / copy).write_bytes((out / rel).read_bytes())
         man.exact_duplicates.append((rel, copy))
-    for cls, rel in picks(near_duplicates):
-        label, i = CLASS_NAMES.index(cls), int(Path(rel).stem.split("_")[1])
-        pic = _picture(seed, size_range, height_range, overlays, label, i)[0]
+    for cls, rel in picks(near):
+        pic = picture(CLASS_NAMES.index(cls), int(Path(rel).stem.split("_")[1]))
         small = pic.resize((max(8, pic.width * 4 // 5), max(8, pic.height * 4 // 5)), Image.BILINEAR)
-        near = str(Path(rel).with_name(Path(rel).stem + "_near.jpg"))
-        (out / near).write_bytes(encode(small, "JPEG", quality=60))
-        man.near_duplicates.append((rel, near))
-    for cls, rel in picks(cross_class):
+        dup = str(Path(rel).with_name(Path(rel).stem + "_near.jpg"))
+        (out / dup).write_bytes(encode(small, "JPEG", quality=60))
+        man.near_duplicates.append((rel, dup))
+    for cls, rel in picks(cross):
         other = CLASS_NAMES[(CLASS_NAMES.index(cls) + 1 + int(plant.integers(9))) % 10]
         dup = str(Path(*LAYOUT, other, "x_" + Path(rel).name))
         (out / dup).write_bytes((out / rel).read_bytes())
         man.cross_class.append((rel, dup))
+
+
+def _plant_corrupt(out: Path, man: Manifest, written, plant, corrupt: int) -> None:
+    """Truncated JPEGs and files that are not pictures at all, alternately."""
     for j in range(corrupt):
         cls = CLASS_NAMES[j % 10]
         if j % 2 == 0:  # a truncated JPEG
@@ -305,15 +337,15 @@ def synth(
             rel, data = str(Path(*LAYOUT, cls, f"broken_{j}.png")), plant.bytes(200)
         (out / rel).write_bytes(data)
         man.corrupt.append(rel)
-    if macosx:
-        for cls in CLASS_NAMES[:3]:
-            junk = Path("__MACOSX", *LAYOUT, cls, "._img_00000.jpg")
-            (out / junk).parent.mkdir(parents=True, exist_ok=True)
-            (out / junk).write_bytes(b"\x00\x05\x16\x07" + plant.bytes(60))
-            man.junk.append(str(junk))
-        ds = Path(*LAYOUT, CLASS_NAMES[0], ".DS_Store")
-        (out / ds).write_bytes(b"\x00\x00\x00\x01Bud1" + plant.bytes(40))
-        man.junk.append(str(ds))
-    saved = {k: v for k, v in man.to_dict().items() if k != "root"}  # paths are relative to its folder
-    (out / MANIFEST).write_text(json.dumps(saved, indent=1))
-    return man
+
+
+def _plant_junk(out: Path, man: Manifest, plant) -> None:
+    """What a zip made on a Mac carries: __MACOSX resource forks and a .DS_Store."""
+    for cls in CLASS_NAMES[:3]:
+        junk = Path("__MACOSX", *LAYOUT, cls, "._img_00000.jpg")
+        (out / junk).parent.mkdir(parents=True, exist_ok=True)
+        (out / junk).write_bytes(b"\x00\x05\x16\x07" + plant.bytes(60))
+        man.junk.append(str(junk))
+    ds = Path(*LAYOUT, CLASS_NAMES[0], ".DS_Store")
+    (out / ds).write_bytes(b"\x00\x00\x00\x01Bud1" + plant.bytes(40))
+    man.junk.append(str(ds))
