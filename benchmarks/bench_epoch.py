@@ -195,7 +195,7 @@ def ceiling_epochs(
     return times, cpu
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-class", type=int, default=8, help="mean images per class (real imbalance kept)")
     ap.add_argument(
@@ -208,25 +208,12 @@ def main() -> None:
     ap.add_argument(
         "--student", default=STUDENT["name"], help="torchvision student (shufflenet_v2_x0_5: the starter's)"
     )
-    args = ap.parse_args()
-    STUDENT["name"] = args.student
-    torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory(prefix="kdq-bench-") as tmp:
-        work = Path(tmp)
-        man = synth(work / "data", per_class=args.per_class, seed=0, size_range=(300, 700))
-        n = len(man.images)
-        print(
-            f"{n} images (300-700 px), student {STUDENT['name']} at 224, teacher {TEACHER}, "
-            f"{args.threads} threads",
-            flush=True,
-        )
-        print("kdq loop:", flush=True)
-        kdq, kdq_cpu, once = kdq_epochs(work / "data", 2 * args.epochs, args.views, args.batch, work)
-        m = json.loads((work / "run" / "metrics.json").read_text())
-        print("ceiling (the student alone):", flush=True)
-        ceil, ceil_cpu = ceiling_epochs(work / "data", m["n_train"], m["n_val"], 2 * args.epochs, args.batch)
-        print("starter loop:", flush=True)
-        start, start_cpu = starter_epochs(work / "data", args.epochs, args.workers, args.batch)
+    return ap.parse_args()
+
+
+def report(args, n: int, starter, kdq_loop, ceiling, once: dict) -> None:
+    """The side-by-side table of the three loops, then one JSON line with every number."""
+    (start, start_cpu), (kdq, kdq_cpu), (ceil, ceil_cpu) = starter, kdq_loop, ceiling
     # The first epoch of either loop carries warm-up (allocations, worker start): use the rest. On a
     # shared machine other processes stretch some epochs: the fastest epoch is the least disturbed.
     s_med, k_med, c_med = (statistics.median(t[1:]) for t in (start, kdq, ceil))
@@ -281,6 +268,29 @@ def main() -> None:
             }
         )
     )
+
+
+def main() -> None:
+    args = parse_args()
+    STUDENT["name"] = args.student
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="kdq-bench-") as tmp:
+        work = Path(tmp)
+        man = synth(work / "data", per_class=args.per_class, seed=0, size_range=(300, 700))
+        n = len(man.images)
+        print(
+            f"{n} images (300-700 px), student {STUDENT['name']} at 224, teacher {TEACHER}, "
+            f"{args.threads} threads",
+            flush=True,
+        )
+        print("kdq loop:", flush=True)
+        kdq, kdq_cpu, once = kdq_epochs(work / "data", 2 * args.epochs, args.views, args.batch, work)
+        m = json.loads((work / "run" / "metrics.json").read_text())
+        print("ceiling (the student alone):", flush=True)
+        ceil, ceil_cpu = ceiling_epochs(work / "data", m["n_train"], m["n_val"], 2 * args.epochs, args.batch)
+        print("starter loop:", flush=True)
+        start, start_cpu = starter_epochs(work / "data", args.epochs, args.workers, args.batch)
+    report(args, n, (start, start_cpu), (kdq, kdq_cpu), (ceil, ceil_cpu), once)
 
 
 if __name__ == "__main__":
