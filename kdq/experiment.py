@@ -107,3 +107,16 @@ class Outline(NamedTuple):
 
 
 _COLUMNS = tuple(f.name for f in fields(Experiment) if f.name != "spec_json")  # once, not per row
+
+
+def local_f1(metrics: dict | None) -> tuple[float | None, tuple[float, float] | None, bool]:
+    """(F1, its 90% interval, whether it is the holdout's): ``holdout_f1`` when the run has one; a refit
+    (kdq.refit), which has none, its parent's."""
+    m = metrics or {}
+    if m.get("holdout_f1") is not None:
+        ci = m.get("holdout_f1_ci")
+        return float(m["holdout_f1"]), (float(ci[0]), float(ci[1])) if ci else None, True
+    if m.get("parent_f1") is not None:
+        ci = m.get("parent_f1_ci")
+        return float(m["parent_f1"]), (float(ci[0]), float(ci[1])) if ci else None, bool(m["parent_holdout"])
+    return (None if m.get("val_f1") is None else float(m["val_f1"])), None, False

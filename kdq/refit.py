@@ -16,7 +16,7 @@ cancelled lets the parent be judged by its policy like any other model.
 
 from __future__ import annotations
 
-from kdq.experiment import Experiment
+from kdq.experiment import Experiment, local_f1
 from kdq.log import get_logger
 from kdq.spec import ExperimentSpec
 from kdq.stages import WORKING, Stage
@@ -60,8 +60,6 @@ def carry(store: Store, exp: Experiment, metrics: dict) -> dict:
     """A refit's metrics with its parent's F1 and interval, the F1 it is expected to score."""
     if exp.refit_of is None:
         return metrics
-    from kdq.course.scoring import local_f1
-
     f1, ci, holdout = local_f1(store.get(exp.refit_of).metrics)
     return {
         **metrics,

@@ -259,14 +259,10 @@ def synth(
     written = _write_clean(out, man, draw, jobs, workers)
     _write_quirks(out, man, seed, size_range, quirks)
     plant = np.random.default_rng([seed, 1_000_003])
-    _plant_duplicates(
-        out,
-        man,
-        written,
-        plant,
-        (exact_duplicates, near_duplicates, cross_class),
-        lambda label, i: _picture(seed, size_range, height_range, overlays, label, i)[0],
-    )
+    redraw = functools.partial(
+        _picture, seed, size_range, height_range, overlays
+    )  # (label, i) -> (pic, kind, rng)
+    _plant_duplicates(out, man, written, plant, (exact_duplicates, near_duplicates, cross_class), redraw)
     _plant_corrupt(out, man, written, plant, corrupt)
     if macosx:
         _plant_junk(out, man, plant)
@@ -302,7 +298,7 @@ def _write_quirks(out: Path, man: Manifest, seed: int, size_range, quirks: int) 
         man.quirks[rel] = kind
 
 
-def _plant_duplicates(out: Path, man: Manifest, written, plant, counts, picture) -> None:
+def _plant_duplicates(out: Path, man: Manifest, written, plant, counts, redraw) -> None:
     """Exact copies, smaller re-encodes and copies under another class, of pictures drawn by ``plant``."""
     exact, near, cross = counts
 
@@ -314,7 +310,7 @@ def _plant_duplicates(out: Path, man: Manifest, written, plant, counts, picture)
         (out / copy).write_bytes((out / rel).read_bytes())
         man.exact_duplicates.append((rel, copy))
     for cls, rel in picks(near):
-        pic = picture(CLASS_NAMES.index(cls), int(Path(rel).stem.split("_")[1]))
+        pic = redraw(CLASS_NAMES.index(cls), int(Path(rel).stem.split("_")[1]))[0]
         small = pic.resize((max(8, pic.width * 4 // 5), max(8, pic.height * 4 // 5)), Image.BILINEAR)
         dup = str(Path(rel).with_name(Path(rel).stem + "_near.jpg"))
         (out / dup).write_bytes(encode(small, "JPEG", quality=60))

@@ -17,23 +17,10 @@ from typing import NamedTuple
 from kdq.course.expected import Calibration, Deadline, Expected, expected_score
 from kdq.course.policy import CONFIDENCE, Candidate, Graded, Live
 from kdq.course.size_factor import DEFAULT_PRIOR, SizeFactor, fit
-from kdq.experiment import Experiment
+from kdq.experiment import Experiment, local_f1
 from kdq.stages import WORKING, Stage
 
 VALIDATED = {Stage.READY, Stage.SUBMITTING, Stage.EVALUATING, Stage.DONE, Stage.SKIPPED}
-
-
-def local_f1(metrics: dict | None) -> tuple[float | None, tuple[float, float] | None, bool]:
-    """(F1, its 90% interval, whether it is the holdout's): ``holdout_f1`` when the run has one; a refit
-    (kdq.refit), which has none, its parent's."""
-    m = metrics or {}
-    if m.get("holdout_f1") is not None:
-        ci = m.get("holdout_f1_ci")
-        return float(m["holdout_f1"]), (float(ci[0]), float(ci[1])) if ci else None, True
-    if m.get("parent_f1") is not None:
-        ci = m.get("parent_f1_ci")
-        return float(m["parent_f1"]), (float(ci[0]), float(ci[1])) if ci else None, bool(m["parent_holdout"])
-    return (None if m.get("val_f1") is None else float(m["val_f1"])), None, False
 
 
 def candidate(exp: Experiment, refit: int | None = None) -> Candidate:

@@ -47,12 +47,6 @@ def graded(store, ledger, exp_id: int, attempt: int, score: float, size: float, 
 HOLDOUT = {"val_f1": 0.9, "holdout_f1": 0.80, "holdout_f1_ci": [0.78, 0.82], "model_mb": 13.0}
 
 
-def test_local_f1_is_the_holdout_when_there_is_one_else_val_f1():
-    assert scoring.local_f1(HOLDOUT) == (0.80, (0.78, 0.82), True)
-    assert scoring.local_f1({"val_f1": 0.7}) == (0.7, None, False)
-    assert scoring.local_f1(None) == (None, None, False)
-
-
 def test_expected_of_an_experiment_uses_the_holdout_and_says_no_holdout_otherwise(store, settings):
     factor, cal = scoring.outlook(store, settings)
     assert factor.assumed and not cal.active
