@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 from kdq import plots
-from kdq.datainspect import overlay
 from kdq.datainspect.findings import Findings, sample_evenly
+from kdq.datainspect.overlay import explanation
 from kdq.datainspect.scan import ImageInfo
 from kdq.datainspect.sheets import contact_sheet
 from kdq.report import render, write_page
@@ -72,7 +72,7 @@ def write_report(f: Findings, infos: list[ImageInfo], out_dir: Path) -> Path:
         sheets=sheets,
         flagged=flagged,
         flagged_max=FLAGGED_SHEET,
-        explanation=overlay.explanation(),
+        explanation=explanation(),
         near_bits=NEAR_BITS,
         near_colour=NEAR_COLOUR,
     )

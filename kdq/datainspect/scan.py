@@ -19,7 +19,7 @@ import imagehash
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from kdq.datainspect import overlay
+import kdq.datainspect.overlay as overlay
 
 WORK_SIDE = overlay.ANALYSIS_SIDE  # decode no larger than this (JPEG draft picks the next scale up)
 THUMB_SIDE = 96  # contact-sheet thumbnails
