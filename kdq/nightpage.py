@@ -189,7 +189,7 @@ def write_night_report(store: Store, settings, out: Path, now: float | None = No
         {
             "e": e,
             "cost": n.costs[e.id],
-            "expected": expected[e.id].score if e.id in expected else None,
+            "expected": expected[e.id].short() if e.id in expected else "",
             "link": links.get(e.id),
         }
         for e in exps

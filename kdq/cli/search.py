@@ -48,7 +48,7 @@ def status(
 def _print(s: dict, expected: dict) -> None:
     from rich.table import Table
 
-    from kdq.search.summary import best_line, front_line, value_text
+    from kdq.search.summary import best_line, front_line, told_when, value_text
 
     states = "  ".join(f"{k} {v}" for k, v in s["by_state"].items() if v)
     budget = s["gpu_hours"]
@@ -72,16 +72,18 @@ def _print(s: dict, expected: dict) -> None:
         say("best: no complete trial yet")
     if s["importances"]:
         say("importances: " + ", ".join(f"{k} {v:.2f}" for k, v in s["importances"].items()))
-    table = Table()
-    for col in ("trial", "id", "stage", "study", "value", "epochs", "params"):
+    table = Table()  # "expected": the one kdq status shows now; "told": the study's value, and when
+    for col in ("trial", "id", "stage", "study", "expected", "told", "epochs", "params"):
         table.add_column(col)
     for r in s["rows"]:
+        x = expected.get(r["experiment"])
         table.add_row(
             "" if r["trial"] is None else str(r["trial"]),
             str(r["experiment"]),
             r["stage"],
             r["study_state"] or "",
-            value_text(r["value"]),
+            x.short() if x else "",
+            f"{value_text(r['value'])} at {told_when(r)}" if r["value"] is not None else "",
             str(r["epochs"]),
             ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items()),
         )

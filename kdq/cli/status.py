@@ -224,7 +224,9 @@ def results(
     elif not rows:
         say("no results yet (an experiment has one once it is validated)")
     else:
-        shown = [c for c in RESULT_COLUMNS if c != "expected_score"]  # kdq status shows it, with its interval
+        out = console()
         for r in rows:  # the holdout's 90% interval as [lo, hi], 3 decimals like the F1 beside it
             r["holdout_f1_ci"] = "[{:.3f}, {:.3f}]".format(*r["holdout_f1_ci"]) if r["holdout_f1_ci"] else ""
-        tables.print_rows(console(), shown, rows)
+            if x := expected.get(r["id"]):  # as kdq status shows it: short on a terminal, whole piped
+                r["expected_score"] = x.short() if out.is_terminal else x.text()
+        tables.print_rows(out, list(RESULT_COLUMNS), rows)

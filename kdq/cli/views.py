@@ -159,11 +159,6 @@ def _status_columns(exps: list[Experiment], expected: dict | None = None) -> lis
     return [*cols, "updated"]
 
 
-def _expected_cell(x) -> str:
-    """``2.73 [1.2,4.3]``: the table's short form of ``Expected.text`` (the interval is not symmetric)."""
-    return f"{x.score:.2f}" if x.low == x.high else f"{x.score:.2f} [{x.low:.1f},{x.high:.1f}]"
-
-
 def _status_cells(
     e: Experiment, now: float, expected: dict | None = None, full: bool = False, night=None
 ) -> dict[str, str]:
@@ -172,7 +167,7 @@ def _status_cells(
     x = (expected or {}).get(e.id)
     eta = night.etas.get(e.id) if night is not None else None
     return {
-        "expected": "" if x is None else (x.text() if full else _expected_cell(x)),
+        "expected": "" if x is None else (x.text() if full else x.short()),
         "id": str(e.id),
         "name": e.name,
         "stage": str(e.stage),
@@ -216,7 +211,7 @@ def experiments_table(
             justify="right" if col in ("id", "val F1", "teacher F1", "server") else "left",
             no_wrap=True,
             overflow="ellipsis",
-            width=min(name_w, max(len(r["name"]) for r in rows)) if col == "name" and rows else None,
+            width=min(name_w, max(4, *(len(r["name"]) for r in rows))) if col == "name" and rows else None,
         )
     for r in rows:
         table.add_row(*(Text(r[c], style=STAGE_STYLE.get(r[c], "") if c == "stage" else "") for c in cols))

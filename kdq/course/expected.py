@@ -67,6 +67,14 @@ class Expected:
             "" if self.holdout else " (no holdout)"
         )
 
+    def short(self) -> str:
+        """``2.73 [1.2, 4.3]``: the form of tables (status, results, search status, the night page)."""
+        return (
+            f"{self.score:.2f}"
+            if self.low == self.high
+            else f"{self.score:.2f} [{self.low:.1f}, {self.high:.1f}]"
+        )
+
     def as_json(self) -> dict:
         return {
             "score": round(self.score, 4),

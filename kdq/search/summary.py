@@ -134,7 +134,7 @@ def write_report(root: Path, name: str, summary: dict[str, Any], out: Path) -> P
             plt.close(ax.figure)
             figures.append((title, base64.b64encode(buf.getvalue()).decode()))
     esc = html.escape
-    head = ["trial", "experiment", "stage", "value", "epochs", "params"]
+    head = ["trial", "experiment", "stage", "told to the study", "epochs", "params"]
     rows = "".join(
         "<tr>"
         + "".join(
@@ -143,7 +143,7 @@ def write_report(root: Path, name: str, summary: dict[str, Any], out: Path) -> P
                 r["trial"],
                 r["experiment"],
                 r["stage"],
-                value_text(r["value"]),
+                f"{value_text(r['value'])} at {told_when(r)}" if r["value"] is not None else "",
                 r["epochs"],
                 r["params"],
             )
@@ -157,7 +157,8 @@ def write_report(root: Path, name: str, summary: dict[str, Any], out: Path) -> P
         outcome = f"<p>Pareto front (holdout F1 up, size down):</p><ul>{outcome}</ul>"
     elif best:
         outcome = (
-            f"<p>Best: {esc(best['name'])} (experiment {best['experiment']}) = {best['value']:.4f}, "
+            f"<p>Best: {esc(best['name'])} (experiment {best['experiment']}): "
+            f"{esc(summary['objective'])} {best['value']:.4f} told to the study at {told_when(best)}, "
             f"{esc(str(best['params']))}</p>"
         )
     else:
@@ -189,12 +190,19 @@ def best_line(r: dict[str, Any], objective: str, expected=None) -> str:
     """The best trial with one expected score, the one `kdq status` shows now (``expected``: its
     ``Expected``), and the value the study was told labelled with when: a calibration since moves the
     first, never the second."""
+    now = f"expected {expected.text()} now; " if expected is not None else ""
+    told = f"{objective} {value_text(r['value'])} told to the study at {told_when(r)}"
+    return f"trial {r['trial']} = experiment {r['experiment']}: {now}{told} {r['params']}"
+
+
+def told_when(r: dict[str, Any]) -> str:
+    """When a trial's value was told to the study: ``22:27`` today, ``12-06 22:27`` before."""
     from datetime import datetime
 
-    now = f"expected {expected.text()} now; " if expected is not None else ""
-    when = datetime.fromtimestamp(r["told_at"]).strftime("%H:%M") if r.get("told_at") else "?"
-    told = f"{objective} {value_text(r['value'])} told to the study at {when}"
-    return f"trial {r['trial']} = experiment {r['experiment']}: {now}{told} {r['params']}"
+    if not r.get("told_at"):
+        return "?"
+    at = datetime.fromtimestamp(r["told_at"])
+    return at.strftime("%H:%M" if at.date() == datetime.now().date() else "%m-%d %H:%M")
 
 
 def front_line(r: dict[str, Any]) -> str:

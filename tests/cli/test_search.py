@@ -86,3 +86,59 @@ def test_a_two_sided_search_with_a_pruner_is_refused_in_one_line_and_queues_noth
     assert not settings.db_path.exists() or not Store.open(settings).list()
     spec.write_text(SEARCH.replace("parallel = 2", 'parallel = 2\nobjective = "f1_and_size"'))
     assert kdq("enqueue", spec).exit_code == 0  # the two-sided default: no pruner
+
+
+def test_one_expected_score_per_model_with_its_interval_and_the_told_value_dated(settings, monkeypatch):
+    """Status, `kdq show`, `kdq results` and `kdq search status` showed three numbers for one model, an
+    asymmetric interval as ±: one expected score everywhere, as ``[lo, hi]``, and the value the study was
+    told (before any calibration since) labelled with when it was computed."""
+    import re
+    from datetime import datetime
+
+    from cli_helpers import in_terminal, kdq_env
+
+    from kdq import runfolder, steps
+    from kdq.course.scoring import expected_all
+    from kdq.specfile import expand
+    from kdq.store import Store
+    from tests.search.test_driver import ScriptedBackend, run_search, search_doc
+
+    fetch = ScriptedBackend.fetch
+
+    def lopsided(self, handle, dest):  # a holdout interval 0.15 below its F1 and 0.05 above
+        fetch(self, handle, dest)
+        m = runfolder.read_json(dest / runfolder.METRICS)
+        runfolder.write_json(
+            dest / runfolder.METRICS, {**m, "holdout_f1_ci": [m["holdout_f1"] - 0.15, m["holdout_f1"] + 0.05]}
+        )
+
+    monkeypatch.setattr(ScriptedBackend, "fetch", lopsided)
+    monkeypatch.setattr("kdq.verify.verify_file", lambda path: {"output_shape": [1, 10]})
+    raw = search_doc(2)
+    raw["search"]["objective"] = "expected_score"
+    with Store.open(settings) as store:
+        store.add([("s.toml", s) for s in expand(raw, "s.toml")])
+        backend = ScriptedBackend()
+        run_search(steps.Context(settings=settings, store=store, backend_factory=lambda kind, s: backend))
+        x = expected_all(store, settings, store.list())[1]
+    assert x.high - x.score < x.score - x.low  # lopsided, so "±" would be wrong
+    whole = f"{x.score:.3f} [{x.low:.3f}, {x.high:.3f}]"
+    short = f"{x.score:.2f} [{x.low:.1f}, {x.high:.1f}]"
+    env = kdq_env(settings.root)
+    screens = {
+        "status": in_terminal(["status"], env, cols=80, rows=40),
+        "status piped": kdq("status").stdout,
+        "show": in_terminal(["show", "1"], env, cols=120, rows=80),
+        "results": in_terminal(["results"], env, cols=100, rows=40),
+        "search status": in_terminal(["search", "status"], env, cols=120, rows=40),
+    }
+    assert short in screens["status"] and whole in screens["status piped"], screens
+    assert f"expected score {whole} = " in screens["show"], screens["show"]
+    assert short in screens["results"], screens["results"]
+    assert all("±" not in text for text in screens.values()), screens
+    best = next(line for line in screens["search status"].splitlines() if line.startswith("best:"))
+    assert f"expected {whole} now" in best, best
+    told = re.search(r"expected_score (\d+\.\d+) told to the study at (\d\d:\d\d)", best)
+    assert told and told[2] == datetime.now().strftime("%H:%M")  # the old value, and when it was told
+    [row] = [line for line in screens["search status"].splitlines() if re.match(r"\W*0\W+1\W", line)]
+    assert short in row and f"{told[1]} at {told[2]}" in row, row  # each trial: now, and what was told when
