@@ -51,64 +51,73 @@ def status(
         print(json.dumps(nothing, indent=2, default=str))
         raise typer.Exit(ERROR)
     with open_store(s=s, look=True) as store:
-        if as_json:
-            from kdq import pause
-            from kdq.course.ledger import Ledger
-            from kdq.homelock import heartbeat_age
-
-            age = heartbeat_age(store)
-            from kdq.course.scoring import expected_all
-            from kdq.night import Night
-
-            exps = views.glance(store, show_all)[0]
-            expected = expected_all(store, s, exps)
-            night = Night.read(store, s)
-            data = {
-                "home": str(s.root),
-                "worker_alive": s.worker_alive(age),
-                "worker_heartbeat_age_s": age,
-                "worker_slept": store.get_meta_json("worker.slept"),  # its last sleep found (kdq/awake.py)
-                "counts": store.count_by_stage(),
-                "course_server": Ledger(store).server() or None,
-                "paused": pause.active(store),  # a login this machine lacks: what needs it waits
-                **night.as_json(),  # "eta" (the queue's end) and "cost" (GPU-hours, dollars, worst case)
-                "experiments": [
-                    {
-                        **e.summary(),
-                        "expected_score": expected[e.id].as_json() if e.id in expected else None,
-                        "eta": night.etas[e.id].as_json() if e.id in night.etas else None,
-                        "cost": night.costs[e.id].as_json(),
-                    }
-                    for e in exps
-                ],
-            }
-            print(json.dumps(data, indent=2, default=str))
-            return
         out = console()
-        if not out.is_terminal:
+        if as_json:
+            print(json.dumps(status_json(store, s, show_all), indent=2, default=str))
+        elif not out.is_terminal:
             print(views.status_plain(store, s, show_all, every))
-            return
-        if not watch:
+        elif not watch:
             out.print(views.status_view(store, s, show_all, interval_s=every))
-            return
-        from rich.live import Live
+        else:
+            _watch(out, store, s, show_all)
 
-        def view():
-            """The view with as many rows as fit the screen, wrapped names and header lines counted."""
-            rows = out.size.height
-            for spare in range(0, rows, 2):
-                shown = views.status_view(store, s, show_all, height=rows - spare, interval_s=every)
-                if len(out.render_lines(shown, out.options, pad=False)) < rows:
-                    break
-            return shown
 
-        try:
-            with Live(view(), console=out, refresh_per_second=1, screen=False, auto_refresh=False) as live:
-                while True:
-                    time.sleep(2)
-                    live.update(view(), refresh=True)
-        except KeyboardInterrupt:
-            pass
+def status_json(store, s, show_all: bool) -> dict:
+    """``kdq status --json``: the glance's experiments and every header value, in full."""
+    from kdq import pause
+    from kdq.cli import views
+    from kdq.course.ledger import Ledger
+    from kdq.course.scoring import expected_all
+    from kdq.homelock import heartbeat_age
+    from kdq.night import Night
+
+    age = heartbeat_age(store)
+    exps = views.glance(store, show_all)[0]
+    expected = expected_all(store, s, exps)
+    night = Night.read(store, s)
+    return {
+        "home": str(s.root),
+        "worker_alive": s.worker_alive(age),
+        "worker_heartbeat_age_s": age,
+        "worker_slept": store.get_meta_json("worker.slept"),  # its last sleep found (kdq/awake.py)
+        "counts": store.count_by_stage(),
+        "course_server": Ledger(store).server() or None,
+        "paused": pause.active(store),  # a login this machine lacks: what needs it waits
+        **night.as_json(),  # "eta" (the queue's end) and "cost" (GPU-hours, dollars, worst case)
+        "experiments": [
+            {
+                **e.summary(),
+                "expected_score": expected[e.id].as_json() if e.id in expected else None,
+                "eta": night.etas[e.id].as_json() if e.id in night.etas else None,
+                "cost": night.costs[e.id].as_json(),
+            }
+            for e in exps
+        ],
+    }
+
+
+def _watch(out, store, s, show_all: bool) -> None:
+    """``--watch``: redraw every 2 s, with as many rows as fit the screen, until Ctrl-C."""
+    from rich.live import Live
+
+    from kdq.cli import views
+
+    def view():
+        """The view with as many rows as fit the screen, wrapped names and header lines counted."""
+        rows = out.size.height
+        for spare in range(0, rows, 2):
+            shown = views.status_view(store, s, show_all, height=rows - spare, interval_s=s.submit_interval_s)
+            if len(out.render_lines(shown, out.options, pad=False)) < rows:
+                break
+        return shown
+
+    try:
+        with Live(view(), console=out, refresh_per_second=1, screen=False, auto_refresh=False) as live:
+            while True:
+                time.sleep(2)
+                live.update(view(), refresh=True)
+    except KeyboardInterrupt:
+        pass
 
 
 def show(
