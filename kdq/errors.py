@@ -3,6 +3,7 @@ the one way a full disk, and a database that cannot be used right now, are named
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -44,6 +45,46 @@ def disk_full(exc: BaseException, path=None) -> str | None:
             return f"disk full (ENOSPC): cannot write {path or 'the database'} ({seen})"
         seen = seen.__cause__ or seen.__context__
     return None if path is None else disk_full_at(path)
+
+
+def read_only(exc: BaseException, path=None) -> str | None:
+    """One line naming a read-only file system (EROFS), the folder it could not write and the fix, or
+    ``None`` for other trouble. ``path``: the folder to name (a run folder); else the file that failed."""
+    import errno
+    import sqlite3
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.EROFS:
+            return read_only_line(path or seen.filename or "a file")
+        if isinstance(seen, sqlite3.OperationalError) and "readonly database" in str(seen):
+            return read_only_line(path or "kdq.db")  # SQLite's word for it
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def read_only_at(path) -> str | None:
+    """The read-only line when ``path`` (a folder) sits on a read-only file system, else ``None``."""
+    import errno
+
+    try:
+        if not os.statvfs(path).f_flag & os.ST_RDONLY:
+            return None
+    except OSError:
+        return None
+    return read_only(OSError(errno.EROFS, "Read-only file system", str(path)), path)
+
+
+def read_only_line(path) -> str:
+    return (
+        f"read-only file system (EROFS): cannot write {path}; kdq keeps its state and runs in KDQ_HOME: "
+        "make it writable again (or set KDQ_HOME to a writable folder), then `kdq retry ID` (it resumes)"
+    )
+
+
+def cannot_write(exc: BaseException, path=None) -> str | None:
+    """The one line for a write that failed for want of room or of a writable disk, else ``None``."""
+    return disk_full(exc, path) or read_only(exc, path)
 
 
 def disk_full_at(path) -> str | None:

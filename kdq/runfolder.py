@@ -15,17 +15,21 @@ train.lock      locked (flock) by the training process while it lives: the folde
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from kdq.errors import read_only_line
 
 SPEC = "spec.json"
 PROGRESS = "progress.json"
@@ -38,6 +42,8 @@ DONE = "done.json"
 ERROR = "error.json"
 LOCK = "train.lock"  # held by the training process while it lives
 EXIT_DISK_FULL = 28  # the training's exit status when not even error.json could be written (errno ENOSPC)
+EXIT_READ_ONLY = 30  # the same on a read-only file system (errno EROFS)
+VERDICT = "verdict (error.json could not be written): "  # how such a verdict is left in log.txt
 ARTIFACTS = (MODEL, METRICS, HISTORY)  # what the worker fetches
 EVENTS = "events.out.tfevents."  # TensorBoard's own file names (one per training process): fetched too
 
@@ -82,8 +88,15 @@ def hold_lock(run_dir: Path, lock: Path | None = None) -> IO | None:
 
 def is_running(run_dir: Path) -> bool:
     """Whether a training process holds this run folder's lock right now."""
+    path = Path(run_dir) / LOCK
     try:
-        with open(Path(run_dir) / LOCK, "a") as f:
+        try:
+            f = open(path, "a")
+        except OSError as exc:  # a read-only home: a read-only handle can test the lock as well
+            f = open(path, "rb") if exc.errno == errno.EROFS else None
+            if f is None:
+                raise
+        with f:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             fcntl.flock(f, fcntl.LOCK_UN)
             return False
@@ -148,11 +161,23 @@ def supervise(run_dir: Path) -> int | None:
         signal.signal(sig, signal.SIG_IGN)
     _, status = os.waitpid(pid, 0)
     if outcome(run_dir) is None:
-        try:
-            write_json(Path(run_dir) / ERROR, {"error": death_message(run_dir, status), "status": status})
-        except OSError:  # a full disk: the worker finds the run ended without a verdict and looks at the disk
-            pass
+        record_verdict(run_dir, death_message(run_dir, status), status)
     return os.waitstatus_to_exitcode(status) % 256
+
+
+def record_verdict(run_dir: Path, message: str, status: int) -> None:
+    """Write ``error.json``; on a full or read-only disk print the verdict instead (stderr is log.txt,
+    opened before the trouble began), where ``unwritten_verdict`` finds it."""
+    try:
+        write_json(Path(run_dir) / ERROR, {"error": message, "status": status})
+    except OSError:
+        print(VERDICT + message, file=sys.stderr, flush=True)
+
+
+def unwritten_verdict(run_dir: Path) -> str | None:
+    """The one-line verdict a training left in its log when it could not write ``error.json``."""
+    last = [line for line in log_tail(Path(run_dir), 5).splitlines() if line.startswith(VERDICT)]
+    return last[-1].removeprefix(VERDICT) if last else None
 
 
 def death_message(run_dir: Path, status: int) -> str:
@@ -165,6 +190,8 @@ def death_message(run_dir: Path, status: int) -> str:
     )
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_DISK_FULL:
         return f"disk full (ENOSPC): the training in {run_dir} could not write; free space, then {resume}"
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_READ_ONLY:
+        return read_only_line(run_dir).replace("`kdq retry ID` (it resumes)", resume)
     if os.WIFSIGNALED(status):
         sig = signal.Signals(os.WTERMSIG(status))
         why = " (the kernel's out-of-memory killer sends it: a smaller train.batch_size needs less)"

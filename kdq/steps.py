@@ -29,7 +29,7 @@ from pathlib import Path
 
 from kdq import pause, runfolder
 from kdq.backends import Backend, get_backend
-from kdq.errors import CredentialError, PermanentError, TransientError
+from kdq.errors import CredentialError, PermanentError, TransientError, read_only
 from kdq.experiment import Experiment
 from kdq.log import get_logger, redact
 from kdq.settings import Settings
@@ -38,6 +38,7 @@ from kdq.store import Busy, Store
 
 log = get_logger("kdq.steps")
 TRANSIENT_BACKOFF_S = (5, 15, 30, 60, 120, 300)
+READ_ONLY_RECHECK_S = 30.0  # KDQ_HOME read-only: how often a step looks again (it fails nothing)
 PAUSED_RECHECK_S = 60.0  # a missing login (kdq/pause.py): how often a waiting experiment tries again
 
 
@@ -196,6 +197,9 @@ def advance(ctx: Context, exp_id: int) -> float | None:
         log.warning("kdq.db busy", exp=exp.id, stage=str(exp.stage), error=str(exc))
         return ctx.settings.poll_interval_s
     except Exception as exc:  # a bug or a surprise: fail loudly, lose nothing (`kdq retry` brings it back)
+        if line := read_only(exc):  # KDQ_HOME remounted read-only: the machine's trouble, fail nothing
+            log.warning("KDQ_HOME read-only", exp=exp.id, stage=str(exp.stage), error=line)
+            return READ_ONLY_RECHECK_S
         log.error("step crashed", exp=exp.id, stage=str(exp.stage), error=redact(repr(exc)))
         _fail(
             ctx,

@@ -114,3 +114,73 @@ def test_a_vanished_training_on_a_full_disk_is_named(settings, monkeypatch, tmp_
     status = LocalBackend(settings).poll({"run_dir": str(run_dir), "pid": os.getpid()})
     assert status.state == "failed"
     assert status.error.startswith(f"disk full (ENOSPC): no space left to write {run_dir}")
+
+
+def _read_only(path):
+    return OSError(errno.EROFS, "Read-only file system", str(path))
+
+
+def test_a_training_on_a_read_only_home_ends_with_one_line_naming_the_folder_and_the_fix(
+    tmp_path, monkeypatch, capsys
+):
+    """KDQ_HOME made read-only under a training: not even error.json can be written. The training says
+    so in one line (no traceback), exits with its own code, and the verdict names the folder and the fix."""
+    from kdq.train import __main__ as entry
+    from kdq.train import loop
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / runfolder.SPEC).write_text("{}")
+
+    def read_only(*args, **kwargs):
+        raise _read_only(run_dir / ".error.json.x.tmp")
+
+    monkeypatch.setattr(loop, "run", read_only)
+    monkeypatch.setattr(entry.ExperimentSpec, "model_validate_json", classmethod(lambda cls, text: None))
+    monkeypatch.setattr(runfolder, "write_json", read_only)
+    code = entry.main([str(run_dir), "--data", str(tmp_path), "--cache", str(tmp_path)])
+    assert code == runfolder.EXIT_READ_ONLY
+    printed = capsys.readouterr().err.strip()
+    assert "Traceback" not in printed and len(printed.splitlines()) == 1
+    assert f"read-only file system (EROFS): cannot write {run_dir}" in printed and "writable" in printed
+    verdict = runfolder.death_message(run_dir, runfolder.EXIT_READ_ONLY << 8)
+    assert verdict.startswith(f"read-only file system (EROFS): cannot write {run_dir}")
+    assert "\n" not in verdict and "kdq retry ID" in verdict
+
+
+def test_a_verdict_that_cannot_be_written_is_left_in_the_log_and_read_back_as_one_line(
+    settings, monkeypatch, capsys
+):
+    """The supervisor cannot write error.json on a read-only home: it prints its verdict into the run's
+    log (opened before the home went read-only), and the worker's poll, once the home is writable again,
+    fails the run with that one line, not the log's tail."""
+    from kdq.backends.local import LocalBackend
+
+    run_dir = settings.runs_dir / "r1"
+    run_dir.mkdir(parents=True)
+    (run_dir / runfolder.LOG).write_text("epoch 1\nTraceback (most recent call last):\n  boom\n")
+    verdict = runfolder.death_message(run_dir, runfolder.EXIT_READ_ONLY << 8)
+    real_write = runfolder.write_json
+
+    def read_only(path, data):
+        raise _read_only(path)
+
+    monkeypatch.setattr(runfolder, "write_json", read_only)
+    runfolder.record_verdict(run_dir, verdict, runfolder.EXIT_READ_ONLY << 8)
+    with open(run_dir / runfolder.LOG, "a") as log:
+        log.write(capsys.readouterr().err)
+    monkeypatch.setattr(runfolder, "write_json", real_write)
+    status = LocalBackend(settings).poll({"run_dir": str(run_dir), "pid": os.getpid()})
+    assert status.state == "failed" and status.error == verdict
+
+
+def test_a_vanished_training_on_a_read_only_home_is_named(settings, monkeypatch):
+    from kdq.backends import local
+
+    run_dir = settings.runs_dir / "r1"
+    run_dir.mkdir(parents=True)
+    (run_dir / runfolder.LOG).write_text("Traceback (most recent call last):\n  boom\n")
+    monkeypatch.setattr(local, "read_only_at", lambda path: runfolder.read_only_line(path), raising=False)
+    status = local.LocalBackend(settings).poll({"run_dir": str(run_dir), "pid": os.getpid()})
+    assert status.state == "failed" and "\n" not in status.error
+    assert status.error.startswith(f"read-only file system (EROFS): cannot write {run_dir}")

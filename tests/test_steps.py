@@ -387,3 +387,19 @@ def test_a_look_due_far_in_the_future_is_overdue_after_the_clock_went_back(store
     store.update(a, next_check_at=now + 3600)
     store.update(b, next_check_at=now + 5)
     assert steps.due_for_redrive(store, now, grace_s=30) == [a]
+
+
+def test_a_step_that_meets_a_read_only_home_fails_nothing_and_looks_again(settings, store):
+    """KDQ_HOME read-only (a remount, a full quota) is the machine's trouble: the step looks again
+    later, nothing fails, and the experiment goes on once the home is writable."""
+    import errno
+
+    read_only = OSError(errno.EROFS, "Read-only file system", str(settings.runs_dir / "r1"))
+    backend = FlakyBackend([read_only, {"ok": 1}])
+    ctx = steps.Context(settings=settings, store=store, backend_factory=lambda kind, s: backend)
+    [i] = store.add([(None, tiny())])
+    steps.advance(ctx, i)
+    assert steps.advance(ctx, i) not in (None, 0)
+    assert store.get(i).stage is Stage.LAUNCHING and store.get(i).error in (None, "")
+    steps.advance(ctx, i)
+    assert store.get(i).stage is Stage.TRAINING

@@ -18,7 +18,7 @@ from typing import Any
 
 from kdq import hf, runfolder
 from kdq.backends.base import RunStatus
-from kdq.errors import PermanentError, disk_full_at
+from kdq.errors import PermanentError, disk_full_at, read_only_at
 from kdq.spec import ExperimentSpec
 
 STARTUP_TIMEOUT_S = 60
@@ -99,8 +99,12 @@ class LocalBackend:
                 )
             return RunStatus("running", progress)
         tail = runfolder.log_tail(run_dir)
+        if verdict := runfolder.unwritten_verdict(run_dir):  # a full or read-only disk took error.json
+            return RunStatus("failed", progress, verdict)
         if full := disk_full_at(run_dir):  # not even error.json could be written
             return RunStatus("failed", progress, f"{full}; free space, then `kdq retry ID` (it resumes)")
+        if read_only := read_only_at(run_dir):
+            return RunStatus("failed", progress, read_only)
         return RunStatus(
             "failed", progress, f"the training process ended without a result. Last lines of its log:\n{tail}"
         )

@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 
 from kdq import runfolder
-from kdq.errors import disk_full
+from kdq.errors import cannot_write, disk_full
 from kdq.spec import ExperimentSpec
 
 EXIT_ALREADY_RUNNING = 3
@@ -67,15 +67,15 @@ def main(argv: list[str] | None = None) -> int:
         runfolder.write_json(run_dir / runfolder.DONE, {**summary, "seconds": time.time() - started})
         return 0
     except BaseException as exc:  # noqa: BLE001 — every failure must leave error.json behind
-        full = disk_full(exc, run_dir)
+        full = cannot_write(exc, run_dir)  # a full or read-only disk
         error = {"error": full or f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
         try:
             runfolder.write_json(run_dir / runfolder.ERROR, error)
         except OSError as write_error:
-            if not disk_full(write_error, run_dir):
+            if not (line := cannot_write(write_error, run_dir)):
                 raise
-            print(error["error"], file=sys.stderr)
-            return EXIT_DISK_FULL
+            print(line, file=sys.stderr)
+            return EXIT_DISK_FULL if disk_full(write_error, run_dir) else runfolder.EXIT_READ_ONLY
         if full:
             print(full, file=sys.stderr)  # one line: the traceback of a full disk tells nothing more
         else:
