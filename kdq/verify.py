@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from kdq import grader
+from kdq.lifeline import die_with
 
 
 class VerifyError(Exception):
@@ -58,6 +59,30 @@ def check(
     import torch
 
     path = Path(path)
+    model, mb, dtypes = _load(path, max_mb)
+    y, x64, y64 = _forward(path, model, num_classes, image_size)
+    cuda = _on_cuda(path, x64, y64)
+    scored = _grader_f1(model, holdout, num_classes) if holdout else {}
+    return {
+        "path": str(path),
+        "size_mb": round(mb, 4),
+        "max_mb": max_mb,
+        "output_shape": list(y.shape),
+        "dtypes": dtypes,
+        "params": sum(p.numel() for p in model.parameters()),
+        "torch_version": torch.__version__,
+        "logits_std": float(y.std()),
+        "batches": [1, 4, grader.BATCH],
+        "cuda": cuda,
+        **scored,
+    }
+
+
+def _load(path: Path, max_mb: float):
+    """``(model, MiB, dtypes)``: the file is there, under the limit, loads as the grader loads it, calls
+    only what the grader's oldest torch has, and holds float32 parameters."""
+    import torch
+
     if not path.is_file():
         raise VerifyError(f"{path}: no such file")
     mb = grader.size_mib(path)
@@ -79,6 +104,14 @@ def check(
         raise VerifyError(
             f"{path}: parameters are {', '.join(dtypes)}; the server needs float32 (call .float())"
         )
+    return model, mb, dtypes
+
+
+def _forward(path: Path, model, num_classes: int, image_size: int):
+    """``(y, x64, y64)``: finite float32 ``[B, classes]`` logits, the same for one picture, for 4, for the
+    grader's batch of 64 and from one call to the next."""
+    import torch
+
     mean = torch.tensor(grader.MEAN).view(1, 3, 1, 1)
     std = torch.tensor(grader.STD).view(1, 3, 1, 1)
     # different-looking pictures (dark to bright), so batch statistics differ from one picture's
@@ -118,21 +151,7 @@ def check(
             f"{path}: logits change with the batch or between calls (gap {gap:.3g}); "
             "save the model in eval mode (model.eval() before scripting: BatchNorm/Dropout)"
         )
-    cuda = _on_cuda(path, x64, y64)
-    scored = _grader_f1(model, holdout, num_classes) if holdout else {}
-    return {
-        "path": str(path),
-        "size_mb": round(mb, 4),
-        "max_mb": max_mb,
-        "output_shape": list(y.shape),
-        "dtypes": dtypes,
-        "params": sum(p.numel() for p in model.parameters()),
-        "torch_version": torch.__version__,
-        "logits_std": float(y.std()),
-        "batches": [1, 4, grader.BATCH],
-        "cuda": cuda,
-        **scored,
-    }
+    return y, x64, y64
 
 
 def old_torch_check(path: Path) -> None:
@@ -234,20 +253,10 @@ def verify_file(
 
 
 def _run_child(path, max_mb, num_classes, image_size, timeout_s, listing: Path | None) -> dict:
-    cmd = [
-        sys.executable,
-        "-m",
-        "kdq.verify",
-        str(path),
-        "--json",
-        "--max-mb",
-        str(max_mb),
-        "--num-classes",
-        str(num_classes),
-        "--image-size",
-        str(image_size),
-        *(["--holdout", str(listing)] if listing else []),
-    ]
+    cmd = [sys.executable, "-m", "kdq.verify", str(path), "--json", "--max-mb", str(max_mb)]
+    cmd += ["--num-classes", str(num_classes), "--image-size", str(image_size)]
+    cmd += ["--holdout", str(listing)] if listing else []
+    cmd += ["--parent", str(os.getpid())]  # it dies with this process: a killed worker leaves no orphan
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
@@ -320,7 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--holdout", type=Path, help='JSON {"root", "files", "labels"}: score the file on them'
     )
+    parser.add_argument("--parent", type=int, help="die when this process (the one that started it) dies")
     args = parser.parse_args(argv)
+    if args.parent:
+        die_with(args.parent)
     holdout = json.loads(args.holdout.read_text()) if args.holdout else None
     try:
         report = check(args.path, args.max_mb, args.num_classes, args.image_size, holdout)

@@ -188,3 +188,75 @@ def test_the_run_scores_its_file_where_its_pictures_are_and_says_so(tmp_path):
     assert recorded({"grader_f1": 0.9}, {**scored}) == {"grader_f1": 0.9, "grader_scored": "here"}
     assert recorded({}, {**metrics, **scored}) == scored
     assert recorded({}, metrics) == {"grader_f1": None, "grader_scored": None}
+
+
+class Slow(nn.Module):
+    """A forward that takes minutes: the verifier child is still busy when its parent dies."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.mean((2, 3)).repeat(1, 4)[:, :10]
+        for _ in range(200_000_000):
+            y = y * 1.0
+        return y
+
+
+def _children_named(pid: int, word: str) -> list[int]:
+    from pathlib import Path
+
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and word in cmd:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for init to reap it)."""
+    from pathlib import Path
+
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="reads /proc")
+def test_the_verifier_child_dies_with_the_worker_that_started_it(tmp_path):
+    """A worker killed (SIGKILL) while it validates must not leave its ``kdq.verify`` child running,
+    reparented to init: a restart validates again, and a kill loop piled the orphans up."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = save(Slow(), tmp_path / "slow.pt")
+    parent = subprocess.Popen(
+        [sys.executable, "-c", f"from kdq.verify import verify_file; verify_file({path!r})"]
+    )
+    orphans: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not (orphans := _children_named(parent.pid, "kdq.verify")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert orphans, "the verifier child never started"
+        time.sleep(8)  # well into its checks (torch imported, the slow forward running)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 20
+        while any(_running(p) for p in orphans) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        alive = [p for p in orphans if _running(p)]
+        assert not alive, f"the verifier child {alive} outlived its parent"
+    finally:
+        for pid in orphans:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        parent.kill()
