@@ -81,3 +81,58 @@ def heartbeat_age(store) -> float | None:
     except OSError:
         touched = 0.0
     return time.time() - max(beat["ts"], touched)
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter ``/proc`` gives ``pid`` (R running, S sleeping, T stopped, Z zombie...); ``None``
+    when there is no such process; ``"?"`` for a live one where there is no ``/proc`` (macOS)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        if Path("/proc/self").exists():
+            return None
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return "?"
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, a child that ended and was not reaped yet, does not)."""
+    return process_state(pid) not in (None, "Z", "X")
+
+
+def _age(pid: int) -> float | None:
+    """How long ``pid`` has run, in seconds (both counts from ``/proc`` are since boot, so a stepped wall
+    clock does not move it); ``None`` where it cannot be told."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def silent_worker(store) -> str | None:
+    """What a worker whose heartbeat went quiet is doing, when its process is still here (this host, the
+    pid of its last beat, started before it): stopped (SIGSTOP, Ctrl-Z) or not responding. ``None``:
+    the worker is gone, and "not running" is the truth."""
+    beat = store.get_meta_json("worker") or {}
+    pid = beat.get("pid")
+    if not pid or beat.get("stopped_at") or beat.get("host") != socket.gethostname() or not alive(pid):
+        return None
+    age = _age(pid)
+    if age is not None and age < time.time() - beat.get("started_at", 0) - 5:
+        return None  # another process that took the pid after the worker had gone
+    if process_state(pid) in ("T", "t"):
+        return (
+            f"stopped: pid {pid} is suspended (SIGSTOP or Ctrl-Z) and does nothing until "
+            f"`kill -CONT {pid}`; a second `kdq worker` is refused while it holds the home"
+        )
+    silent = time.time() - beat.get("ts", 0)
+    return f"not responding: pid {pid} is alive but silent for {silent:.0f} s; `kill {pid}` stops it"

@@ -155,10 +155,6 @@ class LocalBackend:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from kdq.homelock import alive
+
+    return alive(pid)  # a zombie (a finished child of this worker, not reaped yet) is not

@@ -152,17 +152,22 @@ def cancel(ids: IDS = None, stage: STAGES = None, as_json: AS_JSON = False) -> N
       kdq cancel 1-6
       kdq cancel --stage queued
     """
-    from kdq.homelock import heartbeat_age
-    from kdq.stages import Stage
+    from kdq.homelock import heartbeat_age, silent_worker
+    from kdq.stages import SUBMITTED, Stage
 
     results = []
     with open_store(create=False) as store:
         age = heartbeat_age(store)
         alone = not settings().worker_alive(age)  # no worker will see the request soon
+        silent = silent_worker(store) if alone else None  # its process is here: SIGSTOP, hung
         for e in pick(store, ids, stage):
             exp = store.request_cancel(e.id)
             if exp.stage is Stage.CANCELLED:
                 msg = "cancelled"
+            elif exp.cancel_requested and exp.stage in SUBMITTED:
+                msg = f"cancel requested ({exp.stage}): {UPLOAD_CANCEL[exp.stage]}"
+            elif exp.cancel_requested and silent:
+                msg = f"cancel requested ({exp.stage}); the worker is {silent}: it acts on it once it runs"
             elif exp.cancel_requested and alone:
                 msg = f"cancel requested ({exp.stage}); no worker is running: {_stop_alone(exp)}"
             elif exp.cancel_requested:
@@ -172,6 +177,14 @@ def cancel(ids: IDS = None, stage: STAGES = None, as_json: AS_JSON = False) -> N
             results.append({"id": e.id, "stage": str(exp.stage), "ok": True, "message": msg})
     nudge([r["id"] for r in results])
     _report(results, as_json)
+
+
+UPLOAD_CANCEL = {  # nothing stops an upload on the wire or a grading: what the cancel does instead
+    "submitting": "the upload is on its way; if the server refuses it, it is not sent again; if it "
+    "went through, it is graded and recorded as usual",
+    "evaluating": "its model is already on the course server and nothing can stop that; its grade is "
+    "still recorded, and nothing is uploaded again",
+}
 
 
 def _stop_alone(exp) -> str:

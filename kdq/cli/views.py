@@ -77,23 +77,26 @@ def plain(markup_line: str) -> str:
 def status_header(store: Store, settings, interval_s: float | None = None, night=None) -> list[str]:
     """The lines above the table (rich markup): the worker, the counts, the course server, the night's
     end and cost (``night``: kdq.night.Night)."""
+    from rich.markup import escape
+
     from kdq.course.status import header_lines
-    from kdq.homelock import heartbeat_age
+    from kdq.homelock import heartbeat_age, silent_worker
     from kdq.stages import Stage
 
     age = heartbeat_age(store)
+    silent = None if settings.worker_alive(age) else silent_worker(store)  # SIGSTOP, hung
     lines = [
         f"home: {_home(settings.root)}",
         "worker: [green]alive[/green]"
         if settings.worker_alive(age)
+        else f"worker: [red]{escape(silent)}[/red]"
+        if silent
         else "worker: [red]not running[/red] — start it with `kdq worker`",
     ]
     from kdq.awake import slept_line
 
     if slept := slept_line(store):  # a gap in the worker's own heartbeat: the machine slept
         lines.append(f"[yellow]{slept}[/yellow]")
-    from rich.markup import escape
-
     from kdq import pause
 
     lines += [f"[red]{escape(line)}[/red]" for line in pause.lines(store)]
