@@ -41,6 +41,7 @@ LOG = "log.txt"
 DONE = "done.json"
 ERROR = "error.json"
 LOCK = "train.lock"  # held by the training process while it lives
+EXIT_STOPPED = 75  # the training's exit status when a SIGTERM stopped it after a checkpoint (EX_TEMPFAIL)
 EXIT_DISK_FULL = 28  # the training's exit status when not even error.json could be written (errno ENOSPC)
 EXIT_READ_ONLY = 30  # the same on a read-only file system (errno EROFS)
 VERDICT = "verdict (error.json could not be written): "  # how such a verdict is left in log.txt
@@ -188,6 +189,8 @@ def death_message(run_dir: Path, status: int) -> str:
         if epoch and (Path(run_dir) / CHECKPOINT).exists()
         else "`kdq retry ID` starts it again"
     )
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_STOPPED:
+        return f"the training was stopped (SIGTERM) after saving a checkpoint; {resume}"
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_DISK_FULL:
         return f"disk full (ENOSPC): the training in {run_dir} could not write; free space, then {resume}"
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_READ_ONLY:
@@ -203,20 +206,23 @@ def death_message(run_dir: Path, status: int) -> str:
     )
 
 
-def take_checkpoint(earlier: Path, run_dir: Path) -> str:
+def take_checkpoint(earlier: Path, run_dir: Path, dest: Path | None = None) -> str:
     """Start ``run_dir`` from the last checkpoint of ``earlier`` (an earlier attempt of the same spec).
 
     Returns the line to log. Nothing is taken from a run of another spec (its weights would not fit, or
     would mean something else) nor when this run has a checkpoint of its own (it resumes from that).
+    ``dest``: where this run keeps its checkpoint (default its run folder's checkpoint.pt).
     """
     earlier, run_dir = Path(earlier), Path(run_dir)
-    if (run_dir / CHECKPOINT).exists():
+    dest = Path(dest or run_dir / CHECKPOINT)
+    if dest.exists():
         return f"not taking run {earlier.name}'s checkpoint: this run has its own"
     theirs, ours = read_json(earlier / SPEC) or {}, read_json(run_dir / SPEC) or {}
     if {**theirs, "name": None} != {**ours, "name": None}:
         return f"not resuming from run {earlier.name}: its spec differs (or is gone); starting from epoch 1"
     if not (earlier / CHECKPOINT).exists():
         return f"run {earlier.name} left no checkpoint; starting from epoch 1"
-    with atomic_path(run_dir / CHECKPOINT) as tmp:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest) as tmp:
         shutil.copyfile(earlier / CHECKPOINT, tmp)
     return f"resumed from run {earlier.name}: its last checkpoint copied here"

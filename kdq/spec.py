@@ -158,6 +158,14 @@ class TrainSpec(Section):
     tune_bias: bool = Field(False, description="Tune a per-class logit bias on validation for macro-F1.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = Field(False, description="torch.compile the student for training (export is uncompiled).")
+    checkpoint_every_s: float = Field(
+        300,
+        ge=0,
+        le=86400,
+        description="Seconds between checkpoints (at an epoch's end; 0: every epoch); also one at the last "
+        "epoch and one at the next step after a SIGTERM. Not part of what the run computes: the spec's "
+        "hash leaves it out.",
+    )
 
 
 class ExportSpec(Section):
@@ -296,8 +304,8 @@ class ExperimentSpec(Section):
         return self
 
     def content_hash(self) -> str:
-        """Stable hash of what the experiment does (its name excluded)."""
-        body = self.model_dump(mode="json", exclude={"name"})
+        """Stable hash of what the experiment does (its name and how often it checkpoints excluded)."""
+        body = self.model_dump(mode="json", exclude={"name": True, "train": {"checkpoint_every_s"}})
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -282,7 +282,7 @@ def _kill_once_checkpointed(ctx, exp_id, sig, timeout=120):
 
 
 def test_a_killed_training_says_which_signal_and_retry_resumes_from_its_checkpoint(ctx, dataset):
-    [i] = ctx.store.add([(None, tiny(train__epochs=8, train__patience=None))])
+    [i] = ctx.store.add([(None, tiny(train__epochs=8, train__patience=None, train__checkpoint_every_s=0))])
     first = _kill_once_checkpointed(ctx, i, signal.SIGKILL)
     failed = drive(ctx, i)
     assert failed.stage is Stage.FAILED

@@ -3,11 +3,16 @@
 It reads ``RUN_DIR/spec.json``, holds an exclusive lock on ``RUN_DIR/train.lock`` while it runs
 (so a second launch of the same run exits at once and a watcher can tell it is alive), and ends
 with ``done.json`` or ``error.json``. The training itself is ``kdq.train.loop.run``.
+
+A SIGTERM stops it at the next training step, after a checkpoint of that step: it exits with
+``EXIT_STOPPED`` and no verdict, so the run is resumed (a preemption), not failed. ``--checkpoint``
+puts the checkpoint on a local disk (the Modal container's; it copies the file to the Volume).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 import traceback
@@ -19,6 +24,7 @@ from kdq.spec import ExperimentSpec
 
 EXIT_ALREADY_RUNNING = 3
 EXIT_DISK_FULL = runfolder.EXIT_DISK_FULL  # not even error.json could be written
+EXIT_STOPPED = runfolder.EXIT_STOPPED  # a SIGTERM: the checkpoint is saved, resume the run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--resume-from", type=Path, help="an earlier run folder whose checkpoint to start from"
     )
+    parser.add_argument("--checkpoint", type=Path, help="the checkpoint file (default RUN_DIR/checkpoint.pt)")
     parser.add_argument("--supervise", action="store_true", help="a parent process names a killing signal")
     parser.add_argument(
         "--device", choices=["cuda", "cpu"], help="override train.device (a GPU container passes cuda)"
@@ -48,9 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.supervise and (code := runfolder.supervise(run_dir)) is not None:
         return code  # the parent: it waited, and named the signal if the training was killed
     if args.resume_from:
-        print(runfolder.take_checkpoint(args.resume_from, run_dir), flush=True)
+        print(runfolder.take_checkpoint(args.resume_from, run_dir, args.checkpoint), flush=True)
     try:
         from kdq.train import gpu
+        from kdq.train.checkpoint import Saver, Stopped
         from kdq.train.loop import run
 
         spec = ExperimentSpec.model_validate_json((run_dir / runfolder.SPEC).read_text())
@@ -61,7 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.device == "cuda":
             gpu.require_cuda(machine)
         started = time.time()
-        summary = run(spec, run_dir, data_dir=args.data, cache_dir=args.cache) or {}
+        saver = Saver(args.checkpoint or run_dir / runfolder.CHECKPOINT, spec.train.checkpoint_every_s)
+        signal.signal(signal.SIGTERM, saver.request_stop)
+        try:
+            summary = run(spec, run_dir, data_dir=args.data, cache_dir=args.cache, saver=saver) or {}
+        except Stopped as stop:
+            print(stop, flush=True)
+            return EXIT_STOPPED
         if metrics := runfolder.read_json(run_dir / runfolder.METRICS):
             runfolder.write_json(run_dir / runfolder.METRICS, {**metrics, "gpu": machine})
         runfolder.write_json(run_dir / runfolder.DONE, {**summary, "seconds": time.time() - started})

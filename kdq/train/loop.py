@@ -3,8 +3,8 @@
     split   = load(spec, ...)                   # pictures decoded once; train / val / holdout
     targets = teacher_targets(spec, split, ...) # the teacher's views, logits, embeddings (cached)
     step    = student(spec, split, targets)     # model, optimizer, schedule, EMA: one training step
-    state   = resume(run_dir, step)             # the checkpoint's epochs, or none
-    epochs(spec, split, step, state, ...)       # train, validate, checkpoint, progress, per epoch
+    state   = resume(saver, step)               # the checkpoint's epochs (and steps), or none
+    epochs(spec, split, step, state, ...)       # train, validate, progress; checkpoint by the clock
     best    = export_best(spec, step, state, ...)  # the best epoch's weights and bias -> model.pt
     metrics = evaluate(spec, best, state, ...)  # the holdout, scored once, on the CPU like the grader
                                                 # (the last two: kdq/train/finish.py)
@@ -28,6 +28,7 @@ from torch.utils.hooks import RemovableHandle
 from kdq import runfolder, verify
 from kdq.spec import ExperimentSpec
 from kdq.train import augment, data, export, losses, students
+from kdq.train.checkpoint import Saver, Stopped
 from kdq.train.data import Split
 from kdq.train.evaluate import predict
 from kdq.train.finish import evaluate, export_best
@@ -71,16 +72,20 @@ def run(
     data_dir: Path,
     cache_dir: Path,
     on_epoch: Callable[[int], None] | None = None,
+    saver: Saver | None = None,
 ) -> dict:
+    """Train ``spec`` in ``run_dir``; ``saver``: where and when to checkpoint (default: the run
+    folder's checkpoint.pt every ``train.checkpoint_every_s``), and whether a SIGTERM asked to stop."""
     run_dir, started = Path(run_dir), time.time()
+    saver = saver or Saver(run_dir / runfolder.CHECKPOINT, spec.train.checkpoint_every_s)
     device = pick_device(spec.train.device)
     torch.manual_seed(spec.train.seed)
     progress(run_dir, spec, None, "data")
     split = load(spec, data_dir, cache_dir, device)
     targets = teacher_targets(spec, split, run_dir, data_dir, cache_dir)
     step, hook, pretrained_loaded = student(spec, split, targets)
-    state = resume(run_dir, step, pretrained_loaded)
-    epochs(spec, split, step, state, run_dir, on_epoch)
+    state = resume(saver, step, pretrained_loaded)
+    epochs(spec, split, step, state, run_dir, on_epoch, saver)
     progress(run_dir, spec, state, "export", state["history"][-1]["val_f1"])
     hook.remove()  # the feature hook feeds embedding distillation only: the exported model has none
     best = export_best(spec, step, state, split, run_dir)
@@ -200,10 +205,11 @@ def student(spec: ExperimentSpec, split: Split, targets) -> tuple[Step, Removabl
 # ---------------------------------------------------------------- epochs
 
 
-def resume(run_dir: Path, step: Step, pretrained_loaded: bool) -> dict:
-    """The run's state: fresh, or the checkpoint's (weights, optimizer, schedule, EMA, history)."""
-    path = run_dir / runfolder.CHECKPOINT
-    if not path.exists():
+def resume(saver: Saver, step: Step, pretrained_loaded: bool) -> dict:
+    """The run's state: fresh, or the checkpoint's (weights, optimizer, schedule, EMA, history, and
+    the steps of an epoch a SIGTERM cut short)."""
+    ck = saver.restore(step)
+    if ck is None:
         return {
             "pretrained_loaded": pretrained_loaded,  # how the first epoch started, whatever resumes it
             "epoch": -1,
@@ -214,42 +220,46 @@ def resume(run_dir: Path, step: Step, pretrained_loaded: bool) -> dict:
             "bad_epochs": 0,
             "history": [],
         }
-    ck = torch.load(path, map_location="cpu", weights_only=False)  # load_state_dict moves to the device
-    step.model.load_state_dict(ck["model"])
-    step.opt.load_state_dict(ck["opt"])
-    step.sched.load_state_dict(ck["sched"])
-    if step.ema and ck.get("ema"):
-        step.ema.load_state_dict(ck["ema"])
-    if step.proj and ck.get("proj"):
-        step.proj.load_state_dict(ck["proj"])
-    log(f"resumed from {path} after epoch {ck['state']['epoch'] + 1}")  # counted from 1
+    partial = ck["state"].get("partial")
+    steps = f", step {partial['steps']} of epoch {ck['state']['epoch'] + 2}" if partial else ""
+    log(f"resumed from {saver.path} after epoch {ck['state']['epoch'] + 1}{steps}")  # counted from 1
     return {"pretrained_loaded": pretrained_loaded, **ck["state"]}
 
 
 def epochs(
-    spec: ExperimentSpec, split: Split, step: Step, state: dict, run_dir: Path, on_epoch: Callable | None
+    spec: ExperimentSpec, split: Split, step: Step, state: dict, run_dir: Path, on_epoch, saver: Saver
 ) -> None:
-    """Every epoch not yet run: train, validate, checkpoint; stops early after ``patience`` bad epochs."""
+    """Every epoch not yet run: train, validate, checkpoint when due; stops early after ``patience``
+    bad epochs. The last epoch's checkpoint is always written: export and scoring resume from it."""
     from kdq.train.curves import Curves
 
     tr = spec.train
-    with Curves(run_dir) as curves:
+    with Curves(run_dir) as curves, saver.training():
         for epoch in range(state["epoch"] + 1, tr.epochs):
-            if not one_epoch(spec, split, step, state, run_dir, epoch, curves):
+            if not one_epoch(spec, split, step, state, run_dir, epoch, curves, saver):
                 break
             if on_epoch:
                 on_epoch(epoch)
+    saver.save(step, state)
+    if saver.stopping:  # a SIGTERM after the last step
+        raise Stopped(f"stopped by SIGTERM after the last epoch; checkpoint {saver.path}")
 
 
 def one_epoch(
-    spec: ExperimentSpec, split: Split, step: Step, state: dict, run_dir: Path, epoch: int, curves
+    spec: ExperimentSpec, split: Split, step: Step, state: dict, run_dir: Path, epoch: int, curves, saver
 ) -> bool:
-    """Train, validate, record (history.csv, TensorBoard, checkpoint, progress); False: patience ran out."""
+    """Train, validate, record (history.csv, TensorBoard, checkpoint when due, progress); False: patience
+    ran out. Raises ``Stopped`` after the checkpoint of the step a SIGTERM stopped at."""
     tr = spec.train
     if stop_early(tr, epoch, state["bad_epochs"]):
         return False
     t0 = time.time()
-    sums = train_epoch(spec, split, step, epoch)
+    start = state.pop("partial", None) or {"steps": 0, "sums": None}  # a SIGTERM's checkpoint resumed
+    sums, done = train_epoch(spec, split, step, epoch, start["steps"], start["sums"], lambda: saver.stopping)
+    if done < steps_per_epoch(tr, len(split.train)):
+        state["partial"] = {"steps": done, "sums": {k: float(v) for k, v in sums.items()}}
+        saver.save(step, state)
+        raise Stopped(f"stopped by SIGTERM at step {done} of epoch {epoch + 1}; checkpoint {saver.path}")
     val_f1, val_acc = validate(spec, split, step, state, epoch)
     n = len(split.train)
     row = {
@@ -266,7 +276,8 @@ def one_epoch(
     state["epoch"] = epoch
     write_history(run_dir, state["history"])
     curves.epoch(row)
-    checkpoint(run_dir, step, state)
+    if saver.due():
+        saver.save(step, state)
     epoch_s = sum(r["seconds"] for r in state["history"]) / len(state["history"])
     progress(run_dir, spec, state, "training", val_f1, epoch_s=round(epoch_s, 3))
     log(
@@ -282,8 +293,12 @@ def stop_early(tr, epoch: int, bad_epochs: int) -> bool:
     return bool(tr.patience) and bad_epochs >= tr.patience and epoch >= tr.epochs - tr.epochs // 3
 
 
-def train_epoch(spec: ExperimentSpec, split: Split, step: Step, epoch: int) -> dict:
-    """One pass over the training pictures; the loss parts and correct answers summed on the device."""
+def train_epoch(
+    spec: ExperimentSpec, split: Split, step: Step, epoch: int, start=0, sums=None, stop=lambda: False
+) -> tuple[dict, int]:
+    """One pass over the training pictures from step ``start`` (``sums``: those of the steps before);
+    the loss parts and correct answers summed on the device, and the steps done: fewer than the epoch's
+    when ``stop()`` said so after one (a Python flag: no synchronisation)."""
     tr, device, targets = spec.train, split.device, step.targets
     step.model.train()
     if step.proj:
@@ -293,14 +308,16 @@ def train_epoch(spec: ExperimentSpec, split: Split, step: Step, epoch: int) -> d
     order = torch.as_tensor(split.train)[torch.randperm(n, generator=gen)].to(device)
     view = torch.randint(targets.views, (n,), generator=gen).to(device) if targets else None
     fresh = augment.sample(n, gen, **augment.options(spec.teacher)).to(device)  # trained on labels alone
-    sums = dict.fromkeys((*PARTS, "correct"), 0.0)
-    for b in range(steps_per_epoch(tr, n)):
+    sums = sums or dict.fromkeys((*PARTS, "correct"), 0.0)
+    for b in range(start, steps_per_epoch(tr, n)):
         sl = slice(b * tr.batch_size, (b + 1) * tr.batch_size)
         parts, logits, y = step(order[sl], None if view is None else view[sl], fresh[sl])
         for key in parts:  # summed on the device: no synchronisation per step
             sums[key] = sums[key] + parts[key].detach() * len(y)
         sums["correct"] = sums["correct"] + (logits.argmax(1) == y).sum()
-    return sums
+        if stop():
+            return sums, b + 1
+    return sums, steps_per_epoch(tr, n)
 
 
 def validate(
@@ -331,16 +348,3 @@ def _round(x: float | None) -> float | None:
 
 def _shown(x: float | None) -> str:
     return "none" if x is None else f"{x:.4f}"
-
-
-def checkpoint(run_dir: Path, step: Step, state: dict) -> None:
-    ck = {
-        "model": step.model.state_dict(),
-        "opt": step.opt.state_dict(),
-        "sched": step.sched.state_dict(),
-        "ema": step.ema.state_dict() if step.ema else None,
-        "proj": step.proj.state_dict() if step.proj else None,
-        "state": state,
-    }
-    with runfolder.atomic_path(run_dir / runfolder.CHECKPOINT) as tmp:
-        torch.save(ck, tmp)

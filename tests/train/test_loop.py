@@ -98,7 +98,7 @@ def test_full_run_through_the_entry_point_writes_every_file(clean_dataset, tmp_p
 
 def test_resume_after_an_interruption_continues_where_it_stopped(clean_dataset, tmp_path):
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
-    s = spec(teacher__kind="none", distill__loss="ce", train__epochs=4)
+    s = spec(teacher__kind="none", distill__loss="ce", train__epochs=4, train__checkpoint_every_s=0)
 
     def stop(epoch):
         if epoch == 1:
