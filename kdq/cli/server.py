@@ -1,6 +1,7 @@
 """``kdq server ping|status|leaderboard|submit``: the course server (its stand-in: kdq/cli/fake_server.py)."""
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -96,14 +97,14 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Every attempt i
         return
     from kdq.cli.tables import print_rows
 
-    ours = _our_attempts()
+    ours, shown, note = _our_attempts(attempts)
     rows = [
         {
             "attempt": a.attempt,
             "status": a.status,
             "size MB": None if a.size_mb is None else round(a.size_mb, 2),
-            "submitted (UTC)": a.submitted_at.strftime("%Y-%m-%d %H:%M:%S")
-            if a.submitted_at
+            "submitted (UTC)": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(shown[a.attempt]))
+            if a.attempt in shown
             else (a.submitted_at_text or ""),
             "score": a.score,
             "experiment": ours.get(a.attempt, ""),
@@ -111,18 +112,23 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Every attempt i
         for a in attempts
     ]
     print_rows(console(), list(rows[0]), rows)
+    if note:
+        warn(note)
 
 
-def _our_attempts() -> dict[int, str]:
-    """Attempt number → "ID name" for the attempts kdq made (empty when there is no database yet)."""
-    s = settings()
-    if not s.db_path.exists():
-        return {}
+def _our_attempts(attempts) -> tuple[dict[int, str], dict[int, float], str | None]:
+    """Attempt number → "ID name" for the attempts kdq made, → the time to show (``Ledger.shown_times``),
+    and the note on the server's clock (no names without a database)."""
     from kdq.course.ledger import Ledger
+    from kdq.course.matching import shown_times
     from kdq.store import Store
 
+    s = settings()
+    if not s.db_path.exists():
+        return {}, *shown_times(attempts, {}, time.time())
     with Store.open(s) as store:
-        return Ledger(store).attempt_names()
+        ledger = Ledger(store)
+        return ledger.attempt_names(), *shown_times(attempts, ledger.sent_times(), time.time())
 
 
 def _stored_board():

@@ -282,6 +282,11 @@ class Ledger:
         )
         return {r["attempt"]: f"{r['id']} {r['name']}" for r in rows}
 
+    def sent_times(self) -> dict[int, float]:
+        """Attempt number → when kdq sent that upload (this machine's clock)."""
+        sql = "select attempt, created_at from submissions where attempt is not null and state != 'lost'"
+        return {r["attempt"]: r["created_at"] for r in self.store.query(sql)}
+
     def live_row(self) -> dict | None:
         """Our latest graded submission."""
         rows = list(

@@ -13,6 +13,7 @@ when an attempt is first seen, and that first-seen time is kept for it from then
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 from kdq.course.models import Attempt
@@ -136,3 +137,27 @@ def is_ours(
     if recorded_at is not None:
         return abs(t - recorded_at) <= tol_s
     return not restarted or since is None or abs(t - since) <= tol_s
+
+
+def shown_times(
+    attempts: list[Attempt], sent: dict[int, float], now: float
+) -> tuple[dict[int, float], str | None]:
+    """Attempt number → when it was made on this machine's clock (``kdq server status``): kdq's own
+    uploads when kdq sent them (``sent``), another's server time, a time in the future as now; and a
+    note when the server's times run an hour or more off ours (its clock, or a zone other than Eastern)."""
+    shown, offsets = {}, []
+    for a in attempts:
+        server = a.submitted_at.timestamp() if a.submitted_at else None
+        if a.attempt in sent:
+            shown[a.attempt] = sent[a.attempt]
+            offsets += [] if server is None else [server - sent[a.attempt]]
+        elif server is not None:
+            shown[a.attempt] = min(server, now)
+            offsets += [server - now] if server > now else []
+    off = statistics.median(offsets) if offsets else 0.0
+    if abs(off) < 3600:
+        return shown, None
+    return shown, (
+        f"the server's times run {abs(off) / 3600:.1f} h {'ahead of' if off > 0 else 'behind'} this "
+        "machine's (its clock, or not Eastern time); shown: when kdq sent its uploads, a future time as now"
+    )

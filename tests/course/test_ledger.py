@@ -44,3 +44,45 @@ def test_lost_attempts_are_not_ours_any_more(store):
     ledger.update_submission(first, state="lost")
     assert ledger.our_attempts() == {} and ledger.attempt_names() == {}
     assert ledger.latest_submission(i)["sha256"] == "ab"
+
+
+def _at(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def test_kdq_server_status_shows_the_times_kdq_uses_not_a_server_clock_hours_off(store, monkeypatch):
+    """A server whose times run 14 h ahead (or 3 h behind) of ours: `kdq server status` showed them as
+    they came. It shows when kdq sent each of its uploads, a future time as now, and says the server's
+    times are off."""
+    from typer.testing import CliRunner
+
+    from kdq.cli import server
+    from kdq.cli.main import app
+
+    [i] = store.add([(None, ExperimentSpec(name="a"))])
+    ledger = Ledger(store)
+    sent = ledger.clock() - 120
+    first = ledger.open_submission(i, sha256="ab")
+    store.db["submissions"].update(first, {"created_at": sent})
+    ledger.update_submission(first, state="evaluating", attempt=1)
+    for off_h, word in ((14, "ahead of"), (-3, "behind")):
+        attempts = [
+            Attempt(attempt=1, status="successful", score=0.7, submitted_at=_at(sent + off_h * 3600)),
+            Attempt(attempt=2, status="pending", submitted_at=_at(sent + 60 + off_h * 3600)),
+        ]
+
+        class Client:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return None
+
+            def status(self, attempts=attempts):
+                return attempts
+
+        monkeypatch.setattr(server, "_client", lambda: Client())
+        out = CliRunner().invoke(app, ["server", "status"]).output
+        assert _at(sent).strftime("%Y-%m-%d %H:%M:%S") in out, out  # ours: when kdq sent it
+        assert _at(sent + off_h * 3600).strftime("%Y-%m-%d %H:%M") not in out, out
+        assert f"the server's times run {abs(off_h):.1f} h {word} this machine's" in out, out
