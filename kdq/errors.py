@@ -125,7 +125,7 @@ def database_trouble(exc: BaseException, path: Path) -> str | None:
             f"{path} is busy: another process holds its write lock (a `sqlite3` shell or a backup? "
             f"`fuser {path}` names it); nothing was written, try again once it is released"
         )
-    if "readonly" in text or "read-only" in text:
+    if "readonly" in text or "read-only" in text or read_only_at(path.parent):  # a read-only mount
         return (
             f"{path} cannot be written ({text}): kdq keeps its state in KDQ_HOME; make {path.parent} "
             "writable again, or set KDQ_HOME to a writable folder; nothing was changed"

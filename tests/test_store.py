@@ -342,3 +342,30 @@ def test_every_command_on_a_home_that_lost_its_database_gives_the_documented_ref
             args,
             line,
         )
+
+
+def test_a_home_mounted_read_only_with_no_worker_says_read_only_not_deleted(settings, monkeypatch):
+    """On a read-only mount SQLite cannot even open kdq.db ("unable to open database file"): the line
+    named a database deleted under a worker. It names the read-only home and the fix."""
+    import sqlite3
+
+    from typer.testing import CliRunner
+
+    from kdq import errors
+    from kdq.cli.main import app
+
+    with Store.open(settings) as store:
+        store.add([(None, ExperimentSpec(name="a"))])
+    monkeypatch.setattr(errors, "read_only_at", lambda path: errors.read_only_line(path))
+
+    def refuse(*args, **kwargs):
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(Store, "transaction", refuse)
+    monkeypatch.setattr(Store, "open", classmethod(lambda cls, *a, **k: refuse()))
+    for args in (["status"], ["cancel", "1"], ["worker"]):
+        r = CliRunner().invoke(app, args)
+        line = " ".join(r.stderr.split())
+        assert r.exit_code == 1 and "Traceback" not in r.output, (args, r.output)
+        assert "cannot be written" in line and "writable" in line, (args, line)
+        assert "deleted or replaced" not in line, (args, line)
