@@ -8,7 +8,11 @@ Volume commit (and the reload it ends with) fails while any file on the Volume i
 for writing is left out of it: so the training process's lock and its live output stay on the
 container's own disk, and every file this code writes on the Volume is closed again before it commits.
 A training that shows no progress and writes nothing for ``STALL_S`` is stopped with an error naming
-its phase. Nothing here imports modal: the tests run it as it runs in the container.
+its phase. The training's checkpoint is written on the container's disk too (every few minutes:
+kdq/train/checkpoint.py) and copied to the Volume at the beat after it changed. A preemption (SIGINT)
+or a SIGTERM to this process stops the training with SIGTERM: it checkpoints at its next step, and
+that checkpoint reaches the Volume before the last commit, so the restarted input resumes from it.
+Nothing here imports modal: the tests run it as it runs in the container.
 """
 
 from __future__ import annotations
@@ -24,13 +28,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import kdq.backends.modal_cache as modal_cache
+from jobs import preempt
+from jobs.preempt import CheckpointCopy
 from kdq import runfolder
 from kdq.backends.modal_gateway import CACHE, DATASET_MARK, OWNER, dataset_path, lease_key, run_key, run_path
 
 HEARTBEAT_S = 30.0
 STALE_S = 180.0  # an owner silent this long is gone (its container died without Modal restarting it)
 STALL_S = 10 * 60.0  # no progress.json and no log output this long: the training hangs, stop it
-STOP_GRACE_S = 15.0  # of Modal's ~30 s after a preemption: time for the training's last checkpoint
+STOP_GRACE_S = 15.0  # of Modal's ~30 s after a preemption: the training's checkpoint at its next step
 
 
 class Live(Protocol):
@@ -217,11 +223,15 @@ def _refusal(
     return None
 
 
-def _supervise(
-    proc, run_dir: Path, beat: _Heartbeat, copy_log, watchdog: _Watchdog, commit, heartbeat_s, log
-):
-    """Wait for the training process, beating and committing every ``heartbeat_s``; stop it when the
-    watchdog says it hangs (its error.json names the phase). Returns its exit code."""
+def _supervise(proc, run_dir: Path, beat: _Heartbeat, copies, watchdog: _Watchdog, commit, heartbeat_s, log):
+    """Wait for the training process, copying, beating and committing every ``heartbeat_s``; stop it
+    when the watchdog says it hangs (its error.json names the phase). Returns its exit code. A SIGTERM
+    to this process interrupts the wait (``preempt.sigterm_interrupts``)."""
+    with preempt.sigterm_interrupts():
+        return _wait(proc, run_dir, beat, copies, watchdog, commit, heartbeat_s, log)
+
+
+def _wait(proc, run_dir: Path, beat: _Heartbeat, copies, watchdog: _Watchdog, commit, heartbeat_s, log):
     while True:
         try:
             return proc.wait(timeout=heartbeat_s)
@@ -232,12 +242,20 @@ def _supervise(
                 log(f"{run_dir.name}: {error}")
                 runfolder.write_json(run_dir / runfolder.ERROR, {"error": error, "traceback": ""})
                 return proc.returncode
-            copy_log()
+            for copy in copies:
+                copy()
             beat(proc.pid)
             try:
                 commit()  # progress.json, checkpoints and the log become visible outside
             except Exception as exc:  # noqa: BLE001 — a failed periodic commit is retried next beat
                 log(f"{run_dir.name}: periodic volume commit failed (will retry): {exc!r}")
+
+
+def _command(python: str, root: Path, run_dir: Path, data: Path, local: Path, device: str, resume_from):
+    """The training's command line: its checkpoint on this container's disk (``local``)."""
+    cmd = [python, "-m", "kdq.train", str(run_dir), "--data", str(data), "--cache", str(root / CACHE)]
+    cmd += ["--device", device, "--checkpoint", str(local / runfolder.CHECKPOINT)]
+    return cmd + (["--resume-from", str(root / run_path(resume_from))] if resume_from else [])
 
 
 def run_training(
@@ -282,13 +300,11 @@ def run_training(
     commit()  # claim the run before the (long) start of training
     local = Path(local_dir or tempfile.mkdtemp(prefix=f"kdq-{run_id}-"))
     local.mkdir(parents=True, exist_ok=True)
-    copy_log = _LogCopy(local / runfolder.LOG, run_dir / runfolder.LOG, echo)
+    copies = (_LogCopy(local / runfolder.LOG, run_dir / runfolder.LOG, echo), CheckpointCopy(local, run_dir))
     watchdog = _Watchdog((run_dir / runfolder.PROGRESS, local / runfolder.LOG), stall_s)
     lock = local / "train.lock"
     data = _stage(data_dir, local / dataset_path(dataset))  # named as on the Volume, in errors too
-    cmd = [python, "-m", "kdq.train", str(run_dir), "--data", str(data), "--cache", str(root / CACHE)]
-    cmd += ["--device", device]
-    cmd += ["--resume-from", str(root / run_path(resume_from))] if resume_from else []
+    cmd = _command(python, root, run_dir, data, local, device, resume_from)
     log(f"{run_id}: {' '.join(cmd)} --lock {lock}")
     with open(local / runfolder.LOG, "ab") as out:  # only the child keeps it open
         proc = subprocess.Popen(
@@ -301,10 +317,11 @@ def run_training(
         )
     code: int | None = None
     try:
-        code = _supervise(proc, run_dir, beat, copy_log, watchdog, commit, heartbeat_s, log)
+        code = _supervise(proc, run_dir, beat, copies, watchdog, commit, heartbeat_s, log)
     finally:
-        _stop(proc, STOP_GRACE_S)  # cancelled, preempted (SIGINT) or crashing: stop the child
-        copy_log()
+        _stop(proc, STOP_GRACE_S)  # cancelled, preempted (SIGINT, SIGTERM) or crashing: stop the child
+        for copy in copies:
+            copy()
         attempts[-1][1] = time.time()
         beat(None, runfolder.outcome(run_dir), exit_code=proc.returncode, ended_at=time.time())
         try:

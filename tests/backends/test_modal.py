@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -1171,7 +1172,7 @@ def test_the_doctor_check_creates_no_volume(settings, monkeypatch):
 
 @pytest.mark.slow
 def test_a_training_process_that_dies_is_retried_and_resumes_from_its_checkpoint(backend, fake, tmp_path):
-    handle = backend.launch("pre-1", tiny_spec(train={"epochs": 8}))
+    handle = backend.launch("pre-1", tiny_spec(train={"epochs": 8, "checkpoint_every_s": 0}))
     run_dir = fake.root / "runs/pre-1"
     os.kill(frozen_after_checkpoint(fake, "pre-1"), signal.SIGKILL)  # the process dies mid-training
     status = poll_until_done(backend, handle)
@@ -1190,7 +1191,7 @@ def test_a_training_process_that_dies_is_retried_and_resumes_from_its_checkpoint
 @pytest.mark.slow
 def test_a_preempted_container_stops_its_child_and_the_same_input_resumes(backend, fake):
     """Preemption: SIGINT in the container (KeyboardInterrupt), then Modal restarts the same input."""
-    handle = backend.launch("pre-2", tiny_spec(train={"epochs": 8}))
+    handle = backend.launch("pre-2", tiny_spec(train={"epochs": 8, "checkpoint_every_s": 0}))
     run_dir = fake.root / "runs/pre-2"
     first_pid = frozen_after_checkpoint(fake, "pre-2")  # stopped: only the container can end it now
     fake.preempt(handle["call_id"])
@@ -1201,6 +1202,30 @@ def test_a_preempted_container_stops_its_child_and_the_same_input_resumes(backen
     assert "resumed from" in (run_dir / runfolder.LOG).read_text()
     attempts = runfolder.read_json(run_dir / vol.OWNER)["attempts"]
     assert len(attempts) == 2 and all(end is not None for _, end in attempts)
+
+
+@pytest.mark.slow
+def test_a_preempted_training_checkpoints_at_its_next_step_and_the_same_input_resumes_from_that_step(
+    backend, fake
+):
+    """No checkpoint is due (every 5 min) when the preemption comes: the container's SIGTERM makes the
+    training save the step it is at, on the container's disk; the copy on the Volume is what the
+    restarted input resumes from, mid-epoch."""
+    handle = backend.launch("pre-3", tiny_spec(train={"epochs": 30, "batch_size": 4}))
+    run_dir = fake.root / "runs/pre-3"
+    progress = run_dir / runfolder.PROGRESS
+    wait_for(lambda: (runfolder.read_json(progress) or {}).get("epoch", 0) >= 1, every=0.01)
+    fake.preempt(handle["call_id"])
+    status = poll_until_done(backend, handle)
+    assert status.state == "succeeded", status.error
+    assert fake.calls[handle["call_id"]].attempts == 2
+    log = (run_dir / runfolder.LOG).read_text()
+    stopped = re.search(r"stopped by SIGTERM at step (\d+) of epoch (\d+)", log)
+    assert stopped, log[-3000:]
+    assert f"step {stopped[1]} of epoch {stopped[2]}" in log.split(stopped[0])[1]  # resumed from it
+    with open(run_dir / runfolder.HISTORY) as f:
+        epochs = [int(row.split(",")[0]) for row in f.read().splitlines()[1:]]
+    assert epochs == list(range(1, 31))  # every epoch once
 
 
 def test_cancel_stops_the_training_process(backend, fake):
