@@ -71,6 +71,8 @@ def can_move(src: Stage, dst: Stage) -> bool:
         return True
     if src is Stage.SUBMITTING and dst is Stage.DONE:  # its outcome unknown for good: never sent again
         return True
+    if src is Stage.LAUNCHING and dst is Stage.QUEUED:  # a login is missing (kdq/pause.py): back in line
+        return True
     return dst is next_stage(src)
 
 

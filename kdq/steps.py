@@ -64,7 +64,9 @@ def step_queued(ctx: Context, exp: Experiment) -> float:
     """Launch when the gate has a slot for this backend and nothing queued is ahead (kdq.gate); else wait."""
     run_id = run_id_for(ctx.store.instance, exp)
     limit = ctx.settings.max_running(exp.backend)
-    if ctx.store.start_launch(exp.id, exp.backend, limit, "queued → launching", run_id=run_id):
+    paused = pause.active(ctx.store).keys()  # what waits for a missing login holds no one back
+    waiting = {e.id for e in ctx.store.list({Stage.QUEUED}) if pause.needs(e) & paused} if paused else ()
+    if ctx.store.start_launch(exp.id, exp.backend, limit, "queued → launching", waiting, run_id=run_id):
         return 0
     return ctx.settings.poll_interval_s
 
@@ -187,6 +189,8 @@ def advance(ctx: Context, exp_id: int) -> float | None:
     except CredentialError as exc:  # the machine's trouble: wait, fail nothing (kdq/pause.py)
         delay = PAUSED_RECHECK_S
         message = redact(str(exc))
+        if exp.stage is Stage.LAUNCHING:  # it waits back in line: its launch slot goes to one that can use it
+            ctx.store.move(exp.id, Stage.LAUNCHING, Stage.QUEUED, f"waiting for a login: {message}")
         if pause.record(ctx.store, exc.key, message):
             ctx.store.event(exp.id, "paused", message)
             log.warning(f"queue paused: {message}; what needs it waits, `kdq doctor` says when it works")

@@ -17,7 +17,7 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -282,9 +282,18 @@ class Store(UserRequests):
         db["events"].insert({**event, "message": message or f"{src} → {dst}"})
         return db.execute("select name from experiments where id = ?", [exp_id]).fetchone()[0]
 
-    def start_launch(self, exp_id: int, backend: str, limit: int, message: str = "", **fields: Any) -> bool:
+    def start_launch(
+        self,
+        exp_id: int,
+        backend: str,
+        limit: int,
+        message: str = "",
+        waiting: Collection[int] = (),
+        **fields: Any,
+    ) -> bool:
         """``queued → launching`` only if the launch gate (kdq.gate) lets it through, checked in the same
-        transaction as the move, so two workers never both take the last of ``limit`` slots."""
+        transaction as the move, so two workers never both take the last of ``limit`` slots; ``waiting``:
+        queued ids that wait for a missing login (they hold no one back)."""
         stages = [str(s) for s in (Stage.QUEUED, Stage.LAUNCHING, Stage.TRAINING)]
         with self.transaction() as db:
             sql = (
@@ -294,7 +303,7 @@ class Store(UserRequests):
             rows = [SimpleNamespace(**r) for r in db.query(sql, [backend, *stages])]
             queued = [r for r in rows if r.stage == Stage.QUEUED]
             me = next((r for r in queued if r.id == exp_id), None)
-            if me is None or not gate.may_launch(me, queued, len(rows) - len(queued), limit):
+            if me is None or not gate.may_launch(me, queued, len(rows) - len(queued), limit, waiting):
                 return False
             name = self._move(db, exp_id, Stage.QUEUED, Stage.LAUNCHING, message, fields)
         if name is None:

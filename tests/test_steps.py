@@ -361,9 +361,9 @@ def test_a_missing_credential_pauses_the_queue_says_so_once_and_fails_nothing(se
     ctx = steps.Context(settings=settings, store=store, backend_factory=lambda kind, s: backend)
     ids = store.add([(None, tiny(train__seed=k, backend__kind="modal")) for k in range(3)])
     with capture_logs() as logs:
-        for _ in range(3):  # queued → launching, then two launches refused each
+        for _ in range(4):  # queued → launching, the launch refused: back in line, twice each
             delays = [steps.advance(ctx, i) for i in ids]
-    assert [store.get(i).stage for i in ids] == [Stage.LAUNCHING] * 3  # waiting, not failed
+    assert [store.get(i).stage for i in ids] == [Stage.QUEUED] * 3  # waiting, in no launch slot; not failed
     assert all(d == steps.PAUSED_RECHECK_S for d in delays)
     [line] = [e["event"] for e in logs if "paused" in e["event"]]
     assert "modal token new" in line and "kdq doctor" in line
@@ -372,6 +372,7 @@ def test_a_missing_credential_pauses_the_queue_says_so_once_and_fails_nothing(se
         and "modal token new" in pause.active(store)["modal"]["message"]
     )
     for i in ids:  # the login is back
+        steps.advance(ctx, i)
         steps.advance(ctx, i)
     assert [store.get(i).stage for i in ids] == [Stage.TRAINING] * 3
     assert pause.active(store) == {}
