@@ -170,7 +170,8 @@ def check_dataset(env: Env) -> Check:
     if not env.modal:
         if local.is_dir():
             return Check("dataset", True, f"{name!r} at {local} (local training; Modal not checked)")
-        return Check("dataset", False, f"{name!r} is not at {local}", f"put the unzipped dataset at {local}")
+        fix = f"`kdq data add PATH --name {name}` (the course's zip, or its unzipped folder)"
+        return Check("dataset", False, f"{name!r} is not at {local}", fix)
     upload = f"`kdq data upload PATH --name {name}`"
     try:
         raw = env.gateway.read_file(f"{vol.dataset_path(name)}/{vol.DATASET_MARK}")

@@ -8,7 +8,8 @@ import typer
 from kdq.cli.common import console, fail, settings
 
 app = typer.Typer(
-    help="Datasets: make a synthetic one, upload one to Modal, inspect one.", no_args_is_help=True
+    help="Datasets: make a synthetic one, add one to this home, upload one to Modal, inspect one.",
+    no_args_is_help=True,
 )
 
 
