@@ -95,7 +95,7 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-QUIET = ("huey", "httpx", "httpcore")  # at WARNING unless verbose: their INFO lines drown kdq's own
+QUIET = ("huey", "httpx", "httpcore", "wakepy")  # at WARNING unless verbose: their INFO lines drown kdq's own
 
 
 def configure(
