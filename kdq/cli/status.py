@@ -150,7 +150,7 @@ def show(
     if as_json:
         print(json.dumps(data, indent=2, default=str))
         return
-    for part in tables.show_view(exp, data, events):
+    for part in tables.show_view(exp, data, events, expected):
         console().print(part)
 
 

@@ -50,7 +50,9 @@ def print_rows(console: Console, columns: Sequence[str], rows: Sequence[dict]) -
 # ---------------------------------------------------------------- one experiment
 
 
-def show_view(exp: Experiment, data: dict, events: list[dict]) -> list[RenderableType]:
+def show_view(exp: Experiment, data: dict, events: list[dict], expected=None) -> list[RenderableType]:
+    """``kdq show``'s parts; ``expected``: the experiment's ``Expected`` score (kdq.course.scoring), written
+    from its own values, as status writes it (not from the JSON's, rounded to 4 places)."""
     from datetime import datetime
 
     from rich.table import Table
@@ -105,14 +107,13 @@ def show_view(exp: Experiment, data: dict, events: list[dict]) -> list[Renderabl
                     style="yellow",
                 )
             )
-    if e := data.get("expected_score"):
-        lo, hi = e["interval"]
-        band = "" if lo == hi else f" [{lo:.3f}, {hi:.3f}]"
-        source = "" if e["holdout"] else " (no holdout: from val_f1)"
+    if x := expected:
+        band = "" if x.low == x.high else f" [{x.low:.3f}, {x.high:.3f}]"
+        source = "" if x.holdout else " (no holdout: from val_f1)"
         parts.append(
             Text(
-                f"expected score {e['score']:.3f}{band} = 10 x {e['server_f1']:.4f} (expected server F1)"
-                f" - {e['size_term']:.3f} (size factor){source}"
+                f"expected score {x.score:.3f}{band} = 10 x {x.f1:.4f} (expected server F1)"
+                f" - {x.size_term:.3f} (size factor){source}"
             )
         )
     tl = Table(title="timeline", title_justify="left")
