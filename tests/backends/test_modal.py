@@ -140,14 +140,19 @@ class Mount:
         self.reload()  # Volume.commit reloads afterwards
 
     def reload(self) -> None:
+        """Others' commits become visible; a file this container changed since its last commit or reload
+        keeps its own content, and stays to commit (Modal's reload never takes back uncommitted writes)."""
         self._refuse_if_open()
         with self.volume.lock:
             there = _files(self.volume.root)
         mine = _files(self.dir)
+        changed = {rel for rel, stat in mine.items() if self.seen.get(rel) != stat}
         for rel, stat in there.items():
-            if mine.get(rel, (None, None))[0] != stat[0] or mine[rel][1] < stat[1]:
+            if rel not in changed and (mine.get(rel, (None, None))[0] != stat[0] or mine[rel][1] < stat[1]):
                 _copy(self.volume.root / rel, self.dir / rel)
-        self.seen = _files(self.dir)
+        self.seen = {
+            rel: self.seen.get(rel) if rel in changed else stat for rel, stat in _files(self.dir).items()
+        }
 
 
 class Batch:
@@ -300,12 +305,14 @@ class FakeModal(ModalGateway):
         self.secrets: dict[str, dict] = {}
         self.started_training: list[str] = []  # call ids that really started `python -m kdq.train`
         self.container_log: list[str] = []
+        self.container_output: list[bytes] = []  # what `modal app logs` shows; never this process's stdout
         # The container code's own periodic commit (``run_training``'s heartbeat). Nothing else commits
         # but the code's claim and final commits and the commit at container exit, as on Modal.
         self.heartbeat_s = 0.2
         # The stand-in GPU is this machine's CPU; without one the container asks for CUDA and sees none.
         self.cuda = True
         self.live = FakeDict()  # the app's modal.Dict
+        self.closing = threading.Event()  # the test is over (stop_all): no container starts any more
 
     def _gate(self) -> None:
         if self.no_credentials:
@@ -349,7 +356,9 @@ class FakeModal(ModalGateway):
         return call
 
     def _container(self, call: Call, delay: float) -> None:
-        time.sleep(delay)
+        if self.closing.wait(delay):  # the test ended before this container started
+            call.state = "cancelled"
+            return
         failures = 0
         while not call.cancelled:
             call.attempts += 1
@@ -370,6 +379,7 @@ class FakeModal(ModalGateway):
                     device="cpu" if self.cuda else "cuda",
                     env=None if self.cuda else {"CUDA_VISIBLE_DEVICES": ""},
                     log=lambda msg, c=call: self._log(c, msg),
+                    echo=self.container_output.append,
                 )
                 call.state = "finished"
                 break
@@ -396,6 +406,26 @@ class FakeModal(ModalGateway):
         (and after its result is out): the one commit the code does not make itself."""
         with contextlib.suppress(RuntimeError):
             mount.commit()
+
+    def stop_all(self, timeout_s: float = 60.0) -> None:
+        """At a test's end: cancel every container still running, as Modal stops a cancelled input (its
+        training process is stopped), and wait for the threads. A container left running trained on and
+        wrote into the next test's captured output (tests/test_runlog.py got its log lines)."""
+        self.closing.set()
+        alive = [c for c in self.calls.values() if c.thread is not None and c.thread.is_alive()]
+        raised: set[str] = set()
+        until = time.monotonic() + timeout_s
+        for call in alive:
+            call.cancelled = True
+        while any(c.thread.is_alive() for c in alive) and time.monotonic() < until:
+            for call in alive:  # a started container is interrupted, once (not again in its clean-up)
+                if call.mounts and call.id not in raised and call.thread.is_alive():
+                    _raise_in(call.thread, me.InputCancellation)
+                    raised.add(call.id)
+            time.sleep(0.05)
+        assert not [c.id for c in alive if c.thread.is_alive()], (
+            f"containers still running {timeout_s:g} s on"
+        )
 
     def _live(self) -> FakeDict:
         self._gate()
@@ -456,10 +486,12 @@ def dataset_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def fake(tmp_path: Path, dataset_dir: Path, settings) -> FakeModal:
+def fake(tmp_path: Path, dataset_dir: Path, settings, monkeypatch):
     gw = FakeModal(tmp_path / "modal", settings)
     upload_dataset(gw, dataset_dir, "synth")
-    return gw
+    yield gw
+    monkeypatch.setattr(container, "STOP_GRACE_S", 2.0)  # no last checkpoint to wait for: the test is over
+    gw.stop_all()
 
 
 @pytest.fixture
@@ -841,6 +873,28 @@ def test_a_commit_with_a_file_open_on_the_volume_is_refused(tmp_path):
     assert not (volume.root / "runs" / "log.txt").exists()  # not committed: not visible outside
     mount.commit()
     assert (volume.root / "runs" / "log.txt").exists()
+
+
+def test_a_reload_keeps_what_this_container_wrote_since_its_last_commit(tmp_path):
+    """The stand-in itself: a reload makes others' commits visible and never takes back this container's
+    own uncommitted writes ("uncommitted changes ... may implicitly be committed when reloading", modal
+    1.6.4's ``Volume.reload``). The stand-in's reload once copied the committed file over a history.csv
+    the training had appended to between a commit's copy and its reload: the last epoch's row was lost."""
+    volume = FakeVolume(tmp_path)
+    mine, theirs = Mount(volume, "c-1"), Mount(volume, "c-2")
+    history = mine.dir / "runs" / "history.csv"
+    history.parent.mkdir()
+    history.write_text("epoch,val_f1\n1,0.5\n")
+    mine.commit()
+    with open(history, "a") as f:  # the training appends its next row, after the commit, before any reload
+        f.write("2,0.6\n")
+    (theirs.dir / "other.txt").write_text("committed elsewhere")
+    theirs.commit()
+    mine.reload()
+    assert history.read_text() == "epoch,val_f1\n1,0.5\n2,0.6\n"  # kept
+    assert (mine.dir / "other.txt").read_text() == "committed elsewhere"  # and others' commit is seen
+    mine.commit()
+    assert (volume.root / "runs" / "history.csv").read_text().endswith("2,0.6\n")
 
 
 WAIT_FOR_GO = """
