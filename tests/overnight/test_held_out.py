@@ -107,3 +107,38 @@ def test_kdq_server_submit_of_a_same_size_model_while_our_upload_is_unknown(over
     assert exp.server_attempt == ours[0].attempt and exp.server_score == pytest.approx(ours[0].score), (
         h.report()
     )
+
+
+def test_a_forward_step_of_the_wall_clock_during_an_unknown_upload_sends_it_once(overnight, tiny_model):
+    """The worker's wall clock steps +2 h while its upload's answer is lost (the stand-in records it
+    10 s after reading it; the client gives up at 4): the give-up deadline is not a wall-clock time."""
+    h = overnight(extra_env=SLOW)
+    clock = h.tmp / "clock"
+    h.extra_env["KDQ_TEST_CLOCK"] = str(clock)
+    h.server.inject("stall", seconds=10, route="submit", when="read")
+    i = h.place(tiny_model, val_f1=0.6)
+    started = time.time()
+    h.start_worker()
+    h.wait_stage(i, Stage.SUBMITTING, 60)
+    time.sleep(5)
+    clock.write_text("7200")
+    wait_out_the_stall(h, started, 10)
+    h.wait_stage(i, Stage.DONE, 120)
+    time.sleep(4)  # windows go by: nothing is sent again
+    h.check_delivered([i])
+    assert posts(h) == 1, h.report()
+
+
+def test_a_backward_step_of_the_wall_clock_does_not_stall_the_worker(overnight, tiny_model):
+    """The worker's wall clock steps back an hour right after the first upload was accepted: the
+    second model goes at the next window and the first one's grade is recorded, not an hour later."""
+    h = overnight(eval_delay_s=2)
+    clock = h.tmp / "clock"
+    h.extra_env["KDQ_TEST_CLOCK"] = str(clock)
+    first, second = h.place(tiny_model, val_f1=0.7), h.place(tiny_model, val_f1=0.6)
+    h.start_worker()
+    h.wait(lambda: h.server.course.submissions, 60, "the first upload")
+    clock.write_text("-3600")
+    h.wait(lambda: all(h.get(i).stage is Stage.DONE for i in (first, second)), 90, "both graded")
+    h.check_delivered([first, second])
+    assert posts(h) == 2, h.report()

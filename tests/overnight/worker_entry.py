@@ -2,6 +2,7 @@
 
     KDQ_TEST_PAUSE='{"fetching": 4}' KDQ_TEST_MARKS=/tmp/marks python tests/overnight/worker_entry.py
     KDQ_TEST_DISK_FULL_S=6 python tests/overnight/worker_entry.py   # the disk fills as the first upload ends
+    KDQ_TEST_CLOCK=/tmp/offset python tests/overnight/worker_entry.py   # time.time() + the file's seconds
 
 Each paused step does its real work first (the launch, the copy, the verification), then touches
 ``$KDQ_TEST_MARKS/<stage>`` and sleeps: a signal sent once the mark exists lands after the side
@@ -95,7 +96,28 @@ def disk_full_after_first_upload(seconds: float) -> None:
     CourseClient.submit = submit
 
 
+def shift_the_clock(path: str) -> None:
+    """``time.time()`` of this process plus the seconds written in ``path`` (read again every 0.2 s): the
+    wall clock steps as NTP or a resume from suspend steps it; ``time.monotonic`` is untouched. Set
+    before anything imports ``time.time`` by name."""
+    real, state = time.time, {"at": float("-inf"), "offset": 0.0}
+
+    def shifted() -> float:
+        now = time.monotonic()
+        if now - state["at"] > 0.2:
+            state["at"] = now
+            try:
+                state["offset"] = float(Path(path).read_text() or 0)
+            except (OSError, ValueError):
+                pass
+        return real() + state["offset"]
+
+    time.time = shifted
+
+
 if __name__ == "__main__":
+    if os.environ.get("KDQ_TEST_CLOCK"):
+        shift_the_clock(os.environ["KDQ_TEST_CLOCK"])
     install(json.loads(os.environ.get("KDQ_TEST_PAUSE") or "{}"))
     if os.environ.get("KDQ_TEST_DISK_FULL_S"):
         disk_full_after_first_upload(float(os.environ["KDQ_TEST_DISK_FULL_S"]))
