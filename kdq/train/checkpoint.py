@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+from torch import cuda
 
 from kdq import runfolder
 from kdq.train.step import Step
@@ -67,6 +68,10 @@ class Saver:
             "ema": step.ema.state_dict() if step.ema else None,
             "proj": step.proj.state_dict() if step.proj else None,
             "state": state,
+            "rng": {
+                "cpu": torch.get_rng_state(),
+                "cuda": cuda.get_rng_state_all() if cuda.is_initialized() else None,
+            },
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with runfolder.atomic_path(self.path) as tmp:
@@ -74,8 +79,9 @@ class Saver:
         self.last = self.clock()
 
     def restore(self, step: Step) -> dict | None:
-        """The checkpoint loaded into ``step`` (weights, optimizer, schedule, EMA, head), and returned
-        (its ``state``: the loop's); None when there is none."""
+        """The checkpoint loaded into ``step`` (weights, optimizer, schedule, EMA, head; the random
+        generators' states, so dropout draws on as if never stopped), and returned (its ``state``: the
+        loop's); None when there is none."""
         if not self.path.exists():
             return None
         ck = torch.load(self.path, map_location="cpu", weights_only=False)  # load_state_dict moves them
@@ -86,4 +92,9 @@ class Saver:
             step.ema.load_state_dict(ck["ema"])
         if step.proj and ck.get("proj"):
             step.proj.load_state_dict(ck["proj"])
+        rng = ck.get("rng") or {}
+        if rng.get("cpu") is not None:
+            torch.set_rng_state(rng["cpu"])
+        if rng.get("cuda") is not None and cuda.is_available():
+            cuda.set_rng_state_all(rng["cuda"])
         return ck

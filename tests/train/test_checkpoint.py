@@ -62,6 +62,7 @@ def test_a_run_stopped_mid_epoch_resumes_at_that_step_and_matches_an_uninterrupt
     clean_dataset, tmp_path
 ):
     s = spec(teacher__kind="none", distill__loss="ce", train__epochs=3, train__batch_size=8)
+    s = s.model_copy(update={"student": s.student.model_copy(update={"drop_rate": 0.5})})  # draws per step
     loop.run(s, tmp_path / "a", clean_dataset, tmp_path / "cache")
     path = tmp_path / "b" / runfolder.CHECKPOINT
     n_train = json.loads((tmp_path / "a" / runfolder.METRICS).read_text())["n_train"]
