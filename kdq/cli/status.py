@@ -25,6 +25,20 @@ RESULT_COLUMNS = (
     "server_rank",
 )
 
+# On a terminal: short headers, and the columns that go first, in order, when the table is too wide
+RESULTS_LABELS = {
+    "val_f1": "val F1",
+    "holdout_f1": "holdout",
+    "holdout_f1_ci": "interval",
+    "val_acc": "acc",
+    "teacher_f1": "teacher",
+    "model_mb": "MB",
+    "expected_score": "expected",
+    "server_score": "server",
+    "server_rank": "rank",
+}
+RESULTS_OPTIONAL = ("val_acc", "teacher_f1", "model_mb", "holdout_f1_ci", "server_rank", "holdout_f1")
+
 
 def status(
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every 2 s until Ctrl-C.")] = False,
@@ -238,4 +252,4 @@ def results(
             r["holdout_f1_ci"] = "[{:.3f}, {:.3f}]".format(*r["holdout_f1_ci"]) if r["holdout_f1_ci"] else ""
             if x := expected.get(r["id"]):  # as kdq status shows it: short on a terminal, whole piped
                 r["expected_score"] = x.short() if out.is_terminal else x.text()
-        tables.print_rows(out, list(RESULT_COLUMNS), rows)
+        tables.print_rows(out, list(RESULT_COLUMNS), rows, RESULTS_OPTIONAL, RESULTS_LABELS)

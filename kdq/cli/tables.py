@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from kdq.cli.fit import GAP
 from kdq.cli.views import num, tsv
 
 if TYPE_CHECKING:
@@ -37,14 +38,33 @@ def dict_table(columns: Sequence[str], rows: Sequence[dict], left: Sequence[str]
     return table
 
 
-def print_rows(console: Console, columns: Sequence[str], rows: Sequence[dict]) -> None:
-    """A table on a terminal (columns with no value in any row left out), tab-separated full values
-    anywhere else (every column, so scripts see the same ones each time)."""
-    if console.is_terminal:
-        used = [c for c in columns if any(r.get(c) not in (None, "") for r in rows)] or list(columns)
-        console.print(dict_table(used, rows))
-    else:
+def print_rows(
+    console: Console,
+    columns: Sequence[str],
+    rows: Sequence[dict],
+    optional: Sequence[str] = (),
+    labels: dict[str, str] | None = None,
+) -> None:
+    """A table on a terminal (columns with no value in any row left out, then the ``optional`` ones, in
+    order, until it fits the width; headers from ``labels``), tab-separated full values anywhere else
+    (every column under its own name, so scripts see the same ones each time)."""
+    if not console.is_terminal:
         print(tsv(columns, [[r.get(c) for c in columns] for r in rows]))
+        return
+    labels = labels or {}
+    used = [c for c in columns if any(r.get(c) not in (None, "") for r in rows)] or list(columns)
+
+    def width(c: str) -> int:  # the column's text, its padding and separator (fit.GAP); a name folds past 30
+        w = max(len(labels.get(c, c)), *(len(num(r.get(c))) for r in rows))
+        return GAP + (min(w, 30) if c in ("name", "team") else w)
+
+    for c in optional:
+        if sum(map(width, used)) - 1 <= console.width:
+            break
+        if c in used:
+            used.remove(c)
+    shown = [{labels.get(c, c): r.get(c) for c in used} | {"_style": r.get("_style")} for r in rows]
+    console.print(dict_table([labels.get(c, c) for c in used], shown))
 
 
 # ---------------------------------------------------------------- one experiment

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from kdq.cli import views
 from kdq.cli.main import app
+from kdq.cli.status import RESULT_COLUMNS
 
 runner = CliRunner()
 
@@ -257,3 +258,27 @@ def test_a_kdq_model_has_no_pretrained_weights_so_it_is_never_called_a_scratch_r
     assert store.get(a).spec.student.pretrained  # the default
     assert "from scratch" not in runner.invoke(app, ["status"]).stdout
     assert not store.get(a).from_scratch
+
+
+def test_results_at_80_columns_keep_the_id_and_the_name(settings, store):
+    """`kdq results` on an 80-column terminal showed every column crushed (`sta…`, `va…`, `0.…`) and no
+    id or name at all: optional columns go first, as in kdq status."""
+    metrics = {
+        "val_f1": 0.81,
+        "val_acc": 0.8,
+        "holdout_f1": 0.8,
+        "holdout_f1_ci": [0.7, 0.9],
+        "model_mb": 4.5,
+    }
+    rows = [row(f"my-hinton-tiny[lr={lr}]", "done", 3, 0.81, metrics=metrics) for lr in (0.003, 0.01)]
+    rows[0].update(server_score=1.44, server_rank=1, teacher_f1=0.5)
+    fill(store, rows)
+    out = in_terminal(["results"], kdq_env(settings.root), cols=80, rows=24)
+    lines = out.splitlines()
+    assert max(map(len, lines)) <= 80 and "…" not in out, out
+    header = next(line for line in lines if line.lstrip().startswith("id "))
+    assert header.split()[:5] == ["id", "name", "stage", "val", "F1"], out
+    assert "expected" in header and "server" in header, out  # the numbers that decide
+    assert all(f"my-hinton-tiny[lr={lr}]" in out for lr in (0.003, 0.01)) and "1.440" in out, out
+    piped = runner.invoke(app, ["results"]).stdout.splitlines()[0].split("\t")
+    assert piped == list(RESULT_COLUMNS)  # piped: every column, under its own name
