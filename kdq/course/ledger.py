@@ -284,7 +284,10 @@ class Ledger:
 
     def sent_times(self) -> dict[int, float]:
         """Attempt number → when kdq sent that upload (this machine's clock)."""
-        sql = "select attempt, created_at from submissions where attempt is not null and state != 'lost'"
+        sql = (
+            "select attempt, created_at from submissions "
+            "where attempt is not null and created_at is not null and state != 'lost'"
+        )
         return {r["attempt"]: r["created_at"] for r in self.store.query(sql)}
 
     def live_row(self) -> dict | None:
