@@ -5,12 +5,28 @@ appears under the name)."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from kdq.train.layout import DataError, Dataset, discover, find_root
+
+
+@contextlib.contextmanager
+def unzipped(source: Path) -> Iterator[Path]:
+    """``source`` itself, or, for a .zip (the course's file as downloaded), a folder it is unpacked in for
+    the duration."""
+    source = Path(source).expanduser()
+    if not (source.is_file() and zipfile.is_zipfile(source)):
+        yield source
+        return
+    with tempfile.TemporaryDirectory(prefix="kdq-unzipped-") as tmp:
+        with zipfile.ZipFile(source) as z:
+            z.extractall(tmp)
+        yield Path(tmp)
 
 
 def add(source: Path, dest: Path, link: bool = False) -> Dataset:

@@ -184,7 +184,10 @@ def upload(
 @app.command()
 def inspect(
     path: Annotated[
-        Path, typer.Argument(help="Dataset folder (<class>/<image> or train_dataset/train_dataset/<class>/).")
+        Path,
+        typer.Argument(
+            help="Dataset folder (<class>/<image> or the course's nesting) or the course's .zip."
+        ),
     ],
     out: Annotated[
         Path | None,
@@ -203,26 +206,29 @@ def inspect(
 
     \b
       kdq data inspect ~/Downloads/train_dataset
+      kdq data inspect ~/Downloads/training_dataset.zip
       kdq data inspect .kdq/datasets/hw3 --json | jq .counts
     """
     from rich.progress import Progress
 
     from kdq.cli.report import inspect_summary
     from kdq.datainspect import inspect_dataset, write_report
+    from kdq.localdata import unzipped
     from kdq.train.layout import DataError
 
-    try:
-        with Progress(console=console(), transient=True, disable=as_json) as bar:
-            task = bar.add_task("reading images", total=None)
-            findings, infos = inspect_dataset(
-                path,
-                workers or None,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
-    except DataError as exc:
-        raise fail(str(exc)) from None
-    out = out or settings().root / "reports" / f"inspect-{Path(path).resolve().name}"
-    page = write_report(findings, infos, out)
+    out = out or settings().root / "reports" / f"inspect-{Path(path).resolve().name.removesuffix('.zip')}"
+    with unzipped(path) as folder:  # the course's zip as downloaded, too
+        try:
+            with Progress(console=console(), transient=True, disable=as_json) as bar:
+                task = bar.add_task("reading images", total=None)
+                findings, infos = inspect_dataset(
+                    folder,
+                    workers or None,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                )
+        except DataError as exc:
+            raise fail(str(exc)) from None
+        page = write_report(findings, infos, out)
     if as_json:
         import json
 

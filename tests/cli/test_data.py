@@ -79,3 +79,17 @@ def test_upload_keeps_a_local_copy_even_when_modal_refuses(settings, tmp_path, s
     r = runner.invoke(app, ["data", "upload", str(folder), "--name", "hw3"])
     assert r.exit_code == 1 and "modal token new" in r.output  # no Modal login here
     assert (settings.datasets_dir / "hw3").is_dir() and "local copy" in r.stdout
+
+
+def test_inspect_reads_the_course_zip_as_downloaded(settings, tmp_path, synth_dataset):
+    """`kdq data inspect training_dataset.zip` said the file did not exist and to `kdq data synth` it."""
+    from kdq.train.layout import discover
+
+    _, zipped, _ = _course_shaped(tmp_path, synth_dataset)
+    r = CliRunner().invoke(app, ["data", "inspect", str(zipped), "--json", "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    found = json.loads(r.stdout)
+    assert sum(found["counts"].values()) == len(discover(synth_dataset).files), found["counts"]
+    assert found["report"].endswith("index.html") and "inspect-training_dataset" in found["report"]
