@@ -185,9 +185,7 @@ def upload(
 def inspect(
     path: Annotated[
         Path,
-        typer.Argument(
-            help="Dataset folder (<class>/<image> or the course's nesting) or the course's .zip."
-        ),
+        typer.Argument(help="Dataset folder (<class>/<image> or the course's nesting) or the course's .zip."),
     ],
     out: Annotated[
         Path | None,
