@@ -41,7 +41,7 @@ def _entry(tmp_path, monkeypatch, device: str | None, machine: dict):
 
     ran = []
 
-    def fake_run(spec, run_dir, data_dir, cache_dir):
+    def fake_run(spec, run_dir, data_dir, cache_dir, saver=None):
         ran.append(spec.train.device)
         runfolder.write_progress(run_dir, epoch=1, epochs=1, phase="done")
         runfolder.write_json(run_dir / runfolder.METRICS, {"val_f1": 0.5})
