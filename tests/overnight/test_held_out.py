@@ -1,7 +1,8 @@
 """The hostile night's scenarios that only fast tests covered, replayed against a real ``kdq worker``
 and the stand-in: ``kdq.db`` locked past SQLite's busy timeout, ``kdq.db`` deleted under the worker,
-and ``kdq server submit`` of a same-size model while kdq's own upload is unknown. Each ends with one
-upload per decision and nothing lost."""
+``kdq server submit`` of a same-size model while kdq's own upload is unknown, the worker's wall clock
+stepping forward and back, a status list renumbered or without status words for a while. Each ends
+with one upload per decision and nothing lost."""
 
 from __future__ import annotations
 
@@ -142,3 +143,32 @@ def test_a_backward_step_of_the_wall_clock_does_not_stall_the_worker(overnight, 
     h.wait(lambda: all(h.get(i).stage is Stage.DONE for i in (first, second)), 90, "both graded")
     h.check_delivered([first, second])
     assert posts(h) == 2, h.report()
+
+
+@pytest.mark.parametrize("spoil", ["renumbered", "no-status"])
+def test_a_list_renumbered_or_without_status_words_for_a_while_loses_no_grade(overnight, tiny_model, spoil):
+    """While the attempt is graded the stand-in numbers its list from 101 (or drops every `status`
+    field) for 5 s: not a loss, not a failure; the grade is recorded, one upload."""
+    from kdq.course.fake_server.course import Outcome
+
+    h = overnight(eval_delay_s=6)
+    course = h.server.course
+    real = course.status
+
+    def spoiled(token):
+        out = real(token)
+        if out.code != 200:
+            return out
+        if spoil == "renumbered":
+            return Outcome(200, [{**row, "attempt": row["attempt"] + 100} for row in out.body])
+        return Outcome(200, [{k: v for k, v in row.items() if k != "status"} for row in out.body])
+
+    i = h.place(tiny_model, val_f1=0.6)
+    h.start_worker()
+    h.wait_stage(i, Stage.EVALUATING, 60)
+    course.status = spoiled
+    time.sleep(5)
+    course.status = real
+    h.wait_stage(i, Stage.DONE, 120)
+    h.check_delivered([i])
+    assert posts(h) == 1
