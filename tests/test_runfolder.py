@@ -46,6 +46,17 @@ def test_a_signal_death_is_named_with_the_resume_hint(tmp_path):
     assert "resumes from its last checkpoint (epoch 36)" in msg
 
 
+def test_a_training_stopped_by_sigterm_is_named_as_stopped_after_its_checkpoint(tmp_path):
+    """`kdq cancel` (local) sends SIGTERM: the training saves the step it is at and exits 75."""
+    (tmp_path / runfolder.CHECKPOINT).write_bytes(b"x")
+    runfolder.write_json(tmp_path / runfolder.PROGRESS, {"epoch": 12})
+    msg = runfolder.death_message(tmp_path, 75 << 8)  # the wait status of exit(75)
+    assert msg == (
+        "the training was stopped (SIGTERM) after saving a checkpoint; "
+        "`kdq retry ID` resumes from its last checkpoint (epoch 12)"
+    )
+
+
 def test_a_full_disk_is_named_with_enospc_and_the_path(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
     assert disk_full(OSError(errno.ENOSPC, "No space left on device", str(path))) == (
