@@ -23,6 +23,8 @@ import argparse
 import json
 import math
 
+from kdq.backends.modal_sizing import PACK
+
 ASSUMPTIONS = {
     "h100_usd_per_h": (3.95, "Modal's price list: H100 $0.001097/s"),
     "cpu_core_usd_per_h": (0.047, "Modal's price list: $0.0000131/core/s"),
@@ -33,7 +35,7 @@ ASSUMPTIONS = {
     "train_min": (1.4, "one experiment's epochs: ~50 x 1.7 s on an H100 (timm training anchors x 3-3.5)"),
     "cold_min": (5.7, "a cold cache: decode 10k JPEGs, 3.5 GB teacher download, 90k teacher views, commits"),
     "concurrent": (8, "KDQ_MODAL_MAX_RUNNING: experiments training at once"),
-    "pack": (5, "experiments per container when packed (backend.pack)"),
+    "pack": (PACK, "experiments per container when packed (backend.pack's default)"),
     "pack_speedup": (1.3, "aggregate throughput of N time-sliced processes on one GPU vs one (no MPS)"),
     "pack_tail_min": (0.5, "a packed container waiting on its last experiment"),
     "cpu_cores": (8, "cores reserved per container (cpu=8)"),

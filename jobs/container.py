@@ -12,7 +12,7 @@ its phase. The training's checkpoint is written on the container's disk too (eve
 kdq/train/checkpoint.py) and copied to the Volume at the beat after it changed. A preemption (SIGINT)
 or a SIGTERM to this process stops the training with SIGTERM: it checkpoints at its next step, and
 that checkpoint reaches the Volume before the last commit, so the restarted input resumes from it.
-Nothing here imports modal: the tests run it as it runs in the container.
+Several runs share one container (jobs/packing.py). Nothing here imports modal.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import kdq.backends.modal_cache as modal_cache
 from jobs import preempt
+from jobs.packing import Pack, wait_or_stop
 from jobs.preempt import CheckpointCopy
 from kdq import runfolder
 from kdq.backends.modal_gateway import CACHE, DATASET_MARK, OWNER, dataset_path, lease_key, run_key, run_path
@@ -64,6 +65,10 @@ class _Unshared:
 
 class RunDied(RuntimeError):
     """The training process ended without done.json or error.json: let Modal retry (it resumes)."""
+
+
+class AttemptTimedOut(RunDied):
+    """The attempt ran past ``backend.timeout_min``: stopped, and retried by Modal like a timeout."""
 
 
 def _owner_is_other_and_alive(owner: dict | None, call_id: str, now: float, stale_s: float) -> bool:
@@ -149,18 +154,6 @@ def _stall_error(run_dir: Path, stall_s: float) -> str:
     )
 
 
-def _stage(data_dir: Path, dest: Path) -> Path:
-    """The dataset on this container's own disk, unpacked from its archive on the Volume (a dataset an
-    older kdq uploaded file by file is read where it is). The training then holds no Volume file open
-    for minutes, which would make every commit fail."""
-    archive = (runfolder.read_json(data_dir / DATASET_MARK) or {}).get("archive")
-    if not archive:
-        return data_dir
-    with tarfile.open(data_dir / archive) as tar:
-        tar.extractall(dest, filter="data")
-    return dest
-
-
 def _stop(proc: subprocess.Popen, grace_s: float) -> None:
     """SIGTERM, then SIGKILL after ``grace_s``."""
     if proc.poll() is None:
@@ -223,32 +216,53 @@ def _refusal(
     return None
 
 
-def _supervise(proc, run_dir: Path, beat: _Heartbeat, copies, watchdog: _Watchdog, commit, heartbeat_s, log):
+def _supervise(proc, run_dir: Path, beat: _Heartbeat, copies, watchdog: _Watchdog, commit, timing, log):
     """Wait for the training process, copying, beating and committing every ``heartbeat_s``; stop it
     when the watchdog says it hangs (its error.json names the phase). Returns its exit code. A SIGTERM
     to this process interrupts the wait (``preempt.sigterm_interrupts``)."""
     with preempt.sigterm_interrupts():
-        return _wait(proc, run_dir, beat, copies, watchdog, commit, heartbeat_s, log)
+        return _wait(proc, run_dir, beat, copies, watchdog, commit, timing, log)
 
 
-def _wait(proc, run_dir: Path, beat: _Heartbeat, copies, watchdog: _Watchdog, commit, heartbeat_s, log):
+def _wait(proc, run_dir: Path, beat: _Heartbeat, copies, watchdog: _Watchdog, commit, timing, log):
+    """``timing``: (heartbeat_s, stop: the input was cancelled, deadline past which the attempt stops)."""
+    heartbeat_s, stop, deadline = timing
     while True:
+        if (code := wait_or_stop(proc, heartbeat_s, stop)) is not None:
+            return code
+        if deadline is not None and time.monotonic() > deadline[0]:
+            _stop(proc, STOP_GRACE_S)
+            raise AttemptTimedOut(
+                f"{run_dir.name}: ran past its timeout (backend.timeout_min = {deadline[1]:g})"
+            )
+        if watchdog.stalled():
+            _stop(proc, STOP_GRACE_S)
+            error = _stall_error(run_dir, watchdog.stall_s)
+            log(f"{run_dir.name}: {error}")
+            runfolder.write_json(run_dir / runfolder.ERROR, {"error": error, "traceback": ""})
+            return proc.returncode
+        for copy in copies:
+            copy()
+        beat(proc.pid)
         try:
-            return proc.wait(timeout=heartbeat_s)
-        except subprocess.TimeoutExpired:
-            if watchdog.stalled():
-                _stop(proc, STOP_GRACE_S)
-                error = _stall_error(run_dir, watchdog.stall_s)
-                log(f"{run_dir.name}: {error}")
-                runfolder.write_json(run_dir / runfolder.ERROR, {"error": error, "traceback": ""})
-                return proc.returncode
-            for copy in copies:
-                copy()
-            beat(proc.pid)
-            try:
-                commit()  # progress.json, checkpoints and the log become visible outside
-            except Exception as exc:  # noqa: BLE001 — a failed periodic commit is retried next beat
-                log(f"{run_dir.name}: periodic volume commit failed (will retry): {exc!r}")
+            commit()  # progress.json, checkpoints and the log become visible outside
+        except Exception as exc:  # noqa: BLE001 — a failed periodic commit is retried next beat
+            log(f"{run_dir.name}: periodic volume commit failed (will retry): {exc!r}")
+
+
+def _start(cmd: list[str], local: Path, env: dict[str, str], log) -> subprocess.Popen:
+    """The training process, its output into the local log (which only it keeps open)."""
+    lock = local / "train.lock"
+    log(f"{' '.join(cmd)} --lock {lock}")
+    with open(local / runfolder.LOG, "ab") as out:
+        return subprocess.Popen(
+            [*cmd, "--lock", str(lock)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **env},
+            start_new_session=True,  # a preemption's SIGINT reaches this process; it stops the child
+        )
 
 
 def _command(python: str, root: Path, run_dir: Path, data: Path, local: Path, device: str, resume_from):
@@ -277,6 +291,9 @@ def run_training(
     python: str = sys.executable,
     log: Callable[[str], None] = lambda msg: print(msg, flush=True),
     echo: Callable[[bytes], None] = _echo,
+    pack: Pack | None = None,
+    stop: threading.Event | None = None,
+    timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """Train ``runs/<run_id>`` under ``root`` to the end and return a plain dict (Modal pickles it).
 
@@ -287,7 +304,11 @@ def run_training(
     run's lease (first writer wins, at once: owner.json is seen only after a commit and a reload) and
     each heartbeat, which the worker reads even while commits fail. ``device``: what the training must
     run on (a GPU container: ``cuda``, never a silent CPU fallback); ``env``: added to its environment.
+    ``pack``: what the container's inputs share; ``stop``: set on a cancel; ``timeout_s``: the attempt's.
     """
+    deadline = (time.monotonic() + timeout_s, timeout_s / 60) if timeout_s else None
+    pack = pack or Pack(Path(local_dir or tempfile.mkdtemp(prefix=f"kdq-{run_id}-")))
+    commit, reload = pack.locked(commit), pack.locked(reload)  # one input of the container at a time
     reload()  # see what other containers committed: an owner, a finished run
     if (refused := _refusal(root, run_id, dataset, call_id, live, stale_s, commit, log)) is not None:
         return refused
@@ -302,22 +323,12 @@ def run_training(
     local.mkdir(parents=True, exist_ok=True)
     copies = (_LogCopy(local / runfolder.LOG, run_dir / runfolder.LOG, echo), CheckpointCopy(local, run_dir))
     watchdog = _Watchdog((run_dir / runfolder.PROGRESS, local / runfolder.LOG), stall_s)
-    lock = local / "train.lock"
-    data = _stage(data_dir, local / dataset_path(dataset))  # named as on the Volume, in errors too
+    data = pack.stage(data_dir, dataset_path(dataset))  # once per container, named as on the Volume
     cmd = _command(python, root, run_dir, data, local, device, resume_from)
-    log(f"{run_id}: {' '.join(cmd)} --lock {lock}")
-    with open(local / runfolder.LOG, "ab") as out:  # only the child keeps it open
-        proc = subprocess.Popen(
-            [*cmd, "--lock", str(lock)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,  # a preemption's SIGINT reaches this process; it stops the child
-        )
+    proc = _start(cmd, local, {**pack.env(), **(env or {})}, lambda msg: log(f"{run_id}: {msg}"))
     code: int | None = None
     try:
-        code = _supervise(proc, run_dir, beat, copies, watchdog, commit, heartbeat_s, log)
+        code = _supervise(proc, run_dir, beat, copies, watchdog, commit, (heartbeat_s, stop, deadline), log)
     finally:
         _stop(proc, STOP_GRACE_S)  # cancelled, preempted (SIGINT, SIGTERM) or crashing: stop the child
         for copy in copies:

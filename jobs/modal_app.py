@@ -2,31 +2,37 @@
 
 Deploy with ``kdq modal deploy`` (it creates the secret the app names, then runs ``python -m modal
 deploy -m jobs.modal_app``; the worker does the same by itself when kdq's code changed). Importing
-this module builds the objects and makes no network call. The worker spawns ``train`` through
-``modal.Function.from_name(app, "train").with_options(gpu=..., timeout=..., memory=...)``: the values
-below are only defaults.
+this module builds the objects and makes no network call. The worker spawns one input per experiment:
+``modal.Cls.from_name(app, "Trainer").with_options(gpu=, memory=, max_containers=)
+.with_concurrency(max_inputs=backend.pack)().train.spawn(...)``, the same options for every spec with
+the same GPU and pack, so that their inputs share one container pool and pack onto its GPUs (the
+values below are only defaults).
 
-In the container ``train`` runs ``jobs.container.run_training``.
+In the container each input runs ``jobs.container.run_training`` (through ``jobs.packing``).
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import modal
 from modal.file_pattern_matcher import FilePatternMatcher
 
 from jobs.container import run_training
+from jobs.packing import Pack, train_input
 from kdq.backends.modal_gateway import CACHE, MOUNT, live_name
+from kdq.backends.modal_sizing import PACK, containers
 from kdq.settings import Settings
 
 settings = Settings()
 
 PYTHON = "3.11"
 DEFAULT_GPU = "H100"
-DEFAULT_TIMEOUT_S = 20 * 60  # BackendSpec.attempt_min on Modal; spawns override it per spec
+TIMEOUT_CEILING_S = 24 * 60 * 60  # BackendSpec.timeout_min's upper bound; each input stops at its own
+SCALEDOWN_S = 120  # a container idle this long goes: the next trial of a search finds it warm
 CPU = 8.0
-DEFAULT_MEMORY_MIB = 32 * 1024  # spawns ask for what their dataset needs (kdq.backends.modal.memory_mib)
+DEFAULT_MEMORY_MIB = 64 * 1024  # spawns ask for what their pack of runs needs (modal_sizing.memory_mib)
 # One retry: a preemption or a vanished training resumes once; a hang or a timeout is not paid twice more.
 RETRIES = modal.Retries(max_retries=1, initial_delay=10.0)
 
@@ -101,28 +107,51 @@ live = modal.Dict.from_name(live_name(settings.modal_app), create_if_missing=Tru
 # The image carries kdq and jobs (add_local_python_source): no second, automatic copy of this module.
 app = modal.App(settings.modal_app, image=image, include_source=False)
 
-FUNCTION_OPTIONS = dict(
+CLASS_OPTIONS = dict(
     gpu=DEFAULT_GPU,
-    # Reserved cores: the JPEG decode, the holdout, the export and Python's dispatch of the student
+    # Reserved cores: the JPEG decode, the holdout, the export and Python's dispatch of the students
     # run on them (the default reservation is 1/8 of a core, and a core-hour costs 1/84 of an H100's).
     cpu=CPU,
     memory=DEFAULT_MEMORY_MIB,
-    timeout=DEFAULT_TIMEOUT_S,
+    # Modal's bound on one input, a backstop: each input stops itself at its spec's backend.timeout_min
+    # (an option per spawn would put every spec in a container pool of its own, and nothing would pack).
+    timeout=TIMEOUT_CEILING_S,
     retries=RETRIES,
-    single_use_containers=True,  # a fresh container per attempt: no state carried between runs
+    max_containers=containers(settings.modal_max_running, PACK),  # spawns set it from the settings
+    scaledown_window=SCALEDOWN_S,
 )
 
 
-@app.function(volumes={MOUNT: volume}, secrets=[hf_secret], **FUNCTION_OPTIONS)
-def train(run_id: str, dataset: str, resume_from: str | None = None) -> dict:
-    """Train run folder ``runs/<run_id>`` on the Volume; returns a plain dict (see ``run_training``)."""
-    return run_training(
-        Path(MOUNT),
-        run_id,
-        dataset,
-        resume_from=resume_from,
-        call_id=modal.current_function_call_id() or "unknown",
-        commit=volume.commit,
-        reload=volume.reload,
-        live=live,
-    )
+@app.cls(volumes={MOUNT: volume}, secrets=[hf_secret], **CLASS_OPTIONS)
+@modal.concurrent(max_inputs=PACK)  # spawns set it from backend.pack (with_concurrency)
+class Trainer:
+    """Up to ``backend.pack`` experiments at once in one GPU container, one input each."""
+
+    @modal.enter()
+    def setup(self) -> None:
+        self.pack = Pack(Path(tempfile.mkdtemp(prefix="kdq-pack-")))
+
+    @modal.method()
+    async def train(
+        self,
+        run_id: str,
+        dataset: str,
+        resume_from: str | None = None,
+        timeout_s: float | None = None,
+        pack: int = PACK,
+    ) -> dict:
+        """Train run folder ``runs/<run_id>`` on the Volume; returns a plain dict (see ``run_training``)."""
+        self.pack.pack = pack  # every input of this container pool was spawned with the same
+        return await train_input(
+            run_training,
+            root=Path(MOUNT),
+            run_id=run_id,
+            dataset=dataset,
+            resume_from=resume_from,
+            call_id=modal.current_function_call_id() or "unknown",
+            commit=volume.commit,
+            reload=volume.reload,
+            live=live,
+            pack=self.pack,
+            timeout_s=timeout_s,
+        )

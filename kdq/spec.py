@@ -237,6 +237,13 @@ class BackendSpec(Section):
         description="Modal: GPU-minutes one run may use, all its attempts together (Modal retries a "
         "failed or preempted attempt once); kdq cancels the call past it.",
     )
+    pack: int = Field(
+        4,
+        ge=1,
+        le=16,
+        description="Modal: experiments trained at once on one GPU, each in its own process with 1/pack of "
+        "the GPU's memory (a small student uses a few percent of an H100); 1: a GPU per experiment.",
+    )
 
     @property
     def attempt_min(self) -> int:

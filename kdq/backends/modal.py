@@ -34,7 +34,7 @@ from kdq import hf, runfolder
 from kdq.backends.base import RunStatus
 from kdq.backends.modal_errors import guarded
 from kdq.backends.modal_gateway import CallState, Gateway, ModalGateway
-from kdq.backends.modal_sizing import gpu_minutes, memory_mib
+from kdq.backends.modal_sizing import gpu_minutes, spawn_options
 from kdq.errors import PermanentError, TransientError
 from kdq.log import get_logger
 from kdq.spec import ExperimentSpec
@@ -244,10 +244,9 @@ class ModalBackend:
     def _spawn(self, run_id: str, spec: ExperimentSpec, images: int, resume_from: str | None) -> str:
         from modal.exception import NotFoundError
 
-        b, teacher = spec.backend, 448 if spec.teacher.kind == "siglip" else None
-        timeout_s = int(min(b.attempt_min, b.max_gpu_min) * 60)
-        memory = memory_mib(images, spec.data.decode_size, teacher)
-        kw = dict(gpu=b.gpu, timeout_s=timeout_s, memory_mib=memory, resume_from=resume_from)
+        timeout_s = int(min(spec.backend.attempt_min, spec.backend.max_gpu_min) * 60)  # the input stops there
+        options = spawn_options(spec, images, self.settings.modal_max_running)
+        kw = dict(options=options, timeout_s=timeout_s, resume_from=resume_from)
         try:
             return self.gateway.spawn(run_id, spec.data.dataset, **kw)
         except NotFoundError:  # the app was stopped or deleted behind our back: deploy and try once more

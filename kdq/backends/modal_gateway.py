@@ -39,7 +39,7 @@ LAUNCH = "launch.json"
 OWNER = "owner.json"
 DATASET_MARK = ".kdq-dataset.json"
 DATASET_ARCHIVE = "pictures.tar"  # the dataset's files, one archive (the mark names it)
-TRAIN_FUNCTION = "train"
+TRAINER = "Trainer"  # the app's class; its method ``train`` is one input per experiment
 APP_MODULE = "jobs.modal_app"
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding kdq/ and jobs/
 
@@ -87,11 +87,21 @@ class Entry:
 Upload = tuple[Path | bytes, str]  # (local file or bytes, path on the Volume)
 
 
+@dataclass(frozen=True)
+class SpawnOptions:
+    """What a spawn asks of Modal: equal options share one container pool (and pack into it)."""
+
+    gpu: str
+    memory_mib: int
+    pack: int
+    max_containers: int
+
+
 class Gateway(Protocol):
     def spawn(
-        self, run_id: str, dataset: str, *, gpu: str, timeout_s: int, memory_mib: int, resume_from: str | None
+        self, run_id: str, dataset: str, *, options: SpawnOptions, timeout_s: int, resume_from: str | None
     ) -> str:
-        """Start the training function; returns the call id (``fc-...``)."""
+        """Start one training input of the app's class; returns the call id (``fc-...``)."""
 
     def call_state(self, call_id: str) -> CallState: ...
 
@@ -150,10 +160,15 @@ class ModalGateway:
             self._vol = modal.Volume.from_name(self.settings.modal_volume, create_if_missing=True)
         return self._vol
 
-    def _function(self):
+    def _function(self, options: SpawnOptions):
+        """The class's ``train`` method with ``options``: equal options, one container pool."""
         import modal
 
-        return modal.Function.from_name(self.settings.modal_app, TRAIN_FUNCTION)
+        cls = modal.Cls.from_name(self.settings.modal_app, TRAINER)
+        cls = cls.with_options(
+            gpu=options.gpu, memory=options.memory_mib, max_containers=options.max_containers
+        )
+        return cls.with_concurrency(max_inputs=options.pack)().train
 
     def _call(self, call_id: str):
         import modal
@@ -168,11 +183,11 @@ class ModalGateway:
     # ------------------------------------------------------------ calls
 
     def spawn(
-        self, run_id: str, dataset: str, *, gpu: str, timeout_s: int, memory_mib: int, resume_from: str | None
+        self, run_id: str, dataset: str, *, options: SpawnOptions, timeout_s: int, resume_from: str | None
     ) -> str:
-        fn = self._function().with_options(gpu=gpu, timeout=timeout_s, memory=memory_mib)
         resume = {"resume_from": resume_from} if resume_from else {}
-        return fn.spawn(run_id=run_id, dataset=dataset, **resume).object_id
+        kw = dict(run_id=run_id, dataset=dataset, timeout_s=timeout_s, pack=options.pack, **resume)
+        return self._function(options).spawn(**kw).object_id
 
     def call_state(self, call_id: str) -> CallState:
         from modal.exception import (
@@ -207,7 +222,8 @@ class ModalGateway:
         return CallState("finished", result=value if isinstance(value, dict) else {"value": value})
 
     def cancel(self, call_id: str) -> None:
-        self._call(call_id).cancel(terminate_containers=True)
+        # This input alone: its neighbours in the container go on (True would reschedule them).
+        self._call(call_id).cancel(terminate_containers=False)
 
     def live_get(self, key: str) -> Any:
         return self._live().get(key)

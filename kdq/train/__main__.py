@@ -12,6 +12,7 @@ puts the checkpoint on a local disk (the Modal container's; it copies the file t
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         runfolder.write_progress(run_dir, phase="start", gpu=machine)  # later writes keep it
         if args.device == "cuda":
             gpu.require_cuda(machine)
+            gpu.limit_memory(dict(os.environ))  # packed on one GPU: its share of the memory
         started = time.time()
         saver = Saver(args.checkpoint or run_dir / runfolder.CHECKPOINT, spec.train.checkpoint_every_s)
         signal.signal(signal.SIGTERM, saver.request_stop)

@@ -78,3 +78,19 @@ def unusable(info: dict[str, Any]) -> str | None:
 def require_cuda(info: dict[str, Any]) -> None:
     if message := unusable(info):
         raise CudaUnusable(message)
+
+
+MEMORY_FRACTION_ENV = "KDQ_CUDA_MEMORY_FRACTION"  # set by the Modal container for packed runs
+
+
+def limit_memory(environ: dict[str, str]) -> float | None:
+    """Packed runs share one GPU, which isolates no memory between processes: this process takes at
+    most its share (``KDQ_CUDA_MEMORY_FRACTION``, 1/pack), so a student that needs more fails alone
+    with an out-of-memory error instead of starving its neighbours. Returns the fraction set."""
+    if not (raw := environ.get(MEMORY_FRACTION_ENV)):
+        return None
+    import torch
+
+    fraction = float(raw)
+    torch.cuda.set_per_process_memory_fraction(fraction)
+    return fraction

@@ -19,9 +19,9 @@ runs the real training entry point (``python -m kdq.train``) in a subprocess.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import contextlib
-import ctypes
 import json
 import os
 import re
@@ -39,7 +39,7 @@ import pytest
 from modal import exception as me
 from modal.volume import FileEntry, FileEntryType
 
-from jobs import container
+from jobs import container, packing
 from kdq import runfolder, steps
 from kdq.backends import modal_cache
 from kdq.backends import modal_gateway as vol
@@ -261,6 +261,10 @@ class Call:
     thread: threading.Thread | None = None
     mounts: list[Mount] = field(default_factory=list)
     preempting: bool = False
+    fake: FakeModal | None = None
+    box: Box | None = None  # the container its input runs in now
+    loop: asyncio.AbstractEventLoop | None = None  # the input's task runs there
+    task: asyncio.Task | None = None
 
     def get(self, timeout: float | None = None):
         assert timeout == 0
@@ -277,18 +281,34 @@ class Call:
         return self.result
 
     def cancel(self, terminate_containers: bool = False) -> None:
+        """An async input is cancelled alone (its task); ``terminate_containers`` ends its container too,
+        and Modal reschedules every other input that ran there."""
         self.cancelled = True
-        if self.mounts and self.thread.is_alive():  # a started container: Modal interrupts the input
-            _raise_in(self.thread, me.InputCancellation)
+        if self.loop is not None and self.task is not None:
+            self.loop.call_soon_threadsafe(self.task.cancel)
+        if terminate_containers and self.box is not None:
+            for other in [self.fake.calls[i] for i in self.box.inputs if i != self.id]:
+                self.fake.preempt(other.id)
 
     @property
     def object_id(self) -> str:
         return self.id
 
 
-def _raise_in(thread: threading.Thread, exc_type: type[BaseException]) -> None:
-    """What a signal does to the container's main thread: raise ``exc_type`` in it."""
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exc_type))
+def _interrupt() -> None:
+    raise KeyboardInterrupt  # SIGINT in the container's event loop: every input's task is cancelled
+
+
+@dataclass
+class Box:
+    """One container of the class: its mount of the Volume, what its inputs share, which inputs run."""
+
+    id: str
+    options: dict
+    mount: Mount
+    pack: packing.Pack
+    inputs: set[str] = field(default_factory=set)
+    closed: bool = False  # preempted: Modal starts its inputs again elsewhere
 
 
 class FakeModal(ModalGateway):
@@ -313,6 +333,10 @@ class FakeModal(ModalGateway):
         self.cuda = True
         self.live = FakeDict()  # the app's modal.Dict
         self.closing = threading.Event()  # the test is over (stop_all): no container starts any more
+        self.boxes: list[Box] = []  # the containers running now
+        self.all_boxes: list[Box] = []  # every container started
+        self.pool_lock = threading.Lock()
+        self.python: str | None = None  # a stand-in for the training process (stub_trainer)
 
     def _gate(self) -> None:
         if self.no_credentials:
@@ -329,58 +353,98 @@ class FakeModal(ModalGateway):
         self._gate()
         return self.calls[call_id]
 
-    def _function(self):
+    def _function(self, options):
+        """The class's ``train`` method with the spawn's options (``SpawnOptions``)."""
         self._gate()
         if not self.deploys:
-            raise me.NotFoundError("Lookup failed for Function 'train' from the 'kdq' app: deploy it first")
+            raise me.NotFoundError("Lookup failed for Cls 'Trainer' from the 'kdq' app: deploy it first")
         fake = self
 
-        class Function:
-            def __init__(self, options):
-                self.options = options
+        class Method:
+            def spawn(self, run_id: str, dataset: str, resume_from: str | None = None, **kw):
+                opts = {**vars(options), "memory": options.memory_mib, "resume_from": resume_from, **kw}
+                return fake._spawn(run_id, dataset, opts)
 
-            def with_options(self, **options):
-                return Function(options)
-
-            def spawn(self, run_id: str, dataset: str, resume_from: str | None = None):
-                return fake._spawn(run_id, dataset, {**self.options, "resume_from": resume_from})
-
-        return Function({})
+        return Method()
 
     def _spawn(self, run_id: str, dataset: str, options: dict):
-        call = Call(f"fc-{len(self.calls) + 1:04d}", run_id, dataset, options)
+        call = Call(f"fc-{len(self.calls) + 1:04d}", run_id, dataset, options, fake=self)
         self.calls[call.id] = call
         delay = self.start_delays.pop(0) if self.start_delays else 0.0
-        call.thread = threading.Thread(target=self._container, args=(call, delay), daemon=True)
+        call.thread = threading.Thread(target=self._input, args=(call, delay), daemon=True)
         call.thread.start()
         return call
 
-    def _container(self, call: Call, delay: float) -> None:
+    def _place(self, call: Call) -> Box | None:
+        """A container of the same options with room for one more input, or a new one while the pool
+        is under ``max_containers``; otherwise the input waits, as on Modal."""
+        opts = {k: call.options.get(k) for k in ("gpu", "memory", "pack", "max_containers")}
+        while True:
+            with self.pool_lock:
+                same = [b for b in self.boxes if b.options == opts and not b.closed]
+                box = next((b for b in same if len(b.inputs) < (opts["pack"] or 1)), None)
+                if box is None and len(same) < (opts["max_containers"] or 1_000):
+                    name = f"ctr-{len(self.all_boxes) + 1}"
+                    local = self.base / "local" / name
+                    box = Box(name, opts, Mount(self.volume, name), packing.Pack(local, opts["pack"] or 1))
+                    self.boxes.append(box)
+                    self.all_boxes.append(box)
+                if box is not None:
+                    box.inputs.add(call.id)
+                    call.box = box
+                    return box
+            if call.cancelled or self.closing.wait(0.02):
+                return None  # cancelled, or the test is over, before it found a container
+
+    def _leave(self, box: Box, call: Call) -> None:
+        """The input is done there; a container left with no input exits (and Modal commits once more)."""
+        with self.pool_lock:
+            box.inputs.discard(call.id)
+            call.box = call.loop = call.task = None
+            empty = not box.inputs
+            if empty and box in self.boxes:
+                self.boxes.remove(box)
+        if empty:
+            self._exit_commit(box.mount)
+
+    async def _run_input(self, call: Call, box: Box) -> dict:
+        call.loop, call.task = asyncio.get_running_loop(), asyncio.current_task()
+        if call.cancelled:
+            raise asyncio.CancelledError
+        python = {"python": self.python} if self.python else {}
+        return await packing.train_input(
+            container.run_training,
+            root=box.mount.dir,
+            run_id=call.run_id,
+            dataset=call.dataset,
+            call_id=call.id,
+            resume_from=call.options.get("resume_from"),
+            commit=box.mount.commit,
+            reload=box.mount.reload,
+            local_dir=self.base / "local" / f"{call.id}-{call.attempts}",
+            heartbeat_s=self.heartbeat_s,
+            live=self.live,
+            device="cpu" if self.cuda else "cuda",
+            env=None if self.cuda else {"CUDA_VISIBLE_DEVICES": ""},
+            log=lambda msg, c=call: self._log(c, msg),
+            echo=self.container_output.append,
+            pack=box.pack,
+            timeout_s=call.options.get("timeout_s"),
+            **python,
+        )
+
+    def _input(self, call: Call, delay: float) -> None:
         if self.closing.wait(delay):  # the test ended before this container started
             call.state = "cancelled"
             return
         failures = 0
         while not call.cancelled:
+            if (box := self._place(call)) is None:
+                break
             call.attempts += 1
-            mount = Mount(self.volume, f"{call.id}-{call.attempts}")
-            call.mounts.append(mount)
+            call.mounts.append(box.mount)
             try:
-                call.result = container.run_training(
-                    mount.dir,
-                    call.run_id,
-                    call.dataset,
-                    call_id=call.id,
-                    resume_from=call.options.get("resume_from"),
-                    commit=mount.commit,
-                    reload=mount.reload,
-                    local_dir=self.base / "local" / f"{call.id}-{call.attempts}",
-                    heartbeat_s=self.heartbeat_s,
-                    live=self.live,
-                    device="cpu" if self.cuda else "cuda",
-                    env=None if self.cuda else {"CUDA_VISIBLE_DEVICES": ""},
-                    log=lambda msg, c=call: self._log(c, msg),
-                    echo=self.container_output.append,
-                )
+                call.result = asyncio.run(self._run_input(call, box))
                 call.state = "finished"
                 break
             except container.RunDied as exc:  # Modal retries the input (the run resumes)
@@ -389,14 +453,14 @@ class FakeModal(ModalGateway):
                     call.exc, call.state = exc, "failed"
                     break
             except KeyboardInterrupt:  # preempted: Modal starts the same input again elsewhere
-                call.preempting = False
-            except me.InputCancellation:
+                box.closed, call.preempting = True, False
+            except asyncio.CancelledError:
                 break
             except BaseException as exc:  # noqa: BLE001 — what the function raised: get() re-raises it
                 call.exc, call.state = exc, "failed"
                 break
             finally:
-                self._exit_commit(mount)
+                self._leave(box, call)
         if call.cancelled:
             call.state = "cancelled"
 
@@ -418,9 +482,9 @@ class FakeModal(ModalGateway):
         for call in alive:
             call.cancelled = True
         while any(c.thread.is_alive() for c in alive) and time.monotonic() < until:
-            for call in alive:  # a started container is interrupted, once (not again in its clean-up)
-                if call.mounts and call.id not in raised and call.thread.is_alive():
-                    _raise_in(call.thread, me.InputCancellation)
+            for call in alive:  # a started input's task is cancelled, once (not again in its clean-up)
+                if call.task is not None and call.id not in raised and call.thread.is_alive():
+                    call.cancel()
                     raised.add(call.id)
             time.sleep(0.05)
         assert not [c.id for c in alive if c.thread.is_alive()], (
@@ -434,7 +498,7 @@ class FakeModal(ModalGateway):
     def preempt(self, call_id: str) -> None:
         call = self.calls[call_id]
         call.preempting = True
-        _raise_in(call.thread, KeyboardInterrupt)
+        wait_for(lambda: call.loop, every=0.01).call_soon_threadsafe(_interrupt)
 
     def _log(self, call: Call, msg: str) -> None:
         self.container_log.append(msg)
@@ -576,7 +640,7 @@ def test_queued_to_ready_through_network_loss(settings, store, fake, dataset_dir
     assert fake.deploys == 1 and store.get_meta_json(DEPLOY_META)["fingerprint"]
     assert "kdq-hf" in fake.secrets  # the app names the secret: it exists before any token does
     [call] = fake.calls.values()
-    assert (call.options["gpu"], call.options["timeout"], call.run_id) == ("A100-80GB", 30 * 60, exp.run_id)
+    assert (call.options["gpu"], call.options["timeout_s"], call.run_id) == ("A100-80GB", 30 * 60, exp.run_id)
     assert exp.handle["call_id"] == call.id
 
     wait_for(lambda: runfolder.read_json(fake.root / vol.run_path(exp.run_id) / runfolder.PROGRESS))
@@ -1134,7 +1198,7 @@ def test_a_run_past_max_gpu_min_is_cancelled_with_the_bound_in_its_error(setting
     ctx = context(settings, store, fake)
     exp = drive(ctx, exp_id, {Stage.TRAINING})
     call = fake.calls[exp.handle["call_id"]]
-    assert call.options["timeout"] == 1  # no single attempt may outlast the bound either
+    assert call.options["timeout_s"] == 1  # no single attempt may outlast the bound either
     exp = drive(ctx, exp_id, {Stage.FAILED, Stage.DONE})
     assert exp.stage is Stage.FAILED and "backend.max_gpu_min = 0.03" in exp.error, exp.error
     assert "timeout_min" in exp.error and call.cancelled
@@ -1158,6 +1222,8 @@ def test_memory_is_sized_from_the_dataset():
     assert memory_mib(20_000, 256, None) == memory_mib(0, 256, 448) == 16 * 1024  # 9.6 GiB; 4 GiB
     assert memory_mib(10_000, 256, 448) == memory_mib(9_000, 224, 448)  # near specs share one pool
     assert memory_mib(200_000, 256, 448) > 128 * 1024  # past the buckets: what it needs
+    # packed: each training process decodes its own copy (the course's 10,000 pictures at 224: 15 GiB)
+    assert memory_mib(10_000, 224, 448, pack=4) == 64 * 1024 and memory_mib(10_000, 224, 448) == 16 * 1024
 
 
 def test_the_spawn_asks_for_the_memory_its_dataset_needs(backend, fake):
@@ -1166,7 +1232,7 @@ def test_the_spawn_asks_for_the_memory_its_dataset_needs(backend, fake):
     fake.start_delays = [3600]
     files = json.loads((fake.root / "datasets/synth" / vol.DATASET_MARK).read_text())["files"]
     handle = backend.launch("m-1", tiny_spec())
-    assert fake.calls[handle["call_id"]].options["memory"] == memory_mib(files, 40, None)
+    assert fake.calls[handle["call_id"]].options["memory"] == memory_mib(files, 40, None, pack=4)
 
 
 def test_a_retry_that_resumes_names_the_earlier_run_to_the_training(backend, fake, tmp_path):
@@ -1193,7 +1259,7 @@ def test_a_workspace_limit_says_what_it_is_and_fails_the_launch_after_a_while(se
 
     import kdq.backends.modal as modal_backend
 
-    def refused():
+    def refused(options):
         raise me.ResourceExhaustedError("Workspace GPU limit reached")
 
     fake._function = refused
@@ -1510,3 +1576,66 @@ def test_fetch_brings_the_tensorboard_curves_beside_the_local_runs(backend, fake
     backend.fetch({"run_id": "f-2", "call_id": "fc-2"}, tmp_path / "dest")
     assert (settings.runs_dir / "f-2" / f"{runfolder.EVENTS}1.host.1.0").read_bytes() == b"curve"
     assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == sorted(runfolder.ARTIFACTS)
+
+
+# ---------------------------------------------------------------- several experiments on one GPU
+
+PACKED = """
+(here / f'env-{run.name}').write_text(os.environ.get('KDQ_CUDA_MEMORY_FRACTION', 'none'))
+(here / f'started-{run.name}').touch()
+while not (here / f'go-{run.name}').exists():
+    time.sleep(0.01)
+(run / 'done.json').write_text(json.dumps({'best_f1': 0.5}))
+"""
+
+
+def packed_stub(fake: FakeModal, folder: Path) -> Path:
+    folder.mkdir()
+    fake.python = stub_trainer(folder, "import os\n" + PACKED)
+    return folder
+
+
+def test_two_experiments_share_one_container_and_cancelling_one_leaves_the_other(backend, fake, tmp_path):
+    """One input per experiment in one container (a pack of 2): one staged copy of the dataset, half
+    the GPU's memory each; `kdq cancel` of one stops its training alone, and the other finishes in the
+    same attempt (a cancel that ended the container would have Modal reschedule it)."""
+    here = packed_stub(fake, tmp_path / "stub")
+    spec = tiny_spec(backend={"pack": 2})
+    one, two = backend.launch("pk-1", spec), backend.launch("pk-2", spec)
+    wait_for(lambda: (here / "started-pk-1").exists() and (here / "started-pk-2").exists())
+    [box] = fake.all_boxes
+    assert box.inputs == {one["call_id"], two["call_id"]}
+    commands = [m for m in fake.container_log if " -m kdq.train " in m]
+    data = {m.split(" --data ")[1].split()[0] for m in commands}
+    assert len(commands) == 2 and len(data) == 1  # the dataset staged once for both
+    assert (here / "env-pk-1").read_text() == (here / "env-pk-2").read_text() == "0.5000"
+    pid = owner_with_pid(fake, "pk-1")["pid"]
+
+    backend.cancel(one)
+    status = poll_until_done(backend, one)
+    assert status.state == "failed" and "cancelled" in status.error
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text())
+    assert backend.poll(two).state == "running" and fake.calls[two["call_id"]].attempts == 1
+
+    (here / "go-pk-2").touch()
+    assert poll_until_done(backend, two).state == "succeeded"
+    assert fake.calls[two["call_id"]].attempts == 1 and len(fake.all_boxes) == 1
+
+
+def test_the_gate_lets_pack_times_gpus_experiments_train(settings, store, fake, tmp_path):
+    """KDQ_MODAL_MAX_RUNNING counts experiments: 4 of them, 2 to a GPU, train at once on 2 containers
+    (max_containers), and the fifth waits queued."""
+    here = packed_stub(fake, tmp_path / "stub")
+    settings.modal_max_running = 4
+    ids = store.add([(None, tiny_spec(name=f"g{i}", backend={"pack": 2})) for i in range(5)], force=True)
+    ctx = context(settings, store, fake)
+    for _ in range(3):
+        for exp_id in ids:
+            steps.advance(ctx, exp_id)
+    stages = [store.get(i).stage for i in ids]
+    assert stages.count(Stage.TRAINING) == 4 and stages.count(Stage.QUEUED) == 1
+    wait_for(lambda: len(list(here.glob("started-*"))) == 4)
+    assert [len(b.inputs) for b in fake.boxes] == [2, 2]
+    assert {c.options["max_containers"] for c in fake.calls.values()} == {2}
+    for run in here.glob("started-*"):
+        (here / run.name.replace("started-", "go-")).touch()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import sys
 from pathlib import Path
 
@@ -39,19 +40,27 @@ def app_module(monkeypatch):
     sys.modules.pop("jobs.modal_app", None)
 
 
-def test_the_training_function_is_built_with_its_defaults(app_module):
-    m = app_module()
-    assert isinstance(m.train, modal.Function) and m.app.name == "kdq"
-    opts = m.FUNCTION_OPTIONS
-    assert opts["gpu"] == BackendSpec().gpu
-    assert opts["timeout"] == BackendSpec(kind="modal").attempt_min * 60 == 20 * 60
-    assert opts["retries"].max_retries == 1 and opts["single_use_containers"] is True
-    assert opts["memory"] >= 16 * 1024  # spawns size it from the dataset; the default is generous
+def test_the_training_class_packs_experiments_with_its_defaults(app_module):
+    """One input per experiment, up to backend.pack at once in a container; a bounded pool of GPU
+    containers kept warm a short while; one retry; Modal's timeout only a backstop (each input stops
+    itself at its spec's timeout, and a timeout per spawn would give every spec a pool of its own)."""
+    m = app_module(KDQ_MODAL_MAX_RUNNING="8")
+    assert isinstance(m.Trainer, modal.Cls) and m.app.name == "kdq"
+    opts = m.CLASS_OPTIONS
+    assert opts["gpu"] == BackendSpec().gpu and m.PACK == BackendSpec().pack == 4
+    assert opts["max_containers"] == 2 and 0 < opts["scaledown_window"] <= 300
+    assert opts["timeout"] >= BackendSpec.model_fields["timeout_min"].metadata[-1].le * 60
+    assert opts["retries"].max_retries == 1 and "single_use_containers" not in opts
+    assert opts["memory"] >= 16 * 1024  # spawns size it from the dataset and the pack
     assert opts["cpu"] >= 8  # not Modal's 1/8-core default: decode, holdout and export run on it
     assert "kdq-hf" in repr(m.hf_secret) and "kdq-test-vol" in repr(m.volume)
     assert isinstance(m.live, modal.Dict)  # the leases: one training per run, whatever was spawned
-    other = m.train.with_options(gpu="A100-80GB", timeout=600, memory=40_000)  # what a spawn does
-    assert isinstance(other, modal.Function)
+    other = m.Trainer.with_options(gpu="A100-80GB", memory=40_000, max_containers=3).with_concurrency(
+        max_inputs=2
+    )
+    assert isinstance(other, modal.Cls)  # what a spawn does (kdq.backends.modal_gateway)
+    train = inspect.unwrap(m.Trainer._get_user_cls().train._get_raw_f())
+    assert inspect.iscoroutinefunction(train)  # async inputs are cancelled one by one
 
 
 def test_the_bounds_are_sized_to_a_run_that_bills_minutes():

@@ -71,3 +71,13 @@ def test_a_gpu_run_without_cuda_ends_with_its_error_before_training(tmp_path, mo
     assert code == 1 and ran == []
     error = runfolder.error_message(run_dir)
     assert error.startswith("CudaUnusable: CUDA is not usable here") and "550.54.15" in error
+
+
+def test_a_packed_run_takes_its_share_of_the_gpu_memory(monkeypatch):
+    """Several trainings on one GPU (backend.pack): each process is bounded to 1/pack of the memory."""
+    import torch
+
+    set_to = []
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", set_to.append)
+    assert gpu.limit_memory({}) is None and set_to == []  # alone on its GPU: no bound
+    assert gpu.limit_memory({gpu.MEMORY_FRACTION_ENV: "0.2500"}) == 0.25 and set_to == [0.25]
