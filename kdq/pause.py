@@ -33,6 +33,21 @@ def clear(store, keys) -> list[str]:
     return ended
 
 
+def probe_due(store, keys, every_s: float, now: float | None = None) -> bool:
+    """Whether an experiment that needs the paused logins ``keys`` may try its launch now: one try per
+    ``every_s`` for each login (the try that ends the pause, as `kdq doctor` does), the others wait
+    quietly in line. True when none of ``keys`` is paused."""
+    paused = active(store)
+    held = [k for k in keys if k in paused]
+    now = time.time() if now is None else now
+    if not held:
+        return True
+    if any(now - paused[k].get("tried", paused[k]["since"]) < every_s for k in held):
+        return False
+    store.set_meta(META, {**paused, **{k: {**paused[k], "tried": now} for k in held}})
+    return True
+
+
 def needs(exp) -> set[str]:
     """The logins an experiment's launch needs."""
     from kdq import hf

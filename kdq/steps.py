@@ -65,6 +65,8 @@ def step_queued(ctx: Context, exp: Experiment) -> float:
     run_id = run_id_for(ctx.store.instance, exp)
     limit = ctx.settings.max_running(exp.backend)
     paused = pause.active(ctx.store).keys()  # what waits for a missing login holds no one back
+    if paused and not pause.probe_due(ctx.store, pause.needs(exp), PAUSED_RECHECK_S):
+        return PAUSED_RECHECK_S  # another tried the login less than a minute ago: wait, quietly
     waiting = {e.id for e in ctx.store.list({Stage.QUEUED}) if pause.needs(e) & paused} if paused else ()
     if ctx.store.start_launch(exp.id, exp.backend, limit, "queued → launching", waiting, run_id=run_id):
         return 0
