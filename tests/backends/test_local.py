@@ -72,11 +72,11 @@ def test_a_hub_teacher_this_user_cannot_read_refuses_the_launch_at_once_and_paus
         assert not backend.run_dir("l-2").exists()  # no training was started
         [exp_id] = store.add([(None, gated)])
         ctx = Context(settings, store)
-        for _ in range(3):  # queued -> launching, then paused (kdq/pause.py): a login this machine lacks
+        for _ in range(3):  # queued -> launching, then paused (kdq/pause.py): back in line, holding no slot
             advance(ctx, exp_id)
         exp = store.get(exp_id)
         [paused] = [e["message"] for e in store.events(exp_id) if e["kind"] == "paused"]
-        assert exp.stage == "launching" and "accept them" in paused
+        assert exp.stage == "queued" and "accept them" in paused
         assert [e for e in store.events(exp_id) if e["kind"] == "transient"] == []
         assert GATED not in paused
         monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # offline

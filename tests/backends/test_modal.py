@@ -1416,7 +1416,9 @@ def test_done_reported_but_not_yet_visible_waits(backend, fake):
 # ---------------------------------------------------------------- credentials and errors
 
 
-def test_missing_credentials_pause_the_launch_with_what_to_run_then_it_proceeds(settings, store, fake):
+def test_missing_credentials_pause_the_launch_with_what_to_run_then_it_proceeds(
+    settings, store, fake, monkeypatch
+):
     from kdq import pause
 
     [exp_id] = store.add([(None, tiny_spec())])
@@ -1424,9 +1426,10 @@ def test_missing_credentials_pause_the_launch_with_what_to_run_then_it_proceeds(
     fake.no_credentials = True
     for _ in range(3):
         steps.advance(ctx, exp_id)
-    assert store.get(exp_id).stage is Stage.LAUNCHING and not fake.calls  # waiting, not failed
+    assert store.get(exp_id).stage is Stage.QUEUED and not fake.calls  # waiting in line (no slot), not failed
     assert "modal token new" in pause.active(store)["modal"]["message"]
     fake.no_credentials = False  # the user logged in: the next look launches, no `kdq retry` needed
+    monkeypatch.setattr(steps, "PAUSED_RECHECK_S", 0.0)  # that look is a minute later
     fake.start_delays = [3600]
     exp = drive(ctx, exp_id, {Stage.TRAINING})
     assert pause.active(store) == {}
