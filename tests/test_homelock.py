@@ -68,6 +68,15 @@ def _kdq(*args):
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
+def _until_state(pid: int, state: str) -> None:
+    from kdq.homelock import process_state
+
+    deadline = time.time() + 10
+    while process_state(pid) != state:
+        assert time.time() < deadline, f"pid {pid} never reached state {state}"
+        time.sleep(0.01)
+
+
 def test_a_suspended_worker_is_called_stopped_not_not_running(settings, store, sleeper):
     """A worker stopped with SIGSTOP (Ctrl-Z) beats no more but holds the home: `kdq status` and
     `kdq cancel` say it is stopped and how to resume it, never that no worker runs."""
@@ -75,6 +84,7 @@ def test_a_suspended_worker_is_called_stopped_not_not_running(settings, store, s
     from kdq.spec import ExperimentSpec
 
     os.kill(sleeper.pid, signal.SIGSTOP)
+    _until_state(sleeper.pid, "T")  # a signal is delivered a moment later
     _worker_beat(store, sleeper.pid, age_s=600)
     header = "\n".join(status_header(store, settings))
     assert "not running" not in header
@@ -84,6 +94,7 @@ def test_a_suspended_worker_is_called_stopped_not_not_running(settings, store, s
     said = _kdq("cancel", i).output
     assert "no worker is running" not in said and f"pid {sleeper.pid} is suspended" in said, said
     os.kill(sleeper.pid, signal.SIGCONT)
+    _until_state(sleeper.pid, "S")
     header = "\n".join(status_header(store, settings))
     assert f"not responding: pid {sleeper.pid} is alive but silent" in header
 
