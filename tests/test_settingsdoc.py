@@ -8,8 +8,9 @@ from kdq.settingsdoc import render
 
 ROOT = Path(__file__).parents[1]
 DOC = ROOT / "docs" / "settings.md"
-# code names, and the overnight tests' hooks
+# code names, the overnight tests' hooks, and what the Modal container sets for a packed run
 NOT_SETTINGS = {"KDQ_MODELS", "KDQ_STUDENTS", "KDQ_SECRET", "KDQ_TEST_DISK_FULL_S", "KDQ_TEST_CLOCK"}
+NOT_SETTINGS |= {"KDQ_CUDA_MEMORY_FRACTION"}
 
 
 def test_the_settings_page_matches_the_code():
