@@ -237,7 +237,7 @@ def check_deployed(env: Env) -> Check:
 
 
 def check_worker(env: Env) -> Check:
-    from kdq.homelock import heartbeat_age
+    from kdq.homelock import heartbeat_age, silent_worker
     from kdq.store import Store
 
     if not env.settings.db_path.exists():
@@ -246,8 +246,11 @@ def check_worker(env: Env) -> Check:
         )
     with Store.open(env.settings) as store:
         age = heartbeat_age(store)
+        silent = silent_worker(store)  # its process still here: suspended or hung
     if age is None:
         return Check("worker", False, "no worker is running", "start one: `kdq worker` (leave it running)")
+    if not env.settings.worker_alive(age) and silent:
+        return Check("worker", False, silent, "resume it, or stop it and start `kdq worker` again")
     if not env.settings.worker_alive(age):
         return Check(
             "worker",

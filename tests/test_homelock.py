@@ -147,3 +147,15 @@ def test_a_finished_child_that_was_never_reaped_is_not_still_training(settings):
         assert LocalBackend(settings).running() == []
     finally:
         child.wait()
+
+
+def test_kdq_doctor_names_a_suspended_worker(settings, store, sleeper):
+    from kdq import doctor
+    from kdq.doctor import Env
+
+    os.kill(sleeper.pid, signal.SIGSTOP)
+    _until_state(sleeper.pid, "T")
+    _worker_beat(store, sleeper.pid, age_s=600)
+    check = doctor.check_worker(Env(settings))
+    assert not check.ok and f"pid {sleeper.pid} is suspended" in check.detail, check
+    os.kill(sleeper.pid, signal.SIGCONT)
