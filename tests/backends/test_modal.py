@@ -1632,11 +1632,18 @@ def test_the_gate_lets_pack_times_gpus_experiments_train(settings, store, fake, 
     settings.modal_max_running = 4
     ids = store.add([(None, tiny_spec(name=f"g{i}", backend={"pack": 2})) for i in range(5)], force=True)
     ctx = context(settings, store, fake)
-    for _ in range(3):
+
+    def four_training():
         for exp_id in ids:
             steps.advance(ctx, exp_id)
-    stages = [store.get(i).stage for i in ids]
-    assert stages.count(Stage.TRAINING) == 4 and stages.count(Stage.QUEUED) == 1
+        stages = [store.get(i).stage for i in ids]
+        return stages.count(Stage.TRAINING) == 4 and stages
+
+    stages = wait_for(four_training, timeout=60, every=0.1)
+    assert stages.count(Stage.QUEUED) == 1, [e["message"] for i in ids for e in store.events(i)]
+    for _ in range(3):  # and it stays queued while the four train
+        steps.advance(ctx, ids[stages.index(Stage.QUEUED)])
+    assert [store.get(i).stage for i in ids].count(Stage.TRAINING) == 4
     wait_for(lambda: len(list(here.glob("started-*"))) == 4)
     assert [len(b.inputs) for b in fake.boxes] == [2, 2]
     assert {c.options["max_containers"] for c in fake.calls.values()} == {2}
