@@ -42,9 +42,9 @@ ASSUMPTIONS = {
     "old_attempt_min": (240, "backend.timeout_min before"),
     "old_retries": (2, "modal.Retries before"),
     "old_cap_min": (480, "backend.max_gpu_hours = 8 before (the worker's poll enforces it)"),
-    "new_attempt_min": (20, "backend.timeout_min on Modal now"),
+    "new_attempt_min": (20, "the least backend.timeout_min on Modal now (the default recipe gets 45)"),
     "new_retries": (1, "modal.Retries now"),
-    "new_cap_min": (40, "backend.max_gpu_min now"),
+    "new_cap_min": (40, "the least backend.max_gpu_min now (the default recipe gets 90)"),
     "stall_min": (10, "the container's watchdog: no progress and no log output this long"),
 }
 

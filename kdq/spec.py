@@ -216,6 +216,9 @@ class SubmitSpec(Section):
     )
 
 
+MODAL_ATTEMPT_MIN = 20  # the least backend.timeout_min a Modal spec gets when it sets none
+
+
 class BackendSpec(Section):
     kind: Literal["local", "modal"] = "local"
     gpu: str = Field(
@@ -227,15 +230,17 @@ class BackendSpec(Section):
         None,
         ge=1,
         le=24 * 60,
-        description="Wall-clock limit of one training attempt; default 20 on Modal (a normal run bills "
-        "2-4 minutes, a first run that builds the teacher cache about 10), 240 locally (a CPU).",
+        description="Wall-clock limit of one training attempt. Unset on Modal: the recipe's estimated first "
+        "run (teacher cache included) and half again, at least 20 (a normal run bills 2-4 minutes); 240 "
+        "locally (a CPU).",
     )
     max_gpu_min: float = Field(
         40,
         gt=0,
         le=72 * 60,
         description="Modal: GPU-minutes one run may use, all its attempts together (Modal retries a "
-        "failed or preempted attempt once); kdq cancels the call past it.",
+        "failed or preempted attempt once); kdq cancels the call past it. Unset with timeout_min unset: two "
+        "of its attempts, at least 40.",
     )
     pack: int = Field(
         4,
@@ -248,7 +253,7 @@ class BackendSpec(Section):
     @property
     def attempt_min(self) -> int:
         """``timeout_min``, or its default for this backend."""
-        return self.timeout_min or (20 if self.kind == "modal" else 240)
+        return self.timeout_min or (MODAL_ATTEMPT_MIN if self.kind == "modal" else 240)
 
 
 class ExperimentSpec(Section):
@@ -272,6 +277,22 @@ class ExperimentSpec(Section):
     submit: SubmitSpec = SubmitSpec()
     backend: BackendSpec = BackendSpec()
     search: SearchSpec | None = Field(None, description="A search over this spec: docs/search.md.")
+
+    @model_validator(mode="after")
+    def _modal_limits_fit_the_recipe(self) -> ExperimentSpec:
+        """On Modal, a ``backend.timeout_min`` left unset fits this recipe's first run (kdq/train/estimate.py,
+        at least 20 minutes), and then a ``backend.max_gpu_min`` left unset allows two such attempts (at
+        least 40): a fixed 20 stopped the default recipe's first run, which builds the teacher cache."""
+        b = self.backend
+        if b.kind != "modal" or b.timeout_min is not None:
+            return self
+        from kdq.train.estimate import attempt_limit_min
+
+        attempt = max(MODAL_ATTEMPT_MIN, attempt_limit_min(self))
+        total = b.max_gpu_min if "max_gpu_min" in b.model_fields_set else max(40, 2 * attempt)
+        limits = BackendSpec.model_validate({**b.model_dump(), "timeout_min": attempt, "max_gpu_min": total})
+        object.__setattr__(self, "backend", limits)  # frozen: set once, while it is validated
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -126,6 +126,18 @@ def slow_cpu_runs(specs: list, cuda: bool | None = None, cores: int | None = Non
     return out
 
 
+def first_run_min(spec) -> float:
+    """GPU-minutes a first run of ``spec`` needs on Modal (it may be the one that builds the teacher
+    cache): ``recipe_cost`` plus the run's overhead."""
+    return recipe_cost(spec).total_min + RUN_OVERHEAD_MIN
+
+
+def attempt_limit_min(spec) -> int:
+    """A ``backend.timeout_min`` that fits a first run: half again for the estimate's error, in whole
+    5 minutes (``BackendSpec`` sizes an unset one so on Modal)."""
+    return 5 * math.ceil(first_run_min(spec) * 1.5 / 5)
+
+
 def over_the_limits(specs: list) -> list[str]:
     """One line per Modal spec whose own limits would stop its run: a first run (it may be the one that
     builds the teacher cache) needs ``recipe_cost`` plus the run's overhead; past ``backend.timeout_min``
@@ -134,8 +146,7 @@ def over_the_limits(specs: list) -> list[str]:
     for path, s in specs:
         if s.backend.kind != "modal":
             continue
-        need = recipe_cost(s).total_min + RUN_OVERHEAD_MIN
-        enough = 5 * math.ceil(need * 1.5 / 5)  # half again for the estimate's error, whole 5 minutes
+        need, enough = first_run_min(s), attempt_limit_min(s)
         b = s.backend
         if need > b.attempt_min:
             field = f"backend.timeout_min = {b.attempt_min}"

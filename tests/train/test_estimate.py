@@ -104,9 +104,9 @@ def test_enqueue_dry_run_prints_the_cost(home, hw3, tmp_path):
 
 
 def test_a_modal_run_its_own_limits_would_stop_is_named_with_the_field_and_the_fix():
-    # The spec's defaults (32 + 8 views, 300 epochs) need about 25 GPU-minutes on a cold teacher cache;
-    # Modal's default attempt is 20: the run would time out and be retried, twice paid, nothing trained.
-    s = ExperimentSpec.model_validate({"name": "night", "backend": {"kind": "modal"}})
+    # The spec's defaults (32 + 8 views, 300 epochs) need about 27 GPU-minutes on a cold teacher cache;
+    # an attempt of 20: the run would time out and be retried, twice paid, nothing trained.
+    s = ExperimentSpec.model_validate({"name": "night", "backend": {"kind": "modal", "timeout_min": 20}})
     need = estimate.recipe_cost(s).total_min
     assert need > s.backend.attempt_min
     [line] = estimate.over_the_limits([("n.toml", s)])
@@ -124,3 +124,29 @@ def test_a_modal_run_its_own_limits_would_stop_is_named_with_the_field_and_the_f
     assert "backend.max_gpu_min = 10" in line
     local = ExperimentSpec.model_validate({"name": "here"})
     assert estimate.over_the_limits([("l.toml", local)]) == []  # the CPU's own warning is slow_cpu_runs
+
+
+def test_a_modal_specs_default_limits_fit_its_first_run():
+    """backend.timeout_min unset on Modal: sized to the recipe's first run (which may build the teacher
+    cache), not a fixed 20 minutes the default recipe's first run passes; max_gpu_min unset: two such
+    attempts. A cheap recipe keeps 20 and 40; the values in a spec are kept."""
+    s = ExperimentSpec.model_validate({"name": "night", "backend": {"kind": "modal"}})
+    need = estimate.recipe_cost(s).total_min + estimate.RUN_OVERHEAD_MIN
+    assert s.backend.timeout_min >= need > 20 and s.backend.max_gpu_min == 2 * s.backend.timeout_min
+    assert estimate.over_the_limits([("n.toml", s)]) == []
+    cheap = ExperimentSpec.model_validate(
+        {
+            "name": "c",
+            "teacher": {"kind": "none"},
+            "distill": {"loss": "ce"},
+            "train": {"epochs": 5},
+            "backend": {"kind": "modal"},
+        }
+    )
+    assert (cheap.backend.timeout_min, cheap.backend.max_gpu_min) == (20, 40)
+    mine = ExperimentSpec.model_validate({"name": "m", "backend": {"kind": "modal", "timeout_min": 30}})
+    assert (mine.backend.timeout_min, mine.backend.max_gpu_min) == (30, 40)
+    again = ExperimentSpec.model_validate_json(s.model_dump_json())
+    assert again == s  # stored and read back: the same spec
+    local = ExperimentSpec.model_validate({"name": "here"})
+    assert local.backend.timeout_min is None and local.backend.attempt_min == 240
