@@ -86,11 +86,18 @@ def recipe_cost(spec) -> Cost:
 
 
 def cost_line(path, spec) -> str:
+    """The recipe's cost on an H100; a local spec runs on this machine, and says so (its CPU's hours, if
+    they are many, are ``slow_cpu_runs``' warning)."""
     c = recipe_cost(spec)
+    where = (
+        "GPU-minutes on an H100"
+        if spec.backend.kind == "modal"
+        else "minutes on an H100-class GPU (a local run: this machine's GPU or CPU sets its time, no credit)"
+    )
     return (
         f"{path}: {spec.name}: cost: {c.teacher_forwards:,} teacher forwards (~{c.teacher_min:,.0f} min, "
         f"once per dataset and teacher), {c.epochs} student epochs (~{c.student_min:,.0f} min): "
-        f"about {c.total_min:,.0f} GPU-minutes on an H100"
+        f"about {c.total_min:,.0f} {where}"
     )
 
 

@@ -103,6 +103,12 @@ def test_enqueue_dry_run_prints_the_cost(home, hw3, tmp_path):
     assert "GPU-minutes on an H100" in r.output.replace("\n", " ")
 
 
+def test_a_local_specs_cost_is_not_called_gpu_minutes_it_would_pay_for():
+    local = ExperimentSpec.model_validate({"name": "l", "backend": {"kind": "local"}})
+    line = estimate.cost_line("l.toml", local)
+    assert "GPU-minutes" not in line and "a local run" in line and "no credit" in line
+
+
 def test_a_modal_run_its_own_limits_would_stop_is_named_with_the_field_and_the_fix():
     # The spec's defaults (32 + 8 views, 300 epochs) need about 27 GPU-minutes on a cold teacher cache;
     # an attempt of 20: the run would time out and be retried, twice paid, nothing trained.
