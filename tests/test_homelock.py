@@ -89,6 +89,10 @@ def test_a_suspended_worker_is_called_stopped_not_not_running(settings, store, s
     header = "\n".join(status_header(store, settings))
     assert "not running" not in header
     assert f"stopped: pid {sleeper.pid} is suspended" in header and f"kill -CONT {sleeper.pid}" in header
+    from kdq.cli.status import status_json
+
+    said = status_json(store, settings, show_all=False)  # scripts learn it too, not only worker_alive
+    assert said["worker_alive"] is False and said["worker_silent"].startswith(f"stopped: pid {sleeper.pid}")
     [i] = store.add([(None, ExperimentSpec(name="a"))])
     store.update(i, stage="launching")
     said = _kdq("cancel", i).output

@@ -82,16 +82,18 @@ def status_json(store, s, show_all: bool) -> dict:
     from kdq.cli import views
     from kdq.course.ledger import Ledger
     from kdq.course.scoring import expected_all
-    from kdq.homelock import heartbeat_age
+    from kdq.homelock import heartbeat_age, silent_worker
     from kdq.night import Night
 
     age = heartbeat_age(store)
+    alive = s.worker_alive(age)
     exps = views.glance(store, show_all)[0]
     expected = expected_all(store, s, exps)
     night = Night.read(store, s)
     return {
         "home": str(s.root),
-        "worker_alive": s.worker_alive(age),
+        "worker_alive": alive,
+        "worker_silent": None if alive else silent_worker(store),  # a SIGSTOPped or hung one, still here
         "worker_heartbeat_age_s": age,
         "worker_slept": store.get_meta_json("worker.slept"),  # its last sleep found (kdq/awake.py)
         "counts": store.count_by_stage(),
