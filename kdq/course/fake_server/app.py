@@ -96,36 +96,46 @@ def build_app(
     on_down: Callable[[float], None] | None = None,
     paths: dict[str, str] | None = None,
 ) -> Starlette:
+    """The course's three routes and the home page, each behind the fault queue, then the test's
+    controls under ``/_fake/``."""
     paths = {
         "submit": "/submit",
         "status": "/submission-status/{token}",
         "leaderboard": "/leaderboard3",
         **(paths or {}),
     }
+    return Starlette(routes=_course_routes(course, faults, paths) + _control_routes(course, faults, on_down))
 
-    def guarded(route: str, handler: Handler) -> Handler:
-        async def endpoint(request: Request) -> Response:
-            response = await answer(request)
-            course.log_request(route, request.method, response.status_code)
-            return response
 
-        async def answer(request: Request) -> Response:
-            fault = faults.take(route, "before")
-            if fault is not None:
-                if fault.kind != "stall":
-                    await asyncio.sleep(fault.delay_s)  # the client waits, as for a slow refusal
-                    return fault_response(fault, route)
+def _guarded(course: FakeCourse, faults: FaultQueue, route: str, handler: Handler) -> Handler:
+    """``handler`` with the faults queued for ``route`` before and after it, and every answer logged."""
+
+    async def endpoint(request: Request) -> Response:
+        response = await answer(request)
+        course.log_request(route, request.method, response.status_code)
+        return response
+
+    async def answer(request: Request) -> Response:
+        fault = faults.take(route, "before")
+        if fault is not None:
+            if fault.kind != "stall":
+                await asyncio.sleep(fault.delay_s)  # the client waits, as for a slow refusal
+                return fault_response(fault, route)
+            await asyncio.sleep(fault.seconds)
+        response = await handler(request)
+        fault = faults.take(route, "after")
+        if fault is not None:
+            if fault.kind == "stall":
                 await asyncio.sleep(fault.seconds)
-            response = await handler(request)
-            fault = faults.take(route, "after")
-            if fault is not None:
-                if fault.kind == "stall":
-                    await asyncio.sleep(fault.seconds)
-                    return response
-                return fault_response(fault, route, response)
-            return response
+                return response
+            return fault_response(fault, route, response)
+        return response
 
-        return endpoint
+    return endpoint
+
+
+def _course_routes(course: FakeCourse, faults: FaultQueue, paths: dict[str, str]) -> list[Route]:
+    """What the real server answers: submit, a submission's status, the leaderboard, the home page."""
 
     async def submit(request: Request) -> Response:
         async with request.form(max_files=2, max_fields=10) as form:
@@ -147,6 +157,23 @@ def build_app(
 
     async def home(request: Request) -> Response:
         return HTMLResponse(HOME)
+
+    def guarded(route: str, handler: Handler) -> Handler:
+        return _guarded(course, faults, route, handler)
+
+    status_path = paths["status"].replace("{token}", "{token:str}")
+    return [
+        Route(paths["submit"], guarded("submit", submit), methods=["POST"]),
+        Route(status_path, guarded("status", status)),
+        Route(paths["leaderboard"], guarded("leaderboard", leaderboard)),
+        Route("/", guarded("home", home)),
+    ]
+
+
+def _control_routes(
+    course: FakeCourse, faults: FaultQueue, on_down: Callable[[float], None] | None
+) -> list[Route]:
+    """The test's controls: the state, the fault queue, going down, the limits reset, a restart."""
 
     async def state(request: Request) -> Response:
         return JSONResponse(
@@ -188,17 +215,10 @@ def build_app(
         course.forget()
         return JSONResponse({"ok": True})
 
-    status_path = paths["status"].replace("{token}", "{token:str}")
-    return Starlette(
-        routes=[
-            Route(paths["submit"], guarded("submit", submit), methods=["POST"]),
-            Route(status_path, guarded("status", status)),
-            Route(paths["leaderboard"], guarded("leaderboard", leaderboard)),
-            Route("/", guarded("home", home)),
-            Route("/_fake/state", state),
-            Route("/_fake/faults", add_fault, methods=["POST", "DELETE"]),
-            Route("/_fake/down", down, methods=["POST"]),
-            Route("/_fake/reset-limits", reset_limits, methods=["POST"]),
-            Route("/_fake/restart", restart, methods=["POST"]),
-        ]
-    )
+    return [
+        Route("/_fake/state", state),
+        Route("/_fake/faults", add_fault, methods=["POST", "DELETE"]),
+        Route("/_fake/down", down, methods=["POST"]),
+        Route("/_fake/reset-limits", reset_limits, methods=["POST"]),
+        Route("/_fake/restart", restart, methods=["POST"]),
+    ]
