@@ -14,6 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 PACKAGES = ("kdq", "jobs")
 MAX_LINES = 350
+MAX_FUNCTION_LINES = 80  # a function read in one sitting, as the training loop is
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
 
 
@@ -170,6 +171,17 @@ def test_no_python_file_is_over_the_limit():
     assert not long, f"files over {MAX_LINES} lines: {long}"
 
 
+def test_no_function_is_over_the_limit():
+    long = {
+        f"{p.relative_to(ROOT)}:{node.name}": n
+        for p in python_files()
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and (n := node.end_lineno - node.lineno + 1) > MAX_FUNCTION_LINES
+    }
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
 def listed_files(text: str) -> set[str]:
     """Every `path.py` named in the file table (the section headed 'Every file')."""
     table = text.split("## Every file", 1)[-1] if "## Every file" in text else ""
@@ -253,7 +265,7 @@ def test_the_backends_and_the_package_that_picks_one_import_in_one_direction():
 
 
 def test_no_module_imports_one_that_imports_it_back_anywhere():
-    # The two tests above name the layers most likely to close a circle; this one holds for all of kdq,
-    # jobs and benchmarks, so a helper placed in the wrong module is caught wherever it is.
+    # The two tests above name the layers most likely to close a circle; this one holds for all of kdq
+    # and jobs, so a helper placed in the wrong module is caught wherever it is.
     found = circles(import_graph())
     assert not found, f"import circles: {found}"

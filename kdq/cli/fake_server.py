@@ -60,38 +60,13 @@ def fake_server(
       kdq fake-server --port 0 --data-dir .kdq/demo/server/test_dataset
       kdq fake-server --submit-interval-s 10 --fault error:3,status=502
     """  # noqa: E501 (one paragraph in --help)
-    import secrets
-
     from kdq import log as kdqlog
-    from kdq.course.fake_server import FakeServer, parse_fault
+    from kdq.course.fake_server import FakeServer
 
     s = settings()
     kdqlog.configure(s.log_json, settings=s)
-    try:
-        teams: dict[str, str] = json.loads(teams_file.read_text()) if teams_file else {}
-    except (OSError, ValueError) as exc:
-        raise fail(
-            f'--teams-file {teams_file}: {exc}; it holds JSON like {{"team": "token"}}', USAGE
-        ) from None
-    typed = set()  # the teams given with --team
-    for item in team:
-        name, sep, token = item.rpartition(":") if ":" in item else (item, "", secrets.token_hex(16))
-        if not name or not token:
-            raise typer.BadParameter(f"--team {item!r}: expected NAME:TOKEN or NAME", param_hint="--team")
-        teams[name] = token
-        typed.add(name)
-    if not teams:
-        teams["demo"] = secrets.token_hex(16)
-    try:
-        faults = [parse_fault(f) for f in fault]
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--fault") from None
-    if size_check not in ("upload", "status") or wording not in ("alternate", "short", "long"):
-        raise typer.BadParameter("--size-check is upload|status; --wording is alternate|short|long")
-    if size_curve not in ("linear", "capped"):
-        raise typer.BadParameter(
-            f"--size-curve {size_curve!r}: choose linear or capped", param_hint="--size-curve"
-        )
+    teams, typed = _teams(team, teams_file)
+    faults = _checked(fault, size_check, wording, size_curve)
     if data_dir is None:
         warn("no --data-dir: every submission will fail grading (there are no test images)")
     srv = FakeServer(
@@ -114,17 +89,61 @@ def fake_server(
     except OSError as exc:
         hint = "--port 0 picks a free one" if port else "see the message"
         raise fail(f"port {port} on {host} is not free ({exc.strerror or exc}): {hint}") from None
-    say(f"stand-in course server on {srv.url} (Ctrl-C stops it); teams: {', '.join(teams)}")
+    _announce(srv.url, teams, typed, teams_file, submit_interval_s, status_interval_s)
+    if start_down_s > 0:
+        srv.go_down(start_down_s)
+    srv.serve_forever()
+
+
+def _teams(team: list[str], teams_file: Path | None) -> tuple[dict[str, str], set[str]]:
+    """``{name: token}`` from --teams-file, then --team (NAME:TOKEN, or NAME with a new token); the team
+    'demo' with a new token when neither names one. Also the names typed with --team."""
+    import secrets
+
+    try:
+        teams: dict[str, str] = json.loads(teams_file.read_text()) if teams_file else {}
+    except (OSError, ValueError) as exc:
+        raise fail(
+            f'--teams-file {teams_file}: {exc}; it holds JSON like {{"team": "token"}}', USAGE
+        ) from None
+    typed = set()
+    for item in team:
+        name, sep, token = item.rpartition(":") if ":" in item else (item, "", secrets.token_hex(16))
+        if not name or not token:
+            raise typer.BadParameter(f"--team {item!r}: expected NAME:TOKEN or NAME", param_hint="--team")
+        teams[name] = token
+        typed.add(name)
+    if not teams:
+        teams["demo"] = secrets.token_hex(16)
+    return teams, typed
+
+
+def _announce(url: str, teams: dict, typed: set, teams_file: Path | None, submit_s: float, status_s: float):
+    """Where it listens, and the line of settings that points kdq at it."""
+    say(f"stand-in course server on {url} (Ctrl-C stops it); teams: {', '.join(teams)}")
     # The token is shown when kdq made it up or the user typed it (--team); one read from --teams-file stays
     # in the file, like any token kept in a file.
     name, token = next(iter(teams.items()))
     shown = not teams_file or name in typed
     say(
-        f"export KDQ_SERVER_URL={srv.url} KDQ_TEAM={shlex.quote(name)}"
+        f"export KDQ_SERVER_URL={url} KDQ_TEAM={shlex.quote(name)}"
         + (f" KDQ_TOKEN={shlex.quote(token)}" if shown else "")
-        + f" KDQ_SUBMIT_INTERVAL_S={submit_interval_s:g} KDQ_STATUS_INTERVAL_S={status_interval_s:g}"
+        + f" KDQ_SUBMIT_INTERVAL_S={submit_s:g} KDQ_STATUS_INTERVAL_S={status_s:g}"
         + ("" if shown else f"   # and KDQ_TOKEN: {name!r}'s token in {teams_file}")
     )
-    if start_down_s > 0:
-        srv.go_down(start_down_s)
-    srv.serve_forever()
+
+
+def _checked(fault: list[str], size_check: str, wording: str, size_curve: str) -> list:
+    """The --fault specs parsed, and the choices checked: a usage error names the option."""
+    from kdq.course.fake_server import parse_fault
+
+    if size_check not in ("upload", "status") or wording not in ("alternate", "short", "long"):
+        raise typer.BadParameter("--size-check is upload|status; --wording is alternate|short|long")
+    if size_curve not in ("linear", "capped"):
+        raise typer.BadParameter(
+            f"--size-curve {size_curve!r}: choose linear or capped", param_hint="--size-curve"
+        )
+    try:
+        return [parse_fault(f) for f in fault]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--fault") from None
