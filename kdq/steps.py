@@ -39,6 +39,7 @@ from kdq.store import Busy, Store
 log = get_logger("kdq.steps")
 TRANSIENT_BACKOFF_S = (5, 15, 30, 60, 120, 300)
 READ_ONLY_RECHECK_S = 30.0  # KDQ_HOME read-only: how often a step looks again (it fails nothing)
+QUEUED_WAITS = "queued_waits"  # meta: {experiment id: why the backend keeps it queued}
 PAUSED_RECHECK_S = 60.0  # a missing login (kdq/pause.py): how often a waiting experiment tries again
 
 
@@ -67,10 +68,30 @@ def step_queued(ctx: Context, exp: Experiment) -> float:
     paused = pause.active(ctx.store).keys()  # what waits for a missing login holds no one back
     if paused and not pause.probe_due(ctx.store, pause.needs(exp), PAUSED_RECHECK_S):
         return PAUSED_RECHECK_S  # another tried the login less than a minute ago: wait, quietly
-    waiting = {e.id for e in ctx.store.list({Stage.QUEUED}) if pause.needs(e) & paused} if paused else ()
+    if _waits(ctx, exp, run_id):
+        return ctx.settings.poll_interval_s
+    waiting = {e.id for e in ctx.store.list({Stage.QUEUED}) if pause.needs(e) & paused} if paused else set()
+    waiting |= {int(k) for k in ctx.store.get_meta_json(QUEUED_WAITS) or {}}  # and what waits for a cache
     if ctx.store.start_launch(exp.id, exp.backend, limit, "queued → launching", waiting, run_id=run_id):
         return 0
     return ctx.settings.poll_interval_s
+
+
+def _waits(ctx: Context, exp: Experiment, run_id: str) -> str | None:
+    """Why the backend keeps ``exp`` queued before its launch (Modal: another experiment builds the
+    teacher cache it needs), said once in its events and kept in the database's meta, so that it holds
+    no one back at the gate; ``None``: it may launch."""
+    check = getattr(ctx.backend(exp.backend), "waits", None)
+    why = check(run_id, exp.spec) if check else None
+    waits = ctx.store.get_meta_json(QUEUED_WAITS) or {}
+    if waits.get(str(exp.id)) != why:
+        if why:
+            waits[str(exp.id)] = why
+            ctx.store.event(exp.id, "transient", f"queued: {why}")
+        else:
+            waits.pop(str(exp.id), None)
+        ctx.store.set_meta(QUEUED_WAITS, waits)
+    return why
 
 
 def step_launching(ctx: Context, exp: Experiment) -> float:

@@ -46,6 +46,7 @@ UPLOAD_BATCH = 200  # files archived between two moves of the progress bar
 QUOTA_PATIENCE_S = 30 * 60  # a launch refused for a workspace limit this long fails
 _PREPARE = threading.Lock()  # with the file lock of the home: one deploy or dataset upload at a time
 _REFUSED_SINCE: dict[str, float] = {}  # run id → first workspace-limit refusal, for the worker's life
+EXPIRED = "the call's result expired (Modal keeps one 7 days); the run folder has no done.json or error.json"
 
 # ---------------------------------------------------------------- code fingerprint and deploy
 
@@ -194,6 +195,11 @@ class ModalBackend:
             self._hf_checked.add(teacher.model)
         return mark
 
+    def waits(self, run_id: str, spec: ExperimentSpec) -> str | None:
+        """Why ``run_id`` waits in ``queued`` (no launch slot taken); ``None``: it may launch."""
+        with guarded(live_run=False):
+            return modal_cache.waits(self.gateway, self._json, run_id, spec.model_dump(mode="json"))
+
     def launch(self, run_id: str, spec: ExperimentSpec, resume_from: str | None = None) -> dict[str, Any]:
         """``resume_from``: an earlier run on the Volume whose checkpoint this one starts from."""
         from modal.exception import ResourceExhaustedError
@@ -304,13 +310,8 @@ class ModalBackend:
             )
         if state.state == "finished" and result.get("error"):
             return RunStatus("failed", progress, str(result["error"]))
-        if state.state == "expired":
-            reason = (
-                "Modal no longer keeps this call's result (results expire after about 7 days) and the run "
-                "folder has neither done.json nor error.json"
-            )
-        else:
-            reason = state.error or f"the call ended ({state.state}) without done.json or error.json"
+        reason = EXPIRED if state.state == "expired" else state.error
+        reason = reason or f"the call ended ({state.state}) without done.json or error.json"
         return RunStatus("failed", progress, f"{reason}. Last lines of the log:\n{tail}".strip())
 
     def _log_tail(self, run: str, lines: int = 20) -> str:

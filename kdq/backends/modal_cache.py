@@ -5,8 +5,9 @@ download the teacher and run the whole teacher pass, then commit gigabytes of id
 first launch that needs a (dataset, teacher, views) cache takes a lease on it in the app's
 ``modal.Dict`` (``put(..., skip_if_exists=True)``: first writer wins) and builds it as part of its
 training; the container marks it ready once its training has passed the teacher phase (or gives the
-lease back when it failed before that). Every other launch that needs the same cache waits in
-``launching`` with "waiting for the teacher cache" until it is ready. A lease whose run never
+lease back when it failed before that). Every other experiment that needs the same cache waits in
+``queued`` with "waiting for the teacher cache" until it is ready (``ModalBackend.waits``), holding
+no launch slot; a launch that meets the lease anyway (a race) waits in ``launching``. A lease whose run never
 started (a worker that died) is taken over after ``STALE_S``; a cancelled run gives its lease back.
 """
 
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from typing import Any
 
+from kdq.backends.modal_gateway import DATASET_MARK, dataset_path
 from kdq.errors import TransientError
 
 STALE_S = 45 * 60
@@ -47,10 +50,27 @@ def wait_or_build(gateway, key: str, run_id: str, now: float) -> None:
         state = gateway.live_get(key) or {}
     if state.get("state") == "ready" or state.get("run") == run_id:
         return
-    raise TransientError(
-        f"waiting for the teacher cache, which run {state.get('run')} is building (each cache is built "
-        "once, for every experiment that needs it)"
+    raise TransientError(waiting(state.get("run")))
+
+
+def waiting(builder: str | None) -> str:
+    return (
+        f"waiting for the teacher cache, which run {builder} is building (each cache is built once, for "
+        "every experiment that needs it)"
     )
+
+
+def waits(gateway, read_json, run_id: str, spec: dict[str, Any]) -> str | None:
+    """Why run ``run_id`` of ``spec`` (as JSON) must wait before its launch: another run builds the
+    teacher cache it needs (``read_json``: a file of the Volume). ``None`` when the cache is ready, free
+    (or its lease stale) or this run's, or the spec needs none: then it may launch."""
+    if (spec.get("teacher") or {}).get("kind", "siglip") == "none":
+        return None
+    mark = read_json(f"{dataset_path((spec.get('data') or {}).get('dataset'))}/{DATASET_MARK}")
+    state = (gateway.live_get(key) if mark and (key := cache_key(spec, mark)) else None) or {}
+    if state.get("state") != "building" or state.get("run") == run_id:
+        return None
+    return None if time.time() - float(state.get("at", 0)) > STALE_S else waiting(state.get("run"))
 
 
 def release(gateway, run_id: str) -> None:

@@ -1649,3 +1649,32 @@ def test_the_gate_lets_pack_times_gpus_experiments_train(settings, store, fake, 
     assert {c.options["max_containers"] for c in fake.calls.values()} == {2}
     for run in here.glob("started-*"):
         (here / run.name.replace("started-", "go-")).touch()
+
+
+def test_an_experiment_waiting_for_the_teacher_cache_waits_queued_and_holds_no_launch_slot(
+    settings, store, fake
+):
+    """Another experiment builds the teacher cache this one needs: it stays queued, says why, and holds
+    no launch slot, so one behind it that needs no cache launches; once the cache is ready it goes."""
+    fake.start_delays = [3600] * 3  # no container starts: the launches alone
+    settings.modal_max_running = 2
+    ctx = context(settings, store, fake)
+    builder, waiter, other = store.add(
+        [
+            (None, teacher_spec(name="b")),
+            (None, teacher_spec(name="w", train={"epochs": 3})),
+            (None, tiny_spec()),
+        ],
+        force=True,
+    )
+    drive(ctx, builder, {Stage.TRAINING})
+    for _ in range(3):
+        steps.advance(ctx, waiter)
+    assert store.get(waiter).stage is Stage.QUEUED
+    messages = [e["message"] for e in store.events(waiter)]
+    assert sum("waiting for the teacher cache, which run" in m for m in messages) == 1, messages  # said once
+    assert drive(ctx, other, {Stage.TRAINING}, timeout=30)  # 2 slots: the builder's and this one's
+    [key] = [k for k, v in fake.live.data.items() if k.startswith("cache:")]
+    assert modal_cache.publish(fake.live, key, store.get(builder).run_id, {"epoch": 1}, None)  # ready
+    settings.modal_max_running = 3
+    assert drive(ctx, waiter, {Stage.TRAINING}, timeout=30)
