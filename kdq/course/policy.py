@@ -156,6 +156,8 @@ class _Judge:
         score, sigma, what = theirs
         p = chance_better(mine, score, sigma)
         whose = f"experiment {live.exp_id}" if live.exp_id is not None else "made outside kdq"
+        if live.exp_id is not None and live.score is not None:  # what `kdq submit` and the leaderboard show
+            whose += f"; its server score {live.score:.3f}"
         numbers = (
             f"expected score {mine.text()} vs {what} of the live submission (attempt #{live.attempt}, "
             f"{whose}): chance better {p:.2f}"
