@@ -31,6 +31,7 @@ import kdq.backends.modal_cache as modal_cache
 from jobs import preempt
 from jobs.packing import Pack, wait_or_stop
 from jobs.preempt import CheckpointCopy
+from jobs.watch import LogCopy, Watchdog, echo, last_commit, stall_error, stop_child
 from kdq import runfolder
 from kdq.backends.modal_gateway import CACHE, DATASET_MARK, OWNER, dataset_path, lease_key, run_key, run_path
 
@@ -38,6 +39,11 @@ HEARTBEAT_S = 30.0
 STALE_S = 180.0  # an owner silent this long is gone (its container died without Modal restarting it)
 STALL_S = 10 * 60.0  # no progress.json and no log output this long: the training hangs, stop it
 STOP_GRACE_S = 15.0  # of Modal's ~30 s after a preemption: the training's checkpoint at its next step
+# A commit is refused while any file on the mount is open, a packed neighbour's included (its teacher
+# cache being written, the teacher being downloaded): the last commit tries again for this long, or
+# for the rest of a preemption's grace when the run was stopped.
+LAST_COMMIT_S = 180.0
+STOPPED_COMMIT_S = 10.0
 
 
 class Live(Protocol):
@@ -99,72 +105,6 @@ def _result(run_dir: Path, run_id: str, call_id: str, **extra: Any) -> dict[str,
     return out
 
 
-def _echo(data: bytes) -> None:
-    sys.stdout.buffer.write(data)
-    sys.stdout.flush()
-
-
-class _LogCopy:
-    """Appends what the training process wrote to its local log onto the Volume's log.txt, each time
-    opening and closing that file (a commit leaves out, and its reload fails on, an open file), and
-    echoes it on the container's stdout, which is what `modal app logs` and the dashboard show."""
-
-    def __init__(self, local: Path, remote: Path, echo: Callable[[bytes], None] = _echo):
-        self.local, self.remote, self.echo, self.done = local, remote, echo, 0
-
-    def __call__(self) -> None:
-        if not self.local.exists():
-            return
-        with open(self.local, "rb") as f:
-            f.seek(self.done)
-            new = f.read()
-        if new:
-            with open(self.remote, "ab") as out:
-                out.write(new)
-            self.done += len(new)
-            self.echo(new)
-
-
-class _Watchdog:
-    """A training that wrote no progress.json and no log line for ``stall_s`` hangs (a stuck read, a
-    CUDA hang, a deadlocked decode pool): the container's heartbeat alone would keep paying for it."""
-
-    def __init__(self, files: tuple[Path, ...], stall_s: float):
-        self.files, self.stall_s = files, stall_s
-        self.seen, self.since = self._state(), time.monotonic()
-
-    def _state(self) -> tuple:
-        return tuple((p.stat().st_mtime_ns, p.stat().st_size) if p.exists() else None for p in self.files)
-
-    def stalled(self) -> bool:
-        if (now := self._state()) != self.seen:
-            self.seen, self.since = now, time.monotonic()
-        return time.monotonic() - self.since > self.stall_s
-
-
-def _stall_error(run_dir: Path, stall_s: float) -> str:
-    progress = runfolder.read_json(run_dir / runfolder.PROGRESS) or {}
-    where = f"phase {progress.get('phase') or 'start'!r}"
-    if progress.get("epochs"):
-        where += f" (epoch {progress.get('epoch', 0)}/{progress['epochs']})"
-    return (
-        f"stalled in {where}: no progress and no log output for {stall_s / 60:g} min, so the training "
-        "process was stopped (a hung run bills its GPU until backend.timeout_min); `kdq retry ID` "
-        "resumes from its last checkpoint"
-    )
-
-
-def _stop(proc: subprocess.Popen, grace_s: float) -> None:
-    """SIGTERM, then SIGKILL after ``grace_s``."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 class _Heartbeat:
     """owner.json on the Volume and the same record, with progress.json, in the app's ``modal.Dict``;
     and the teacher cache's state, when this run is the one building it (kdq/backends/modal_cache.py)."""
@@ -216,7 +156,7 @@ def _refusal(
     return None
 
 
-def _supervise(proc, run_dir: Path, beat: _Heartbeat, copies, watchdog: _Watchdog, commit, timing, log):
+def _supervise(proc, run_dir: Path, beat: _Heartbeat, copies, watchdog: Watchdog, commit, timing, log):
     """Wait for the training process, copying, beating and committing every ``heartbeat_s``; stop it
     when the watchdog says it hangs (its error.json names the phase). Returns its exit code. A SIGTERM
     to this process interrupts the wait (``preempt.sigterm_interrupts``)."""
@@ -224,20 +164,20 @@ def _supervise(proc, run_dir: Path, beat: _Heartbeat, copies, watchdog: _Watchdo
         return _wait(proc, run_dir, beat, copies, watchdog, commit, timing, log)
 
 
-def _wait(proc, run_dir: Path, beat: _Heartbeat, copies, watchdog: _Watchdog, commit, timing, log):
+def _wait(proc, run_dir: Path, beat: _Heartbeat, copies, watchdog: Watchdog, commit, timing, log):
     """``timing``: (heartbeat_s, stop: the input was cancelled, deadline past which the attempt stops)."""
     heartbeat_s, stop, deadline = timing
     while True:
         if (code := wait_or_stop(proc, heartbeat_s, stop)) is not None:
             return code
         if deadline is not None and time.monotonic() > deadline[0]:
-            _stop(proc, STOP_GRACE_S)
+            stop_child(proc, STOP_GRACE_S)
             raise AttemptTimedOut(
                 f"{run_dir.name}: ran past its timeout (backend.timeout_min = {deadline[1]:g})"
             )
         if watchdog.stalled():
-            _stop(proc, STOP_GRACE_S)
-            error = _stall_error(run_dir, watchdog.stall_s)
+            stop_child(proc, STOP_GRACE_S)
+            error = stall_error(run_dir, watchdog.stall_s)
             log(f"{run_dir.name}: {error}")
             runfolder.write_json(run_dir / runfolder.ERROR, {"error": error, "traceback": ""})
             return proc.returncode
@@ -290,10 +230,11 @@ def run_training(
     env: dict[str, str] | None = None,
     python: str = sys.executable,
     log: Callable[[str], None] = lambda msg: print(msg, flush=True),
-    echo: Callable[[bytes], None] = _echo,
+    echo: Callable[[bytes], None] = echo,
     pack: Pack | None = None,
     stop: threading.Event | None = None,
     timeout_s: float | None = None,
+    commit_retry_s: float = 1.0,
 ) -> dict[str, Any]:
     """Train ``runs/<run_id>`` under ``root`` to the end and return a plain dict (Modal pickles it).
 
@@ -304,7 +245,8 @@ def run_training(
     run's lease (first writer wins, at once: owner.json is seen only after a commit and a reload) and
     each heartbeat, which the worker reads even while commits fail. ``device``: what the training must
     run on (a GPU container: ``cuda``, never a silent CPU fallback); ``env``: added to its environment.
-    ``pack``: what the container's inputs share; ``stop``: set on a cancel; ``timeout_s``: the attempt's.
+    ``pack``: what the container's inputs share; ``stop``: set on a cancel; ``timeout_s``: the attempt's;
+    ``commit_retry_s``: the first wait before the last commit is tried again.
     """
     deadline = (time.monotonic() + timeout_s, timeout_s / 60) if timeout_s else None
     pack = pack or Pack(Path(local_dir or tempfile.mkdtemp(prefix=f"kdq-{run_id}-")))
@@ -321,8 +263,8 @@ def run_training(
     commit()  # claim the run before the (long) start of training
     local = Path(local_dir or tempfile.mkdtemp(prefix=f"kdq-{run_id}-"))
     local.mkdir(parents=True, exist_ok=True)
-    copies = (_LogCopy(local / runfolder.LOG, run_dir / runfolder.LOG, echo), CheckpointCopy(local, run_dir))
-    watchdog = _Watchdog((run_dir / runfolder.PROGRESS, local / runfolder.LOG), stall_s)
+    copies = (LogCopy(local / runfolder.LOG, run_dir / runfolder.LOG, echo), CheckpointCopy(local, run_dir))
+    watchdog = Watchdog((run_dir / runfolder.PROGRESS, local / runfolder.LOG), stall_s)
     data = pack.stage(data_dir, dataset_path(dataset))  # once per container, named as on the Volume
     cmd = _command(python, root, run_dir, data, local, device, resume_from)
     proc = _start(cmd, local, {**pack.env(), **(env or {})}, lambda msg: log(f"{run_id}: {msg}"))
@@ -330,13 +272,13 @@ def run_training(
     try:
         code = _supervise(proc, run_dir, beat, copies, watchdog, commit, (heartbeat_s, stop, deadline), log)
     finally:
-        _stop(proc, STOP_GRACE_S)  # cancelled, preempted (SIGINT, SIGTERM) or crashing: stop the child
+        stop_child(proc, STOP_GRACE_S)  # cancelled, preempted (SIGINT, SIGTERM) or crashing: stop the child
         for copy in copies:
             copy()
         attempts[-1][1] = time.time()
         beat(None, runfolder.outcome(run_dir), exit_code=proc.returncode, ended_at=time.time())
-        try:
-            commit()  # the final commit: every file the run wrote is visible outside before we return
+        try:  # the final commit: every file the run wrote is visible outside before we return
+            last_commit(commit, LAST_COMMIT_S if code is not None else STOPPED_COMMIT_S, commit_retry_s)
         except Exception as exc:  # noqa: BLE001 — on the way out of a cancel or a crash: do not mask it
             if code is not None:
                 raise

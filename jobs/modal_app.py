@@ -77,6 +77,7 @@ PACKAGES = [
     "pydantic==2.14.4",
     "pydantic-settings==2.16.3",
     "structlog==26.1.0",
+    "tenacity==9.2.1",  # jobs/container.py tries the last commit again while a neighbour's file is open
     "tensorboard==2.21.0",  # each run's curves as event files (kdq/train/curves.py)
 ]
 

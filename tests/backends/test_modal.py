@@ -1049,6 +1049,29 @@ def test_the_run_folder_is_committed_before_the_call_returns(fake, one_container
     assert runfolder.read_json(fake.root / "runs/cm-1" / vol.OWNER)["attempts"][-1][1] is not None
 
 
+def test_the_last_commit_waits_out_a_neighbours_open_file(fake, tmp_path):
+    """Packed runs share one mount: while a neighbour writes its teacher cache or downloads the teacher
+    there, a commit is refused. The run's last commit tries again for a while instead of failing an
+    input whose training finished (Modal would retry it, and nothing of its result was visible)."""
+    runfolder.write_json(fake.root / "runs/lc-1" / runfolder.SPEC, tiny_spec().model_dump(mode="json"))
+    mount, refused = Mount(fake.volume, "lc"), []
+
+    def commit() -> None:  # the neighbour's file is open while this run ends
+        if (mount.dir / "runs/lc-1" / runfolder.DONE).exists() and len(refused) < 2:
+            refused.append(1)
+            raise RuntimeError("there are open files preventing the operation: /vol/cache/teacher.pt.tmp")
+        mount.commit()
+
+    body = "(run / 'done.json').write_text(json.dumps({'best_f1': 0.5}))\n"
+    result = container.run_training(
+        mount.dir, "lc-1", "synth", call_id="fc-1", commit=commit, reload=mount.reload,
+        local_dir=tmp_path / "local", heartbeat_s=3600, python=stub_trainer(tmp_path, body),
+        log=lambda m: None, commit_retry_s=0.01,
+    )  # fmt: skip
+    assert result["outcome"] == "done" and len(refused) == 2
+    assert (fake.root / "runs/lc-1" / runfolder.DONE).exists(), "done.json is not on the committed Volume"
+
+
 HANG_IN_THE_TEACHER_PASS = """
 (run / 'progress.json').write_text(json.dumps({'phase': 'teacher', 'epoch': 0, 'epochs': 30}))
 print('loading the teacher', flush=True)
