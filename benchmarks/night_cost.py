@@ -14,7 +14,9 @@ Four scenarios, each with the night's billed GPU-minutes and dollars:
   packed       N experiments per container (time-sliced on one GPU), cache built once
   worst        every experiment hangs: today's bounds (240 min per attempt, 2 retries, 8 GPU-hours per
                experiment) against the new ones (20 min per attempt, 1 retry, 40 GPU-minutes per
-               experiment; a hang with no output is stopped after 10 minutes)
+               experiment; a hang with no output is stopped after 10 minutes), and against the limits a
+               default spec gets (sized to its recipe's first run: kdq/train/estimate.py), unpacked and
+               packed
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ import json
 import math
 
 from kdq.backends.modal_sizing import PACK
+from kdq.spec import ExperimentSpec
+
+DEFAULT = ExperimentSpec.model_validate({"name": "default", "backend": {"kind": "modal"}}).backend
 
 ASSUMPTIONS = {
     "h100_usd_per_h": (3.95, "Modal's price list: H100 $0.001097/s"),
@@ -46,6 +51,8 @@ ASSUMPTIONS = {
     "new_retries": (1, "modal.Retries now"),
     "new_cap_min": (40, "the least backend.max_gpu_min now (the default recipe gets 90)"),
     "stall_min": (10, "the container's watchdog: no progress and no log output this long"),
+    "default_attempt_min": (DEFAULT.attempt_min, "backend.timeout_min a default Modal spec gets"),
+    "default_cap_min": (DEFAULT.max_gpu_min, "backend.max_gpu_min a default Modal spec gets"),
 }
 
 
@@ -73,6 +80,7 @@ def scenarios(n: int) -> dict[str, float]:
     packed = containers * per_container + value("cold_min")
     old_run = min(value("old_attempt_min") * (1 + value("old_retries")), value("old_cap_min"))
     new_run = min(value("new_attempt_min") * (1 + value("new_retries")), value("new_cap_min"))
+    default_run = min(value("default_attempt_min") * (1 + value("new_retries")), value("default_cap_min"))
     return {
         "today": today,
         "cache_once": cache_once,
@@ -81,6 +89,8 @@ def scenarios(n: int) -> dict[str, float]:
         "worst_now": n * new_run,
         "worst_now_hang": n * (value("fixed_min") + value("stall_min")),  # hung without output
         "worst_packed": containers * new_run,
+        "worst_default": n * default_run,
+        "worst_default_packed": containers * default_run,
     }
 
 
@@ -106,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row))
         return 0
     print(f"A night of {args.experiments} experiments on Modal H100s (model: docs/modal.md)\n")
-    print(f"{'scenario':<16}{'H100-hours':>11}{'dollars':>10}{'vs today':>10}")
+    print(f"{'scenario':<22}{'H100-hours':>11}{'dollars':>10}{'vs today':>10}")
     for row in rows:
-        print(f"{row['scenario']:<16}{row['gpu_hours']:>11.2f}{row['usd']:>10.2f}{row['vs_today']:>10.3f}")
+        print(f"{row['scenario']:<22}{row['gpu_hours']:>11.2f}{row['usd']:>10.2f}{row['vs_today']:>10.3f}")
     print("\n(worst_* rows are compared with worst_today; the others with today)")
     return 0
 
