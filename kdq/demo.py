@@ -30,6 +30,8 @@ from kdq.store import Store
 
 DEMO_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "demo"
 TEAM = "kdq-demo"
+WORKER_STOP_S = 30.0  # after Ctrl-C: the worker's own stop, then it is killed
+TRAINING_STOP_S = 15.0  # then each training's SIGTERM (a checkpoint at its next step), then SIGKILL
 STATE = (
     "kdq.db",
     "kdq.db-wal",
@@ -135,7 +137,7 @@ def stop_training(settings) -> int:
     """End every training process the demo started (they run in their own sessions, found by run folder)."""
     from kdq.backends.local import LocalBackend
 
-    return LocalBackend(settings).stop_all()
+    return LocalBackend(settings).stop_all(grace_s=TRAINING_STOP_S)
 
 
 def run(opts: DemoOptions, console: Console, views: Views) -> int:
@@ -190,7 +192,7 @@ def run(opts: DemoOptions, console: Console, views: Views) -> int:
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
             try:
-                worker.wait(30)
+                worker.wait(WORKER_STOP_S)
             except subprocess.TimeoutExpired:
                 worker.kill()
         stopped = stop_training(Settings())

@@ -29,6 +29,22 @@ def demo(home: Path, **kw) -> subprocess.Popen:
     )
 
 
+def stopped(proc: subprocess.Popen, home: Path) -> str:
+    """The demo's output once it has stopped, within its own bounds for a Ctrl-C (the worker's stop, then
+    each training's SIGTERM and SIGKILL, then the stand-in's); past them, what it was doing."""
+    from kdq.demo import TRAINING_STOP_S, WORKER_STOP_S
+
+    try:
+        return proc.communicate(timeout=WORKER_STOP_S + 2 * TRAINING_STOP_S + 30)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out = proc.communicate()[0]
+        log = (home / "worker.log").read_text()[-3000:] if (home / "worker.log").exists() else ""
+        tree = subprocess.run(["ps", "-eo", "pid,ppid,stat,etime,args"], capture_output=True, text=True)
+        said = f"the demo did not stop after Ctrl-C:\n{out}\n--- worker.log\n{log}\n--- ps\n{tree.stdout}"
+        pytest.fail(said)
+
+
 def stages(home: Path) -> list[Stage]:
     if not (home / "kdq.db").exists():
         return []
@@ -45,7 +61,7 @@ def test_demo_survives_ctrl_c_then_runs_to_the_end(tmp_path):
         time.sleep(0.2)
     assert Stage.TRAINING in stages(home), "no experiment reached training"
     first.send_signal(signal.SIGINT)
-    out, _ = first.communicate(timeout=60)
+    out = stopped(first, home)
     assert first.returncode == 130, out
     assert "interrupted" in out
     worker_pid = json.loads(Store(home / "kdq.db").get_meta("worker"))["pid"]
