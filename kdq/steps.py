@@ -68,10 +68,11 @@ def step_queued(ctx: Context, exp: Experiment) -> float:
     paused = pause.active(ctx.store).keys()  # what waits for a missing login holds no one back
     if paused and not pause.probe_due(ctx.store, pause.needs(exp), PAUSED_RECHECK_S):
         return PAUSED_RECHECK_S  # another tried the login less than a minute ago: wait, quietly
-    if _waits(ctx, exp, run_id):
-        return ctx.settings.poll_interval_s
     waiting = {e.id for e in ctx.store.list({Stage.QUEUED}) if pause.needs(e) & paused} if paused else set()
     waiting |= {int(k) for k in ctx.store.get_meta_json(QUEUED_WAITS) or {}}  # and what waits for a cache
+    # The backend is asked (Modal: a Volume read and a Dict read) only when the gate has this one's turn.
+    if not ctx.store.gate_open(exp.id, exp.backend, limit, waiting) or _waits(ctx, exp, run_id):
+        return ctx.settings.poll_interval_s
     if ctx.store.start_launch(exp.id, exp.backend, limit, "queued → launching", waiting, run_id=run_id):
         return 0
     return ctx.settings.poll_interval_s

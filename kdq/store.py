@@ -61,6 +61,15 @@ def _dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, default=str)
 
 
+def _gate_open(db, exp_id: int, backend: str, limit: int, waiting: Collection[int]) -> bool:
+    sql = "select id, priority, created_at, stage from experiments where backend = ? and stage in (?,?,?)"
+    stages = [str(s) for s in (Stage.QUEUED, Stage.LAUNCHING, Stage.TRAINING)]  # kdq.gate's rule over these
+    rows = [SimpleNamespace(**r) for r in db.query(sql, [backend, *stages])]
+    queued = [r for r in rows if r.stage == Stage.QUEUED]
+    me = next((r for r in queued if r.id == exp_id), None)
+    return me is not None and gate.may_launch(me, queued, len(rows) - len(queued), limit, waiting)
+
+
 # ---------------------------------------------------------------- the store
 
 
@@ -294,22 +303,17 @@ class Store(UserRequests):
         """``queued → launching`` only if the launch gate (kdq.gate) lets it through, checked in the same
         transaction as the move, so two workers never both take the last of ``limit`` slots; ``waiting``:
         queued ids that wait for a missing login (they hold no one back)."""
-        stages = [str(s) for s in (Stage.QUEUED, Stage.LAUNCHING, Stage.TRAINING)]
         with self.transaction() as db:
-            sql = (
-                "select id, name, priority, created_at, stage from experiments"
-                " where backend = ? and stage in (?, ?, ?)"
-            )
-            rows = [SimpleNamespace(**r) for r in db.query(sql, [backend, *stages])]
-            queued = [r for r in rows if r.stage == Stage.QUEUED]
-            me = next((r for r in queued if r.id == exp_id), None)
-            if me is None or not gate.may_launch(me, queued, len(rows) - len(queued), limit, waiting):
+            if not _gate_open(db, exp_id, backend, limit, waiting):
                 return False
             name = self._move(db, exp_id, Stage.QUEUED, Stage.LAUNCHING, message, fields)
         if name is None:
             return False
         stage_changed(exp_id, name, Stage.QUEUED, Stage.LAUNCHING, message)
         return True
+
+    def gate_open(self, exp_id: int, backend: str, limit: int, waiting: Collection[int] = ()) -> bool:
+        return _gate_open(self.db, exp_id, backend, limit, waiting)  # a look: ``start_launch`` decides
 
     def supersede_ranks(self, live_id: int) -> None:
         """``live_id`` is the live submission now: the leaderboard ranks it alone, so no other experiment

@@ -133,17 +133,8 @@ def test_a_candidate_within_the_noise_of_the_live_one_is_skipped_with_the_number
 def test_the_skip_line_names_the_live_submissions_server_score_beside_the_expected_one_it_compares():
     """Both sides are compared as local estimates (the same bias on each); the server's score of the live
     one, which `kdq submit` and the leaderboard show, is named too, so the two numbers are not confused."""
-    live = Live(
-        attempt=5,
-        state="successful",
-        exp_id=7,
-        val_f1=0.800,
-        size_mb=4.0,
-        ci=(0.78, 0.82),
-        holdout=True,
-        score=8.12,
-    )
-    p = go([Candidate(1, 0.805, size_mb=4.0, ci=(0.785, 0.825), holdout=True)], live)
+    live = replace(GRADED_LIVE, score=8.12, policy="if_better")  # defined with the explore tests below
+    p = go([near(1, 0.805, policy="if_better")], live)
     why = p.finish[0][2]
     assert "expected 7.875 [7.675, 8.075] of the live submission" in why
     assert "its server score 8.120" in why
