@@ -208,8 +208,17 @@ def _follow(store: Store, worker: subprocess.Popen, opts: DemoOptions, console: 
     from rich.live import Live
 
     deadline = time.time() + opts.timeout_s
+    interrupted: list[int] = []
+
+    def on_sigint(signum, frame) -> None:  # a KeyboardInterrupt raised inside a finaliser is lost: the flag
+        interrupted.append(signum)  # stays, and the loop below raises it again
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
 
     def finished() -> bool:
+        if interrupted:
+            raise KeyboardInterrupt
         return all(e.stage not in LIVE for e in store.list())
 
     if opts.watch and console.is_terminal:
