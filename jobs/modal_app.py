@@ -8,7 +8,9 @@ this module builds the objects and makes no network call. The worker spawns one 
 the same GPU and pack, so that their inputs share one container pool and pack onto its GPUs (the
 values below are only defaults).
 
-In the container each input runs ``jobs.container.run_training`` (through ``jobs.packing``).
+In the container each input runs ``jobs.container.run_training`` (through ``jobs.packing``). Before
+the first training on a dataset, the worker spawns the CPU-only ``decode`` function once
+(``jobs.decode.decode_dataset``): no GPU bills while JPEGs are decoded.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import modal
 from modal.file_pattern_matcher import FilePatternMatcher
 
 from jobs.container import run_training
+from jobs.decode import decode_dataset
 from jobs.packing import Pack, train_input
 from kdq.backends.modal_gateway import CACHE, MOUNT, live_name
-from kdq.backends.modal_sizing import PACK, containers
+from kdq.backends.modal_sizing import MEMORY_BUCKETS_MIB, PACK, containers
 from kdq.settings import Settings
 
 settings = Settings()
@@ -156,3 +159,27 @@ class Trainer:
             pack=self.pack,
             timeout_s=timeout_s,
         )
+
+
+DECODE_OPTIONS = dict(
+    cpu=CPU,  # PIL decodes on 8 threads (kdq/train/data.py); no GPU at all
+    memory=MEMORY_BUCKETS_MIB[0],  # spawns ask for what their dataset needs (modal_sizing.memory_mib)
+    timeout=60 * 60,
+    retries=RETRIES,
+)
+
+
+@app.function(volumes={MOUNT: volume}, **DECODE_OPTIONS)
+def decode(dataset: str, decode_size: int, key: str, limit_per_class: int | None = None) -> dict:
+    """Decode dataset ``dataset`` once into the Volume's cache for every run, and mark ``key`` in the
+    app's Dict; returns a plain dict (see ``decode_dataset``)."""
+    return decode_dataset(
+        Path(MOUNT),
+        dataset,
+        decode_size,
+        key,
+        live=live,
+        limit_per_class=limit_per_class,
+        commit=volume.commit,
+        reload=volume.reload,
+    )

@@ -196,7 +196,7 @@ def check_dataset(env: Env) -> Check:
     mark = json.loads(raw)
     detail = f"{name!r} on the Volume: {mark.get('files')} files, fingerprint {mark.get('fingerprint')}"
     if local.is_dir():
-        from kdq.backends.modal import dataset_files
+        from kdq.backends.modal_data import dataset_files
 
         count = len(dataset_files(local))
         if count != mark.get("files"):

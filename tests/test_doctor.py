@@ -12,7 +12,8 @@ from modal import exception as me
 from typer.testing import CliRunner
 
 from kdq import doctor
-from kdq.backends.modal import DEPLOY_META, code_fingerprint, upload_dataset
+from kdq.backends.modal import DEPLOY_META, code_fingerprint
+from kdq.backends.modal_data import upload_dataset
 from kdq.doctor import Check, Env
 
 

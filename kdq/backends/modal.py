@@ -1,5 +1,8 @@
 """The Modal backend: kdq's training entry point in a GPU container, the run folder on a Modal Volume.
 
+    waits   (in queued, holding no launch slot) deploy, upload the dataset, then wait while the app's
+            CPU-only decode function decodes its pictures once for every run, or while another run
+            builds the teacher cache (modal_cache.py)
     launch  a call id in launch.json or owner.json → reuse it; otherwise (one deploy or upload at a
             time) deploy if the code changed, make sure the dataset and the Hugging Face secret are
             there, wait while another run builds the teacher cache (modal_cache.py), write spec.json +
@@ -16,12 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tarfile
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,10 @@ import kdq.backends.modal_cache as modal_cache
 import kdq.backends.modal_gateway as vol
 from kdq import hf, runfolder
 from kdq.backends.base import RunStatus
+from kdq.backends.modal_data import upload_dataset
 from kdq.backends.modal_errors import guarded
 from kdq.backends.modal_gateway import CallState, Gateway, ModalGateway
-from kdq.backends.modal_sizing import gpu_minutes, spawn_options
+from kdq.backends.modal_sizing import gpu_minutes, memory_mib, spawn_options
 from kdq.errors import PermanentError, TransientError
 from kdq.log import get_logger
 from kdq.spec import ExperimentSpec
@@ -42,7 +44,6 @@ from kdq.store import Store
 
 log = get_logger("kdq.modal")
 DEPLOY_META = "modal_deploy"
-UPLOAD_BATCH = 200  # files archived between two moves of the progress bar
 QUOTA_PATIENCE_S = 30 * 60  # a launch refused for a workspace limit this long fails
 _PREPARE = threading.Lock()  # with the file lock of the home: one deploy or dataset upload at a time
 _REFUSED_SINCE: dict[str, float] = {}  # run id → first workspace-limit refusal, for the worker's life
@@ -52,12 +53,14 @@ EXPIRED = "the call's result expired (Modal keeps one 7 days); the run folder ha
 
 
 def code_fingerprint(settings, root: Path = vol.PACKAGE_ROOT) -> str:
-    """Hash of everything the deployed app is made of: kdq's sources, jobs/modal_app.py and
-    jobs/container.py, and the settings it reads (torch in the image, the Volume and secret names)."""
+    """Hash of everything the deployed app is made of: what the image carries of kdq/ and jobs/ (their
+    ``.py`` and ``.json`` files: jobs/modal_app.py's ``SOURCE_IGNORED``), and the settings it reads
+    (torch in the image, the Volume and secret names)."""
     named = f"torch={settings.modal_torch} volume={settings.modal_volume} secret={settings.modal_secret}\n"
     h = hashlib.sha256(named.encode())
-    remote = [root / "jobs" / name for name in ("modal_app.py", "container.py")]
-    files = sorted((root / "kdq").rglob("*.py")) + [p for p in remote if p.exists()]
+    files = sorted(
+        p for package in ("kdq", "jobs") for ext in ("py", "json") for p in (root / package).rglob(f"*.{ext}")
+    )
     for path in files:
         if "__pycache__" in path.parts:
             continue
@@ -90,64 +93,6 @@ def ensure_deployed(settings, gateway: Gateway, *, force: bool = False, show_out
         with Store.open(settings) as store:
             store.set_meta(DEPLOY_META, deployed)
     return True
-
-
-# ---------------------------------------------------------------- datasets on the Volume
-
-
-def dataset_files(folder: Path) -> list[Path]:
-    """Every file of a dataset folder, without macOS junk and hidden files, in a stable order."""
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and not any(s.startswith(".") or s == "__MACOSX" for s in p.relative_to(folder).parts)
-    )
-
-
-def dataset_fingerprint(folder: Path, files: list[Path] | None = None) -> str:
-    h = hashlib.sha256()
-    for path in files if files is not None else dataset_files(folder):
-        h.update(str(path.relative_to(folder)).encode() + b"\0")
-        h.update(hashlib.sha256(path.read_bytes()).digest())
-    return h.hexdigest()[:16]
-
-
-def upload_dataset(
-    gateway: Gateway, folder: Path, name: str, progress: Callable[[int, int], None] = lambda done, total: None
-) -> dict[str, Any]:
-    """Upload ``folder`` as ``datasets/<name>/pictures.tar`` unless the same fingerprint is there.
-    Returns the mark.
-
-    One archive, not thousands of files: the latency of a Volume's mount, reload and commit grows with
-    its file count, and a container unpacks it onto its own disk before training. The mark file is
-    written last, so an interrupted upload is redone, never taken for complete.
-    """
-    files = dataset_files(folder)
-    if not files:
-        raise PermanentError(f"{folder} holds no files to upload")
-    mark = {
-        "name": name,
-        "fingerprint": dataset_fingerprint(folder, files),
-        "files": len(files),
-        "bytes": sum(p.stat().st_size for p in files),
-    }
-    base = vol.dataset_path(name)
-    raw = gateway.read_file(f"{base}/{vol.DATASET_MARK}")
-    there = json.loads(raw) if raw else {}
-    if there.get("fingerprint") == mark["fingerprint"] and there.get("archive"):
-        progress(len(files), len(files))
-        return {**there, "uploaded": False}
-    with tempfile.TemporaryDirectory(prefix="kdq-upload-") as tmp:
-        archive = Path(tmp) / vol.DATASET_ARCHIVE
-        with tarfile.open(archive, "w") as tar:
-            for i, path in enumerate(files, 1):
-                tar.add(path, arcname=path.relative_to(folder).as_posix())
-                if i % UPLOAD_BATCH == 0 or i == len(files):
-                    progress(i, len(files))
-        gateway.upload([(archive, f"{base}/{vol.DATASET_ARCHIVE}")])
-    mark["archive"], mark["uploaded_at"] = vol.DATASET_ARCHIVE, time.time()
-    gateway.upload([(json.dumps(mark).encode(), f"{base}/{vol.DATASET_MARK}")])
-    return {**mark, "uploaded": True}
 
 
 # ---------------------------------------------------------------- the backend
@@ -196,9 +141,32 @@ class ModalBackend:
         return mark
 
     def waits(self, run_id: str, spec: ExperimentSpec) -> str | None:
-        """Why ``run_id`` waits in ``queued`` (no launch slot taken); ``None``: it may launch."""
+        """Why ``run_id`` waits in ``queued`` (no launch slot taken): its pictures are being decoded, or
+        another run builds the teacher cache it needs. ``None``: it may launch."""
+        spec_json = spec.model_dump(mode="json")
         with guarded(live_run=False):
-            return modal_cache.waits(self.gateway, self._json, run_id, spec.model_dump(mode="json"))
+            mark = self.prepare(spec)  # the app deployed and the dataset uploaded: the decode reads it
+
+            def spawn(key: str) -> str:
+                return self._spawn_decode(spec, mark, key)
+
+            why = modal_cache.decoded(self.gateway, spawn, spec_json, mark, time.time())
+            return why or modal_cache.waits(self.gateway, run_id, spec_json, mark)
+
+    def _spawn_decode(self, spec: ExperimentSpec, mark: dict, key: str) -> str:
+        """One call of the app's CPU-only decode function on ``spec``'s dataset; returns its id."""
+        from modal.exception import NotFoundError
+
+        d = spec.data
+        memory = memory_mib(int(mark.get("files", 0)), d.decode_size, None)
+        args = dict(dataset=d.dataset, decode_size=d.decode_size, limit_per_class=d.limit_per_class)
+        try:
+            call_id = self.gateway.spawn_decode(key, memory_mib=memory, **args)
+        except NotFoundError:  # an app deployed before the function existed, or deleted: deploy again
+            ensure_deployed(self.settings, self.gateway, force=True)
+            call_id = self.gateway.spawn_decode(key, memory_mib=memory, **args)
+        log.info("spawned the decode of a dataset", dataset=d.dataset, size=d.decode_size, call_id=call_id)
+        return call_id
 
     def launch(self, run_id: str, spec: ExperimentSpec, resume_from: str | None = None) -> dict[str, Any]:
         """``resume_from``: an earlier run on the Volume whose checkpoint this one starts from."""

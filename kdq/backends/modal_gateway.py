@@ -12,7 +12,7 @@ The Volume (mounted at ``MOUNT`` in the container) holds::
 call, cancel it, read/list/upload files on the Volume, deploy the app, store and check a secret. Its
 errors are the SDK's own (``modal.exception.*``, aiohttp's for Volume blocks);
 ``kdq.backends.modal_errors.classify`` decides what they mean. The SDK objects it uses are reached through
-three small methods (``_volume``, ``_function``, ``_call``) that the tests replace with stand-ins
+four small methods (``_volume``, ``_function``, ``_decoder``, ``_call``) that the tests replace with stand-ins
 behaving like Modal, so the rest of this class runs in the tests as it runs for real.
 """
 
@@ -40,6 +40,7 @@ OWNER = "owner.json"
 DATASET_MARK = ".kdq-dataset.json"
 DATASET_ARCHIVE = "pictures.tar"  # the dataset's files, one archive (the mark names it)
 TRAINER = "Trainer"  # the app's class; its method ``train`` is one input per experiment
+DECODER = "decode"  # the app's CPU-only function: a dataset's pictures decoded once for every run
 APP_MODULE = "jobs.modal_app"
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding kdq/ and jobs/
 
@@ -102,6 +103,10 @@ class Gateway(Protocol):
         self, run_id: str, dataset: str, *, options: SpawnOptions, timeout_s: int, resume_from: str | None
     ) -> str:
         """Start one training input of the app's class; returns the call id (``fc-...``)."""
+
+    def spawn_decode(self, key: str, *, memory_mib: int, **args: Any) -> str:
+        """Start the app's CPU-only ``decode`` function (``args``: dataset, decode_size, limit_per_class;
+        ``key``: its lease in the Dict, which it marks); returns the call id."""
 
     def call_state(self, call_id: str) -> CallState: ...
 
@@ -170,6 +175,12 @@ class ModalGateway:
         )
         return cls.with_concurrency(max_inputs=options.pack)().train
 
+    def _decoder(self, memory_mib: int):
+        """The app's CPU-only ``decode`` function, asking for ``memory_mib``."""
+        import modal
+
+        return modal.Function.from_name(self.settings.modal_app, DECODER).with_options(memory=memory_mib)
+
     def _call(self, call_id: str):
         import modal
 
@@ -188,6 +199,9 @@ class ModalGateway:
         resume = {"resume_from": resume_from} if resume_from else {}
         kw = dict(run_id=run_id, dataset=dataset, timeout_s=timeout_s, pack=options.pack, **resume)
         return self._function(options).spawn(**kw).object_id
+
+    def spawn_decode(self, key: str, *, memory_mib: int, **args: Any) -> str:
+        return self._decoder(memory_mib).spawn(key=key, **args).object_id
 
     def call_state(self, call_id: str) -> CallState:
         from modal.exception import (

@@ -152,7 +152,8 @@ def upload(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from kdq.backends.modal import preparing, upload_dataset
+    from kdq.backends.modal import preparing
+    from kdq.backends.modal_data import upload_dataset
     from kdq.backends.modal_errors import guarded
     from kdq.backends.modal_gateway import ModalGateway
 

@@ -39,12 +39,13 @@ import pytest
 from modal import exception as me
 from modal.volume import FileEntry, FileEntryType
 
-from jobs import container, packing
+from jobs import container, decode, packing
 from kdq import runfolder, steps
 from kdq.backends import modal_cache
 from kdq.backends import modal_gateway as vol
-from kdq.backends.modal import DEPLOY_META, ModalBackend, upload_dataset
+from kdq.backends.modal import DEPLOY_META, ModalBackend
 from kdq.backends.modal import code_fingerprint as real_fingerprint
+from kdq.backends.modal_data import upload_dataset
 from kdq.backends.modal_errors import classify
 from kdq.backends.modal_gateway import ModalGateway
 from kdq.errors import CredentialError, PermanentError, TransientError
@@ -337,6 +338,9 @@ class FakeModal(ModalGateway):
         self.all_boxes: list[Box] = []  # every container started
         self.pool_lock = threading.Lock()
         self.python: str | None = None  # a stand-in for the training process (stub_trainer)
+        self.decodes: dict[str, Call] = {}  # calls of the app's CPU-only decode function
+        self.decode_go = threading.Event()  # a decode call starts its work once this is set
+        self.decode_go.set()
 
     def _gate(self) -> None:
         if self.no_credentials:
@@ -351,7 +355,53 @@ class FakeModal(ModalGateway):
 
     def _call(self, call_id: str) -> Call:
         self._gate()
-        return self.calls[call_id]
+        return self.calls.get(call_id) or self.decodes[call_id]
+
+    def _decoder(self, memory_mib: int):
+        """The app's CPU-only ``decode`` function: a call runs the real ``jobs.decode`` in a container of
+        its own (no GPU, no pack), with its own mount of the Volume."""
+        self._gate()
+        if not self.deploys:
+            raise me.NotFoundError("Lookup failed for Function 'decode' from the 'kdq' app: deploy it first")
+        fake = self
+
+        class Function:
+            def spawn(self, dataset: str, decode_size: int, key: str, limit_per_class: int | None = None):
+                opts = {"memory": memory_mib, "decode_size": decode_size, "key": key}
+                opts["limit"] = limit_per_class
+                call = Call(f"fc-d{len(fake.decodes) + 1:03d}", "", dataset, opts, fake=fake)
+                fake.decodes[call.id] = call
+                call.thread = threading.Thread(target=fake._decode, args=(call,), daemon=True)
+                call.thread.start()
+                return call
+
+        return Function()
+
+    def _decode(self, call: Call) -> None:
+        while not self.decode_go.wait(0.02):
+            if call.cancelled or self.closing.is_set():
+                call.state = "cancelled"
+                return
+        mount = Mount(self.volume, call.id)
+        call.mounts.append(mount)
+        try:
+            call.result = decode.decode_dataset(
+                mount.dir,
+                call.dataset,
+                call.options["decode_size"],
+                call.options["key"],
+                live=self.live,
+                limit_per_class=call.options["limit"],
+                commit=mount.commit,
+                reload=mount.reload,
+                local_dir=self.base / "local" / call.id,
+                log=self.container_log.append,
+            )
+            call.state = "finished"
+        except BaseException as exc:  # noqa: BLE001 — what the function raised: get() re-raises it
+            call.exc, call.state = exc, "failed"
+        finally:
+            self._exit_commit(mount)
 
     def _function(self, options):
         """The class's ``train`` method with the spawn's options (``SpawnOptions``)."""
@@ -487,7 +537,9 @@ class FakeModal(ModalGateway):
                     call.cancel()
                     raised.add(call.id)
             time.sleep(0.05)
-        assert not [c.id for c in alive if c.thread.is_alive()], (
+        for call in self.decodes.values():  # a decode ends by itself, or at once when not started
+            call.thread.join(max(0.0, until - time.monotonic()))
+        assert not [c.id for c in [*alive, *self.decodes.values()] if c.thread.is_alive()], (
             f"containers still running {timeout_s:g} s on"
         )
 
@@ -760,6 +812,12 @@ def test_the_fingerprint_follows_the_code_that_runs_remotely(settings, tmp_path)
     assert code_fingerprint(settings, tmp_path) != first
     torch_changed = settings.model_copy(update={"modal_torch": "2.13.0"})
     assert code_fingerprint(torch_changed, tmp_path) != code_fingerprint(settings, tmp_path)
+    # Every file the image carries: jobs/ beyond the app module, and the data kdq reads there.
+    for path, text in [("jobs/packing.py", "PACK = 2\n"), ("kdq/data/grader_ops.json", '["aten::add"]')]:
+        before = code_fingerprint(settings, tmp_path)
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+        assert code_fingerprint(settings, tmp_path) != before, path
 
 
 def test_a_deploy_waits_for_one_another_process_holds(settings, tmp_path):
@@ -1186,7 +1244,7 @@ def test_cancel_during_launching_reaches_a_call_whose_record_failed(settings, st
     [exp_id] = store.add([(None, tiny_spec(train={"epochs": 200}))])
     ctx = context(settings, store, fake)
     fake.start_delays = [3600]
-    steps.advance(ctx, exp_id)  # queued -> launching
+    drive(ctx, exp_id, {Stage.LAUNCHING}, timeout=30)  # once its pictures are decoded
     orig_spawn = fake._spawn
 
     def spawn_then_lose_the_network(*a, **kw):
@@ -1383,13 +1441,12 @@ def test_cancel_stops_the_training_process(backend, fake):
 
 
 def test_a_failing_run_fails_with_its_error(settings, store, fake, tmp_path):
-    junk = tmp_path / "junk"
-    junk.mkdir()
-    (junk / "README.txt").write_text("no images here")
-    upload_dataset(fake, junk, "junk")
-    [exp_id] = store.add([(None, tiny_spec(data={"dataset": "junk"}))])
+    error = "DataError: the pictures ended halfway"
+    body = f"(run / 'error.json').write_text(json.dumps({{'error': {error!r}}}))"
+    fake.python = stub_trainer(tmp_path, body)
+    [exp_id] = store.add([(None, tiny_spec())])
     exp = drive(context(settings, store, fake), exp_id, {Stage.FAILED, Stage.DONE})
-    assert exp.stage is Stage.FAILED and "DataError" in exp.error and "junk" in exp.error, exp.error
+    assert exp.stage is Stage.FAILED and error in exp.error, exp.error
     assert len(fake.calls) == 1 and next(iter(fake.calls.values())).attempts == 1  # a verdict is not retried
 
 
@@ -1701,3 +1758,85 @@ def test_an_experiment_waiting_for_the_teacher_cache_waits_queued_and_holds_no_l
     assert modal_cache.publish(fake.live, key, store.get(builder).run_id, {"epoch": 1}, None)  # ready
     settings.modal_max_running = 3
     assert drive(ctx, waiter, {Stage.TRAINING}, timeout=30)
+
+
+# ---------------------------------------------------------------- the pictures decoded once, off the GPU
+
+
+def _decoded_files(fake: FakeModal) -> dict[str, int]:
+    folder = fake.root / vol.CACHE / "decoded"
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.pt")} if folder.is_dir() else {}
+
+
+def test_the_pictures_are_decoded_once_off_the_gpu_while_the_experiments_wait_queued(settings, store, fake):
+    """Two experiments on one dataset and size: one call of the CPU-only decode function decodes it
+    while both wait in ``queued`` (no GPU call, no launch slot); then both train on that tensor, and
+    neither GPU container decodes it again."""
+    fake.decode_go.clear()
+    ctx = context(settings, store, fake)
+    first, second = store.add([(None, tiny_spec(name="a")), (None, tiny_spec(name="b"))], force=True)
+    for _ in range(3):
+        steps.advance(ctx, first)
+        steps.advance(ctx, second)
+    assert store.get(first).stage is store.get(second).stage is Stage.QUEUED
+    assert len(fake.decodes) == 1 and not fake.calls  # one decode, no GPU container yet
+    assert fake.decodes["fc-d001"].options["memory"] >= 16 * 1024  # a bucket, sized from the dataset
+    said = [e["message"] for e in store.events(first)]
+    assert sum("waiting for the pictures of dataset 'synth' to be decoded" in m for m in said) == 1, said
+    fake.decode_go.set()
+    wait_for(lambda: fake.decodes["fc-d001"].state == "finished", timeout=60)
+    assert fake.decodes["fc-d001"].result["outcome"] == "done", fake.decodes["fc-d001"].result
+    [(name, written)] = _decoded_files(fake).items()
+    assert name.endswith("-40.pt")  # data.decode_size: the name the training looks for
+    for exp_id in (first, second):
+        assert drive(ctx, exp_id, {Stage.DONE, Stage.FAILED, Stage.READY}).stage is not Stage.FAILED
+    assert len(fake.decodes) == 1 and len(fake.calls) == 2
+    assert _decoded_files(fake) == {name: written}  # read by both trainings, written by neither
+
+
+def test_a_dataset_whose_pictures_cannot_be_decoded_fails_queued_without_a_gpu_call(
+    settings, store, fake, tmp_path
+):
+    """The decode function finds no pictures: the experiment fails in ``queued`` with the reason, named
+    as on the Volume, before any GPU container starts; the next experiment to look decodes again."""
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "README.txt").write_text("no images here")
+    upload_dataset(fake, junk, "junk")
+    ctx = context(settings, store, fake)
+    [exp_id] = store.add([(None, tiny_spec(data={"dataset": "junk"}))])
+    exp = drive(ctx, exp_id, {Stage.FAILED, Stage.TRAINING})
+    assert exp.stage is Stage.FAILED and not fake.calls, exp.error
+    assert "could not be decoded on Modal" in exp.error, exp.error
+    assert "datasets/junk: found no class folders" in exp.error
+    assert "kdq data upload PATH --name junk" in exp.error and str(tmp_path) not in exp.error
+    [again] = store.add([(None, tiny_spec(name="again", data={"dataset": "junk"}))], force=True)
+    assert drive(ctx, again, {Stage.FAILED, Stage.TRAINING}).stage is Stage.FAILED
+    assert len(fake.decodes) == 2 and not fake.calls
+
+
+def test_a_decode_call_that_dies_fails_the_run_that_looks_and_a_cancelled_one_starts_again(
+    settings, store, fake, monkeypatch
+):
+    """A decode call that raised (out of memory) fails the experiment with the call's error; one that
+    was cancelled (Modal's dashboard) fails nothing: the next look starts a new one."""
+    real = decode.decode_dataset
+
+    def out_of_memory(*a, **kw):
+        raise MemoryError("the container ran out of memory")
+
+    monkeypatch.setattr(decode, "decode_dataset", out_of_memory)
+    ctx = context(settings, store, fake)
+    [exp_id] = store.add([(None, tiny_spec())])
+    exp = drive(ctx, exp_id, {Stage.FAILED, Stage.TRAINING})
+    assert exp.stage is Stage.FAILED and "MemoryError" in exp.error and not fake.calls, exp.error
+    monkeypatch.setattr(decode, "decode_dataset", real)
+    fake.decode_go.clear()
+    [again] = store.add([(None, tiny_spec(name="again"))], force=True)
+    steps.advance(ctx, again)
+    fake.decodes["fc-d002"].cancel()
+    wait_for(lambda: fake.decodes["fc-d002"].state == "cancelled", timeout=30)
+    steps.advance(ctx, again)
+    assert store.get(again).stage is Stage.QUEUED and len(fake.decodes) == 3
+    fake.decode_go.set()
+    assert drive(ctx, again, {Stage.TRAINING, Stage.FAILED}).stage is Stage.TRAINING

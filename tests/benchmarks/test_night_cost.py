@@ -22,6 +22,9 @@ def test_packing_and_cache_once_meet_the_targets_and_each_assumption_says_where_
     night = load("night_cost")
     m = night.scenarios(20)
     assert m["cache_once"] < m["today"] and m["packed"] <= 0.5 * m["today"]
+    assert m["decode_off_gpu"] < m["packed"]  # the decode bills CPUs alone
+    off_gpu = night.dollars(m["decode_off_gpu"], night.cpu_only_min("decode_off_gpu"))
+    assert off_gpu < night.dollars(m["packed"])
     assert m["worst_now"] <= 0.1 * m["worst_today"] and m["worst_packed"] < m["worst_now"]
     assert m["worst_default_packed"] <= 0.1 * m["worst_today"]  # the default spec's limits, the default pack
     assert m["worst_today"] == 20 * 8 * 60  # 8 GPU-hours a run, the bound before
@@ -37,5 +40,7 @@ def test_the_docs_print_the_models_numbers():
     night = load("night_cost")
     doc = (ROOT / "docs" / "modal.md").read_text()
     m = night.scenarios(20)
-    for name in ("today", "cache_once", "packed", "worst_now", "worst_default", "worst_default_packed"):
+    rows = ("today", "cache_once", "packed", "decode_off_gpu", "worst_now", "worst_default")
+    rows += ("worst_default_packed",)
+    for name in rows:
         assert f"| {m[name] / 60:.2f} |" in doc or f"| {m[name] / 60:.1f} |" in doc, name

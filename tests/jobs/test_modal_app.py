@@ -63,6 +63,20 @@ def test_the_training_class_packs_experiments_with_its_defaults(app_module):
     assert inspect.iscoroutinefunction(train)  # async inputs are cancelled one by one
 
 
+def test_the_decode_function_asks_for_cpus_and_no_gpu(app_module):
+    """A dataset's pictures are decoded once, in a function of their own on CPUs: no GPU bills for
+    JPEG decoding, and the name the worker spawns it by is the one the app declares."""
+    from kdq.backends.modal_gateway import DECODER
+
+    m = app_module()
+    assert isinstance(m.decode, modal.Function) and m.decode._tag_ == DECODER
+    opts = m.DECODE_OPTIONS
+    assert "gpu" not in opts and opts["cpu"] >= 8 and opts["memory"] >= 16 * 1024
+    assert opts["retries"].max_retries == 1 and opts["timeout"] <= 2 * 60 * 60
+    other = m.decode.with_options(memory=32 * 1024)  # what a spawn does (kdq.backends.modal_gateway)
+    assert isinstance(other, modal.Function)
+
+
 def test_the_bounds_are_sized_to_a_run_that_bills_minutes():
     """A normal run bills 2-4 minutes, a first run that builds the teacher cache about 10: a hung or
     CPU-bound attempt stops at 20 minutes, and a run with all its attempts at 40."""
