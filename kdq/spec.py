@@ -11,6 +11,7 @@ import json
 import unicodedata
 from typing import Annotated, Any, Literal
 
+import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kdq.search.space import SearchSpec
@@ -277,6 +278,7 @@ class ExperimentSpec(Section):
     submit: SubmitSpec = SubmitSpec()
     backend: BackendSpec = BackendSpec()
     search: SearchSpec | None = Field(None, description="A search over this spec: docs/search.md.")
+    _derived: frozenset[str] = pydantic.PrivateAttr(frozenset())  # limits sized to the recipe, unwritten
 
     @model_validator(mode="after")
     def _modal_limits_fit_the_recipe(self) -> ExperimentSpec:
@@ -292,7 +294,17 @@ class ExperimentSpec(Section):
         total = b.max_gpu_min if "max_gpu_min" in b.model_fields_set else max(40, 2 * attempt)
         limits = BackendSpec.model_validate({**b.model_dump(), "timeout_min": attempt, "max_gpu_min": total})
         object.__setattr__(self, "backend", limits)  # frozen: set once, while it is validated
+        self._derived = frozenset({"timeout_min", "max_gpu_min"} - b.model_fields_set)
         return self
+
+    @pydantic.model_serializer(mode="wrap")
+    def _limits_left_to_size(self, handler) -> dict[str, Any]:
+        """The limits sized to the recipe stay out of the spec's document (stored, then copied into a
+        search's next trial or a refit): a spec made from it with another recipe sizes its own."""
+        out = handler(self)
+        if self._derived and isinstance(out.get("backend"), dict):
+            out["backend"] = {k: v for k, v in out["backend"].items() if k not in self._derived}
+        return out
 
     @model_validator(mode="before")
     @classmethod
@@ -335,16 +347,3 @@ class ExperimentSpec(Section):
         """Stable hash of what the experiment does (its name and how often it checkpoints excluded)."""
         body = self.model_dump(mode="json", exclude={"name": True, "train": {"checkpoint_every_s"}})
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def set_dotted(raw: dict, key: str, value: Any) -> None:
-    """Set a dotted field (``distill.temperature``) in a spec document as TOML parses it, making the
-    tables on the way; ``KeyError`` when a part of the way is a value, not a table."""
-    parts = key.split(".")
-    node = raw
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise KeyError(f"{'.'.join(parts[:-1])} is not a table")
-        node = child
-    node[parts[-1]] = value

@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from kdq.search import spec as search
-from kdq.spec import ExperimentSpec, set_dotted
+from kdq.spec import ExperimentSpec
 
 MAX_SWEEP = 256  # a sweep larger than this is almost certainly a typo
 MAX_SPEC_BYTES = 1 << 20  # a spec file is a few hundred bytes; more is the wrong file
@@ -175,7 +175,7 @@ def expand(raw: dict, source: str, overrides: list[tuple[str, Any]] = ()) -> lis
         raise SpecError(problems)
     for key, value in overrides:
         try:
-            set_dotted(raw, key, value)
+            search.set_dotted(raw, key, value)
         except KeyError as exc:
             raise SpecError([f"{source}: --set {key}: {exc.args[0]}"]) from None
 
@@ -186,7 +186,7 @@ def expand(raw: dict, source: str, overrides: list[tuple[str, Any]] = ()) -> lis
         combo = dict(zip(keys, values))
         try:
             for key, value in combo.items():
-                set_dotted(doc, key, value)
+                search.set_dotted(doc, key, value)
         except KeyError as exc:
             raise SpecError([f"{source}: sweep: {exc.args[0]}"]) from None
         if combo:
@@ -210,7 +210,7 @@ def _expand_search(raw: dict, source: str, overrides: list[tuple[str, Any]]) -> 
 
     for key, value in overrides:
         try:
-            set_dotted(raw, key, value)
+            search.set_dotted(raw, key, value)
         except KeyError as exc:
             raise SpecError([f"{source}: --set {key}: {exc.args[0]}"]) from None
     table = raw.pop("search")

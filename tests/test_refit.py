@@ -124,3 +124,18 @@ def test_kdq_show_json_carries_refit_of(settings, store):
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["refit_of"] == p
     assert json.loads(CliRunner().invoke(app, ["show", str(p), "--json"]).stdout)["refit_of"] is None
+
+
+def test_a_refit_on_modal_gets_the_limits_its_own_epochs_need_not_its_parents():
+    """The parent's unset ``backend.timeout_min`` was sized to its own recipe; the refit trains another
+    number of epochs on more pictures, and sizes its own (a stored parent's included)."""
+    raw = {"name": "p", "teacher": {"kind": "none"}, "distill": {"loss": "ce"}, "train": {"epochs": 1000}}
+    parent = ExperimentSpec.model_validate({**raw, "backend": {"kind": "modal"}})
+    stored = ExperimentSpec.model_validate_json(parent.model_dump_json())
+    s = refit.spec_for(stored, best_epoch=5)
+    fresh = ExperimentSpec.model_validate({**s.model_dump(), "backend": {"kind": "modal"}})
+    assert parent.backend.timeout_min > fresh.backend.timeout_min  # 1,000 epochs need more than 5
+    assert (s.backend.timeout_min, s.backend.max_gpu_min) == (
+        fresh.backend.timeout_min,
+        fresh.backend.max_gpu_min,
+    )

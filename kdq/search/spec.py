@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from kdq.search.space import SearchSpec
-from kdq.spec import ExperimentSpec, set_dotted
+from kdq.spec import ExperimentSpec
 
 MAX_CORNERS = 512  # beyond this, corners are checked one dimension at a time
 
@@ -97,6 +97,19 @@ def _typed(key: str, value: float) -> float | int:
 def point_name(params: dict[str, Any]) -> str:
     short = {k.rsplit(".", 1)[-1]: v for k, v in params.items()}
     return ",".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in short.items())
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    """Set a dotted field (``distill.temperature``) in a spec document as TOML parses it, making the
+    tables on the way; ``KeyError`` when a part of the way is a value, not a table."""
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise KeyError(f"{'.'.join(parts[:-1])} is not a table")
+        node = child
+    node[parts[-1]] = value
 
 
 def with_params(doc: dict, params: dict[str, Any]) -> dict:

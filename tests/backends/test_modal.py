@@ -680,8 +680,12 @@ def test_queued_to_ready_through_network_loss(settings, store, fake, dataset_dir
     [exp_id] = store.add([(None, spec)])
     ctx = context(settings, store, fake)
 
-    fake.offline = True  # the network is down at launch: the experiment waits, nothing is lost
-    steps.advance(ctx, exp_id)  # queued -> launching
+    fake.offline = True  # the network is down while it waits its turn: it waits, nothing is lost
+    steps.advance(ctx, exp_id)
+    assert store.get(exp_id).stage is Stage.QUEUED and not fake.decodes
+    fake.offline = False
+    drive(ctx, exp_id, {Stage.LAUNCHING}, timeout=30)  # its pictures decoded
+    fake.offline = True  # and down at launch: the experiment waits, nothing is lost
     steps.advance(ctx, exp_id)
     exp = store.get(exp_id)
     assert exp.stage is Stage.LAUNCHING and not fake.calls
@@ -719,7 +723,7 @@ def test_relaunch_after_a_worker_crash_never_trains_twice(settings, store, fake)
     spec = tiny_spec()
     [exp_id] = store.add([(None, spec)])
     ctx = context(settings, store, fake)
-    steps.advance(ctx, exp_id)  # queued -> launching
+    drive(ctx, exp_id, {Stage.LAUNCHING}, timeout=30)  # its pictures decoded
     # The first call starts soon and claims the run; the record of its id is lost (upload fails after
     # spawn) and so is the database's (the worker died); the relaunch spawns again before the claim
     # is visible; its container starts later.

@@ -106,3 +106,32 @@ def test_the_two_sided_objective_is_never_pruned_by_default_and_refuses_a_pruner
     assert found.count("\n") == 0 and found.startswith("s.toml: search.pruner = ")
     assert '"successive_halving"' in found and 'set pruner = "none"' in found
     assert load(objective="holdout_f1")[0].search.pruner == "hyperband"  # the default stays
+
+
+def test_each_trial_on_modal_gets_the_limits_its_own_recipe_needs_not_the_first_trials():
+    """A Modal spec's unset ``backend.timeout_min`` is sized to its recipe. A trial is made from an
+    earlier trial's stored spec: it must size its own, or a trial of 1,000 epochs would inherit
+    the 20 minutes of one of 5, time out twice and train nothing (and a short one pay for a long bound)."""
+    from kdq.search.spec import document, trial_spec
+    from kdq.spec import ExperimentSpec
+
+    raw = {
+        "name": "limits",
+        "teacher": {"kind": "none"},
+        "distill": {"loss": "ce"},
+        "train": {"epochs": 5},
+        "backend": {"kind": "modal"},
+        "search": {"name": "limits", "trials": 2, "space": {"train.epochs": [5, 1000]}},
+    }
+    first = ExperimentSpec.model_validate(raw)
+    stored = ExperimentSpec.model_validate_json(first.model_dump_json())  # as the queue reads it back
+    long = trial_spec(document(stored), {"train.epochs": 1000}, 1)
+    fresh = ExperimentSpec.model_validate({**raw, "train": {"epochs": 1000}})
+    assert fresh.backend.timeout_min > first.backend.timeout_min  # the recipe's own size differs
+    assert (long.backend.timeout_min, long.backend.max_gpu_min) == (
+        fresh.backend.timeout_min,
+        fresh.backend.max_gpu_min,
+    )
+    mine = ExperimentSpec.model_validate({**raw, "backend": {"kind": "modal", "timeout_min": 33}})
+    kept = trial_spec(document(ExperimentSpec.model_validate_json(mine.model_dump_json())), {}, 2)
+    assert kept.backend.timeout_min == 33  # a value the user wrote is kept
