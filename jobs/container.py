@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import kdq.backends.modal_cache as modal_cache
 from jobs import preempt
+from jobs.cacheview import CacheView
 from jobs.packing import Pack, wait_or_stop
 from jobs.preempt import CheckpointCopy
 from jobs.watch import LogCopy, Watchdog, echo, last_commit, stall_error, stop_child
@@ -107,7 +108,8 @@ def _result(run_dir: Path, run_id: str, call_id: str, **extra: Any) -> dict[str,
 
 class _Heartbeat:
     """owner.json on the Volume and the same record, with progress.json, in the app's ``modal.Dict``;
-    and the teacher cache's state, when this run is the one building it (kdq/backends/modal_cache.py)."""
+    and, after a commit, the teacher cache's state when this run is the one building it
+    (kdq/backends/modal_cache.py): it is said ready only once a commit carried it to the Volume."""
 
     def __init__(self, run_dir: Path, run_id: str, call_id: str, attempts: list, live: Live, cache, log):
         self.run_dir, self.run_id, self.call_id, self.attempts = run_dir, run_id, call_id, attempts
@@ -119,10 +121,22 @@ class _Heartbeat:
         progress = runfolder.read_json(self.run_dir / runfolder.PROGRESS)
         try:
             self.live.put(run_key(self.run_id), {**record, **extra, "progress": progress})
-            if self.cache and modal_cache.publish(self.live, self.cache, self.run_id, progress, outcome):
-                self.cache = None
         except Exception as exc:  # noqa: BLE001 — the Volume still carries it; the next beat tries again
             self.log(f"{self.run_id}: publishing the heartbeat failed: {exc!r}")
+
+    def committed(self, outcome: str | None = None, carried: bool = True) -> None:
+        """After a commit (``carried``: it succeeded) of a run that builds a teacher cache: ready once
+        its training is past the teacher phase; given back when the run ended before that, or ended
+        and its last commit failed (the cache may not be on the Volume: the next launch builds it)."""
+        if self.cache is None or not (carried or outcome is not None):
+            return
+        progress = runfolder.read_json(self.run_dir / runfolder.PROGRESS) if carried else {}
+        outcome = outcome if carried else "lost"
+        try:
+            if modal_cache.publish(self.live, self.cache, self.run_id, progress, outcome):
+                self.cache = None
+        except Exception as exc:  # noqa: BLE001 — the next commit tries again
+            self.log(f"{self.run_id}: publishing the teacher cache's state failed: {exc!r}")
 
 
 def _refusal(
@@ -181,13 +195,14 @@ def _wait(proc, run_dir: Path, beat: _Heartbeat, copies, watchdog: Watchdog, com
             log(f"{run_dir.name}: {error}")
             runfolder.write_json(run_dir / runfolder.ERROR, {"error": error, "traceback": ""})
             return proc.returncode
-        for copy in copies:
-            copy()
+        copies()
         beat(proc.pid)
         try:
-            commit()  # progress.json, checkpoints and the log become visible outside
+            commit()  # progress.json, checkpoints, caches and the log become visible outside
         except Exception as exc:  # noqa: BLE001 — a failed periodic commit is retried next beat
             log(f"{run_dir.name}: periodic volume commit failed (will retry): {exc!r}")
+        else:
+            beat.committed()
 
 
 def _start(cmd: list[str], local: Path, env: dict[str, str], log) -> subprocess.Popen:
@@ -205,9 +220,27 @@ def _start(cmd: list[str], local: Path, env: dict[str, str], log) -> subprocess.
         )
 
 
+def _last(proc, run_dir: Path, beat: _Heartbeat, copies, commit, ended: bool, retry_s: float, log) -> None:
+    """The last copies, heartbeat and commit of a training that stopped (``ended``: by itself; else
+    cancelled, preempted or crashing, when a failed commit must not mask what stopped it)."""
+    copies()
+    beat.attempts[-1][1] = time.time()
+    outcome = runfolder.outcome(run_dir)
+    beat(None, outcome, exit_code=proc.returncode, ended_at=time.time())
+    try:  # every file the run wrote is visible outside before the input returns
+        last_commit(commit, LAST_COMMIT_S if ended else STOPPED_COMMIT_S, retry_s)
+    except Exception as exc:  # noqa: BLE001 — on the way out of a cancel or a crash: do not mask it
+        beat.committed(outcome, carried=False)
+        if ended:
+            raise
+        log(f"{run_dir.name}: the last volume commit failed: {exc!r}")
+    else:
+        beat.committed(outcome)
+
+
 def _command(python: str, root: Path, run_dir: Path, data: Path, local: Path, device: str, resume_from):
-    """The training's command line: its checkpoint on this container's disk (``local``)."""
-    cmd = [python, "-m", "kdq.train", str(run_dir), "--data", str(data), "--cache", str(root / CACHE)]
+    """The training's command line: its checkpoint and its cache folder on this container's disk."""
+    cmd = [python, "-m", "kdq.train", str(run_dir), "--data", str(data), "--cache", str(local / CACHE)]
     cmd += ["--device", device, "--checkpoint", str(local / runfolder.CHECKPOINT)]
     return cmd + (["--resume-from", str(root / run_path(resume_from))] if resume_from else [])
 
@@ -263,7 +296,10 @@ def run_training(
     commit()  # claim the run before the (long) start of training
     local = Path(local_dir or tempfile.mkdtemp(prefix=f"kdq-{run_id}-"))
     local.mkdir(parents=True, exist_ok=True)
-    copies = (LogCopy(local / runfolder.LOG, run_dir / runfolder.LOG, echo), CheckpointCopy(local, run_dir))
+    view = CacheView(root / CACHE, local / CACHE)  # what the Volume holds now, the decode's tensor included
+    log_copy = LogCopy(local / runfolder.LOG, run_dir / runfolder.LOG, echo)
+    parts = (log_copy, CheckpointCopy(local, run_dir), view)
+    copies = pack.locked(lambda: [copy() for copy in parts])  # no neighbour commits while one is open
     watchdog = Watchdog((run_dir / runfolder.PROGRESS, local / runfolder.LOG), stall_s)
     data = pack.stage(data_dir, dataset_path(dataset))  # once per container, named as on the Volume
     cmd = _command(python, root, run_dir, data, local, device, resume_from)
@@ -273,16 +309,7 @@ def run_training(
         code = _supervise(proc, run_dir, beat, copies, watchdog, commit, (heartbeat_s, stop, deadline), log)
     finally:
         stop_child(proc, STOP_GRACE_S)  # cancelled, preempted (SIGINT, SIGTERM) or crashing: stop the child
-        for copy in copies:
-            copy()
-        attempts[-1][1] = time.time()
-        beat(None, runfolder.outcome(run_dir), exit_code=proc.returncode, ended_at=time.time())
-        try:  # the final commit: every file the run wrote is visible outside before we return
-            last_commit(commit, LAST_COMMIT_S if code is not None else STOPPED_COMMIT_S, commit_retry_s)
-        except Exception as exc:  # noqa: BLE001 — on the way out of a cancel or a crash: do not mask it
-            if code is not None:
-                raise
-            log(f"{run_id}: the last volume commit failed: {exc!r}")
+        _last(proc, run_dir, beat, copies, commit, code is not None, commit_retry_s, log)
     result = _result(run_dir, run_id, call_id, exit_code=code)
     if result["outcome"] is None:
         raise RunDied(

@@ -986,6 +986,90 @@ def test_the_container_marks_the_cache_ready_once_its_training_is_past_the_teach
         thread.join(30)
 
 
+WRITE_THE_TEACHER_CACHE = """
+cache = pathlib.Path(sys.argv[sys.argv.index('--cache') + 1]) / 'teacher'
+cache.mkdir(parents=True, exist_ok=True)
+(here / 'started').touch()
+while not (here / 'blocked').exists():
+    time.sleep(0.01)
+with open(cache / '.t.pt.tmp', 'wb') as f:  # as torch.save into runfolder.atomic_path: seconds, open
+    f.write(b'embeddings' * 1000)
+    (here / 'writing').touch()
+    while not (here / 'written').exists():
+        time.sleep(0.01)
+(cache / '.t.pt.tmp').rename(cache / 't.pt')
+(run / 'progress.json').write_text(json.dumps({'phase': 'train', 'epoch': 1}))
+(here / 'wrote').touch()
+while not (here / 'go').exists():
+    time.sleep(0.01)
+(run / 'done.json').write_text(json.dumps({'best_f1': 0.5}))
+"""
+
+
+def _cache_builder(fake: FakeModal, tmp_path: Path) -> tuple[Mount, str, threading.Thread]:
+    """A run that builds the teacher cache (``WRITE_THE_TEACHER_CACHE``), started in its own thread."""
+    runfolder.write_json(fake.root / "runs/tb-1" / runfolder.SPEC, teacher_spec().model_dump(mode="json"))
+    mark = json.loads((fake.root / "datasets/synth" / vol.DATASET_MARK).read_text())
+    key = modal_cache.cache_key(teacher_spec().model_dump(mode="json"), mark)
+    fake.live.put(key, {"state": "building", "run": "tb-1", "at": time.time()})
+    mount = Mount(fake.volume, "tb")
+    thread = threading.Thread(
+        target=container.run_training,
+        args=(mount.dir, "tb-1", "synth"),
+        kwargs=dict(
+            call_id="fc-1", commit=mount.commit, reload=mount.reload, local_dir=tmp_path / "local",
+            heartbeat_s=0.1, python=stub_trainer(tmp_path, WRITE_THE_TEACHER_CACHE), log=lambda m: None,
+            live=fake.live,
+        ),
+        daemon=True,
+    )  # fmt: skip
+    thread.start()
+    return mount, key, thread
+
+
+def test_a_neighbours_commit_is_not_refused_while_a_training_writes_its_teacher_cache(fake, tmp_path):
+    """Packed runs share one mount. The training writes its caches on the container's own disk; the
+    container copies them to the Volume whole, under its lock, so a neighbour's commit never meets the
+    cache half written and open; the commit after the copy carries it."""
+    mount, _, thread = _cache_builder(fake, tmp_path)
+    try:
+        wait_for(lambda: (tmp_path / "started").exists(), timeout=30)
+        (tmp_path / "blocked").touch()
+        wait_for(lambda: (tmp_path / "writing").exists(), timeout=30)
+        mount.commit()  # a neighbour's, while the cache is open for writing
+        (tmp_path / "written").touch()
+        wait_for(lambda: (fake.root / "cache/teacher/t.pt").exists(), timeout=30)
+    finally:
+        for name in ("blocked", "written", "go"):
+            (tmp_path / name).touch()
+        thread.join(30)
+    assert (fake.root / "cache/teacher/t.pt").read_bytes() == b"embeddings" * 1000
+    assert not [p.name for p in (fake.root / "cache/teacher").iterdir() if p.name.startswith(".")]
+
+
+def test_the_teacher_cache_is_said_ready_only_once_a_commit_carried_it_to_the_volume(fake, tmp_path):
+    """Every commit is refused while the cache is written and the training passes the teacher phase:
+    the waiting experiments must not be told it is ready (they would launch and miss it), until a
+    commit has carried it."""
+    _, key, thread = _cache_builder(fake, tmp_path)
+    try:
+        wait_for(lambda: (tmp_path / "started").exists(), timeout=30)
+        fake.volume.held_open = "/vol/cache/huggingface/blobs/weights.incomplete"  # a download, say
+        for name in ("blocked", "written"):
+            (tmp_path / name).touch()
+        wait_for(lambda: (tmp_path / "wrote").exists(), timeout=30)
+        time.sleep(0.5)  # several beats, each of them refused
+        assert fake.live.get(key)["state"] == "building"
+        fake.volume.held_open = ""
+        wait_for(lambda: fake.live.get(key)["state"] == "ready", timeout=30)
+        assert (fake.root / "cache/teacher/t.pt").exists()  # on the committed Volume when said ready
+    finally:
+        fake.volume.held_open = ""
+        for name in ("blocked", "written", "go"):
+            (tmp_path / name).touch()
+        thread.join(30)
+
+
 def test_a_commit_with_a_file_open_on_the_volume_is_refused(tmp_path):
     """The stand-in itself: an open file under the mount makes commit and reload fail, like Modal."""
     volume = FakeVolume(tmp_path)
