@@ -27,7 +27,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-import kdq.backends.modal_cache as modal_cache
 from jobs import preempt
 from jobs.cacheview import CacheView
 from jobs.packing import Pack, wait_or_stop
@@ -107,13 +106,11 @@ def _result(run_dir: Path, run_id: str, call_id: str, **extra: Any) -> dict[str,
 
 
 class _Heartbeat:
-    """owner.json on the Volume and the same record, with progress.json, in the app's ``modal.Dict``;
-    and, after a commit, the teacher cache's state when this run is the one building it
-    (kdq/backends/modal_cache.py): it is said ready only once a commit carried it to the Volume."""
+    """owner.json on the Volume and the same record, with progress.json, in the app's ``modal.Dict``."""
 
-    def __init__(self, run_dir: Path, run_id: str, call_id: str, attempts: list, live: Live, cache, log):
+    def __init__(self, run_dir: Path, run_id: str, call_id: str, attempts: list, live: Live, log):
         self.run_dir, self.run_id, self.call_id, self.attempts = run_dir, run_id, call_id, attempts
-        self.live, self.cache, self.log = live, cache, log
+        self.live, self.log = live, log
 
     def __call__(self, pid: int | None, outcome: str | None = None, **extra: Any) -> None:
         record = {"call_id": self.call_id, "heartbeat": time.time(), "pid": pid, "attempts": self.attempts}
@@ -123,20 +120,6 @@ class _Heartbeat:
             self.live.put(run_key(self.run_id), {**record, **extra, "progress": progress})
         except Exception as exc:  # noqa: BLE001 — the Volume still carries it; the next beat tries again
             self.log(f"{self.run_id}: publishing the heartbeat failed: {exc!r}")
-
-    def committed(self, outcome: str | None = None, carried: bool = True) -> None:
-        """After a commit (``carried``: it succeeded) of a run that builds a teacher cache: ready once
-        its training is past the teacher phase; given back when the run ended before that, or ended
-        and its last commit failed (the cache may not be on the Volume: the next launch builds it)."""
-        if self.cache is None or not (carried or outcome is not None):
-            return
-        progress = runfolder.read_json(self.run_dir / runfolder.PROGRESS) if carried else {}
-        outcome = outcome if carried else "lost"
-        try:
-            if modal_cache.publish(self.live, self.cache, self.run_id, progress, outcome):
-                self.cache = None
-        except Exception as exc:  # noqa: BLE001 — the next commit tries again
-            self.log(f"{self.run_id}: publishing the teacher cache's state failed: {exc!r}")
 
 
 def _refusal(
@@ -201,8 +184,6 @@ def _wait(proc, run_dir: Path, beat: _Heartbeat, copies, watchdog: Watchdog, com
             commit()  # progress.json, checkpoints, caches and the log become visible outside
         except Exception as exc:  # noqa: BLE001 — a failed periodic commit is retried next beat
             log(f"{run_dir.name}: periodic volume commit failed (will retry): {exc!r}")
-        else:
-            beat.committed()
 
 
 def _start(cmd: list[str], local: Path, env: dict[str, str], log) -> subprocess.Popen:
@@ -225,17 +206,13 @@ def _last(proc, run_dir: Path, beat: _Heartbeat, copies, commit, ended: bool, re
     cancelled, preempted or crashing, when a failed commit must not mask what stopped it)."""
     copies()
     beat.attempts[-1][1] = time.time()
-    outcome = runfolder.outcome(run_dir)
-    beat(None, outcome, exit_code=proc.returncode, ended_at=time.time())
+    beat(None, runfolder.outcome(run_dir), exit_code=proc.returncode, ended_at=time.time())
     try:  # every file the run wrote is visible outside before the input returns
         last_commit(commit, LAST_COMMIT_S if ended else STOPPED_COMMIT_S, retry_s)
     except Exception as exc:  # noqa: BLE001 — on the way out of a cancel or a crash: do not mask it
-        beat.committed(outcome, carried=False)
         if ended:
             raise
         log(f"{run_dir.name}: the last volume commit failed: {exc!r}")
-    else:
-        beat.committed(outcome)
 
 
 def _command(python: str, root: Path, run_dir: Path, data: Path, local: Path, device: str, resume_from):
@@ -268,6 +245,7 @@ def run_training(
     stop: threading.Event | None = None,
     timeout_s: float | None = None,
     commit_retry_s: float = 1.0,
+    teacher_cache_only: bool = False,
 ) -> dict[str, Any]:
     """Train ``runs/<run_id>`` under ``root`` to the end and return a plain dict (Modal pickles it).
 
@@ -279,7 +257,8 @@ def run_training(
     each heartbeat, which the worker reads even while commits fail. ``device``: what the training must
     run on (a GPU container: ``cuda``, never a silent CPU fallback); ``env``: added to its environment.
     ``pack``: what the container's inputs share; ``stop``: set on a cancel; ``timeout_s``: the attempt's;
-    ``commit_retry_s``: the first wait before the last commit is tried again.
+    ``commit_retry_s``: the first wait before the last commit is tried again; ``teacher_cache_only``:
+    build the teacher cache the spec needs (for every run: kdq/backends/modal_cache.py), train nothing.
     """
     deadline = (time.monotonic() + timeout_s, timeout_s / 60) if timeout_s else None
     pack = pack or Pack(Path(local_dir or tempfile.mkdtemp(prefix=f"kdq-{run_id}-")))
@@ -289,9 +268,7 @@ def run_training(
         return refused
     run_dir, data_dir = root / run_path(run_id), root / dataset_path(dataset)
     attempts = _attempts(runfolder.read_json(run_dir / OWNER), call_id, time.time())
-    spec, mark = runfolder.read_json(run_dir / runfolder.SPEC), runfolder.read_json(data_dir / DATASET_MARK)
-    cache = modal_cache.cache_key(spec or {}, mark or {})  # the teacher cache this run may be building
-    beat = _Heartbeat(run_dir, run_id, call_id, attempts, live, cache, log)
+    beat = _Heartbeat(run_dir, run_id, call_id, attempts, live, log)
     beat(None)
     commit()  # claim the run before the (long) start of training
     local = Path(local_dir or tempfile.mkdtemp(prefix=f"kdq-{run_id}-"))
@@ -303,6 +280,7 @@ def run_training(
     watchdog = Watchdog((run_dir / runfolder.PROGRESS, local / runfolder.LOG), stall_s)
     data = pack.stage(data_dir, dataset_path(dataset))  # once per container, named as on the Volume
     cmd = _command(python, root, run_dir, data, local, device, resume_from)
+    cmd += ["--teacher-cache-only"] if teacher_cache_only else []
     proc = _start(cmd, local, {**pack.env(), **(env or {})}, lambda msg: log(f"{run_id}: {msg}"))
     code: int | None = None
     try:

@@ -5,12 +5,12 @@ and cached under ``cache/decoded/`` (kdq/train/data.py). Decoding 10,000 picture
 minute or more: done inside a GPU container, the GPU bills while it waits, and on the first night
 every run that starts at once would do it again. So the worker spawns this function once per
 (dataset, decode size) before any of their trainings (kdq/backends/modal_cache.py), and they wait in
-``queued`` until the app's ``modal.Dict`` says the tensor is on the Volume.
+``queued`` until the call has returned ``done``.
 
 It unpacks the dataset's archive onto the container's own disk, decodes it with the training's own
 code into the Volume's cache folder (a file name the training finds by itself: the fingerprint of the
-file list and the size), commits, and then marks the Dict's key ``ready``, or ``failed`` with a one-line
-reason when the pictures cannot be decoded. Nothing here imports modal.
+file list and the size) and commits before it returns; or it returns a one-line reason when the
+pictures cannot be decoded. Nothing here imports modal.
 """
 
 from __future__ import annotations
@@ -32,23 +32,24 @@ def decode_dataset(
     root: Path,
     dataset: str,
     decode_size: int,
-    key: str,
     *,
-    live,
     limit_per_class: int | None = None,
     commit: Callable[[], None] = lambda: None,
     reload: Callable[[], None] = lambda: None,
     local_dir: Path | None = None,
     log: Callable[[str], None] = lambda msg: print(msg, flush=True),
 ) -> dict[str, Any]:
-    """Decode ``datasets/<dataset>`` under ``root`` (the Volume) into ``cache/decoded/`` and mark
-    ``key`` in ``live`` (the app's ``modal.Dict``). Returns ``{"outcome": "done" | "error", ...}``;
-    anything else it raises (out of memory, a Volume that fails) fails the call, which the worker reads."""
+    """Decode ``datasets/<dataset>`` under ``root`` (the Volume) into ``cache/decoded/``. Returns
+    ``{"outcome": "done" | "error", ...}``; anything it raises (out of memory, a Volume that fails)
+    fails the call. The worker reads either (kdq/backends/modal_cache.py)."""
     started = time.time()
     reload()  # the dataset's upload, committed by kdq data upload or a launch
     data_dir = root / dataset_path(dataset)
     if not (data_dir / DATASET_MARK).exists():
-        return _failed(live, key, f"dataset {dataset!r} is not on the Volume ({dataset_path(dataset)})")
+        return {
+            "outcome": "error",
+            "error": f"dataset {dataset!r} is not on the Volume ({dataset_path(dataset)})",
+        }
     pack = Pack(Path(local_dir or tempfile.mkdtemp(prefix="kdq-decode-")))
     staged = pack.stage(data_dir, dataset_path(dataset))  # named as the trainings stage it: same fingerprint
     log(f"decoding dataset {dataset!r} at {decode_size} px into {CACHE}/decoded/")
@@ -57,21 +58,14 @@ def decode_dataset(
             warnings.simplefilter("always")
             decoded = data.load(staged, root / CACHE, decode_size, limit_per_class)
     except DataError as exc:  # named as on the Volume, not as unpacked on this container's disk
-        return _failed(live, key, str(exc).replace(str(staged), dataset_path(dataset)))
+        return {"outcome": "error", "error": str(exc).replace(str(staged), dataset_path(dataset))}
     for warning in skipped:
         log(str(warning.message))
     commit()  # the tensor is on the Volume before anyone is told it is
     done = {
-        "state": "ready",
         "images": len(decoded.files),
         "skipped": len(decoded.skipped),
         "seconds": round(time.time() - started, 1),
     }
-    live.put(key, done)
     log(f"decoded {done['images']} pictures ({done['skipped']} skipped) in {done['seconds']:g} s")
     return {"outcome": "done", **done}
-
-
-def _failed(live, key: str, error: str) -> dict[str, Any]:
-    live.put(key, {"state": "failed", "error": error})
-    return {"outcome": "error", "error": error}

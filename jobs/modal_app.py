@@ -143,8 +143,10 @@ class Trainer:
         resume_from: str | None = None,
         timeout_s: float | None = None,
         pack: int = PACK,
+        teacher_cache_only: bool = False,
     ) -> dict:
-        """Train run folder ``runs/<run_id>`` on the Volume; returns a plain dict (see ``run_training``)."""
+        """Train run folder ``runs/<run_id>`` on the Volume (``teacher_cache_only``: build the teacher cache
+        its spec needs, for every run, and train nothing); returns a plain dict (see ``run_training``)."""
         self.pack.pack = pack  # every input of this container pool was spawned with the same
         return await train_input(
             run_training,
@@ -158,6 +160,7 @@ class Trainer:
             live=live,
             pack=self.pack,
             timeout_s=timeout_s,
+            teacher_cache_only=teacher_cache_only,
         )
 
 
@@ -170,15 +173,13 @@ DECODE_OPTIONS = dict(
 
 
 @app.function(volumes={MOUNT: volume}, **DECODE_OPTIONS)
-def decode(dataset: str, decode_size: int, key: str, limit_per_class: int | None = None) -> dict:
-    """Decode dataset ``dataset`` once into the Volume's cache for every run, and mark ``key`` in the
-    app's Dict; returns a plain dict (see ``decode_dataset``)."""
+def decode(dataset: str, decode_size: int, limit_per_class: int | None = None) -> dict:
+    """Decode dataset ``dataset`` once into the Volume's cache for every run; returns a plain dict (see
+    ``decode_dataset``)."""
     return decode_dataset(
         Path(MOUNT),
         dataset,
         decode_size,
-        key,
-        live=live,
         limit_per_class=limit_per_class,
         commit=volume.commit,
         reload=volume.reload,

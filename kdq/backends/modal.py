@@ -1,12 +1,12 @@
 """The Modal backend: kdq's training entry point in a GPU container, the run folder on a Modal Volume.
 
     waits   (in queued, holding no launch slot) deploy, upload the dataset, then wait while the app's
-            CPU-only decode function decodes its pictures once for every run, or while another run
-            builds the teacher cache (modal_cache.py)
+            CPU-only decode function decodes its pictures, then while one input of the training class
+            builds its teacher cache, each once for every run that needs it (modal_cache.py)
     launch  a call id in launch.json or owner.json → reuse it; otherwise (one deploy or upload at a
             time) deploy if the code changed, make sure the dataset and the Hugging Face secret are
-            there, wait while another run builds the teacher cache (modal_cache.py), write spec.json +
-            launch.json, spawn, keep the call id in the database, then on the Volume
+            there, write spec.json + launch.json, spawn, keep the call id in the database, then on
+            the Volume
     poll    the call's state + the heartbeat (modal.Dict) or progress.json; an ended call is judged by
             the run folder; a run past backend.max_gpu_min (all attempts together) is cancelled
     fetch   stream model.pt, metrics.json, history.csv into dest, each checked against its size
@@ -22,7 +22,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -141,32 +141,56 @@ class ModalBackend:
         return mark
 
     def waits(self, run_id: str, spec: ExperimentSpec) -> str | None:
-        """Why ``run_id`` waits in ``queued`` (no launch slot taken): its pictures are being decoded, or
-        another run builds the teacher cache it needs. ``None``: it may launch."""
-        spec_json = spec.model_dump(mode="json")
+        """Why ``run_id`` waits in ``queued`` (no launch slot taken): its pictures, then its teacher cache,
+        are being made, once for every experiment that needs them (modal_cache.py). ``None``: it may
+        launch."""
+        spec_json, d = spec.model_dump(mode="json"), spec.data
         with guarded(live_run=False):
             mark = self.prepare(spec)  # the app deployed and the dataset uploaded: the decode reads it
+            key, now = modal_cache.decode_key(spec_json, mark), time.time()
+            what = f"the decode of dataset {d.dataset!r} (a CPU-only function: no GPU bills meanwhile)"
+            fix = f"upload the dataset again (`kdq data upload PATH --name {d.dataset}`), then `kdq retry`"
+            spawn = lambda: self._spawn_decode(spec, mark)  # noqa: E731 — called once, if at all
+            if why := modal_cache.made_once(self.gateway, key, spawn, what, now, fix):
+                return why
+            if not (key := modal_cache.cache_key(spec_json, mark)):
+                return None
+            what = f"the build of the teacher cache of {spec.teacher.model} on dataset {d.dataset!r}"
+            spawn = lambda: self._spawn_build(spec, mark, key)  # noqa: E731
+            return modal_cache.made_once(self.gateway, key, spawn, what, now)
 
-            def spawn(key: str) -> str:
-                return self._spawn_decode(spec, mark, key)
-
-            why = modal_cache.decoded(self.gateway, spawn, spec_json, mark, time.time())
-            return why or modal_cache.waits(self.gateway, run_id, spec_json, mark)
-
-    def _spawn_decode(self, spec: ExperimentSpec, mark: dict, key: str) -> str:
+    def _spawn_decode(self, spec: ExperimentSpec, mark: dict) -> str:
         """One call of the app's CPU-only decode function on ``spec``'s dataset; returns its id."""
-        from modal.exception import NotFoundError
-
         d = spec.data
         memory = memory_mib(int(mark.get("files", 0)), d.decode_size, None)
         args = dict(dataset=d.dataset, decode_size=d.decode_size, limit_per_class=d.limit_per_class)
-        try:
-            call_id = self.gateway.spawn_decode(key, memory_mib=memory, **args)
-        except NotFoundError:  # an app deployed before the function existed, or deleted: deploy again
-            ensure_deployed(self.settings, self.gateway, force=True)
-            call_id = self.gateway.spawn_decode(key, memory_mib=memory, **args)
+        call_id = self._deployed(lambda: self.gateway.spawn_decode(memory_mib=memory, **args))
         log.info("spawned the decode of a dataset", dataset=d.dataset, size=d.decode_size, call_id=call_id)
         return call_id
+
+    def _spawn_build(self, spec: ExperimentSpec, mark: dict, key: str) -> str:
+        """One input of the training class that builds teacher cache ``key`` for ``spec`` and trains
+        nothing, in run folder ``runs/cache-<key>``; returns its call id."""
+        run_id = modal_cache.build_run_id(key)
+        self.gateway.upload(
+            [(spec.model_dump_json(indent=2).encode(), f"{vol.run_path(run_id)}/{runfolder.SPEC}")]
+        )
+        call_id = self._spawn(run_id, spec, int(mark.get("files", 0)), None, teacher_cache_only=True)
+        log.info(
+            "spawned the build of a teacher cache", run_id=run_id, teacher=spec.teacher.model, call_id=call_id
+        )
+        return call_id
+
+    def _deployed(self, spawn: Callable[[], str]) -> str:
+        """``spawn()``, and once more after a deploy when the app was stopped or deleted behind our back
+        (or deployed before the function existed)."""
+        from modal.exception import NotFoundError
+
+        try:
+            return spawn()
+        except NotFoundError:
+            ensure_deployed(self.settings, self.gateway, force=True)
+            return spawn()
 
     def launch(self, run_id: str, spec: ExperimentSpec, resume_from: str | None = None) -> dict[str, Any]:
         """``resume_from``: an earlier run on the Volume whose checkpoint this one starts from."""
@@ -198,8 +222,6 @@ class ModalBackend:
             return self._handle(run_id, call_id, spec)
         with guarded(live_run=bool(record)):  # a record means a call may live: never fail it away
             mark = self.prepare(spec)
-            if key := modal_cache.cache_key(spec.model_dump(mode="json"), mark):
-                modal_cache.wait_or_build(self.gateway, key, run_id, time.time())
             token = uuid.uuid4().hex
             spawning = json.dumps({"state": "spawning", "token": token, "at": time.time()}).encode()
             spec_json = spec.model_dump_json(indent=2).encode()
@@ -215,17 +237,12 @@ class ModalBackend:
         log.info("spawned a Modal training call", run_id=run_id, call_id=call_id, gpu=spec.backend.gpu)
         return handle
 
-    def _spawn(self, run_id: str, spec: ExperimentSpec, images: int, resume_from: str | None) -> str:
-        from modal.exception import NotFoundError
-
+    def _spawn(self, run_id: str, spec: ExperimentSpec, images: int, resume_from: str | None, **kw) -> str:
+        """One input of the training class (``kw``: ``teacher_cache_only``); returns its call id."""
         timeout_s = int(min(spec.backend.attempt_min, spec.backend.max_gpu_min) * 60)  # the input stops there
         options = spawn_options(spec, images, self.settings.modal_max_running)
-        kw = dict(options=options, timeout_s=timeout_s, resume_from=resume_from)
-        try:
-            return self.gateway.spawn(run_id, spec.data.dataset, **kw)
-        except NotFoundError:  # the app was stopped or deleted behind our back: deploy and try once more
-            ensure_deployed(self.settings, self.gateway, force=True)
-            return self.gateway.spawn(run_id, spec.data.dataset, **kw)
+        kw |= dict(options=options, timeout_s=timeout_s, resume_from=resume_from)
+        return self._deployed(lambda: self.gateway.spawn(run_id, spec.data.dataset, **kw))
 
     def _handle(self, run_id: str, call_id: str, spec: ExperimentSpec) -> dict[str, Any]:
         b, at = spec.backend, time.time()
@@ -315,4 +332,3 @@ class ModalBackend:
             named = [(self._json(f"{run}/{name}") or {}).get("call_id") for name in (vol.LAUNCH, vol.OWNER)]
             for call_id in dict.fromkeys(filter(None, [handle.get("call_id"), *named])):
                 self.gateway.cancel(call_id)
-            modal_cache.release(self.gateway, handle["run_id"])

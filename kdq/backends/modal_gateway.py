@@ -99,14 +99,13 @@ class SpawnOptions:
 
 
 class Gateway(Protocol):
-    def spawn(
-        self, run_id: str, dataset: str, *, options: SpawnOptions, timeout_s: int, resume_from: str | None
-    ) -> str:
-        """Start one training input of the app's class; returns the call id (``fc-...``)."""
+    def spawn(self, run_id: str, dataset: str, *, options: SpawnOptions, timeout_s: int, **extra: Any) -> str:
+        """Start one training input of the app's class; returns the call id (``fc-...``). ``extra``:
+        ``resume_from`` (a run whose checkpoint to start from), ``teacher_cache_only`` (train nothing)."""
 
-    def spawn_decode(self, key: str, *, memory_mib: int, **args: Any) -> str:
-        """Start the app's CPU-only ``decode`` function (``args``: dataset, decode_size, limit_per_class;
-        ``key``: its lease in the Dict, which it marks); returns the call id."""
+    def spawn_decode(self, *, memory_mib: int, **args: Any) -> str:
+        """Start the app's CPU-only ``decode`` function (``args``: dataset, decode_size,
+        limit_per_class); returns the call id."""
 
     def call_state(self, call_id: str) -> CallState: ...
 
@@ -193,15 +192,13 @@ class ModalGateway:
 
     # ------------------------------------------------------------ calls
 
-    def spawn(
-        self, run_id: str, dataset: str, *, options: SpawnOptions, timeout_s: int, resume_from: str | None
-    ) -> str:
-        resume = {"resume_from": resume_from} if resume_from else {}
-        kw = dict(run_id=run_id, dataset=dataset, timeout_s=timeout_s, pack=options.pack, **resume)
+    def spawn(self, run_id: str, dataset: str, *, options: SpawnOptions, timeout_s: int, **extra: Any) -> str:
+        extra = {k: v for k, v in extra.items() if v}  # the method's defaults otherwise
+        kw = dict(run_id=run_id, dataset=dataset, timeout_s=timeout_s, pack=options.pack, **extra)
         return self._function(options).spawn(**kw).object_id
 
-    def spawn_decode(self, key: str, *, memory_mib: int, **args: Any) -> str:
-        return self._decoder(memory_mib).spawn(key=key, **args).object_id
+    def spawn_decode(self, *, memory_mib: int, **args: Any) -> str:
+        return self._decoder(memory_mib).spawn(**args).object_id
 
     def call_state(self, call_id: str) -> CallState:
         from modal.exception import (

@@ -4,6 +4,9 @@ It reads ``RUN_DIR/spec.json``, holds an exclusive lock on ``RUN_DIR/train.lock`
 (so a second launch of the same run exits at once and a watcher can tell it is alive), and ends
 with ``done.json`` or ``error.json``. The training itself is ``kdq.train.loop.run``.
 
+``--teacher-cache-only`` builds the teacher cache the spec needs and trains nothing (the Modal backend
+has each cache built once, for every run: kdq/backends/modal_cache.py).
+
 A SIGTERM stops it at the next training step, after a checkpoint of that step: it exits with
 ``EXIT_STOPPED`` and no verdict, so the run is resumed (a preemption), not failed. ``--checkpoint``
 puts the checkpoint on a local disk (the Modal container's; it copies the file to the Volume).
@@ -42,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--device", choices=["cuda", "cpu"], help="override train.device (a GPU container passes cuda)"
     )
+    parser.add_argument(
+        "--teacher-cache-only",
+        action="store_true",
+        help="build the teacher cache the spec needs, train nothing",
+    )
     args = parser.parse_args(argv)
     run_dir: Path = args.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -74,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         saver = Saver(args.checkpoint or run_dir / runfolder.CHECKPOINT, spec.train.checkpoint_every_s)
         signal.signal(signal.SIGTERM, saver.request_stop)
         try:
-            summary = run(spec, run_dir, data_dir=args.data, cache_dir=args.cache, saver=saver) or {}
+            if args.teacher_cache_only:
+                summary = teacher_cache(spec, run_dir, args.data, args.cache)
+            else:
+                summary = run(spec, run_dir, data_dir=args.data, cache_dir=args.cache, saver=saver) or {}
         except Stopped as stop:
             print(stop, flush=True)
             return EXIT_STOPPED
@@ -99,6 +110,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130 if isinstance(exc, KeyboardInterrupt) else 1
     finally:
         lock.close()
+
+
+def teacher_cache(spec: ExperimentSpec, run_dir: Path, data_dir: Path, cache_dir: Path) -> dict:
+    """The pictures and the teacher's embeddings of every view of them, into ``cache_dir``, for every run
+    of this dataset and teacher (the Modal backend's build of a teacher cache); trains no student."""
+    from kdq.train.loop import load, pick_device, progress, teacher_targets
+
+    progress(run_dir, spec, None, "data")
+    split = load(spec, data_dir, cache_dir, pick_device(spec.train.device))
+    targets = teacher_targets(spec, split, run_dir, data_dir, cache_dir)
+    progress(run_dir, spec, None, "done")
+    return {"teacher_val_f1": None if targets is None else targets.val_f1}
 
 
 if __name__ == "__main__":

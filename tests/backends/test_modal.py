@@ -366,9 +366,8 @@ class FakeModal(ModalGateway):
         fake = self
 
         class Function:
-            def spawn(self, dataset: str, decode_size: int, key: str, limit_per_class: int | None = None):
-                opts = {"memory": memory_mib, "decode_size": decode_size, "key": key}
-                opts["limit"] = limit_per_class
+            def spawn(self, dataset: str, decode_size: int, limit_per_class: int | None = None):
+                opts = {"memory": memory_mib, "decode_size": decode_size, "limit": limit_per_class}
                 call = Call(f"fc-d{len(fake.decodes) + 1:03d}", "", dataset, opts, fake=fake)
                 fake.decodes[call.id] = call
                 call.thread = threading.Thread(target=fake._decode, args=(call,), daemon=True)
@@ -389,8 +388,6 @@ class FakeModal(ModalGateway):
                 mount.dir,
                 call.dataset,
                 call.options["decode_size"],
-                call.options["key"],
-                live=self.live,
                 limit_per_class=call.options["limit"],
                 commit=mount.commit,
                 reload=mount.reload,
@@ -480,6 +477,7 @@ class FakeModal(ModalGateway):
             echo=self.container_output.append,
             pack=box.pack,
             timeout_s=call.options.get("timeout_s"),
+            teacher_cache_only=call.options.get("teacher_cache_only", False),
             **python,
         )
 
@@ -934,56 +932,43 @@ def teacher_spec(**sections) -> ExperimentSpec:
     )
 
 
-def test_a_teacher_cache_is_built_by_one_run_while_the_others_wait_for_it(backend, fake):
-    """Night one: every run with a teacher misses the cache. The first launch builds it; the others
-    wait in launching, with no container, until it is ready; a build that failed is taken over."""
-    fake.start_delays = [3600] * 3  # no container starts: the launches alone
-    backend.launch("tc-1", teacher_spec())
-    with pytest.raises(TransientError, match="waiting for the teacher cache, which run tc-1 is building"):
-        backend.launch("tc-2", teacher_spec(train={"epochs": 3}))  # another student, the same cache
-    assert len(fake.calls) == 1
-    backend.launch("tc-1", teacher_spec())  # the builder's own relaunch is not kept waiting
-    other_views = backend.launch(
-        "tv-1", teacher_spec(teacher={"kind": "siglip", "model": "tiny", "views": 2})
-    )
-    assert other_views["call_id"] and len(fake.calls) == 2  # another cache: built at once, in parallel
-    [key] = [k for k, v in fake.live.data.items() if k.startswith("cache:") and v["run"] == "tc-1"]
-    assert not modal_cache.publish(fake.live, key, "tc-1", {"phase": "teacher", "epoch": 0}, None)
-    assert modal_cache.publish(fake.live, key, "tc-1", {"phase": "data"}, "error")  # failed before it
-    backend.launch("tc-2", teacher_spec(train={"epochs": 3}))  # so tc-2 builds it now
-    assert fake.live.get(key)["run"] == "tc-2" and len(fake.calls) == 3
-    assert modal_cache.publish(fake.live, key, "tc-2", {"phase": "train", "epoch": 1}, None)
-    backend.launch("tc-3", teacher_spec(train={"epochs": 4}))  # ready: no wait
-    assert len(fake.calls) == 4 and fake.live.get(key)["state"] == "ready"
-    views_key = fake.live.get("builds:tv-1")
-    backend.cancel(other_views)  # cancelled while it builds: the next launch that needs it builds it
-    assert views_key and fake.live.get(views_key) is None
+def _teacher_files(fake: FakeModal) -> dict[str, int]:
+    folder = fake.root / vol.CACHE / "teacher"
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.pt")} if folder.is_dir() else {}
 
 
-def test_the_container_marks_the_cache_ready_once_its_training_is_past_the_teacher(fake, tmp_path):
-    runfolder.write_json(fake.root / "runs/tb-1" / runfolder.SPEC, teacher_spec().model_dump(mode="json"))
-    mark = json.loads((fake.root / "datasets/synth" / vol.DATASET_MARK).read_text())
-    key = modal_cache.cache_key(teacher_spec().model_dump(mode="json"), mark)
-    fake.live.put(key, {"state": "building", "run": "tb-1", "at": time.time()})
-    epoch_one = (
-        "(run / 'progress.json').write_text(json.dumps({'phase': 'train', 'epoch': 1}))\n" + WAIT_FOR_GO
+@pytest.mark.slow
+def test_a_teacher_cache_is_built_once_by_an_input_of_its_own_while_the_experiments_wait(
+    settings, store, fake
+):
+    """Night one: every experiment with a teacher misses the cache. One input of the training class
+    builds it (``--teacher-cache-only``, run folder ``runs/cache-<key>``) while both experiments that
+    need it wait in ``queued``; then both train on it, and neither computes the teacher again."""
+    ctx = context(settings, store, fake)
+    first, second = store.add(
+        [(None, teacher_spec(name="a")), (None, teacher_spec(name="b", train={"epochs": 3}))], force=True
     )
-    mount = Mount(fake.volume, "tb")
-    thread = threading.Thread(
-        target=container.run_training,
-        args=(mount.dir, "tb-1", "synth"),
-        kwargs=dict(
-            call_id="fc-1", commit=mount.commit, reload=mount.reload, local_dir=tmp_path / "local",
-            heartbeat_s=0.1, python=stub_trainer(tmp_path, epoch_one), log=lambda m: None, live=fake.live,
-        ),
-        daemon=True,
-    )  # fmt: skip
-    thread.start()
-    try:
-        wait_for(lambda: fake.live.get(key)["state"] == "ready", timeout=30)  # while it still trains
-    finally:
-        (tmp_path / "go").touch()
-        thread.join(30)
+
+    def both_launched() -> bool:
+        for exp_id in (first, second):
+            steps.advance(ctx, exp_id)
+        return all(store.get(e).stage is not Stage.QUEUED for e in (first, second))
+
+    wait_for(both_launched, timeout=120, every=0.1)
+    builds = [c for c in fake.calls.values() if c.run_id.startswith("cache-")]
+    assert len(builds) == 1 and builds[0].result["outcome"] == "done", [c.run_id for c in fake.calls.values()]
+    assert builds[0].options["teacher_cache_only"] and len(fake.decodes) == 1
+    built = _teacher_files(fake)
+    assert len(built) == 1
+    for exp_id in (first, second):
+        said = [e["message"] for e in store.events(exp_id)]
+        assert (
+            sum("waiting for the build of the teacher cache of tiny on dataset 'synth'" in m for m in said)
+            <= 1
+        ), said
+        assert drive(ctx, exp_id, {Stage.DONE, Stage.FAILED, Stage.READY}).stage is not Stage.FAILED
+    assert _teacher_files(fake) == built  # read by both trainings, written by neither
+    assert len(fake.calls) == 3
 
 
 WRITE_THE_TEACHER_CACHE = """
@@ -1006,12 +991,9 @@ while not (here / 'go').exists():
 """
 
 
-def _cache_builder(fake: FakeModal, tmp_path: Path) -> tuple[Mount, str, threading.Thread]:
+def _cache_builder(fake: FakeModal, tmp_path: Path) -> tuple[Mount, threading.Thread]:
     """A run that builds the teacher cache (``WRITE_THE_TEACHER_CACHE``), started in its own thread."""
     runfolder.write_json(fake.root / "runs/tb-1" / runfolder.SPEC, teacher_spec().model_dump(mode="json"))
-    mark = json.loads((fake.root / "datasets/synth" / vol.DATASET_MARK).read_text())
-    key = modal_cache.cache_key(teacher_spec().model_dump(mode="json"), mark)
-    fake.live.put(key, {"state": "building", "run": "tb-1", "at": time.time()})
     mount = Mount(fake.volume, "tb")
     thread = threading.Thread(
         target=container.run_training,
@@ -1024,14 +1006,14 @@ def _cache_builder(fake: FakeModal, tmp_path: Path) -> tuple[Mount, str, threadi
         daemon=True,
     )  # fmt: skip
     thread.start()
-    return mount, key, thread
+    return mount, thread
 
 
 def test_a_neighbours_commit_is_not_refused_while_a_training_writes_its_teacher_cache(fake, tmp_path):
     """Packed runs share one mount. The training writes its caches on the container's own disk; the
     container copies them to the Volume whole, under its lock, so a neighbour's commit never meets the
     cache half written and open; the commit after the copy carries it."""
-    mount, _, thread = _cache_builder(fake, tmp_path)
+    mount, thread = _cache_builder(fake, tmp_path)
     try:
         wait_for(lambda: (tmp_path / "started").exists(), timeout=30)
         (tmp_path / "blocked").touch()
@@ -1045,29 +1027,6 @@ def test_a_neighbours_commit_is_not_refused_while_a_training_writes_its_teacher_
         thread.join(30)
     assert (fake.root / "cache/teacher/t.pt").read_bytes() == b"embeddings" * 1000
     assert not [p.name for p in (fake.root / "cache/teacher").iterdir() if p.name.startswith(".")]
-
-
-def test_the_teacher_cache_is_said_ready_only_once_a_commit_carried_it_to_the_volume(fake, tmp_path):
-    """Every commit is refused while the cache is written and the training passes the teacher phase:
-    the waiting experiments must not be told it is ready (they would launch and miss it), until a
-    commit has carried it."""
-    _, key, thread = _cache_builder(fake, tmp_path)
-    try:
-        wait_for(lambda: (tmp_path / "started").exists(), timeout=30)
-        fake.volume.held_open = "/vol/cache/huggingface/blobs/weights.incomplete"  # a download, say
-        for name in ("blocked", "written"):
-            (tmp_path / name).touch()
-        wait_for(lambda: (tmp_path / "wrote").exists(), timeout=30)
-        time.sleep(0.5)  # several beats, each of them refused
-        assert fake.live.get(key)["state"] == "building"
-        fake.volume.held_open = ""
-        wait_for(lambda: fake.live.get(key)["state"] == "ready", timeout=30)
-        assert (fake.root / "cache/teacher/t.pt").exists()  # on the committed Volume when said ready
-    finally:
-        fake.volume.held_open = ""
-        for name in ("blocked", "written", "go"):
-            (tmp_path / name).touch()
-        thread.join(30)
 
 
 def test_a_commit_with_a_file_open_on_the_volume_is_refused(tmp_path):
@@ -1822,30 +1781,33 @@ def test_the_gate_lets_pack_times_gpus_experiments_train(settings, store, fake, 
 def test_an_experiment_waiting_for_the_teacher_cache_waits_queued_and_holds_no_launch_slot(
     settings, store, fake
 ):
-    """Another experiment builds the teacher cache this one needs: it stays queued, says why, and holds
-    no launch slot, so one behind it that needs no cache launches; once the cache is ready it goes."""
+    """The teacher cache this experiment needs is being built: it stays queued, says why, and holds no
+    launch slot, so one behind it that needs no cache launches; once the cache is ready it goes."""
     fake.start_delays = [3600] * 3  # no container starts: the launches alone
-    settings.modal_max_running = 2
+    settings.modal_max_running = 1
     ctx = context(settings, store, fake)
-    builder, waiter, other = store.add(
-        [
-            (None, teacher_spec(name="b")),
-            (None, teacher_spec(name="w", train={"epochs": 3})),
-            (None, tiny_spec()),
-        ],
-        force=True,
-    )
-    drive(ctx, builder, {Stage.TRAINING})
+    waiter, other = store.add([(None, teacher_spec(name="w")), (None, tiny_spec())], force=True)
+
+    def build_spawned() -> bool:
+        steps.advance(ctx, waiter)
+        return bool(fake.calls)
+
+    wait_for(build_spawned, timeout=60, every=0.1)
     for _ in range(3):
         steps.advance(ctx, waiter)
     assert store.get(waiter).stage is Stage.QUEUED
+    [build] = fake.calls.values()
+    assert build.run_id.startswith("cache-") and build.options["teacher_cache_only"]
     messages = [e["message"] for e in store.events(waiter)]
-    assert sum("waiting for the teacher cache, which run" in m for m in messages) == 1, messages  # said once
-    assert drive(ctx, other, {Stage.TRAINING}, timeout=30)  # 2 slots: the builder's and this one's
-    [key] = [k for k, v in fake.live.data.items() if k.startswith("cache:")]
-    assert modal_cache.publish(fake.live, key, store.get(builder).run_id, {"epoch": 1}, None)  # ready
-    settings.modal_max_running = 3
+    assert sum("waiting for the build of the teacher cache of tiny" in m for m in messages) == 1, (
+        messages
+    )  # said once
+    assert drive(ctx, other, {Stage.TRAINING}, timeout=30)  # the one slot: the waiter holds none
+    [key] = [k for k in fake.live.data if k.startswith("cache:") and not k.endswith(modal_cache.CALL)]
+    build.state, build.result = "finished", {"outcome": "done"}  # the build input returned
+    settings.modal_max_running = 2
     assert drive(ctx, waiter, {Stage.TRAINING}, timeout=30)
+    assert fake.live.get(key)["state"] == "ready"
 
 
 # ---------------------------------------------------------------- the pictures decoded once, off the GPU
@@ -1870,7 +1832,7 @@ def test_the_pictures_are_decoded_once_off_the_gpu_while_the_experiments_wait_qu
     assert len(fake.decodes) == 1 and not fake.calls  # one decode, no GPU container yet
     assert fake.decodes["fc-d001"].options["memory"] >= 16 * 1024  # a bucket, sized from the dataset
     said = [e["message"] for e in store.events(first)]
-    assert sum("waiting for the pictures of dataset 'synth' to be decoded" in m for m in said) == 1, said
+    assert sum("waiting for the decode of dataset 'synth'" in m for m in said) == 1, said
     fake.decode_go.set()
     wait_for(lambda: fake.decodes["fc-d001"].state == "finished", timeout=60)
     assert fake.decodes["fc-d001"].result["outcome"] == "done", fake.decodes["fc-d001"].result
@@ -1895,36 +1857,41 @@ def test_a_dataset_whose_pictures_cannot_be_decoded_fails_queued_without_a_gpu_c
     [exp_id] = store.add([(None, tiny_spec(data={"dataset": "junk"}))])
     exp = drive(ctx, exp_id, {Stage.FAILED, Stage.TRAINING})
     assert exp.stage is Stage.FAILED and not fake.calls, exp.error
-    assert "could not be decoded on Modal" in exp.error, exp.error
+    assert "the decode of dataset 'junk'" in exp.error and "failed on Modal" in exp.error, exp.error
     assert "datasets/junk: found no class folders" in exp.error
     assert "kdq data upload PATH --name junk" in exp.error and str(tmp_path) not in exp.error
     [again] = store.add([(None, tiny_spec(name="again", data={"dataset": "junk"}))], force=True)
     assert drive(ctx, again, {Stage.FAILED, Stage.TRAINING}).stage is Stage.FAILED
-    assert len(fake.decodes) == 2 and not fake.calls
+    assert len(fake.decodes) == 1 and not fake.calls  # told the same failure: not decoded again
 
 
 def test_a_decode_call_that_dies_fails_the_run_that_looks_and_a_cancelled_one_starts_again(
     settings, store, fake, monkeypatch
 ):
-    """A decode call that raised (out of memory) fails the experiment with the call's error; one that
-    was cancelled (Modal's dashboard) fails nothing: the next look starts a new one."""
+    """A decode call that was cancelled (Modal's dashboard) fails nothing: the next look starts a new
+    one. One that raised (out of memory) fails every experiment that looks with the call's error, for
+    a while; after that the next look starts a new one (``kdq retry``)."""
     real = decode.decode_dataset
 
     def out_of_memory(*a, **kw):
         raise MemoryError("the container ran out of memory")
 
-    monkeypatch.setattr(decode, "decode_dataset", out_of_memory)
     ctx = context(settings, store, fake)
-    [exp_id] = store.add([(None, tiny_spec())])
-    exp = drive(ctx, exp_id, {Stage.FAILED, Stage.TRAINING})
+    fake.decode_go.clear()
+    [first] = store.add([(None, tiny_spec())])
+    steps.advance(ctx, first)
+    fake.decodes["fc-d001"].cancel()
+    wait_for(lambda: fake.decodes["fc-d001"].state == "cancelled", timeout=30)
+    steps.advance(ctx, first)
+    assert store.get(first).stage is Stage.QUEUED and len(fake.decodes) == 2
+    monkeypatch.setattr(decode, "decode_dataset", out_of_memory)
+    fake.decode_go.set()
+    exp = drive(ctx, first, {Stage.FAILED, Stage.TRAINING})
     assert exp.stage is Stage.FAILED and "MemoryError" in exp.error and not fake.calls, exp.error
     monkeypatch.setattr(decode, "decode_dataset", real)
-    fake.decode_go.clear()
     [again] = store.add([(None, tiny_spec(name="again"))], force=True)
-    steps.advance(ctx, again)
-    fake.decodes["fc-d002"].cancel()
-    wait_for(lambda: fake.decodes["fc-d002"].state == "cancelled", timeout=30)
-    steps.advance(ctx, again)
-    assert store.get(again).stage is Stage.QUEUED and len(fake.decodes) == 3
-    fake.decode_go.set()
-    assert drive(ctx, again, {Stage.TRAINING, Stage.FAILED}).stage is Stage.TRAINING
+    assert drive(ctx, again, {Stage.FAILED, Stage.TRAINING}).stage is Stage.FAILED  # the same failure
+    monkeypatch.setattr(modal_cache, "FAILED_HOLD_S", 0.0)
+    [third] = store.add([(None, tiny_spec(name="third"))], force=True)
+    assert drive(ctx, third, {Stage.TRAINING, Stage.FAILED}).stage is Stage.TRAINING
+    assert len(fake.decodes) == 3
