@@ -12,11 +12,9 @@ and the commit after it carries it. Nothing here imports modal.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
-from kdq import runfolder
+from jobs.mirror import Mirror
 
 VIEWED = ("decoded", "teacher")  # what the training reads and writes under --cache (data.py, teacher.py)
 
@@ -26,31 +24,13 @@ class CacheView:
 
     def __init__(self, remote: Path, local: Path):
         self.remote, self.local = Path(remote), Path(local)
-        self.copied: dict[str, tuple[int, int]] = {}
-        for folder in VIEWED:
-            for path in sorted((self.remote / folder).glob("*")) if (self.remote / folder).is_dir() else []:
-                if path.is_file() and not path.name.startswith("."):  # not another writer's temporary file
-                    link = self.local / folder / path.name
-                    link.parent.mkdir(parents=True, exist_ok=True)
-                    link.symlink_to(path)
         for folder in VIEWED:
             (self.local / folder).mkdir(parents=True, exist_ok=True)
-
-    def written(self) -> list[Path]:
-        """Plain files the training wrote here whole (its temporary files start with a dot)."""
-        return [
-            p
-            for folder in VIEWED
-            for p in sorted((self.local / folder).glob("*"))
-            if not p.is_symlink() and p.is_file() and not p.name.startswith(".")
-        ]
+            for path in sorted((self.remote / folder).glob("*")) if (self.remote / folder).is_dir() else []:
+                if path.is_file() and not path.name.startswith("."):  # not another writer's temporary file
+                    (self.local / folder / path.name).symlink_to(path)
+        self.copy = Mirror(self.local, self.remote)  # the links stay links: only what the training wrote
 
     def __call__(self) -> None:
         """Copy what the training wrote since the last call to the Volume (each file whole, renamed in)."""
-        for path in self.written():
-            rel, st = path.relative_to(self.local), os.stat(path)
-            if self.copied.get(str(rel)) == (st.st_mtime_ns, st.st_size):
-                continue
-            with runfolder.atomic_path(self.remote / rel) as tmp:
-                shutil.copyfile(path, tmp)
-            self.copied[str(rel)] = (st.st_mtime_ns, st.st_size)
+        self.copy()

@@ -2,16 +2,17 @@
 
 It claims the run folder on the Volume (owner.json, committed before the training starts), runs
 ``python -m kdq.train --device cuda`` (which resumes from checkpoint.pt when Modal restarts a
-preempted call), and every ``HEARTBEAT_S`` seconds copies the training log to the Volume and commits
-it, so progress.json and the log are visible outside; the last commit comes before it returns. A
-Volume commit (and the reload it ends with) fails while any file on the Volume is open, and a file open
-for writing is left out of it: so the training process's lock and its live output stay on the
-container's own disk, and every file this code writes on the Volume is closed again before it commits.
-A training that shows no progress and writes nothing for ``STALL_S`` is stopped with an error naming
-its phase. The training's checkpoint is written on the container's disk too (every few minutes:
-kdq/train/checkpoint.py) and copied to the Volume at the beat after it changed. A preemption (SIGINT)
-or a SIGTERM to this process stops the training with SIGTERM: it checkpoints at its next step, and
-that checkpoint reaches the Volume before the last commit, so the restarted input resumes from it.
+preempted call), and every ``HEARTBEAT_S`` seconds copies what the training wrote to the Volume and
+commits it, so progress.json and the log are visible outside; the last commit comes before it
+returns. A Volume commit (and the reload it ends with) fails while any file on the Volume is open, a
+packed neighbour's included, and a file open for writing is left out of it: so the training reads and
+writes only the container's own disk (its run folder, its log and lock, its cache folder: the
+Volume's caches seen through links), and this code copies the run folder (jobs/mirror.py), the log
+(jobs/watch.py) and new caches (jobs/cacheview.py) onto the Volume whole, under the lock the
+container's inputs commit under, before each commit. A training that shows no progress and writes
+nothing for ``STALL_S`` is stopped with an error naming its phase. A preemption (SIGINT) or a
+SIGTERM to this process stops the training with SIGTERM: it checkpoints at its next step, and that
+checkpoint reaches the Volume before the last commit, so the restarted input resumes from it.
 Several runs share one container (jobs/packing.py). Nothing here imports modal.
 """
 
@@ -29,11 +30,21 @@ from typing import Any, Protocol
 
 from jobs import preempt
 from jobs.cacheview import CacheView
+from jobs.mirror import Mirror
 from jobs.packing import Pack, wait_or_stop
-from jobs.preempt import CheckpointCopy
 from jobs.watch import LogCopy, Watchdog, echo, last_commit, stall_error, stop_child
 from kdq import runfolder
-from kdq.backends.modal_gateway import CACHE, DATASET_MARK, OWNER, dataset_path, lease_key, run_key, run_path
+from kdq.backends.modal_gateway import (
+    CACHE,
+    DATASET_MARK,
+    LAUNCH,
+    OWNER,
+    RUNS,
+    dataset_path,
+    lease_key,
+    run_key,
+    run_path,
+)
 
 HEARTBEAT_S = 30.0
 STALE_S = 180.0  # an owner silent this long is gone (its container died without Modal restarting it)
@@ -106,16 +117,17 @@ def _result(run_dir: Path, run_id: str, call_id: str, **extra: Any) -> dict[str,
 
 
 class _Heartbeat:
-    """owner.json on the Volume and the same record, with progress.json, in the app's ``modal.Dict``."""
+    """owner.json on the Volume and the same record, with the training's progress.json (``progress``:
+    on the container's disk), in the app's ``modal.Dict``."""
 
     def __init__(self, run_dir: Path, run_id: str, call_id: str, attempts: list, live: Live, log):
         self.run_dir, self.run_id, self.call_id, self.attempts = run_dir, run_id, call_id, attempts
-        self.live, self.log = live, log
+        self.live, self.log, self.progress = live, log, run_dir / runfolder.PROGRESS
 
     def __call__(self, pid: int | None, outcome: str | None = None, **extra: Any) -> None:
         record = {"call_id": self.call_id, "heartbeat": time.time(), "pid": pid, "attempts": self.attempts}
         runfolder.write_json(self.run_dir / OWNER, {**record, **extra})
-        progress = runfolder.read_json(self.run_dir / runfolder.PROGRESS)
+        progress = runfolder.read_json(self.progress)
         try:
             self.live.put(run_key(self.run_id), {**record, **extra, "progress": progress})
         except Exception as exc:  # noqa: BLE001 — the Volume still carries it; the next beat tries again
@@ -156,7 +168,8 @@ def _refusal(
 def _supervise(proc, run_dir: Path, beat: _Heartbeat, copies, watchdog: Watchdog, commit, timing, log):
     """Wait for the training process, copying, beating and committing every ``heartbeat_s``; stop it
     when the watchdog says it hangs (its error.json names the phase). Returns its exit code. A SIGTERM
-    to this process interrupts the wait (``preempt.sigterm_interrupts``)."""
+    to this process interrupts the wait (``preempt.sigterm_interrupts``). ``run_dir``: the training's
+    own, on the container's disk."""
     with preempt.sigterm_interrupts():
         return _wait(proc, run_dir, beat, copies, watchdog, commit, timing, log)
 
@@ -203,7 +216,8 @@ def _start(cmd: list[str], local: Path, env: dict[str, str], log) -> subprocess.
 
 def _last(proc, run_dir: Path, beat: _Heartbeat, copies, commit, ended: bool, retry_s: float, log) -> None:
     """The last copies, heartbeat and commit of a training that stopped (``ended``: by itself; else
-    cancelled, preempted or crashing, when a failed commit must not mask what stopped it)."""
+    cancelled, preempted or crashing, when a failed commit must not mask what stopped it). ``run_dir``:
+    on the Volume, the copies made."""
     copies()
     beat.attempts[-1][1] = time.time()
     beat(None, runfolder.outcome(run_dir), exit_code=proc.returncode, ended_at=time.time())
@@ -215,10 +229,10 @@ def _last(proc, run_dir: Path, beat: _Heartbeat, copies, commit, ended: bool, re
         log(f"{run_dir.name}: the last volume commit failed: {exc!r}")
 
 
-def _command(python: str, root: Path, run_dir: Path, data: Path, local: Path, device: str, resume_from):
-    """The training's command line: its checkpoint and its cache folder on this container's disk."""
-    cmd = [python, "-m", "kdq.train", str(run_dir), "--data", str(data), "--cache", str(local / CACHE)]
-    cmd += ["--device", device, "--checkpoint", str(local / runfolder.CHECKPOINT)]
+def _command(python: str, root: Path, mine: Path, data: Path, local: Path, device: str, resume_from):
+    """The training's command line: its run folder (``mine``) and cache folder on this container's disk."""
+    cmd = [python, "-m", "kdq.train", str(mine), "--data", str(data), "--cache", str(local / CACHE)]
+    cmd += ["--device", device]
     return cmd + (["--resume-from", str(root / run_path(resume_from))] if resume_from else [])
 
 
@@ -273,18 +287,21 @@ def run_training(
     commit()  # claim the run before the (long) start of training
     local = Path(local_dir or tempfile.mkdtemp(prefix=f"kdq-{run_id}-"))
     local.mkdir(parents=True, exist_ok=True)
+    mine = local / RUNS / run_id  # the training's run folder, mirrored onto the Volume's
+    run_copy = Mirror(mine, run_dir, skip=(runfolder.LOG, OWNER, LAUNCH))
+    run_copy.pull()  # the spec, and the checkpoint a restarted input resumes from
+    beat.progress = mine / runfolder.PROGRESS
     view = CacheView(root / CACHE, local / CACHE)  # what the Volume holds now, the decode's tensor included
-    log_copy = LogCopy(local / runfolder.LOG, run_dir / runfolder.LOG, echo)
-    parts = (log_copy, CheckpointCopy(local, run_dir), view)
+    parts = (LogCopy(local / runfolder.LOG, run_dir / runfolder.LOG, echo), run_copy, view)
     copies = pack.locked(lambda: [copy() for copy in parts])  # no neighbour commits while one is open
-    watchdog = Watchdog((run_dir / runfolder.PROGRESS, local / runfolder.LOG), stall_s)
+    watchdog = Watchdog((mine / runfolder.PROGRESS, local / runfolder.LOG), stall_s)
     data = pack.stage(data_dir, dataset_path(dataset))  # once per container, named as on the Volume
-    cmd = _command(python, root, run_dir, data, local, device, resume_from)
+    cmd = _command(python, root, mine, data, local, device, resume_from)
     cmd += ["--teacher-cache-only"] if teacher_cache_only else []
     proc = _start(cmd, local, {**pack.env(), **(env or {})}, lambda msg: log(f"{run_id}: {msg}"))
     code: int | None = None
     try:
-        code = _supervise(proc, run_dir, beat, copies, watchdog, commit, (heartbeat_s, stop, deadline), log)
+        code = _supervise(proc, mine, beat, copies, watchdog, commit, (heartbeat_s, stop, deadline), log)
     finally:
         stop_child(proc, STOP_GRACE_S)  # cancelled, preempted (SIGINT, SIGTERM) or crashing: stop the child
         _last(proc, run_dir, beat, copies, commit, code is not None, commit_retry_s, log)

@@ -954,7 +954,7 @@ def test_a_teacher_cache_is_built_once_by_an_input_of_its_own_while_the_experime
             steps.advance(ctx, exp_id)
         return all(store.get(e).stage is not Stage.QUEUED for e in (first, second))
 
-    wait_for(both_launched, timeout=120, every=0.1)
+    wait_for(both_launched, timeout=400, every=0.1)  # a decode, a build and their containers, on 2 cores
     builds = [c for c in fake.calls.values() if c.run_id.startswith("cache-")]
     assert len(builds) == 1 and builds[0].result["outcome"] == "done", [c.run_id for c in fake.calls.values()]
     assert builds[0].options["teacher_cache_only"] and len(fake.decodes) == 1
@@ -966,7 +966,9 @@ def test_a_teacher_cache_is_built_once_by_an_input_of_its_own_while_the_experime
             sum("waiting for the build of the teacher cache of tiny on dataset 'synth'" in m for m in said)
             <= 1
         ), said
-        assert drive(ctx, exp_id, {Stage.DONE, Stage.FAILED, Stage.READY}).stage is not Stage.FAILED
+        assert (
+            drive(ctx, exp_id, {Stage.DONE, Stage.FAILED, Stage.READY}, timeout=400).stage is not Stage.FAILED
+        )
     assert _teacher_files(fake) == built  # read by both trainings, written by neither
     assert len(fake.calls) == 3
 
@@ -1776,6 +1778,45 @@ def test_the_gate_lets_pack_times_gpus_experiments_train(settings, store, fake, 
     assert {c.options["max_containers"] for c in fake.calls.values()} == {2}
     for run in here.glob("started-*"):
         (here / run.name.replace("started-", "go-")).touch()
+
+
+BUILD_OR_TRAIN = """
+cache = pathlib.Path(sys.argv[sys.argv.index('--cache') + 1]) / 'teacher'
+if '--teacher-cache-only' in sys.argv:
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / 'tiny-key.pt').write_bytes(b'embeddings')
+else:
+    (run / 'seen.json').write_text(json.dumps(sorted(p.name for p in cache.glob('*.pt') if p.is_symlink())))
+(run / 'done.json').write_text(json.dumps({'best_f1': 0.5}))
+"""
+
+
+def test_the_teacher_cache_is_built_by_an_input_of_its_own_and_each_training_reads_it_from_the_volume(
+    settings, store, fake, tmp_path
+):
+    """The fast view of the slow test above (a stand-in for the training process): one build input,
+    while both experiments wait; each training then sees the cache in its --cache folder as a link to
+    the Volume's copy (it computes nothing again)."""
+    fake.python = stub_trainer(tmp_path, BUILD_OR_TRAIN)
+    ctx = context(settings, store, fake)
+    first, second = store.add(
+        [(None, teacher_spec(name="a")), (None, teacher_spec(name="b", train={"epochs": 3}))], force=True
+    )
+
+    def both_training() -> bool:
+        for exp_id in (first, second):
+            steps.advance(ctx, exp_id)
+        return all(store.get(e).stage is Stage.TRAINING for e in (first, second))
+
+    wait_for(both_training, timeout=120, every=0.1)
+    [build] = [c for c in fake.calls.values() if c.run_id.startswith("cache-")]
+    assert build.options["teacher_cache_only"] and build.result["outcome"] == "done"
+    assert (fake.root / vol.CACHE / "teacher" / "tiny-key.pt").read_bytes() == b"embeddings"
+    for exp_id in (first, second):
+        run_id = store.get(exp_id).run_id
+        wait_for(lambda r=run_id: (fake.root / vol.run_path(r) / "seen.json").exists(), timeout=60)
+        assert json.loads((fake.root / vol.run_path(run_id) / "seen.json").read_text()) == ["tiny-key.pt"]
+    assert len(fake.calls) == 3 and len(fake.decodes) == 1
 
 
 def test_an_experiment_waiting_for_the_teacher_cache_waits_queued_and_holds_no_launch_slot(

@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.preempt import CheckpointCopy
 from kdq import runfolder
 from kdq.backends.modal_gateway import DATASET_MARK, dataset_path, run_path
 
@@ -77,17 +76,3 @@ def test_a_sigterm_to_the_container_reaches_the_training_whose_last_checkpoint_r
     assert (run_dir / runfolder.CHECKPOINT).read_bytes() == b"the step after the SIGTERM", out[-2000:]
     assert "KeyboardInterrupt: SIGTERM to the container" in out  # not a verdict: Modal runs it again
     assert proc.returncode != 0 and runfolder.outcome(run_dir) is None
-
-
-def test_the_checkpoint_is_staged_from_the_volume_and_copied_back_only_when_it_changed(tmp_path):
-    local, run_dir = tmp_path / "local", tmp_path / "run"
-    run_dir.mkdir()
-    (run_dir / runfolder.CHECKPOINT).write_bytes(b"epoch 3")
-    copy = CheckpointCopy(local, run_dir)
-    assert (local / runfolder.CHECKPOINT).read_bytes() == b"epoch 3"  # the run resumes from it
-    (run_dir / runfolder.CHECKPOINT).unlink()
-    copy()
-    assert not (run_dir / runfolder.CHECKPOINT).exists()  # unchanged: 60-100 MB not written again
-    (local / runfolder.CHECKPOINT).write_bytes(b"epoch 9, longer")
-    copy()
-    assert (run_dir / runfolder.CHECKPOINT).read_bytes() == b"epoch 9, longer"
