@@ -1031,6 +1031,42 @@ def test_a_neighbours_commit_is_not_refused_while_a_training_writes_its_teacher_
     assert not [p.name for p in (fake.root / "cache/teacher").iterdir() if p.name.startswith(".")]
 
 
+WRITE_THE_RUN_FOLDER = """
+with open(run / 'model.pt', 'wb') as f:  # as the export writes the file the grader scores
+    f.write(b'weights')
+    (here / 'writing').touch()
+    while not (here / 'written').exists():
+        time.sleep(0.01)
+(run / 'done.json').write_text(json.dumps({'best_f1': 0.5}))
+"""
+
+
+def test_a_neighbours_commit_is_not_refused_while_a_training_writes_its_run_folder(fake, tmp_path):
+    """The training's run folder is on the container's disk; the container mirrors it onto the Volume
+    (whole files, under its lock) before each commit, so a packed neighbour's commit never meets one
+    of its files open, and the commit after carries them."""
+    runfolder.write_json(fake.root / "runs/rf-1" / runfolder.SPEC, tiny_spec().model_dump(mode="json"))
+    mount = Mount(fake.volume, "rf")
+    thread = threading.Thread(
+        target=container.run_training,
+        args=(mount.dir, "rf-1", "synth"),
+        kwargs=dict(
+            call_id="fc-1", commit=mount.commit, reload=mount.reload, local_dir=tmp_path / "local",
+            heartbeat_s=0.1, python=stub_trainer(tmp_path, WRITE_THE_RUN_FOLDER), log=lambda m: None,
+        ),
+        daemon=True,
+    )  # fmt: skip
+    thread.start()
+    try:
+        wait_for(lambda: (tmp_path / "writing").exists(), timeout=30)
+        mount.commit()  # a neighbour's, while the training holds model.pt open
+    finally:
+        (tmp_path / "written").touch()
+        thread.join(30)
+    assert (fake.root / "runs/rf-1" / runfolder.MODEL).read_bytes() == b"weights"
+    assert (fake.root / "runs/rf-1" / runfolder.DONE).exists()
+
+
 def test_a_commit_with_a_file_open_on_the_volume_is_refused(tmp_path):
     """The stand-in itself: an open file under the mount makes commit and reload fail, like Modal."""
     volume = FakeVolume(tmp_path)
