@@ -170,8 +170,8 @@ class ModalBackend:
 
     def _spawn_build(self, spec: ExperimentSpec, mark: dict, key: str) -> str:
         """One input of the training class that builds teacher cache ``key`` for ``spec`` and trains
-        nothing, in run folder ``runs/cache-<key>``; returns its call id."""
-        run_id = modal_cache.build_run_id(key)
+        nothing, in run folder ``runs/cache-<key>-<time>``; returns its call id."""
+        run_id = modal_cache.build_run_id(key, time.time())
         self.gateway.upload(
             [(spec.model_dump_json(indent=2).encode(), f"{vol.run_path(run_id)}/{runfolder.SPEC}")]
         )

@@ -7,7 +7,7 @@ while every experiment that needs it waits in ``queued`` (no container, no launc
 
 - the pictures by one call of the app's CPU-only ``decode`` function (jobs/decode.py);
 - a teacher cache by one input of the training class that stops after the teacher phase
-  (``python -m kdq.train --teacher-cache-only``), in a run folder of its own, ``runs/cache-<key>``.
+  (``python -m kdq.train --teacher-cache-only``), in a run folder of its own, ``runs/cache-<key>-<time>``.
 
 ``made_once`` keeps one lease per cache in the app's ``modal.Dict`` (``put(..., skip_if_exists=True)``:
 the first writer wins, so a spawn whose reply was lost never makes a second call), with the id of the
@@ -53,9 +53,10 @@ def cache_key(spec: dict[str, Any], mark: dict[str, Any]) -> str | None:
     return "cache:" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def build_run_id(key: str) -> str:
-    """The run folder of the input that builds teacher cache ``key``."""
-    return "cache-" + key.split(":", 1)[1]
+def build_run_id(key: str, now: float) -> str:
+    """The run folder of an input that builds teacher cache ``key``: one per try, as a run's lease
+    (``lease:<run id>``, jobs/container.py) lets no second call train a run folder."""
+    return f"cache-{key.split(':', 1)[1]}-{int(now * 1000)}"
 
 
 def made_once(

@@ -1855,6 +1855,36 @@ def test_the_teacher_cache_is_built_by_an_input_of_its_own_and_each_training_rea
     assert len(fake.calls) == 3 and len(fake.decodes) == 1
 
 
+FAIL_THE_FIRST_BUILD = (
+    """
+if '--teacher-cache-only' in sys.argv and not (here / 'second').exists():
+    (run / 'error.json').write_text(json.dumps({'error': 'OutOfMemoryError: the teacher pass'}))
+    sys.exit(1)
+"""
+    + BUILD_OR_TRAIN
+)
+
+
+def test_a_teacher_cache_whose_build_failed_is_built_again_by_a_new_input(
+    settings, store, fake, tmp_path, monkeypatch
+):
+    """A failed build fails the experiments that wait for it, with its reason; a later look builds
+    again, in a run folder of its own (a second call for one run folder would stand down)."""
+    fake.python = stub_trainer(tmp_path, FAIL_THE_FIRST_BUILD)
+    ctx = context(settings, store, fake)
+    [first] = store.add([(None, teacher_spec(name="a"))])
+    exp = drive(ctx, first, {Stage.FAILED, Stage.TRAINING})
+    assert exp.stage is Stage.FAILED and "OutOfMemoryError: the teacher pass" in exp.error, exp.error
+    assert "the build of the teacher cache of tiny" in exp.error
+    (tmp_path / "second").touch()
+    monkeypatch.setattr(modal_cache, "FAILED_HOLD_S", 0.0)
+    [again] = store.add([(None, teacher_spec(name="again"))], force=True)
+    assert drive(ctx, again, {Stage.FAILED, Stage.TRAINING}).stage is Stage.TRAINING
+    builds = [c for c in fake.calls.values() if c.run_id.startswith("cache-")]
+    assert len(builds) == 2 and builds[0].run_id != builds[1].run_id
+    assert builds[1].result["outcome"] == "done"
+
+
 def test_an_experiment_waiting_for_the_teacher_cache_waits_queued_and_holds_no_launch_slot(
     settings, store, fake
 ):
