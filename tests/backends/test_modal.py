@@ -932,47 +932,6 @@ def teacher_spec(**sections) -> ExperimentSpec:
     )
 
 
-def _teacher_files(fake: FakeModal) -> dict[str, int]:
-    folder = fake.root / vol.CACHE / "teacher"
-    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.pt")} if folder.is_dir() else {}
-
-
-@pytest.mark.slow
-def test_a_teacher_cache_is_built_once_by_an_input_of_its_own_while_the_experiments_wait(
-    settings, store, fake
-):
-    """Night one: every experiment with a teacher misses the cache. One input of the training class
-    builds it (``--teacher-cache-only``, run folder ``runs/cache-<key>``) while both experiments that
-    need it wait in ``queued``; then both train on it, and neither computes the teacher again."""
-    ctx = context(settings, store, fake)
-    first, second = store.add(
-        [(None, teacher_spec(name="a")), (None, teacher_spec(name="b", train={"epochs": 3}))], force=True
-    )
-
-    def both_launched() -> bool:
-        for exp_id in (first, second):
-            steps.advance(ctx, exp_id)
-        return all(store.get(e).stage is not Stage.QUEUED for e in (first, second))
-
-    wait_for(both_launched, timeout=400, every=0.1)  # a decode, a build and their containers, on 2 cores
-    builds = [c for c in fake.calls.values() if c.run_id.startswith("cache-")]
-    assert len(builds) == 1 and builds[0].result["outcome"] == "done", [c.run_id for c in fake.calls.values()]
-    assert builds[0].options["teacher_cache_only"] and len(fake.decodes) == 1
-    built = _teacher_files(fake)
-    assert len(built) == 1
-    for exp_id in (first, second):
-        said = [e["message"] for e in store.events(exp_id)]
-        assert (
-            sum("waiting for the build of the teacher cache of tiny on dataset 'synth'" in m for m in said)
-            <= 1
-        ), said
-        assert (
-            drive(ctx, exp_id, {Stage.DONE, Stage.FAILED, Stage.READY}, timeout=400).stage is not Stage.FAILED
-        )
-    assert _teacher_files(fake) == built  # read by both trainings, written by neither
-    assert len(fake.calls) == 3
-
-
 WRITE_THE_TEACHER_CACHE = """
 cache = pathlib.Path(sys.argv[sys.argv.index('--cache') + 1]) / 'teacher'
 cache.mkdir(parents=True, exist_ok=True)
@@ -1830,9 +1789,10 @@ else:
 def test_the_teacher_cache_is_built_by_an_input_of_its_own_and_each_training_reads_it_from_the_volume(
     settings, store, fake, tmp_path
 ):
-    """The fast view of the slow test above (a stand-in for the training process): one build input,
-    while both experiments wait; each training then sees the cache in its --cache folder as a link to
-    the Volume's copy (it computes nothing again)."""
+    """Night one: every experiment with a teacher misses the cache. One input of the training class
+    builds it (``--teacher-cache-only``; here a stand-in for the training process) while both
+    experiments wait in ``queued``; each training then sees it in its --cache folder as a link to the
+    Volume's copy (it computes nothing again). The real build: tests/train/test_main.py."""
     fake.python = stub_trainer(tmp_path, BUILD_OR_TRAIN)
     ctx = context(settings, store, fake)
     first, second = store.add(

@@ -4,11 +4,15 @@ import json
 
 from kdq import runfolder
 from kdq.spec import ExperimentSpec
-from kdq.train.__main__ import main
+from kdq.train import teacher
+from kdq.train.__main__ import main, teacher_cache
 
 
-def test_teacher_cache_only_builds_the_caches_every_run_reads_and_trains_nothing(clean_dataset, tmp_path):
-    """The Modal backend has each teacher cache built once, by an input that trains no student."""
+def test_teacher_cache_only_builds_the_caches_every_run_reads_and_trains_nothing(
+    clean_dataset, tmp_path, monkeypatch
+):
+    """The Modal backend has each teacher cache built once, by an input that trains no student; a run
+    of another student, with other epochs, then finds it under the name it looks for."""
     run_dir, cache = tmp_path / "cache-abc", tmp_path / "cache"
     run_dir.mkdir()
     spec = ExperimentSpec.model_validate(
@@ -32,3 +36,12 @@ def test_teacher_cache_only_builds_the_caches_every_run_reads_and_trains_nothing
     assert 0 <= done["teacher_val_f1"] <= 1
     assert not (run_dir / runfolder.MODEL).exists() and not (run_dir / runfolder.CHECKPOINT).exists()
     assert json.loads((run_dir / runfolder.PROGRESS).read_text())["phase"] == "done"
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("the teacher was loaded again: the run missed the cache")
+
+    monkeypatch.setattr(teacher, "load", no_teacher)
+    other = spec.model_copy(update={"train": spec.train.model_copy(update={"epochs": 7, "lr": 1e-2})})
+    other = other.model_copy(update={"student": other.student.model_copy(update={"drop_rate": 0.2})})
+    assert teacher_cache(other, tmp_path / "run", clean_dataset, cache)["teacher_val_f1"] is not None
+    assert len(list((cache / "teacher").glob("*.pt"))) == 1
