@@ -952,17 +952,17 @@ while not (here / 'go').exists():
 """
 
 
-def _cache_builder(fake: FakeModal, tmp_path: Path) -> tuple[Mount, threading.Thread]:
-    """A run that builds the teacher cache (``WRITE_THE_TEACHER_CACHE``), started in its own thread."""
-    runfolder.write_json(fake.root / "runs/tb-1" / runfolder.SPEC, teacher_spec().model_dump(mode="json"))
-    mount = Mount(fake.volume, "tb")
+def _training(fake: FakeModal, tmp_path: Path, run_id: str, spec: ExperimentSpec, body: str):
+    """``run_training`` of ``runs/<run_id>`` with a stand-in training running ``body``, in its own thread
+    and its own mount of the Volume; returns both."""
+    runfolder.write_json(fake.root / "runs" / run_id / runfolder.SPEC, spec.model_dump(mode="json"))
+    mount = Mount(fake.volume, run_id)
     thread = threading.Thread(
         target=container.run_training,
-        args=(mount.dir, "tb-1", "synth"),
+        args=(mount.dir, run_id, "synth"),
         kwargs=dict(
             call_id="fc-1", commit=mount.commit, reload=mount.reload, local_dir=tmp_path / "local",
-            heartbeat_s=0.1, python=stub_trainer(tmp_path, WRITE_THE_TEACHER_CACHE), log=lambda m: None,
-            live=fake.live,
+            heartbeat_s=0.1, python=stub_trainer(tmp_path, body), log=lambda m: None, live=fake.live,
         ),
         daemon=True,
     )  # fmt: skip
@@ -974,7 +974,7 @@ def test_a_neighbours_commit_is_not_refused_while_a_training_writes_its_teacher_
     """Packed runs share one mount. The training writes its caches on the container's own disk; the
     container copies them to the Volume whole, under its lock, so a neighbour's commit never meets the
     cache half written and open; the commit after the copy carries it."""
-    mount, thread = _cache_builder(fake, tmp_path)
+    mount, thread = _training(fake, tmp_path, "tb-1", teacher_spec(), WRITE_THE_TEACHER_CACHE)
     try:
         wait_for(lambda: (tmp_path / "started").exists(), timeout=30)
         (tmp_path / "blocked").touch()
@@ -1004,18 +1004,7 @@ def test_a_neighbours_commit_is_not_refused_while_a_training_writes_its_run_fold
     """The training's run folder is on the container's disk; the container mirrors it onto the Volume
     (whole files, under its lock) before each commit, so a packed neighbour's commit never meets one
     of its files open, and the commit after carries them."""
-    runfolder.write_json(fake.root / "runs/rf-1" / runfolder.SPEC, tiny_spec().model_dump(mode="json"))
-    mount = Mount(fake.volume, "rf")
-    thread = threading.Thread(
-        target=container.run_training,
-        args=(mount.dir, "rf-1", "synth"),
-        kwargs=dict(
-            call_id="fc-1", commit=mount.commit, reload=mount.reload, local_dir=tmp_path / "local",
-            heartbeat_s=0.1, python=stub_trainer(tmp_path, WRITE_THE_RUN_FOLDER), log=lambda m: None,
-        ),
-        daemon=True,
-    )  # fmt: skip
-    thread.start()
+    mount, thread = _training(fake, tmp_path, "rf-1", tiny_spec(), WRITE_THE_RUN_FOLDER)
     try:
         wait_for(lambda: (tmp_path / "writing").exists(), timeout=30)
         mount.commit()  # a neighbour's, while the training holds model.pt open
